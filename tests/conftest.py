@@ -1,0 +1,93 @@
+"""Shared fixtures: one tiny synthetic dataset per session and a cache of real training runs.
+
+Multi-process runs cost seconds each on 2 cores, and several tests read the same run (its weights,
+its log, its checkpoints), so every run is launched at most once per session, keyed by its launcher
+and arguments. Runs use the tiny model scale, 64 px images and validation off unless a test needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# One intra-op thread per process: 2 ranks on 2 cores do not oversubscribe, and the single-process
+# reference computes with the same kernels and thread count as each rank (needed for bitwise parity).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+       "TOKENIZERS_PARALLELISM": "false"}
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Run:
+    out: Path
+    proc: subprocess.CompletedProcess
+
+    @property
+    def log(self) -> list[dict]:
+        return [json.loads(line) for line in (self.out / "train_log.jsonl").read_text().splitlines()]
+
+    @property
+    def output(self) -> str:
+        return self.proc.stdout + self.proc.stderr
+
+
+def launch(launcher: str, nproc: int, args: list[str], out: Path, timeout: int = 300, check: bool = True) -> Run:
+    """Run train.py (or ``-m yolofuse_scale ...`` when args start with a command) under a real launcher."""
+    if launcher == "python":
+        assert nproc == 1
+        cmd = [sys.executable, *args]
+    elif launcher == "torchrun":
+        cmd = [str(BIN / "torchrun"), f"--nproc_per_node={nproc}", f"--master_port={free_port()}", *args]
+    elif launcher == "accelerate":
+        cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "configs/accelerate/ddp.yaml"),
+               f"--num_processes={nproc}", f"--main_process_port={free_port()}", *args]
+    else:
+        raise ValueError(launcher)
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        tail = f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")
+    return Run(out, proc)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from yolofuse_scale.data import write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data"), n_train=32, n_val=16, imgsz=64, seed=0)
+
+
+#: The arguments every cached training run shares: tiny model, 64 px, deterministic data, no warm-up.
+BASE_ARGS = ["--model", "yolov8t", "--fusion", "mid", "--imgsz", "64", "--batch-size", "4", "--epochs", "2",
+             "--workers", "0", "--no-augment", "--warmup-epochs", "0", "--seed", "3"]
+
+
+@pytest.fixture(scope="session")
+def train_run(tiny_data, tmp_path_factory):
+    """``train_run(launcher, nproc, grad_accum, *extra)`` -> Run, launched once per session per key."""
+    cache: dict[tuple, Run] = {}
+
+    def get(launcher: str, nproc: int, grad_accum: int, *extra: str) -> Run:
+        key = (launcher, nproc, grad_accum, *extra)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"run_{launcher}{nproc}x{grad_accum}")
+            args = ["train.py", "--data", str(tiny_data), *BASE_ARGS, "--grad-accum", str(grad_accum),
+                    "--output-dir", str(out), *extra]
+            cache[key] = launch(launcher, nproc, args, out)
+        return cache[key]
+
+    return get

@@ -1,0 +1,101 @@
+"""The fusion variants and the YOLOFuse-schema parser: shapes, gradients, parameter counts."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from yolofuse_scale.engine.task import DetectionTask
+from yolofuse_scale.model import FUSIONS, build_model, model_summary
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def _batch(ch: int, n: int = 2, size: int = 64) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "img": (torch.rand(n, ch, size, size, generator=g) * 255).to(torch.uint8),
+        "batch_idx": torch.tensor([0.0, 1.0, 1.0]),
+        "cls": torch.tensor([[0.0], [1.0], [0.0]]),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.3, 0.6], [0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.2, 0.5]]),
+    }
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("ir_channels", [1, 3])
+def test_variant_forward_backward(fusion, ir_channels):
+    model = build_model("yolov8t", fusion, nc=2, ir_channels=ir_channels)
+    batch = _batch(3 + ir_channels)
+    loss, items = DetectionTask(model, nbs=64).step(model, batch)
+    assert loss.ndim == 0 and torch.isfinite(loss) and items.shape == (3,)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]  # DFL conv is fixed
+    assert all(g is not None for g in grads), "every parameter takes part in the loss"
+    levels = 6 if fusion == "late" else 3
+    assert model.stride.tolist() == [8.0, 16.0, 32.0] * (levels // 3)
+    model.eval()
+    with torch.no_grad():
+        y, _ = model(batch["img"].float() / 255)
+    anchors = sum((64 // s) ** 2 for s in (8, 16, 32)) * (levels // 3)
+    assert y.shape == (2, 4 + 2, anchors)
+
+
+def test_single_modality_baselines_ignore_the_other_stream():
+    x = torch.rand(1, 4, 64, 64)
+    for fusion, blanked in (("rgb", slice(3, 4)), ("ir", slice(0, 3))):
+        model = build_model("yolov8t", fusion, nc=1, ir_channels=1).eval()
+        x2 = x.clone()
+        x2[:, blanked] = 0
+        with torch.no_grad():
+            assert torch.equal(model(x)[0], model(x2)[0]), fusion
+
+
+def test_parameter_counts_follow_the_architecture():
+    params = {f: sum(p.numel() for p in build_model("yolov8n", f, nc=1).parameters()) for f in FUSIONS}
+    assert params["rgb"] == params["ir"]  # same network, other input
+    assert params["early"] - params["rgb"] == 27 * 16  # only the stem's 3 extra input channels (3x3 conv, 16 out)
+    backbone = params["rgb"] - 0  # a second backbone makes mid and late clearly larger
+    assert params["mid"] > params["rgb"] * 1.3 and params["late"] > params["mid"]
+    assert params["late"] < 2 * backbone + 1  # two branches share nothing but one Detect
+
+
+def test_yolov8n_matches_ultralytics_size_and_flops():
+    params, gflops = model_summary(build_model("yolov8n", "rgb", nc=80), 640)
+    assert params == 3_157_200  # Ultralytics' own YOLOv8n summary
+    assert 8.5 < gflops < 9.0
+
+
+@pytest.mark.parametrize("yaml_name", ["yolofuse_mid_schema.yaml", "yolofuse_data_level_schema.yaml"])
+@pytest.mark.parametrize("ir_channels", [1, 3])
+def test_yolofuse_schema_yaml_trains(yaml_name, ir_channels):
+    model = build_model(str(ASSETS / yaml_name), nc=2, ir_channels=ir_channels, scale="t")
+    assert model.model[-1].nc == 2 and model.two_stream
+    loss, _ = DetectionTask(model).step(model, _batch(3 + ir_channels))
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_yaml_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such model YAML"):
+        build_model(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nc: 1\n")
+    with pytest.raises(ValueError, match="bad.yaml: not an Ultralytics model YAML"):
+        build_model(str(bad))
+    with pytest.raises(ValueError, match="scale 'q' is not in its scales table"):
+        build_model(str(ASSETS / "yolofuse_mid_schema.yaml"), scale="q")
+    with pytest.raises(ValueError, match="unknown fusion"):
+        build_model("yolov8n", "sideways")
+
+
+def test_model_package_imports_nothing_distributed():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, yolofuse_scale.model; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('accelerate', 'deepspeed')]; "
+        "print(','.join(bad)); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, f"model package imported: {r.stdout}"

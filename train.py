@@ -1,0 +1,15 @@
+"""Train an RGB+IR fusion YOLO detector. Thin entry point: parse the flags, run the one loop.
+
+    python train.py --data data.yaml
+    torchrun --nproc_per_node 2 train.py --data data.yaml
+    accelerate launch --config_file configs/accelerate/ddp.yaml train.py --data data.yaml
+
+`python train.py --help` lists every flag.
+"""
+
+import sys
+
+from yolofuse_scale.cli import build_train_parser, run_train
+
+if __name__ == "__main__":
+    sys.exit(run_train(build_train_parser().parse_args()))

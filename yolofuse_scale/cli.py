@@ -1,0 +1,131 @@
+"""``yolofuse-scale CMD`` (also ``python -m yolofuse_scale CMD``, so ``torchrun -m yolofuse_scale ...`` works).
+
+Commands:
+  train   train a fusion detector (same flags as ``train.py``)
+  val     evaluate a weights file: mAP50, mAP50-95, P, R as a table and one JSON line
+  synth   write the synthetic LLVIP-like dataset used by the demo and the tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+TRAIN_EPILOG = """\
+launch it the way your cluster does; the loop is the same:
+  python train.py --data data.yaml                                   # one process (CPU or one GPU)
+  torchrun --nproc_per_node 2 train.py --data data.yaml              # DDP
+  accelerate launch --config_file configs/accelerate/ddp.yaml train.py --data data.yaml
+outputs in --output-dir: config.yaml, train_log.jsonl, checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json
+"""
+
+
+def build_train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    from yolofuse_scale.config import add_train_arguments
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train an RGB+IR fusion YOLO detector with one Accelerate loop (single process, DDP).",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_train_arguments(parser)
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from yolofuse_scale.config import config_from_args
+    from yolofuse_scale.engine.trainer import Trainer
+
+    Trainer(config_from_args(args)).fit()
+    return 0
+
+
+def add_val_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, help="weights file written by training (weights/best.pt)")
+    parser.add_argument("--data", required=True, help="data.yaml of the dataset to evaluate on")
+    parser.add_argument("--split", default="val", help="which split of data.yaml to evaluate (val, test, train)")
+    parser.add_argument("--imgsz", type=int, default=None, help="input size (default: the size trained at)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per batch per process")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold before NMS")
+    parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
+    parser.add_argument("--max-det", type=int, default=300, help="detections kept per image")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def run_val(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from yolofuse_scale.config import TrainConfig
+    from yolofuse_scale.data import PairedRGBIRDataset, collate_pairs, load_data_config, scan_split
+    from yolofuse_scale.data.sampler import ShardSampler
+    from yolofuse_scale.engine.checkpoint import read_weights
+    from yolofuse_scale.engine.evaluate import evaluate
+    from yolofuse_scale.engine.strategy import build_accelerator
+    from yolofuse_scale.model import model_from_config
+
+    acc = build_accelerator(TrainConfig())
+    payload = read_weights(args.weights)
+    data_cfg = load_data_config(args.data)
+    if data_cfg.ir_channels != payload["ir_channels"]:
+        raise SystemExit(
+            f"{args.data}: ir_channels={data_cfg.ir_channels} but {args.weights} was trained with "
+            f"{payload['ir_channels']}"
+        )
+    model = model_from_config(payload["model_yaml"], payload["rgb_channels"], payload["ir_channels"])
+    model.load_state_dict(payload["model"])
+    model.to(acc.device).eval()
+    imgsz = args.imgsz or int(payload.get("imgsz", 640))
+    dataset = PairedRGBIRDataset(scan_split(data_cfg, args.split), imgsz, augment=False,
+                                 ir_channels=data_cfg.ir_channels)
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_pairs,
+                        sampler=ShardSampler(len(dataset), acc.num_processes, acc.process_index))
+    with torch.inference_mode():
+        metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det)
+    if acc.is_main_process:
+        print(format_metrics_table(metrics))
+        print(json.dumps({k: v for k, v in metrics.items()}, sort_keys=True))
+    acc.wait_for_everyone()
+    return 0
+
+
+def format_metrics_table(m: dict) -> str:
+    rows = [("all", m["images"], m["instances"], m["precision"], m["recall"], m["mAP50"], m["mAP50-95"])]
+    rows += [(name, "", "", c["precision"], c["recall"], c["mAP50"], c["mAP50-95"])
+             for name, c in m["per_class"].items()]
+    lines = [f"{'class':>12} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
+    lines += [f"{r[0]:>12} {r[1]!s:>7} {r[2]!s:>7} {r[3]:7.4f} {r[4]:7.4f} {r[5]:7.4f} {r[6]:9.4f}" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from yolofuse_scale.data import synth
+
+    parser = argparse.ArgumentParser(prog="yolofuse-scale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a fusion detector", description=build_train_parser().description,
+                           epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from yolofuse_scale.config import add_train_arguments
+
+    add_train_arguments(train)
+    train.set_defaults(func=run_train)
+
+    val = sub.add_parser("val", help="evaluate weights on a dataset (1 or N processes, identical numbers)")
+    add_val_arguments(val)
+    val.set_defaults(func=run_val)
+
+    syn = sub.add_parser("synth", help="write a synthetic LLVIP-like RGB+IR dataset with its data.yaml")
+    synth.add_arguments(syn)
+    syn.set_defaults(func=synth.run)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

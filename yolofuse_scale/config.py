@@ -1,0 +1,242 @@
+"""Typed run configuration: one dataclass per concern, filled from defaults, then the command line.
+
+The resolved configuration is written beside every run as ``config.yaml``; ``--config FILE`` reads
+such a file back (command-line flags still win), so a run is reproducible from its own output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from yolofuse_scale.model.variants import FUSIONS, SCALES
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where the paired images come from and how they are fed."""
+
+    data: str = ""  #: data.yaml (YOLOFuse layout); empty: synthesise a small dataset into the output dir
+    imgsz: int = 640  #: square training/validation size (letterboxed), a multiple of 32
+    workers: int = 2  #: DataLoader worker processes per rank
+    augment: bool = True  #: horizontal flip (more in the data issue); False: deterministic order+content
+    shuffle: bool = True  #: seeded per-epoch shuffle; the order is a function of (seed, epoch) only
+
+    def __post_init__(self) -> None:
+        if self.imgsz < 32 or self.imgsz % 32:
+            raise ValueError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Which detector is trained."""
+
+    model: str = "yolov8n"  #: yolov8{t,n,s,m,l,x} (t = tiny, tests only) or an Ultralytics/YOLOFuse YAML file
+    fusion: str = "mid"  #: early | mid | late | rgb | ir (ignored for a YAML file)
+    scale: str | None = None  #: row of a YAML file's `scales` table (default: its first)
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """The optimisation recipe. Defaults are Ultralytics' YOLOv8 ones (SGD, lr0 0.01, nbs 64).
+
+    Gradient semantics, defined once (see ``engine/task.py``): every optimizer step applies
+    ``nbs`` x the mean, over the step's micro-batches on all ranks, of the gradient of the per-batch
+    detection loss. With ``nbs`` images per step that is exactly Ultralytics' update (its loss is a
+    sum over the batch, accumulated to 64 images); with any other world size x accumulation the step
+    size does not silently change. ``--scale-lr linear`` multiplies lr and weight decay by
+    (images per step / nbs), which is Ultralytics' behaviour for a non-nominal batch.
+    """
+
+    optimizer: str = "sgd"  #: sgd (momentum, nesterov) | adamw
+    lr: float = 0.01  #: peak learning rate (lr0)
+    lrf: float = 0.01  #: final lr = lr * lrf
+    momentum: float = 0.937  #: SGD momentum / Adam beta1
+    weight_decay: float = 5e-4  #: applied to conv/linear weights only (not BN, not biases)
+    warmup_epochs: float = 3.0  #: linear warm-up length (at least 100 optimizer steps, as Ultralytics)
+    warmup_momentum: float = 0.8
+    warmup_bias_lr: float = 0.1
+    schedule: str = "cosine"  #: cosine | linear, over --epochs (not --max-steps)
+    clip_grad: float = 10.0  #: max gradient norm (Ultralytics clips at 10)
+    nbs: int = 64  #: nominal batch size the recipe's hyper-parameters assume
+    scale_lr: str = "none"  #: none | linear (see above)
+    ema: bool = True  #: keep an EMA of the weights (decay 0.9999, 2000-step ramp); validate/save it
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "linear"):
+            raise ValueError(f"--schedule must be cosine or linear, got {self.schedule!r}")
+        if self.scale_lr not in ("none", "linear"):
+            raise ValueError(f"--scale-lr must be none or linear, got {self.scale_lr!r}")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Run length, batch, outputs and the distributed knobs the loop itself owns."""
+
+    epochs: int = 100  #: fixes the LR schedule
+    max_steps: int = 0  #: stop after this many optimizer steps (0: run all epochs); schedule unchanged
+    batch_size: int = 16  #: per device (per process) micro-batch
+    grad_accum: int = 1  #: micro-batches per optimizer step on each rank
+    seed: int = 0
+    output_dir: str = "runs/train"
+    resume: str = ""  #: "auto" (newest checkpoint in output_dir) or a checkpoint folder
+    save_every_steps: int = 0  #: also checkpoint every N optimizer steps (0: epoch ends only)
+    val: bool = True  #: validate at each epoch end
+    log_with: str = "none"  #: tensorboard | wandb | mlflow | none (trackers run offline)
+    log_every: int = 1  #: print a progress line every N steps (the JSONL log gets every step)
+    deepspeed: str = ""  #: DeepSpeed JSON config (or use `accelerate launch --config_file ...`)
+    mixed_precision: str | None = None  #: no | fp16 | bf16 (default: the launcher's / Accelerate's)
+    dist_timeout: int = 300  #: seconds a collective may wait before the job fails (a dead/hung rank)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.log_with not in ("tensorboard", "wandb", "mlflow", "none"):
+            raise ValueError(f"--log-with must be tensorboard, wandb, mlflow or none, got {self.log_with!r}")
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
+            raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Everything a training run needs, grouped by concern."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(sections)
+        if unknown:
+            raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        kw = {}
+        for f in dataclasses.fields(cls):
+            sub_cls = f.default_factory  # type: ignore[misc]
+            kw[f.name] = sub_cls(**(d.get(f.name) or {}))
+        return cls(**kw)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+_HELP = {
+    # One line a flag, written for the person at the terminal; defaults are appended by argparse.
+    "data": "data.yaml in the YOLOFuse layout (images/, imagesIR/, labels/); omit to train on a synthetic set",
+    "imgsz": "square input size in pixels (multiple of 32)",
+    "workers": "DataLoader worker processes per rank",
+    "augment": "training augmentation (horizontal flip applied identically to RGB and IR)",
+    "shuffle": "shuffle each epoch with a permutation seeded by (seed, epoch)",
+    "model": "yolov8t|n|s|m|l|x (t: tiny, for tests) or a model YAML (Ultralytics or YOLOFuse schema)",
+    "fusion": "early (stacked input), mid (two backbones, fused P3-P5), late (two branches, one Detect), "
+    "rgb or ir (single-modality baselines)",
+    "scale": "for a YAML model: which row of its `scales` table (n/s/m/l/x)",
+    "optimizer": "sgd or adamw; BN weights and biases get no weight decay",
+    "lr": "peak learning rate after warm-up",
+    "lrf": "final learning rate as a fraction of --lr",
+    "momentum": "SGD momentum / AdamW beta1",
+    "weight_decay": "weight decay of conv weights",
+    "warmup_epochs": "linear warm-up, in epochs (at least 100 steps)",
+    "warmup_momentum": "momentum at the start of warm-up",
+    "warmup_bias_lr": "bias learning rate at the start of warm-up",
+    "schedule": "cosine or linear decay over --epochs",
+    "clip_grad": "clip the global gradient norm to this value (0: off)",
+    "nbs": "nominal batch size of the recipe: a step's gradient is nbs x the mean micro-batch gradient",
+    "scale_lr": "linear: multiply lr and weight decay by images-per-step / nbs",
+    "ema": "keep an exponential moving average of the weights, used for validation and weights/",
+    "epochs": "number of epochs; fixes the LR schedule",
+    "max_steps": "stop after this many optimizer steps (0: no limit); does not change the schedule",
+    "batch_size": "micro-batch per device; the global batch is batch-size x processes x grad-accum",
+    "grad_accum": "micro-batches accumulated per optimizer step on each process",
+    "seed": "seeds Python, NumPy and torch on every rank, the shuffle and the augmentation",
+    "output_dir": "run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/",
+    "resume": "'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder",
+    "save_every_steps": "also write a checkpoint every N optimizer steps (0: only at epoch ends)",
+    "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch",
+    "log_with": "experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none",
+    "log_every": "print a progress line every N optimizer steps",
+    "deepspeed": "DeepSpeed JSON config (ds_configs/*.json); the deepspeed launcher passes this",
+    "mixed_precision": "no, fp16 or bf16 (default: the accelerate config's choice, else no)",
+    "dist_timeout": "seconds a collective may block before the job fails (dead or hung rank)",
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per config field (``--batch-size`` for ``batch_size``), grouped by section."""
+    parser.add_argument("--config", default="", help="YAML written by an earlier run (config.yaml); flags win")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    for section, cls in _SECTIONS.items():
+        group = parser.add_argument_group(section)
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default
+            kind = type(default) if default is not None else str
+            help_text = _HELP.get(f.name, "")
+            if kind is bool:
+                group.add_argument(
+                    flag,
+                    dest=f"{section}.{f.name}",
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=f"{help_text} (default: {'on' if default else 'off'})",
+                )
+            else:
+                group.add_argument(
+                    flag,
+                    dest=f"{section}.{f.name}",
+                    type=kind,
+                    default=None,
+                    help=f"{help_text} (default: {default})",
+                    choices=_choices(f.name),
+                )
+
+
+def _choices(name: str) -> list[str] | None:
+    return {"fusion": list(FUSIONS), "schedule": ["cosine", "linear"], "optimizer": ["sgd", "adamw"]}.get(name)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Defaults, then ``--config FILE``, then explicit flags."""
+    base: dict[str, dict[str, Any]] = {}
+    if getattr(args, "config", ""):
+        with open(args.config) as fh:
+            base = yaml.safe_load(fh) or {}
+        if not isinstance(base, dict):
+            raise ValueError(f"{args.config}: expected a mapping of sections (data, model, optim, train)")
+    for key, value in vars(args).items():
+        if "." in key and value is not None:
+            section, name = key.split(".", 1)
+            base.setdefault(section, {})[name] = value
+    return RunConfig.from_dict(base)
+
+
+__all__ = [
+    "SCALES",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "add_train_arguments",
+    "config_from_args",
+]

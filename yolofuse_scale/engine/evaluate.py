@@ -1,0 +1,116 @@
+"""Validation: every rank evaluates its shard, per-image statistics are gathered, Ultralytics' metrics.
+
+Detections go through Ultralytics' NMS and its prediction-to-target matching; mAP50, mAP50-95,
+precision and recall come from its ``DetMetrics``. Boxes are compared in letterboxed pixel space
+(IoU is invariant to the letterbox's uniform scale and shift, so no rescaling is needed).
+
+Per-image statistics are gathered as Python objects (images have different numbers of detections),
+ordered by dataset index, and reduced into metrics on every rank: the result is then identical to a
+one-process evaluation, and every rank knows it without a broadcast.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch import nn
+from tqdm import tqdm
+from ultralytics.engine.validator import BaseValidator
+from ultralytics.utils.metrics import DetMetrics, box_iou
+from ultralytics.utils.nms import non_max_suppression
+from ultralytics.utils.ops import xywh2xyxy
+
+IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
+# BaseValidator.match_predictions only reads `self.iouv`; calling it on this holder reuses
+# Ultralytics' greedy matching without building a whole validator (which wants its own dataset).
+_MATCHER = SimpleNamespace(iouv=IOU_THRESHOLDS)
+
+
+@torch.inference_mode()
+def detect(
+    model: nn.Module, images: torch.Tensor, conf: float = 0.001, iou: float = 0.7, max_det: int = 300
+) -> list[torch.Tensor]:
+    """Run an eval-mode model on float images; return per image an (n, 6) tensor xyxy, conf, cls."""
+    out = model(images)
+    preds = out[0] if isinstance(out, (list, tuple)) else out
+    return non_max_suppression(preds.float(), conf, iou, multi_label=True, max_det=max_det)
+
+
+def image_stats(det: torch.Tensor, gt_cls: torch.Tensor, gt_xyxy: torch.Tensor) -> dict[str, np.ndarray]:
+    """Ultralytics' per-image statistics: tp (n, 10) at IoU 0.5:0.95, conf, pred_cls, target_cls."""
+    det, gt_cls, gt_xyxy = det.cpu(), gt_cls.cpu(), gt_xyxy.cpu()
+    n = det.shape[0]
+    if n == 0 or gt_cls.numel() == 0:
+        tp = np.zeros((n, len(IOU_THRESHOLDS)), dtype=bool)
+    else:
+        iou = box_iou(gt_xyxy, det[:, :4])
+        tp = BaseValidator.match_predictions(_MATCHER, det[:, 5], gt_cls, iou).numpy()
+    cls = gt_cls.numpy()
+    return {
+        "tp": tp,
+        "conf": det[:, 4].numpy(),
+        "pred_cls": det[:, 5].numpy(),
+        "target_cls": cls,
+        "target_img": np.unique(cls),
+    }
+
+
+def evaluate(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    accelerator: Accelerator,
+    names: dict[int, str],
+    conf: float = 0.001,
+    iou: float = 0.7,
+    max_det: int = 300,
+    desc: str = "val",
+) -> dict[str, Any]:
+    """Evaluate ``model`` (bare, eval mode) on this rank's shard; return the job-wide metrics.
+
+    Collective: every rank must call this (one ``all_gather_object``).
+    """
+    was_training = model.training
+    model.eval()
+    local: list[tuple[int, str, dict[str, np.ndarray]]] = []
+    device = accelerator.device
+    bar = tqdm(loader, desc=desc, disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True)
+    for batch in bar:
+        imgs = batch["img"].to(device, non_blocking=True).float().div_(255.0)
+        h, w = imgs.shape[2:]
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+        dets = detect(model, imgs, conf, iou, max_det)
+        for i, det in enumerate(dets):
+            sel = batch["batch_idx"] == i
+            gt_xyxy = xywh2xyxy(batch["bboxes"][sel].float() * scale)
+            stats = image_stats(det, batch["cls"][sel].view(-1), gt_xyxy)
+            local.append((int(batch["index"][i]), batch["im_file"][i], stats))
+    model.train(was_training)
+
+    everything = sorted(gather_object(local), key=lambda t: t[0])  # collective; one-process order
+    metrics = DetMetrics(names=dict(names))
+    for _, im_file, stats in everything:
+        metrics.update_stats({**stats, "im_name": im_file})
+    n_instances = int(sum(len(s["target_cls"]) for _, _, s in everything))
+    if not everything:
+        raise ValueError("validation set is empty")
+    metrics.process()
+    p, r, map50, map5095 = (float(x) for x in metrics.mean_results())
+    per_class = {}
+    for j, c in enumerate(metrics.box.ap_class_index):
+        cp, cr, c50, c5095 = (float(x) for x in metrics.class_result(j))
+        per_class[names.get(int(c), str(c))] = {"precision": cp, "recall": cr, "mAP50": c50, "mAP50-95": c5095}
+    return {
+        "precision": p,
+        "recall": r,
+        "mAP50": map50,
+        "mAP50-95": map5095,
+        "fitness": 0.1 * map50 + 0.9 * map5095,  # Ultralytics' model-selection fitness
+        "images": len(everything),
+        "instances": n_instances,
+        "per_class": per_class,
+    }

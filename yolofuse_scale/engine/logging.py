@@ -1,0 +1,90 @@
+"""Main-process logging: one logger, one JSONL writer, one tracker; other ranks get do-nothing versions.
+
+Call sites never test the rank: they call ``log.info`` / ``log.step`` on every rank, and only the
+main process's object writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+_FMT = "%(asctime)s %(message)s"
+
+
+class RunLog:
+    """Console lines, ``train_log.jsonl`` (one object per optimizer step) and Accelerate trackers."""
+
+    def __init__(self, accelerator: Accelerator, output_dir: Path, tracker_config: dict[str, Any] | None = None):
+        self.accelerator = accelerator
+        self.logger = logging.getLogger("yolofuse_scale")
+        if not self.logger.handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter(_FMT, "%H:%M:%S"))
+            self.logger.addHandler(handler)
+            self.logger.propagate = False
+        self.logger.setLevel(logging.INFO)
+        self.path = output_dir / "train_log.jsonl"
+        self._fh = open(self.path, "a", buffering=1)  # line-buffered: a killed run keeps every line
+        self.trackers = bool(accelerator.log_with)
+        if self.trackers:
+            flat = {k: v for k, v in _flatten(tracker_config or {}).items() if isinstance(v, (int, float, str, bool))}
+            accelerator.init_trackers("yolofuse_scale", config=flat)
+
+    def info(self, msg: str) -> None:
+        self.logger.info(msg)
+
+    def step(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record) + "\n")
+        if self.trackers:
+            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record["step"])
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        if self.trackers:
+            self.accelerator.log({f"val/{k}": v for k, v in values.items() if isinstance(v, float)}, step=step)
+
+    def close(self) -> None:
+        self._fh.close()
+        if self.trackers:
+            self.accelerator.end_training()
+
+
+class NullLog:
+    """What every non-main rank gets. Trackers' ``end_training`` is still called (it is a barrier-free no-op)."""
+
+    def __init__(self, accelerator: Accelerator):
+        self.accelerator = accelerator
+
+    def info(self, msg: str) -> None:
+        pass
+
+    def step(self, record: dict[str, Any]) -> None:
+        pass
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def make_log(accelerator: Accelerator, output_dir: Path, config: dict[str, Any] | None = None) -> RunLog | NullLog:
+    if accelerator.is_main_process:
+        return RunLog(accelerator, output_dir, config)
+    return NullLog(accelerator)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

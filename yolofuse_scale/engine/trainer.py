@@ -1,0 +1,302 @@
+"""The one training loop. It runs unchanged on one CPU, one GPU, DDP over gloo or NCCL.
+
+Read top to bottom it is the algorithm: build, prepare, then for each optimizer step accumulate
+micro-batch gradients, clip, step, update the EMA, log; at each epoch end validate and save.
+Distributed specifics live in ``strategy.py``; what a step's gradient means lives in ``task.py``;
+which samples a rank sees lives in ``data/sampler.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from torch.utils.data import DataLoader
+from ultralytics.utils.torch_utils import ModelEMA
+
+from yolofuse_scale.config import RunConfig
+from yolofuse_scale.data import (
+    PairedRGBIRDataset,
+    collate_pairs,
+    load_data_config,
+    scan_split,
+    write_synthetic_dataset,
+)
+from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
+from yolofuse_scale.engine import checkpoint as ckpt
+from yolofuse_scale.engine.evaluate import evaluate
+from yolofuse_scale.engine.logging import make_log
+from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
+from yolofuse_scale.engine.strategy import build_accelerator, unwrap
+from yolofuse_scale.engine.task import LOSS_NAMES, DetectionTask
+from yolofuse_scale.model import build_model, model_summary
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient became NaN/inf; the message names the step, the rank(s) and the batch files."""
+
+
+class TrainState:
+    """Loop position and EMA, saved inside every checkpoint (Accelerate ``register_for_checkpointing``)."""
+
+    def __init__(self, ema: ModelEMA | None):
+        self.step = 0  # optimizer steps done
+        self.epoch = 0  # current epoch
+        self.step_in_epoch = 0  # optimizer steps done inside the current epoch
+        self.best_fitness = -1.0
+        self.ema = ema
+
+    def state_dict(self) -> dict[str, Any]:
+        d = {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+             "best_fitness": self.best_fitness}
+        if self.ema is not None:
+            d["ema"] = self.ema.ema.state_dict()
+            d["ema_updates"] = self.ema.updates
+        return d
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.step, self.epoch, self.step_in_epoch = d["step"], d["epoch"], d["step_in_epoch"]
+        self.best_fitness = d["best_fitness"]
+        if self.ema is not None:
+            self.ema.ema.load_state_dict(d["ema"])
+            self.ema.updates = d["ema_updates"]
+
+
+class Trainer:
+    """Train a fusion detector as ``cfg`` says. ``Trainer(cfg).fit()`` returns the final metrics."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.train.output_dir)
+        self.accelerator = build_accelerator(cfg.train, project_dir=str(self.out))
+        acc = self.accelerator
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out / "config.yaml")
+        acc.wait_for_everyone()
+        self.log = make_log(acc, self.out, cfg.to_dict())
+        set_seed(cfg.train.seed)  # same seed on every rank: identical initial weights everywhere
+
+        self._build_data()
+        self._build_model()
+
+    # ----------------------------------------------------------------------------------------- setup
+    def _build_data(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        data_yaml = cfg.data.data
+        if not data_yaml:  # the demo/test default: a small synthetic set inside the run folder
+            data_yaml = str(self.out / "synthetic" / "data.yaml")
+            with acc.main_process_first():
+                if acc.is_main_process and not Path(data_yaml).is_file():
+                    write_synthetic_dataset(self.out / "synthetic", imgsz=cfg.data.imgsz, seed=cfg.train.seed)
+        self.data_cfg = load_data_config(data_yaml)
+        # The scan (pairing + label validation) runs once, on the main process; every rank then trains
+        # on the identical sample list (ranks that disagree on the dataset length hang the job).
+        scanned = [None, None]
+        if acc.is_main_process:
+            scanned = [scan_split(self.data_cfg, "train"), scan_split(self.data_cfg, "val")]
+        scanned = broadcast_object_list(scanned) if acc.num_processes > 1 else scanned
+        train_samples, val_samples = scanned
+        d, t = cfg.data, cfg.train
+        self.train_set = PairedRGBIRDataset(
+            train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed
+        )
+        self.val_set = PairedRGBIRDataset(val_samples, d.imgsz, augment=False, ir_channels=self.data_cfg.ir_channels)
+        self.sampler = StepShardedBatchSampler(
+            len(self.train_set), t.batch_size, acc.num_processes, acc.process_index, t.grad_accum,
+            shuffle=d.shuffle, seed=t.seed,
+        )
+        if self.sampler.steps_per_epoch < 1:
+            raise ValueError(
+                f"{self.data_cfg.yaml_path}: {len(self.train_set)} training pairs cannot fill one optimizer step of "
+                f"{self.images_per_step} images (batch-size x processes x grad-accum); lower them or add data"
+            )
+        loader_kw = {"num_workers": d.workers, "collate_fn": collate_pairs, "pin_memory": acc.device.type == "cuda",
+                     "persistent_workers": d.workers > 0}
+        self.train_loader = DataLoader(self.train_set, batch_sampler=self.sampler, **loader_kw)
+        self.val_loader = DataLoader(
+            self.val_set, batch_size=t.batch_size,
+            sampler=ShardSampler(len(self.val_set), acc.num_processes, acc.process_index), **loader_kw,
+        )
+
+    @property
+    def images_per_step(self) -> int:
+        t = self.cfg.train
+        return t.batch_size * self.accelerator.num_processes * t.grad_accum
+
+    def _build_model(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        m = cfg.model
+        model = build_model(m.model, m.fusion, nc=self.data_cfg.nc, ir_channels=self.data_cfg.ir_channels,
+                            scale=m.scale, names=self.data_cfg.names)
+        params, gflops = model_summary(model, cfg.data.imgsz)
+        self.log.info(f"model {m.model} fusion={m.fusion} ir_channels={self.data_cfg.ir_channels}: "
+                      f"{params / 1e6:.2f} M parameters, {gflops:.1f} GFLOPs at {cfg.data.imgsz} px")
+        self.model_meta = {"params": params, "gflops": gflops}
+        optimizer = build_optimizer(model, cfg.optim, self.images_per_step)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        bare = unwrap(acc, self.model)
+        self.task = DetectionTask(bare, nbs=cfg.optim.nbs)
+        self.ema = ModelEMA(bare) if cfg.optim.ema else None
+        self.state = TrainState(self.ema)
+        acc.register_for_checkpointing(self.state)
+        lr, _ = effective_lr_wd(cfg.optim, self.images_per_step)
+        self.schedule = Schedule(cfg.optim, self.sampler.steps_per_epoch, cfg.train.epochs, lr)
+        self.log.info(
+            f"{acc.num_processes} process(es) on {acc.device.type} ({acc.distributed_type.value}, "
+            f"mixed precision {acc.mixed_precision}); batch {cfg.train.batch_size}/device x "
+            f"{acc.num_processes} x accumulation {cfg.train.grad_accum} = {self.images_per_step} images/step; "
+            f"{self.sampler.steps_per_epoch} steps/epoch; warm-up {self.schedule.warmup_steps} steps"
+        )
+
+    # ------------------------------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, Any]:
+        cfg, acc, state = self.cfg, self.accelerator, self.state
+        ckpt_root = self.out / "checkpoints"
+        resume_from = ckpt.resolve_resume(cfg.train.resume, ckpt_root)
+        if resume_from is not None:
+            acc.load_state(str(resume_from))
+            self.log.info(f"resumed from {resume_from} at step {state.step} (epoch {state.epoch})")
+        max_steps = cfg.train.max_steps or math.inf
+        metrics: dict[str, Any] = {}
+        stopped = state.step >= max_steps
+        while state.epoch < cfg.train.epochs and not stopped:
+            self.sampler.set_epoch(state.epoch, start_step=state.step_in_epoch)
+            self.train_set.set_epoch(state.epoch)
+            stopped = self._train_epoch(max_steps, ckpt_root)
+            if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
+                break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
+            if cfg.train.val:
+                metrics = self._validate()
+            state.epoch += 1
+            state.step_in_epoch = 0
+            self._save(ckpt_root, metrics)
+        if stopped and state.step_in_epoch:  # a mid-epoch stop still leaves a resumable checkpoint
+            self._save(ckpt_root, metrics)
+        if acc.is_main_process:
+            summary = {"step": state.step, "epoch": state.epoch, "metrics": metrics, **self.model_meta,
+                       "weights": str(self.out / "weights" / "last.pt")}
+            (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        self.log.info(f"done: step {state.step}, weights in {self.out / 'weights'}, metrics in "
+                      f"{self.out / 'metrics.json'}")
+        self.log.close()
+        acc.wait_for_everyone()
+        return metrics
+
+    def _train_epoch(self, max_steps: float, ckpt_root: Path) -> bool:
+        """Train until the epoch ends or ``max_steps`` is reached; return whether training must stop."""
+        acc, state, cfg = self.accelerator, self.state, self.cfg
+        self.model.train()
+        accum = cfg.train.grad_accum
+        sums = torch.zeros(len(LOSS_NAMES) + 2, device=acc.device)  # loss items, total loss, non-finite flag
+        files: list[str] = []
+        t0 = time.perf_counter()
+        for batch in self.train_loader:
+            batch = _to_device(batch, acc.device)
+            with acc.accumulate(self.model):
+                loss, items = self.task.step(self.model, batch)
+                acc.backward(loss)
+                sums[: len(LOSS_NAMES)] += items
+                sums[-2] += loss.detach() / accum
+                files += batch["im_file"]
+                if not acc.sync_gradients:
+                    continue
+                lr = self.schedule.apply(self.optimizer, state.step)
+                grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
+                             if cfg.optim.clip_grad > 0 else _grad_norm(self.model))
+                sums[-1] = float(not (torch.isfinite(sums[-2]) and torch.isfinite(torch.as_tensor(grad_norm))))
+                # One all-reduce per step carries the logged losses and the non-finite flag (a step
+                # must never update on some ranks and stop on others).
+                reduced = acc.reduce(sums, reduction="sum")
+                if reduced[-1] > 0:
+                    self._raise_non_finite(bool(sums[-1] > 0), files)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(unwrap(acc, self.model))
+            state.step += 1
+            state.step_in_epoch += 1
+            dt = time.perf_counter() - t0
+            n = acc.num_processes
+            record = {"step": state.step, "epoch": state.epoch, "loss": float(reduced[-2]) / n, "lr": lr,
+                      **{k: float(v) / n for k, v in zip(LOSS_NAMES, reduced[: len(LOSS_NAMES)] / accum)},
+                      "grad_norm": float(grad_norm), "images_per_s": self.images_per_step / dt, "step_time_s": dt}
+            self.log.step(record)
+            if state.step % cfg.train.log_every == 0 or state.step == 1:
+                self.log.info(
+                    f"epoch {state.epoch + 1}/{cfg.train.epochs} step {state.step} "
+                    f"({state.step_in_epoch}/{self.sampler.steps_per_epoch}) loss {record['loss']:.3f} "
+                    f"(box {record['box']:.3f} cls {record['cls']:.3f} dfl {record['dfl']:.3f}) lr {lr:.2e} "
+                    f"{record['images_per_s']:.1f} img/s"
+                )
+            if cfg.train.save_every_steps and state.step % cfg.train.save_every_steps == 0:
+                self._save(ckpt_root, {}, weights=False)
+            sums.zero_()
+            files = []
+            if state.step >= max_steps:
+                return True
+            t0 = time.perf_counter()
+        return False
+
+    def _raise_non_finite(self, mine: bool, files: list[str]) -> None:
+        """Collective (every rank gets here together): name the step, the bad ranks and their files."""
+        acc = self.accelerator
+        bad = gather_object([(acc.process_index, files)] if mine else [])
+        detail = "; ".join(f"rank {r}: {', '.join(f)}" for r, f in bad) or "gradient norm (all ranks)"
+        raise NonFiniteError(
+            f"non-finite loss or gradient at optimizer step {self.state.step + 1} (epoch {self.state.epoch + 1}); "
+            f"batch files: {detail}. Check these labels/images, lower --lr, or disable mixed precision."
+        )
+
+    # ----------------------------------------------------------------------------- validate and save
+    def _eval_model(self) -> torch.nn.Module:
+        return self.ema.ema if self.ema is not None else unwrap(self.accelerator, self.model)
+
+    def _validate(self) -> dict[str, Any]:
+        metrics = evaluate(self._eval_model(), self.val_loader, self.accelerator, self.data_cfg.names)
+        self.log.info(
+            f"val epoch {self.state.epoch + 1}: mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f} "
+            f"P {metrics['precision']:.4f} R {metrics['recall']:.4f} ({metrics['images']} images)"
+        )
+        self.log.metrics(metrics, self.state.step)
+        return metrics
+
+    def _save(self, ckpt_root: Path, metrics: dict[str, Any], weights: bool = True) -> None:
+        """Checkpoint (collective) and, at epoch ends, the portable weights (gathered, written once)."""
+        acc, state = self.accelerator, self.state
+        improved = bool(metrics) and metrics["fitness"] > state.best_fitness
+        if improved:
+            state.best_fitness = metrics["fitness"]
+        ckpt.save_checkpoint(acc, ckpt_root, state.step)
+        if not weights:
+            return
+        model_sd = acc.get_state_dict(self.model)  # collective under sharded strategies
+        state_dict = self.ema.ema.state_dict() if self.ema is not None else model_sd
+        if acc.is_main_process:
+            bare = unwrap(acc, self.model)
+            meta = {"model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
+                    "names": dict(self.data_cfg.names), "imgsz": self.cfg.data.imgsz, "step": state.step,
+                    "epoch": state.epoch, "metrics": _plain(metrics), "ema": self.ema is not None}
+            ckpt.write_weights(self.out / "weights" / "last.pt", state_dict, meta)
+            if improved or not (self.out / "weights" / "best.pt").exists():
+                ckpt.write_weights(self.out / "weights" / "best.pt", state_dict, meta)
+        acc.wait_for_everyone()
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as plain Python (what ``weights_only=True`` loading accepts)."""
+    return json.loads(json.dumps(d))

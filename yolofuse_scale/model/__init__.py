@@ -1,0 +1,21 @@
+"""Fusion detectors built from Ultralytics modules. Imports nothing distributed."""
+
+from yolofuse_scale.model.detector import (
+    FusionDetectionModel,
+    build_model,
+    load_model_dict,
+    model_from_config,
+    model_summary,
+)
+from yolofuse_scale.model.variants import FUSIONS, SCALES, fusion_yaml
+
+__all__ = [
+    "FUSIONS",
+    "SCALES",
+    "FusionDetectionModel",
+    "build_model",
+    "fusion_yaml",
+    "load_model_dict",
+    "model_from_config",
+    "model_summary",
+]

@@ -1,0 +1,172 @@
+"""The fusion detector: Ultralytics' ``DetectionModel`` fed with a stacked RGB+IR tensor.
+
+Everything that makes a YOLO a YOLO (layer parsing and scaling, stride discovery, Detect bias init,
+``v8DetectionLoss``, fusing Conv+BN for inference) is Ultralytics' own code; this module only adds
+the RGB/IR input split in front of it. Nothing here knows about processes or devices.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from ultralytics.cfg import DEFAULT_CFG_DICT
+from ultralytics.nn import tasks as ul_tasks
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils import IterableSimpleNamespace
+
+from yolofuse_scale.model.fusion import (
+    STREAM_INPUT_MODULES,
+    IdentityInput,
+    ModalConcat,
+    split_modalities,
+)
+from yolofuse_scale.model.variants import FUSIONS, SCALES, fusion_yaml
+
+# Ultralytics' parse_model resolves a YAML module name through its own module namespace. Adding our
+# two input modules there (adding names, replacing nothing) lets the unmodified parser build
+# YOLOFuse-schema graphs; both fall into its "output width = input width" branch, which is correct.
+ul_tasks.IdentityInput = IdentityInput
+ul_tasks.ModalConcat = ModalConcat
+
+#: Loss gains and other hyper-parameters Ultralytics' loss reads from ``model.args``: its defaults
+#: (box 7.5, cls 0.5, dfl 1.5), which the YOLO recipe's learning rates assume.
+DEFAULT_HYP = IterableSimpleNamespace(**DEFAULT_CFG_DICT)
+
+
+def _rows(d: dict[str, Any]) -> list[list[Any]]:
+    return list(d.get("backbone", [])) + list(d.get("head", []))
+
+
+def prepare_model_dict(d: dict[str, Any], rgb_channels: int, ir_channels: int) -> dict[str, Any]:
+    """Rewrite a fusion YAML dictionary into one Ultralytics' ``parse_model`` builds unchanged.
+
+    ``ModalitySelector [k]`` becomes ``Index [C_k, k-1]`` (Index's first argument is its output width),
+    and ``ModalConcat``'s ``from: [-1]`` becomes ``-1`` so the parser does not index its channel
+    list with a list. ``ch`` is set from the data, overriding the YAML's (YOLOFuse's files say 6).
+    """
+    d = copy.deepcopy(d)
+    widths = {1: rgb_channels, 2: ir_channels}
+    for section in ("backbone", "head"):
+        for row in d.get(section, []):
+            f, _n, m, args = row
+            if m == "ModalitySelector":
+                k = int(args[0]) if args else 1
+                if k not in widths:
+                    raise ValueError(f"ModalitySelector [{k}]: the modality must be 1 (RGB) or 2 (IR)")
+                row[2], row[3] = "Index", [widths[k], k - 1]
+            elif m == "ModalConcat" and isinstance(f, list) and len(f) == 1:
+                row[0] = f[0]
+    d["ch"] = rgb_channels + ir_channels
+    return d
+
+
+class FusionDetectionModel(DetectionModel):
+    """A YOLO detector whose input is ``(B, 3 + C_ir, H, W)``: RGB channels first, then IR.
+
+    Args:
+        cfg: model dictionary in Ultralytics' YAML schema (may use YOLOFuse's input modules).
+        rgb_channels: channels of the visible image (3).
+        ir_channels: channels of the infrared image (1 or 3).
+        nc: number of classes (overrides the dictionary's ``nc``).
+    """
+
+    def __init__(self, cfg: dict[str, Any], rgb_channels: int = 3, ir_channels: int = 3, nc: int | None = None):
+        # Plain attributes may be set before Module.__init__; the forward used while Ultralytics
+        # discovers the strides below already needs them.
+        self.rgb_channels = rgb_channels
+        self.ir_channels = ir_channels
+        rows = _rows(cfg)
+        if not rows:
+            raise ValueError("model config has no layers (expected 'backbone' and/or 'head' rows)")
+        self.two_stream = rows[0][2] in STREAM_INPUT_MODULES
+        parsed = prepare_model_dict(cfg, rgb_channels, ir_channels)
+        super().__init__(parsed, ch=rgb_channels + ir_channels, nc=nc, verbose=False)
+        self.yaml = copy.deepcopy(cfg)  # keep the user's schema (portable weights rebuild from it)
+        self.yaml["nc"] = self.model[-1].nc
+        self.args = DEFAULT_HYP
+
+    def _predict_once(self, x, *args, **kwargs):
+        if self.two_stream and isinstance(x, torch.Tensor):
+            x = split_modalities(x, self.rgb_channels)
+        return super()._predict_once(x, *args, **kwargs)
+
+
+def _scale_from_name(name: str) -> str | None:
+    m = re.fullmatch(r"yolov8([a-z])", name)
+    return m.group(1) if m else None
+
+
+def load_model_dict(model: str, fusion: str, nc: int, scale: str | None = None) -> dict[str, Any]:
+    """Resolve ``--model`` (``yolov8t|n|s|m|l|x`` or a YAML path) and ``--fusion`` into a model dictionary.
+
+    For a YAML file, ``fusion`` is ignored (the file *is* the architecture) and ``scale`` picks a row of
+    its ``scales`` table (default: the file's ``scale`` key, else the first scale listed).
+    """
+    name_scale = _scale_from_name(model)
+    if name_scale is not None:
+        if name_scale not in SCALES:
+            raise ValueError(f"unknown model {model!r}; choose yolov8{{{','.join(SCALES)}}} or a YAML file")
+        return fusion_yaml(fusion, nc, scale or name_scale)
+    path = Path(model)
+    if path.suffix not in (".yaml", ".yml"):
+        raise ValueError(f"--model {model!r}: expected yolov8{{{','.join(SCALES)}}} or a path to a .yaml file")
+    if not path.is_file():
+        raise FileNotFoundError(f"--model {model}: no such model YAML file")
+    with open(path) as fh:
+        d = yaml.safe_load(fh)
+    if not isinstance(d, dict) or not _rows(d):
+        raise ValueError(f"{path}: not an Ultralytics model YAML (no 'backbone'/'head' rows)")
+    d["nc"] = nc
+    scales = d.get("scales")
+    if scales:
+        chosen = scale or d.get("scale") or next(iter(scales))
+        if chosen not in scales:
+            raise ValueError(f"{path}: scale {chosen!r} is not in its scales table ({', '.join(scales)})")
+        d["scale"] = chosen
+    return d
+
+
+def build_model(
+    model: str = "yolov8n",
+    fusion: str = "mid",
+    nc: int = 1,
+    ir_channels: int = 3,
+    scale: str | None = None,
+    names: dict[int, str] | None = None,
+) -> FusionDetectionModel:
+    """Build a fusion detector from a built-in name or a YAML file (see :func:`load_model_dict`)."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    if ir_channels not in (1, 3):
+        raise ValueError(f"ir_channels must be 1 or 3, got {ir_channels}")
+    det = FusionDetectionModel(load_model_dict(model, fusion, nc, scale), ir_channels=ir_channels, nc=nc)
+    if names:
+        det.names = dict(names)
+    return det
+
+
+def model_from_config(cfg: dict[str, Any], rgb_channels: int, ir_channels: int) -> FusionDetectionModel:
+    """Rebuild a model from the dictionary stored in a weights file."""
+    return FusionDetectionModel(cfg, rgb_channels=rgb_channels, ir_channels=ir_channels, nc=cfg["nc"])
+
+
+def model_summary(model: FusionDetectionModel, imgsz: int) -> tuple[int, float]:
+    """Return (parameter count, GFLOPs per image at ``imgsz``).
+
+    FLOPs of a conv net scale with the image area, so they are counted once with thop at a small
+    stride-aligned size and scaled: exact for convs, and cheap even for yolov8x at 640 px.
+    """
+    import thop  # Ultralytics' own dependency (ultralytics-thop)
+
+    params = sum(p.numel() for p in model.parameters())
+    probe = max(int(model.stride.max()) * 2, 64)
+    p = next(model.parameters())
+    im = torch.zeros(1, model.rgb_channels + model.ir_channels, probe, probe, dtype=p.dtype, device=p.device)
+    m = copy.deepcopy(model).eval()
+    flops = thop.profile(m, inputs=[im], verbose=False)[0] * 2 / 1e9
+    return params, flops * (imgsz / probe) ** 2
