@@ -51,10 +51,12 @@ def launched_world_size() -> int:
 def build_accelerator(cfg: TrainConfig, project_dir: str | None = None) -> Accelerator:
     """Create the one Accelerator of the process from the launcher's environment and ``cfg``."""
     cpu = not torch.cuda.is_available()
-    handlers = [
-        InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(seconds=cfg.dist_timeout)),
-        DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False),
-    ]
+    handlers: list = [DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False)]
+    if launched_world_size() > 1:
+        # Only when launched: naming a backend makes Accelerate expect a process group even for
+        # a single plain `python train.py` process.
+        backend = "gloo" if cpu else "nccl"
+        handlers.append(InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.dist_timeout)))
     kwargs = {}
     if cfg.deepspeed:
         raise DistributedSetupError(

@@ -136,7 +136,7 @@ class Trainer:
                             scale=m.scale, names=self.data_cfg.names)
         params, gflops = model_summary(model, cfg.data.imgsz)
         self.log.info(f"model {m.model} fusion={m.fusion} ir_channels={self.data_cfg.ir_channels}: "
-                      f"{params / 1e6:.2f} M parameters, {gflops:.1f} GFLOPs at {cfg.data.imgsz} px")
+                      f"{params / 1e6:.2f} M parameters, {gflops:.2f} GFLOPs at {cfg.data.imgsz} px")
         self.model_meta = {"params": params, "gflops": gflops}
         optimizer = build_optimizer(model, cfg.optim, self.images_per_step)
         self.model, self.optimizer = acc.prepare(model, optimizer)

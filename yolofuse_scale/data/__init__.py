@@ -1,0 +1,25 @@
+"""Paired RGB+IR data: data.yaml, pairing and label scan, the dataset, transforms, sampler, synthetic set."""
+
+from yolofuse_scale.data.config import DataConfig, DataError, load_data_config
+from yolofuse_scale.data.dataset import (
+    PairedRGBIRDataset,
+    Sample,
+    collate_pairs,
+    ir_path_for,
+    label_path_for,
+    scan_split,
+)
+from yolofuse_scale.data.synth import write_synthetic_dataset
+
+__all__ = [
+    "DataConfig",
+    "DataError",
+    "PairedRGBIRDataset",
+    "Sample",
+    "collate_pairs",
+    "ir_path_for",
+    "label_path_for",
+    "load_data_config",
+    "scan_split",
+    "write_synthetic_dataset",
+]

@@ -1,0 +1,100 @@
+"""``data.yaml``: where the pairs are, what the classes are called, how IR is fed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file (and line) and says what is wrong."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """A parsed ``data.yaml``. Paths are absolute."""
+
+    yaml_path: Path
+    root: Path
+    train: list[Path]
+    val: list[Path]
+    names: dict[int, str]
+    ir_dir: str = "imagesIR"
+    images_dir: str = "images"
+    ir_channels: int = 3
+    extra_splits: dict[str, list[Path]] | None = None
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+    def split(self, name: str) -> list[Path]:
+        if name == "train":
+            return self.train
+        if name == "val":
+            return self.val
+        if self.extra_splits and name in self.extra_splits:
+            return self.extra_splits[name]
+        raise DataError(f"{self.yaml_path}: no split {name!r} (has train, val"
+                        f"{''.join(', ' + k for k in (self.extra_splits or {}))})")
+
+
+def _names(raw: Any, where: Path) -> dict[int, str]:
+    if isinstance(raw, list):
+        names = dict(enumerate(raw))
+    elif isinstance(raw, dict):
+        try:
+            names = {int(k): v for k, v in raw.items()}
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{where}: 'names' keys must be class ids 0..n-1 ({e})") from e
+    else:
+        raise DataError(f"{where}: 'names' must be a list or a mapping of class id to name, got {type(raw).__name__}")
+    if sorted(names) != list(range(len(names))) or not names:
+        raise DataError(f"{where}: 'names' must number the classes 0..n-1 without gaps, got ids {sorted(names)}")
+    return {k: str(v) for k, v in sorted(names.items())}
+
+
+def load_data_config(path: str | Path) -> DataConfig:
+    """Parse and check a ``data.yaml`` (``yaml.safe_load``; relative paths are relative to ``path:``)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise DataError(f"{path}: data config not found")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(d, dict):
+        raise DataError(f"{path}: expected a mapping with keys path, train, val, names")
+    missing = [k for k in ("train", "val", "names") if k not in d]
+    if missing:
+        raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
+    root = Path(d.get("path") or path.parent)
+    root = root if root.is_absolute() else (path.parent / root)
+    root = root.resolve()
+    if not root.is_dir():
+        raise DataError(f"{path}: 'path' {root} is not a folder")
+
+    def entries(key: str) -> list[Path]:
+        raw = d[key]
+        items = raw if isinstance(raw, list) else [raw]
+        out = []
+        for item in items:
+            p = Path(str(item))
+            p = p if p.is_absolute() else root / p
+            if not p.exists():
+                raise DataError(f"{path}: '{key}' entry {item!r} -> {p} does not exist")
+            out.append(p)
+        return out
+
+    ir_channels = int(d.get("ir_channels", 3))
+    if ir_channels not in (1, 3):
+        raise DataError(f"{path}: 'ir_channels' must be 1 or 3, got {d.get('ir_channels')!r}")
+    extra = {k: entries(k) for k in ("test",) if d.get(k)}
+    return DataConfig(
+        yaml_path=path, root=root, train=entries("train"), val=entries("val"), names=_names(d["names"], path),
+        ir_dir=str(d.get("ir_dir", "imagesIR")), images_dir=str(d.get("images_dir", "images")),
+        ir_channels=ir_channels, extra_splits=extra or None,
+    )

@@ -1,0 +1,51 @@
+"""Geometric transforms of a *stacked* RGB+IR pair and its boxes.
+
+RGB and IR travel as one ``(H, W, 3 + C_ir)`` array through every geometric transform, so the two
+modalities cannot drift apart: identical geometry is a property of the data structure, not of two
+code paths kept in step. Boxes are normalised ``xc, yc, w, h``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114  # Ultralytics' letterbox grey
+
+
+def letterbox_pair(
+    img: np.ndarray, boxes: np.ndarray, imgsz: int
+) -> tuple[np.ndarray, np.ndarray, tuple[tuple[float, float], tuple[float, float]]]:
+    """Resize keeping the aspect ratio and pad to ``imgsz x imgsz`` (centred).
+
+    Returns the new array, the boxes normalised to the new canvas, and Ultralytics' ``ratio_pad``
+    (``((r, r), (padw, padh))``) for mapping boxes back to the original image.
+    """
+    h, w = img.shape[:2]
+    r = min(imgsz / h, imgsz / w)
+    nw, nh = round(w * r), round(h * r)
+    if (nw, nh) != (w, h):
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        if img.ndim == 2:  # cv2 drops a singleton channel axis
+            img = img[..., None]
+    padw, padh = (imgsz - nw) / 2, (imgsz - nh) / 2
+    top, left = round(padh - 0.1), round(padw - 0.1)
+    # numpy padding: cv2.copyMakeBorder takes at most 4 channels, a 3+3 pair has 6
+    out = np.full((imgsz, imgsz, img.shape[2]), PAD_VALUE, dtype=img.dtype)
+    out[top : top + nh, left : left + nw] = img
+    boxes = boxes.copy()
+    if len(boxes):
+        boxes[:, 0] = (boxes[:, 0] * nw + left) / imgsz
+        boxes[:, 1] = (boxes[:, 1] * nh + top) / imgsz
+        boxes[:, 2] = boxes[:, 2] * nw / imgsz
+        boxes[:, 3] = boxes[:, 3] * nh / imgsz
+    return out, boxes, ((r, r), (float(left), float(top)))
+
+
+def hflip_pair(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror the pair left-right (both modalities at once) and the boxes with it."""
+    img = np.ascontiguousarray(img[:, ::-1])
+    boxes = boxes.copy()
+    if len(boxes):
+        boxes[:, 0] = 1.0 - boxes[:, 0]
+    return img, boxes
