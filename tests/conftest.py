@@ -75,7 +75,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 #: The arguments every cached training run shares: tiny model, 128 px, deterministic data, no warm-up.
 BASE_ARGS = ["--model", "yolov8t", "--fusion", "mid", "--imgsz", "128", "--batch-size", "8", "--epochs", "12",
-             "--workers", "0", "--no-augment", "--warmup-epochs", "0", "--seed", "3"]
+             "--workers", "0", "--no-augment", "--warmup-epochs", "0", "--seed", "3", "--lr", "0.02"]
 
 
 @pytest.fixture(scope="session")

@@ -33,15 +33,17 @@ def test_ddp_matches_single_process_accumulation(train_run, launcher):
     assert "2 process(es) on cpu (MULTI_CPU" in ddp.output, ddp.output[-2000:]
     log_d, log_r = ddp.log, ref.log
     assert [r["step"] for r in log_d] == [r["step"] for r in log_r] == [1, 2, 3]
-    for d, r in zip(log_d, log_r):
-        assert abs(d["loss"] - r["loss"]) <= 1e-4 * abs(r["loss"]), (d, r)
+    # gloo sums two ranks' gradients and divides by 2, the reference adds two halves: on this CPU
+    # the reduction order is the same, so losses and parameters are bit-identical (the issue's
+    # fallback tolerance, 1e-5 relative on the parameter vector, is not needed).
+    assert [d["loss"] for d in log_d] == [r["loss"] for r in log_r]
     pd, pr = _params(ddp), _params(ref)
     # Parameters only: BatchNorm running statistics are rank 0's under DDP (broadcast_buffers) but
     # see both micro-batches in the reference, by design.
     keys = [k for k in pr if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     init = _initial_params()
     assert _rel_diff(pr, init, keys) > 1e-4, "training moved the weights"
-    assert _rel_diff(pr, pd, keys) <= 1e-5
+    assert all(torch.equal(pr[k], pd[k]) for k in keys), f"relative difference {_rel_diff(pr, pd, keys):.2e}"
 
 
 def _initial_params() -> dict[str, torch.Tensor]:
@@ -55,11 +57,11 @@ def _initial_params() -> dict[str, torch.Tensor]:
 
 
 def test_ddp_run_writes_all_outputs(train_run):
-    run = train_run("torchrun", 2, 1)  # full run: 2 epochs, validation, EMA
+    run = train_run("torchrun", 2, 1)  # full run: 12 epochs of 8 steps, validation, EMA
     out = run.out
     for rel in ("config.yaml", "train_log.jsonl", "metrics.json", "weights/last.pt", "weights/best.pt"):
         assert (out / rel).is_file(), rel
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2", "step_4"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_80", "step_88", "step_96"]  # --keep-last 3
     rec = run.log[-1]
     assert {"step", "epoch", "loss", "lr", "images_per_s"} <= set(rec)
     payload = torch.load(out / "weights" / "last.pt", weights_only=True)
@@ -80,3 +82,25 @@ def test_val_one_and_two_processes_agree(train_run, tiny_data):
     line2 = [ln for ln in two.proc.stdout.splitlines() if ln.startswith("{")]
     assert len(line1) == 1 and len(line2) == 1, two.output
     assert json.loads(line1[0]) == json.loads(line2[0])
+
+
+def test_short_cpu_training_beats_an_untrained_model(train_run, tiny_data):
+    """12 epochs (96 steps of 16 images, ~30 s on 2 cores) lift mAP50 (0.77 when written) far above an untrained model's."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+
+    from yolofuse_scale.data import PairedRGBIRDataset, collate_pairs, load_data_config, scan_split
+    from yolofuse_scale.engine.evaluate import evaluate
+    from yolofuse_scale.model import build_model
+
+    trained = json.loads((train_run("torchrun", 2, 1).out / "metrics.json").read_text())["metrics"]
+    cfg = load_data_config(tiny_data)
+    set_seed(3)
+    untrained_model = build_model("yolov8t", "mid", nc=cfg.nc, ir_channels=cfg.ir_channels)
+    loader = DataLoader(PairedRGBIRDataset(scan_split(cfg, "val"), 128, augment=False, ir_channels=1),
+                        batch_size=8, collate_fn=collate_pairs)
+    untrained = evaluate(untrained_model, loader, Accelerator(cpu=True), cfg.names)
+    print(f"mAP50 untrained {untrained['mAP50']:.4f} -> trained {trained['mAP50']:.4f}")
+    assert untrained["mAP50"] < 0.02
+    assert trained["mAP50"] > 0.5 and trained["mAP50"] > untrained["mAP50"] + 0.4

@@ -94,6 +94,7 @@ class TrainConfig:
     output_dir: str = "runs/train"
     resume: str = ""  #: "auto" (newest checkpoint in output_dir) or a checkpoint folder
     save_every_steps: int = 0  #: also checkpoint every N optimizer steps (0: epoch ends only)
+    keep_last: int = 3  #: keep the newest K checkpoints (0: keep all)
     val: bool = True  #: validate at each epoch end
     log_with: str = "none"  #: tensorboard | wandb | mlflow | none (trackers run offline)
     log_every: int = 1  #: print a progress line every N steps (the JSONL log gets every step)
@@ -172,6 +173,7 @@ _HELP = {
     "output_dir": "run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/",
     "resume": "'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder",
     "save_every_steps": "also write a checkpoint every N optimizer steps (0: only at epoch ends)",
+    "keep_last": "keep only the newest K checkpoints (0: keep all)",
     "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch",
     "log_with": "experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none",
     "log_every": "print a progress line every N optimizer steps",

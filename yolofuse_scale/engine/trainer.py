@@ -272,7 +272,7 @@ class Trainer:
         improved = bool(metrics) and metrics["fitness"] > state.best_fitness
         if improved:
             state.best_fitness = metrics["fitness"]
-        ckpt.save_checkpoint(acc, ckpt_root, state.step)
+        ckpt.save_checkpoint(acc, ckpt_root, state.step, keep_last=self.cfg.train.keep_last)
         if not weights:
             return
         model_sd = acc.get_state_dict(self.model)  # collective under sharded strategies
