@@ -1,0 +1,121 @@
+"""Single-process behaviour of the loop: resume, mixed precision + tracker, failures stop cleanly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import BASE_ARGS, ENV, ROOT, launch
+
+
+def _final_params(out):
+    return load_file(sorted((out / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))[-1]
+                     / "model.safetensors")
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path, train_run):
+    """Stop mid-epoch at step 5, resume with --resume auto: same losses and weights as one run to step 12.
+
+    Augmentation stays ON here: its randomness depends only on (seed, epoch, index), so the resumed
+    run sees the same flips; EMA, optimizer momentum and the data position come from the checkpoint.
+    """
+    common = [a for a in BASE_ARGS if a != "--no-augment"]
+    common = ["train.py", "--data", str(tiny_data), *common, "--epochs", "2", "--no-val"]
+    whole = launch("python", 1, [*common, "--max-steps", "12", "--output-dir", str(tmp_path / "whole")],
+                   tmp_path / "whole")
+    part = tmp_path / "part"
+    first = launch("python", 1, [*common, "--max-steps", "5", "--output-dir", str(part)], part)
+    assert [r["step"] for r in first.log] == [1, 2, 3, 4, 5]
+    second = launch("python", 1, [*common, "--max-steps", "12", "--output-dir", str(part), "--resume", "auto"], part)
+    assert "resumed from" in second.output and "at step 5" in second.output
+    assert [r["loss"] for r in second.log] == [r["loss"] for r in whole.log]  # log appends: steps 1..12
+    a, b = _final_params(tmp_path / "whole"), _final_params(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    wa = torch.load(tmp_path / "whole" / "weights" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(part / "weights" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), "EMA weights resume too"
+
+
+def test_bf16_and_tensorboard(tiny_data, tmp_path):
+    out = tmp_path / "bf16"
+    run = launch("python", 1, ["train.py", "--data", str(tiny_data), *BASE_ARGS, "--max-steps", "2", "--no-val",
+                               "--mixed-precision", "bf16", "--log-with", "tensorboard", "--output-dir", str(out)], out)
+    assert "mixed precision bf16" in run.output
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in run.log)
+    assert list(out.rglob("events.out.tfevents.*")), "tensorboard wrote its event file"
+    sd = torch.load(out / "weights" / "last.pt", weights_only=True)["model"]
+    assert all(v.dtype == torch.float32 for v in sd.values() if v.is_floating_point()), "portable weights are fp32"
+
+
+def test_config_yaml_reruns_the_run(tiny_data, tmp_path):
+    from yolofuse_scale.cli import build_train_parser
+    from yolofuse_scale.config import config_from_args
+
+    args = build_train_parser().parse_args(["--data", str(tiny_data), "--fusion", "late", "--lr", "0.003",
+                                            "--no-augment", "--grad-accum", "4"])
+    cfg = config_from_args(args)
+    cfg.save(tmp_path / "config.yaml")
+    again = config_from_args(build_train_parser().parse_args(["--config", str(tmp_path / "config.yaml"),
+                                                              "--epochs", "7"]))
+    assert again.model.fusion == "late" and again.optim.lr == 0.003 and again.train.grad_accum == 4
+    assert again.data.augment is False and again.train.epochs == 7
+    with pytest.raises(ValueError, match="--imgsz must be a positive multiple of 32"):
+        config_from_args(build_train_parser().parse_args(["--imgsz", "100"]))
+
+
+def test_help_explains_the_flags():
+    out = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    for flag in ("--data", "--model", "--fusion", "--imgsz", "--batch-size", "--grad-accum", "--epochs",
+                 "--max-steps", "--lr", "--seed", "--workers", "--output-dir", "--resume", "--save-every-steps",
+                 "--no-augment", "--deepspeed", "torchrun --nproc_per_node"):
+        assert flag in out.stdout, flag
+    cli = subprocess.run([sys.executable, "-m", "yolofuse_scale", "--help"], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True)
+    assert all(c in cli.stdout for c in ("train", "val", "synth"))
+
+
+def test_non_finite_loss_stops_every_rank_and_names_the_batch(tiny_data, tmp_path):
+    out = tmp_path / "nan"
+    run = launch("torchrun", 2, ["train.py", "--data", str(tiny_data), *BASE_ARGS, "--lr", "1e12", "--clip-grad", "0",
+                                 "--no-val", "--output-dir", str(out)], out, check=False)
+    assert run.proc.returncode != 0
+    assert "non-finite loss or gradient at optimizer step" in run.output
+    assert "rank 0:" in run.output and "rank 1:" in run.output and "images/train/train_" in run.output
+
+
+def test_undistributed_launch_with_world_size_refuses(monkeypatch):
+    from accelerate import Accelerator
+
+    from yolofuse_scale.engine.strategy import DistributedSetupError, check_distributed
+
+    acc = Accelerator(cpu=True)  # a plain process: DistributedType.NO
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DistributedSetupError, match="each process would train alone"):
+        check_distributed(acc)
+
+
+HANG = """
+import sys, time
+from yolofuse_scale.config import TrainConfig
+from yolofuse_scale.engine.strategy import build_accelerator
+acc = build_accelerator(TrainConfig(dist_timeout=5))
+if acc.process_index == 1:
+    time.sleep(120)  # a hung rank
+acc.wait_for_everyone()
+"""
+
+
+def test_a_hung_rank_ends_the_job_within_the_collective_timeout(tmp_path):
+    script = tmp_path / "hang.py"
+    script.write_text(HANG)
+    t0 = time.monotonic()
+    run = launch("torchrun", 2, [str(script)], tmp_path, check=False, timeout=110)
+    elapsed = time.monotonic() - t0
+    assert run.proc.returncode != 0
+    assert "Timed out waiting 5000ms" in run.output, run.output[-3000:]  # rank 0's barrier gave up
+    assert elapsed < 60, f"job took {elapsed:.0f} s to fail"
