@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: this pair is on local disk here; an unpinned torch drags a multi-GB download.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# DeepSpeed JIT-compiles its CPU communication op on first use (~90 s with g++): do it once here,
+	# into the venv, so tests and CPU runs that set TORCH_EXTENSIONS_DIR to it never pay it again.
+	TORCH_EXTENSIONS_DIR=$(VENV)/torch_extensions $(BIN)/python -c \
+	  "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()" \
+	  || echo "note: DeepSpeed CPU comm op not prebuilt (it builds on first CPU DeepSpeed run)"
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

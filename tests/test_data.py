@@ -14,8 +14,10 @@ from yolofuse_scale.data import (
     PairedRGBIRDataset,
     collate_pairs,
     ir_path_for,
+    label_path_for,
     load_data_config,
     scan_split,
+    synth,
     write_synthetic_dataset,
 )
 
@@ -24,11 +26,16 @@ def test_ir_path_swaps_the_folder_component_only():
     p = Path("/data/images_2024/images/train/a_images.jpg")
     assert ir_path_for(p) == Path("/data/images_2024/imagesIR/train/a_images.jpg")
     assert ir_path_for(Path("/x/images/images/v.png")) == Path("/x/images/imagesIR/v.png")  # the last one
+    assert ir_path_for(Path("/d/rgb/t/a.jpg"), "rgb", "thermal") == Path("/d/thermal/t/a.jpg")
     with pytest.raises(DataError, match="no folder named 'images'"):
         ir_path_for(Path("/data/visible/train/a.jpg"))
+    assert label_path_for(p) == Path("/data/images_2024/labels/train/a_images.txt")
 
 
-def _write_dataset(root: Path, pairs: dict[str, tuple[np.ndarray, np.ndarray, str]], ir_channels: int = 3) -> Path:
+Pair = tuple[np.ndarray, "np.ndarray | None", str]  # RGB (RGB order), IR as written (None: no file), label
+
+
+def _write_dataset(root: Path, pairs: dict[str, Pair], ir_channels: int = 3) -> Path:
     for split in ("train", "val"):
         for d in ("images", "imagesIR", "labels"):
             (root / d / split).mkdir(parents=True, exist_ok=True)
@@ -38,8 +45,13 @@ def _write_dataset(root: Path, pairs: dict[str, tuple[np.ndarray, np.ndarray, st
             if ir is not None:
                 cv2.imwrite(str(root / "imagesIR" / split / f"{name}.png"), ir)
             (root / "labels" / split / f"{name}.txt").write_text(label)
-    cfg = {"path": str(root), "train": "images/train", "val": "images/val", "names": ["person", "car"],
-           "ir_channels": ir_channels}
+    cfg = {
+        "path": str(root),
+        "train": "images/train",
+        "val": "images/val",
+        "names": ["person", "car"],
+        "ir_channels": ir_channels,
+    }
     (root / "data.yaml").write_text(yaml.safe_dump(cfg))
     return root / "data.yaml"
 
@@ -111,7 +123,8 @@ def test_bad_labels_and_missing_pairs_are_all_reported(tmp_path):
     assert f"{lbl / 'cls.txt'}:1: class id 2 is not an integer in 0..1" in msg
     assert f"{lbl / 'coord.txt'}:1: box 1.7" in msg
     assert f"{lbl / 'text.txt'}:1: non-numeric" in msg
-    assert f"{tmp_path / 'imagesIR' / 'train' / 'noir.png'}: missing IR partner" in msg
+    ir_file, rgb_file = (tmp_path / d / "train" / "noir.png" for d in ("imagesIR", "images"))
+    assert f"{ir_file}: missing IR partner of {rgb_file}" in msg
     assert "5 problem(s)" in msg
 
 
@@ -129,7 +142,60 @@ def test_ir_channels_on_disk_and_in_the_model_are_independent(tmp_path, on_disk,
     data = _write_dataset(tmp_path, {"a": (rgb, ir, ok)}, ir_channels=wanted)
     cfg = load_data_config(data)
     item = PairedRGBIRDataset(scan_split(cfg, "train"), 64, augment=False, ir_channels=cfg.ir_channels)[0]
-    assert item["img"].shape[0] == 3 + wanted
+    img = item["img"].numpy()
+    assert img.shape == (3 + wanted, 64, 64) and img.dtype == np.uint8
+    hot = img[3] > 200
+    assert hot.sum() > 20 and np.array_equal(hot, img[0] > 200), "the IR square sits where the RGB one is"
+    assert all(np.array_equal(img[3], img[c]) for c in range(3, 3 + wanted)), "gray IR: channels equal"
+
+
+def test_ir_of_another_size_is_resized_to_rgb(tmp_path):
+    rgb, ir, ok = _asymmetric_pair()
+    ir = cv2.resize(ir, (ir.shape[1] * 2, ir.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+    data = _write_dataset(tmp_path, {"a": (rgb, ir, ok)}, ir_channels=1)
+    samples = scan_split(load_data_config(data), "train")
+    item = PairedRGBIRDataset(samples, 64, augment=False, ir_channels=1)[0]
+    img = item["img"].numpy()
+    assert item["ori_shape"] == (48, 80)
+    assert np.array_equal(img[3] > 200, img[0] > 200)
+
+
+def test_list_file_split_and_relative_path(tmp_path):
+    rgb, ir, ok = _asymmetric_pair()
+    data = _write_dataset(tmp_path / "ds", {"a": (rgb, ir, ok), "b": (rgb, ir, "")})
+    (tmp_path / "ds" / "train.txt").write_text("images/train/b.png\n\n./images/train/a.png\n")
+    (tmp_path / "cfg").mkdir()
+    rel = tmp_path / "cfg" / "data.yaml"  # path relative to the yaml's folder, train a .txt list
+    rel.write_text("path: ../ds\ntrain: train.txt\nval: [images/val]\nnames: {0: person, 1: car}\n")
+    cfg = load_data_config(rel)
+    assert cfg.root == (tmp_path / "ds").resolve() and cfg.nc == 2 and cfg.ir_channels == 3
+    samples = scan_split(cfg, "train")
+    assert [s.rgb.name for s in samples] == ["a.png", "b.png"], "sorted by path"
+    assert samples[1].boxes.shape == (0, 5) and samples[0].ir == cfg.root / "imagesIR" / "train" / "a.png"
+    assert len(scan_split(cfg, "val")) == 2
+    assert load_data_config(data).train == [tmp_path / "ds" / "images" / "train"]
+
+
+def test_empty_split_names_split_and_folder(tmp_path):
+    data = _write_dataset(tmp_path, {})
+    with pytest.raises(DataError, match=r"split 'val' has no images \(looked in .*images/val"):
+        scan_split(load_data_config(data), "val")
+
+
+def test_empty_and_corrupt_images(tmp_path):
+    rgb, ir, ok = _asymmetric_pair()
+    data = _write_dataset(tmp_path, {"a": (rgb, ir, ok), "b": (rgb, ir, ok)})
+    empty = tmp_path / "images" / "train" / "a.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=f"{empty}: empty file"):
+        scan_split(load_data_config(data), "train")
+    corrupt = tmp_path / "imagesIR" / "val" / "b.png"
+    corrupt.write_bytes(b"not a png at all")
+    samples = scan_split(load_data_config(data), "val")  # the scan only checks size: cheap
+    ds = PairedRGBIRDataset(samples, 64, augment=False)
+    assert ds[0]["img"].shape == (6, 64, 64)
+    with pytest.raises(DataError, match=f"{corrupt}: cannot be decoded"):
+        ds[1]
 
 
 def test_data_yaml_errors_name_the_file(tmp_path):
@@ -157,8 +223,11 @@ def test_synthetic_set_is_deterministic_and_complementary(tmp_path):
         rgb, ir = img[:3].mean(0), img[3]
         for c, box in zip(item["cls"].view(-1).tolist(), item["bboxes"]):
             xc, yc, bw, bh = (box * 96).tolist()
-            sl = (slice(int(yc - bh / 4), int(yc + bh / 4) + 1), slice(int(xc - bw / 4), int(xc + bw / 4) + 1))
-            contrast[int(c)].append((float(rgb[sl].mean() - rgb.median()), float(ir[sl].mean() - ir.median())))
+            # the central half of the box: mostly body, little background
+            y0, y1, x0, x1 = int(yc - bh / 4), int(yc + bh / 4) + 1, int(xc - bw / 4), int(xc + bw / 4) + 1
+            sl = (slice(y0, y1), slice(x0, x1))
+            rgb_c, ir_c = rgb[sl].mean() - rgb.median(), ir[sl].mean() - ir.median()
+            contrast[int(c)].append((float(rgb_c), float(ir_c)))
     people, cars = np.array(contrast[0]), np.array(contrast[1])
     assert len(people) > 10 and len(cars) > 5
     assert (people[:, 1] > 60).mean() > 0.9, "people are warm in IR"
@@ -175,3 +244,24 @@ def test_collate_builds_ultralytics_targets(tmp_path):
     assert b["img"].shape == (4, 4, 64, 64) and b["img"].dtype.is_floating_point is False
     assert b["cls"].shape == (n, 1) and b["bboxes"].shape == (n, 4) and b["batch_idx"].shape == (n,)
     assert b["batch_idx"].tolist() == [float(i) for i, it in enumerate(items) for _ in range(len(it["cls"]))]
+
+
+def test_synth_main_writes_a_loadable_set(tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "--train", "3", "--val", "2", "--imgsz", "64", "--ir-channels", "3"]
+    assert synth.main(argv) == 0
+    cfg = load_data_config(tmp_path / "data.yaml")
+    assert cfg.ir_channels == 3 and len(scan_split(cfg, "train")) == 3 and len(scan_split(cfg, "val")) == 2
+    ir = cv2.imread(str(tmp_path / "imagesIR" / "val" / "val_00001.png"), cv2.IMREAD_UNCHANGED)
+    assert ir.shape == (64, 80, 3)
+    assert "data.yaml" in capsys.readouterr().out
+
+
+def test_ratio_pad_maps_boxes_back_with_ultralytics_scale_boxes(tmp_path):
+    from ultralytics.utils.ops import scale_boxes, xywh2xyxy  # after yolofuse_scale: stays offline
+
+    rgb, ir, ok = _asymmetric_pair()  # 48 x 80, box (4, 6)-(20, 18) in pixels
+    data = _write_dataset(tmp_path, {"a": (rgb, ir, ok)})
+    item = PairedRGBIRDataset(scan_split(load_data_config(data), "val"), 96, augment=False)[0]
+    xyxy = xywh2xyxy(item["bboxes"] * 96)
+    back = scale_boxes((96, 96), xyxy, item["ori_shape"], ratio_pad=item["ratio_pad"])
+    assert np.allclose(back.numpy(), [[4, 6, 20, 18]], atol=0.6)

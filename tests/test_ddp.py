@@ -85,7 +85,11 @@ def test_val_one_and_two_processes_agree(train_run, tiny_data):
 
 
 def test_short_cpu_training_beats_an_untrained_model(train_run, tiny_data):
-    """12 epochs (96 steps of 16 images, ~30 s on 2 cores) lift mAP50 (0.77 when written) far above an untrained model's."""
+    """12 epochs (96 steps of 16 images, ~30 s on 2 cores) lift mAP50 far above an untrained model's.
+
+    Measured when written: 0.000 untrained, 0.77 trained. The bar is set at 0.3 so that harmless
+    changes to the synthetic generator do not break it while a broken loop (no learning) still does.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
@@ -103,4 +107,4 @@ def test_short_cpu_training_beats_an_untrained_model(train_run, tiny_data):
     untrained = evaluate(untrained_model, loader, Accelerator(cpu=True), cfg.names)
     print(f"mAP50 untrained {untrained['mAP50']:.4f} -> trained {trained['mAP50']:.4f}")
     assert untrained["mAP50"] < 0.02
-    assert trained["mAP50"] > 0.5 and trained["mAP50"] > untrained["mAP50"] + 0.4
+    assert trained["mAP50"] > 0.3 and trained["mAP50"] > untrained["mAP50"] + 0.25

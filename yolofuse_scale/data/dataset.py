@@ -55,15 +55,21 @@ class Sample:
 
 
 def _list_images(entry: Path, root: Path) -> list[Path]:
+    """Images of one split entry: a folder (searched recursively), a ``.txt`` list, or one image."""
     if entry.is_dir():
-        return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMG_SUFFIXES)
+        return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMG_SUFFIXES and p.is_file())
     if entry.suffix == ".txt":  # a list file, paths relative to the dataset root
+        try:
+            text = entry.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{entry}: cannot read the image list ({e})") from e
         out = []
-        for line in entry.read_text().splitlines():
+        for line in text.splitlines():
             line = line.strip()
             if line:
                 p = Path(line)
-                out.append(p if p.is_absolute() else (root / p).resolve())
+                # no resolve(): a symlinked image must keep its images/ component for pairing
+                out.append(p if p.is_absolute() else root / p)
         return out
     if entry.suffix.lower() in IMG_SUFFIXES:
         return [entry]
@@ -74,7 +80,12 @@ def parse_label_file(path: Path, nc: int, problems: list[str]) -> np.ndarray:
     """Parse one YOLO label file; append ``FILE:LINE: problem`` strings; drop duplicate rows."""
     rows: list[tuple[float, ...]] = []
     seen: set[tuple[float, ...]] = set()
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        problems.append(f"{path}: unreadable label file ({e})")
+        return np.zeros((0, 5), np.float32)
+    for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
@@ -103,7 +114,12 @@ def parse_label_file(path: Path, nc: int, problems: list[str]) -> np.ndarray:
 
 
 def scan_split(cfg: DataConfig, split: str) -> list[Sample]:
-    """Pair every image of ``split`` with its IR file and label; validate everything; raise once."""
+    """Pair every image of ``split`` with its IR file and label; validate everything; raise once.
+
+    Samples come sorted by RGB path, so every process of a distributed run sees the same order. All
+    problems (missing or empty images, missing IR partners, bad label lines as ``FILE:LINE: ...``)
+    are collected and raised as one :class:`DataError`; identical duplicate label lines are dropped.
+    """
     images: list[Path] = []
     for entry in cfg.split(split):
         images += _list_images(entry, cfg.root)
@@ -138,17 +154,27 @@ def scan_split(cfg: DataConfig, split: str) -> list[Sample]:
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
-    """Read an image as (H, W, channels) uint8: RGB order for 3 channels, grayscale for 1."""
-    im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if im is None:
+    """Read an image as (H, W, channels) uint8: RGB order for 3 channels, grayscale for 1.
+
+    Any layout on disk is accepted (gray, gray + alpha, BGR, BGRA; 8 or 16 bit), so 1-channel
+    thermal files can feed a 3-channel IR stem and vice versa. Raises :class:`DataError` if the file
+    cannot be decoded.
+    """
+    try:
+        im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # some truncated files make the decoder raise instead of return None
+        raise DataError(f"{path}: cannot be decoded as an image ({e})") from e
+    if im is None or im.size == 0:
         raise DataError(f"{path}: cannot be decoded as an image")
-    if im.dtype != np.uint8:  # 16-bit thermal TIFFs: scale to 8 bits
+    if im.dtype != np.uint8:  # 16-bit thermal TIFFs: stretch each frame's range to 8 bits
         im = cv2.normalize(im, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if im.ndim == 3 and im.shape[2] == 4:
+    if im.ndim == 3 and im.shape[2] in (1, 2):  # gray or gray + alpha
+        im = im[..., 0]
+    elif im.ndim == 3 and im.shape[2] == 4:  # BGRA: alpha carries no scene content
         im = im[..., :3]
     if channels == 1:
         im = cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) if im.ndim == 3 else im
-        return im[..., None]
+        return np.ascontiguousarray(im[..., None])
     if im.ndim == 2:
         return np.repeat(im[..., None], 3, axis=2)
     return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
@@ -162,16 +188,29 @@ class PairedRGBIRDataset(Dataset):
     the same sample looks the same whatever the worker count, world size or resume point.
     """
 
-    def __init__(self, samples: list[Sample], imgsz: int, augment: bool, ir_channels: int = 3,
-                 hflip: float = 0.5, seed: int = 0, stride: int = 32):
+    def __init__(
+        self,
+        samples: list[Sample],
+        imgsz: int,
+        augment: bool,
+        ir_channels: int = 3,
+        hflip: float = 0.5,
+        seed: int = 0,
+    ):
+        if ir_channels not in (1, 3):
+            raise ValueError(f"ir_channels must be 1 or 3, got {ir_channels}")
+        if imgsz <= 0:
+            raise ValueError(f"imgsz must be positive, got {imgsz}")
         self.samples, self.imgsz, self.augment = samples, imgsz, augment
-        self.ir_channels, self.hflip, self.seed, self.stride = ir_channels, hflip, seed, stride
+        self.ir_channels, self.hflip, self.seed = ir_channels, hflip, seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentation draws ``__getitem__`` makes (no effect without augment)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
+        """Number of pairs."""
         return len(self.samples)
 
     def load_pair(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -185,6 +224,11 @@ class PairedRGBIRDataset(Dataset):
         return np.concatenate([rgb, ir], axis=2), rgb.shape[:2]
 
     def __getitem__(self, index: int) -> dict:
+        """The letterboxed (and, when augmenting, maybe flipped) pair with its targets.
+
+        ``img`` is uint8 ``(3 + ir_channels, imgsz, imgsz)``, R, G, B then IR; ``bboxes`` are xywh
+        normalised to that canvas; ``ratio_pad`` is ``((r, r), (padw, padh))`` for ``scale_boxes``.
+        """
         pair, ori_shape = self.load_pair(index)
         boxes = self.samples[index].boxes
         img, xywh, ratio_pad = letterbox_pair(pair, boxes[:, 1:], self.imgsz)

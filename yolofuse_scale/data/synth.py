@@ -77,13 +77,15 @@ def render_pair(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
             colour = rng.uniform(40, 160, size=3)
             pts = (int(x1), int(y1 + 0.3 * bh)), (int(x2), int(y2))
             cv2.rectangle(rgb, *pts, colour.tolist(), -1)
-            cv2.rectangle(rgb, (int(x1 + 0.15 * bw), int(y1)), (int(x2 - 0.15 * bw), int(y1 + 0.35 * bh)),
-                          (colour * 0.7).tolist(), -1)
+            cabin = (int(x1 + 0.15 * bw), int(y1)), (int(x2 - 0.15 * bw), int(y1 + 0.35 * bh))
+            cv2.rectangle(rgb, *cabin, (colour * 0.7).tolist(), -1)
             r = max(1, int(0.06 * bw))
             for hx in (x1 + 0.12 * bw, x2 - 0.12 * bw):  # headlights
                 cv2.circle(rgb, (int(hx), int(y1 + 0.65 * bh)), r, (255, 250, 220), -1)
             # In IR a parked car sits near ambient temperature: a barely-there outline.
-            cv2.rectangle(ir, (int(x1), int(y1 + 0.3 * bh)), (int(x2), int(y2)), float(ir[int(cy), int(cx)] + 4), -1)
+            # (sampled from the IR drawn so far, so the bytes match earlier releases for a seed)
+            temp = float(ir[int(cy), int(cx)] + 4)
+            cv2.rectangle(ir, (int(x1), int(y1 + 0.3 * bh)), (int(x2), int(y2)), temp, -1)
         else:
             head_r = max(1, int(bw * 0.28))
             body = (int(cx), int(y1 + head_r * 2 + (bh - head_r * 2) / 2))
@@ -107,9 +109,18 @@ def render_pair(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
 def write_synthetic_dataset(
     out: str | Path, n_train: int = 64, n_val: int = 16, imgsz: int = 128, seed: int = 0, ir_channels: int = 1
 ) -> Path:
-    """Write the dataset in the YOLOFuse layout under ``out``; return the path of its ``data.yaml``."""
+    """Write the dataset in the YOLOFuse layout under ``out``; return the path of its ``data.yaml``.
+
+    Frames are ``imgsz`` high and 1.25x as wide (LLVIP's landscape aspect), PNG; IR is written with
+    ``ir_channels`` channels and ``data.yaml`` asks the model for the same. Pair ``i`` of a split
+    depends only on ``(seed, split, i)``, so growing ``n_train`` keeps the earlier pairs.
+    """
     if ir_channels not in (1, 3):
         raise ValueError(f"ir_channels must be 1 or 3, got {ir_channels}")
+    if imgsz < 32:  # below this the people are a few pixels and the head/body shapes degenerate
+        raise ValueError(f"imgsz must be at least 32, got {imgsz}")
+    if n_train < 0 or n_val < 0:
+        raise ValueError(f"n_train and n_val must be >= 0, got {n_train}, {n_val}")
     out = Path(out)
     h, w = imgsz, int(round(imgsz * 1.25 / 2) * 2)  # LLVIP's 5:4 landscape frames
     for split, n in (("train", n_train), ("val", n_val)):
@@ -129,24 +140,51 @@ def write_synthetic_dataset(
             ]
             (dirs[2] / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
     data_yaml = out / "data.yaml"
-    spec = {"path": ".", "train": "images/train", "val": "images/val", "names": dict(NAMES),
-            "ir_dir": "imagesIR", "ir_channels": ir_channels}
-    data_yaml.write_text("# synthetic LLVIP-like RGB+IR set written by `yolofuse-scale synth`\n"
-                         + yaml.safe_dump(spec, sort_keys=False))
+    spec = {
+        "path": ".",  # relative to this file: the folder can be moved or copied as a whole
+        "train": "images/train",
+        "val": "images/val",
+        "names": dict(NAMES),
+        "ir_dir": "imagesIR",
+        "ir_channels": ir_channels,
+    }
+    header = "# synthetic LLVIP-like RGB+IR set written by `yolofuse-scale synth`\n"
+    data_yaml.write_text(header + yaml.safe_dump(spec, sort_keys=False))
     return data_yaml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="folder to write images/, imagesIR/, labels/ and data.yaml into")
+    """Add the ``synth`` options to ``parser`` (shared by ``yolofuse-scale synth`` and :func:`main`)."""
+    parser.add_argument(
+        "--out", required=True, help="folder to write images/, imagesIR/, labels/ and data.yaml into"
+    )
     parser.add_argument("--train", type=int, default=256, help="number of training pairs (default: 256)")
     parser.add_argument("--val", type=int, default=64, help="number of validation pairs (default: 64)")
-    parser.add_argument("--imgsz", type=int, default=160, help="image height in pixels; width is 1.25x (default: 160)")
+    parser.add_argument(
+        "--imgsz", type=int, default=160, help="frame height in pixels; width is 1.25x (default: 160)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default: 0)")
-    parser.add_argument("--ir-channels", type=int, choices=(1, 3), default=1,
-                        help="write IR as 1-channel (thermal camera) or 3-channel files (default: 1)")
+    parser.add_argument(
+        "--ir-channels",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="write IR as 1-channel (thermal camera) or 3-channel files; data.yaml matches (default: 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the dataset the parsed ``args`` describe; print where ``data.yaml`` went; return 0."""
     path = write_synthetic_dataset(args.out, args.train, args.val, args.imgsz, args.seed, args.ir_channels)
     print(f"wrote {args.train} train + {args.val} val pairs: {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point with the same options as ``yolofuse-scale synth``; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="yolofuse-scale synth",
+        description="Write a synthetic LLVIP-like RGB+IR night-street dataset (YOLOFuse layout) + data.yaml.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -73,7 +73,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.out = Path(cfg.train.output_dir)
-        self.accelerator = build_accelerator(cfg.train, project_dir=str(self.out))
+        self.accelerator = build_accelerator(cfg.train, project_dir=str(self.out), optim=cfg.optim)
         acc = self.accelerator
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -196,8 +196,12 @@ class Trainer:
         sums = torch.zeros(len(LOSS_NAMES) + 2, device=acc.device)  # loss items, total loss, non-finite flag
         files: list[str] = []
         t0 = time.perf_counter()
-        for batch in self.train_loader:
+        for micro, batch in enumerate(self.train_loader):
             batch = _to_device(batch, acc.device)
+            if micro % accum == 0:
+                # Set before the step's first backward: under DeepSpeed the engine already steps
+                # inside the last micro-batch's backward.
+                lr = self.schedule.apply(self.optimizer, state.step)
             with acc.accumulate(self.model):
                 loss, items = self.task.step(self.model, batch)
                 acc.backward(loss)
@@ -206,7 +210,8 @@ class Trainer:
                 files += batch["im_file"]
                 if not acc.sync_gradients:
                     continue
-                lr = self.schedule.apply(self.optimizer, state.step)
+                # Under DeepSpeed this only reports the norm: the engine clipped (at --clip-grad,
+                # written into its config) and stepped inside backward; elsewhere it clips here.
                 grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
                              if cfg.optim.clip_grad > 0 else _grad_norm(self.model))
                 sums[-1] = float(not (torch.isfinite(sums[-2]) and torch.isfinite(torch.as_tensor(grad_norm))))
