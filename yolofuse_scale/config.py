@@ -97,7 +97,7 @@ class TrainConfig:
     keep_last: int = 3  #: keep the newest K checkpoints (0: keep all)
     val: bool = True  #: validate at each epoch end
     log_with: str = "none"  #: tensorboard | wandb | mlflow | none (trackers run offline)
-    log_every: int = 1  #: print a progress line every N steps (the JSONL log gets every step)
+    log_every: int = 10  #: print a progress line every N steps (the JSONL log gets every step)
     deepspeed: str = ""  #: DeepSpeed JSON config (or use `accelerate launch --config_file ...`)
     mixed_precision: str | None = None  #: no | fp16 | bf16 (default: the launcher's / Accelerate's)
     dist_timeout: int = 300  #: seconds a collective may wait before the job fails (a dead/hung rank)
