@@ -56,8 +56,9 @@ def launch(launcher: str, nproc: int, args: list[str], out: Path, timeout: int =
         cmd = [str(BIN / "torchrun"), f"--nproc_per_node={nproc}", f"--master_port={free_port()}", *args]
     elif launcher == "deepspeed":  # DeepSpeed's own launcher (it appends --local_rank=N)
         cmd = [str(BIN / "deepspeed"), f"--num_gpus={nproc}", f"--master_port={free_port()}", *args]
-    elif launcher == "accelerate":
-        cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "configs/accelerate/ddp.yaml"),
+    elif launcher.startswith("accelerate"):  # "accelerate" (DDP) or "accelerate:<config name>"
+        config = launcher.partition(":")[2] or "ddp"
+        cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / f"configs/accelerate/{config}.yaml"),
                f"--num_processes={nproc}", f"--main_process_port={free_port()}", *args]
     else:
         raise ValueError(launcher)

@@ -19,10 +19,15 @@ def _weights(run) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("launcher", "config"), [("deepspeed", "zero2"), ("torchrun", "zero1")])
+@pytest.mark.parametrize(
+    ("launcher", "config"),
+    [("deepspeed", "zero2"), ("torchrun", "zero1"), ("accelerate:zero1", None), ("accelerate:zero2", None)],
+)
 def test_zero_matches_ddp(train_run, launcher, config):
+    """Every launcher: DeepSpeed's own, torchrun + --deepspeed, accelerate launch with a ZeRO config."""
     ddp = train_run("torchrun", 2, 1, *STEPS)
-    ds = train_run(launcher, 2, 1, *STEPS, "--deepspeed", f"ds_configs/{config}.json")
+    flag = ["--deepspeed", f"ds_configs/{config}.json"] if config else []
+    ds = train_run(launcher, 2, 1, *STEPS, *flag)
     assert "(DEEPSPEED, mixed precision no)" in ds.output
     # DeepSpeed reduces in its own bucket order: equal within float rounding, not bit for bit.
     for a, b in zip(ddp.log, ds.log):
@@ -69,3 +74,20 @@ def test_broken_json_names_the_line(tmp_path):
     path.write_text('{\n  "zero_optimization": {"stage": 2},\n  oops\n}')
     with pytest.raises(DistributedSetupError, match=r"ds.json:3: not valid JSON"):
         deepspeed_config(str(path), TrainConfig(), OptimConfig(), world_size=1)
+
+
+@pytest.mark.slow
+def test_zero2_ranks_validate_and_save_one_model(train_run, tiny_data):
+    """DeepSpeed never syncs BatchNorm buffers: without the averaging before validation and saving, each
+    rank would evaluate its shard with its own running statistics and the run's mAP would not be the
+    mAP of the saved weights. With it, a one-process `val` of weights/last.pt reproduces metrics.json."""
+    from tests.conftest import launch
+
+    run = train_run("torchrun", 2, 1, "--deepspeed", "ds_configs/zero2.json")
+    logged = json.loads((run.out / "metrics.json").read_text())["metrics"]
+    assert logged["mAP50"] > 0.3, logged  # a trained model, so the comparison means something
+    val = launch("python", 1, ["-m", "yolofuse_scale", "val", "--weights", str(run.out / "weights" / "last.pt"),
+                               "--data", str(tiny_data), "--batch-size", "8", "--workers", "0"], run.out)
+    line = [ln for ln in val.proc.stdout.splitlines() if ln.startswith("{")][-1]
+    again = json.loads(line)
+    assert again["mAP50"] == logged["mAP50"] and again["mAP50-95"] == logged["mAP50-95"]

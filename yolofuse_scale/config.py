@@ -100,6 +100,7 @@ class TrainConfig:
     log_every: int = 10  #: print a progress line every N steps (the JSONL log gets every step)
     deepspeed: str = ""  #: DeepSpeed JSON config (or use `accelerate launch --config_file ...`)
     mixed_precision: str | None = None  #: no | fp16 | bf16 (default: the launcher's / Accelerate's)
+    sync_bn: bool = False  #: SyncBatchNorm across ranks (CUDA only; ignored with a message elsewhere)
     dist_timeout: int = 300  #: seconds a collective may wait before the job fails (a dead/hung rank)
 
     def __post_init__(self) -> None:
@@ -179,6 +180,7 @@ _HELP = {
     "log_every": "print a progress line every N optimizer steps",
     "deepspeed": "DeepSpeed JSON config (ds_configs/*.json); the deepspeed launcher passes this",
     "mixed_precision": "no, fp16 or bf16 (default: the accelerate config's choice, else no)",
+    "sync_bn": "convert BatchNorm to SyncBatchNorm before wrapping (CUDA only; on CPU it says so and goes on)",
     "dist_timeout": "seconds a collective may block before the job fails (dead or hung rank)",
 }
 

@@ -101,21 +101,42 @@ def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_si
     return ds
 
 
+def deepspeed_file(cfg: TrainConfig) -> str:
+    """The DeepSpeed JSON of this run: ``--deepspeed``, else the one an accelerate config names.
+
+    ``accelerate launch --config_file configs/accelerate/zero2.yaml`` passes its DeepSpeed settings
+    through the environment; we build the plugin from the same file ourselves, so the loop's values
+    are written into it exactly as for ``--deepspeed`` (and gloo is used on CPU).
+    """
+    if cfg.deepspeed:
+        return cfg.deepspeed
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return ""
+    path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "")
+    if not path or path == "none":
+        raise DistributedSetupError(
+            "the accelerate config enables DeepSpeed without a deepspeed_config_file: put the ZeRO settings in a "
+            "JSON (see ds_configs/) and name it as deepspeed_config.deepspeed_config_file"
+        )
+    return path
+
+
 def build_accelerator(
     cfg: TrainConfig, project_dir: str | None = None, optim: OptimConfig | None = None
 ) -> Accelerator:
     """Create the one Accelerator of the process from the launcher's environment and ``cfg``."""
+    ds_file = deepspeed_file(cfg)
     # DeepSpeed picks its own (CPU) accelerator and Accelerate ignores DeepSpeed under cpu=True.
-    cpu = not torch.cuda.is_available() and not cfg.deepspeed
+    cpu = not torch.cuda.is_available() and not ds_file
     handlers: list = [DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False)]
     kwargs: dict = {}
-    if launched_world_size() > 1 or cfg.deepspeed:
+    if launched_world_size() > 1 or ds_file:
         # Only when launched: naming a backend makes Accelerate expect a process group even for
         # a single plain `python train.py` process (DeepSpeed always wants one).
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         handlers.append(InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.dist_timeout)))
-    if cfg.deepspeed:
-        ds = deepspeed_config(cfg.deepspeed, cfg, optim or OptimConfig(), launched_world_size())
+    if ds_file:
+        ds = deepspeed_config(ds_file, cfg, optim or OptimConfig(), launched_world_size())
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds)
     if cfg.mixed_precision is not None:
         kwargs["mixed_precision"] = cfg.mixed_precision
@@ -147,3 +168,52 @@ def check_distributed(accelerator: Accelerator) -> None:
 def unwrap(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
     """The bare model under whatever wrapper the strategy added (DDP, compile, ...)."""
     return accelerator.unwrap_model(model)
+
+
+def needs_buffer_sync(accelerator: Accelerator) -> bool:
+    """Whether BatchNorm running statistics can differ between ranks under this strategy.
+
+    DDP broadcasts rank 0's buffers at every forward, so its ranks agree. DeepSpeed never syncs
+    buffers: each rank's running statistics follow its own micro-batches.
+    """
+    ddp = (DistributedType.MULTI_GPU, DistributedType.MULTI_CPU)
+    return accelerator.num_processes > 1 and accelerator.distributed_type not in ddp
+
+
+def sync_batchnorm_buffers(accelerator: Accelerator, *modules: torch.nn.Module) -> None:
+    """Average BatchNorm running mean/var over ranks, in place. Collective: call on every rank.
+
+    Run before validation and before saving so every rank evaluates, and every file holds, the same
+    model. One all-reduce of all statistics flattened together (a few hundred KB for yolov8n).
+    """
+    if not needs_buffer_sync(accelerator):
+        return
+    stats = [
+        buf
+        for module in modules
+        for m in module.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+        for buf in (m.running_mean, m.running_var)
+    ]
+    if not stats:
+        return
+    flat = torch.cat([b.detach().float().flatten() for b in stats]).to(accelerator.device)
+    flat = accelerator.reduce(flat, reduction="mean")
+    offset = 0
+    for b in stats:
+        n = b.numel()
+        b.copy_(flat[offset : offset + n].view_as(b).to(b.dtype))
+        offset += n
+
+
+def convert_sync_batchnorm(model: torch.nn.Module, accelerator_cpu: bool, log) -> torch.nn.Module:
+    """``--sync-bn``: BatchNorm -> SyncBatchNorm before ``prepare``, where torch allows it (CUDA only)."""
+    if accelerator_cpu or not torch.cuda.is_available():
+        log.info("--sync-bn ignored: torch's SyncBatchNorm runs on CUDA tensors only; on CPU each rank "
+                 "normalises with its own micro-batch statistics (running statistics are averaged before "
+                 "validation and saving)")
+        return model
+    if launched_world_size() == 1:
+        log.info("--sync-bn ignored: a single process has nothing to synchronise with")
+        return model
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -32,7 +32,12 @@ from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.logging import make_log
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
-from yolofuse_scale.engine.strategy import build_accelerator, unwrap
+from yolofuse_scale.engine.strategy import (
+    build_accelerator,
+    convert_sync_batchnorm,
+    sync_batchnorm_buffers,
+    unwrap,
+)
 from yolofuse_scale.engine.task import LOSS_NAMES, DetectionTask
 from yolofuse_scale.model import build_model, model_summary
 
@@ -138,6 +143,8 @@ class Trainer:
         self.log.info(f"model {m.model} fusion={m.fusion} ir_channels={self.data_cfg.ir_channels}: "
                       f"{params / 1e6:.2f} M parameters, {gflops:.2f} GFLOPs at {cfg.data.imgsz} px")
         self.model_meta = {"params": params, "gflops": gflops}
+        if cfg.train.sync_bn:
+            model = convert_sync_batchnorm(model, acc.device.type == "cpu", self.log)
         optimizer = build_optimizer(model, cfg.optim, self.images_per_step)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         bare = unwrap(acc, self.model)
@@ -262,7 +269,13 @@ class Trainer:
     def _eval_model(self) -> torch.nn.Module:
         return self.ema.ema if self.ema is not None else unwrap(self.accelerator, self.model)
 
+    def _sync_buffers(self) -> None:
+        """Make BatchNorm running statistics (model and EMA) equal on all ranks (collective)."""
+        mods = [unwrap(self.accelerator, self.model)] + ([self.ema.ema] if self.ema is not None else [])
+        sync_batchnorm_buffers(self.accelerator, *mods)
+
     def _validate(self) -> dict[str, Any]:
+        self._sync_buffers()
         metrics = evaluate(self._eval_model(), self.val_loader, self.accelerator, self.data_cfg.names)
         self.log.info(
             f"val epoch {self.state.epoch + 1}: mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f} "
@@ -277,6 +290,7 @@ class Trainer:
         improved = bool(metrics) and metrics["fitness"] > state.best_fitness
         if improved:
             state.best_fitness = metrics["fitness"]
+        self._sync_buffers()
         ckpt.save_checkpoint(acc, ckpt_root, state.step, keep_last=self.cfg.train.keep_last)
         if not weights:
             return
