@@ -119,3 +119,33 @@ def test_a_hung_rank_ends_the_job_within_the_collective_timeout(tmp_path):
     assert run.proc.returncode != 0
     assert "Timed out waiting 5000ms" in run.output, run.output[-3000:]  # rank 0's barrier gave up
     assert elapsed < 60, f"job took {elapsed:.0f} s to fail"
+
+
+@pytest.mark.parametrize(("first", "then"), [(("torchrun", 2), ("python", 1)), (("python", 1), ("torchrun", 2))])
+def test_world_size_change_resumes_exactly(tiny_data, tmp_path, train_run, first, then):
+    """A DDP checkpoint written at world size 2 resumes at 1 and vice versa. With --global-batch-size the
+    accumulation adapts (2 ranks x 1 <-> 1 rank x 2), every step consumes the same micro-batches, and the
+    continuation is bit-identical in losses and parameters (BatchNorm running statistics excepted: under
+    DDP they are rank 0's, in one process they have seen both micro-batches)."""
+    gbs = ["--global-batch-size", "16", "--no-val"]
+    whole = train_run("torchrun", 2, 1, *gbs, "--max-steps", "12")
+    out = tmp_path / "changed"
+    common = ["train.py", "--data", str(tiny_data), *BASE_ARGS, *gbs, "--output-dir", str(out)]
+    launch(*first, [*common, "--max-steps", "5"], out)
+    resumed = launch(*then, [*common, "--max-steps", "12", "--resume", "auto"], out)
+    assert "at step 5" in resumed.output and f"accumulation {3 - then[1]} = 16 images/step" in resumed.output
+    assert [r["loss"] for r in resumed.log] == [r["loss"] for r in whole.log]
+    a = torch.load(whole.out / "weights" / "last.pt", weights_only=True)["model"]
+    b = torch.load(out / "weights" / "last.pt", weights_only=True)["model"]
+    params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(a[k], b[k]) for k in params)
+
+
+def test_global_batch_size_must_divide(tiny_data):
+    from yolofuse_scale.config import TrainConfig
+
+    t = TrainConfig(batch_size=8, global_batch_size=24)
+    t.resolve_grad_accum(1)
+    assert t.grad_accum == 3
+    with pytest.raises(ValueError, match="not a multiple of --batch-size 8 x 2 process"):
+        TrainConfig(batch_size=8, global_batch_size=24).resolve_grad_accum(2)

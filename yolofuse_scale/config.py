@@ -90,6 +90,7 @@ class TrainConfig:
     max_steps: int = 0  #: stop after this many optimizer steps (0: run all epochs); schedule unchanged
     batch_size: int = 16  #: per device (per process) micro-batch
     grad_accum: int = 1  #: micro-batches per optimizer step on each rank
+    global_batch_size: int = 0  #: images per optimizer step; if set, grad_accum = G / (batch x processes)
     seed: int = 0
     output_dir: str = "runs/train"
     resume: str = ""  #: "auto" (newest checkpoint in output_dir) or a checkpoint folder
@@ -103,7 +104,21 @@ class TrainConfig:
     sync_bn: bool = False  #: SyncBatchNorm across ranks (CUDA only; ignored with a message elsewhere)
     dist_timeout: int = 300  #: seconds a collective may wait before the job fails (a dead/hung rank)
 
+    def resolve_grad_accum(self, world_size: int) -> None:
+        """Derive ``grad_accum`` from ``global_batch_size`` for this world size (no-op when unset)."""
+        if not self.global_batch_size:
+            return
+        per_pass = self.batch_size * world_size
+        if self.global_batch_size % per_pass:
+            raise ValueError(
+                f"--global-batch-size {self.global_batch_size} is not a multiple of --batch-size {self.batch_size} x "
+                f"{world_size} process(es) = {per_pass}"
+            )
+        self.grad_accum = self.global_batch_size // per_pass
+
     def __post_init__(self) -> None:
+        if self.global_batch_size < 0:
+            raise ValueError(f"--global-batch-size must be >= 0, got {self.global_batch_size}")
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -170,6 +185,8 @@ _HELP = {
     "max_steps": "stop after this many optimizer steps (0: no limit); does not change the schedule",
     "batch_size": "micro-batch per device; the global batch is batch-size x processes x grad-accum",
     "grad_accum": "micro-batches accumulated per optimizer step on each process",
+    "global_batch_size": "images per optimizer step at any world size: sets --grad-accum to G / (batch-size x "
+    "processes), so a run resumed on another number of devices consumes the same micro-batches",
     "seed": "seeds Python, NumPy and torch on every rank, the shuffle and the augmentation",
     "output_dir": "run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/",
     "resume": "'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder",

@@ -35,6 +35,7 @@ from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_
 from yolofuse_scale.engine.strategy import (
     build_accelerator,
     convert_sync_batchnorm,
+    launched_world_size,
     sync_batchnorm_buffers,
     unwrap,
 )
@@ -78,6 +79,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.out = Path(cfg.train.output_dir)
+        cfg.train.resolve_grad_accum(launched_world_size())
         self.accelerator = build_accelerator(cfg.train, project_dir=str(self.out), optim=cfg.optim)
         acc = self.accelerator
         if acc.is_main_process:
@@ -168,6 +170,10 @@ class Trainer:
         resume_from = ckpt.resolve_resume(cfg.train.resume, ckpt_root)
         if resume_from is not None:
             acc.load_state(str(resume_from))
+            # Accelerate restores its micro-step counter, which decides where accumulation syncs. We
+            # resume at an optimizer-step boundary, possibly with another accumulation count (another
+            # world size under --global-batch-size), so the count restarts at a boundary.
+            acc.step = 0
             self.log.info(f"resumed from {resume_from} at step {state.step} (epoch {state.epoch})")
         max_steps = cfg.train.max_steps or math.inf
         metrics: dict[str, Any] = {}
