@@ -149,3 +149,40 @@ def test_global_batch_size_must_divide(tiny_data):
     assert t.grad_accum == 3
     with pytest.raises(ValueError, match="not a multiple of --batch-size 8 x 2 process"):
         TrainConfig(batch_size=8, global_batch_size=24).resolve_grad_accum(2)
+
+
+def test_checkpoints_are_verified_and_exportable(train_run, tmp_path):
+    import shutil
+
+    from yolofuse_scale.engine.checkpoint import CheckpointError, resolve_resume
+
+    run = train_run("torchrun", 2, 1)  # the full DDP run: EMA on, checkpoints at each epoch end
+    last = sorted((run.out / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))[-1]
+    # export-weights consolidates offline and reproduces weights/last.pt exactly
+    out = tmp_path / "exported.pt"
+    r = subprocess.run([sys.executable, "-m", "yolofuse_scale", "export-weights", str(last), str(out)], cwd=ROOT,
+                       env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a = torch.load(out, weights_only=True)
+    b = torch.load(run.out / "weights" / "last.pt", weights_only=True)
+    assert a["model_yaml"] == b["model_yaml"] and a["names"] == b["names"] and a["source"] == "EMA"
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    # our own state is JSON + safetensors; a corrupted file is refused by name
+    copy = tmp_path / "ckpts" / last.name
+    shutil.copytree(last, copy)
+    assert resolve_resume(str(copy), copy.parent) == copy
+    blob = bytearray((copy / "ema.safetensors").read_bytes())
+    blob[-1] ^= 0xFF
+    (copy / "ema.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="ema.safetensors: contents differ from the manifest"):
+        resolve_resume(str(copy), copy.parent)
+    (copy / "train_state.json").unlink()
+    with pytest.raises(CheckpointError, match="train_state.json: missing"):
+        resolve_resume(str(copy), copy.parent)
+    # a save killed half-way leaves a temporary folder without COMPLETE: auto never picks it
+    root = tmp_path / "ckpts2"
+    shutil.copytree(last, root / last.name)
+    for name in (".tmp_step_999", "step_1000"):  # killed before the rename / before the marker
+        (root / name).mkdir()
+        (root / name / "train_state.json").write_text("{}")
+    assert resolve_resume("auto", root) == root / last.name

@@ -4,6 +4,8 @@ Commands:
   train   train a fusion detector (same flags as ``train.py``)
   val     evaluate a weights file: mAP50, mAP50-95, P, R as a table and one JSON line
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
+  export-weights CHECKPOINT_DIR OUT.pt
+          consolidate a saved checkpoint into a portable weights file (offline)
 """
 
 from __future__ import annotations
@@ -92,6 +94,13 @@ def run_val(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from yolofuse_scale.engine.checkpoint import export_weights
+
+    print(f"wrote {export_weights(args.checkpoint, args.out)}")
+    return 0
+
+
 def format_metrics_table(m: dict) -> str:
     rows = [("all", m["images"], m["instances"], m["precision"], m["recall"], m["mAP50"], m["mAP50-95"])]
     rows += [(name, "", "", c["precision"], c["recall"], c["mAP50"], c["mAP50-95"])
@@ -122,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     syn = sub.add_parser("synth", help="write a synthetic LLVIP-like RGB+IR dataset with its data.yaml")
     synth.add_arguments(syn)
     syn.set_defaults(func=synth.run)
+
+    exp = sub.add_parser("export-weights", help="turn a checkpoints/step_<n>/ folder into a portable .pt file")
+    exp.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step_<n>); its manifest is verified")
+    exp.add_argument("out", help="output .pt file (full fp32 state dict + model config + names; weights_only)")
+    exp.set_defaults(func=run_export)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

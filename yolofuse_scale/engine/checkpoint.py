@@ -1,15 +1,27 @@
-"""Writing and finding checkpoints, and the portable weights files.
+"""Writing, verifying and finding checkpoints, and the portable weights files.
 
-A checkpoint is Accelerate's ``save_state`` folder (model, optimizer, every rank's RNG states) plus
-our ``TrainState`` (step, epoch, EMA, best fitness) registered with it. It is written under a
-temporary name and published by one rename once every rank has finished writing, so a run killed
-during a save leaves the previous checkpoint intact and ``--resume auto`` never sees half a
-checkpoint. Portable weights (``weights/last.pt``, ``best.pt``) hold the full fp32 state dict, the
-model config and the class names, and load with ``torch.load(..., weights_only=True)``.
+A checkpoint folder ``checkpoints/step_<n>/`` holds:
+
+- Accelerate's ``save_state`` output: model, optimizer, every rank's RNG states (DeepSpeed: its own
+  engine files). These are *pickled* by Accelerate/DeepSpeed and unpickled with
+  ``weights_only=False`` on resume: trusted local state, guarded by the manifest below;
+- ``train_state.json``: our loop position (step, epoch, step in epoch, best fitness, EMA updates);
+- ``ema.safetensors``: the EMA weights (no pickle);
+- ``run_meta.json``: model config, channels, class names, image size: enough to rebuild the model;
+- ``manifest.json``: SHA-256 and size of every other file, checked before any resume;
+- ``COMPLETE``: written last.
+
+It is written under a temporary name and published by one rename once every rank has finished
+writing, so a run killed during a save leaves the previous checkpoint intact and ``--resume auto``
+never sees half a checkpoint. Hashing reads the folder once (about a second per GB).
+Portable weights (``weights/last.pt``, ``best.pt``) hold the full fp32 state dict, the model config
+and the class names, and load with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -18,16 +30,72 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 
 COMPLETE_MARKER = "COMPLETE"  # written last, inside the temporary folder, before the rename
+MANIFEST = "manifest.json"
+STATE_FILE = "train_state.json"
+EMA_FILE = "ema.safetensors"
+META_FILE = "run_meta.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be resumed from; the message says what is missing."""
+    """A checkpoint that cannot be used; the message says what is missing or wrong."""
 
 
-def save_checkpoint(accelerator: Accelerator, ckpt_root: Path, step: int, keep_last: int = 0) -> Path:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MANIFEST, COMPLETE_MARKER))
+    entries = {str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}
+    (folder / MANIFEST).write_text(json.dumps(entries, indent=1, sort_keys=True))
+
+
+def plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Model metadata as JSON stores it (lists, not tuples), class ids back to int keys."""
+    meta = json.loads(json.dumps(meta))
+    if "names" in meta:
+        meta["names"] = {int(k): v for k, v in meta["names"].items()}
+    return meta
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """Raise :class:`CheckpointError` naming every file that is missing or does not match the manifest."""
+    if not (folder / COMPLETE_MARKER).is_file():
+        raise CheckpointError(f"{folder}: incomplete checkpoint (no {COMPLETE_MARKER}: the save was interrupted)")
+    if not (folder / MANIFEST).is_file():
+        raise CheckpointError(f"{folder}: no {MANIFEST}; cannot check its files")
+    entries = json.loads((folder / MANIFEST).read_text())
+    problems = []
+    for rel, want in entries.items():
+        p = folder / rel
+        if not p.is_file():
+            problems.append(f"{rel}: missing")
+        elif p.stat().st_size != want["bytes"] or _sha256(p) != want["sha256"]:
+            problems.append(f"{rel}: contents differ from the manifest (corrupt or modified)")
+    for required in (STATE_FILE, META_FILE):
+        if required not in entries:
+            problems.append(f"{required}: not in the checkpoint")
+    if problems:
+        raise CheckpointError(f"{folder}: refusing to use this checkpoint:\n  " + "\n  ".join(problems))
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    ckpt_root: Path,
+    step: int,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    ema: dict[str, torch.Tensor] | None = None,
+    keep_last: int = 0,
+) -> Path:
     """Write ``ckpt_root/step_<step>`` atomically. Collective: call on every rank."""
     final = ckpt_root / f"step_{step}"
     tmp = ckpt_root / f".tmp_step_{step}"
@@ -38,6 +106,11 @@ def save_checkpoint(accelerator: Accelerator, ckpt_root: Path, step: int, keep_l
     accelerator.save_state(str(tmp))  # every rank writes its part (RNG states, shards)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+        if ema is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / EMA_FILE))
+        _write_manifest(tmp)
         (tmp / COMPLETE_MARKER).write_text(f"{step}\n")
         if final.exists():  # re-saving the same step (e.g. epoch end == save-every point)
             shutil.rmtree(final)
@@ -47,6 +120,13 @@ def save_checkpoint(accelerator: Accelerator, ckpt_root: Path, step: int, keep_l
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_train_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Our own state of a verified checkpoint: the loop position (JSON) and the EMA (safetensors)."""
+    state = json.loads((folder / STATE_FILE).read_text())
+    ema = load_file(str(folder / EMA_FILE)) if (folder / EMA_FILE).is_file() else None
+    return state, ema
 
 
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
@@ -62,29 +142,28 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
 
 
 def resolve_resume(resume: str, ckpt_root: Path) -> Path | None:
-    """``auto`` -> newest complete checkpoint (or None: a fresh start); a path -> that, validated."""
+    """``auto`` -> newest complete checkpoint (or None: a fresh start); a path -> that. Both verified."""
     if not resume:
         return None
     if resume == "auto":
         found = list_checkpoints(ckpt_root)
-        return found[-1] if found else None
-    path = Path(resume)
-    if not path.is_dir():
-        raise CheckpointError(f"--resume {resume}: no such checkpoint folder")
-    if not (path / COMPLETE_MARKER).is_file():
-        raise CheckpointError(
-            f"--resume {resume}: incomplete checkpoint (no {COMPLETE_MARKER} marker: the save was interrupted)"
-        )
+        if not found:
+            return None
+        path = found[-1]
+    else:
+        path = Path(resume)
+        if not path.is_dir():
+            raise CheckpointError(f"--resume {resume}: no such checkpoint folder")
+    verify_checkpoint(path)
     return path
 
 
 def write_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write a portable weights file atomically (temporary file + rename)."""
-    payload = {"model": {k: v.detach().float().cpu().clone() if v.is_floating_point() else v.cpu()
-                         for k, v in state_dict.items()}, **meta}
+    model = {k: v.detach().float().cpu().clone() if v.is_floating_point() else v.cpu() for k, v in state_dict.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
+    torch.save({"model": model, **meta}, tmp)
     os.replace(tmp, path)
 
 
@@ -100,3 +179,30 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: weights file lacks {', '.join(missing)}")
     return payload
+
+
+def export_weights(folder: str | Path, out: str | Path) -> Path:
+    """Consolidate a saved checkpoint into a portable weights file, offline (no process group).
+
+    Uses the EMA weights when the run kept them (what validation and ``weights/`` use), else the
+    model: Accelerate's ``model.safetensors`` (single process, DDP) or DeepSpeed's fp32 master
+    weights (ZeRO stages 1-2 keep the full fp32 module in ``mp_rank_00_model_states.pt``).
+    """
+    folder = Path(folder)
+    verify_checkpoint(folder)
+    meta = plain_meta(json.loads((folder / META_FILE).read_text()))
+    _, ema = load_train_state(folder)
+    if ema is not None:
+        state_dict, source = ema, "EMA"
+    elif (folder / "model.safetensors").is_file():
+        state_dict, source = load_file(str(folder / "model.safetensors")), "model"
+    else:
+        ds_files = sorted(folder.glob("*/mp_rank_00_model_states.pt"))
+        if not ds_files:
+            raise CheckpointError(f"{folder}: no EMA, model.safetensors or DeepSpeed model states to export")
+        # DeepSpeed pickles its engine state: trusted local state whose manifest was just checked.
+        state_dict = torch.load(ds_files[0], map_location="cpu", weights_only=False)["module"]
+        source = "DeepSpeed module"
+    out = Path(out)
+    write_weights(out, state_dict, {**meta, "exported_from": str(folder), "source": source})
+    return out

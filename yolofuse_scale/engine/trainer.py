@@ -48,7 +48,7 @@ class NonFiniteError(FloatingPointError):
 
 
 class TrainState:
-    """Loop position and EMA, saved inside every checkpoint (Accelerate ``register_for_checkpointing``)."""
+    """Loop position and EMA, saved in every checkpoint as JSON + safetensors (nothing pickled)."""
 
     def __init__(self, ema: ModelEMA | None):
         self.step = 0  # optimizer steps done
@@ -57,19 +57,20 @@ class TrainState:
         self.best_fitness = -1.0
         self.ema = ema
 
-    def state_dict(self) -> dict[str, Any]:
-        d = {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-             "best_fitness": self.best_fitness}
-        if self.ema is not None:
-            d["ema"] = self.ema.ema.state_dict()
-            d["ema_updates"] = self.ema.updates
-        return d
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "best_fitness": self.best_fitness, "ema_updates": self.ema.updates if self.ema else None}
 
-    def load_state_dict(self, d: dict[str, Any]) -> None:
+    def ema_tensors(self) -> dict[str, torch.Tensor] | None:
+        return self.ema.ema.state_dict() if self.ema is not None else None
+
+    def restore(self, d: dict[str, Any], ema: dict[str, torch.Tensor] | None) -> None:
         self.step, self.epoch, self.step_in_epoch = d["step"], d["epoch"], d["step_in_epoch"]
         self.best_fitness = d["best_fitness"]
         if self.ema is not None:
-            self.ema.ema.load_state_dict(d["ema"])
+            if ema is None:
+                raise ckpt.CheckpointError("the checkpoint has no EMA weights but this run keeps an EMA (--ema)")
+            self.ema.ema.load_state_dict(ema)
             self.ema.updates = d["ema_updates"]
 
 
@@ -153,7 +154,10 @@ class Trainer:
         self.task = DetectionTask(bare, nbs=cfg.optim.nbs)
         self.ema = ModelEMA(bare) if cfg.optim.ema else None
         self.state = TrainState(self.ema)
-        acc.register_for_checkpointing(self.state)
+        self.run_meta = ckpt.plain_meta({
+            "model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
+            "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz,
+        })
         lr, _ = effective_lr_wd(cfg.optim, self.images_per_step)
         self.schedule = Schedule(cfg.optim, self.sampler.steps_per_epoch, cfg.train.epochs, lr)
         self.log.info(
@@ -170,6 +174,7 @@ class Trainer:
         resume_from = ckpt.resolve_resume(cfg.train.resume, ckpt_root)
         if resume_from is not None:
             acc.load_state(str(resume_from))
+            state.restore(*ckpt.load_train_state(resume_from))
             # Accelerate restores its micro-step counter, which decides where accumulation syncs. We
             # resume at an optimizer-step boundary, possibly with another accumulation count (another
             # world size under --global-batch-size), so the count restarts at a boundary.
@@ -297,16 +302,15 @@ class Trainer:
         if improved:
             state.best_fitness = metrics["fitness"]
         self._sync_buffers()
-        ckpt.save_checkpoint(acc, ckpt_root, state.step, keep_last=self.cfg.train.keep_last)
+        ckpt.save_checkpoint(acc, ckpt_root, state.step, state.to_json(), self.run_meta, state.ema_tensors(),
+                             keep_last=self.cfg.train.keep_last)
         if not weights:
             return
         model_sd = acc.get_state_dict(self.model)  # collective under sharded strategies
         state_dict = self.ema.ema.state_dict() if self.ema is not None else model_sd
         if acc.is_main_process:
-            bare = unwrap(acc, self.model)
-            meta = {"model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
-                    "names": dict(self.data_cfg.names), "imgsz": self.cfg.data.imgsz, "step": state.step,
-                    "epoch": state.epoch, "metrics": _plain(metrics), "ema": self.ema is not None}
+            meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": _plain(metrics),
+                    "ema": self.ema is not None}
             ckpt.write_weights(self.out / "weights" / "last.pt", state_dict, meta)
             if improved or not (self.out / "weights" / "best.pt").exists():
                 ckpt.write_weights(self.out / "weights" / "best.pt", state_dict, meta)
