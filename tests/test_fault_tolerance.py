@@ -1,0 +1,53 @@
+"""Fault tolerance: SIGKILL a rank mid-run under torchrun's elastic restarts; the job resumes and ends
+with the same weights as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+import torch
+
+from tests.conftest import BASE_ARGS, BIN, ENV, ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+RUN = ["--no-val", "--save-every-steps", "8"]
+
+
+def test_killed_rank_restarts_and_finishes_identically(train_run, tiny_data, tmp_path):
+    reference = train_run("torchrun", 2, 1, *RUN)  # 96 steps, never interrupted
+    out = tmp_path / "elastic"
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node=2", "--max-restarts=3", f"--master_port={free_port()}",
+           "train.py", "--data", str(tiny_data), *BASE_ARGS, "--grad-accum", "1", *RUN, "--resume", "auto",
+           "--output-dir", str(out)]
+    log = open(tmp_path / "elastic.log", "w")
+    job = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    killed = None
+    deadline = time.monotonic() + 300
+    try:
+        while job.poll() is None and time.monotonic() < deadline:
+            if killed is None and (out / "checkpoints" / "step_24" / "COMPLETE").exists():
+                workers = [p for p in psutil.Process(job.pid).children(recursive=True)
+                           if any(a.endswith("train.py") for a in p.cmdline())]
+                if workers:
+                    killed = workers[-1].pid
+                    os.kill(killed, signal.SIGKILL)  # no chance to clean up, like a lost node
+            time.sleep(0.05)
+        job.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        if job.poll() is None:
+            job.kill()
+        log.close()
+    text = (tmp_path / "elastic.log").read_text()
+    assert killed is not None, "the run ended before a rank could be killed"
+    assert job.returncode == 0, text[-4000:]
+    assert "resumed from" in text, "the restarted workers continued from a checkpoint"
+    a = torch.load(reference.out / "weights" / "last.pt", weights_only=True)
+    b = torch.load(out / "weights" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 96
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
