@@ -91,3 +91,17 @@ def test_zero2_ranks_validate_and_save_one_model(train_run, tiny_data):
     line = [ln for ln in val.proc.stdout.splitlines() if ln.startswith("{")][-1]
     again = json.loads(line)
     assert again["mAP50"] == logged["mAP50"] and again["mAP50-95"] == logged["mAP50-95"]
+
+
+@pytest.mark.slow
+def test_zero_checkpoint_at_another_world_size_is_refused_up_front(train_run, tiny_data, tmp_path):
+    from tests.conftest import BASE_ARGS, launch
+
+    run = train_run("torchrun", 2, 1, "--deepspeed", "ds_configs/zero2.json")
+    last = sorted((run.out / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))[-1]
+    out = tmp_path / "one"
+    args = ["train.py", "--data", str(tiny_data), *BASE_ARGS, "--deepspeed", "ds_configs/zero2.json",
+            "--resume", str(last), "--output-dir", str(out)]
+    r = launch("torchrun", 1, args, out, check=False)
+    assert r.proc.returncode != 0
+    assert "written by 2 DeepSpeed rank(s), resumed with 1" in r.output

@@ -19,11 +19,14 @@ pytestmark = pytest.mark.slow
 RUN = ["--no-val", "--save-every-steps", "8"]
 
 
-def test_killed_rank_restarts_and_finishes_identically(train_run, tiny_data, tmp_path):
-    reference = train_run("torchrun", 2, 1, *RUN)  # 96 steps, never interrupted
+# DDP only for now: the same test under ZeRO-2 (CPU, gloo + DeepSpeed's shm comm op) hung after the
+# restart for over 5 minutes; that case stays open in the checkpoint issue.
+@pytest.mark.parametrize("strategy", [[]], ids=["ddp"])
+def test_killed_rank_restarts_and_finishes_identically(train_run, tiny_data, tmp_path, strategy):
+    reference = train_run("torchrun", 2, 1, *RUN, *strategy)  # 96 steps, never interrupted
     out = tmp_path / "elastic"
     cmd = [str(BIN / "torchrun"), "--nproc_per_node=2", "--max-restarts=3", f"--master_port={free_port()}",
-           "train.py", "--data", str(tiny_data), *BASE_ARGS, "--grad-accum", "1", *RUN, "--resume", "auto",
+           "train.py", "--data", str(tiny_data), *BASE_ARGS, "--grad-accum", "1", *RUN, *strategy, "--resume", "auto",
            "--output-dir", str(out)]
     log = open(tmp_path / "elastic.log", "w")
     job = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
@@ -40,7 +43,9 @@ def test_killed_rank_restarts_and_finishes_identically(train_run, tiny_data, tmp
             time.sleep(0.05)
         job.wait(timeout=max(1, deadline - time.monotonic()))
     finally:
-        if job.poll() is None:
+        if job.poll() is None:  # take the whole launcher tree down, not only torchrun
+            for p in psutil.Process(job.pid).children(recursive=True):
+                p.kill()
             job.kill()
         log.close()
     text = (tmp_path / "elastic.log").read_text()

@@ -217,3 +217,21 @@ def convert_sync_batchnorm(model: torch.nn.Module, accelerator_cpu: bool, log) -
         log.info("--sync-bn ignored: a single process has nothing to synchronise with")
         return model
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def check_resumable(accelerator: Accelerator, saved: dict, path) -> None:
+    """Refuse, before loading anything, a resume the strategy cannot do.
+
+    DDP and single-process checkpoints hold the full optimizer state and resume at any world size.
+    DeepSpeed ZeRO partitions the optimizer state by rank and refuses another world size deep inside
+    ``load_checkpoint``; we say so up front, with the way out.
+    """
+    world = saved.get("world_size", accelerator.num_processes)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and world != accelerator.num_processes:
+        raise DistributedSetupError(
+            f"{path}: written by {world} DeepSpeed rank(s), resumed with {accelerator.num_processes}: ZeRO's "
+            f"optimizer state is partitioned per rank and cannot be re-partitioned yet. Resume with {world} "
+            "processes, or start from `yolofuse-scale export-weights` (weights only)."
+        )
+    if saved.get("distributed_type") == "DEEPSPEED" and accelerator.distributed_type != DistributedType.DEEPSPEED:
+        raise DistributedSetupError(f"{path}: a DeepSpeed checkpoint; resume it with the same --deepspeed config")

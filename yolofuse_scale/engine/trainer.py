@@ -34,6 +34,7 @@ from yolofuse_scale.engine.logging import make_log
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
 from yolofuse_scale.engine.strategy import (
     build_accelerator,
+    check_resumable,
     convert_sync_batchnorm,
     launched_world_size,
     sync_batchnorm_buffers,
@@ -56,10 +57,12 @@ class TrainState:
         self.step_in_epoch = 0  # optimizer steps done inside the current epoch
         self.best_fitness = -1.0
         self.ema = ema
+        self.world_size, self.distributed_type = 1, "NO"  # of the run that writes the checkpoint
 
     def to_json(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "best_fitness": self.best_fitness, "ema_updates": self.ema.updates if self.ema else None}
+                "best_fitness": self.best_fitness, "ema_updates": self.ema.updates if self.ema else None,
+                "world_size": self.world_size, "distributed_type": self.distributed_type}
 
     def ema_tensors(self) -> dict[str, torch.Tensor] | None:
         return self.ema.ema.state_dict() if self.ema is not None else None
@@ -154,6 +157,7 @@ class Trainer:
         self.task = DetectionTask(bare, nbs=cfg.optim.nbs)
         self.ema = ModelEMA(bare) if cfg.optim.ema else None
         self.state = TrainState(self.ema)
+        self.state.world_size, self.state.distributed_type = acc.num_processes, acc.distributed_type.value
         self.run_meta = ckpt.plain_meta({
             "model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
             "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz,
@@ -173,8 +177,10 @@ class Trainer:
         ckpt_root = self.out / "checkpoints"
         resume_from = ckpt.resolve_resume(cfg.train.resume, ckpt_root)
         if resume_from is not None:
+            saved, ema = ckpt.load_train_state(resume_from)
+            check_resumable(acc, saved, resume_from)
             acc.load_state(str(resume_from))
-            state.restore(*ckpt.load_train_state(resume_from))
+            state.restore(saved, ema)
             # Accelerate restores its micro-step counter, which decides where accumulation syncs. We
             # resume at an optimizer-step boundary, possibly with another accumulation count (another
             # world size under --global-batch-size), so the count restarts at a boundary.
