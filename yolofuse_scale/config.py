@@ -18,7 +18,7 @@ from yolofuse_scale.model.variants import FUSIONS, SCALES
 
 
 @dataclass(kw_only=True)
-class DataConfig:
+class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the run's data flags
     """Where the paired images come from and how they are fed."""
 
     data: str = ""  #: data.yaml (YOLOFuse layout); empty: synthesise a small dataset into the output dir
@@ -132,7 +132,7 @@ class TrainConfig:
 class RunConfig:
     """Everything a training run needs, grouped by concern."""
 
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataSettings = field(default_factory=DataSettings)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -156,7 +156,7 @@ class RunConfig:
         return cls(**kw)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+_SECTIONS = {"data": DataSettings, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
 _HELP = {
     # One line a flag, written for the person at the terminal; defaults are appended by argparse.
     "data": "data.yaml in the YOLOFuse layout (images/, imagesIR/, labels/); omit to train on a synthetic set",
@@ -253,7 +253,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 __all__ = [
     "SCALES",
-    "DataConfig",
+    "DataSettings",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
