@@ -58,7 +58,6 @@ def add_val_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_val(args: argparse.Namespace) -> int:
-    import torch
     from torch.utils.data import DataLoader
 
     from yolofuse_scale.config import TrainConfig
@@ -85,11 +84,10 @@ def run_val(args: argparse.Namespace) -> int:
                                  ir_channels=data_cfg.ir_channels)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_pairs,
                         sampler=ShardSampler(len(dataset), acc.num_processes, acc.process_index))
-    with torch.inference_mode():
-        metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det)
+    metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det)
     if acc.is_main_process:
         print(format_metrics_table(metrics))
-        print(json.dumps({k: v for k, v in metrics.items()}, sort_keys=True))
+        print(json.dumps(metrics, sort_keys=True))
     acc.wait_for_everyone()
     return 0
 

@@ -237,11 +237,13 @@ class Trainer:
                 # Under DeepSpeed this only reports the norm: the engine clipped (at --clip-grad,
                 # written into its config) and stepped inside backward; elsewhere it clips here.
                 grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
-                             if cfg.optim.clip_grad > 0 else _grad_norm(self.model))
+                             if cfg.optim.clip_grad > 0
+                             else torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters()
+                                                                 if p.grad is not None]))
                 sums[-1] = float(not (torch.isfinite(sums[-2]) and torch.isfinite(torch.as_tensor(grad_norm))))
                 # One all-reduce per step carries the logged losses and the non-finite flag (a step
-                # must never update on some ranks and stop on others).
-                reduced = acc.reduce(sums, reduction="sum")
+                # must never update on some ranks and stop on others; any rank's flag makes the mean > 0).
+                reduced = acc.reduce(sums, reduction="mean")
                 if reduced[-1] > 0:
                     self._raise_non_finite(bool(sums[-1] > 0), files)
                 self.optimizer.step()
@@ -251,9 +253,8 @@ class Trainer:
             state.step += 1
             state.step_in_epoch += 1
             dt = time.perf_counter() - t0
-            n = acc.num_processes
-            record = {"step": state.step, "epoch": state.epoch, "loss": float(reduced[-2]) / n, "lr": lr,
-                      **{k: float(v) / n for k, v in zip(LOSS_NAMES, reduced[: len(LOSS_NAMES)] / accum)},
+            record = {"step": state.step, "epoch": state.epoch, "loss": float(reduced[-2]), "lr": lr,
+                      **{k: float(v) for k, v in zip(LOSS_NAMES, reduced[: len(LOSS_NAMES)] / accum)},
                       "grad_norm": float(grad_norm), "images_per_s": self.images_per_step / dt, "step_time_s": dt}
             self.log.step(record)
             if state.step % cfg.train.log_every == 0 or state.step == 1:
@@ -315,7 +316,7 @@ class Trainer:
         model_sd = acc.get_state_dict(self.model)  # collective under sharded strategies
         state_dict = self.ema.ema.state_dict() if self.ema is not None else model_sd
         if acc.is_main_process:
-            meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": _plain(metrics),
+            meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": ckpt.plain_meta(metrics),
                     "ema": self.ema is not None}
             ckpt.write_weights(self.out / "weights" / "last.pt", state_dict, meta)
             if improved or not (self.out / "weights" / "best.pt").exists():
@@ -325,13 +326,3 @@ class Trainer:
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _grad_norm(model: torch.nn.Module) -> torch.Tensor:
-    norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
-
-
-def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    """Metrics as plain Python (what ``weights_only=True`` loading accepts)."""
-    return json.loads(json.dumps(d))
