@@ -30,7 +30,7 @@ def _rel_diff(a: dict, b: dict, keys) -> float:
 def test_ddp_matches_single_process_accumulation(train_run, launcher):
     ddp = train_run(launcher, 2, 1, *STEPS)
     ref = train_run("python", 1, 2, *STEPS)
-    assert "2 process(es) on cpu (MULTI_CPU" in ddp.output, ddp.output[-2000:]
+    assert "2 process(es) on cpu (ddp: MULTI_CPU" in ddp.output, ddp.output[-2000:]
     log_d, log_r = ddp.log, ref.log
     assert [r["step"] for r in log_d] == [r["step"] for r in log_r] == [1, 2, 3]
     # gloo sums two ranks' gradients and divides by 2, the reference adds two halves: on this CPU

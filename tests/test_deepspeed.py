@@ -28,7 +28,7 @@ def test_zero_matches_ddp(train_run, launcher, config):
     ddp = train_run("torchrun", 2, 1, *STEPS)
     flag = ["--deepspeed", f"ds_configs/{config}.json"] if config else []
     ds = train_run(launcher, 2, 1, *STEPS, *flag)
-    assert "(DEEPSPEED, mixed precision no)" in ds.output
+    assert "(deepspeed: DEEPSPEED, mixed precision no)" in ds.output
     # DeepSpeed reduces in its own bucket order: equal within float rounding, not bit for bit.
     for a, b in zip(ddp.log, ds.log):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a, b)
@@ -58,8 +58,8 @@ def test_loop_settings_are_written_into_the_config(tmp_path):
         ({"gradient_accumulation_steps": 4}, "'gradient_accumulation_steps': 4 contradicts the loop's --grad-accum"),
         ({"gradient_clipping": 1.0}, "'gradient_clipping': 1.0 contradicts the loop's --clip-grad = 10.0"),
         ({"optimizer": {"type": "Adam"}}, "remove the 'optimizer' section"),
-        ({"zero_optimization": {"stage": 3}}, "ZeRO stage 3 is not supported yet"),
-        ({"bf16": {"enabled": True}}, "'bf16.enabled' is not supported yet"),
+        ({"zero_optimization": {"stage": 4}}, "zero_optimization.stage 4: DeepSpeed has stages 0-3"),
+        ({"bf16": {"enabled": True}}, "'bf16.enabled' casts the whole model, BatchNorm included"),
     ],
 )
 def test_contradicting_configs_are_refused(tmp_path, entries, message):
@@ -67,6 +67,22 @@ def test_contradicting_configs_are_refused(tmp_path, entries, message):
     with pytest.raises(DistributedSetupError) as e:
         deepspeed_config(path, TrainConfig(), OptimConfig(), world_size=1)
     assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+
+
+def test_mixed_precision_keeps_batchnorm_fp32_under_deepspeed(tmp_path):
+    """bf16 becomes DeepSpeed's torch_autocast (fp32 parameters, BN included), never bf16.enabled."""
+    ds = deepspeed_config(_cfg(tmp_path), TrainConfig(mixed_precision="bf16"), OptimConfig(), world_size=2)
+    assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in ds
+    with pytest.raises(DistributedSetupError, match="fp16 under ZeRO: DeepSpeed's autocast mode has no loss scaler"):
+        deepspeed_config(_cfg(tmp_path), TrainConfig(mixed_precision="fp16"), OptimConfig(), world_size=2)
+
+
+def test_offload_configs_accept_the_loops_optimizer():
+    from tests.conftest import ROOT
+
+    ds = deepspeed_config(str(ROOT / "ds_configs" / "zero3_offload.json"), TrainConfig(), OptimConfig(), world_size=2)
+    assert ds["zero_force_ds_cpu_optimizer"] is False
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
 
 
 def test_broken_json_names_the_line(tmp_path):
@@ -94,14 +110,15 @@ def test_zero2_ranks_validate_and_save_one_model(train_run, tiny_data):
 
 
 @pytest.mark.slow
-def test_zero_checkpoint_at_another_world_size_is_refused_up_front(train_run, tiny_data, tmp_path):
+def test_zero3_checkpoint_at_another_world_size_is_refused_up_front(train_run, tiny_data, tmp_path):
+    """ZeRO-1/2 checkpoints re-partition (test_training.py); ZeRO-3's cannot yet, and say so before loading."""
     from tests.conftest import BASE_ARGS, launch
 
-    run = train_run("torchrun", 2, 1, "--deepspeed", "ds_configs/zero2.json")
+    steps = ["--max-steps", "5", "--no-val", "--lr", "0.002", "--strategy", "zero3"]
+    run = train_run("torchrun", 2, 1, *steps)
     last = sorted((run.out / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))[-1]
     out = tmp_path / "one"
-    args = ["train.py", "--data", str(tiny_data), *BASE_ARGS, "--deepspeed", "ds_configs/zero2.json",
-            "--resume", str(last), "--output-dir", str(out)]
+    args = ["train.py", "--data", str(tiny_data), *BASE_ARGS, *steps, "--resume", str(last), "--output-dir", str(out)]
     r = launch("torchrun", 1, args, out, check=False)
     assert r.proc.returncode != 0
     assert "written by 2 DeepSpeed rank(s), resumed with 1" in r.output

@@ -16,6 +16,9 @@ import yaml
 
 from yolofuse_scale.model.variants import FUSIONS, SCALES
 
+#: Strategies ``--strategy`` names; ``zero*`` read ``ds_configs/<name>.json`` (see engine/strategy.py).
+STRATEGIES = ("auto", "ddp", "fsdp", "zero1", "zero2", "zero3", "zero3_offload")
+
 
 @dataclass(kw_only=True)
 class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the run's data flags
@@ -99,7 +102,9 @@ class TrainConfig:
     val: bool = True  #: validate at each epoch end
     log_with: str = "none"  #: tensorboard | wandb | mlflow | none (trackers run offline)
     log_every: int = 10  #: print a progress line every N steps (the JSONL log gets every step)
+    strategy: str = "auto"  #: auto | ddp | fsdp | zero1 | zero2 | zero3 | zero3_offload
     deepspeed: str = ""  #: DeepSpeed JSON config (or use `accelerate launch --config_file ...`)
+    activation_checkpointing: bool = False  #: recompute backbone/neck blocks in backward (less memory)
     mixed_precision: str | None = None  #: no | fp16 | bf16 (default: the launcher's / Accelerate's)
     sync_bn: bool = False  #: SyncBatchNorm across ranks (CUDA only; ignored with a message elsewhere)
     dist_timeout: int = 300  #: seconds a collective may wait before the job fails (a dead/hung rank)
@@ -124,6 +129,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.log_with not in ("tensorboard", "wandb", "mlflow", "none"):
             raise ValueError(f"--log-with must be tensorboard, wandb, mlflow or none, got {self.log_with!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
 
@@ -195,6 +202,10 @@ _HELP = {
     "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch",
     "log_with": "experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none",
     "log_every": "print a progress line every N optimizer steps",
+    "strategy": "auto: as the launcher/accelerate config says; ddp; fsdp (FSDP2); zero1|zero2|zero3|zero3_offload "
+    "(ds_configs/<name>.json). The same loop runs under each",
+    "activation_checkpointing": "recompute C2f/SPPF blocks in backward: less activation memory, ~20-30%% more "
+    "compute (for large scales and high resolutions)",
     "deepspeed": "DeepSpeed JSON config (ds_configs/*.json); the deepspeed launcher passes this",
     "mixed_precision": "no, fp16 or bf16 (default: the accelerate config's choice, else no)",
     "sync_bn": "convert BatchNorm to SyncBatchNorm before wrapping (CUDA only; on CPU it says so and goes on)",
@@ -233,7 +244,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _choices(name: str) -> list[str] | None:
-    return {"fusion": list(FUSIONS), "schedule": ["cosine", "linear"], "optimizer": ["sgd", "adamw"]}.get(name)
+    return {"strategy": list(STRATEGIES), "fusion": list(FUSIONS), "schedule": ["cosine", "linear"],
+            "optimizer": ["sgd", "adamw"]}.get(name)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -6,7 +6,9 @@ A checkpoint folder ``checkpoints/step_<n>/`` holds:
   engine files). These are *pickled* by Accelerate/DeepSpeed and unpickled with
   ``weights_only=False`` on resume: trusted local state, guarded by the manifest below;
 - ``train_state.json``: our loop position (step, epoch, step in epoch, best fitness, EMA updates);
-- ``ema.safetensors``: the EMA weights (no pickle);
+- ``ema.safetensors``: the EMA weights, whole (no pickle);
+- ``zero_full_state.safetensors`` (ZeRO-1/2): fp32 weights and optimizer states per parameter, so
+  the checkpoint can resume at another world size;
 - ``run_meta.json``: model config, channels, class names, image size: enough to rebuild the model;
 - ``manifest.json``: SHA-256 and size of every other file, checked before any resume;
 - ``COMPLETE``: written last.
@@ -37,6 +39,7 @@ MANIFEST = "manifest.json"
 STATE_FILE = "train_state.json"
 EMA_FILE = "ema.safetensors"
 META_FILE = "run_meta.json"
+ZERO_FULL_STATE = "zero_full_state.safetensors"  # ZeRO-1/2 only: whole optimizer state, any world size
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -95,6 +98,7 @@ def save_checkpoint(
     meta: dict[str, Any],
     ema: dict[str, torch.Tensor] | None = None,
     keep_last: int = 0,
+    zero_full_state: tuple[dict[str, torch.Tensor], dict[str, float]] | None = None,
 ) -> Path:
     """Write ``ckpt_root/step_<step>`` atomically. Collective: call on every rank."""
     final = ckpt_root / f"step_{step}"
@@ -110,6 +114,10 @@ def save_checkpoint(
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         if ema is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / EMA_FILE))
+        if zero_full_state is not None:
+            tensors, scalars = zero_full_state
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / ZERO_FULL_STATE),
+                      metadata={k: repr(v) for k, v in scalars.items()})
         _write_manifest(tmp)
         (tmp / COMPLETE_MARKER).write_text(f"{step}\n")
         if final.exists():  # re-saving the same step (e.g. epoch end == save-every point)
@@ -127,6 +135,16 @@ def load_train_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
     state = json.loads((folder / STATE_FILE).read_text())
     ema = load_file(str(folder / EMA_FILE)) if (folder / EMA_FILE).is_file() else None
     return state, ema
+
+
+def load_zero_full_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The whole ZeRO-1/2 optimizer state saved beside DeepSpeed's partitions (for a world-size change)."""
+    from safetensors import safe_open
+
+    path = folder / ZERO_FULL_STATE
+    with safe_open(str(path), framework="pt") as fh:
+        scalars = {k: float(v) for k, v in (fh.metadata() or {}).items()}
+    return load_file(str(path)), scalars
 
 
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
@@ -181,12 +199,23 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def _load_dcp_model(dcp_dir: Path) -> dict[str, torch.Tensor]:
+    """Merge FSDP2's sharded (DCP) model files into one full state dict, offline (no process group)."""
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(dcp_dir, Path(tmp) / "full.pt")
+        return torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)["model"]
+
+
 def export_weights(folder: str | Path, out: str | Path) -> Path:
     """Consolidate a saved checkpoint into a portable weights file, offline (no process group).
 
-    Uses the EMA weights when the run kept them (what validation and ``weights/`` use), else the
-    model: Accelerate's ``model.safetensors`` (single process, DDP) or DeepSpeed's fp32 master
-    weights (ZeRO stages 1-2 keep the full fp32 module in ``mp_rank_00_model_states.pt``).
+    Uses the EMA weights when the run kept them (what validation and ``weights/`` use; saved whole,
+    whatever the strategy), else the model: Accelerate's ``model.safetensors`` (single process,
+    DDP), FSDP2's DCP shards merged, or DeepSpeed's fp32 master partitions merged (any ZeRO stage).
     """
     folder = Path(folder)
     verify_checkpoint(folder)
@@ -196,13 +225,17 @@ def export_weights(folder: str | Path, out: str | Path) -> Path:
         state_dict, source = ema, "EMA"
     elif (folder / "model.safetensors").is_file():
         state_dict, source = load_file(str(folder / "model.safetensors")), "model"
-    else:
-        ds_files = sorted(folder.glob("*/mp_rank_00_model_states.pt"))
-        if not ds_files:
-            raise CheckpointError(f"{folder}: no EMA, model.safetensors or DeepSpeed model states to export")
+    elif (folder / "pytorch_model_fsdp_0").is_dir():
+        state_dict, source = _load_dcp_model(folder / "pytorch_model_fsdp_0"), "FSDP shards"
+    elif (folder / "pytorch_model").is_dir():
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        # DeepSpeed's fp32 master partitions (not its 16-bit gather), merged for any ZeRO stage.
         # DeepSpeed pickles its engine state: trusted local state whose manifest was just checked.
-        state_dict = torch.load(ds_files[0], map_location="cpu", weights_only=False)["module"]
-        source = "DeepSpeed module"
+        state_dict = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag="pytorch_model")
+        source = "DeepSpeed fp32 master weights"
+    else:
+        raise CheckpointError(f"{folder}: no EMA, model.safetensors, FSDP shards or DeepSpeed states to export")
     out = Path(out)
     write_weights(out, state_dict, {**meta, "exported_from": str(folder), "source": source})
     return out

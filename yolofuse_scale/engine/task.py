@@ -41,8 +41,20 @@ class DetectionTask:
 
         ``items`` are the detached per-batch box/cls/dfl losses (not multiplied by anything).
         """
-        preds = model(self.images(batch))
+        # The loss sums over thousands of anchors: always in fp32. Autocast (DDP, DeepSpeed) hands back
+        # fp32 already; FSDP2's bf16 policy returns the head's bf16 outputs (cls loss off by ~5x).
+        preds = _to_fp32(model(self.images(batch)))
         loss, items = self.criterion(preds, batch)
         bs = batch["img"].shape[0]
         detached = torch.stack([items[k] for k in items]) if isinstance(items, dict) else items.detach()
         return loss.sum() * (self.nbs / bs), detached
+
+
+def _to_fp32(x):
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: _to_fp32(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_fp32(v) for v in x)
+    return x

@@ -8,6 +8,7 @@ which samples a rank sees lives in ``data/sampler.py``.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -16,8 +17,8 @@ from typing import Any
 
 import torch
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
-from ultralytics.utils.torch_utils import ModelEMA
 
 from yolofuse_scale.config import RunConfig
 from yolofuse_scale.data import (
@@ -29,16 +30,24 @@ from yolofuse_scale.data import (
 )
 from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
+from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.logging import make_log
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
 from yolofuse_scale.engine.strategy import (
+    PrecisionProbe,
     build_accelerator,
     check_resumable,
-    convert_sync_batchnorm,
+    effective_precision,
+    full_state_dict,
     launched_world_size,
+    load_zero_full_state,
+    model_state_bytes,
+    prepare_model,
+    strategy_name,
     sync_batchnorm_buffers,
     unwrap,
+    zero_full_state,
 )
 from yolofuse_scale.engine.task import LOSS_NAMES, DetectionTask
 from yolofuse_scale.model import build_model, model_summary
@@ -51,7 +60,7 @@ class NonFiniteError(FloatingPointError):
 class TrainState:
     """Loop position and EMA, saved in every checkpoint as JSON + safetensors (nothing pickled)."""
 
-    def __init__(self, ema: ModelEMA | None):
+    def __init__(self, ema: ShardedEMA | None):
         self.step = 0  # optimizer steps done
         self.epoch = 0  # current epoch
         self.step_in_epoch = 0  # optimizer steps done inside the current epoch
@@ -64,17 +73,13 @@ class TrainState:
                 "best_fitness": self.best_fitness, "ema_updates": self.ema.updates if self.ema else None,
                 "world_size": self.world_size, "distributed_type": self.distributed_type}
 
-    def ema_tensors(self) -> dict[str, torch.Tensor] | None:
-        return self.ema.ema.state_dict() if self.ema is not None else None
-
-    def restore(self, d: dict[str, Any], ema: dict[str, torch.Tensor] | None) -> None:
+    def restore(self, d: dict[str, Any], ema: dict[str, torch.Tensor] | None, model: torch.nn.Module) -> None:
         self.step, self.epoch, self.step_in_epoch = d["step"], d["epoch"], d["step_in_epoch"]
         self.best_fitness = d["best_fitness"]
         if self.ema is not None:
             if ema is None:
                 raise ckpt.CheckpointError("the checkpoint has no EMA weights but this run keeps an EMA (--ema)")
-            self.ema.ema.load_state_dict(ema)
-            self.ema.updates = d["ema_updates"]
+            self.ema.load_full(ema, model, d["ema_updates"])
 
 
 class Trainer:
@@ -149,13 +154,17 @@ class Trainer:
         self.log.info(f"model {m.model} fusion={m.fusion} ir_channels={self.data_cfg.ir_channels}: "
                       f"{params / 1e6:.2f} M parameters, {gflops:.2f} GFLOPs at {cfg.data.imgsz} px")
         self.model_meta = {"params": params, "gflops": gflops}
-        if cfg.train.sync_bn:
-            model = convert_sync_batchnorm(model, acc.device.type == "cpu", self.log)
+        # A plain copy for validation and the weights files: sharded strategies gather the full
+        # weights (EMA or model) into it when needed; it costs one model's memory per rank.
+        self.eval_model = copy.deepcopy(model).to(acc.device).eval()
+        self._gathered_at = -1
+        model = prepare_model(acc, model, cfg.train, self.log)
         optimizer = build_optimizer(model, cfg.optim, self.images_per_step)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         bare = unwrap(acc, self.model)
         self.task = DetectionTask(bare, nbs=cfg.optim.nbs)
-        self.ema = ModelEMA(bare) if cfg.optim.ema else None
+        self.ema = ShardedEMA(bare) if cfg.optim.ema else None
+        self.probe = PrecisionProbe(bare)
         self.state = TrainState(self.ema)
         self.state.world_size, self.state.distributed_type = acc.num_processes, acc.distributed_type.value
         self.run_meta = ckpt.plain_meta({
@@ -165,8 +174,9 @@ class Trainer:
         lr, _ = effective_lr_wd(cfg.optim, self.images_per_step)
         self.schedule = Schedule(cfg.optim, self.sampler.steps_per_epoch, cfg.train.epochs, lr)
         self.log.info(
-            f"{acc.num_processes} process(es) on {acc.device.type} ({acc.distributed_type.value}, "
-            f"mixed precision {acc.mixed_precision}); batch {cfg.train.batch_size}/device x "
+            f"{acc.num_processes} process(es) on {acc.device.type} ({strategy_name(cfg.train)}: "
+            f"{acc.distributed_type.value}, "
+            f"mixed precision {effective_precision(acc)}); batch {cfg.train.batch_size}/device x "
             f"{acc.num_processes} x accumulation {cfg.train.grad_accum} = {self.images_per_step} images/step; "
             f"{self.sampler.steps_per_epoch} steps/epoch; warm-up {self.schedule.warmup_steps} steps"
         )
@@ -178,9 +188,12 @@ class Trainer:
         resume_from = ckpt.resolve_resume(cfg.train.resume, ckpt_root)
         if resume_from is not None:
             saved, ema = ckpt.load_train_state(resume_from)
-            check_resumable(acc, saved, resume_from)
-            acc.load_state(str(resume_from))
-            state.restore(saved, ema)
+            if check_resumable(acc, saved, resume_from):  # ZeRO-1/2 at another world size
+                acc.load_state(str(resume_from), load_module_only=True)  # module and RNG; the rest:
+                load_zero_full_state(self.model, *ckpt.load_zero_full_state(resume_from))
+            else:
+                acc.load_state(str(resume_from))
+            state.restore(saved, ema, unwrap(acc, self.model))
             # Accelerate restores its micro-step counter, which decides where accumulation syncs. We
             # resume at an optimizer-step boundary, possibly with another accumulation count (another
             # world size under --global-batch-size), so the count restarts at a boundary.
@@ -240,6 +253,8 @@ class Trainer:
                              if cfg.optim.clip_grad > 0
                              else torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters()
                                                                  if p.grad is not None]))
+                if isinstance(grad_norm, DTensor):  # FSDP2: a replicated DTensor
+                    grad_norm = grad_norm.full_tensor()
                 sums[-1] = float(not (torch.isfinite(sums[-2]) and torch.isfinite(torch.as_tensor(grad_norm))))
                 # One all-reduce per step carries the logged losses and the non-finite flag (a step
                 # must never update on some ranks and stop on others; any rank's flag makes the mean > 0).
@@ -247,6 +262,9 @@ class Trainer:
                 if reduced[-1] > 0:
                     self._raise_non_finite(bool(sums[-1] > 0), files)
                 self.optimizer.step()
+                if state.step == 0:  # once, while gradients exist: what each rank holds (one gather)
+                    self.model_meta["model_state_bytes"] = gather_object(
+                        [model_state_bytes(self.model, self.optimizer)])
                 self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update(unwrap(acc, self.model))
@@ -256,6 +274,9 @@ class Trainer:
             record = {"step": state.step, "epoch": state.epoch, "loss": float(reduced[-2]), "lr": lr,
                       **{k: float(v) for k, v in zip(LOSS_NAMES, reduced[: len(LOSS_NAMES)] / accum)},
                       "grad_norm": float(grad_norm), "images_per_s": self.images_per_step / dt, "step_time_s": dt}
+            if state.step == 1:
+                record["model_state_bytes"] = self.model_meta["model_state_bytes"]
+                record["compute_dtypes"] = self.probe.result()
             self.log.step(record)
             if state.step % cfg.train.log_every == 0 or state.step == 1:
                 self.log.info(
@@ -285,15 +306,17 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- validate and save
     def _eval_model(self) -> torch.nn.Module:
-        return self.ema.ema if self.ema is not None else unwrap(self.accelerator, self.model)
-
-    def _sync_buffers(self) -> None:
-        """Make BatchNorm running statistics (model and EMA) equal on all ranks (collective)."""
-        mods = [unwrap(self.accelerator, self.model)] + ([self.ema.ema] if self.ema is not None else [])
-        sync_batchnorm_buffers(self.accelerator, *mods)
+        """The plain model holding the full EMA (or model) weights, gathered once per step. Collective."""
+        if self._gathered_at != self.state.step:
+            acc = self.accelerator
+            bare = unwrap(acc, self.model)
+            sync_batchnorm_buffers(acc, bare)
+            sd = self.ema.full_state_dict(acc, bare) if self.ema is not None else full_state_dict(bare)
+            self.eval_model.load_state_dict(sd)
+            self._gathered_at = self.state.step
+        return self.eval_model
 
     def _validate(self) -> dict[str, Any]:
-        self._sync_buffers()
         metrics = evaluate(self._eval_model(), self.val_loader, self.accelerator, self.data_cfg.names)
         self.log.info(
             f"val epoch {self.state.epoch + 1}: mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f} "
@@ -308,19 +331,17 @@ class Trainer:
         improved = bool(metrics) and metrics["fitness"] > state.best_fitness
         if improved:
             state.best_fitness = metrics["fitness"]
-        self._sync_buffers()
-        ckpt.save_checkpoint(acc, ckpt_root, state.step, state.to_json(), self.run_meta, state.ema_tensors(),
-                             keep_last=self.cfg.train.keep_last)
-        if not weights:
-            return
-        model_sd = acc.get_state_dict(self.model)  # collective under sharded strategies
-        state_dict = self.ema.ema.state_dict() if self.ema is not None else model_sd
-        if acc.is_main_process:
+        eval_model = self._eval_model()  # syncs BatchNorm statistics and gathers the EMA (collective)
+        ema = eval_model.state_dict() if self.ema is not None else None
+        zero = zero_full_state(acc, self.model)  # collective; None unless ZeRO-1/2
+        ckpt.save_checkpoint(acc, ckpt_root, state.step, state.to_json(), self.run_meta, ema,
+                             keep_last=self.cfg.train.keep_last, zero_full_state=zero)
+        if weights and acc.is_main_process:
             meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": ckpt.plain_meta(metrics),
                     "ema": self.ema is not None}
-            ckpt.write_weights(self.out / "weights" / "last.pt", state_dict, meta)
+            ckpt.write_weights(self.out / "weights" / "last.pt", eval_model.state_dict(), meta)
             if improved or not (self.out / "weights" / "best.pt").exists():
-                ckpt.write_weights(self.out / "weights" / "best.pt", state_dict, meta)
+                ckpt.write_weights(self.out / "weights" / "best.pt", eval_model.state_dict(), meta)
         acc.wait_for_everyone()
 
 

@@ -1,0 +1,64 @@
+"""Exponential moving average of the weights, kept on each rank's local part of every tensor.
+
+The update is Ultralytics' ``ModelEMA`` rule (decay 0.9999 ramped by ``1 - exp(-updates / 2000)``,
+over every floating parameter and buffer), applied element-wise. Element-wise means a rank can
+update just the shard it holds: under FSDP2 (DTensor shards) and ZeRO-3 (flat partitions) each
+rank keeps 1/N of the EMA, and the full EMA exists only while it is gathered for validation and
+saving. Ultralytics' ``ModelEMA`` deep-copies the module instead, which under ZeRO-3 copies
+parameters of shape [0] and then averages nothing, silently.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from accelerate import Accelerator
+
+from yolofuse_scale.engine.strategy import (
+    average_running_stats,
+    full_state_dict,
+    local_shard,
+    local_tensor,
+    named_state,
+)
+
+
+class ShardedEMA:
+    """EMA of ``model``'s floating parameters and buffers, on this rank's local parts."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.9999, tau: float = 2000.0):
+        self.decay, self.tau, self.updates = decay, tau, 0
+        self.tensors = {
+            name: local_tensor(t).detach().clone() for name, t in named_state(model) if t.is_floating_point()
+        }
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """One EMA step from ``model``'s current local parts (no communication)."""
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        for name, t in named_state(model):
+            ema = self.tensors.get(name)
+            if ema is not None:
+                ema.mul_(d)
+                ema.add_((1 - d) * local_tensor(t).detach())
+
+    def full_state_dict(self, accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The whole EMA on every rank. Collective: gathers shards, averages BatchNorm statistics."""
+        average_running_stats(accelerator, [t for k, t in self.tensors.items() if _is_running_stat(k)])
+        return full_state_dict(model, self.tensors)
+
+    def load_full(self, state_dict: dict[str, torch.Tensor], model: torch.nn.Module, updates: int) -> None:
+        """Take this rank's part of a full EMA state dict (as saved; any world size wrote it)."""
+        missing = sorted(set(self.tensors) - set(state_dict))
+        if missing:
+            raise KeyError(f"the saved EMA lacks {len(missing)} tensor(s), e.g. {missing[:3]}")
+        like = dict(named_state(model))
+        for name in self.tensors:
+            self.tensors[name] = local_shard(state_dict[name], like[name]).to(self.tensors[name]).clone()
+        self.updates = updates
+
+
+def _is_running_stat(name: str) -> bool:
+    return name.endswith(("running_mean", "running_var"))
