@@ -26,8 +26,11 @@ class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the r
     workers: int = 2  #: DataLoader worker processes per rank
     augment: bool = True  #: horizontal flip (more in the data issue); False: deterministic order+content
     shuffle: bool = True  #: seeded per-epoch shuffle; the order is a function of (seed, epoch) only
+    on_bad_sample: str = "error"  #: error | skip: what the start-up scan does with bad pairs and labels
 
     def __post_init__(self) -> None:
+        if self.on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"--on-bad-sample must be error or skip, got {self.on_bad_sample!r}")
         if self.imgsz < 32 or self.imgsz % 32:
             raise ValueError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
         if self.workers < 0:
@@ -164,6 +167,8 @@ _HELP = {
     "workers": "DataLoader worker processes per rank",
     "augment": "training augmentation (horizontal flip applied identically to RGB and IR)",
     "shuffle": "shuffle each epoch with a permutation seeded by (seed, epoch)",
+    "on_bad_sample": "error: stop before the first step listing every bad pair/label (FILE:LINE); "
+    "skip: train without the pairs concerned and log the list",
     "model": "yolov8t|n|s|m|l|x (t: tiny, for tests) or a model YAML (Ultralytics or YOLOFuse schema)",
     "fusion": "early (stacked input), mid (two backbones, fused P3-P5), late (two branches, one Detect), "
     "rgb or ir (single-modality baselines)",
@@ -233,7 +238,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _choices(name: str) -> list[str] | None:
-    return {"fusion": list(FUSIONS), "schedule": ["cosine", "linear"], "optimizer": ["sgd", "adamw"]}.get(name)
+    return {"fusion": list(FUSIONS), "schedule": ["cosine", "linear"], "optimizer": ["sgd", "adamw"],
+            "on_bad_sample": ["error", "skip"]}.get(name)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -1,12 +1,10 @@
-"""Pairing RGB with IR files, the one-time scan of every label, and the paired dataset.
+"""The paired dataset: decoding a scanned pair into one stacked array, and batching.
 
-The scan runs once at start and reports *every* problem at once, as ``FILE:LINE: what is wrong``,
-so a long run never dies at step 10,000 on a label a scan could have caught.
+Which pairs exist and whether they are sound is decided beforehand by ``scan.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -14,143 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from yolofuse_scale.data.config import DataConfig, DataError
+from yolofuse_scale.data.config import DataError
+from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import hflip_pair, letterbox_pair
-
-IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-MAX_REPORTED = 20  # problems listed in full; the rest are counted
-
-
-def _swap_component(path: Path, old: str, new: str) -> Path:
-    parts = list(path.parts)
-    for i in range(len(parts) - 1, -1, -1):  # the LAST component named `old`: nearest the file
-        if parts[i] == old:
-            parts[i] = new
-            return Path(*parts)
-    raise DataError(f"{path}: no folder named '{old}' in the path, so its partner file cannot be found")
-
-
-def ir_path_for(rgb_path: Path, images_dir: str = "images", ir_dir: str = "imagesIR") -> Path:
-    """IR partner of an RGB image: the last path component equal to ``images_dir`` becomes ``ir_dir``.
-
-    A directory-component swap, never a substring replace: ``/d/images_v2/images/train/images_1.jpg``
-    pairs with ``/d/images_v2/imagesIR/train/images_1.jpg``.
-    """
-    return _swap_component(Path(rgb_path), images_dir, ir_dir)
-
-
-def label_path_for(rgb_path: Path, images_dir: str = "images") -> Path:
-    """YOLO label file of an image: ``images`` -> ``labels``, suffix -> ``.txt``."""
-    return _swap_component(Path(rgb_path), images_dir, "labels").with_suffix(".txt")
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One pair and its validated boxes: float32 (n, 5) rows of class, xc, yc, w, h (normalised)."""
-
-    rgb: Path
-    ir: Path
-    label: Path | None
-    boxes: np.ndarray
-
-
-def _list_images(entry: Path, root: Path) -> list[Path]:
-    """Images of one split entry: a folder (searched recursively), a ``.txt`` list, or one image."""
-    if entry.is_dir():
-        return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMG_SUFFIXES and p.is_file())
-    if entry.suffix == ".txt":  # a list file, paths relative to the dataset root
-        try:
-            text = entry.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"{entry}: cannot read the image list ({e})") from e
-        out = []
-        for line in text.splitlines():
-            line = line.strip()
-            if line:
-                p = Path(line)
-                # no resolve(): a symlinked image must keep its images/ component for pairing
-                out.append(p if p.is_absolute() else root / p)
-        return out
-    if entry.suffix.lower() in IMG_SUFFIXES:
-        return [entry]
-    raise DataError(f"{entry}: expected an image folder, a .txt list of images, or an image")
-
-
-def parse_label_file(path: Path, nc: int, problems: list[str]) -> np.ndarray:
-    """Parse one YOLO label file; append ``FILE:LINE: problem`` strings; drop duplicate rows."""
-    rows: list[tuple[float, ...]] = []
-    seen: set[tuple[float, ...]] = set()
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        problems.append(f"{path}: unreadable label file ({e})")
-        return np.zeros((0, 5), np.float32)
-    for lineno, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{path}:{lineno}"
-        if len(fields) != 5:
-            problems.append(f"{where}: expected 5 fields 'cls xc yc w h', found {len(fields)}")
-            continue
-        try:
-            values = [float(x) for x in fields]
-        except ValueError:
-            problems.append(f"{where}: non-numeric value in {line.strip()!r}")
-            continue
-        c, xc, yc, w, h = values
-        if not c.is_integer() or not 0 <= c < nc:
-            problems.append(f"{where}: class id {fields[0]} is not an integer in 0..{nc - 1}")
-            continue
-        eps = 1e-6
-        if not all(-eps <= v <= 1 + eps for v in (xc, yc, w, h)) or w <= 0 or h <= 0:
-            problems.append(f"{where}: box {' '.join(fields[1:])} is not normalised to (0, 1] (w, h > 0)")
-            continue
-        row = (c, xc, yc, w, h)
-        if row not in seen:  # LLVIP's official converter appends: reruns duplicate rows
-            seen.add(row)
-            rows.append(row)
-    return np.array(rows, dtype=np.float32).reshape(-1, 5)
-
-
-def scan_split(cfg: DataConfig, split: str) -> list[Sample]:
-    """Pair every image of ``split`` with its IR file and label; validate everything; raise once.
-
-    Samples come sorted by RGB path, so every process of a distributed run sees the same order. All
-    problems (missing or empty images, missing IR partners, bad label lines as ``FILE:LINE: ...``)
-    are collected and raised as one :class:`DataError`; identical duplicate label lines are dropped.
-    """
-    images: list[Path] = []
-    for entry in cfg.split(split):
-        images += _list_images(entry, cfg.root)
-    if not images:
-        where = ", ".join(str(p) for p in cfg.split(split))
-        raise DataError(f"{cfg.yaml_path}: split '{split}' has no images (looked in {where})")
-    problems: list[str] = []
-    samples: list[Sample] = []
-    for rgb in sorted(images):
-        try:
-            ir = ir_path_for(rgb, cfg.images_dir, cfg.ir_dir)
-            label = label_path_for(rgb, cfg.images_dir)
-        except DataError as e:
-            problems.append(str(e))
-            continue
-        bad = False
-        for p, what in ((rgb, "RGB image"), (ir, f"IR partner of {rgb}")):
-            if not p.is_file():
-                problems.append(f"{p}: missing {what}")
-                bad = True
-            elif p.stat().st_size == 0:
-                problems.append(f"{p}: empty file ({what})")
-                bad = True
-        boxes = parse_label_file(label, cfg.nc, problems) if label.is_file() else np.zeros((0, 5), np.float32)
-        if not bad:
-            samples.append(Sample(rgb, ir, label if label.is_file() else None, boxes))
-    if problems:
-        shown = "\n  ".join(problems[:MAX_REPORTED])
-        more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
-        raise DataError(f"{cfg.yaml_path}: {len(problems)} problem(s) in split '{split}':\n  {shown}{more}")
-    return samples
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
@@ -214,13 +78,12 @@ class PairedRGBIRDataset(Dataset):
         return len(self.samples)
 
     def load_pair(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
-        """The stacked (H, W, 3 + C_ir) pair at its original size (IR resized to RGB's if they differ)."""
+        """The stacked (H, W, 3 + C_ir) pair at its original size."""
         s = self.samples[index]
         rgb = read_image(s.rgb, 3)
         ir = read_image(s.ir, self.ir_channels)
-        if ir.shape[:2] != rgb.shape[:2]:
-            ir = cv2.resize(ir, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-            ir = ir[..., None] if ir.ndim == 2 else ir
+        if ir.shape[:2] != rgb.shape[:2]:  # the scan reports this; only a hand-made sample list gets here
+            raise DataError(f"{s.rgb}: RGB is {rgb.shape[1]}x{rgb.shape[0]} but {s.ir} is {ir.shape[1]}x{ir.shape[0]}")
         return np.concatenate([rgb, ir], axis=2), rgb.shape[:2]
 
     def __getitem__(self, index: int) -> dict:
