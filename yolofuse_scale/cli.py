@@ -4,6 +4,8 @@ Commands:
   train   train a fusion detector (same flags as ``train.py``)
   val     evaluate a weights file: mAP50, mAP50-95, P, R as a table and one JSON line
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
+  convert llvip|voc SRC DST
+          turn an LLVIP (or other VOC RGB-T) release into the YOLOFuse layout + data.yaml
   export-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
 """
@@ -109,7 +111,7 @@ def format_metrics_table(m: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from yolofuse_scale.data import synth
+    from yolofuse_scale.data import convert, synth
 
     parser = argparse.ArgumentParser(prog="yolofuse-scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     syn = sub.add_parser("synth", help="write a synthetic LLVIP-like RGB+IR dataset with its data.yaml")
     synth.add_arguments(syn)
     syn.set_defaults(func=synth.run)
+
+    conv = sub.add_parser("convert", help="LLVIP or VOC RGB-T release -> YOLOFuse layout + data.yaml (idempotent)")
+    convert.add_arguments(conv)
+    conv.set_defaults(func=convert.run)
 
     exp = sub.add_parser("export-weights", help="turn a checkpoints/step_<n>/ folder into a portable .pt file")
     exp.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step_<n>); its manifest is verified")

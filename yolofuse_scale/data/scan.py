@@ -305,7 +305,7 @@ def _from_json(text: str, key: str, split: str) -> SplitScan | None:
         return None  # a damaged or foreign cache file is only a miss
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -357,7 +357,7 @@ def scan_pairs(cfg: DataConfig, split: str, cache_dirs: list[Path] | tuple[Path,
             scan.problems += _orphan_ir(cfg, entry, seen)
     for folder in cache_dirs:
         try:
-            _write_atomic(cache_file(cfg, split, folder), _to_json(scan, key))
+            write_atomic(cache_file(cfg, split, folder), _to_json(scan, key))
             break
         except OSError:
             continue  # a read-only dataset folder: try the next place
