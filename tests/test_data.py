@@ -20,6 +20,7 @@ from yolofuse_scale.data import (
     synth,
     write_synthetic_dataset,
 )
+from yolofuse_scale.data.augment import AugmentRecipe
 
 
 def test_ir_path_swaps_the_folder_component_only():
@@ -76,7 +77,8 @@ def _box_px(item: dict, size: int) -> tuple[int, int, int, int]:
 def test_letterbox_and_flip_keep_rgb_ir_and_boxes_aligned(tmp_path, flip):
     data = _write_dataset(tmp_path, {"a": _asymmetric_pair()}, ir_channels=1)
     samples = scan_split(load_data_config(data), "train")
-    ds = PairedRGBIRDataset(samples, 96, augment=flip, ir_channels=1, hflip=1.0)
+    only_flip = AugmentRecipe(mosaic=0, translate=0, scale=0, hsv_h=0, hsv_s=0, hsv_v=0, fliplr=1.0)
+    ds = PairedRGBIRDataset(samples, 96, augment=flip, ir_channels=1, recipe=only_flip)
     item = ds[0]
     img = item["img"].numpy()
     assert img.shape == (4, 96, 96)

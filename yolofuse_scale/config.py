@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from yolofuse_scale.data.augment import AugmentRecipe
 from yolofuse_scale.model.variants import FUSIONS, SCALES
 
 
@@ -24,9 +25,28 @@ class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the r
     data: str = ""  #: data.yaml (YOLOFuse layout); empty: synthesise a small dataset into the output dir
     imgsz: int = 640  #: square training/validation size (letterboxed), a multiple of 32
     workers: int = 2  #: DataLoader worker processes per rank
-    augment: bool = True  #: horizontal flip (more in the data issue); False: deterministic order+content
+    augment: bool = True  #: the YOLOv8 recipe below (training only); False: letterbox only, like validation
     shuffle: bool = True  #: seeded per-epoch shuffle; the order is a function of (seed, epoch) only
     on_bad_sample: str = "error"  #: error | skip: what the start-up scan does with bad pairs and labels
+    # The augmentation recipe: Ultralytics' YOLOv8 defaults (data/augment.py), plus the IR gain.
+    mosaic: float = 1.0  #: probability of a 4-pair mosaic
+    mixup: float = 0.0  #: probability of blending with a second sample
+    degrees: float = 0.0  #: rotation, +/- degrees
+    translate: float = 0.1  #: translation, +/- fraction of the size
+    aug_scale: float = 0.5  #: zoom, 1 +/- aug_scale (Ultralytics' `scale`; --scale is the model's)
+    shear: float = 0.0  #: shear, +/- degrees
+    perspective: float = 0.0  #: perspective factor (0: affine)
+    fliplr: float = 0.5  #: probability of a horizontal flip
+    hsv_h: float = 0.015  #: hue gain, RGB only
+    hsv_s: float = 0.7  #: saturation gain, RGB only
+    hsv_v: float = 0.4  #: value gain, RGB only
+    ir_gain: float = 0.0  #: IR intensity gain, 1 +/- ir_gain, IR only
+    close_mosaic: int = 10  #: no mosaic (nor mixup) in the last N epochs
+
+    def augment_recipe(self) -> AugmentRecipe:
+        """The recipe these flags describe."""
+        names = {f.name for f in dataclasses.fields(AugmentRecipe)} - {"scale"}
+        return AugmentRecipe(scale=self.aug_scale, **{n: getattr(self, n) for n in names})
 
     def __post_init__(self) -> None:
         if self.on_bad_sample not in ("error", "skip"):
@@ -35,6 +55,9 @@ class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the r
             raise ValueError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        for name in ("mosaic", "mixup", "fliplr"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(kw_only=True)
@@ -165,7 +188,21 @@ _HELP = {
     "data": "data.yaml in the YOLOFuse layout (images/, imagesIR/, labels/); omit to train on a synthetic set",
     "imgsz": "square input size in pixels (multiple of 32)",
     "workers": "DataLoader worker processes per rank",
-    "augment": "training augmentation (horizontal flip applied identically to RGB and IR)",
+    "augment": "training augmentation: the YOLOv8 recipe (mosaic, perspective, mixup, flip: the same geometry for "
+    "RGB and IR; HSV on RGB; IR gain); off: letterbox only",
+    "mosaic": "probability of a 4-pair mosaic (same tiles for RGB and IR)",
+    "mixup": "probability of blending a sample with another one",
+    "degrees": "random rotation range, +/- degrees",
+    "translate": "random translation range, +/- fraction of the image size",
+    "aug_scale": "random zoom range, 1 +/- this (Ultralytics' `scale`)",
+    "shear": "random shear range, +/- degrees",
+    "perspective": "random perspective factor (0: affine only)",
+    "fliplr": "probability of a horizontal flip",
+    "hsv_h": "hue augmentation gain (RGB only)",
+    "hsv_s": "saturation augmentation gain (RGB only)",
+    "hsv_v": "value (brightness) augmentation gain (RGB only)",
+    "ir_gain": "IR intensity augmentation: multiply IR by a gain in 1 +/- this (IR only)",
+    "close_mosaic": "turn mosaic and mixup off for the last N epochs",
     "shuffle": "shuffle each epoch with a permutation seeded by (seed, epoch)",
     "on_bad_sample": "error: stop before the first step listing every bad pair/label (FILE:LINE); "
     "skip: train without the pairs concerned and log the list",

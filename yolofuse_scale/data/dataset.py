@@ -5,16 +5,19 @@ Which pairs exist and whether they are sound is decided beforehand by ``scan.py`
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from ultralytics.utils.instance import Instances
 
+from yolofuse_scale.data.augment import AugmentRecipe, PairAugment
 from yolofuse_scale.data.config import DataError
 from yolofuse_scale.data.scan import Sample
-from yolofuse_scale.data.transforms import hflip_pair, letterbox_pair
+from yolofuse_scale.data.transforms import letterbox_pair
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
@@ -47,9 +50,11 @@ def read_image(path: Path, channels: int) -> np.ndarray:
 class PairedRGBIRDataset(Dataset):
     """RGB + IR pairs as one stacked uint8 tensor ``(3 + ir_channels, imgsz, imgsz)``, RGB first.
 
-    Augmentation (``augment=True``: horizontal flip with probability ``hflip``) draws from
-    ``np.random.default_rng((seed, epoch, index))`` only, never from a global or per-worker RNG, so
-    the same sample looks the same whatever the worker count, world size or resume point.
+    ``augment=False`` (validation, ``--no-augment``): letterbox only. ``augment=True``: the YOLOv8
+    recipe of ``augment.py`` (mosaic, random perspective, mixup, HSV on RGB, IR gain, flip), with
+    mosaic off in the last ``recipe.close_mosaic`` of ``epochs``. Its randomness is a function of
+    ``(seed, epoch, index)`` only, so a sample looks the same whatever the worker count, world size or
+    resume point.
     """
 
     def __init__(
@@ -58,20 +63,32 @@ class PairedRGBIRDataset(Dataset):
         imgsz: int,
         augment: bool,
         ir_channels: int = 3,
-        hflip: float = 0.5,
         seed: int = 0,
+        recipe: AugmentRecipe | None = None,
+        epochs: int | None = None,
     ):
         if ir_channels not in (1, 3):
             raise ValueError(f"ir_channels must be 1 or 3, got {ir_channels}")
         if imgsz <= 0:
             raise ValueError(f"imgsz must be positive, got {imgsz}")
         self.samples, self.imgsz, self.augment = samples, imgsz, augment
-        self.ir_channels, self.hflip, self.seed = ir_channels, hflip, seed
-        self.epoch = 0
+        self.ir_channels, self.seed, self.epochs = ir_channels, seed, epochs
+        self.recipe = recipe or AugmentRecipe()
+        self.pipeline = PairAugment(self.resized_labels, len(samples), imgsz, self.recipe) if augment else None
+        # The epoch lives in shared memory: DataLoader workers (persistent ones included) hold a copy of
+        # this object made when they started, and would otherwise keep augmenting with that epoch.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentation draws ``__getitem__`` makes (no effect without augment)."""
-        self.epoch = epoch
+        """Select the epoch whose augmentation draws ``__getitem__`` makes (no effect without augment).
+
+        Call it before iterating the epoch's loader: workers read it when they build each sample.
+        """
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         """Number of pairs."""
@@ -86,23 +103,45 @@ class PairedRGBIRDataset(Dataset):
             raise DataError(f"{s.rgb}: RGB is {rgb.shape[1]}x{rgb.shape[0]} but {s.ir} is {ir.shape[1]}x{ir.shape[0]}")
         return np.concatenate([rgb, ir], axis=2), rgb.shape[:2]
 
+    def resized_labels(self, index: int) -> dict:
+        """Ultralytics' label dict of a pair, resized so its long side is ``imgsz`` (as its ``load_image``)."""
+        pair, (h0, w0) = self.load_pair(index)
+        r = self.imgsz / max(h0, w0)
+        if r != 1:
+            size = (min(math.ceil(w0 * r), self.imgsz), min(math.ceil(h0 * r), self.imgsz))
+            pair = cv2.resize(pair, size, interpolation=cv2.INTER_LINEAR)
+            pair = pair[..., None] if pair.ndim == 2 else pair
+        boxes = self.samples[index].boxes
+        return {"img": pair, "cls": boxes[:, :1].copy(), "ori_shape": (h0, w0), "resized_shape": pair.shape[:2],
+                "instances": Instances(boxes[:, 1:].copy(), bbox_format="xywh", normalized=True),
+                "im_file": str(self.samples[index].rgb)}
+
     def __getitem__(self, index: int) -> dict:
-        """The letterboxed (and, when augmenting, maybe flipped) pair with its targets.
+        """The pair (letterboxed, or augmented) with its targets.
 
         ``img`` is uint8 ``(3 + ir_channels, imgsz, imgsz)``, R, G, B then IR; ``bboxes`` are xywh
-        normalised to that canvas; ``ratio_pad`` is ``((r, r), (padw, padh))`` for ``scale_boxes``.
+        normalised to that canvas; ``ratio_pad`` is ``((r, r), (padw, padh))`` for ``scale_boxes``
+        (identity for an augmented sample, whose boxes do not map back to one original).
         """
-        pair, ori_shape = self.load_pair(index)
-        boxes = self.samples[index].boxes
-        img, xywh, ratio_pad = letterbox_pair(pair, boxes[:, 1:], self.imgsz)
-        if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
-            if rng.random() < self.hflip:
-                img, xywh = hflip_pair(img, xywh)
+        if self.pipeline is None:
+            pair, ori_shape = self.load_pair(index)
+            boxes = self.samples[index].boxes
+            img, xywh, ratio_pad = letterbox_pair(pair, boxes[:, 1:], self.imgsz)
+            cls = boxes[:, :1]
+        else:
+            epoch = self.epoch
+            mosaic = self.epochs is None or self.recipe.mosaic_on(epoch, self.epochs)
+            labels = self.pipeline(self.resized_labels(index), (self.seed, epoch, index), mosaic)
+            img = labels["img"]
+            inst = labels["instances"]
+            inst.convert_bbox("xywh")
+            inst.normalize(img.shape[1], img.shape[0])
+            xywh, cls = inst.bboxes, labels["cls"].reshape(-1, 1)
+            ori_shape, ratio_pad = labels["ori_shape"], ((1.0, 1.0), (0.0, 0.0))
         return {
             "img": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
-            "cls": torch.from_numpy(boxes[:, :1].copy()),
-            "bboxes": torch.from_numpy(xywh.astype(np.float32)),
+            "cls": torch.from_numpy(np.asarray(cls, dtype=np.float32).copy()),
+            "bboxes": torch.from_numpy(np.asarray(xywh, dtype=np.float32).reshape(-1, 4)),
             "im_file": str(self.samples[index].rgb),
             "ir_file": str(self.samples[index].ir),
             "ori_shape": ori_shape,

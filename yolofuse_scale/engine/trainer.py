@@ -119,7 +119,8 @@ class Trainer:
         samples = scanned[0].take(self.log.info)
         train_samples, val_samples = samples["train"], samples["val"]
         self.train_set = PairedRGBIRDataset(
-            train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed
+            train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed,
+            recipe=d.augment_recipe(), epochs=t.epochs,
         )
         self.val_set = PairedRGBIRDataset(val_samples, d.imgsz, augment=False, ir_channels=self.data_cfg.ir_channels)
         self.sampler = StepShardedBatchSampler(
