@@ -28,6 +28,7 @@ class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the r
     augment: bool = True  #: the YOLOv8 recipe below (training only); False: letterbox only, like validation
     shuffle: bool = True  #: seeded per-epoch shuffle; the order is a function of (seed, epoch) only
     on_bad_sample: str = "error"  #: error | skip: what the start-up scan does with bad pairs and labels
+    cache: str = "none"  #: none | ram | disk: decoded training pairs in one memory-mapped file per node
     # The augmentation recipe: Ultralytics' YOLOv8 defaults (data/augment.py), plus the IR gain.
     mosaic: float = 1.0  #: probability of a 4-pair mosaic
     mixup: float = 0.0  #: probability of blending with a second sample
@@ -49,6 +50,8 @@ class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the r
         return AugmentRecipe(scale=self.aug_scale, **{n: getattr(self, n) for n in names})
 
     def __post_init__(self) -> None:
+        if self.cache not in ("none", "ram", "disk"):
+            raise ValueError(f"--cache must be none, ram or disk, got {self.cache!r}")
         if self.on_bad_sample not in ("error", "skip"):
             raise ValueError(f"--on-bad-sample must be error or skip, got {self.on_bad_sample!r}")
         if self.imgsz < 32 or self.imgsz % 32:
@@ -190,6 +193,8 @@ _HELP = {
     "workers": "DataLoader worker processes per rank",
     "augment": "training augmentation: the YOLOv8 recipe (mosaic, perspective, mixup, flip: the same geometry for "
     "RGB and IR; HSV on RGB; IR gain); off: letterbox only",
+    "cache": "decode the training pairs once into one memory-mapped file per node, read by every rank and "
+    "worker: ram (/dev/shm) or disk (the dataset folder, else the run folder); none: decode every time",
     "mosaic": "probability of a 4-pair mosaic (same tiles for RGB and IR)",
     "mixup": "probability of blending a sample with another one",
     "degrees": "random rotation range, +/- degrees",
@@ -276,7 +281,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _choices(name: str) -> list[str] | None:
     return {"fusion": list(FUSIONS), "schedule": ["cosine", "linear"], "optimizer": ["sgd", "adamw"],
-            "on_bad_sample": ["error", "skip"]}.get(name)
+            "on_bad_sample": ["error", "skip"], "cache": ["none", "ram", "disk"]}.get(name)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

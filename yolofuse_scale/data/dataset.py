@@ -5,7 +5,6 @@ Which pairs exist and whether they are sound is decided beforehand by ``scan.py`
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import cv2
@@ -15,6 +14,7 @@ from torch.utils.data import Dataset
 from ultralytics.utils.instance import Instances
 
 from yolofuse_scale.data.augment import AugmentRecipe, PairAugment
+from yolofuse_scale.data.cache import CACHE_MODES, PairCache, cache_folder, cache_key, open_pair_cache, resize_long_side
 from yolofuse_scale.data.config import DataError
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import letterbox_pair
@@ -75,6 +75,7 @@ class PairedRGBIRDataset(Dataset):
         self.ir_channels, self.seed, self.epochs = ir_channels, seed, epochs
         self.recipe = recipe or AugmentRecipe()
         self.pipeline = PairAugment(self.resized_labels, len(samples), imgsz, self.recipe) if augment else None
+        self.cache: PairCache | None = None
         # The epoch lives in shared memory: DataLoader workers (persistent ones included) hold a copy of
         # this object made when they started, and would otherwise keep augmenting with that epoch.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -103,14 +104,27 @@ class PairedRGBIRDataset(Dataset):
             raise DataError(f"{s.rgb}: RGB is {rgb.shape[1]}x{rgb.shape[0]} but {s.ir} is {ir.shape[1]}x{ir.shape[0]}")
         return np.concatenate([rgb, ir], axis=2), rgb.shape[:2]
 
+    def use_cache(self, mode: str, folders: list[Path] | tuple[Path, ...], log=print) -> None:
+        """Read pairs from the node's shared decoded-pair cache (``ram`` or ``disk``; see ``cache.py``),
+        building it first if no process has. Training sets only: cached pairs are resized, so the
+        ``ratio_pad`` of a letterboxed item no longer maps to the original image."""
+        if mode == "none":
+            return
+        if mode not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
+        key = cache_key(self.samples, self.imgsz, self.ir_channels)
+        self.cache = open_pair_cache(cache_folder(mode, folders), key, len(self), self.load_pair, self.imgsz, log)
+
+    def resized_pair(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """The stacked pair resized so its long side is ``imgsz``, and its original (h, w)."""
+        if self.cache is not None:
+            return self.cache.get(index)
+        pair, ori = self.load_pair(index)
+        return resize_long_side(pair, self.imgsz), ori
+
     def resized_labels(self, index: int) -> dict:
         """Ultralytics' label dict of a pair, resized so its long side is ``imgsz`` (as its ``load_image``)."""
-        pair, (h0, w0) = self.load_pair(index)
-        r = self.imgsz / max(h0, w0)
-        if r != 1:
-            size = (min(math.ceil(w0 * r), self.imgsz), min(math.ceil(h0 * r), self.imgsz))
-            pair = cv2.resize(pair, size, interpolation=cv2.INTER_LINEAR)
-            pair = pair[..., None] if pair.ndim == 2 else pair
+        pair, (h0, w0) = self.resized_pair(index)
         boxes = self.samples[index].boxes
         return {"img": pair, "cls": boxes[:, :1].copy(), "ori_shape": (h0, w0), "resized_shape": pair.shape[:2],
                 "instances": Instances(boxes[:, 1:].copy(), bbox_format="xywh", normalized=True),
@@ -124,7 +138,7 @@ class PairedRGBIRDataset(Dataset):
         (identity for an augmented sample, whose boxes do not map back to one original).
         """
         if self.pipeline is None:
-            pair, ori_shape = self.load_pair(index)
+            pair, ori_shape = self.load_pair(index) if self.cache is None else self.cache.get(index)
             boxes = self.samples[index].boxes
             img, xywh, ratio_pad = letterbox_pair(pair, boxes[:, 1:], self.imgsz)
             cls = boxes[:, :1]

@@ -122,6 +122,9 @@ class Trainer:
             train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed,
             recipe=d.augment_recipe(), epochs=t.epochs,
         )
+        # every rank: the first to take the cache's lock file builds it, the others wait for it (no collective)
+        self.train_set.use_cache(d.cache, (self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),
+                                 self.log.info)
         self.val_set = PairedRGBIRDataset(val_samples, d.imgsz, augment=False, ir_channels=self.data_cfg.ir_channels)
         self.sampler = StepShardedBatchSampler(
             len(self.train_set), t.batch_size, acc.num_processes, acc.process_index, t.grad_accum,
