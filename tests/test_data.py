@@ -409,3 +409,27 @@ def test_bad_input_stops_every_rank_before_the_first_step(flawed_data, tmp_path)
     assert "6 problem(s)" in run.output and all(f in run.output for f in bad)
     assert "--on-bad-sample skip" in run.output
     assert not (out / "train_log.jsonl").exists() or not (out / "train_log.jsonl").read_text().strip()
+
+
+def test_large_jpeg_pairs_decode_reduced_for_training(tmp_path):
+    """A JPEG pair >= 2x the training size is decoded at 1/2 (1/4, 1/8) by libjpeg: same geometry and
+    nearly the same pixels as a full decode + bilinear resize, RGB and IR still aligned."""
+    from yolofuse_scale.data.dataset import jpeg_reduction
+
+    rgb, ir, ok = _asymmetric_pair()
+    rgb, ir = (cv2.resize(x, (320, 192), interpolation=cv2.INTER_NEAREST) for x in (rgb, ir))
+    root = tmp_path
+    for d in ("images", "imagesIR", "labels"):
+        (root / d / "train").mkdir(parents=True)
+    cv2.imwrite(str(root / "images/train/a.jpg"), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])
+    cv2.imwrite(str(root / "imagesIR/train/a.jpg"), ir, [cv2.IMWRITE_JPEG_QUALITY, 98])
+    (root / "labels/train/a.txt").write_text(ok)
+    (root / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [person]\nir_channels: 1\n")
+    (sample,) = scan_split(load_data_config(root / "data.yaml"), "train")
+    assert sample.hw == (192, 320) and jpeg_reduction(sample, 128) == 2 and jpeg_reduction(sample, 192) == 1
+    ds = PairedRGBIRDataset([sample], 128, augment=False, ir_channels=1)
+    reduced, ori = ds.resized_pair(0)
+    full = cv2.resize(ds.load_pair(0)[0], (128, 77), interpolation=cv2.INTER_AREA)
+    assert ori == (192, 320) and reduced.shape == (77, 128, 4)
+    assert np.abs(reduced.astype(int) - full).mean() < 3
+    assert np.array_equal(reduced[..., 0] > 128, reduced[..., 3] > 128), "RGB and IR aligned"

@@ -38,7 +38,7 @@ SHM = Path("/dev/shm")
 
 def cache_key(samples: list[Sample], imgsz: int, ir_channels: int) -> str:
     """Hash of what the cached bytes depend on: every file's path, size and mtime, the size, the channels."""
-    h = hashlib.sha256(f"v1|{imgsz}|{ir_channels}\n".encode())
+    h = hashlib.sha256(f"v2|{imgsz}|{ir_channels}\n".encode())  # v2: JPEGs decoded reduced
     for s in samples:
         for p in (s.rgb, s.ir):
             st = os.stat(p)
@@ -118,8 +118,8 @@ def open_pair_cache(folder: Path, key: str, n: int, load, imgsz: int, log=print,
                     poll_s: float = 0.5) -> PairCache:
     """Open the cache ``key`` in ``folder``, building it first if no process has (see module docstring).
 
-    ``load(i)`` returns (stacked pair at original size, (h, w)); it is called ``n`` times by the one
-    process that builds.
+    ``load(i)`` returns (stacked pair, original (h, w)), at any size (resized here so its long side is
+    ``imgsz``, a no-op if it is already); it is called ``n`` times by the one process that builds.
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"pairs-{key}.u8"

@@ -29,7 +29,7 @@ from yolofuse_scale.data.config import DataConfig, DataError
 
 IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_REPORTED = 20  # problems shown in an error message; the rest are counted
-SCAN_VERSION = 2  # bump when the checks change: old caches then miss
+SCAN_VERSION = 3  # bump when the checks change: old caches then miss
 POLICIES = ("error", "skip")
 
 
@@ -64,6 +64,7 @@ class Sample:
     ir: Path
     label: Path | None
     boxes: np.ndarray
+    hw: tuple[int, int] | None = None  #: (height, width) from the image header, when the scan read it
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,8 @@ def _check_pair(cfg: DataConfig, item: _Listed) -> tuple[Sample | None, list[Pro
         problems.append(Problem(f"{rgb}: RGB is {w0}x{h0} but its IR partner {ir} is {w1}x{h1}", key))
     has_label = _stat(label) is not None
     boxes = parse_label_file(label, cfg.nc, problems, key) if has_label else np.zeros((0, 5), np.float32)
-    return Sample(rgb, ir, label if has_label else None, boxes), problems
+    hw = (sizes[0][1], sizes[0][0]) if sizes[0] else None
+    return Sample(rgb, ir, label if has_label else None, boxes, hw), problems
 
 
 def _orphan_ir(cfg: DataConfig, entry: Path, rgb_files: set[str]) -> list[Problem]:
@@ -288,7 +290,7 @@ def cache_file(cfg: DataConfig, split: str, folder: Path) -> Path:
 
 
 def _to_json(scan: SplitScan, key: str) -> str:
-    samples = [[str(s.rgb), str(s.ir), None if s.label is None else str(s.label), s.boxes.tolist()]
+    samples = [[str(s.rgb), str(s.ir), None if s.label is None else str(s.label), s.boxes.tolist(), s.hw]
                for s in scan.samples]
     return json.dumps({"key": key, "samples": samples, "problems": [asdict(p) for p in scan.problems]})
 
@@ -299,7 +301,8 @@ def _from_json(text: str, key: str, split: str) -> SplitScan | None:
         if d.get("key") != key:
             return None
         samples = [Sample(Path(r), Path(i), None if lb is None else Path(lb),
-                          np.array(b, dtype=np.float32).reshape(-1, 5)) for r, i, lb, b in d["samples"]]
+                          np.array(b, dtype=np.float32).reshape(-1, 5), None if hw is None else tuple(hw))
+                   for r, i, lb, b, hw in d["samples"]]
         return SplitScan(split, samples, [Problem(**p) for p in d["problems"]], from_cache=True)
     except (ValueError, KeyError, TypeError):
         return None  # a damaged or foreign cache file is only a miss
