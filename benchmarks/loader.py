@@ -4,9 +4,15 @@
     python benchmarks/loader.py --data data.yaml --workers 0 2 4 8 --cache ram --out loader.json
     python benchmarks/loader.py --model yolov8n --fusion mid   # + what one training step consumes
 
-Pipelines: ``decode`` (read both files, stack; or read the cache), ``letterbox`` (the validation /
-``--no-augment`` item, collated), ``mosaic`` (the full training recipe: 4 pairs per sample, affine,
-HSV, flip; collated). Each cell: the first batch is warm-up (worker start, page cache), then the
+Pipelines: ``decode`` (read both files at full size, stack; or read the cache), ``letterbox`` (the
+validation / ``--no-augment`` item, collated), ``mosaic`` (the full training recipe as the trainer
+builds it: 4 pairs per sample from the sample's micro-batch, reduced JPEG decode, affine, HSV, flip;
+collated). Batches come from the training sampler, so each worker builds whole micro-batches.
+``--ultralytics`` adds Ultralytics' own ``YOLODataset`` (its v8 recipe) on the same pairs stacked
+into 4-channel TIFFs; note that it keeps up to min(n, 8 x batch, 1000) decoded images in a per-worker
+buffer, so on a set smaller than that it stops decoding after the first pass.
+
+Each cell: the first batch is warm-up (worker start, page cache), then the
 median of ``--repeats`` timed passes of ``--batches`` batches. ``per worker`` is total / workers
 (the main process counts as one worker at 0). Memory: resident (RSS) and proportional (PSS: shared
 pages split between the processes that map them, so a shared cache is counted once) of the main
@@ -43,6 +49,7 @@ from yolofuse_scale.data import (  # noqa: E402
     scan_split,
     write_synthetic_dataset,
 )
+from yolofuse_scale.data.sampler import MicroBatchWindows, StepShardedBatchSampler  # noqa: E402
 
 
 class DecodeOnly(Dataset):
@@ -86,12 +93,16 @@ def memory(proc: psutil.Process) -> dict[str, float]:
 
 
 def time_cell(ds: Dataset, collate, workers: int, batch: int, batches: int, repeats: int) -> dict:
-    loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate,
-                        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0),
-                        prefetch_factor=4 if workers else None)
+    # the training loop's sampler: workers build whole micro-batches, as in training
+    sampler = StepShardedBatchSampler(len(ds), batch, seed=0)
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
     rates = []
     mem = {}
-    for _ in range(repeats):
+    for epoch in range(repeats):
+        sampler.set_epoch(epoch)
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(epoch)
         it = iter(loader)
         next(it)  # warm-up: worker start-up, first reads
         t0, n = time.perf_counter(), 0
@@ -195,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     cache_info = {}
     for mode in args.modes:
-        ds = PairedRGBIRDataset(samples, args.imgsz, augment=mode == "mosaic", ir_channels=cfg.ir_channels)
+        windows = MicroBatchWindows(len(samples), args.batch, seed=0)  # mosaic partners as in training
+        ds = PairedRGBIRDataset(samples, args.imgsz, augment=mode == "mosaic", ir_channels=cfg.ir_channels,
+                                partner_windows=windows)
         if args.cache != "none":
             t0 = time.perf_counter()
             ds.use_cache(args.cache, [Path(tmp.name) / "cache"], log=lambda _m: None)
@@ -240,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['mode']:>22} {r['workers']:>7} {r['pairs_per_s']:9.1f} {r['per_worker']:8.1f} "
               f"{r['rss_mib']:8.0f} {r['pss_mib']:8.0f}")
+    if cache_info and not args.data:  # a cache of the temporary set: never reused, and /dev/shm is RAM
+        Path(cache_info["file"]).unlink(missing_ok=True)
+        Path(cache_info["file"]).with_suffix(".json").unlink(missing_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.out}")
     return 0

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from yolofuse_scale.data import PairedRGBIRDataset, Sample, collate_pairs
 from yolofuse_scale.data.augment import AugmentRecipe
+from yolofuse_scale.data.sampler import MicroBatchWindows, StepShardedBatchSampler
 
 H, W, S = 60, 80, 96  # a landscape source frame, letterboxed/mosaicked into S x S
 NONE = AugmentRecipe(mosaic=0, mixup=0, translate=0, scale=0, fliplr=0, hsv_h=0, hsv_s=0, hsv_v=0)
@@ -123,18 +124,24 @@ def test_close_mosaic_turns_mosaic_off_for_the_last_epochs(samples):
     assert all(torch.equal(a["img"], b["img"]) for a, b in zip(last, plain)), "last epoch: no mosaic"
 
 
-def test_randomness_depends_only_on_seed_epoch_index(samples):
-    """Same items with 0 or 2 workers (persistent, across set_epoch), in any order; another epoch differs."""
+@pytest.mark.parametrize("windows", [False, True])
+def test_randomness_depends_only_on_seed_epoch_index(samples, windows):
+    """Same items with 0 or 2 workers (persistent, across set_epoch), in any order; another epoch differs.
+    With micro-batch windows the per-process cache of decoded pairs must not change a thing either."""
     recipe = replace(AugmentRecipe(mixup=0.5, degrees=5), close_mosaic=0)
-    ds = PairedRGBIRDataset(samples, S, augment=True, ir_channels=1, seed=3, recipe=recipe, epochs=2)
+    win = MicroBatchWindows(len(samples), 4, seed=3) if windows else None
+    ds = PairedRGBIRDataset(samples, S, augment=True, ir_channels=1, seed=3, recipe=recipe, epochs=2,
+                            partner_windows=win)
     ref = {}
     for epoch in (0, 1):
         ds.set_epoch(epoch)
         for i in reversed(range(len(ds))):
             ref[epoch, i] = ds[i]
-    loader = DataLoader(ds, batch_size=3, num_workers=2, persistent_workers=True, collate_fn=collate_pairs)
+    sampler = StepShardedBatchSampler(len(ds), 3, seed=11)  # other batches than the windows: still the same
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, persistent_workers=True, collate_fn=collate_pairs)
     for epoch in (0, 1):
         ds.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         for batch in loader:
             for k, i in enumerate(batch["index"].tolist()):
                 assert torch.equal(batch["img"][k], ref[epoch, i]["img"]), f"epoch {epoch}, sample {i}"
@@ -143,3 +150,36 @@ def test_randomness_depends_only_on_seed_epoch_index(samples):
     ds[0]
     assert np.array_equal(np.random.get_state()[1][:4], untouched[0]), "global NumPy RNG restored"
     assert __import__("random").getstate()[1][:4] == untouched[1], "global random restored"
+
+
+def test_windows_are_the_samplers_micro_batches():
+    windows = MicroBatchWindows(22, 4, seed=5)
+    sampler = StepShardedBatchSampler(22, 4, world_size=1, seed=5)
+    for epoch in (0, 3):
+        sampler.set_epoch(epoch)
+        for batch in sampler:
+            assert all(sorted(windows(epoch, i).tolist()) == sorted(batch) for i in batch)
+
+
+class _CountingDataset(PairedRGBIRDataset):
+    """Records which pairs are decoded (instrumentation around the real decoder)."""
+
+    decoded: list[int]
+
+    def _decode_resized(self, index):
+        self.decoded.append(index)
+        return super()._decode_resized(index)
+
+
+def test_mosaic_partners_come_from_the_micro_batch_each_decoded_once(samples):
+    recipe = replace(AugmentRecipe(mixup=1.0), close_mosaic=0)
+    windows = MicroBatchWindows(len(samples), 4, seed=1)
+    ds = _CountingDataset(samples, S, augment=True, ir_channels=1, seed=1, recipe=recipe, epochs=1,
+                          partner_windows=windows)
+    sampler = StepShardedBatchSampler(len(samples), 4, seed=1)
+    for batch in sampler:
+        ds.decoded = []
+        items = [ds[i] for i in batch]
+        assert set(ds.decoded) <= set(batch), "partners from the sample's own micro-batch"
+        assert len(ds.decoded) == len(set(ds.decoded)), "each pair decoded once, then reused"
+        assert sum(len(it["bboxes"]) for it in items) > len(batch), "mosaic + mixup bring the partners' boxes"

@@ -18,10 +18,11 @@ Written here, and why:
   ``numpy.random`` generators, and ``Mosaic`` picks partners from a buffer of the images a worker
   loaded last. Here both global generators are re-seeded from ``(seed, epoch, index)`` around each
   sample (and restored after, so nothing else's stream moves), and the buffer is off: partners are
-  drawn uniformly from the whole dataset by that seeded generator. A sample's augmentation then
-  depends on nothing else: not the worker count, the world size, or the order of earlier samples,
-  which is what lets a resumed or re-sharded run see the same images. Cost: two state save/restores
-  per sample (~20 us), nothing next to four JPEG decodes.
+  drawn by that seeded generator from the sample's own micro-batch (``sampler.MicroBatchWindows``,
+  cheap to decode: the same worker builds the whole micro-batch) or, without windows, from the
+  whole dataset. A sample's augmentation then depends on nothing else: not the worker count, the
+  world size, or the order of earlier samples, which is what lets a resumed or re-sharded run see
+  the same images. Cost: two state save/restores per sample (~20 us).
 """
 
 from __future__ import annotations
@@ -75,18 +76,22 @@ def seeded_global_rngs(key: tuple[int, ...]) -> Iterator[None]:
 
 
 class _Partners:
-    """What Ultralytics' mix transforms ask of a dataset: a length and ``get_image_and_label(i)``."""
+    """What Ultralytics' mix transforms ask of a dataset: a length and ``get_image_and_label(i)``.
+
+    While a sample is augmented, ``window`` (if set) restricts the partners to those dataset indices.
+    """
 
     cache = None  # read by Mosaic.__init__ to choose the partner buffer; the buffer is switched off below
 
     def __init__(self, load: Callable[[int], dict[str, Any]], n: int):
         self.load, self.n = load, n
+        self.window: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return self.n
+        return self.n if self.window is None else len(self.window)
 
     def get_image_and_label(self, index: int) -> dict[str, Any]:
-        return self.load(index)
+        return self.load(index if self.window is None else int(self.window[index]))
 
 
 def _take(img: np.ndarray, first: int, last: int) -> np.ndarray:
@@ -143,7 +148,7 @@ class PairAugment:
     """
 
     def __init__(self, load: Callable[[int], dict[str, Any]], n: int, imgsz: int, recipe: AugmentRecipe):
-        partners = _Partners(load, n)
+        self.partners = partners = _Partners(load, n)
         affine = RandomPerspective(degrees=recipe.degrees, translate=recipe.translate, scale=recipe.scale,
                                    shear=recipe.shear, perspective=recipe.perspective, size=(imgsz, imgsz))
         mosaic = Mosaic(partners, imgsz=imgsz, p=recipe.mosaic)
@@ -153,7 +158,13 @@ class PairAugment:
         self.with_mosaic = Compose([pre, MixUp(partners, pre_transform=pre, p=recipe.mixup), *tail])
         self.without_mosaic = Compose([affine, *tail])  # close_mosaic: Ultralytics also drops mixup then
 
-    def __call__(self, labels: dict[str, Any], key: tuple[int, ...], mosaic: bool) -> dict[str, Any]:
-        """Augment ``labels`` with randomness drawn from ``key`` = (seed, epoch, index) only."""
-        with seeded_global_rngs(key):
-            return (self.with_mosaic if mosaic else self.without_mosaic)(labels)
+    def __call__(self, labels: dict[str, Any], key: tuple[int, ...], mosaic: bool,
+                 window: np.ndarray | None = None) -> dict[str, Any]:
+        """Augment ``labels`` with randomness drawn from ``key`` = (seed, epoch, index) only; mosaic and
+        mixup partners come from the dataset indices in ``window`` (None: the whole dataset)."""
+        self.partners.window = window
+        try:
+            with seeded_global_rngs(key):
+                return (self.with_mosaic if mosaic else self.without_mosaic)(labels)
+        finally:
+            self.partners.window = None

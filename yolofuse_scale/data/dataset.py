@@ -5,6 +5,7 @@ Which pairs exist and whether they are sound is decided beforehand by ``scan.py`
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ from ultralytics.utils.instance import Instances
 from yolofuse_scale.data.augment import AugmentRecipe, PairAugment
 from yolofuse_scale.data.cache import CACHE_MODES, PairCache, cache_folder, cache_key, open_pair_cache, resize_long_side
 from yolofuse_scale.data.config import DataError
+from yolofuse_scale.data.sampler import MicroBatchWindows
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import letterbox_pair
 
@@ -92,6 +94,7 @@ class PairedRGBIRDataset(Dataset):
         seed: int = 0,
         recipe: AugmentRecipe | None = None,
         epochs: int | None = None,
+        partner_windows: MicroBatchWindows | None = None,
     ):
         if ir_channels not in (1, 3):
             raise ValueError(f"ir_channels must be 1 or 3, got {ir_channels}")
@@ -102,6 +105,13 @@ class PairedRGBIRDataset(Dataset):
         self.recipe = recipe or AugmentRecipe()
         self.pipeline = PairAugment(self.resized_labels, len(samples), imgsz, self.recipe) if augment else None
         self.cache: PairCache | None = None
+        # Mosaic partners from the sample's micro-batch (None: from the whole dataset); the pairs of the
+        # last two micro-batches stay decoded in this process, so each pair is decoded about once per
+        # epoch, not four times (~85 MB a worker at 640 px, batch 16). Entries are read-only: a
+        # transform writing into a shared copy would fail loudly, not change a later sample.
+        self.partner_windows = partner_windows
+        self._recent: OrderedDict[int, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
+        self._recent_cap = 2 * partner_windows.batch_size if partner_windows else 0
         # The epoch lives in shared memory: DataLoader workers (persistent ones included) hold a copy of
         # this object made when they started, and would otherwise keep augmenting with that epoch.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -140,10 +150,24 @@ class PairedRGBIRDataset(Dataset):
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
         key = cache_key(self.samples, self.imgsz, self.ir_channels)
         self.cache = None  # build from the decoder itself
-        self.cache = open_pair_cache(cache_folder(mode, folders), key, len(self), self.resized_pair, self.imgsz, log)
+        self.cache = open_pair_cache(cache_folder(mode, folders), key, len(self), self._decode_resized, self.imgsz,
+                                     log)
 
     def resized_pair(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
         """The stacked pair resized so its long side is ``imgsz``, and its original (h, w)."""
+        hit = self._recent.get(index)
+        if hit is not None:
+            self._recent.move_to_end(index)
+            return hit
+        pair, ori = self._decode_resized(index)
+        if self._recent_cap:
+            pair.flags.writeable = False
+            self._recent[index] = (pair, ori)
+            while len(self._recent) > self._recent_cap:
+                self._recent.popitem(last=False)
+        return pair, ori
+
+    def _decode_resized(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
         if self.cache is not None:
             return self.cache.get(index)
         s = self.samples[index]
@@ -178,7 +202,8 @@ class PairedRGBIRDataset(Dataset):
         else:
             epoch = self.epoch
             mosaic = self.epochs is None or self.recipe.mosaic_on(epoch, self.epochs)
-            labels = self.pipeline(self.resized_labels(index), (self.seed, epoch, index), mosaic)
+            window = self.partner_windows(epoch, index) if self.partner_windows else None
+            labels = self.pipeline(self.resized_labels(index), (self.seed, epoch, index), mosaic, window)
             img = labels["img"]
             inst = labels["instances"]
             inst.convert_bbox("xywh")

@@ -27,7 +27,7 @@ from yolofuse_scale.data import (
     scan_dataset,
     write_synthetic_dataset,
 )
-from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
+from yolofuse_scale.data.sampler import MicroBatchWindows, ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.logging import make_log
@@ -121,6 +121,7 @@ class Trainer:
         self.train_set = PairedRGBIRDataset(
             train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed,
             recipe=d.augment_recipe(), epochs=t.epochs,
+            partner_windows=MicroBatchWindows(len(train_samples), t.batch_size, t.seed, d.shuffle),
         )
         # every rank: the first to take the cache's lock file builds it, the others wait for it (no collective)
         self.train_set.use_cache(d.cache, (self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),
