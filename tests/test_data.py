@@ -433,3 +433,15 @@ def test_large_jpeg_pairs_decode_reduced_for_training(tmp_path):
     assert ori == (192, 320) and reduced.shape == (77, 128, 4)
     assert np.abs(reduced.astype(int) - full).mean() < 3
     assert np.array_equal(reduced[..., 0] > 128, reduced[..., 3] > 128), "RGB and IR aligned"
+
+
+def test_16bit_tiff_ir_passes_the_scan_and_loads(tmp_path):
+    rgb, ir, ok = _asymmetric_pair()
+    data = _write_dataset(tmp_path, {"a": (rgb, ir, ok)}, ir_channels=1)
+    (tmp_path / "imagesIR" / "train" / "a.png").unlink()
+    (tmp_path / "images" / "train" / "a.png").rename(tmp_path / "images" / "train" / "a.tiff")
+    cv2.imwrite(str(tmp_path / "imagesIR" / "train" / "a.tiff"), ir.astype(np.uint16) * 200)  # raw thermal counts
+    (sample,) = scan_split(load_data_config(data), "train")
+    assert sample.ir.suffix == ".tiff" and sample.hw == (48, 80)
+    img = PairedRGBIRDataset([sample], 64, augment=False, ir_channels=1)[0]["img"].numpy()
+    assert np.array_equal(img[3] > 200, img[0] > 200), "16-bit IR stretched to 8 bits, still aligned"
