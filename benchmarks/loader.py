@@ -49,6 +49,7 @@ from yolofuse_scale.data import (  # noqa: E402
     scan_split,
     write_synthetic_dataset,
 )
+from yolofuse_scale.data.augment import AugmentRecipe  # noqa: E402
 from yolofuse_scale.data.sampler import MicroBatchWindows, StepShardedBatchSampler  # noqa: E402
 
 
@@ -191,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ultralytics", action="store_true",
                    help="also time Ultralytics' own mosaic pipeline on the same pairs as 4-channel TIFFs")
+    p.add_argument("--no-hsv", action="store_true",
+                   help="mosaic without HSV: the work Ultralytics does on a 4-channel image (its RandomHSV "
+                   "skips any image that is not 3-channel)")
     p.add_argument("--model", default="", help="also time a training step of this model (yolov8n, ...)")
     p.add_argument("--fusion", default="mid")
     p.add_argument("--device", default="", help="for --model (default: cuda if available)")
@@ -207,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     cache_info = {}
     for mode in args.modes:
         windows = MicroBatchWindows(len(samples), args.batch, seed=0)  # mosaic partners as in training
+        recipe = AugmentRecipe(hsv_h=0, hsv_s=0, hsv_v=0) if args.no_hsv else AugmentRecipe()
         ds = PairedRGBIRDataset(samples, args.imgsz, augment=mode == "mosaic", ir_channels=cfg.ir_channels,
-                                partner_windows=windows)
+                                partner_windows=windows, recipe=recipe)
         if args.cache != "none":
             t0 = time.perf_counter()
             ds.use_cache(args.cache, [Path(tmp.name) / "cache"], log=lambda _m: None)
