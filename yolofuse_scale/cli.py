@@ -63,22 +63,19 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.config import TrainConfig
     from yolofuse_scale.data import PairedRGBIRDataset, collate_pairs, load_data_config, scan_split
     from yolofuse_scale.data.sampler import ShardSampler
-    from yolofuse_scale.engine.checkpoint import read_weights
     from yolofuse_scale.engine.evaluate import evaluate
     from yolofuse_scale.engine.strategy import build_accelerator
-    from yolofuse_scale.model import model_from_config
+    from yolofuse_scale.inference import load_weights_model
 
     acc = build_accelerator(TrainConfig())
-    payload = read_weights(args.weights)
+    model, payload = load_weights_model(args.weights)
     data_cfg = load_data_config(args.data)
     if data_cfg.ir_channels != payload["ir_channels"]:
         raise SystemExit(
             f"{args.data}: ir_channels={data_cfg.ir_channels} but {args.weights} was trained with "
             f"{payload['ir_channels']}"
         )
-    model = model_from_config(payload["model_yaml"], payload["rgb_channels"], payload["ir_channels"])
-    model.load_state_dict(payload["model"])
-    model.to(acc.device).eval()
+    model.to(acc.device)
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
     dataset = PairedRGBIRDataset(scan_split(data_cfg, args.split), imgsz, augment=False,
                                  ir_channels=data_cfg.ir_channels)

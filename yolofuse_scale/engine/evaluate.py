@@ -33,12 +33,21 @@ _MATCHER = SimpleNamespace(iouv=IOU_THRESHOLDS)
 
 @torch.inference_mode()
 def detect(
-    model: nn.Module, images: torch.Tensor, conf: float = 0.001, iou: float = 0.7, max_det: int = 300
+    model: nn.Module,
+    images: torch.Tensor,
+    conf: float = 0.001,
+    iou: float = 0.7,
+    max_det: int = 300,
+    multi_label: bool = True,
 ) -> list[torch.Tensor]:
-    """Run an eval-mode model on float images; return per image an (n, 6) tensor xyxy, conf, cls."""
+    """Run an eval-mode model on float images; return per image an (n, 6) tensor xyxy, conf, cls.
+
+    ``multi_label`` keeps every class above ``conf`` per box (what mAP wants); prediction uses one
+    label per box, the best class.
+    """
     out = model(images)
     preds = out[0] if isinstance(out, (list, tuple)) else out
-    return non_max_suppression(preds.float(), conf, iou, multi_label=True, max_det=max_det)
+    return non_max_suppression(preds.float(), conf, iou, multi_label=multi_label, max_det=max_det)
 
 
 def image_stats(det: torch.Tensor, gt_cls: torch.Tensor, gt_xyxy: torch.Tensor) -> dict[str, np.ndarray]:
