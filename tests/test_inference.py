@@ -1,4 +1,4 @@
-"""The Python API on a really trained tiny model.
+"""The Python API and ``yolofuse-scale predict`` on a really trained tiny model.
 
 The trained run is the session's shared 2-process DDP run (also read by test_ddp.py), so this file
 adds no training of its own when the whole suite runs.
@@ -6,8 +6,10 @@ adds no training of its own when the whole suite runs.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -114,3 +116,44 @@ def test_api_bad_input_names_the_problem(weights, tmp_path):
     broken.write_bytes(b"\x89PNG garbage")
     with pytest.raises(Exception, match="broken.png: cannot be decoded"):
         det(broken, broken)
+
+
+def _predict(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "yolofuse_scale", "predict", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_predict_folders_and_single_pair(weights, tiny_data, tmp_path):
+    from yolofuse_scale import FusionDetector
+
+    root = tiny_data.parent
+    rgb_dir, ir_dir = tmp_path / "visible", tmp_path / "infrared"
+    rgb_dir.mkdir()
+    ir_dir.mkdir()
+    names = [p.name for p in sorted((root / "images" / "val").glob("*.png"))[:3]]
+    for n in names:  # IR as .jpg: folders are matched by stem, not by the full name
+        (rgb_dir / n).write_bytes((root / "images" / "val" / n).read_bytes())
+        cv2.imwrite(str(ir_dir / n.replace(".png", ".jpg")), cv2.imread(str(root / "imagesIR" / "val" / n)))
+    out = tmp_path / "pred"
+    r = _predict("--weights", str(weights), "--rgb", str(rgb_dir), "--ir", str(ir_dir), "--out", str(out),
+                 "--conf", "0.2", "--max-det", "5")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(s) for s in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [Path(x["rgb"]).name for x in lines] == names
+    assert all(len(x["detections"]) <= 5 and x["width"] == 160 and x["height"] == 128 for x in lines)
+    assert all(d["score"] >= 0.2 for x in lines for d in x["detections"])
+    ir0 = ir_dir / names[0].replace(".png", ".jpg")
+    api = FusionDetector.load(weights, device="cpu", conf=0.2, max_det=5)(rgb_dir / names[0], ir0)
+    assert lines[0]["detections"] == api.to_list()  # the CLI is the API
+    drawn = cv2.imread(str(out / names[0].replace(".png", ".jpg")))
+    assert drawn.shape == (128, 320, 3)  # RGB | IR side by side
+    # single pair
+    single = tmp_path / "one"
+    r = _predict("--weights", str(weights), "--rgb", str(rgb_dir / names[0]), "--ir", str(ir0),
+                 "--out", str(single), "--no-images")
+    assert r.returncode == 0 and len((single / "predictions.jsonl").read_text().splitlines()) == 1
+    assert not list(single.glob("*.jpg"))
+    # an RGB image without its IR partner is named before anything runs
+    (rgb_dir / "lonely.png").write_bytes((rgb_dir / names[0]).read_bytes())
+    r = _predict("--weights", str(weights), "--rgb", str(rgb_dir), "--ir", str(ir_dir), "--out", str(out))
+    assert r.returncode != 0 and "lonely.png" in r.stderr and "no IR partner" in r.stderr

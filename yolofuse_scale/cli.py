@@ -3,6 +3,7 @@
 Commands:
   train   train a fusion detector (same flags as ``train.py``)
   val     evaluate a weights file: mAP50, mAP50-95, P, R as a table and one JSON line
+  predict detect on an RGB+IR pair or two folders of pairs (JSONL + annotated RGB|IR images)
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
   export-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
@@ -131,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step_<n>); its manifest is verified")
     exp.add_argument("out", help="output .pt file (full fp32 state dict + model config + names; weights_only)")
     exp.set_defaults(func=run_export)
+
+    from yolofuse_scale import predict
+
+    pred = sub.add_parser("predict", help="detect on RGB+IR pairs: JSONL + side-by-side images")
+    predict.add_arguments(pred)
+    pred.set_defaults(func=predict.run)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
