@@ -2,7 +2,8 @@
 
 Commands:
   train   train a fusion detector (same flags as ``train.py``)
-  val     evaluate a weights file: mAP50, mAP50-95, P, R as a table and one JSON line
+  val     evaluate a weights file: mAP50, mAP50-95, P, R per class as a table and one JSON line;
+          metrics.json, PR/F1/P/R curves and confusion matrices (PNG) in --out
   predict detect on an RGB+IR pair or two folders of pairs (JSONL + annotated RGB|IR images)
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
   export-weights CHECKPOINT_DIR OUT.pt
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 TRAIN_EPILOG = """\
 launch it the way your cluster does; the loop is the same:
@@ -55,6 +57,8 @@ def add_val_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold before NMS")
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     parser.add_argument("--max-det", type=int, default=300, help="detections kept per image")
+    parser.add_argument("--out", default="runs/val", help="folder for metrics.json and the plots (default: runs/val)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PR curves and confusion matrix PNGs")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -82,8 +86,12 @@ def run_val(args: argparse.Namespace) -> int:
                                  ir_channels=data_cfg.ir_channels)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_pairs,
                         sampler=ShardSampler(len(dataset), acc.num_processes, acc.process_index))
-    metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det)
+    out = Path(args.out)
+    metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det,
+                       plot_dir=None if args.no_plots else out)
     if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
         print(format_metrics_table(metrics))
         print(json.dumps(metrics, sort_keys=True))
     acc.wait_for_everyone()
@@ -99,7 +107,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def format_metrics_table(m: dict) -> str:
     rows = [("all", m["images"], m["instances"], m["precision"], m["recall"], m["mAP50"], m["mAP50-95"])]
-    rows += [(name, "", "", c["precision"], c["recall"], c["mAP50"], c["mAP50-95"])
+    rows += [(name, "", c.get("instances", ""), c["precision"], c["recall"], c["mAP50"], c["mAP50-95"])
              for name, c in m["per_class"].items()]
     lines = [f"{'class':>12} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
     lines += [f"{r[0]:>12} {r[1]!s:>7} {r[2]!s:>7} {r[3]:7.4f} {r[4]:7.4f} {r[5]:7.4f} {r[6]:9.4f}" for r in rows]
