@@ -5,6 +5,7 @@ Commands:
   val     evaluate a weights file: mAP50, mAP50-95, P, R per class as a table and one JSON line;
           metrics.json, PR/F1/P/R curves and confusion matrices (PNG) in --out
   predict detect on an RGB+IR pair or two folders of pairs (JSONL + annotated RGB|IR images)
+  export  export weights to ONNX (one stacked RGB+IR input), output checked against PyTorch
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
   export-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
@@ -146,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     pred = sub.add_parser("predict", help="detect on RGB+IR pairs: JSONL + side-by-side images")
     predict.add_arguments(pred)
     pred.set_defaults(func=predict.run)
+
+    from yolofuse_scale import export
+
+    onnx = sub.add_parser("export", help="export weights to ONNX (stacked RGB+IR input), checked with onnxruntime")
+    export.add_arguments(onnx)
+    onnx.set_defaults(func=export.run)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -91,11 +91,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Detect on every pair; write predictions.jsonl and the side-by-side images; print a summary."""
+    from yolofuse_scale.data.config import DataError
+    from yolofuse_scale.engine.checkpoint import CheckpointError
     from yolofuse_scale.inference import FusionDetector
 
-    pairs = pair_paths(Path(args.rgb), Path(args.ir))  # checked before the model is loaded
-    det = FusionDetector.load(args.weights, device=args.device, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
-                              max_det=args.max_det)
+    try:
+        pairs = pair_paths(Path(args.rgb), Path(args.ir))  # checked before the model is loaded
+        det = FusionDetector.load(args.weights, device=args.device, imgsz=args.imgsz, conf=args.conf,
+                                  iou=args.iou, max_det=args.max_det)
+    except (FileNotFoundError, ValueError, DataError, CheckpointError) as e:  # bad input: the message names it
+        raise SystemExit(f"error: {e}") from e
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     total = 0
