@@ -35,18 +35,41 @@ def read_image(path: Path, channels: int) -> np.ndarray:
         raise DataError(f"{path}: cannot be decoded as an image ({e})") from e
     if im is None or im.size == 0:
         raise DataError(f"{path}: cannot be decoded as an image")
+    try:
+        return conform_channels(im, channels, bgr=True)
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from e
+
+
+def stack_pair(rgb: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """Stack (H, W, 3) RGB and (h, w, C_ir) IR into (H, W, 3 + C_ir); IR is resized to RGB's size if needed."""
+    if ir.shape[:2] != rgb.shape[:2]:
+        ir = cv2.resize(ir, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+        ir = ir[..., None] if ir.ndim == 2 else ir
+    return np.concatenate([rgb, ir], axis=2)
+
+
+def conform_channels(im: np.ndarray, channels: int, bgr: bool = False) -> np.ndarray:
+    """Bring a decoded image (gray, gray + alpha, 3- or 4-channel; 8 or 16 bit) to (H, W, channels) uint8.
+
+    ``bgr`` says the colour order of a 3/4-channel input (OpenCV's decoders give BGR; arrays handed to
+    the Python API are RGB). The output is RGB for 3 channels and grayscale for 1.
+    """
     if im.dtype != np.uint8:  # 16-bit thermal TIFFs: stretch each frame's range to 8 bits
         im = cv2.normalize(im, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if im.ndim == 3 and im.shape[2] in (1, 2):  # gray or gray + alpha
         im = im[..., 0]
     elif im.ndim == 3 and im.shape[2] == 4:  # BGRA: alpha carries no scene content
         im = im[..., :3]
+    if im.ndim != 2 and not (im.ndim == 3 and im.shape[2] == 3):
+        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {im.shape}")
     if channels == 1:
-        im = cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) if im.ndim == 3 else im
+        if im.ndim == 3:
+            im = cv2.cvtColor(im, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
         return np.ascontiguousarray(im[..., None])
     if im.ndim == 2:
         return np.repeat(im[..., None], 3, axis=2)
-    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB) if bgr else np.ascontiguousarray(im)
 
 
 _JPEG = frozenset({".jpg", ".jpeg"})
