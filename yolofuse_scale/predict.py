@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolofuse_scale.data.dataset import IMG_SUFFIXES, read_image, stack_pair
+from yolofuse_scale.data.dataset import read_image, stack_pair
+from yolofuse_scale.data.scan import IMG_SUFFIXES
 
 # BGR colours, one per class id modulo 8 (OpenCV draws in BGR).
 PALETTE = [(56, 56, 255), (255, 157, 151), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
