@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: this pair is on local disk here; an unpinned torch drags a multi-GB download.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,onnx]"
 	# DeepSpeed JIT-compiles its CPU communication op on first use (~90 s with g++): do it once here,
 	# into the venv, so tests and CPU runs that set TORCH_EXTENSIONS_DIR to it never pay it again.
 	TORCH_EXTENSIONS_DIR=$(VENV)/torch_extensions $(BIN)/python -c \
@@ -43,7 +43,7 @@ test: install
 	$(BIN)/python -m pytest tests -q --durations=25
 
 lint: install
-	$(BIN)/ruff check yolofuse_scale tests train.py
+	$(BIN)/ruff check yolofuse_scale tests benchmarks train.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -20,6 +20,7 @@ from yolofuse_scale.data import (
     synth,
     write_synthetic_dataset,
 )
+from yolofuse_scale.data.augment import AugmentRecipe
 
 
 def test_ir_path_swaps_the_folder_component_only():
@@ -76,7 +77,8 @@ def _box_px(item: dict, size: int) -> tuple[int, int, int, int]:
 def test_letterbox_and_flip_keep_rgb_ir_and_boxes_aligned(tmp_path, flip):
     data = _write_dataset(tmp_path, {"a": _asymmetric_pair()}, ir_channels=1)
     samples = scan_split(load_data_config(data), "train")
-    ds = PairedRGBIRDataset(samples, 96, augment=flip, ir_channels=1, hflip=1.0)
+    only_flip = AugmentRecipe(mosaic=0, translate=0, scale=0, hsv_h=0, hsv_s=0, hsv_v=0, fliplr=1.0)
+    ds = PairedRGBIRDataset(samples, 96, augment=flip, ir_channels=1, recipe=only_flip)
     item = ds[0]
     img = item["img"].numpy()
     assert img.shape == (4, 96, 96)
@@ -104,36 +106,6 @@ def test_augmentation_depends_only_on_seed_epoch_index(tmp_path):
     assert all((plain[i]["img"] == a[i]).all() for i in range(12))
 
 
-def test_bad_labels_and_missing_pairs_are_all_reported(tmp_path):
-    rgb, ir, ok = _asymmetric_pair()
-    pairs = {
-        "good": (rgb, ir, ok),
-        "short": (rgb, ir, ok + "0 0.5 0.5 0.1\n"),
-        "cls": (rgb, ir, "2 0.5 0.5 0.1 0.1\n"),
-        "coord": (rgb, ir, "0 1.7 0.5 0.1 0.1\n"),
-        "text": (rgb, ir, "0 0.5 zero 0.1 0.1\n"),
-        "noir": (rgb, None, ok),
-    }
-    data = _write_dataset(tmp_path, pairs)
-    with pytest.raises(DataError) as e:
-        scan_split(load_data_config(data), "train")
-    msg = str(e.value)
-    lbl = tmp_path / "labels" / "train"
-    assert f"{lbl / 'short.txt'}:2: expected 5 fields" in msg
-    assert f"{lbl / 'cls.txt'}:1: class id 2 is not an integer in 0..1" in msg
-    assert f"{lbl / 'coord.txt'}:1: box 1.7" in msg
-    assert f"{lbl / 'text.txt'}:1: non-numeric" in msg
-    ir_file, rgb_file = (tmp_path / d / "train" / "noir.png" for d in ("imagesIR", "images"))
-    assert f"{ir_file}: missing IR partner of {rgb_file}" in msg
-    assert "5 problem(s)" in msg
-
-
-def test_duplicate_label_rows_are_dropped(tmp_path):
-    rgb, ir, ok = _asymmetric_pair()
-    data = _write_dataset(tmp_path, {"dup": (rgb, ir, ok * 3)})
-    assert len(scan_split(load_data_config(data), "train")[0].boxes) == 1
-
-
 @pytest.mark.parametrize("on_disk", [1, 3])
 @pytest.mark.parametrize("wanted", [1, 3])
 def test_ir_channels_on_disk_and_in_the_model_are_independent(tmp_path, on_disk, wanted):
@@ -147,17 +119,6 @@ def test_ir_channels_on_disk_and_in_the_model_are_independent(tmp_path, on_disk,
     hot = img[3] > 200
     assert hot.sum() > 20 and np.array_equal(hot, img[0] > 200), "the IR square sits where the RGB one is"
     assert all(np.array_equal(img[3], img[c]) for c in range(3, 3 + wanted)), "gray IR: channels equal"
-
-
-def test_ir_of_another_size_is_resized_to_rgb(tmp_path):
-    rgb, ir, ok = _asymmetric_pair()
-    ir = cv2.resize(ir, (ir.shape[1] * 2, ir.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
-    data = _write_dataset(tmp_path, {"a": (rgb, ir, ok)}, ir_channels=1)
-    samples = scan_split(load_data_config(data), "train")
-    item = PairedRGBIRDataset(samples, 64, augment=False, ir_channels=1)[0]
-    img = item["img"].numpy()
-    assert item["ori_shape"] == (48, 80)
-    assert np.array_equal(img[3] > 200, img[0] > 200)
 
 
 def test_list_file_split_and_relative_path(tmp_path):
@@ -180,22 +141,6 @@ def test_empty_split_names_split_and_folder(tmp_path):
     data = _write_dataset(tmp_path, {})
     with pytest.raises(DataError, match=r"split 'val' has no images \(looked in .*images/val"):
         scan_split(load_data_config(data), "val")
-
-
-def test_empty_and_corrupt_images(tmp_path):
-    rgb, ir, ok = _asymmetric_pair()
-    data = _write_dataset(tmp_path, {"a": (rgb, ir, ok), "b": (rgb, ir, ok)})
-    empty = tmp_path / "images" / "train" / "a.png"
-    empty.write_bytes(b"")
-    with pytest.raises(DataError, match=f"{empty}: empty file"):
-        scan_split(load_data_config(data), "train")
-    corrupt = tmp_path / "imagesIR" / "val" / "b.png"
-    corrupt.write_bytes(b"not a png at all")
-    samples = scan_split(load_data_config(data), "val")  # the scan only checks size: cheap
-    ds = PairedRGBIRDataset(samples, 64, augment=False)
-    assert ds[0]["img"].shape == (6, 64, 64)
-    with pytest.raises(DataError, match=f"{corrupt}: cannot be decoded"):
-        ds[1]
 
 
 def test_data_yaml_errors_name_the_file(tmp_path):
@@ -265,3 +210,238 @@ def test_ratio_pad_maps_boxes_back_with_ultralytics_scale_boxes(tmp_path):
     xyxy = xywh2xyxy(item["bboxes"] * 96)
     back = scale_boxes((96, 96), xyxy, item["ori_shape"], ratio_pad=item["ratio_pad"])
     assert np.allclose(back.numpy(), [[4, 6, 20, 18]], atol=0.6)
+
+
+# --------------------------------------------------------------------------------------- the scan
+def _scan_problems(data: Path, split: str = "train") -> str:
+    with pytest.raises(DataError) as e:
+        scan_split(load_data_config(data), split)
+    return str(e.value)
+
+
+LABEL_CASES = {  # name: (label text, the problem's line number, what the message says)
+    "fields": ("0 0.5 0.5 0.1\n", 1, "expected 5 fields 'cls xc yc w h', found 4"),
+    "text": ("0 0.5 zero 0.1 0.1\n", 1, "non-numeric value in '0 0.5 zero 0.1 0.1'"),
+    "nan": ("0 0.5 0.5 nan 0.1\n", 1, "NaN or infinite value"),
+    "inf": ("0 0.5 inf 0.1 0.1\n", 1, "NaN or infinite value"),
+    "coord": ("0 1.7 0.5 0.1 0.1\n", 1, "box 1.7 0.5 0.1 0.1 is outside [0, 1]"),
+    "neg": ("0 -0.2 0.5 0.1 0.1\n", 1, "box -0.2 0.5 0.1 0.1 is outside [0, 1]"),
+    "zero": ("0 0.5 0.5 0 0.1\n", 1, "box size w=0 h=0.1 is zero or negative"),
+    "negsize": ("0 0.5 0.5 0.1 -0.1\n", 1, "box size w=0.1 h=-0.1 is zero or negative"),
+    "cls": ("2 0.5 0.5 0.1 0.1\n", 1, "class id 2 is not an integer in 0..1"),
+    "frac": ("0.5 0.5 0.5 0.1 0.1\n", 1, "class id 0.5 is not an integer"),
+    "second": ("0 0.5 0.5 0.1 0.1\n\n1 0.5 0.5 0.1\n", 3, "expected 5 fields"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LABEL_CASES))
+def test_each_kind_of_bad_label_row_is_named_with_file_and_line(tmp_path, case):
+    text, line, what = LABEL_CASES[case]
+    rgb, ir, ok = _asymmetric_pair()
+    data = _write_dataset(tmp_path, {"good": (rgb, ir, ok), "bad": (rgb, ir, text)})
+    msg = _scan_problems(data)
+    assert f"{tmp_path / 'labels' / 'train' / 'bad.txt'}:{line}: {what}" in msg
+    assert "1 problem(s)" in msg and "good.txt" not in msg
+    kept = scan_split(load_data_config(data), "train", on_bad_sample="skip")
+    assert [s.rgb.name for s in kept] == ["good.png"], "skip drops the whole pair, not just the row"
+
+
+def test_duplicate_rows_are_reported_and_skip_keeps_one_copy(tmp_path):
+    rgb, ir, ok = _asymmetric_pair()
+    data = _write_dataset(tmp_path, {"dup": (rgb, ir, ok + "1 0.5 0.5 0.2 0.2\n" + ok)})
+    assert f"{tmp_path / 'labels' / 'train' / 'dup.txt'}:3: duplicate of line 1" in _scan_problems(data)
+    (sample,) = scan_split(load_data_config(data), "train", on_bad_sample="skip")
+    assert sample.boxes[:, 0].tolist() == [0.0, 1.0], "the pair stays, each box once"
+
+
+def test_missing_partners_on_either_side(tmp_path):
+    rgb, ir, ok = _asymmetric_pair()
+    data = _write_dataset(tmp_path, {"good": (rgb, ir, ok), "noir": (rgb, None, ok), "norgb": (rgb, ir, ok)})
+    (tmp_path / "images" / "train" / "norgb.png").unlink()
+    msg = _scan_problems(data)
+    d = tmp_path
+    assert (f"{d / 'images/train/noir.png'}: RGB image without IR partner (expected "
+            f"{d / 'imagesIR/train/noir.png'})") in msg
+    assert (f"{d / 'imagesIR/train/norgb.png'}: IR image without RGB partner (expected "
+            f"{d / 'images/train/norgb.png'})") in msg
+    assert "2 problem(s)" in msg
+    kept = scan_split(load_data_config(data), "train", on_bad_sample="skip")
+    assert [s.rgb.name for s in kept] == ["good.png"]
+
+
+def test_rgb_and_ir_of_different_sizes(tmp_path):
+    rgb, ir, ok = _asymmetric_pair()
+    big = cv2.resize(ir, (ir.shape[1] * 2, ir.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+    data = _write_dataset(tmp_path, {"a": (rgb, big, ok), "b": (rgb, ir, ok)})
+    msg = _scan_problems(data)
+    assert f"{tmp_path / 'images/train/a.png'}: RGB is 80x48 but its IR partner" in msg and "is 160x96" in msg
+
+
+def _truncate(path: Path, keep: float = 0.6) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated_png", "truncated_jpg"])
+def test_unreadable_and_truncated_images(tmp_path, damage):
+    rgb, ir, ok = _asymmetric_pair()
+    rgb = rgb + np.random.default_rng(0).integers(0, 40, rgb.shape, dtype=np.uint8)  # make the files non-trivial
+    data = _write_dataset(tmp_path, {"a": (rgb, ir, ok), "b": (rgb, ir, ok)})
+    bad = tmp_path / "imagesIR" / "train" / "b.png"
+    if damage == "empty":
+        bad.write_bytes(b"")
+    elif damage == "garbage":
+        bad.write_bytes(b"not a png at all")
+    elif damage == "truncated_png":
+        _truncate(bad)
+    else:  # a .jpg RGB/IR pair whose IR download stopped half-way
+        for d in ("images", "imagesIR"):
+            cv2.imwrite(str(tmp_path / d / "train" / "b.jpg"), rgb if d == "images" else ir)
+            (tmp_path / d / "train" / "b.png").unlink()
+        bad = tmp_path / "imagesIR" / "train" / "b.jpg"
+        (tmp_path / "labels" / "train" / "b.txt").write_text(ok)
+        _truncate(bad)
+    msg = _scan_problems(data)
+    why = "truncated JPEG" if damage == "truncated_jpg" else "unreadable or truncated image"
+    assert f"{bad}: {why}" in msg and "1 problem(s)" in msg
+    kept = scan_split(load_data_config(data), "train", on_bad_sample="skip")
+    assert [s.rgb.stem for s in kept] == ["a"]
+
+
+def test_empty_dataset_and_missing_split_path(tmp_path):
+    data = _write_dataset(tmp_path, {})
+    with pytest.raises(DataError, match=r"split 'val' has no images \(looked in .*images/val"):
+        scan_split(load_data_config(data), "val")
+    rgb, ir, ok = _asymmetric_pair()
+    data = _write_dataset(tmp_path, {"a": (rgb, ir, "9 0.5 0.5 0.1 0.1\n")})
+    with pytest.raises(DataError, match="split 'train' has no usable pair left"):
+        scan_split(load_data_config(data), "train", on_bad_sample="skip")
+    (tmp_path / "gone.txt").write_text("images/train/a.png\nimages/train/nothere.png\n")
+    cfg = load_data_config(data)
+    cfg.train[:] = [tmp_path / "gone.txt"]
+    with pytest.raises(DataError) as e:
+        scan_split(cfg, "train")
+    msg = str(e.value)
+    assert f"{tmp_path / 'gone.txt'}:2: image {tmp_path / 'images/train/nothere.png'} does not exist" in msg
+    cfg.train[:] = [tmp_path / "images" / "nosuchsplit"]
+    with pytest.raises(DataError, match="split 'train' entry .*nosuchsplit does not exist"):
+        scan_split(cfg, "train")
+
+
+def test_scan_is_cached_and_the_cache_follows_file_changes(tmp_path):
+    from yolofuse_scale.data.scan import scan_pairs
+
+    rgb, ir, ok = _asymmetric_pair()
+    data = _write_dataset(tmp_path / "ds", {"a": (rgb, ir, ok), "b": (rgb, ir, ok + ok)})
+    cfg, cache = load_data_config(data), [tmp_path / "ro" / "sub", tmp_path / "cache"]
+    (tmp_path / "ro").write_text("a file, so the first cache folder cannot be created")
+    first = scan_pairs(cfg, "train", cache)
+    assert not first.from_cache and len(list((tmp_path / "cache").glob("*.scan.json"))) == 1
+    again = scan_pairs(cfg, "train", cache)
+    assert again.from_cache and again.problems == first.problems
+    assert [(s.rgb, s.boxes.tolist()) for s in again.samples] == [(s.rgb, s.boxes.tolist()) for s in first.samples]
+    (tmp_path / "ds" / "labels" / "train" / "b.txt").write_text(ok)  # fixed: the cache must not answer
+    fixed = scan_pairs(cfg, "train", cache)
+    assert not fixed.from_cache and fixed.problems == []
+
+
+def test_error_result_is_raised_identically_wherever_it_is_taken(tmp_path):
+    """What the main process broadcasts: a pickled result that raises the same error on every rank."""
+    import pickle
+
+    from yolofuse_scale.data import scan_dataset
+
+    rgb, ir, ok = _asymmetric_pair()
+    data = _write_dataset(tmp_path, {"a": (rgb, ir, ok), "b": (rgb, None, ok)})
+    result = scan_dataset(load_data_config(data), ("train", "val"), "error")
+    copy = pickle.loads(pickle.dumps(result))
+    for r in (result, copy):
+        with pytest.raises(DataError, match="2 problem\\(s\\)"):
+            r.take()
+    logged: list[str] = []
+    skip = pickle.loads(pickle.dumps(scan_dataset(load_data_config(data), ("train", "val"), "skip")))
+    samples = skip.take(logged.append)
+    assert [len(samples["train"]), len(samples["val"])] == [1, 1]
+    assert "trained without 2 problem item(s)" in logged[0] and "b.png: RGB image without IR partner" in logged[0]
+
+
+@pytest.fixture(scope="module")
+def flawed_data(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A synthetic set with one instance of several kinds of bad input; returns data.yaml and the bad files."""
+    root = tmp_path_factory.mktemp("flawed")
+    data = write_synthetic_dataset(root, n_train=20, n_val=4, imgsz=64, seed=2)
+    tr = lambda d, i, ext="png": root / d / "train" / f"train_{i:05d}.{ext}"  # noqa: E731
+    tr("imagesIR", 1).unlink()  # RGB without IR
+    tr("images", 2).unlink()  # IR without RGB
+    _truncate(tr("images", 3))  # truncated image
+    tr("labels", 4, "txt").write_text("0 0.5 0.5 0.1 0.1\n5 0.5 0.5 0.1 0.1\n")  # class id outside names
+    tr("labels", 5, "txt").write_text("0 0.5 0.5 0.1\n")  # wrong field count
+    cv2.imwrite(str(tr("imagesIR", 6)), np.zeros((10, 10), np.uint8))  # IR of another size
+    return data, [str(tr("images", 1)), str(tr("imagesIR", 2)), str(tr("images", 3)), str(tr("labels", 4, "txt")),
+                  str(tr("labels", 5, "txt")), str(tr("images", 6))]
+
+
+TRAIN_ARGS = ["--model", "yolov8t", "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--max-steps", "3",
+              "--epochs", "1", "--no-val", "--warmup-epochs", "0"]
+
+
+def test_training_skips_bad_pairs_and_logs_them(flawed_data, tmp_path):
+    from tests.conftest import launch
+
+    data, bad = flawed_data
+    out = tmp_path / "skip"
+    run = launch("python", 1, ["train.py", "--data", str(data), *TRAIN_ARGS, "--on-bad-sample", "skip",
+                               "--output-dir", str(out)], out)
+    assert "trained without 6 problem item(s)" in run.output
+    assert all(f in run.output for f in bad), "every problem is printed with its file"
+    assert [r["step"] for r in run.log] == [1, 2, 3]
+
+
+def test_bad_input_stops_every_rank_before_the_first_step(flawed_data, tmp_path):
+    """Two ranks: rank 0 scans and fails; rank 1 must raise the same error, not hang in the broadcast."""
+    from tests.conftest import launch
+
+    data, bad = flawed_data
+    out = tmp_path / "error"
+    run = launch("torchrun", 2, ["train.py", "--data", str(data), *TRAIN_ARGS, "--output-dir", str(out)], out,
+                 timeout=240, check=False)
+    assert run.proc.returncode != 0
+    assert "6 problem(s)" in run.output and all(f in run.output for f in bad)
+    assert "--on-bad-sample skip" in run.output
+    assert not (out / "train_log.jsonl").exists() or not (out / "train_log.jsonl").read_text().strip()
+
+
+def test_large_jpeg_pairs_decode_reduced_for_training(tmp_path):
+    """A JPEG pair >= 2x the training size is decoded at 1/2 (1/4, 1/8) by libjpeg: same geometry and
+    nearly the same pixels as a full decode + bilinear resize, RGB and IR still aligned."""
+    from yolofuse_scale.data.dataset import jpeg_reduction
+
+    rgb, ir, ok = _asymmetric_pair()
+    rgb, ir = (cv2.resize(x, (320, 192), interpolation=cv2.INTER_NEAREST) for x in (rgb, ir))
+    root = tmp_path
+    for d in ("images", "imagesIR", "labels"):
+        (root / d / "train").mkdir(parents=True)
+    cv2.imwrite(str(root / "images/train/a.jpg"), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])
+    cv2.imwrite(str(root / "imagesIR/train/a.jpg"), ir, [cv2.IMWRITE_JPEG_QUALITY, 98])
+    (root / "labels/train/a.txt").write_text(ok)
+    (root / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [person]\nir_channels: 1\n")
+    (sample,) = scan_split(load_data_config(root / "data.yaml"), "train")
+    assert sample.hw == (192, 320) and jpeg_reduction(sample, 128) == 2 and jpeg_reduction(sample, 192) == 1
+    ds = PairedRGBIRDataset([sample], 128, augment=False, ir_channels=1)
+    reduced, ori = ds.resized_pair(0)
+    full = cv2.resize(ds.load_pair(0)[0], (128, 77), interpolation=cv2.INTER_AREA)
+    assert ori == (192, 320) and reduced.shape == (77, 128, 4)
+    assert np.abs(reduced.astype(int) - full).mean() < 3
+    assert np.array_equal(reduced[..., 0] > 128, reduced[..., 3] > 128), "RGB and IR aligned"
+
+
+def test_16bit_tiff_ir_passes_the_scan_and_loads(tmp_path):
+    rgb, ir, ok = _asymmetric_pair()
+    data = _write_dataset(tmp_path, {"a": (rgb, ir, ok)}, ir_channels=1)
+    (tmp_path / "imagesIR" / "train" / "a.png").unlink()
+    (tmp_path / "images" / "train" / "a.png").rename(tmp_path / "images" / "train" / "a.tiff")
+    cv2.imwrite(str(tmp_path / "imagesIR" / "train" / "a.tiff"), ir.astype(np.uint16) * 200)  # raw thermal counts
+    (sample,) = scan_split(load_data_config(data), "train")
+    assert sample.ir.suffix == ".tiff" and sample.hw == (48, 80)
+    img = PairedRGBIRDataset([sample], 64, augment=False, ir_channels=1)[0]["img"].numpy()
+    assert np.array_equal(img[3] > 200, img[0] > 200), "16-bit IR stretched to 8 bits, still aligned"

@@ -2,8 +2,13 @@
 
 Commands:
   train   train a fusion detector (same flags as ``train.py``)
-  val     evaluate a weights file: mAP50, mAP50-95, P, R as a table and one JSON line
+  val     evaluate a weights file: mAP50, mAP50-95, P, R per class as a table and one JSON line;
+          metrics.json, PR/F1/P/R curves and confusion matrices (PNG) in --out
+  predict detect on an RGB+IR pair or two folders of pairs (JSONL + annotated RGB|IR images)
+  export  export weights to ONNX (one stacked RGB+IR input), output checked against PyTorch
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
+  convert llvip|voc SRC DST
+          turn an LLVIP (or other VOC RGB-T) release into the YOLOFuse layout + data.yaml
   export-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 TRAIN_EPILOG = """\
 launch it the way your cluster does; the loop is the same:
@@ -54,6 +60,8 @@ def add_val_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold before NMS")
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     parser.add_argument("--max-det", type=int, default=300, help="detections kept per image")
+    parser.add_argument("--out", default="runs/val", help="folder for metrics.json and the plots (default: runs/val)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PR curves and confusion matrix PNGs")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -63,29 +71,30 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.config import TrainConfig
     from yolofuse_scale.data import PairedRGBIRDataset, collate_pairs, load_data_config, scan_split
     from yolofuse_scale.data.sampler import ShardSampler
-    from yolofuse_scale.engine.checkpoint import read_weights
     from yolofuse_scale.engine.evaluate import evaluate
     from yolofuse_scale.engine.strategy import build_accelerator
-    from yolofuse_scale.model import model_from_config
+    from yolofuse_scale.inference import load_weights_model
 
     acc = build_accelerator(TrainConfig())
-    payload = read_weights(args.weights)
+    model, payload = load_weights_model(args.weights)
     data_cfg = load_data_config(args.data)
     if data_cfg.ir_channels != payload["ir_channels"]:
         raise SystemExit(
             f"{args.data}: ir_channels={data_cfg.ir_channels} but {args.weights} was trained with "
             f"{payload['ir_channels']}"
         )
-    model = model_from_config(payload["model_yaml"], payload["rgb_channels"], payload["ir_channels"])
-    model.load_state_dict(payload["model"])
-    model.to(acc.device).eval()
+    model.to(acc.device)
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
     dataset = PairedRGBIRDataset(scan_split(data_cfg, args.split), imgsz, augment=False,
                                  ir_channels=data_cfg.ir_channels)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_pairs,
                         sampler=ShardSampler(len(dataset), acc.num_processes, acc.process_index))
-    metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det)
+    out = Path(args.out)
+    metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det,
+                       plot_dir=None if args.no_plots else out)
     if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
         print(format_metrics_table(metrics))
         print(json.dumps(metrics, sort_keys=True))
     acc.wait_for_everyone()
@@ -101,7 +110,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def format_metrics_table(m: dict) -> str:
     rows = [("all", m["images"], m["instances"], m["precision"], m["recall"], m["mAP50"], m["mAP50-95"])]
-    rows += [(name, "", "", c["precision"], c["recall"], c["mAP50"], c["mAP50-95"])
+    rows += [(name, "", c.get("instances", ""), c["precision"], c["recall"], c["mAP50"], c["mAP50-95"])
              for name, c in m["per_class"].items()]
     lines = [f"{'class':>12} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
     lines += [f"{r[0]:>12} {r[1]!s:>7} {r[2]!s:>7} {r[3]:7.4f} {r[4]:7.4f} {r[5]:7.4f} {r[6]:9.4f}" for r in rows]
@@ -109,7 +118,7 @@ def format_metrics_table(m: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from yolofuse_scale.data import synth
+    from yolofuse_scale.data import convert, synth
 
     parser = argparse.ArgumentParser(prog="yolofuse-scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,10 +139,26 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_arguments(syn)
     syn.set_defaults(func=synth.run)
 
+    conv = sub.add_parser("convert", help="LLVIP or VOC RGB-T release -> YOLOFuse layout + data.yaml (idempotent)")
+    convert.add_arguments(conv)
+    conv.set_defaults(func=convert.run)
+
     exp = sub.add_parser("export-weights", help="turn a checkpoints/step_<n>/ folder into a portable .pt file")
     exp.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step_<n>); its manifest is verified")
     exp.add_argument("out", help="output .pt file (full fp32 state dict + model config + names; weights_only)")
     exp.set_defaults(func=run_export)
+
+    from yolofuse_scale import predict
+
+    pred = sub.add_parser("predict", help="detect on RGB+IR pairs: JSONL + side-by-side images")
+    predict.add_arguments(pred)
+    pred.set_defaults(func=predict.run)
+
+    from yolofuse_scale import export
+
+    onnx = sub.add_parser("export", help="export weights to ONNX (stacked RGB+IR input), checked with onnxruntime")
+    export.add_arguments(onnx)
+    onnx.set_defaults(func=export.run)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

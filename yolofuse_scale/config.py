@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from yolofuse_scale.data.augment import AugmentRecipe
 from yolofuse_scale.model.variants import FUSIONS, SCALES
 
 #: Strategies ``--strategy`` names; ``zero*`` read ``ds_configs/<name>.json`` (see engine/strategy.py).
@@ -27,14 +28,42 @@ class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the r
     data: str = ""  #: data.yaml (YOLOFuse layout); empty: synthesise a small dataset into the output dir
     imgsz: int = 640  #: square training/validation size (letterboxed), a multiple of 32
     workers: int = 2  #: DataLoader worker processes per rank
-    augment: bool = True  #: horizontal flip (more in the data issue); False: deterministic order+content
+    augment: bool = True  #: the YOLOv8 recipe below (training only); False: letterbox only, like validation
     shuffle: bool = True  #: seeded per-epoch shuffle; the order is a function of (seed, epoch) only
+    on_bad_sample: str = "error"  #: error | skip: what the start-up scan does with bad pairs and labels
+    cache: str = "none"  #: none | ram | disk: decoded training pairs in one memory-mapped file per node
+    # The augmentation recipe: Ultralytics' YOLOv8 defaults (data/augment.py), plus the IR gain.
+    mosaic: float = 1.0  #: probability of a 4-pair mosaic
+    mixup: float = 0.0  #: probability of blending with a second sample
+    degrees: float = 0.0  #: rotation, +/- degrees
+    translate: float = 0.1  #: translation, +/- fraction of the size
+    aug_scale: float = 0.5  #: zoom, 1 +/- aug_scale (Ultralytics' `scale`; --scale is the model's)
+    shear: float = 0.0  #: shear, +/- degrees
+    perspective: float = 0.0  #: perspective factor (0: affine)
+    fliplr: float = 0.5  #: probability of a horizontal flip
+    hsv_h: float = 0.015  #: hue gain, RGB only
+    hsv_s: float = 0.7  #: saturation gain, RGB only
+    hsv_v: float = 0.4  #: value gain, RGB only
+    ir_gain: float = 0.0  #: IR intensity gain, 1 +/- ir_gain, IR only
+    close_mosaic: int = 10  #: no mosaic (nor mixup) in the last N epochs
+
+    def augment_recipe(self) -> AugmentRecipe:
+        """The recipe these flags describe."""
+        names = {f.name for f in dataclasses.fields(AugmentRecipe)} - {"scale"}
+        return AugmentRecipe(scale=self.aug_scale, **{n: getattr(self, n) for n in names})
 
     def __post_init__(self) -> None:
+        if self.cache not in ("none", "ram", "disk"):
+            raise ValueError(f"--cache must be none, ram or disk, got {self.cache!r}")
+        if self.on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"--on-bad-sample must be error or skip, got {self.on_bad_sample!r}")
         if self.imgsz < 32 or self.imgsz % 32:
             raise ValueError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        for name in ("mosaic", "mixup", "fliplr"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(kw_only=True)
@@ -169,8 +198,26 @@ _HELP = {
     "data": "data.yaml in the YOLOFuse layout (images/, imagesIR/, labels/); omit to train on a synthetic set",
     "imgsz": "square input size in pixels (multiple of 32)",
     "workers": "DataLoader worker processes per rank",
-    "augment": "training augmentation (horizontal flip applied identically to RGB and IR)",
+    "augment": "training augmentation: the YOLOv8 recipe (mosaic, perspective, mixup, flip: the same geometry for "
+    "RGB and IR; HSV on RGB; IR gain); off: letterbox only",
+    "cache": "decode the training pairs once into one memory-mapped file per node, read by every rank and "
+    "worker: ram (/dev/shm) or disk (the dataset folder, else the run folder); none: decode every time",
+    "mosaic": "probability of a 4-pair mosaic (same tiles for RGB and IR)",
+    "mixup": "probability of blending a sample with another one",
+    "degrees": "random rotation range, +/- degrees",
+    "translate": "random translation range, +/- fraction of the image size",
+    "aug_scale": "random zoom range, 1 +/- this (Ultralytics' `scale`)",
+    "shear": "random shear range, +/- degrees",
+    "perspective": "random perspective factor (0: affine only)",
+    "fliplr": "probability of a horizontal flip",
+    "hsv_h": "hue augmentation gain (RGB only)",
+    "hsv_s": "saturation augmentation gain (RGB only)",
+    "hsv_v": "value (brightness) augmentation gain (RGB only)",
+    "ir_gain": "IR intensity augmentation: multiply IR by a gain in 1 +/- this (IR only)",
+    "close_mosaic": "turn mosaic and mixup off for the last N epochs",
     "shuffle": "shuffle each epoch with a permutation seeded by (seed, epoch)",
+    "on_bad_sample": "error: stop before the first step listing every bad pair/label (FILE:LINE); "
+    "skip: train without the pairs concerned and log the list",
     "model": "yolov8t|n|s|m|l|x (t: tiny, for tests) or a model YAML (Ultralytics or YOLOFuse schema)",
     "fusion": "early (stacked input), mid (two backbones, fused P3-P5), late (two branches, one Detect), "
     "rgb or ir (single-modality baselines)",
@@ -245,7 +292,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _choices(name: str) -> list[str] | None:
     return {"strategy": list(STRATEGIES), "fusion": list(FUSIONS), "schedule": ["cosine", "linear"],
-            "optimizer": ["sgd", "adamw"]}.get(name)
+            "optimizer": ["sgd", "adamw"], "on_bad_sample": ["error", "skip"],
+            "cache": ["none", "ram", "disk"]}.get(name)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

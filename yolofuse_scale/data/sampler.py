@@ -20,6 +20,38 @@ import numpy as np
 from torch.utils.data import Sampler
 
 
+def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """The epoch's sample order: a permutation seeded by ``(seed, epoch)``, or ``0..n-1`` unshuffled."""
+    if shuffle:
+        return np.random.default_rng((seed, epoch)).permutation(num_samples)
+    return np.arange(num_samples)
+
+
+class MicroBatchWindows:
+    """The micro-batch of the epoch's order that holds a sample: where mosaic partners are drawn from.
+
+    Ultralytics draws partners from a buffer of the images a worker loaded last (cheap: they are
+    decoded already; but a function of the worker's history). Drawing them from the sample's own
+    micro-batch keeps the cheapness (a DataLoader worker builds a whole micro-batch, so with a small
+    per-worker cache each pair is decoded about once, not four times) and depends only on
+    ``(seed, epoch, batch_size)``: micro-batches are cut from the same order at every world size.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, shuffle: bool = True):
+        self.num_samples, self.batch_size, self.seed, self.shuffle = num_samples, batch_size, seed, shuffle
+        self._epoch, self._order, self._where = -1, np.arange(0), np.arange(0)
+
+    def __call__(self, epoch: int, index: int) -> np.ndarray:
+        """Dataset indices of the micro-batch that holds ``index`` in ``epoch``."""
+        if epoch != self._epoch:  # once per epoch per process: one permutation and its inverse
+            self._order = epoch_order(self.num_samples, self.seed, epoch, self.shuffle)
+            self._where = np.empty_like(self._order)
+            self._where[self._order] = np.arange(self.num_samples)
+            self._epoch = epoch
+        start = self._where[index] // self.batch_size * self.batch_size
+        return self._order[start : start + self.batch_size]
+
+
 class StepShardedBatchSampler(Sampler[list[int]]):
     """Yield this rank's micro-batches (lists of dataset indices) for one epoch."""
 
@@ -57,10 +89,7 @@ class StepShardedBatchSampler(Sampler[list[int]]):
         return max(self.steps_per_epoch - self.start_step, 0) * self.grad_accum
 
     def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            order = np.random.default_rng((self.seed, self.epoch)).permutation(self.num_samples)
-        else:
-            order = np.arange(self.num_samples)
+        order = epoch_order(self.num_samples, self.seed, self.epoch, self.shuffle)
         m = self.micro_batches_per_step
         first = self.start_step * m
         for k in range(first + self.rank, self.steps_per_epoch * m, self.world_size):

@@ -1,8 +1,12 @@
-"""Geometric transforms of a *stacked* RGB+IR pair and its boxes.
+"""The letterbox of a *stacked* RGB+IR pair and its boxes (validation, ``--no-augment``).
 
 RGB and IR travel as one ``(H, W, 3 + C_ir)`` array through every geometric transform, so the two
 modalities cannot drift apart: identical geometry is a property of the data structure, not of two
-code paths kept in step. Boxes are normalised ``xc, yc, w, h``.
+code paths kept in step. Boxes are normalised ``xc, yc, w, h``. The training recipe is in ``augment.py``.
+
+Written by hand although Ultralytics' ``LetterBox`` now pads any channel count with the same rounding:
+this one also returns the normalised boxes and the ``ratio_pad`` that evaluation maps predictions back
+with, without a detour through ``Instances``.
 """
 
 from __future__ import annotations
@@ -40,12 +44,3 @@ def letterbox_pair(
         boxes[:, 2] = boxes[:, 2] * nw / imgsz
         boxes[:, 3] = boxes[:, 3] * nh / imgsz
     return out, boxes, ((r, r), (float(left), float(top)))
-
-
-def hflip_pair(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror the pair left-right (both modalities at once) and the boxes with it."""
-    img = np.ascontiguousarray(img[:, ::-1])
-    boxes = boxes.copy()
-    if len(boxes):
-        boxes[:, 0] = 1.0 - boxes[:, 0]
-    return img, boxes

@@ -6,11 +6,17 @@ precision and recall come from its ``DetMetrics``. Boxes are compared in letterb
 
 Per-image statistics are gathered as Python objects (images have different numbers of detections),
 ordered by dataset index, and reduced into metrics on every rank: the result is then identical to a
-one-process evaluation, and every rank knows it without a broadcast.
+one-process evaluation, and every rank knows it without a broadcast. The confusion matrix is a sum of
+per-image counts: each rank adds up its own and the matrices are summed (order-free, so also exact).
+
+Plots (PR, F1, P and R curves, confusion matrix raw and normalised) are matplotlib figures written by
+the main process only; :func:`yolofuse_scale._offline.forbid_font_downloads` makes sure no plotting
+code path fetches a font.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,9 +27,13 @@ from accelerate.utils import gather_object
 from torch import nn
 from tqdm import tqdm
 from ultralytics.engine.validator import BaseValidator
-from ultralytics.utils.metrics import DetMetrics, box_iou
+from ultralytics.utils.metrics import ConfusionMatrix, DetMetrics, box_iou
 from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import xywh2xyxy
+
+from yolofuse_scale._offline import forbid_font_downloads
+
+forbid_font_downloads()
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 # BaseValidator.match_predictions only reads `self.iouv`; calling it on this holder reuses
@@ -33,12 +43,21 @@ _MATCHER = SimpleNamespace(iouv=IOU_THRESHOLDS)
 
 @torch.inference_mode()
 def detect(
-    model: nn.Module, images: torch.Tensor, conf: float = 0.001, iou: float = 0.7, max_det: int = 300
+    model: nn.Module,
+    images: torch.Tensor,
+    conf: float = 0.001,
+    iou: float = 0.7,
+    max_det: int = 300,
+    multi_label: bool = True,
 ) -> list[torch.Tensor]:
-    """Run an eval-mode model on float images; return per image an (n, 6) tensor xyxy, conf, cls."""
+    """Run an eval-mode model on float images; return per image an (n, 6) tensor xyxy, conf, cls.
+
+    ``multi_label`` keeps every class above ``conf`` per box (what mAP wants); prediction uses one
+    label per box, the best class.
+    """
     out = model(images)
     preds = out[0] if isinstance(out, (list, tuple)) else out
-    return non_max_suppression(preds.float(), conf, iou, multi_label=True, max_det=max_det)
+    return non_max_suppression(preds.float(), conf, iou, multi_label=multi_label, max_det=max_det)
 
 
 def image_stats(det: torch.Tensor, gt_cls: torch.Tensor, gt_xyxy: torch.Tensor) -> dict[str, np.ndarray]:
@@ -69,14 +88,18 @@ def evaluate(
     iou: float = 0.7,
     max_det: int = 300,
     desc: str = "val",
+    plot_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (bare, eval mode) on this rank's shard; return the job-wide metrics.
 
-    Collective: every rank must call this (one ``all_gather_object``).
+    With ``plot_dir`` the main process writes PR/F1/P/R curves and the confusion matrix there as PNG.
+    Collective: every rank must call this (two ``all_gather_object``).
     """
     was_training = model.training
     model.eval()
     local: list[tuple[int, str, dict[str, np.ndarray]]] = []
+    # Ultralytics' detection validator defaults: a detection counts at conf > 0.25, matched at IoU > 0.45.
+    confusion = ConfusionMatrix(names=dict(names))
     device = accelerator.device
     bar = tqdm(loader, desc=desc, disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True)
     for batch in bar:
@@ -87,23 +110,35 @@ def evaluate(
         for i, det in enumerate(dets):
             sel = batch["batch_idx"] == i
             gt_xyxy = xywh2xyxy(batch["bboxes"][sel].float() * scale)
-            stats = image_stats(det, batch["cls"][sel].view(-1), gt_xyxy)
+            gt_cls = batch["cls"][sel].view(-1)
+            stats = image_stats(det, gt_cls, gt_xyxy)
             local.append((int(batch["index"][i]), batch["im_file"][i], stats))
+            det = det.cpu()
+            confusion.process_batch({"bboxes": det[:, :4], "conf": det[:, 4], "cls": det[:, 5]},
+                                    {"bboxes": gt_xyxy, "cls": gt_cls})
     model.train(was_training)
 
     everything = sorted(gather_object(local), key=lambda t: t[0])  # collective; one-process order
+    confusion.matrix = np.sum(gather_object([confusion.matrix]), axis=0)  # collective; integer counts
     metrics = DetMetrics(names=dict(names))
     for _, im_file, stats in everything:
         metrics.update_stats({**stats, "im_name": im_file})
     n_instances = int(sum(len(s["target_cls"]) for _, _, s in everything))
     if not everything:
         raise ValueError("validation set is empty")
-    metrics.process()
+    plot = plot_dir is not None and accelerator.is_main_process
+    if plot:
+        Path(plot_dir).mkdir(parents=True, exist_ok=True)
+    metrics.process(save_dir=Path(plot_dir or "."), plot=plot)
+    if plot:
+        for normalize in (False, True):
+            confusion.plot(normalize=normalize, save_dir=plot_dir)
     p, r, map50, map5095 = (float(x) for x in metrics.mean_results())
     per_class = {}
     for j, c in enumerate(metrics.box.ap_class_index):
         cp, cr, c50, c5095 = (float(x) for x in metrics.class_result(j))
-        per_class[names.get(int(c), str(c))] = {"precision": cp, "recall": cr, "mAP50": c50, "mAP50-95": c5095}
+        per_class[names.get(int(c), str(c))] = {"precision": cp, "recall": cr, "mAP50": c50, "mAP50-95": c5095,
+                                                "instances": int(metrics.nt_per_class[int(c)])}
     return {
         "precision": p,
         "recall": r,
@@ -113,4 +148,6 @@ def evaluate(
         "images": len(everything),
         "instances": n_instances,
         "per_class": per_class,
+        # rows: predicted class (last: background), columns: true class (last: background)
+        "confusion_matrix": confusion.matrix.astype(int).tolist(),
     }

@@ -25,10 +25,10 @@ from yolofuse_scale.data import (
     PairedRGBIRDataset,
     collate_pairs,
     load_data_config,
-    scan_split,
+    scan_dataset,
     write_synthetic_dataset,
 )
-from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
+from yolofuse_scale.data.sampler import MicroBatchWindows, ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
@@ -111,17 +111,26 @@ class Trainer:
                 if acc.is_main_process and not Path(data_yaml).is_file():
                     write_synthetic_dataset(self.out / "synthetic", imgsz=cfg.data.imgsz, seed=cfg.train.seed)
         self.data_cfg = load_data_config(data_yaml)
-        # The scan (pairing + label validation) runs once, on the main process; every rank then trains
-        # on the identical sample list (ranks that disagree on the dataset length hang the job).
-        scanned = [None, None]
-        if acc.is_main_process:
-            scanned = [scan_split(self.data_cfg, "train"), scan_split(self.data_cfg, "val")]
-        scanned = broadcast_object_list(scanned) if acc.num_processes > 1 else scanned
-        train_samples, val_samples = scanned
+        # The scan (pairing, headers, labels; cached) runs once, on the main process, and its result,
+        # errors included, is broadcast (one pickled list, ~1 MB for LLVIP): every rank trains on the
+        # identical list even if the file system changes meanwhile (ranks that disagree on the dataset
+        # length hang the job) and every rank raises the same error instead of waiting for a dead rank 0.
         d, t = cfg.data, cfg.train
+        scanned = [None]
+        if acc.is_main_process:
+            cache_dirs = (self.data_cfg.root / ".yolofuse_cache", self.out / "scan_cache")
+            scanned = [scan_dataset(self.data_cfg, ("train", "val"), d.on_bad_sample, cache_dirs)]
+        scanned = broadcast_object_list(scanned) if acc.num_processes > 1 else scanned
+        samples = scanned[0].take(self.log.info)
+        train_samples, val_samples = samples["train"], samples["val"]
         self.train_set = PairedRGBIRDataset(
-            train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed
+            train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed,
+            recipe=d.augment_recipe(), epochs=t.epochs,
+            partner_windows=MicroBatchWindows(len(train_samples), t.batch_size, t.seed, d.shuffle),
         )
+        # every rank: the first to take the cache's lock file builds it, the others wait for it (no collective)
+        self.train_set.use_cache(d.cache, (self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),
+                                 self.log.info)
         self.val_set = PairedRGBIRDataset(val_samples, d.imgsz, augment=False, ir_channels=self.data_cfg.ir_channels)
         self.sampler = StepShardedBatchSampler(
             len(self.train_set), t.batch_size, acc.num_processes, acc.process_index, t.grad_accum,

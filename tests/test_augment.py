@@ -1,0 +1,185 @@
+"""The YOLOv8 recipe on a stacked pair: geometry shared by RGB and IR, photometry split, boxes follow,
+and randomness a function of (seed, epoch, index) only."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from yolofuse_scale.data import PairedRGBIRDataset, Sample, collate_pairs
+from yolofuse_scale.data.augment import AugmentRecipe
+from yolofuse_scale.data.sampler import MicroBatchWindows, StepShardedBatchSampler
+
+H, W, S = 60, 80, 96  # a landscape source frame, letterboxed/mosaicked into S x S
+NONE = AugmentRecipe(mosaic=0, mixup=0, translate=0, scale=0, fliplr=0, hsv_h=0, hsv_s=0, hsv_v=0)
+HOT = 180
+
+
+def _pair_files(root: Path, n: int = 8) -> list[Sample]:
+    """Pairs with one L-shaped pattern each (no symmetry a flip or a rotation could hide), identical
+    in the red and the IR channel, so a transform applied identically to both keeps them bit-equal."""
+    root.mkdir(parents=True, exist_ok=True)
+    samples = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        rgb = np.zeros((H, W, 3), np.uint8)
+        rgb[..., 1] = rng.integers(0, 60, (H, W))  # texture in G, none in R: R stays the pattern only
+        ir = np.full((H, W), 20, np.uint8)
+        rgb[..., 0] = 20
+        x1, y1 = int(rng.integers(2, W - 30)), int(rng.integers(2, H - 30))
+        for im in (rgb[..., 0], ir):
+            im[y1 : y1 + 24, x1 : x1 + 6] = 240  # the L: a vertical bar ...
+            im[y1 + 18 : y1 + 24, x1 : x1 + 20] = 240  # ... and its foot to the right
+        cv2.imwrite(str(root / f"{i}_rgb.png"), rgb[..., ::-1])
+        cv2.imwrite(str(root / f"{i}_ir.png"), ir)
+        box = np.array([[0, (x1 + 10) / W, (y1 + 12) / H, 20 / W, 24 / H]], np.float32)
+        samples.append(Sample(root / f"{i}_rgb.png", root / f"{i}_ir.png", None, box))
+    return samples
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> list[Sample]:
+    return _pair_files(tmp_path_factory.mktemp("pairs"))
+
+
+def _items(samples, recipe, epoch=0, epochs=None, n=8):
+    ds = PairedRGBIRDataset(samples, S, augment=True, ir_channels=1, seed=7, recipe=recipe, epochs=epochs)
+    ds.set_epoch(epoch)
+    return [ds[i] for i in range(n)]
+
+
+RECIPES = {
+    "letterbox": NONE,
+    "flip": replace(NONE, fliplr=1.0),
+    "zoom_shift": replace(NONE, translate=0.2, scale=0.4),
+    "affine": replace(NONE, degrees=25, translate=0.2, scale=0.4, shear=8),
+    "perspective": replace(NONE, perspective=0.0005, scale=0.2),
+    "mosaic": replace(NONE, mosaic=1.0),
+    "mixup": replace(NONE, mosaic=1.0, mixup=1.0),
+    "full": replace(AugmentRecipe(degrees=10, shear=2), hsv_h=0, hsv_s=0, hsv_v=0),  # mixup: see "mixup"
+}
+AXIS_ALIGNED = {"letterbox", "flip", "zoom_shift", "mosaic"}  # boxes stay tight around the pattern
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_rgb_and_ir_stay_aligned_and_boxes_follow(samples, name):
+    moved, hot_total, hot_covered = 0, 0, 0
+    plain = _items(samples, NONE)
+    for i, item in enumerate(_items(samples, RECIPES[name])):
+        img = item["img"].numpy()
+        assert img.shape == (4, S, S)
+        assert np.array_equal(img[0], img[3]), f"{name}, sample {i}: the red and IR channels were moved apart"
+        hot = img[3] > HOT
+        moved += int(not np.array_equal(hot, plain[i]["img"].numpy()[3] > HOT))
+        if name == "mixup":  # a blend halves the pattern: alignment is what this case checks
+            continue
+        covered = np.zeros_like(hot)
+        for xc, yc, bw, bh in item["bboxes"].numpy() * S:
+            x1, y1 = max(int(np.floor(xc - bw / 2)) - 1, 0), max(int(np.floor(yc - bh / 2)) - 1, 0)
+            x2, y2 = int(np.ceil(xc + bw / 2)) + 1, int(np.ceil(yc + bh / 2)) + 1
+            covered[y1:y2, x1:x2] = True
+            ys, xs = np.nonzero(hot[y1:y2, x1:x2])
+            assert len(xs), f"{name}, sample {i}: a box over nothing"
+            want = np.array([xc - bw / 2, yc - bh / 2, xc + bw / 2, yc + bh / 2])
+            inside = want.min() > 0.5 and want.max() < S - 0.5  # a box cut by the edge holds part of an L
+            if name in AXIS_ALIGNED and inside:  # the box is the pattern's bounding rectangle, to 1.5 px
+                got = np.array([xs.min() + x1, ys.min() + y1, xs.max() + x1 + 1, ys.max() + y1 + 1])
+                assert np.abs(got - want).max() <= 1.5, f"{name}, sample {i}: box {want} vs pattern {got}"
+        hot_total, hot_covered = hot_total + hot.sum(), hot_covered + (hot & covered).sum()
+    assert (moved > 0) == (name != "letterbox"), "the transform did something (and letterbox nothing more)"
+    if name != "mixup":  # Ultralytics drops a box cut to < 10 % of its area by the canvas edge, by design
+        assert hot_covered / hot_total > 0.9, f"{name}: {hot_total - hot_covered} pattern pixels outside every box"
+
+
+def test_flip_mirrors_the_l(samples):
+    plain, flipped = _items(samples, NONE, n=1)[0], _items(samples, RECIPES["flip"], n=1)[0]
+    assert torch.equal(flipped["img"], plain["img"].flip(-1))
+    assert torch.allclose(flipped["bboxes"][:, 0], 1 - plain["bboxes"][:, 0])
+
+
+def test_hsv_changes_rgb_only_and_ir_gain_changes_ir_only(samples):
+    base = replace(AugmentRecipe(), hsv_h=0, hsv_s=0, hsv_v=0)
+    a = _items(samples, base, n=4)
+    hsv = _items(samples, replace(base, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4), n=4)
+    gain = _items(samples, replace(base, ir_gain=0.5), n=4)
+    for x, h, g in zip(a, hsv, gain):
+        assert torch.equal(x["img"][3:], h["img"][3:]) and torch.equal(x["bboxes"], h["bboxes"])
+        assert torch.equal(x["img"][:3], g["img"][:3]) and torch.equal(x["bboxes"], g["bboxes"])
+    assert any(not torch.equal(x["img"][:3], h["img"][:3]) for x, h in zip(a, hsv))
+    assert any(not torch.equal(x["img"][3:], g["img"][3:]) for x, g in zip(a, gain))
+
+
+def test_close_mosaic_turns_mosaic_off_for_the_last_epochs(samples):
+    recipe = replace(NONE, mosaic=1.0, close_mosaic=1)
+    assert recipe.mosaic_on(1, 3) and not recipe.mosaic_on(2, 3)
+    early, last = _items(samples, recipe, epoch=0, epochs=3), _items(samples, recipe, epoch=2, epochs=3)
+    assert max(len(it["bboxes"]) for it in early) > 1, "a mosaic shows its partners' patterns"
+    plain = _items(samples, NONE, epoch=2)
+    assert all(torch.equal(a["img"], b["img"]) for a, b in zip(last, plain)), "last epoch: no mosaic"
+
+
+@pytest.mark.parametrize("windows", [False, True])
+def test_randomness_depends_only_on_seed_epoch_index(samples, windows):
+    """Same items with 0 or 2 workers (persistent, across set_epoch), in any order; another epoch differs.
+    With micro-batch windows the per-process cache of decoded pairs must not change a thing either."""
+    recipe = replace(AugmentRecipe(mixup=0.5, degrees=5), close_mosaic=0)
+    win = MicroBatchWindows(len(samples), 4, seed=3) if windows else None
+    ds = PairedRGBIRDataset(samples, S, augment=True, ir_channels=1, seed=3, recipe=recipe, epochs=2,
+                            partner_windows=win)
+    ref = {}
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        for i in reversed(range(len(ds))):
+            ref[epoch, i] = ds[i]
+    sampler = StepShardedBatchSampler(len(ds), 3, seed=11)  # other batches than the windows: still the same
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, persistent_workers=True, collate_fn=collate_pairs)
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            for k, i in enumerate(batch["index"].tolist()):
+                assert torch.equal(batch["img"][k], ref[epoch, i]["img"]), f"epoch {epoch}, sample {i}"
+    assert any(not torch.equal(ref[0, i]["img"], ref[1, i]["img"]) for i in range(len(ds)))
+    untouched = np.random.get_state()[1][:4].copy(), __import__("random").getstate()[1][:4]
+    ds[0]
+    assert np.array_equal(np.random.get_state()[1][:4], untouched[0]), "global NumPy RNG restored"
+    assert __import__("random").getstate()[1][:4] == untouched[1], "global random restored"
+
+
+def test_windows_are_the_samplers_micro_batches():
+    windows = MicroBatchWindows(22, 4, seed=5)
+    sampler = StepShardedBatchSampler(22, 4, world_size=1, seed=5)
+    for epoch in (0, 3):
+        sampler.set_epoch(epoch)
+        for batch in sampler:
+            assert all(sorted(windows(epoch, i).tolist()) == sorted(batch) for i in batch)
+
+
+class _CountingDataset(PairedRGBIRDataset):
+    """Records which pairs are decoded (instrumentation around the real decoder)."""
+
+    decoded: list[int]
+
+    def _decode_resized(self, index):
+        self.decoded.append(index)
+        return super()._decode_resized(index)
+
+
+def test_mosaic_partners_come_from_the_micro_batch_each_decoded_once(samples):
+    recipe = replace(AugmentRecipe(mixup=1.0), close_mosaic=0)
+    windows = MicroBatchWindows(len(samples), 4, seed=1)
+    ds = _CountingDataset(samples, S, augment=True, ir_channels=1, seed=1, recipe=recipe, epochs=1,
+                          partner_windows=windows)
+    sampler = StepShardedBatchSampler(len(samples), 4, seed=1)
+    for batch in sampler:
+        ds.decoded = []
+        items = [ds[i] for i in batch]
+        assert set(ds.decoded) <= set(batch), "partners from the sample's own micro-batch"
+        assert len(ds.decoded) == len(set(ds.decoded)), "each pair decoded once, then reused"
+        assert sum(len(it["bboxes"]) for it in items) > len(batch), "mosaic + mixup bring the partners' boxes"

@@ -1,0 +1,77 @@
+"""``yolofuse-scale val`` outputs: the per-class table, one JSON line, metrics.json, PNG plots, no downloads."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+
+from tests.conftest import launch
+
+
+def test_val_writes_table_json_and_plots(train_run, tiny_data, tmp_path):
+    weights = train_run("torchrun", 2, 1).out / "weights" / "last.pt"
+    out = tmp_path / "val"
+    run = launch("python", 1, ["-m", "yolofuse_scale", "val", "--weights", str(weights), "--data", str(tiny_data),
+                               "--batch-size", "8", "--workers", "0", "--out", str(out)], out)
+    lines = run.proc.stdout.splitlines()
+    metrics = json.loads([ln for ln in lines if ln.startswith("{")][-1])
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    header = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["class", "images"])
+    assert [ln.split()[0] for ln in lines[header + 1: header + 4]] == ["all", "person", "car"]
+    for name in ("BoxPR_curve.png", "BoxF1_curve.png", "confusion_matrix.png", "confusion_matrix_normalized.png"):
+        png = (out / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, name
+    # Confusion matrix: columns are true classes; every ground-truth box lands in its column exactly once
+    # (matched to some class, or missed = background row), so column sums are the instance counts.
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (3, 3)
+    per_class = metrics["per_class"]
+    assert cm[:, 0].sum() == per_class["person"]["instances"] and cm[:, 1].sum() == per_class["car"]["instances"]
+    assert per_class["person"]["instances"] + per_class["car"]["instances"] == metrics["instances"]
+    assert cm[0, 0] + cm[1, 1] > 0, "a trained model gets some boxes right"
+
+
+def test_plotting_never_reaches_for_the_network(monkeypatch, tmp_path):
+    """Ultralytics' check_font downloads Arial (after a network probe) when it is not installed. Ours is
+    local-only: a missing font gives None, the Annotator falls back to PIL's built-in font, no socket opens."""
+    attempts = []
+
+    def refuse(self, address, *a, **k):
+        attempts.append(address)
+        raise OSError("network disabled in this test")
+
+    def no_dns(*a, **k):
+        attempts.append(a)
+        raise OSError("DNS disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    # Our package first (as every entry point does): it sets YOLO_OFFLINE before Ultralytics' import-time
+    # DNS probe, and importing evaluate installs the local-only font lookup.
+    import importlib
+
+    import yolofuse_scale.engine.evaluate  # noqa: F401
+
+    checks = importlib.import_module("ultralytics.utils.checks")
+    plotting = importlib.import_module("ultralytics.utils.plotting")
+
+    assert checks.check_font("NoSuchFont-yolofuse.ttf") is None
+    ann = plotting.Annotator(np.zeros((64, 64, 3), np.uint8), pil=True, font="NoSuchFont-yolofuse.ttf")
+    ann.box_label([4, 4, 40, 40], "person 0.9")
+    assert ann.result().any()
+    assert attempts == []
+
+
+@pytest.mark.parametrize("bad", ["missing", "junk"])
+def test_val_bad_weights_are_named(tiny_data, tmp_path, bad):
+    path = tmp_path / "w.pt"
+    if bad == "junk":
+        path.write_text("not weights")
+    run = launch("python", 1, ["-m", "yolofuse_scale", "val", "--weights", str(path), "--data", str(tiny_data)],
+                 tmp_path, check=False)
+    assert run.proc.returncode != 0
+    want = "w.pt: weights file not found" if bad == "missing" else "w.pt: not a yolofuse-scale weights file"
+    assert want in run.output

@@ -1,0 +1,164 @@
+"""A decoded-pair cache shared by every process of a node: one memory-mapped file, written once.
+
+Decoding is the first wall of a dual-stream YOLO loader (a mosaic sample decodes 4 pairs, 8 images).
+Ultralytics' ``cache=ram`` keeps a private copy per process: YOLOFuse on LLVIP pays ~24 GB per rank.
+Here the pairs are decoded once, resized so their long side is ``imgsz`` (what the training pipeline
+starts from, as Ultralytics caches), and written into one flat ``uint8`` file plus a JSON index. Every
+rank and every DataLoader worker maps that file read-only: the pages live once in the node's page
+cache (``disk``) or in ``/dev/shm`` (``ram``, tmpfs: RAM that is not duplicated per process).
+
+Who writes: the first process to create ``<file>.lock`` (``O_EXCL``, atomic on local and NFSv3+ file
+systems) decodes and writes ``<file>.tmp``, renames it into place, then the index, then drops the lock.
+The others poll for the index (no collective, so a long build cannot hit the process-group timeout),
+and take over a lock whose mtime has not moved for ``STALE_S`` (a builder that died). With the cache
+folder on node-local storage there is one builder per node; on a shared file system, one per job.
+
+Only the training set is cached: evaluation maps boxes back to the original image size, which the
+resized copy no longer has, and it decodes each image once per validation anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from yolofuse_scale.data.scan import Sample, write_atomic
+
+CACHE_MODES = ("none", "ram", "disk")
+STALE_S = 120.0  # a lock untouched this long belongs to a dead builder
+SHM = Path("/dev/shm")
+
+
+def cache_key(samples: list[Sample], imgsz: int, ir_channels: int) -> str:
+    """Hash of what the cached bytes depend on: every file's path, size and mtime, the size, the channels."""
+    h = hashlib.sha256(f"v2|{imgsz}|{ir_channels}\n".encode())  # v2: JPEGs decoded reduced
+    for s in samples:
+        for p in (s.rgb, s.ir):
+            st = os.stat(p)
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def resize_long_side(pair: np.ndarray, imgsz: int) -> np.ndarray:
+    """Resize so the long side is ``imgsz``, bilinear, as Ultralytics' ``load_image``.
+
+    Sides are rounded as the letterbox rounds them (Ultralytics' ``load_image`` takes the ceiling, a
+    pixel more at most): the letterbox of a cached pair is then bit-identical to that of the original.
+    """
+    h0, w0 = pair.shape[:2]
+    r = imgsz / max(h0, w0)
+    if r != 1:
+        size = (min(round(w0 * r), imgsz), min(round(h0 * r), imgsz))
+        pair = cv2.resize(pair, size, interpolation=cv2.INTER_LINEAR)
+        pair = pair[..., None] if pair.ndim == 2 else pair
+    return pair
+
+
+class PairCache:
+    """Read-only view of a built cache: ``get(i)`` -> (resized stacked pair, original (h, w))."""
+
+    def __init__(self, data_path: Path):
+        self.data_path = Path(data_path)
+        index = json.loads(self.index_path(self.data_path).read_text())
+        self.offsets, self.shapes = index["offsets"], index["shapes"]
+        self.ori_shapes = [tuple(s) for s in index["ori_shapes"]]
+        self.nbytes = int(index["nbytes"])
+        self._mm: np.memmap | None = None  # opened lazily: in each worker, after the fork/spawn
+
+    @staticmethod
+    def index_path(data_path: Path) -> Path:
+        return data_path.with_suffix(".json")
+
+    def __getstate__(self) -> dict:  # a worker maps the file itself: never pickle the mapping
+        return {**self.__dict__, "_mm": None}
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def get(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+        if self._mm is None:
+            self._mm = np.memmap(self.data_path, dtype=np.uint8, mode="r", shape=(max(self.nbytes, 1),))
+        h, w, c = self.shapes[index]
+        start = self.offsets[index]
+        # a copy: the augmentations write into their input, and the mapping is read-only
+        return np.array(self._mm[start : start + h * w * c]).reshape(h, w, c), self.ori_shapes[index]
+
+
+def _build(path: Path, n: int, load, imgsz: int, lock: Path, threads: int) -> None:
+    """Decode every pair, append it to ``path``.tmp, rename, then write the index (the 'done' mark)."""
+    tmp = path.with_name(path.name + ".tmp")
+    offsets, shapes, ori_shapes, pos = [], [], [], 0
+
+    def decode(i: int) -> tuple[np.ndarray, tuple[int, int]]:
+        pair, ori = load(i)
+        return resize_long_side(pair, imgsz), ori
+
+    with open(tmp, "wb") as fh, ThreadPoolExecutor(max(1, threads)) as pool:  # cv2 decodes without the GIL
+        for i, (pair, ori) in enumerate(pool.map(decode, range(n))):
+            fh.write(np.ascontiguousarray(pair).tobytes())
+            offsets.append(pos)
+            shapes.append(list(pair.shape))
+            ori_shapes.append(list(ori))
+            pos += pair.size
+            if i % 256 == 0:
+                os.utime(lock)  # heartbeat: this builder is alive
+    os.replace(tmp, path)
+    index = {"offsets": offsets, "shapes": shapes, "ori_shapes": ori_shapes, "nbytes": pos}
+    write_atomic(PairCache.index_path(path), json.dumps(index))
+
+
+def open_pair_cache(folder: Path, key: str, n: int, load, imgsz: int, log=print, threads: int = 8,
+                    poll_s: float = 0.5) -> PairCache:
+    """Open the cache ``key`` in ``folder``, building it first if no process has (see module docstring).
+
+    ``load(i)`` returns (stacked pair, original (h, w)), at any size (resized here so its long side is
+    ``imgsz``, a no-op if it is already); it is called ``n`` times by the one process that builds.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"pairs-{key}.u8"
+    lock = path.with_name(path.name + ".lock")
+    t0 = time.perf_counter()
+    while not PairCache.index_path(path).is_file():
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                if time.time() - lock.stat().st_mtime > STALE_S:
+                    lock.unlink(missing_ok=True)  # its builder died: the next try takes over
+            except FileNotFoundError:
+                pass
+            time.sleep(poll_s)
+            continue
+        os.close(fd)
+        try:
+            if not PairCache.index_path(path).is_file():  # another builder may have finished meanwhile
+                log(f"pair cache: decoding {n} pairs into {path} ...")
+                _build(path, n, load, imgsz, lock, threads)
+        finally:
+            lock.unlink(missing_ok=True)
+    cache = PairCache(path)
+    log(f"pair cache: {len(cache)} pairs, {cache.nbytes / 2**30:.2f} GiB in {path}, mapped read-only and "
+        f"shared by every process of this node ({time.perf_counter() - t0:.1f} s to open)")
+    return cache
+
+
+def cache_folder(mode: str, candidates: list[Path] | tuple[Path, ...]) -> Path:
+    """``ram``: tmpfs (``/dev/shm``) when the machine has it; ``disk`` (or no tmpfs): the first of
+    ``candidates`` that can be written (the dataset's folder, so the next run finds it; else the run's)."""
+    if mode == "ram" and SHM.is_dir() and os.access(SHM, os.W_OK):
+        return SHM / "yolofuse_scale"
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise OSError(f"no writable folder for the pair cache among {', '.join(map(str, candidates))}")

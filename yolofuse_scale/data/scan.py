@@ -1,0 +1,436 @@
+"""The one-time scan of a split: pairing RGB with IR, cheap image-header checks, label validation.
+
+Every problem is collected (never the first one only) as ``FILE[:LINE]: what is wrong`` and the
+policy decides once, before the first step, what happens: ``error`` stops with the full list, ``skip``
+trains on the rest and reports what was left out. What the scan lets through cannot crash a step:
+both files exist, their headers decode to the same size, and every label row is valid.
+
+Cost: one ``stat`` per file plus a header read (JPEG: the header and the last two bytes; PNG: the
+chunk CRCs, no pixel decode), on a thread pool because on network file systems the latency, not
+the CPU, dominates. The result is cached in a JSON file keyed by a hash of every path, size and
+mtime, so an unchanged dataset re-scans in the time of the ``stat`` calls alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import stat
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from yolofuse_scale.data.config import DataConfig, DataError
+
+IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+MAX_REPORTED = 20  # problems shown in an error message; the rest are counted
+SCAN_VERSION = 3  # bump when the checks change: old caches then miss
+POLICIES = ("error", "skip")
+
+
+def _swap_str(path: str, old: str, new: str) -> str | None:
+    """``path`` with its LAST component named ``old`` (nearest the file) renamed ``new``; None if none is.
+    On strings: the cached scan does this for every file, and pathlib costs ~10x more."""
+    parts = path.split(os.sep)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == old:
+            parts[i] = new
+            return os.sep.join(parts)
+    return None
+
+
+def _swap_component(path: Path, old: str, new: str) -> Path:
+    swapped = _swap_str(str(path), old, new)
+    if swapped is None:
+        raise DataError(f"{path}: no folder named '{old}' in the path, so its partner file cannot be found")
+    return Path(swapped)
+
+
+def ir_path_for(rgb_path: Path, images_dir: str = "images", ir_dir: str = "imagesIR") -> Path:
+    """IR partner of an RGB image: the last path component equal to ``images_dir`` becomes ``ir_dir``.
+
+    A directory-component swap, never a substring replace: ``/d/images_v2/images/train/images_1.jpg``
+    pairs with ``/d/images_v2/imagesIR/train/images_1.jpg``.
+    """
+    return _swap_component(Path(rgb_path), images_dir, ir_dir)
+
+
+def label_path_for(rgb_path: Path, images_dir: str = "images") -> Path:
+    """YOLO label file of an image: ``images`` -> ``labels``, suffix -> ``.txt``."""
+    return _swap_component(Path(rgb_path), images_dir, "labels").with_suffix(".txt")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One pair and its validated boxes: float32 (n, 5) rows of class, xc, yc, w, h (normalised)."""
+
+    rgb: Path
+    ir: Path
+    label: Path | None
+    boxes: np.ndarray
+    hw: tuple[int, int] | None = None  #: (height, width) from the image header, when the scan read it
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong. ``rgb`` names the pair it disqualifies (None: no pair to drop, e.g. an IR
+    file without RGB partner); ``drops_pair`` is False where skipping loses nothing (a duplicate row
+    is dropped and its pair kept)."""
+
+    message: str
+    rgb: str | None = None
+    drops_pair: bool = True
+
+
+@dataclass
+class SplitScan:
+    """What the scan found in one split: every pair it could form, and every problem."""
+
+    split: str
+    samples: list[Sample] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    from_cache: bool = False
+
+    def kept(self) -> list[Sample]:
+        """The pairs no problem disqualifies (what ``--on-bad-sample skip`` trains on)."""
+        bad = {p.rgb for p in self.problems if p.drops_pair and p.rgb is not None}
+        return [s for s in self.samples if str(s.rgb) not in bad]
+
+
+def format_problems(where: str, problems: list[str], limit: int | None = MAX_REPORTED) -> str:
+    """``where: N problem(s) ...`` followed by one indented line per problem (the first ``limit``)."""
+    shown = problems if limit is None else problems[:limit]
+    more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    return f"{where}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more
+
+
+# ------------------------------------------------------------------------------------------ listing
+@dataclass(frozen=True)
+class _Listed:
+    rgb: Path
+    origin: str  # where the path came from, for messages: "list.txt:3" or "" (found in a folder)
+
+
+def _list_images(entry: Path, root: Path) -> list[_Listed]:
+    """Images of one split entry: a folder (searched recursively), a ``.txt`` list, or one image."""
+    if entry.is_dir():
+        return [_Listed(p, "") for p in sorted(entry.rglob("*")) if p.suffix.lower() in IMG_SUFFIXES]
+    if entry.suffix == ".txt":  # an Ultralytics list file: one path a line, relative to the dataset root
+        try:
+            text = entry.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{entry}: cannot read the image list ({e})") from e
+        out = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                p = Path(line)
+                # no resolve(): a symlinked image must keep its images/ component for pairing
+                out.append(_Listed(p if p.is_absolute() else root / p, f"{entry}:{lineno}"))
+        return out
+    if entry.suffix.lower() in IMG_SUFFIXES:
+        return [_Listed(entry, "")]
+    raise DataError(f"{entry}: expected an image folder, a .txt list of images, or an image")
+
+
+def _stat(path: Path | str) -> tuple[int, int] | None:
+    """(size, mtime_ns), or None when the path is not a file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None  # one syscall, not two
+
+
+# ------------------------------------------------------------------------------------------- checks
+def image_header_problem(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """``((width, height), None)`` for a decodable image, ``(None, why)`` otherwise.
+
+    No pixel decode: PIL reads the header; a JPEG must end with its end-of-image marker (a truncated
+    download does not), other formats go through ``Image.verify`` (PNG: every chunk and its CRC).
+    """
+    try:
+        with Image.open(path) as im:
+            size, fmt = im.size, im.format
+            if fmt == "JPEG":
+                with open(path, "rb") as fh:
+                    fh.seek(-2, os.SEEK_END)
+                    if fh.read(2) != b"\xff\xd9":
+                        return None, "truncated JPEG (no end-of-image marker)"
+            else:
+                im.verify()
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) for bad files
+        return None, f"unreadable or truncated image ({type(e).__name__}: {e})"
+    if size[0] < 1 or size[1] < 1:
+        return None, f"image has no pixels ({size[0]}x{size[1]})"
+    return size, None
+
+
+def parse_label_file(path: Path, nc: int, problems: list[Problem], rgb: str | None = None) -> np.ndarray:
+    """Parse one YOLO label file into (n, 5) float32 rows; append a :class:`Problem` per bad row.
+
+    A duplicate row (LLVIP's official converter appends, so a rerun duplicates every row) is reported
+    but only the row is dropped: the pair keeps its one copy of the box.
+    """
+    rows: list[tuple[float, ...]] = []
+    first_seen: dict[tuple[float, ...], int] = {}
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        problems.append(Problem(f"{path}: unreadable label file ({e})", rgb))
+        return np.zeros((0, 5), np.float32)
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{lineno}"
+        why = _row_problem(fields, nc)
+        if why:
+            problems.append(Problem(f"{where}: {why}", rgb))
+            continue
+        row = tuple(float(x) for x in fields)
+        if row in first_seen:
+            problems.append(Problem(f"{where}: duplicate of line {first_seen[row]}", rgb, drops_pair=False))
+            continue
+        first_seen[row] = lineno
+        rows.append(row)
+    return np.array(rows, dtype=np.float32).reshape(-1, 5)
+
+
+def _row_problem(fields: list[str], nc: int) -> str | None:
+    if len(fields) != 5:
+        return f"expected 5 fields 'cls xc yc w h', found {len(fields)}"
+    try:
+        c, xc, yc, w, h = (float(x) for x in fields)
+    except ValueError:
+        return f"non-numeric value in {' '.join(fields)!r}"
+    if not all(math.isfinite(v) for v in (c, xc, yc, w, h)):
+        return f"NaN or infinite value in {' '.join(fields)!r}"
+    if not c.is_integer() or not 0 <= c < nc:
+        return f"class id {fields[0]} is not an integer in 0..{nc - 1} (data.yaml names)"
+    eps = 1e-6
+    if w <= 0 or h <= 0:
+        return f"box size w={fields[3]} h={fields[4]} is zero or negative"
+    if not all(-eps <= v <= 1 + eps for v in (xc, yc, w, h)):
+        return f"box {' '.join(fields[1:])} is outside [0, 1] (coordinates must be normalised)"
+    return None
+
+
+def _check_pair(cfg: DataConfig, item: _Listed) -> tuple[Sample | None, list[Problem]]:
+    """Pair one RGB image with its IR file and label; check both headers and every label row."""
+    rgb, problems = item.rgb, []
+    key = str(rgb)
+    try:
+        ir = ir_path_for(rgb, cfg.images_dir, cfg.ir_dir)
+        label = label_path_for(rgb, cfg.images_dir)
+    except DataError as e:
+        return None, [Problem(f"{item.origin}: {e}" if item.origin else str(e), key)]
+    if _stat(rgb) is None:
+        where = f"{item.origin}: image {rgb}" if item.origin else str(rgb)
+        return None, [Problem(f"{where} does not exist", key)]
+    if _stat(ir) is None:
+        return None, [Problem(f"{rgb}: RGB image without IR partner (expected {ir})", key)]
+    sizes = []
+    for p in (rgb, ir):
+        size, why = image_header_problem(p)
+        if why:
+            problems.append(Problem(f"{p}: {why}", key))
+        sizes.append(size)
+    if sizes[0] and sizes[1] and sizes[0] != sizes[1]:
+        (w0, h0), (w1, h1) = sizes
+        problems.append(Problem(f"{rgb}: RGB is {w0}x{h0} but its IR partner {ir} is {w1}x{h1}", key))
+    has_label = _stat(label) is not None
+    boxes = parse_label_file(label, cfg.nc, problems, key) if has_label else np.zeros((0, 5), np.float32)
+    hw = (sizes[0][1], sizes[0][0]) if sizes[0] else None
+    return Sample(rgb, ir, label if has_label else None, boxes, hw), problems
+
+
+def _orphan_ir(cfg: DataConfig, entry: Path, rgb_files: set[str]) -> list[Problem]:
+    """IR files under a split folder's IR twin whose RGB partner was not found (folders only: a .txt
+    list may name a subset on purpose)."""
+    try:
+        ir_root = ir_path_for(entry, cfg.images_dir, cfg.ir_dir)
+    except DataError:
+        return []  # the RGB side already reports the unpairable path
+    out = []
+    if ir_root.is_dir():
+        for ir in sorted(ir_root.rglob("*")):
+            if ir.suffix.lower() in IMG_SUFFIXES:
+                rgb = _swap_component(ir, cfg.ir_dir, cfg.images_dir)
+                if str(rgb) not in rgb_files:
+                    out.append(Problem(f"{ir}: IR image without RGB partner (expected {rgb})"))
+    return out
+
+
+# -------------------------------------------------------------------------------------------- cache
+def _fingerprint(cfg: DataConfig, split: str, listed: list[_Listed]) -> str:
+    """Hash of everything the scan's answer depends on: the checks' version, the classes, the pairing
+    folders, and path + size + mtime of every RGB, IR and label file (and the IR folder listing)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([SCAN_VERSION, cfg.nc, cfg.images_dir, cfg.ir_dir, split]).encode())
+    for item in listed:
+        rgb = str(item.rgb)
+        ir, label = _swap_str(rgb, cfg.images_dir, cfg.ir_dir), _swap_str(rgb, cfg.images_dir, "labels")
+        label = None if label is None else os.path.splitext(label)[0] + ".txt"
+        h.update(f"{rgb}|{item.origin}|{_stat(rgb)}|{ir and _stat(ir)}|{label and _stat(label)}\n".encode())
+    for entry in cfg.split(split):
+        if entry.is_dir():
+            try:
+                ir_root = ir_path_for(entry, cfg.images_dir, cfg.ir_dir)
+            except DataError:
+                continue
+            if ir_root.is_dir():
+                for p in sorted(ir_root.rglob("*")):
+                    h.update(f"ir:{p}|{_stat(p)}\n".encode())
+    return h.hexdigest()
+
+
+def cache_file(cfg: DataConfig, split: str, folder: Path) -> Path:
+    """Where the scan of ``split`` of this data.yaml is cached inside ``folder``."""
+    tag = hashlib.sha1(str(cfg.yaml_path).encode()).hexdigest()[:10]
+    return folder / f"{cfg.yaml_path.stem}-{split}-{tag}.scan.json"
+
+
+def _to_json(scan: SplitScan, key: str) -> str:
+    samples = [[str(s.rgb), str(s.ir), None if s.label is None else str(s.label), s.boxes.tolist(), s.hw]
+               for s in scan.samples]
+    return json.dumps({"key": key, "samples": samples, "problems": [asdict(p) for p in scan.problems]})
+
+
+def _from_json(text: str, key: str, split: str) -> SplitScan | None:
+    try:
+        d = json.loads(text)
+        if d.get("key") != key:
+            return None
+        samples = [Sample(Path(r), Path(i), None if lb is None else Path(lb),
+                          np.array(b, dtype=np.float32).reshape(-1, 5), None if hw is None else tuple(hw))
+                   for r, i, lb, b, hw in d["samples"]]
+        return SplitScan(split, samples, [Problem(**p) for p in d["problems"]], from_cache=True)
+    except (ValueError, KeyError, TypeError):
+        return None  # a damaged or foreign cache file is only a miss
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------- scan
+def scan_pairs(cfg: DataConfig, split: str, cache_dirs: list[Path] | tuple[Path, ...] = (),
+               threads: int = 8) -> SplitScan:
+    """Scan one split; read the result from the first of ``cache_dirs`` that holds a matching cache,
+    else scan and write it into the first writable one. Raises :class:`DataError` only for what makes
+    the split unusable as a whole (an entry that is not a folder, list or image; no images at all)."""
+    listed: list[_Listed] = []
+    for entry in cfg.split(split):
+        if not entry.exists():
+            raise DataError(f"{cfg.yaml_path}: split '{split}' entry {entry} does not exist")
+        listed += _list_images(entry, cfg.root)
+    if not listed:
+        where = ", ".join(str(p) for p in cfg.split(split))
+        raise DataError(f"{cfg.yaml_path}: split '{split}' has no images (looked in {where})")
+    listed.sort(key=lambda it: str(it.rgb))  # every process, every run: the same order
+    key = _fingerprint(cfg, split, listed) if cache_dirs else ""
+    for folder in cache_dirs:
+        path = cache_file(cfg, split, folder)
+        if path.is_file():
+            hit = _from_json(path.read_text(), key, split)
+            if hit is not None:
+                return hit
+    scan = SplitScan(split)
+    seen: set[str] = set()
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for item, (sample, problems) in zip(listed, pool.map(lambda it: _check_pair(cfg, it), listed)):
+            if str(item.rgb) in seen:  # a list naming an image twice would train on it twice
+                scan.problems.append(Problem(f"{item.origin or item.rgb}: {item.rgb} is listed twice",
+                                             drops_pair=False))
+                continue
+            seen.add(str(item.rgb))
+            scan.problems += problems
+            if sample is not None:
+                scan.samples.append(sample)
+    for entry in cfg.split(split):
+        if entry.is_dir():
+            scan.problems += _orphan_ir(cfg, entry, seen)
+    for folder in cache_dirs:
+        try:
+            write_atomic(cache_file(cfg, split, folder), _to_json(scan, key))
+            break
+        except OSError:
+            continue  # a read-only dataset folder: try the next place
+    return scan
+
+
+@dataclass
+class ScanResult:
+    """The outcome of scanning a run's splits under a policy, made on one process and sent to all.
+
+    It never raises where it is built, so the process that scans can broadcast an error like any other
+    result: every rank then raises the same :class:`DataError` (instead of the others waiting forever
+    in the broadcast for a process that died).
+    """
+
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    error: str | None = None
+    cached: list[str] = field(default_factory=list)
+
+    def take(self, log=print) -> dict[str, list[Sample]]:
+        """The samples per split; raise the scan's :class:`DataError`; log what skipping left out."""
+        if self.error is not None:
+            raise DataError(self.error)
+        if self.cached:
+            log(f"data scan: {', '.join(self.cached)} read from the cache (files unchanged)")
+        if self.skipped:
+            log(format_problems(f"--on-bad-sample skip: trained without {len(self.skipped)} problem item(s)",
+                                self.skipped, limit=None))
+        return self.samples
+
+
+def scan_dataset(cfg: DataConfig, splits: tuple[str, ...], policy: str = "error",
+                 cache_dirs: list[Path] | tuple[Path, ...] = ()) -> ScanResult:
+    """Scan ``splits`` and apply ``policy`` (``error``: any problem fails the run, with the full list;
+    ``skip``: drop the pairs with problems). Never raises :class:`DataError`: see :class:`ScanResult`."""
+    if policy not in POLICIES:
+        raise ValueError(f"--on-bad-sample must be one of {', '.join(POLICIES)}, got {policy!r}")
+    result = ScanResult()
+    problems: list[str] = []
+    try:
+        for split in splits:
+            scan = scan_pairs(cfg, split, cache_dirs)
+            if scan.from_cache:
+                result.cached.append(split)
+            messages = [p.message for p in scan.problems]
+            kept = scan.kept()
+            if policy == "skip" and not kept:
+                raise DataError(format_problems(f"{cfg.yaml_path}: split '{split}' has no usable pair left",
+                                                messages))
+            problems += messages
+            result.samples[split] = kept if policy == "skip" else scan.samples
+    except DataError as e:
+        return ScanResult(error=str(e))
+    if problems and policy == "error":
+        hint = "fix them, or pass --on-bad-sample skip to train without the pairs concerned"
+        return ScanResult(error=format_problems(f"{cfg.yaml_path}", problems) + f"\n({hint})")
+    result.skipped = problems
+    return result
+
+
+def scan_split(cfg: DataConfig, split: str, on_bad_sample: str = "error",
+               cache_dirs: list[Path] | tuple[Path, ...] = ()) -> list[Sample]:
+    """The samples of one split for a single process (evaluation, tools); raises :class:`DataError`."""
+    return scan_dataset(cfg, (split,), on_bad_sample, cache_dirs).take(log=lambda _msg: None)[split]

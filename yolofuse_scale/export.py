@@ -1,0 +1,164 @@
+"""``yolofuse-scale export --format onnx``: an ONNX graph of a trained detector, checked against PyTorch.
+
+The graph has ONE input, ``images``: float32 ``(B, 3 + C_ir, S, S)`` in [0, 1], the letterboxed pair
+stacked RGB channels first, then the IR channel(s), exactly what the PyTorch model takes (two-stream
+models split it inside the graph). One input keeps every runtime's batching and I/O binding simple;
+a caller with two arrays concatenates them on the channel axis. The batch axis is dynamic, the
+image size is fixed at export (``--imgsz``, default the trained size). The output ``output0`` is
+``(B, 4 + nc, N)``: box centre x, y, width, height in input pixels, then per-class scores, before
+NMS (Ultralytics' layout). Class names, channel counts, size and layout go into the model's metadata.
+
+Exporter: torch's ``torch.export``-based exporter (``dynamo=True``, the default since torch 2.9) is
+used by default: it is the maintained path, needs ``onnx`` + ``onnxscript`` (the ``onnx`` extra) and
+takes ~30-60 s on CPU for a small model. ``--exporter torchscript`` selects the legacy tracer (deprecated
+by torch, faster, no onnxscript) for runtimes that choke on the new exporter's graphs. Either way the
+export is checked with onnxruntime against the PyTorch model on the same random inputs before it is
+reported done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch and the model load only when an export runs: `yolofuse-scale --help` stays fast
+    from yolofuse_scale.model import FusionDetectionModel
+
+EXPORTERS = ("dynamo", "torchscript")
+
+
+def _require(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise SystemExit(f"ONNX export needs the '{module}' package: pip install 'yolofuse-scale[onnx]'")
+
+
+def export_model(model: FusionDetectionModel) -> FusionDetectionModel:
+    """Prepare an eval model for export: Conv+BN fused, Detect returns only its decoded predictions."""
+    model = model.eval()
+    model.fuse(verbose=False)
+    head = model.model[-1]
+    head.export, head.format = True, "onnx"  # Ultralytics' Detect: return y, not (y, feature maps)
+    return model
+
+
+def export_onnx(
+    weights: str | Path,
+    out: str | Path | None = None,
+    imgsz: int | None = None,
+    opset: int = 18,
+    exporter: str = "dynamo",
+) -> tuple[Path, FusionDetectionModel, int]:
+    """Export a weights file to ONNX; return (path, the exported PyTorch model, image size)."""
+    import torch
+
+    from yolofuse_scale.inference import load_weights_model
+
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    _require("onnx")
+    if exporter == "dynamo":
+        _require("onnxscript")
+    model, payload = load_weights_model(weights)
+    model = export_model(model)
+    imgsz = imgsz or int(payload.get("imgsz", 640))
+    stride = int(model.stride.max())
+    if imgsz % stride:
+        raise ValueError(f"--imgsz {imgsz} is not a multiple of the model stride {stride}")
+    out = Path(out) if out else Path(weights).with_suffix(".onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, model.rgb_channels + model.ir_channels, imgsz, imgsz)
+    kwargs: dict = {"input_names": ["images"], "output_names": ["output0"], "opset_version": opset}
+    if exporter == "dynamo":
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+        kwargs["dynamo"], kwargs["verbose"] = True, False
+    else:
+        kwargs["dynamic_axes"] = {"images": {0: "batch"}, "output0": {0: "batch"}}
+        kwargs["dynamo"] = False
+    # Export a copy: torch.export leaves fake tensors in Detect's cached anchors of the module it traced,
+    # and the caller's model must stay usable (the onnxruntime check runs it).
+    with torch.no_grad():
+        torch.onnx.export(copy.deepcopy(model), (example,), str(out), **kwargs)
+    _write_metadata(out, payload, model, imgsz)
+    return out, model, imgsz
+
+
+def _write_metadata(path: Path, payload: dict, model: FusionDetectionModel, imgsz: int) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    meta = {
+        "names": json.dumps({int(k): v for k, v in payload["names"].items()}),
+        "imgsz": str(imgsz),
+        "stride": str(int(model.stride.max())),
+        "rgb_channels": str(model.rgb_channels),
+        "ir_channels": str(model.ir_channels),
+        "input": f"images: float32 (B, {model.rgb_channels}+{model.ir_channels}, {imgsz}, {imgsz}) in [0, 1], "
+                 "letterboxed (grey 114 padding), RGB channels first then IR",
+        "output": "output0: (B, 4 + nc, N) box cx, cy, w, h in input pixels, then class scores; before NMS",
+    }
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(path))
+
+
+def check_onnx(path: str | Path, model: FusionDetectionModel, imgsz: int, batch: int = 2, seed: int = 0) -> float:
+    """Run the ONNX file with onnxruntime and the PyTorch model on the same random input.
+
+    Returns the largest absolute difference of the outputs, relative to the largest output magnitude
+    (boxes are in pixels, scores in [0, 1]: a relative measure serves both).
+    """
+    _require("onnxruntime")
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    x = torch.rand(batch, model.rgb_channels + model.ir_channels, imgsz, imgsz,
+                   generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ref = model(x)
+    ref = (ref[0] if isinstance(ref, (list, tuple)) else ref).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    if got.shape != ref.shape:
+        raise RuntimeError(f"{path}: ONNX output shape {got.shape} != PyTorch {ref.shape}")
+    return float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-6))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``export`` options to ``parser``."""
+    parser.add_argument("--weights", required=True, help="weights file written by training (weights/best.pt)")
+    parser.add_argument("--format", default="onnx", choices=("onnx",), help="export format (onnx)")
+    parser.add_argument("--out", default=None, help="output file (default: the weights path with .onnx)")
+    parser.add_argument("--imgsz", type=int, default=None, help="fixed input size (default: the size trained at)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    parser.add_argument("--exporter", default="dynamo", choices=EXPORTERS,
+                        help="torch.export-based (default) or the legacy TorchScript tracer")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest relative output difference vs PyTorch accepted by the check (default: 1e-4)")
+    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, then check with onnxruntime; exit non-zero if the outputs differ beyond --tolerance."""
+    from yolofuse_scale.engine.checkpoint import CheckpointError
+
+    try:
+        path, model, imgsz = export_onnx(args.weights, args.out, args.imgsz, args.opset, args.exporter)
+    except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad input: the message names it
+        raise SystemExit(f"error: {e}") from e
+    print(f"wrote {path}: input 'images' (B, {model.rgb_channels}+{model.ir_channels}, {imgsz}, {imgsz}) "
+          f"RGB then IR, output 'output0' (B, 4+{model.model[-1].nc}, N) before NMS")
+    if not args.no_check:
+        diff = check_onnx(path, model, imgsz)
+        ok = diff <= args.tolerance
+        print(f"onnxruntime vs PyTorch: max relative difference {diff:.2e} ({'ok' if ok else 'FAILED'}, "
+              f"tolerance {args.tolerance:.0e})")
+        if not ok:
+            return 1
+    return 0

@@ -1,0 +1,165 @@
+"""The Python API: load a weights file once, detect on RGB + IR pairs.
+
+    from yolofuse_scale import FusionDetector
+    det = FusionDetector.load("runs/train/weights/best.pt")
+    result = det("visible/0001.jpg", "infrared/0001.jpg")      # paths, or numpy arrays
+    result.boxes, result.scores, result.classes, result.names   # xyxy in the ORIGINAL image's pixels
+
+A pair goes through the same letterbox as validation (``letterbox_pair`` on the stacked array, so the
+two modalities share one geometry), one forward pass, Ultralytics' NMS, and ``scale_boxes`` back to
+the RGB image's coordinates. An IR frame of another size is resized to the RGB frame first, as in
+training. No distributed imports: inference is one process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ultralytics.utils.ops import scale_boxes
+
+from yolofuse_scale.data.dataset import conform_channels, read_image, stack_pair
+from yolofuse_scale.data.transforms import letterbox_pair
+from yolofuse_scale.engine.checkpoint import read_weights
+from yolofuse_scale.engine.evaluate import detect
+from yolofuse_scale.model import FusionDetectionModel, model_from_config
+
+ImageLike = str | Path | np.ndarray
+
+
+def load_weights_model(path: str | Path) -> tuple[FusionDetectionModel, dict[str, Any]]:
+    """Rebuild the model stored in a portable weights file; return (eval-mode model on CPU, payload)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    payload = read_weights(path)
+    model = model_from_config(payload["model_yaml"], payload["rgb_channels"], payload["ir_channels"])
+    model.load_state_dict(payload["model"])
+    return model.eval(), payload
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detections of one RGB+IR pair, in the original RGB image's pixel coordinates.
+
+    Attributes:
+        boxes: float32 (n, 4) x1, y1, x2, y2.
+        scores: float32 (n,) confidences.
+        classes: int64 (n,) class ids.
+        names: class id -> name, for the whole model.
+        shape: (height, width) of the original RGB image.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    names: dict[int, str]
+    shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """One plain dict per detection (JSON-ready): box (xyxy), score, class, name."""
+        return [
+            {"box": [round(float(v), 2) for v in b], "score": round(float(s), 5), "class": int(c),
+             "name": self.names.get(int(c), str(int(c)))}
+            for b, s, c in zip(self.boxes, self.scores, self.classes)
+        ]
+
+
+class FusionDetector:
+    """A trained fusion detector ready for inference (see the module docstring).
+
+    Args:
+        model: an eval-mode :class:`FusionDetectionModel`.
+        names: class id -> name.
+        imgsz: letterbox size (default: the size the weights were trained at).
+        device: where to run (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+        conf, iou, max_det: NMS defaults; each call may override them.
+    """
+
+    def __init__(
+        self,
+        model: FusionDetectionModel,
+        names: dict[int, str],
+        imgsz: int = 640,
+        device: str | torch.device = "cpu",
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+    ):
+        stride = int(model.stride.max())
+        if imgsz <= 0 or imgsz % stride:
+            raise ValueError(f"imgsz must be a positive multiple of the model stride {stride}, got {imgsz}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.names = dict(names)
+        self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
+        self.ir_channels = model.ir_channels
+
+    @classmethod
+    def load(
+        cls,
+        weights: str | Path,
+        device: str | torch.device | None = None,
+        imgsz: int | None = None,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+    ) -> FusionDetector:
+        """Load a portable weights file (``weights_only``: no pickled code runs); GPU if available."""
+        model, payload = load_weights_model(weights)
+        # Conv+BN fused into one conv: ~20-30 % less inference time, numerically equal to float rounding.
+        model.fuse(verbose=False)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(model, payload["names"], imgsz or int(payload.get("imgsz", 640)), device, conf, iou, max_det)
+
+    def _read(self, image: ImageLike, channels: int, what: str) -> np.ndarray:
+        if isinstance(image, (str, Path)):
+            if not Path(image).is_file():
+                raise FileNotFoundError(f"{image}: {what} image not found")
+            return read_image(Path(image), channels)
+        if isinstance(image, np.ndarray):
+            try:
+                return conform_channels(image, channels, bgr=False)
+            except ValueError as e:
+                raise ValueError(f"{what} array: {e}") from e
+        raise TypeError(f"{what}: expected a path or a numpy array, got {type(image).__name__}")
+
+    def preprocess(self, rgb: ImageLike, ir: ImageLike) -> tuple[torch.Tensor, tuple[int, int], tuple]:
+        """A pair -> (float tensor (1, 3 + C_ir, imgsz, imgsz) in [0, 1], original (h, w), ratio_pad).
+
+        Arrays: RGB is (H, W, 3) in RGB order (convert OpenCV's BGR first); IR is (H, W), (H, W, 1) or
+        (H, W, 3) and is converted to the channel count the model was trained with.
+        """
+        rgb_arr = self._read(rgb, 3, "RGB")
+        ir_arr = self._read(ir, self.ir_channels, "IR")
+        stacked = stack_pair(rgb_arr, ir_arr)
+        img, _, ratio_pad = letterbox_pair(stacked, np.zeros((0, 4), np.float32), self.imgsz)
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+        return x.to(self.device).float().div_(255.0), rgb_arr.shape[:2], ratio_pad
+
+    def __call__(
+        self,
+        rgb: ImageLike,
+        ir: ImageLike,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+    ) -> Detections:
+        """Detect on one pair (paths or arrays); boxes come back in the RGB image's pixel coordinates."""
+        x, shape, ratio_pad = self.preprocess(rgb, ir)
+        conf = self.conf if conf is None else conf
+        iou = self.iou if iou is None else iou
+        det = detect(self.model, x, conf, iou, max_det or self.max_det, multi_label=False)[0].cpu()
+        boxes = scale_boxes(x.shape[2:], det[:, :4].clone(), shape, ratio_pad=ratio_pad)
+        return Detections(
+            boxes=boxes.numpy().astype(np.float32),
+            scores=det[:, 4].numpy().astype(np.float32),
+            classes=det[:, 5].numpy().astype(np.int64),
+            names=self.names,
+            shape=(int(shape[0]), int(shape[1])),
+        )
