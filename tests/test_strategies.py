@@ -33,8 +33,9 @@ def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     return float((va - vb).norm() / va.norm())
 
 
-# zero3_offload runs ZeRO-3's math with states in host memory: accumulation 1 covers it (CI time).
-MATRIX = [(s, a) for s in STRATEGIES for a in (1, 2) if (s, a) != ("zero3_offload", 2)]
+# CI time: zero3_offload runs ZeRO-3's math with states in host memory, and ZeRO-1 accumulates as
+# ZeRO-2 does (DeepSpeed's engine, not the loop, accumulates under every stage): accumulation 1 each.
+MATRIX = [(s, a) for s in STRATEGIES for a in (1, 2) if (s, a) not in (("zero3_offload", 2), ("zero1", 2))]
 
 
 @pytest.mark.slow
@@ -99,10 +100,12 @@ def test_bf16_keeps_batchnorm_fp32(train_run, strategy):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fsdp", "zero3", "zero3_offload"])
+@pytest.mark.parametrize("strategy", ["fsdp", "zero3_offload"])
 def test_accelerate_config_runs_the_same_training(train_run, strategy):
     """`accelerate launch --config_file configs/accelerate/<strategy>.yaml` (the GPU form users copy,
-    adapted to CPU/gloo by the strategy module) trains exactly as `torchrun ... --strategy <strategy>`."""
+    adapted to CPU/gloo by the strategy module) trains exactly as `torchrun ... --strategy <strategy>`.
+    (zero3.yaml differs from zero3_offload.yaml only in the JSON it names; ZeRO-3's second step costs
+    ~30 s on CPU while DeepSpeed analyses its parameter trace, so CI runs one of the two.)"""
     flagged = train_run("torchrun", 2, 1, *STEPS, "--strategy", strategy)
     launched = train_run(f"accelerate:{strategy}", 2, 1, *STEPS)
     assert [r["loss"] for r in launched.log] == [r["loss"] for r in flagged.log]
