@@ -135,30 +135,23 @@ def main(argv: list[str] | None = None) -> int:
     add_val_arguments(val)
     val.set_defaults(func=run_val)
 
-    syn = sub.add_parser("synth", help="write a synthetic LLVIP-like RGB+IR dataset with its data.yaml")
-    synth.add_arguments(syn)
-    syn.set_defaults(func=synth.run)
-
-    conv = sub.add_parser("convert", help="LLVIP or VOC RGB-T release -> YOLOFuse layout + data.yaml (idempotent)")
-    convert.add_arguments(conv)
-    conv.set_defaults(func=convert.run)
-
     exp = sub.add_parser("export-weights", help="turn a checkpoints/step_<n>/ folder into a portable .pt file")
     exp.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step_<n>); its manifest is verified")
     exp.add_argument("out", help="output .pt file (full fp32 state dict + model config + names; weights_only)")
     exp.set_defaults(func=run_export)
 
-    from yolofuse_scale import predict
+    from yolofuse_scale import export, predict
 
-    pred = sub.add_parser("predict", help="detect on RGB+IR pairs: JSONL + side-by-side images")
-    predict.add_arguments(pred)
-    pred.set_defaults(func=predict.run)
-
-    from yolofuse_scale import export
-
-    onnx = sub.add_parser("export", help="export weights to ONNX (stacked RGB+IR input), checked with onnxruntime")
-    export.add_arguments(onnx)
-    onnx.set_defaults(func=export.run)
+    # Commands whose module owns its flags (add_arguments) and its entry point (run).
+    for name, module, help_text in [
+        ("synth", synth, "write a synthetic LLVIP-like RGB+IR dataset with its data.yaml"),
+        ("convert", convert, "LLVIP or VOC RGB-T release -> YOLOFuse layout + data.yaml (idempotent)"),
+        ("predict", predict, "detect on RGB+IR pairs: JSONL + side-by-side images"),
+        ("export", export, "export weights to ONNX (stacked RGB+IR input), checked with onnxruntime"),
+    ]:
+        cmd = sub.add_parser(name, help=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(func=module.run)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
