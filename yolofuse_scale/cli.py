@@ -11,6 +11,7 @@ Commands:
           turn an LLVIP (or other VOC RGB-T) release into the YOLOFuse layout + data.yaml
   export-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
+  bench   the scaling benchmark (= python -m benchmarks.scaling; needs the source checkout)
 """
 
 from __future__ import annotations
@@ -117,8 +118,24 @@ def format_metrics_table(m: dict) -> str:
     return "\n".join(lines)
 
 
+def run_bench(argv: list[str]) -> int:
+    """``yolofuse-scale bench ...``: every flag goes to ``benchmarks/scaling.py`` (it launches train.py)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "scaling.py").is_file():
+        raise SystemExit(f"yolofuse-scale bench runs benchmarks/scaling.py and train.py from a source checkout; "
+                         f"none beside {Path(__file__).parent} (install with `pip install -e .`)")
+    sys.path.insert(0, str(root))
+    from benchmarks import scaling
+
+    return scaling.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     from yolofuse_scale.data import convert, synth
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its flags belong to the benchmark's own parser (--help included)
+        return run_bench(argv[1:])
 
     parser = argparse.ArgumentParser(prog="yolofuse-scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step_<n>); its manifest is verified")
     exp.add_argument("out", help="output .pt file (full fp32 state dict + model config + names; weights_only)")
     exp.set_defaults(func=run_export)
+    sub.add_parser("bench", help="scaling benchmark: throughput, efficiency, memory, projection "
+                   "(yolofuse-scale bench --help)", add_help=False)
 
     from yolofuse_scale import export, predict
 

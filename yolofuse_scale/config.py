@@ -137,6 +137,12 @@ class TrainConfig:
     mixed_precision: str | None = None  #: no | fp16 | bf16 (default: the launcher's / Accelerate's)
     sync_bn: bool = False  #: SyncBatchNorm across ranks (CUDA only; ignored with a message elsewhere)
     dist_timeout: int = 300  #: seconds a collective may wait before the job fails (a dead/hung rank)
+    compile: bool = False  #: torch.compile the model (inductor); DDP and single-process runs only
+    # What the loop measures about itself (engine/perf.py); throughput, data wait and MFU are always logged.
+    time_phases: bool = False  #: log forward/backward/optimizer time per step (syncs the GPU at each)
+    measure_comm: bool = False  #: log calls and bytes of every collective per step
+    peak_tflops: float = 0.0  #: the device's peak TFLOP/s for MFU (0: known GPUs from a table, else no MFU)
+    benchmark_skip_grad_sync: bool = False  #: BENCHMARK ONLY: never synchronise gradients (ranks diverge)
 
     def resolve_grad_accum(self, world_size: int) -> None:
         """Derive ``grad_accum`` from ``global_batch_size`` for this world size (no-op when unset)."""
@@ -162,6 +168,11 @@ class TrainConfig:
             raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.compile and self.strategy not in ("auto", "ddp"):
+            raise ValueError(f"--compile is supported with --strategy ddp (or one process), not {self.strategy}: "
+                             "compiling under FSDP2/DeepSpeed has not been measured or tested here")
+        if self.benchmark_skip_grad_sync and self.strategy not in ("auto", "ddp", "fsdp"):
+            raise ValueError("--benchmark-skip-grad-sync works with ddp and fsdp only (DeepSpeed has no no_sync)")
 
 
 @dataclass(kw_only=True)
@@ -257,6 +268,16 @@ _HELP = {
     "mixed_precision": "no, fp16 or bf16 (default: the accelerate config's choice, else no)",
     "sync_bn": "convert BatchNorm to SyncBatchNorm before wrapping (CUDA only; on CPU it says so and goes on)",
     "dist_timeout": "seconds a collective may block before the job fails (dead or hung rank)",
+    "compile": "torch.compile the model (inductor) after wrapping; the first steps pay the compile "
+    "(minutes on CPU); DDP or one process",
+    "time_phases": "also log forward / backward / optimizer seconds per step; synchronises the GPU at each "
+    "boundary (exact, a few %% slower)",
+    "measure_comm": "log the calls and payload bytes of every collective per step (what the scaling "
+    "benchmark projects from); DDP reduces through an equivalent Python comm hook",
+    "peak_tflops": "the device's peak TFLOP/s for the logged model FLOPs utilisation (0: H100/H200/A100/"
+    "L40S/L4/A10/V100 from a table, else none)",
+    "benchmark_skip_grad_sync": "BENCHMARK ONLY: skip every gradient synchronisation (ranks train apart) "
+    "to measure step time without communication (ddp, fsdp)",
 }
 
 

@@ -247,6 +247,8 @@ def build_accelerator(
     plugin = fsdp_plugin() if strategy == "fsdp" and launched() else None
     if plugin is not None:
         kwargs["fsdp_plugin"] = plugin
+    if cfg.compile:  # Accelerate compiles after the DDP wrap (DDPOptimizer splits graphs at buckets)
+        kwargs["dynamo_backend"] = "inductor"
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=mixed_precision,
@@ -268,6 +270,11 @@ def build_accelerator(
         accelerator.state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(
             param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     check_distributed(accelerator)
+    if (cfg.compile or cfg.benchmark_skip_grad_sync) and accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise DistributedSetupError("--compile and --benchmark-skip-grad-sync are not supported under DeepSpeed "
+                                    "(its engine owns the graph and the gradient reduction)")
+    if cfg.compile and accelerator.distributed_type == DistributedType.FSDP:
+        raise DistributedSetupError("--compile under FSDP2 has not been tested here; use --strategy ddp")
     return accelerator
 
 
@@ -349,7 +356,7 @@ def check_distributed(accelerator: Accelerator) -> None:
 
 def unwrap(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
     """The bare model under whatever wrapper the strategy added (DDP, compile, ...)."""
-    return accelerator.unwrap_model(model)
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
 
 
 # ---------------------------------------------------------------------- ZeRO at another world size

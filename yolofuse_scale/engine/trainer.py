@@ -8,6 +8,7 @@ which samples a rank sees lives in ``data/sampler.py``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -34,6 +35,7 @@ from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.logging import make_log
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
+from yolofuse_scale.engine.perf import CommMeter, StepTimer, peak_flops, peak_memory, train_flops_per_image
 from yolofuse_scale.engine.strategy import (
     PrecisionProbe,
     build_accelerator,
@@ -89,6 +91,8 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(cfg.train.output_dir)
         cfg.train.resolve_grad_accum(launched_world_size())
+        # Before the process group and the strategy exist: DeepSpeed binds collectives when it starts.
+        self.comm = CommMeter().install() if cfg.train.measure_comm else None
         self.accelerator = build_accelerator(cfg.train, project_dir=str(self.out), optim=cfg.optim)
         acc = self.accelerator
         if acc.is_main_process:
@@ -170,6 +174,14 @@ class Trainer:
         model = prepare_model(acc, model, cfg.train, self.log)
         optimizer = build_optimizer(model, cfg.optim, self.images_per_step)
         self.model, self.optimizer = acc.prepare(model, optimizer)
+        if self.comm is not None:
+            self.comm.attach(getattr(self.model, "_orig_mod", self.model))  # under --compile: the DDP inside
+        if cfg.train.benchmark_skip_grad_sync:
+            self.log.info("WARNING --benchmark-skip-grad-sync: gradients are never synchronised, ranks train apart; "
+                          "for measuring step time without communication only")
+        # Model FLOPs utilisation per step: training FLOPs per image / the device's peak (0: unknown)
+        self.flops_per_image = train_flops_per_image(self.model_meta["gflops"])
+        self.peak_flops = peak_flops(acc.device, effective_precision(acc), cfg.train.peak_tflops)
         bare = unwrap(acc, self.model)
         self.task = DetectionTask(bare, nbs=cfg.optim.nbs)
         self.ema = ShardedEMA(bare) if cfg.optim.ema else None
@@ -224,6 +236,7 @@ class Trainer:
             self._save(ckpt_root, metrics)
         if stopped and state.step_in_epoch:  # a mid-epoch stop still leaves a resumable checkpoint
             self._save(ckpt_root, metrics)
+        self.model_meta["peak_memory"] = gather_object([peak_memory(acc.device)])  # per rank (collective)
         if acc.is_main_process:
             summary = {"step": state.step, "epoch": state.epoch, "metrics": metrics, **self.model_meta,
                        "weights": str(self.out / "weights" / "last.pt")}
@@ -241,16 +254,22 @@ class Trainer:
         accum = cfg.train.grad_accum
         sums = torch.zeros(len(LOSS_NAMES) + 2, device=acc.device)  # loss items, total loss, non-finite flag
         files: list[str] = []
+        timer = StepTimer(acc.device, phases=cfg.train.time_phases)
+        skip_sync = acc.no_sync if cfg.train.benchmark_skip_grad_sync else lambda _: contextlib.nullcontext()
+        self._restart_meters(timer)
         t0 = time.perf_counter()
         for micro, batch in enumerate(self.train_loader):
             batch = _to_device(batch, acc.device)
+            timer.mark("data")
             if micro % accum == 0:
                 # Set before the step's first backward: under DeepSpeed the engine already steps
                 # inside the last micro-batch's backward.
                 lr = self.schedule.apply(self.optimizer, state.step)
-            with acc.accumulate(self.model):
+            with acc.accumulate(self.model), skip_sync(self.model):
                 loss, items = self.task.step(self.model, batch)
+                timer.mark("forward")
                 acc.backward(loss)
+                timer.mark("backward")
                 sums[: len(LOSS_NAMES)] += items
                 sums[-2] += loss.detach() / accum
                 files += batch["im_file"]
@@ -264,7 +283,10 @@ class Trainer:
                                                                  if p.grad is not None]))
                 if isinstance(grad_norm, DTensor):  # FSDP2: a replicated DTensor
                     grad_norm = grad_norm.full_tensor()
-                sums[-1] = float(not (torch.isfinite(sums[-2]) and torch.isfinite(torch.as_tensor(grad_norm))))
+                # Under fp16 an overflowing gradient is routine: the grad scaler skips that step and
+                # lowers its scale (logged as step_skipped). A non-finite loss is never routine.
+                grad_ok = bool(torch.isfinite(torch.as_tensor(grad_norm))) or acc.scaler is not None
+                sums[-1] = float(not (torch.isfinite(sums[-2]) and grad_ok))
                 # One all-reduce per step carries the logged losses and the non-finite flag (a step
                 # must never update on some ranks and stop on others; any rank's flag makes the mean > 0).
                 reduced = acc.reduce(sums, reduction="mean")
@@ -277,12 +299,20 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update(unwrap(acc, self.model))
+            timer.mark("optim")
             state.step += 1
             state.step_in_epoch += 1
             dt = time.perf_counter() - t0
             record = {"step": state.step, "epoch": state.epoch, "loss": float(reduced[-2]), "lr": lr,
                       **{k: float(v) for k, v in zip(LOSS_NAMES, reduced[: len(LOSS_NAMES)] / accum)},
-                      "grad_norm": float(grad_norm), "images_per_s": self.images_per_step / dt, "step_time_s": dt}
+                      "grad_norm": float(grad_norm), "images_per_s": self.images_per_step / dt, "step_time_s": dt,
+                      **timer.take()}
+            if self.peak_flops:  # per device: this rank's share of the step's images
+                record["mfu"] = self.flops_per_image * record["images_per_s"] / acc.num_processes / self.peak_flops
+            if self.comm is not None:
+                record["comm"] = self.comm.take()
+            if acc.scaler is not None:
+                record["step_skipped"] = bool(self.optimizer.step_was_skipped)
             if state.step == 1:
                 record["model_state_bytes"] = self.model_meta["model_state_bytes"]
                 record["compute_dtypes"] = self.probe.result()
@@ -292,7 +322,7 @@ class Trainer:
                     f"epoch {state.epoch + 1}/{cfg.train.epochs} step {state.step} "
                     f"({state.step_in_epoch}/{self.sampler.steps_per_epoch}) loss {record['loss']:.3f} "
                     f"(box {record['box']:.3f} cls {record['cls']:.3f} dfl {record['dfl']:.3f}) lr {lr:.2e} "
-                    f"{record['images_per_s']:.1f} img/s"
+                    f"{record['images_per_s']:.1f} img/s" + (f" MFU {record['mfu']:.1%}" if "mfu" in record else "")
                 )
             if cfg.train.save_every_steps and state.step % cfg.train.save_every_steps == 0:
                 self._save(ckpt_root, {}, weights=False)
@@ -300,8 +330,14 @@ class Trainer:
             files = []
             if state.step >= max_steps:
                 return True
+            self._restart_meters(timer)  # logging and saving belong to no step
             t0 = time.perf_counter()
         return False
+
+    def _restart_meters(self, timer: StepTimer) -> None:
+        timer.restart()
+        if self.comm is not None:
+            self.comm.take()
 
     def _raise_non_finite(self, mine: bool, files: list[str]) -> None:
         """Collective (every rank gets here together): name the step, the bad ranks and their files."""

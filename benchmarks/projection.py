@@ -1,0 +1,146 @@
+"""Project scaling efficiency to device counts a machine does not have: an alpha-beta ring model.
+
+Inputs are measurements, not guesses: the per-step compute time at one device (and its forward and
+backward parts) and the payload bytes of each collective kind per step, both logged by the training
+loop (``--time-phases``, ``--measure-comm``; see ``yolofuse_scale/engine/perf.py``). The payloads of
+these strategies do not depend on N (an all-reduce reduces the whole gradient, an all-gather returns
+whole parameters), so they are measured once at N >= 2 and reused for every N.
+
+Model, per collective kind over N ranks on a ring (Thakur et al.; what NCCL and gloo rings do):
+
+    all-reduce          t = calls * 2(N-1) * alpha + 2(N-1)/N * payload / beta
+    all-gather,
+    reduce-scatter      t = calls *  (N-1) * alpha +  (N-1)/N * payload / beta
+    broadcast, all2all  t = calls *  (N-1) * alpha +  (N-1)/N * payload / beta
+
+alpha: per-hop latency (s); beta: per-rank bus bandwidth (bytes/s). Beyond one node the ring's
+slowest link sets both (one NIC per GPU assumed, as on DGX/HGX systems; NCCL's trees and
+hierarchical rings do somewhat better at large N, so this is conservative).
+
+Overlap: gradient reduction (all-reduce, reduce-scatter) can hide behind backward; under FSDP and
+ZeRO-3 the parameter all-gathers hide behind forward and backward too (prefetch), while ZeRO-1/2's
+all-gather of updated parameters after the optimizer step cannot hide. With overlap fraction o:
+
+    exposed = max(0, t_hideable - o * window) + t_not_hideable
+    efficiency(N) = T(1) / (T(1) + exposed(N))       (weak scaling: the per-device batch is fixed)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    alpha_s: float  #: per-hop latency
+    beta_bytes_per_s: float  #: per-rank bus bandwidth a collective achieves
+    note: str = ""
+
+
+#: Named interconnects. Bandwidths are what NCCL's bus-bandwidth tests typically reach, not line rate.
+LINKS: dict[str, Link] = {
+    "nvswitch": Link("nvswitch", 3e-6, 370e9, "NVLink4/NVSwitch (H100/H200 HGX): ~370 GB/s busbw"),
+    "nvlink3": Link("nvlink3", 3e-6, 230e9, "NVLink3/NVSwitch (A100 HGX): ~230 GB/s busbw"),
+    "pcie4": Link("pcie4", 8e-6, 20e9, "PCIe Gen4 x16 without NVLink: ~20 GB/s"),
+    "pcie5": Link("pcie5", 8e-6, 40e9, "PCIe Gen5 x16 without NVLink: ~40 GB/s"),
+    "ib100": Link("ib100", 10e-6, 11.5e9, "100 Gb/s InfiniBand/RoCE, one NIC per GPU"),
+    "ib200": Link("ib200", 10e-6, 23e9, "200 Gb/s InfiniBand (HDR), one NIC per GPU"),
+    "ib400": Link("ib400", 10e-6, 46e9, "400 Gb/s InfiniBand (NDR), one NIC per GPU"),
+}
+
+#: Default (intra-node, inter-node) pairs the report projects for.
+DEFAULT_TOPOLOGIES = ("nvswitch+ib400", "nvswitch+ib100", "pcie4+ib100")
+
+SHARDED_PARAMS = ("fsdp", "zero3", "zero3_offload")  # parameters gathered in forward/backward
+
+
+def ring_time(kind: str, calls: float, payload: float, n: int, link: Link) -> float:
+    """Seconds one step's ``calls`` collectives of ``kind`` moving ``payload`` bytes in total take."""
+    if n <= 1:
+        return 0.0
+    if kind == "all_reduce":
+        return calls * 2 * (n - 1) * link.alpha_s + 2 * (n - 1) / n * payload / link.beta_bytes_per_s
+    return calls * (n - 1) * link.alpha_s + (n - 1) / n * payload / link.beta_bytes_per_s
+
+
+def parse_topology(spec: str, custom: dict[str, Link] | None = None) -> tuple[Link, Link]:
+    """``"nvswitch+ib400"`` -> (intra, inter); a single name means one link everywhere."""
+    table = {**LINKS, **(custom or {})}
+    names = spec.split("+")
+    unknown = [n for n in names if n not in table]
+    if unknown or len(names) > 2:
+        raise ValueError(f"topology {spec!r}: expected INTRA[+INTER] from {', '.join(table)}")
+    intra = table[names[0]]
+    return intra, table[names[-1]]
+
+
+def link_for(n: int, intra: Link, inter: Link, per_node: int) -> Link:
+    """The link a flat ring over ``n`` devices is limited by: intra-node up to ``per_node``, else the slower."""
+    if n <= per_node:
+        return intra
+    return Link(f"{intra.name}+{inter.name}", max(intra.alpha_s, inter.alpha_s),
+                min(intra.beta_bytes_per_s, inter.beta_bytes_per_s))
+
+
+def exposed_comm(strategy: str, comm: dict[str, list[float]], n: int, link: Link, forward_s: float,
+                 backward_s: float, overlap: float) -> dict[str, float]:
+    """Communication time per step and how much of it stays exposed after overlap."""
+    hideable = not_hideable = 0.0
+    for kind, (calls, payload) in comm.items():
+        t = ring_time(kind, calls, payload, n, link)
+        if kind in ("all_reduce", "reduce_scatter") or (kind == "all_gather" and strategy in SHARDED_PARAMS):
+            hideable += t
+        else:
+            not_hideable += t
+    window = backward_s + (forward_s if strategy in SHARDED_PARAMS else 0.0)
+    exposed = max(0.0, hideable - overlap * window) + not_hideable
+    return {"comm_s": hideable + not_hideable, "exposed_s": exposed}
+
+
+def project(strategy: str, step_1_s: float, forward_s: float, backward_s: float, comm: dict[str, list[float]],
+            n: int, intra: Link, inter: Link, per_node: int, overlap: float) -> dict[str, float]:
+    """Projected weak-scaling step time, throughput ratio and efficiency at ``n`` devices."""
+    link = link_for(n, intra, inter, per_node)
+    c = exposed_comm(strategy, comm, n, link, forward_s, backward_s, overlap)
+    step = step_1_s + c["exposed_s"]
+    return {"devices": n, "link": link.name, "comm_s": c["comm_s"], "exposed_s": c["exposed_s"],
+            "step_s": step, "efficiency": step_1_s / step}
+
+
+def fit_link(points: list[tuple[int, float, float]], name: str = "measured") -> Link:
+    """Least-squares alpha, beta from all-reduce timings ``(n, payload bytes, seconds)`` of one call each.
+
+    t = 2(n-1) alpha + 2(n-1)/n S / beta is linear in (alpha, 1/beta).
+    """
+    import numpy as np
+
+    a = np.array([[2 * (n - 1), 2 * (n - 1) / n * s] for n, s, _ in points], dtype=float)
+    t = np.array([p[2] for p in points], dtype=float)
+    (alpha, inv_beta), *_ = np.linalg.lstsq(a, t, rcond=None)
+    alpha = max(float(alpha), 0.0)
+    inv_beta = max(float(inv_beta), 1e-15)
+    return Link(name, alpha, 1.0 / inv_beta, "fitted from all-reduce timings on this machine")
+
+
+def step_needed(strategy: str, target: float, forward_share: float, backward_share: float,
+                comm: dict[str, list[float]], n: int, intra: Link, inter: Link, per_node: int,
+                overlap: float) -> float:
+    """The shortest 1-device step time (s) at which weak-scaling efficiency reaches ``target`` at ``n``.
+
+    Forward and backward keep their measured shares of the step; efficiency grows with the step time
+    (more compute to hide the same bytes behind), so a bisection finds it. ``inf`` if never reached.
+    """
+    link = link_for(n, intra, inter, per_node)
+
+    def eff(t: float) -> float:
+        c = exposed_comm(strategy, comm, n, link, forward_share * t, backward_share * t, overlap)
+        return t / (t + c["exposed_s"])
+
+    lo, hi = 1e-7, 1e4
+    if eff(hi) < target:
+        return float("inf")
+    for _ in range(100):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if eff(mid) < target else (lo, mid)
+    return hi

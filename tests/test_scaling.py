@@ -1,0 +1,128 @@
+"""The scaling benchmark's machinery: projection arithmetic against hand-computed cases, the summary
+and efficiency arithmetic on made-up logs, and one tiny real run of 1 and 2 processes (never a speed)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import projection as proj
+from benchmarks import scaling
+
+LINK = proj.Link("test", alpha_s=1e-5, beta_bytes_per_s=1e9)
+
+
+def test_ring_times_match_hand_computation():
+    # all-reduce of 100 MB over 4 ranks in 2 calls: 2 * 2 * 3 hops * 10 us + 2 * 3/4 * 0.1 s
+    assert proj.ring_time("all_reduce", 2, 100e6, 4, LINK) == pytest.approx(2 * 6 * 1e-5 + 0.15)
+    # all-gather of 100 MB over 8 ranks in 1 call: 7 hops * 10 us + 7/8 * 0.1 s
+    assert proj.ring_time("all_gather", 1, 100e6, 8, LINK) == pytest.approx(7e-5 + 0.0875)
+    assert proj.ring_time("all_reduce", 5, 100e6, 1, LINK) == 0.0
+
+
+def test_projection_overlap_and_node_boundary():
+    comm = {"all_reduce": [1, 1e8]}  # 0.1 GB gradient, one call
+    fast, slow = proj.Link("intra", 0.0, 1e10), proj.Link("inter", 0.0, 1e9)
+    # inside a node: 2 * 7/8 * 0.1 GB / 10 GB/s = 17.5 ms, backward 10 ms fully hideable -> 7.5 ms exposed
+    p = proj.project("ddp", 0.1, 0.03, 0.01, comm, 8, fast, slow, per_node=8, overlap=1.0)
+    assert p["comm_s"] == pytest.approx(0.0175)
+    assert p["exposed_s"] == pytest.approx(0.0075)
+    assert p["efficiency"] == pytest.approx(0.1 / 0.1075)
+    # 16 devices cross the node: the slower link sets the ring: 2 * 15/16 * 0.1 s = 187.5 ms
+    p = proj.project("ddp", 0.1, 0.03, 0.01, comm, 16, fast, slow, per_node=8, overlap=0.0)
+    assert p["exposed_s"] == pytest.approx(0.1875)
+    # ZeRO-1/2's all-gather after the step cannot hide; FSDP's can hide behind forward + backward
+    gather = {"all_gather": [1, 1e8]}
+    z = proj.exposed_comm("zero2", gather, 2, fast, 0.03, 0.01, overlap=1.0)
+    f = proj.exposed_comm("fsdp", gather, 2, fast, 0.03, 0.01, overlap=1.0)
+    assert z["exposed_s"] == pytest.approx(0.005) and f["exposed_s"] == 0.0
+
+
+def test_link_fit_recovers_alpha_beta_and_step_needed_inverts_projection():
+    truth = proj.Link("t", 2e-5, 5e9)
+    points = [(n, s, proj.ring_time("all_reduce", 1, s, n, truth)) for n in (2, 4) for s in (4e3, 1e6, 16e6)]
+    fit = proj.fit_link(points)
+    assert fit.alpha_s == pytest.approx(2e-5, rel=1e-6) and fit.beta_bytes_per_s == pytest.approx(5e9, rel=1e-6)
+    comm = {"all_reduce": [3, 4e7]}
+    t = proj.step_needed("ddp", 0.97, 0.3, 0.6, comm, 64, truth, truth, 8, 0.75)
+    p = proj.project("ddp", t, 0.3 * t, 0.6 * t, comm, 64, truth, truth, 8, 0.75)
+    assert p["efficiency"] == pytest.approx(0.97, abs=1e-6)
+    assert math.isinf(proj.step_needed("zero2", 1.0, 0.3, 0.6, {"all_gather": [1, 1e8]}, 8, truth, truth, 8, 1.0))
+    with pytest.raises(ValueError, match="expected INTRA"):
+        proj.parse_topology("nvswitch+warp9")
+
+
+def _log(step_s: float, n: int = 6) -> list[dict]:
+    return [{"step": i + 1, "step_time_s": step_s * (3 if i == 0 else 1), "time_data_s": 0.1 * step_s,
+             "time_forward_s": 0.3 * step_s, "time_backward_s": 0.5 * step_s, "time_optim_s": 0.1 * step_s,
+             "comm": {"all_reduce": [2, 1000]}} for i in range(n)]
+
+
+def test_summary_efficiency_and_overhead_arithmetic():
+    s1 = scaling.summarize_log(_log(0.5), warmup=1, images_per_step=8)
+    assert s1["images_per_s"] == pytest.approx(16.0) and s1["steps_timed"] == 5  # warm-up step excluded
+    assert s1["phases_s"]["backward"] == pytest.approx(0.25) and s1["comm"] == {"all_reduce": [2, 1000]}
+    s2 = scaling.summarize_log(_log(0.625), warmup=1, images_per_step=16)
+    one = {"scaling": "weak", "strategy": "ddp", "devices": 1, "per_device_batch": 8,
+           **scaling.combine([{**s1, "peak_memory": []}], 1)}
+    two = {"scaling": "weak", "strategy": "ddp", "devices": 2, "per_device_batch": 8,
+           **scaling.combine([{**s2, "peak_memory": [{"rss_bytes": 5}, {"rss_bytes": 7}]}], 2)}
+    nosync = {"scaling": "no_sync", "strategy": "ddp", "devices": 2, "per_device_batch": 8,
+              **scaling.combine([{**scaling.summarize_log(_log(0.55), 1, 16), "peak_memory": []}], 2)}
+    scaling.derive([one, two, nosync])
+    assert two["efficiency"] == pytest.approx(25.6 / (2 * 16))  # 16 images / 0.625 s = 25.6 img/s
+    assert two["overhead_vs_1_s"] == pytest.approx(0.125)
+    assert two["exposed_comm_s"] == pytest.approx(0.075)
+    assert two["peak_memory_max"] == {"rss_bytes": 7} and two["data_share"] == pytest.approx(0.1)
+
+
+def test_plan_vary_and_bad_items():
+    args = scaling.build_parser().parse_args(["--strategies", "ddp,zero2", "--devices", "2,1", "--scaling", "both",
+                                              "--batch-size", "4", "--vary", "batch_size=8 precision=bf16 compile=on",
+                                              "--no-sync-baseline"])
+    labels = [s.label for s in scaling.plan(args)]
+    assert labels[:4] == ["weak_ddp_n1_b4", "weak_ddp_n2_b4", "weak_zero2_n1_b4", "weak_zero2_n2_b4"]
+    assert "strong_zero2_n2_b4" in labels and "strong_zero2_n1_b8" in labels  # global batch 8 kept
+    assert "no_sync_ddp_n2_b4" in labels and not any(lab.startswith("no_sync_zero2") for lab in labels)
+    options = [s for s in scaling.plan(args) if s.scaling == "option"]
+    assert [(s.batch_size, s.extra) for s in options] == [(8, []), (4, ["--mixed-precision", "bf16"]),
+                                                          (4, ["--compile"])]
+    with pytest.raises(ValueError, match="NAME=V1"):
+        scaling.parse_vary("compile")
+
+
+@pytest.mark.slow
+def test_tiny_real_run_writes_schema_report_and_plots(tmp_path):
+    """1 and 2 real DDP processes through torchrun: the report's numbers come from the loop's own log."""
+    out = tmp_path / "report"
+    rc = scaling.main(["--strategies", "ddp", "--devices", "1,2", "--model", "yolov8t", "--imgsz", "64",
+                       "--batch-size", "4", "--steps", "2", "--warmup", "1", "--repeats", "1", "--threads", "1",
+                       "--workers", "0", "--project", "8,64", "--topologies", "nvswitch+ib400",
+                       "--machine-label", "test box", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["schema_version"] == 1 and res["environment"]["machine_label"] == "test box"
+    assert {"torch", "accelerate", "deepspeed", "ultralytics"} <= set(res["environment"]["versions"])
+    runs = {r["label"]: r for r in res["runs"]}
+    two = runs["weak_ddp_n2_b4"]
+    assert "error" not in two, two.get("error")
+    assert two["global_batch"] == 8 and len(two["repeats"]) == 1 and two["repeats"][0]["steps_timed"] == 2
+    one = runs["weak_ddp_n1_b4"]
+    assert two["efficiency"] == pytest.approx(two["images_per_s"]["median"] / (2 * one["images_per_s"]["median"]))
+    # DDP all-reduces every gradient once per step: the counted payload is the fp32 parameter bytes
+    # (+ the 20-byte logged-loss reduction), measured through the comm hook on the real process group
+    params = two["model_state_bytes_max"] // 3  # params + grads + SGD momentum, equal sizes
+    assert two["comm"]["all_reduce"][1] == pytest.approx(params, rel=0.01)
+    assert all(two["phases_s"][p] > 0 for p in scaling.PHASES)
+    assert two["peak_memory_max"]["rss_bytes"] > 50 * 2**20
+    assert res["link_fit"]["backend"] == "gloo" and res["link_fit"]["beta_bytes_per_s"] > 0
+    assert set(res["projection"]["topologies"]["nvswitch+ib400"]["ddp"][0]) >= {"efficiency", "step_needed_s"}
+    report = (out / "report.md").read_text()
+    for needle in ("## Weak scaling", "Where a weak-scaling step goes", "Projected weak-scaling efficiency",
+                   "DDP weak-scaling efficiency at 2", "## Definitions", "test box"):
+        assert needle in report
+    assert all((out / f).stat().st_size > 1000 for f in ("throughput.png", "efficiency.png", "memory.png",
+                                                          "breakdown.png"))
+    assert not any(out.glob("runs/*/rep0/checkpoints"))  # raw logs kept, checkpoints dropped
