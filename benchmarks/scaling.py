@@ -684,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "scaling": spec.scaling, "per_device_batch": spec.batch_size,
                                 "global_batch": spec.batch_size * spec.devices, "option": spec.option,
                                 "repeats": repeats, **combine(repeats, spec.devices)})
+        # after every configuration: a sweep cut short by a time limit keeps what it measured
+        (out / "results.json").write_text(json.dumps(results, indent=1))
     derive(results["runs"])
     n_max = max(s.devices for s in specs)
     results["link_fit"] = fit_measured_link(args, n_max, out) if n_max > 1 else None
