@@ -19,11 +19,12 @@
 #   step         cap    expected
 #   env          20 s    ~5 s
 #   deps         60 s    ~15 s  (9 wheels, pip --no-index --no-deps)
-#   tests       150 s    14 launches x ~12 s; 4 pytest-xdist workers (when installed): ~50-70 s
-#   scaling_n   150 s    9 configurations (baseline, batch 32 and 64, bf16, fp16, compile, RAM cache,
+#   tests       150 s    14 launches x ~12 s in 6 groups (one per cached run family) on 6 pytest-xdist
+#                        workers when installed: ~40-60 s (serial: ~170 s)
+#   scaling_n   170 s    9 configurations (baseline, batch 32 and 64, bf16, fp16, compile, RAM cache,
 #                        0 and 8 workers) x (~10 s start + 5 + 3 x 20 steps at 0.05-0.25 s), plus
 #                        ~40 s of torch.compile: ~150-190 s
-#   scaling_s   150 s    the same for yolov8s (~2.5x the GPU work per step): ~170-220 s
+#   scaling_s   170 s    the same for yolov8s (~2.5x the GPU work per step): ~170-220 s
 #   strategies   75 s    ddp, fsdp, zero2, zero3 x (~12 s start + 13 steps): ~60 s
 #   report       ~5 s
 #
@@ -46,7 +47,8 @@
 # Variables: OUT, PYTHON (default: .venv/bin/python if present, else python3), WHEELS (default
 # ./wheels), GPU_SESSION_BUDGET_S (450), GPU_SESSION_COMMIT (the commit, where the tree has no .git),
 # GPU_SESSION_KEEP_DIRS=1 (keep the step folders in $OUT beside the tar), GPU_SESSION_FORCE_INSTALL=1
-# (install every wheel into a private folder even if the Python has it: exercises that path).
+# (install every wheel into a private folder even if the Python has it: exercises that path),
+# GPU_SESSION_ONLY=tests,scaling_n (run only these steps, e.g. a retry; env and deps always run).
 
 set -uo pipefail  # not -e: a failing step is recorded and the session goes on
 
@@ -109,6 +111,9 @@ step() {  # step NAME CAP_S CMD...: CMD under `timeout`, capped at the time left
   local name=$1 cap=$2
   shift 2
   if [[ $MODE == plan ]]; then printf '%s\t' "$name"; printf '%q ' "$@"; echo; return 0; fi
+  if [[ -n "${GPU_SESSION_ONLY:-}" && $name != env && $name != deps && ",$GPU_SESSION_ONLY," != *",$name,"* ]]; then
+    record "$name" skipped - 0 "not in GPU_SESSION_ONLY"; return 0
+  fi
   local left=$((DEADLINE - RESERVE_S - $(date +%s)))
   ((cap > left)) && cap=$left
   if ((cap < 5)); then
@@ -283,16 +288,17 @@ for name in ("deepspeed", "ultralytics", "ultralytics-thop", "pydantic", "hjson"
         print(f"{name} (not installed)")
 EOF
 
-# (iii) the GPU-only tests; pytest-xdist spreads the strategies' runs over 4 workers when installed
-# (tests sharing a cached run carry one xdist_group); on CPU every test skips.
+# (iii) the GPU-only tests; pytest-xdist spreads them over 6 workers when installed, one per group of
+# tests that share cached runs (xdist_group: ddp, sync_bn, fp16, fsdp, zero2, zero3); each launch is
+# one process on the one GPU, so 6 at once use ~6 CUDA contexts (a few GB); on CPU every test skips.
 XDIST=()
-if [[ $MODE == plan ]] || "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n 4 --dist loadgroup); fi
+if [[ $MODE == plan ]] || "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n 6 --dist loadgroup); fi
 step tests 150 "$PY" -m pytest tests/test_gpu.py -q -rfEs -p no:cacheprovider "${XDIST[@]}" \
   --junitxml="$OUT/junit_gpu.xml" -o junit_family=xunit2
 
 # (iv) the one-GPU sweep at 640 px for n and s mid fusion, then the strategies at one GPU
-scaling scaling_n 150 --model "${MODELS[0]}" "${SWEEP[@]}" --out "$OUT/scaling_n"
-scaling scaling_s 150 --model "${MODELS[1]}" "${SWEEP[@]}" --out "$OUT/scaling_s"
+scaling scaling_n 170 --model "${MODELS[0]}" "${SWEEP[@]}" --out "$OUT/scaling_n"
+scaling scaling_s 170 --model "${MODELS[1]}" "${SWEEP[@]}" --out "$OUT/scaling_s"
 scaling scaling_strategies 75 "${COMPARE[@]}" --out "$OUT/scaling_strategies"
 
 # (v) report, pack, and leave $OUT flat
