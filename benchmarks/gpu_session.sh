@@ -198,7 +198,8 @@ for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
 EOF
   ) || return 4
   [[ -z $wanted ]] && { echo "every wheel is already installed"; return 0; }
-  local pip=("$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check)
+  local pip=("$PY" -m pip install -q --no-index --find-links "$WHEELS" --no-deps --no-compile --no-cache-dir
+             --disable-pip-version-check)
   # shellcheck disable=SC2086  # one path per line, no spaces (wheel names)
   if [[ "${GPU_SESSION_FORCE_INSTALL:-0}" != 1 ]] && "${pip[@]}" $wanted; then
     echo "installed into $("$PY" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
