@@ -1,4 +1,5 @@
 # make install | make demo | make test   (a fresh machine needs nothing else)
+# make wheels: our dependencies as wheels for an offline GPU machine (benchmarks/gpu_session.sh)
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 NPROC ?= 2
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean wheels
 
 install: $(STAMP)
 
@@ -47,3 +48,36 @@ lint: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+# Wheels for an offline GPU machine whose Python already has a CUDA torch and torchvision (a CUDA
+# torch with its nvidia-* wheels is several GB: it cannot travel this way). The default set is what
+# the lent H100/H200 image lacks (its Python has accelerate, transformers, numpy, opencv-headless,
+# pyyaml, tqdm, safetensors, pytest): DeepSpeed (an sdist: built here, pure Python, no ops) and its
+# pydantic/hjson, Ultralytics and thop. Versions are this venv's, so the GPU runs what CI tests.
+# Ultralytics' polars (~40 MB) and ultralytics-platform are left out: imported lazily, never by us.
+# For a machine with a bare Python add the rest: make wheels WHEELS_PKGS="$(WHEELS_PKGS) accelerate ...".
+# The tree and wheels/ travel together to the device machine (carry: wheels): at most 64 MiB.
+WHEELS_PY ?= 3.12
+WHEELS_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
+WHEELS_PKGS ?= deepspeed hjson pydantic pydantic-core annotated-types typing-inspection typing-extensions \
+	ultralytics ultralytics-thop
+WHEELS_LIMIT_MIB ?= 64
+
+wheels: install
+	@set -euo pipefail; rm -rf wheels; mkdir -p wheels; \
+	pins=$$($(BIN)/python -c 'import importlib.metadata as m, sys; print(*(f"{n}=={m.version(n)}" for n in sys.argv[1:]))' \
+	  $(WHEELS_PKGS)); \
+	echo "wheels for Python $(WHEELS_PY): $$pins"; \
+	binary=$$(tr ' ' '\n' <<<"$$pins" | grep -v '^deepspeed==' || true); \
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $(WHEELS_PY) --implementation cp \
+	  $(addprefix --platform ,$(WHEELS_PLATFORMS)) -d wheels $$binary; \
+	source=$$(tr ' ' '\n' <<<"$$pins" | grep '^deepspeed==' || true); \
+	if [ -n "$$source" ]; then DS_BUILD_OPS=0 $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation \
+	  -w wheels $$source; fi; \
+	ls -l wheels; \
+	wheels=$$(du -cb wheels/*.whl | tail -1 | cut -f1); \
+	tree=$$(git ls-files -z -co --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s += $$1} END {print s + 0}'); \
+	echo "wheels: $$((wheels / 1024)) KiB; tree (tracked + untracked, not ignored): $$((tree / 1024)) KiB; \
+	together $$(( (wheels + tree) / 1048576 )) MiB of $(WHEELS_LIMIT_MIB) MiB"; \
+	test $$((wheels + tree)) -le $$(($(WHEELS_LIMIT_MIB) * 1048576)) || \
+	  { echo "over $(WHEELS_LIMIT_MIB) MiB: see README 'GPU session' for the fallback" >&2; exit 1; }

@@ -667,7 +667,11 @@ def convert_sync_batchnorm(model: torch.nn.Module, accelerator_cpu: bool, log) -
     if launched_world_size() == 1:
         log.info("--sync-bn ignored: a single process has nothing to synchronise with")
         return model
-    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    layers = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    log.info(f"--sync-bn: {layers} BatchNorm layers are SyncBatchNorm (each all-reduces its batch statistics in "
+             "every training forward: one small collective per layer)")
+    return model
 
 
 def _checkpoint_family(distributed_type: str) -> str:
