@@ -101,6 +101,31 @@ def test_voc_with_class_map_and_flat_layout(tmp_path):
     assert a.boxes[:, 0].tolist() == [0, 1, 1], "Lamp dropped, Car and Truck merged"
 
 
+def test_flir_aligned_names_pair_through_patterns(tmp_path):
+    """FLIR-aligned: RGB, IR and XML in one folder pair under different names around one id."""
+    src = tmp_path / "FLIR_aligned"
+    for n, (rgb_v, ir_v) in {"FLIR_08865": (30, 200), "FLIR_08866": (60, 150)}.items():
+        _image(src / "JPEGImages" / f"{n}_RGB.jpg", rgb_v)
+        _image(src / "JPEGImages" / f"{n}_PreviewData.jpeg", ir_v)
+        (src / "Annotations").mkdir(exist_ok=True)
+        (src / "Annotations" / f"{n}_PreviewData.xml").write_text(_xml(n, [("car", 10, 10, 30, 20)]))
+    dst = tmp_path / "out"
+    args = ["convert", "voc", str(src), str(dst), "--classes", "person,car", "--rgb-dir", "JPEGImages",
+            "--ir-dir", "JPEGImages", "--rgb-name", "{id}_RGB.jpg", "--ir-name", "{id}_PreviewData.jpeg",
+            "--ann-name", "{id}_PreviewData.xml"]
+    assert main(args) == 0
+    samples = scan_split(load_data_config(dst / "data.yaml"), "train")
+    assert [s.rgb.name for s in samples] == ["FLIR_08865.jpg", "FLIR_08866.jpg"]  # the IR files are not RGB
+    assert all(s.boxes[:, 0].tolist() == [1] for s in samples)
+    ir = cv2.imread(str(samples[0].ir))
+    assert abs(int(ir[40, 40, 0]) - 200) <= 3, "the IR file of the pair, not the RGB one"
+    (src / "JPEGImages" / "FLIR_08866_PreviewData.jpeg").unlink()
+    with pytest.raises(DataError, match="FLIR_08866_RGB.jpg: no infrared partner .*FLIR_08866_PreviewData.jpeg"):
+        main(args)
+    with pytest.raises(ValueError, match="go together"):
+        VocSource(names=["a"], rgb_name="{id}_RGB.jpg")
+
+
 def test_unknown_class_and_missing_partner_stop_before_writing(tmp_path):
     src = tmp_path / "LLVIP"
     _fake_llvip(src)

@@ -6,6 +6,12 @@ Source layout (LLVIP's, folder names configurable)::
     SRC/infrared/{train,test}/010001.jpg    # same file names
     SRC/Annotations/010001.xml              # or SRC/Annotations/<split>/010001.xml
 
+Releases whose RGB, IR and annotation files are named differently (FLIR-aligned:
+``FLIR_08865_RGB.jpg``, ``FLIR_08865_PreviewData.jpeg``, ``FLIR_08865_PreviewData.xml``) name them
+with patterns around ``{id}`` (``--rgb-name '{id}_RGB.jpg' --ir-name '{id}_PreviewData.jpeg'
+--ann-name '{id}_PreviewData.xml'``); the pair is then written as ``<id><RGB suffix>`` in both image
+folders (the YOLOFuse layout pairs by identical file names; decoders go by content, not suffix).
+
 Written::
 
     DST/images/<split>/010001.jpg   DST/imagesIR/<split>/010001.jpg   DST/labels/<split>/010001.txt
@@ -47,6 +53,26 @@ class VocSource:
     ir_dir: str = "infrared"
     ann_dir: str = "Annotations"
     split_map: dict[str, str] = field(default_factory=dict)  #: source split -> our split (e.g. test -> val)
+    #: File-name patterns around ``{id}``; empty: IR has the RGB file's name, XML is ``<RGB stem>.xml``
+    rgb_name: str = ""
+    ir_name: str = ""
+    ann_name: str = ""
+
+    def __post_init__(self) -> None:
+        given = [n for n in (self.rgb_name, self.ir_name) if n]
+        if given and (len(given) != 2 or not all(n.count("{id}") == 1 for n in given)):
+            raise ValueError("--rgb-name and --ir-name go together, each with exactly one {id}, "
+                             f"got {self.rgb_name!r} and {self.ir_name!r}")
+        if self.ann_name and self.ann_name.count("{id}") != 1:
+            raise ValueError(f"--ann-name needs exactly one {{id}}, got {self.ann_name!r}")
+
+    def pair_id(self, rgb_name: str) -> str | None:
+        """The ``{id}`` of an RGB file name (its stem without patterns; None: not an RGB file)."""
+        if not self.rgb_name:
+            return Path(rgb_name).stem
+        head, tail = self.rgb_name.split("{id}")
+        ok = rgb_name.startswith(head) and rgb_name.endswith(tail) and len(rgb_name) > len(head) + len(tail)
+        return rgb_name[len(head): len(rgb_name) - len(tail)] if ok else None
 
 
 LLVIP = VocSource(names=["person"], split_map={"train": "train", "test": "val"})
@@ -164,27 +190,34 @@ def convert_voc(src_root: str | Path, dst_root: str | Path, src: VocSource, link
         raise ValueError(f"link must be one of {', '.join(LINK_MODES)}, got {link!r}")
     src_root, dst_root = Path(src_root).resolve(), Path(dst_root).resolve()
     problems: list[str] = []
-    plan: list[tuple[str, Path, Path, list[str]]] = []  # (our split, rgb, ir, label lines)
+    plan: list[tuple[str, Path, Path, list[str], str]] = []  # (our split, rgb, ir, label lines, output name)
     for name, folder in _splits(src_root, src).items():
         split = src.split_map.get(name, name)
         for rgb in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_SUFFIXES):
+            pair_id = src.pair_id(rgb.name)
+            if pair_id is None:
+                continue  # with name patterns, RGB and IR may share a folder: this is not an RGB file
             ir = src_root / src.ir_dir / rgb.relative_to(src_root / src.rgb_dir)
+            if src.ir_name:
+                ir = ir.with_name(src.ir_name.format(id=pair_id))
             if not ir.is_file():
                 problems.append(f"{rgb}: no infrared partner {ir}")
                 continue
-            ann = next((a for a in (src_root / src.ann_dir / name / f"{rgb.stem}.xml",
-                                    src_root / src.ann_dir / f"{rgb.stem}.xml") if a.is_file()), None)
+            xml = (src.ann_name or "{id}.xml").format(id=pair_id)
+            ann = next((a for a in (src_root / src.ann_dir / name / xml, src_root / src.ann_dir / xml)
+                        if a.is_file()), None)
             lines = _voc_boxes(ann, rgb, src, problems) if ann else []  # no annotation: a background pair
-            plan.append((split, rgb, ir, lines))
+            plan.append((split, rgb, ir, lines, pair_id + rgb.suffix))
     if problems:
         raise DataError(format_problems(f"{src_root}: nothing written", problems))
     if not plan:
         raise DataError(f"{src_root}: no images under {src_root / src.rgb_dir}")
     report = ConvertReport()
-    for split, rgb, ir, lines in plan:
-        _place_image(rgb, dst_root / "images" / split / rgb.name, link, report)
-        _place_image(ir, dst_root / "imagesIR" / split / rgb.name, link, report)
-        _write_text(dst_root / "labels" / split / f"{rgb.stem}.txt", "".join(f"{x}\n" for x in lines), report)
+    for split, rgb, ir, lines, out_name in plan:
+        _place_image(rgb, dst_root / "images" / split / out_name, link, report)
+        _place_image(ir, dst_root / "imagesIR" / split / out_name, link, report)
+        _write_text(dst_root / "labels" / split / f"{Path(out_name).stem}.txt", "".join(f"{x}\n" for x in lines),
+                    report)
         report.pairs += 1
         report.boxes += len(lines)
         report.splits[split] = report.splits.get(split, 0) + 1
@@ -227,6 +260,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     voc.add_argument("--ann-dir", default="Annotations", help="folder of VOC XML files (default: Annotations)")
     voc.add_argument("--split-map", default="test=val", type=lambda t: _pairs_arg(t, "--split-map"),
                      help="source split folder=our split name, comma-separated (default: test=val)")
+    voc.add_argument("--rgb-name", default="", help="RGB file name pattern around {id}, e.g. '{id}_RGB.jpg' "
+                     "(FLIR-aligned); default: every image in --rgb-dir, id = its stem")
+    voc.add_argument("--ir-name", default="", help="IR file name pattern, e.g. '{id}_PreviewData.jpeg'; "
+                     "default: the RGB file's name in --ir-dir")
+    voc.add_argument("--ann-name", default="", help="annotation file name pattern (default: '{id}.xml')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -235,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
         src = LLVIP
     else:
         src = VocSource(names=[n.strip() for n in args.classes.split(",") if n.strip()], class_map=args.class_map,
-                        rgb_dir=args.rgb_dir, ir_dir=args.ir_dir, ann_dir=args.ann_dir, split_map=args.split_map)
+                        rgb_dir=args.rgb_dir, ir_dir=args.ir_dir, ann_dir=args.ann_dir, split_map=args.split_map,
+                        rgb_name=args.rgb_name, ir_name=args.ir_name, ann_name=args.ann_name)
     r = convert_voc(args.src, args.dst, src, args.link)
     per_split = ", ".join(f"{k} {v}" for k, v in sorted(r.splits.items()))
     print(f"{r.pairs} pairs ({per_split}), {r.boxes} boxes: {r.written} file(s) written, {r.unchanged} unchanged; "
