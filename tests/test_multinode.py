@@ -20,8 +20,9 @@ import pytest
 import torch
 
 from tests.conftest import BASE_ARGS, BIN, ENV, ROOT, Run, free_port
-
-pytestmark = pytest.mark.slow
+from yolofuse_scale.config import OptimConfig, TrainConfig
+from yolofuse_scale.engine import checkpoint as ckpt
+from yolofuse_scale.engine.strategy import DistributedSetupError, build_accelerator, deepspeed_config
 
 STEPS = ["--max-steps", "3", "--no-val", "--no-ema"]  # as test_ddp/test_deepspeed: their runs are shared
 ZERO2 = ["--deepspeed", "ds_configs/zero2.json"]
@@ -158,6 +159,7 @@ def jobs(tiny_data, tmp_path_factory) -> dict[str, Job]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["accelerate", "deepspeed"])
 def test_two_nodes_train_like_one_node(train_run, jobs, launcher):
     job = jobs[launcher]
@@ -177,6 +179,7 @@ def test_two_nodes_train_like_one_node(train_run, jobs, launcher):
     assert all(torch.equal(a[k], b[k]) for k in a), f"relative difference {_rel_diff(a, b):.2e}"
 
 
+@pytest.mark.slow
 def test_torchrun_node_lost_and_rejoined_resumes_from_node_local_checkpoints(train_run, jobs):
     """torchrun c10d, node-local output dirs: node 1 is SIGKILLed after its step-1 checkpoint; node 0's
     worker fails on its next collective and its launcher (--max-restarts 1) waits in the rendezvous;
@@ -231,3 +234,42 @@ def test_slurm_script_starts_one_torchrun_per_node(tmp_path):
     assert (args.rdzv_endpoint, args.rdzv_id, args.max_restarts) == ("gpu-a07:29500", "4242", 3)
     assert [args.training_script, *args.training_script_args] == [
         "train.py", "--data", "d.yaml", "--epochs", "3", "--resume", "auto"]
+
+
+# ------------------------------------------------------------------- node-local storage, in-process
+def test_node_local_storage_reaches_deepspeed_and_refuses_fsdp():
+    ds = deepspeed_config(str(ROOT / "ds_configs" / "zero2.json"), TrainConfig(save_on_each_node=True),
+                          OptimConfig(), world_size=2)
+    assert ds["checkpoint"] == {"use_node_local_storage": True}  # each node's local rank 0 writes model states
+    assert "checkpoint" not in deepspeed_config(str(ROOT / "ds_configs" / "zero2.json"), TrainConfig(),
+                                                OptimConfig(), world_size=2)
+    with pytest.raises(DistributedSetupError, match="--save-on-each-node with FSDP"):
+        build_accelerator(TrainConfig(strategy="fsdp", save_on_each_node=True))
+
+
+class _Ranks:
+    """Stands in for an Accelerator of two processes whose nodes see different checkpoint lists."""
+
+    num_processes = 2
+
+
+def _complete(root: Path, *steps: int) -> None:
+    for step in steps:
+        (root / f"step_{step}").mkdir(parents=True)
+        (root / f"step_{step}" / ckpt.COMPLETE_MARKER).write_text(f"{step}\n")
+
+
+def test_resume_auto_takes_the_newest_step_complete_on_every_node(tmp_path, monkeypatch):
+    node0, node1 = tmp_path / "node0", tmp_path / "node1"
+    _complete(node0, 1, 2, 3)
+    _complete(node1, 1, 2)  # killed between node 0's publication of step 3 and its own
+    monkeypatch.setattr(ckpt, "verify_checkpoint", lambda folder: None)
+    monkeypatch.setattr(ckpt, "gather_object", lambda mine: [[1, 2, 3], [1, 2]])
+    assert ckpt.resolve_resume("auto", node0, _Ranks()) == node0 / "step_2"
+    assert ckpt.resolve_resume("auto", node0) == node0 / "step_3"  # one process: its own newest
+    monkeypatch.setattr(ckpt, "gather_object", lambda mine: [[1, 2, 3], []])  # a node's disk was replaced
+    shared_none = r"share no complete checkpoint \(steps per rank: \[\[1, 2, 3\], \[\]\]\)"
+    with pytest.raises(ckpt.CheckpointError, match=shared_none):
+        ckpt.resolve_resume("auto", node0, _Ranks())
+    monkeypatch.setattr(ckpt, "gather_object", lambda mine: [[], []])
+    assert ckpt.resolve_resume("auto", tmp_path / "fresh", _Ranks()) is None  # a first start

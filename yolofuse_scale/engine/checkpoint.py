@@ -179,7 +179,13 @@ def resolve_resume(resume: str, ckpt_root: Path, accelerator: Accelerator | None
     if resume == "auto":
         found = {int(p.name.removeprefix("step_")): p for p in list_checkpoints(ckpt_root)}
         if accelerator is not None and accelerator.num_processes > 1:
-            common = set.intersection(*(set(steps) for steps in gather_object([sorted(found)])))
+            seen = gather_object([sorted(found)])  # one list per rank, the same on every rank
+            common = set.intersection(*map(set, seen))
+            if not common and any(seen):  # every rank raises: silently restarting would overwrite progress
+                raise CheckpointError(
+                    f"--resume auto: the ranks share no complete checkpoint (steps per rank: {seen}); with "
+                    f"--save-on-each-node copy one into every node's {ckpt_root}, or resume from a path"
+                )
             found = {step: p for step, p in found.items() if step in common}
         if not found:
             return None

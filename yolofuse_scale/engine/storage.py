@@ -8,7 +8,8 @@ resume from its own disk. Accelerate's ``ProjectConfiguration(save_on_each_node=
 ``save_state`` follow the same rule, and DeepSpeed is told through its ``use_node_local_storage``
 setting (see ``strategy.deepspeed_config``).
 
-Nothing else in the package asks for a process's rank before writing a file.
+Every file the training run writes asks these functions; only the data caches decide otherwise (the
+scan runs on the main process and is broadcast; the pair cache is built by whoever takes its lock).
 """
 
 from __future__ import annotations
