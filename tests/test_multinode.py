@@ -190,6 +190,7 @@ def test_torchrun_node_lost_and_rejoined_resumes_from_node_local_checkpoints(tra
     assert "step_3" not in job.killed_after, "node 1 was killed mid-run"
     assert job.codes == [0, 0], job.failure()
     assert job.log(0).count("2 process(es) on cpu") == 2, "node 0's launcher restarted its worker once"
+    assert "batch 8/device x 2 x accumulation 1 = 16 images/step" in job.log(1, "_rejoined")
     single = train_run("torchrun", 2, 1, *STEPS)
     reference = _params(single.out / "weights" / "last.pt", buffers=True)
     for n, log in ((0, job.log(0)), (1, job.log(1, "_rejoined"))):
