@@ -128,6 +128,7 @@ class TrainConfig:
     resume: str = ""  #: "auto" (newest checkpoint in output_dir) or a checkpoint folder
     save_every_steps: int = 0  #: also checkpoint every N optimizer steps (0: epoch ends only)
     keep_last: int = 3  #: keep the newest K checkpoints (0: keep all)
+    save_on_each_node: bool = False  #: output_dir is node-local: each node's local main writes its own copy
     val: bool = True  #: validate at each epoch end
     log_with: str = "none"  #: tensorboard | wandb | mlflow | none (trackers run offline)
     log_every: int = 10  #: print a progress line every N steps (the JSONL log gets every step)
@@ -257,6 +258,8 @@ _HELP = {
     "resume": "'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder",
     "save_every_steps": "also write a checkpoint every N optimizer steps (0: only at epoch ends)",
     "keep_last": "keep only the newest K checkpoints (0: keep all)",
+    "save_on_each_node": "--output-dir is node-local storage: every node's first process writes its own copy of "
+    "logs, checkpoints and weights, and resumes from it; off: one writer per job (storage all nodes share)",
     "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch",
     "log_with": "experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none",
     "log_every": "print a progress line every N optimizer steps",

@@ -15,7 +15,10 @@ A checkpoint folder ``checkpoints/step_<n>/`` holds:
 
 It is written under a temporary name and published by one rename once every rank has finished
 writing, so a run killed during a save leaves the previous checkpoint intact and ``--resume auto``
-never sees half a checkpoint. Hashing reads the folder once (about a second per GB).
+never sees half a checkpoint. Our files are written by ``storage.is_writer``: once per job, or once
+per node with node-local storage (``--save-on-each-node``), where every node publishes its own copy
+and ``--resume auto`` takes the newest step complete on every node. Hashing reads the folder once
+(about a second per GB).
 Portable weights (``weights/last.pt``, ``best.pt``) hold the full fp32 state dict, the model config
 and the class names, and load with ``torch.load(..., weights_only=True)``.
 """
@@ -32,7 +35,10 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
+
+from yolofuse_scale.engine.storage import is_writer
 
 COMPLETE_MARKER = "COMPLETE"  # written last, inside the temporary folder, before the rename
 MANIFEST = "manifest.json"
@@ -103,13 +109,14 @@ def save_checkpoint(
     """Write ``ckpt_root/step_<step>`` atomically. Collective: call on every rank."""
     final = ckpt_root / f"step_{step}"
     tmp = ckpt_root / f".tmp_step_{step}"
-    if accelerator.is_main_process:
+    writer = is_writer(accelerator)
+    if writer:
         shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a save that was killed
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))  # every rank writes its part (RNG states, shards)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if writer:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         if ema is not None:
@@ -159,15 +166,30 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_resume(resume: str, ckpt_root: Path) -> Path | None:
-    """``auto`` -> newest complete checkpoint (or None: a fresh start); a path -> that. Both verified."""
+def resolve_resume(resume: str, ckpt_root: Path, accelerator: Accelerator | None = None) -> Path | None:
+    """``auto`` -> newest complete checkpoint (or None: a fresh start); a path -> that. Both verified.
+
+    With ``accelerator`` (several processes), ``auto`` is agreed on: the newest step every rank sees
+    complete. On shared storage they all see the same list; on node-local storage a node killed
+    between its peers' rename and its own lacks the newest step, and ranks resuming from different
+    steps would train apart (or hang). Collective when given: one gather of the step numbers.
+    """
     if not resume:
         return None
     if resume == "auto":
-        found = list_checkpoints(ckpt_root)
+        found = {int(p.name.removeprefix("step_")): p for p in list_checkpoints(ckpt_root)}
+        if accelerator is not None and accelerator.num_processes > 1:
+            seen = gather_object([sorted(found)])  # one list per rank, the same on every rank
+            common = set.intersection(*map(set, seen))
+            if not common and any(seen):  # every rank raises: silently restarting would overwrite progress
+                raise CheckpointError(
+                    f"--resume auto: the ranks share no complete checkpoint (steps per rank: {seen}); with "
+                    f"--save-on-each-node copy one into every node's {ckpt_root}, or resume from a path"
+                )
+            found = {step: p for step, p in found.items() if step in common}
         if not found:
             return None
-        path = found[-1]
+        path = found[max(found)]
     else:
         path = Path(resume)
         if not path.is_dir():

@@ -1,7 +1,9 @@
 """Main-process logging: one logger, one JSONL writer, one tracker; other ranks get do-nothing versions.
 
 Call sites never test the rank: they call ``log.info`` / ``log.step`` on every rank, and only the
-main process's object writes anything.
+writer's object (``storage.is_writer``: the job's main process, or each node's under
+``--save-on-each-node``) writes anything. Trackers stay one per job: Accelerate runs them on the
+global main process only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+
+from yolofuse_scale.engine.storage import is_writer
 
 _FMT = "%(asctime)s %(message)s"
 
@@ -74,7 +78,7 @@ class NullLog:
 
 
 def make_log(accelerator: Accelerator, output_dir: Path, config: dict[str, Any] | None = None) -> RunLog | NullLog:
-    if accelerator.is_main_process:
+    if is_writer(accelerator):
         return RunLog(accelerator, output_dir, config)
     return NullLog(accelerator)
 

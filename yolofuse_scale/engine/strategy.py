@@ -64,11 +64,14 @@ from accelerate.utils import (
     FullyShardedDataParallelPlugin,
     GradientAccumulationPlugin,
     InitProcessGroupKwargs,
+    ProjectConfiguration,
+    broadcast,
 )
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from yolofuse_scale.config import OptimConfig, TrainConfig
 from yolofuse_scale.engine.checkpoint import ZERO_FULL_STATE
+from yolofuse_scale.engine.storage import node_local
 
 
 class DistributedSetupError(RuntimeError):
@@ -133,6 +136,11 @@ def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_si
             f"{path}: --mixed-precision fp16 under ZeRO: DeepSpeed's autocast mode has no loss scaler for ZeRO and "
             "its fp16 mode casts BatchNorm; use bf16 (or fp16 with DDP/FSDP, which scale the loss)"
         )
+    if train.save_on_each_node:
+        # Each node's local rank 0 writes the engine's model-states file (by default only global
+        # rank 0 does, and the other nodes could not resume from their own disk); every rank writes
+        # its optimizer partition either way.
+        ds.setdefault("checkpoint", {})["use_node_local_storage"] = True
     if any(zero.get(k, {}).get("device", "none") != "none" for k in ("offload_optimizer", "offload_param")):
         # Let the loop's torch optimizer step the offloaded partitions (DeepSpeed otherwise demands
         # its CPUAdam, a JIT-compiled op whose update differs from torch's).
@@ -226,6 +234,11 @@ def build_accelerator(
 ) -> Accelerator:
     """Create the one Accelerator of the process from the launcher's environment and ``cfg``."""
     strategy = strategy_name(cfg)
+    if strategy == "fsdp" and cfg.save_on_each_node:
+        raise DistributedSetupError(
+            "--save-on-each-node with FSDP: its sharded (DCP) checkpoints keep one metadata file, written by global "
+            "rank 0, that every rank reads on resume; put --output-dir on storage all nodes share and drop the flag"
+        )
     ds_file = deepspeed_file(cfg)
     # DeepSpeed picks its own (CPU) accelerator and Accelerate ignores DeepSpeed under cpu=True.
     cpu = not torch.cuda.is_available() and not ds_file
@@ -257,7 +270,8 @@ def build_accelerator(
         ),
         kwargs_handlers=handlers,
         log_with=None if cfg.log_with == "none" else cfg.log_with,
-        project_dir=project_dir,
+        # save_on_each_node: Accelerate's save_state writes on each node's local main (see storage.py)
+        project_config=ProjectConfiguration(project_dir=project_dir, save_on_each_node=cfg.save_on_each_node),
         **kwargs,
     )
     if plugin is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
@@ -313,15 +327,23 @@ def init_elastic_process_group(timeout_s: int) -> None:
     machine, for DDP and ZeRO). Prefixing the keys with TORCHELASTIC_RESTART_COUNT makes every
     attempt meet only its own peers. Non-elastic launches (deepspeed, plain python) are untouched:
     Accelerate/DeepSpeed create the group as usual.
+
+    The restart count is the same on every node only while the same launchers keep running. A node
+    whose launcher is replaced (``--rdzv_backend c10d``, a node rejoining) starts again at 0 while
+    the others count on, so there the prefix would split the job. Without the agent's shared store
+    (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, set by scripts/slurm/train_multinode.sbatch) every
+    rendezvous round gives rank 0 a fresh port where worker rank 0 hosts a new, empty store: no
+    stale keys, no prefix needed, and torch's own ``env://`` set-up is used.
     """
     restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
     if restart is None or torch.distributed.is_initialized():
         return
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     timeout = timedelta(seconds=timeout_s)
-    agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = torch.distributed.TCPStore(host, port, world, is_master=not agent_hosts_store and rank == 0,
+    store = torch.distributed.TCPStore(host, port, world, is_master=False,
                                        timeout=timeout, multi_tenant=True)
     torch.distributed.init_process_group(
         backend="nccl" if torch.cuda.is_available() else "gloo",
@@ -644,12 +666,16 @@ def sync_batchnorm_buffers(accelerator: Accelerator, *modules: torch.nn.Module) 
 def average_running_stats(accelerator: Accelerator, stats: list[torch.Tensor]) -> None:
     """Replace each tensor by its mean over ranks where the strategy lets them differ. Collective.
 
-    One all-reduce of everything flattened together (a few hundred KB for yolov8n).
+    One all-reduce of everything flattened together (a few hundred KB for yolov8n). Under DDP the
+    statistics are rank 0's (broadcast at every forward; each rank's last forward moved its own copy
+    since), and only rank 0 writes them, except with node-local storage, where every node writes
+    its own files: there they are set to rank 0's (one broadcast) so every node saves the same model.
     """
-    if not stats or not needs_buffer_sync(accelerator):
+    rank0s = not needs_buffer_sync(accelerator)
+    if not stats or accelerator.num_processes == 1 or (rank0s and not node_local(accelerator)):
         return
     flat = torch.cat([b.detach().float().flatten() for b in stats]).to(accelerator.device)
-    flat = accelerator.reduce(flat, reduction="mean")
+    flat = broadcast(flat, from_process=0) if rank0s else accelerator.reduce(flat, reduction="mean")
     offset = 0
     for b in stats:
         n = b.numel()

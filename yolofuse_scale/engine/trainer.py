@@ -36,6 +36,7 @@ from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.logging import make_log
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
 from yolofuse_scale.engine.perf import CommMeter, StepTimer, peak_flops, peak_memory, train_flops_per_image
+from yolofuse_scale.engine.storage import is_writer, writer_first
 from yolofuse_scale.engine.strategy import (
     PrecisionProbe,
     build_accelerator,
@@ -95,7 +96,7 @@ class Trainer:
         self.comm = CommMeter().install() if cfg.train.measure_comm else None
         self.accelerator = build_accelerator(cfg.train, project_dir=str(self.out), optim=cfg.optim)
         acc = self.accelerator
-        if acc.is_main_process:
+        if is_writer(acc):
             self.out.mkdir(parents=True, exist_ok=True)
             cfg.save(self.out / "config.yaml")
         acc.wait_for_everyone()
@@ -111,8 +112,8 @@ class Trainer:
         data_yaml = cfg.data.data
         if not data_yaml:  # the demo/test default: a small synthetic set inside the run folder
             data_yaml = str(self.out / "synthetic" / "data.yaml")
-            with acc.main_process_first():
-                if acc.is_main_process and not Path(data_yaml).is_file():
+            with writer_first(acc):
+                if is_writer(acc) and not Path(data_yaml).is_file():
                     write_synthetic_dataset(self.out / "synthetic", imgsz=cfg.data.imgsz, seed=cfg.train.seed)
         self.data_cfg = load_data_config(data_yaml)
         # The scan (pairing, headers, labels; cached) runs once, on the main process, and its result,
@@ -206,7 +207,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         cfg, acc, state = self.cfg, self.accelerator, self.state
         ckpt_root = self.out / "checkpoints"
-        resume_from = ckpt.resolve_resume(cfg.train.resume, ckpt_root)
+        resume_from = ckpt.resolve_resume(cfg.train.resume, ckpt_root, acc)
         if resume_from is not None:
             saved, ema = ckpt.load_train_state(resume_from)
             if check_resumable(acc, saved, resume_from):  # ZeRO-1/2 at another world size
@@ -237,7 +238,7 @@ class Trainer:
         if stopped and state.step_in_epoch:  # a mid-epoch stop still leaves a resumable checkpoint
             self._save(ckpt_root, metrics)
         self.model_meta["peak_memory"] = gather_object([peak_memory(acc.device)])  # per rank (collective)
-        if acc.is_main_process:
+        if is_writer(acc):
             summary = {"step": state.step, "epoch": state.epoch, "metrics": metrics, **self.model_meta,
                        "weights": str(self.out / "weights" / "last.pt")}
             (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))
@@ -381,7 +382,7 @@ class Trainer:
         zero = zero_full_state(acc, self.model)  # collective; None unless ZeRO-1/2
         ckpt.save_checkpoint(acc, ckpt_root, state.step, state.to_json(), self.run_meta, ema,
                              keep_last=self.cfg.train.keep_last, zero_full_state=zero)
-        if weights and acc.is_main_process:
+        if weights and is_writer(acc):
             meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": ckpt.plain_meta(metrics),
                     "ema": self.ema is not None}
             ckpt.write_weights(self.out / "weights" / "last.pt", eval_model.state_dict(), meta)
