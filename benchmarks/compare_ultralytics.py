@@ -238,12 +238,16 @@ def _child(spec_path: str) -> int:
         save_dir = Path(trainer.save_dir)
     else:  # YOLOFuse's documented entry: YOLO(yaml).train(data=..., ch=6, ...)
         from ultralytics import YOLO
+        from ultralytics.cfg import DEFAULT_CFG_DICT
 
+        args = dict(spec["train_args"])
+        if "ch" not in DEFAULT_CFG_DICT:  # a fork that takes the channel count from the data YAML instead
+            args.pop("ch", None)
         model = YOLO(spec["model_yaml"])
         for event in ("on_train_start", "on_train_epoch_start", "on_train_batch_start", "on_train_batch_end",
                       "on_fit_epoch_end"):
             model.add_callback(event, getattr(timer, event))
-        model.train(**spec["train_args"])
+        model.train(**args)
         save_dir = Path(model.trainer.save_dir)
     wall = time.perf_counter() - t0
     last_row: dict[str, float] = {}
@@ -386,9 +390,10 @@ def _yolofuse(checkout: Path, data_yaml: Path, s: dict[str, Any], work: Path) ->
         notes.append(f"the dataset path {cfg.root} contains 'images': YOLOFuse's str.replace pairing may "
                      "rewrite it (its IR paths would not exist)")
     yf_data = work / "yolofuse_data.yaml"
+    # `channels` for forks that read it from the data YAML; those that take `ch=6` (its train_dual.py) ignore it
     yf_data.write_text(yaml.safe_dump({"path": str(cfg.root), "train": [str(p) for p in cfg.train],
-                                       "val": [str(p) for p in cfg.val], "nc": cfg.nc, "names": dict(cfg.names)},
-                                      sort_keys=False))
+                                       "val": [str(p) for p in cfg.val], "nc": cfg.nc, "names": dict(cfg.names),
+                                       "channels": 6}, sort_keys=False))
     args = {**_recipe_args(s), "data": str(yf_data), "ch": 6, "device": "cpu", "pretrained": False, "amp": False,
             "plots": False, "val": True, "cache": False, "project": str(work / "yolofuse"), "name": "train",
             "exist_ok": True, "verbose": False}
