@@ -62,18 +62,21 @@ def test_tiff_copy_refuses_two_pairs_with_one_stem(tmp_path):
 
 
 def test_summarise_steps_leaves_out_warm_up_and_takes_the_median():
-    steps = [{"images": 8, "step_time_s": t} for t in (5.0, 4.0, *[0.2] * 8, 0.5, 0.8)]
+    steps = [{"images": 8, "step_time_s": t, "cpu_s": 0.1} for t in (5.0, 4.0, *[0.2] * 8, 0.5, 0.8)]
     s = summarise_steps(steps, skip=2)
     assert s["steps"] == 12 and s["steps_timed"] == 10
     assert s["images_per_s"] == pytest.approx(8 / 0.2) and s["step_time_s_median"] == pytest.approx(0.2)
     assert s["images_per_s_aggregate"] == pytest.approx(80 / 2.9)
     assert s["images_per_s_p10"] <= s["images_per_s"] <= s["images_per_s_p90"]
     assert s["slow_steps_fraction"] == pytest.approx(2 / 10)  # 0.5 and 0.8 s against a fast decile of 0.2 s
+    assert s["images_per_cpu_s"] == pytest.approx(80) and "cpu_s_per_step_median" not in summarise_steps(
+        [{"images": 8, "step_time_s": 0.2}], skip=0)
 
 
 def _run(ips: float, map50: float) -> dict:
     return {"status": "ok", "images_per_s": ips, "images_per_s_p10": ips * 0.9, "images_per_s_p90": ips * 1.1,
             "images_per_s_aggregate": ips, "step_time_s_median": 8 / ips, "slow_steps_fraction": 0.1,
+            "images_per_cpu_s": ips * 1.2,
             "mAP50": map50, "mAP50-95": map50 / 2, "params": 3011382, "wall_s": 100.0, "version": "8.4.190",
             "loadavg_1min_before": 0.5, "loadavg_1min_after": 1.25}
 
@@ -87,6 +90,7 @@ RESULT = {
     "ultralytics": _run(20.0, 0.498),
     "ratio_images_per_s": 1.25,
     "ratio_images_per_s_p90": 1.25,
+    "ratio_images_per_cpu_s": 1.25,
     "params_equal": True,
     "yolofuse": {"status": "not run", "reason": "not run: no --yolofuse checkout given"},
     "multi_device": {"ultralytics": "cannot run on CPU", "note": MULTI_DEVICE_NOTE},
@@ -97,17 +101,17 @@ RESULT = {
 def test_markdown_states_ratio_accuracy_multi_device_and_yolofuse():
     md = markdown(RESULT)
     assert ("**Ratio ours / Ultralytics** (median train-phase images/s): **1.25x**; target >= 1.2x: **met** "
-            "(fast-decile rates, least disturbed by other load: 1.25x)") in md
+            "(less disturbed by other load: fast-decile rates: 1.25x; images per CPU-second: 1.25x)") in md
     assert "mAP50 ours 0.512 vs Ultralytics 0.498 (+0.014)" in md
     assert "cannot train on more than one device on CPU" in md and "trainer.py:186-190" in md
     assert "not run: no --yolofuse checkout given" in md
-    assert "| 25.0 (22.5...27.5) | 0.320 | 25.0 | 10 % | 0.512 | 0.256 | 3,011,382 | 100 | 0.5, 1.2 |" in md
+    assert "| 25.0 (22.5...27.5) | 0.320 | 25.0 | 30.0 | 10 % | 0.512 | 0.256 | 3,011,382 | 100 | 0.5, 1.2 |" in md
     assert "test box" in md and "1 thread(s)" in md and "- threads fixed at 1" in md
 
     slow = copy.deepcopy(RESULT)
     slow["ratio_images_per_s"] = 0.9
     slow["ultralytics"] = {"status": "failed", "error": "Traceback ...\nRuntimeError: boom"}
-    slow["ratio_images_per_s"] = slow["ratio_images_per_s_p90"] = None
+    slow["ratio_images_per_s"] = slow["ratio_images_per_s_p90"] = slow["ratio_images_per_cpu_s"] = None
     md = markdown(slow)
     assert "failed: RuntimeError: boom" in md and "not available" in md and "**met**" not in md
 
