@@ -1,11 +1,11 @@
 """Side by side with the alternative users have today: Ultralytics' own trainer (and YOLOFuse's) next to ours.
 
-    python -m benchmarks.compare_ultralytics --out benchmarks/results/compare_ultralytics_2core_cpu --threads 1 2
+    python -m benchmarks.compare_ultralytics --out runs/compare --threads 1 2     # the committed run
     python -m benchmarks.compare_ultralytics --out DIR --data data.yaml --model yolov8s --imgsz 640 --epochs 10
     python -m benchmarks.compare_ultralytics --out DIR --yolofuse ~/src/YOLOFuse    # + YOLOFuse's own trainer
 
 **Ultralytics.** Early fusion (RGB and IR stacked as input channels into one YOLOv8) is the one fusion
-Ultralytics can train itself: since 8.3 a data YAML may say ``channels: 4`` and its loader then reads
+Ultralytics can train itself: in 8.4 a data YAML may say ``channels: 4`` and its loader then reads
 every image with ``cv2.IMREAD_UNCHANGED`` (``ultralytics/data/base.py``), which for a ``.tiff`` keeps every
 band (``ultralytics/utils/patches.py: imread``). The paired dataset is converted once into such TIFFs
 (:func:`write_tiff_dataset`: R, G, B, IR; Ultralytics swaps channels only for 3-channel images, so its
@@ -37,7 +37,10 @@ each with its own validator (conf 0.001, NMS IoU 0.7, max 300 detections in both
 its own trainer (``YOLO(yaml).train(..., ch=6)``, as its ``train_dual.py``) on its
 ``ultralytics/cfg/models/fuse/Mid-level-Feature-Fusion.yaml``, with the checkout's ``ultralytics``
 package first on ``sys.path``, beside ours on the same YAML (``--model PATH/...yaml``), IR as 3 channels
-as YOLOFuse reads it. Without a checkout the result says "not run".
+as YOLOFuse reads it (a fork whose cfg has no ``ch`` gets ``channels: 6`` in the data YAML instead).
+Untested against a real checkout (none here): run only through a stand-in, stock Ultralytics under
+that path, which fails at the first forward as expected (it cannot read pairs). Without a checkout the
+result says "not run".
 
 **More than one device.** Ultralytics trains one process on CPU: ``engine/trainer.py`` sets
 ``world_size = 0`` for a CPU device (lines 186-190 in 8.4.190) and its DDP set-up binds every rank to a
@@ -169,7 +172,8 @@ def summarise_steps(steps: list[dict[str, float]], skip: int) -> dict[str, Any]:
 class StepTimer:
     """Ultralytics callbacks that time each training batch the way our loop times a step."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int) -> None:
+        self.want_threads = threads
         self.steps: list[dict[str, float]] = []
         self.epoch_metrics: dict[int, dict[str, float]] = {}
         self.params = 0
@@ -185,10 +189,8 @@ class StepTimer:
         trainer.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
 
     def on_train_start(self, trainer) -> None:
-        import torch
 
         self.params = sum(p.numel() for p in trainer.model.parameters())
-        self.threads = torch.get_num_threads()
         preprocess = trainer.preprocess_batch
 
         def counted(batch):  # the callbacks never see the batch: count its images here (last batch may be short)
@@ -198,6 +200,12 @@ class StepTimer:
         trainer.preprocess_batch = counted
 
     def on_train_epoch_start(self, trainer) -> None:
+        import torch
+
+        # Ultralytics' select_device sets torch.set_num_threads(min(8, cpus - 1)) for a CPU device whatever
+        # OMP_NUM_THREADS says (utils/torch_utils.py:363-364 in 8.4.190): 1 thread on a 2-core box.
+        torch.set_num_threads(self.want_threads)
+        self.threads = torch.get_num_threads()
         self._prev = time.perf_counter()  # as ours: the first step of an epoch includes starting the iterator
         self._prev_cpu = time.process_time()
 
@@ -232,8 +240,7 @@ def _child(spec_path: str) -> int:
     offline.forbid_font_downloads()
     if spec.get("checkout") and not Path(ultralytics.__file__).resolve().is_relative_to(Path(spec["checkout"])):
         raise RuntimeError(f"{spec['checkout']}: its ultralytics package was not imported ({ultralytics.__file__})")
-    torch.set_num_threads(spec["threads"])  # Ultralytics' import may have changed it
-    timer = StepTimer()
+    timer = StepTimer(spec["threads"])  # sets the thread count again once the trainer has picked its device
     t0 = time.perf_counter()
     if spec["kind"] == "ultralytics":
         from ultralytics.models.yolo.detect import DetectionTrainer
@@ -473,7 +480,7 @@ def compare(
     yolofuse: str | Path | None = None,
     train_pairs: int = 800,
     val_pairs: int = 64,
-    lr: float = 0.01,
+    lr: float = 0.08,
     warmup_epochs: float = 1.0,
     close_mosaic: int = 1,
     seed: int = 0,
@@ -482,6 +489,8 @@ def compare(
 ) -> dict[str, Any]:
     """Train our early-fusion model and Ultralytics' own trainer on the same data and budget; compare.
 
+    ``lr`` 0.08 with ``nbs`` = ``batch`` = 8 is the step our defaults take (lr 0.01 on 64/8 x the batch's
+    loss at nbs 64); Ultralytics' default lr 0.01 at nbs 64 would give each image 1/8 of that weight.
     ``data``: a paired data.yaml (default: a synthetic set of ``train_pairs`` / ``val_pairs`` written under
     ``out_dir``). ``yolofuse``: a YOLOFuse checkout to also compare on its Mid-level-Feature-Fusion.yaml.
     Runs, logs and the converted TIFF set go under ``out_dir/work``. Returns a JSON-serialisable dict:
@@ -533,8 +542,10 @@ def compare(
     notes = [
         "Step = data loading + forward + loss + backward + clip + optimizer + EMA (validation and checkpoints "
         f"excluded); first {skip_steps} steps left out; images/s = batch / median step time.",
-        f"Threads: OMP_NUM_THREADS=MKL_NUM_THREADS={threads} for both processes, plus torch.set_num_threads"
-        f"({threads}) in Ultralytics' (its import leaves it alone; it sets cv2.setNumThreads(0)).",
+        f"Threads: OMP_NUM_THREADS=MKL_NUM_THREADS={threads} for both processes; Ultralytics' select_device "
+        f"overrides it with torch.set_num_threads(min(8, cpus - 1)) (utils/torch_utils.py:363-364), so its "
+        f"child sets {threads} again at every epoch start and records what torch reports (ultralytics.threads). "
+        "Both import Ultralytics, which sets cv2.setNumThreads(0).",
         f"nbs = batch = {batch} in both, so every batch is one optimizer step and one EMA update in both "
         "(Ultralytics' default nbs 64 would accumulate 64/batch batches per step).",
         "Differences that remain: Ultralytics applies the LR decay per epoch, ours per step (same linear "
@@ -643,7 +654,8 @@ def markdown(result: dict[str, Any]) -> str:
 # -------------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Writes OUT/results.json and OUT/report.md; runs under OUT/work.")
+                                epilog="Writes OUT/results.json and OUT/report.md; runs under OUT/threads_N/work "
+                                "(a finished run there is reused when the same comparison is run again).")
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: one trainer run in a fresh process
     p.add_argument("--out", help="folder for results.json, report.md and work/")
     p.add_argument("--data", default=None, help="paired data.yaml (default: a synthetic set)")
@@ -656,7 +668,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="one comparison per thread count")
     p.add_argument("--train-pairs", type=int, default=800, help="synthetic train pairs (default: 800)")
     p.add_argument("--val-pairs", type=int, default=64, help="synthetic val pairs (default: 64)")
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=0.08,
+                   help="peak lr of both (default: 0.08: at nbs = batch 8 the same step as our default lr 0.01 at "
+                   "nbs 64, which backpropagates 64/8 x the batch's loss)")
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--close-mosaic", type=int, default=1)
     p.add_argument("--skip-steps", type=int, default=5, help="first steps left out of the timing (default: 5)")
@@ -673,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for n in args.threads:
-        r = compare(out / f"threads_{n}" if len(args.threads) > 1 else out, model=args.model, imgsz=args.imgsz,
+        r = compare(out / f"threads_{n}", model=args.model, imgsz=args.imgsz,
                     batch=args.batch, epochs=args.epochs, workers=args.workers, threads=n, data=args.data,
                     yolofuse=args.yolofuse, train_pairs=args.train_pairs, val_pairs=args.val_pairs, lr=args.lr,
                     warmup_epochs=args.warmup_epochs, close_mosaic=args.close_mosaic, skip_steps=args.skip_steps,
