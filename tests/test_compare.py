@@ -1,0 +1,133 @@
+"""benchmarks/compare_ultralytics.py machinery, without training: the 4-channel TIFF copy, timing, the report."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+import yolofuse_scale._offline  # noqa: F401  (offline Ultralytics before anything imports it)
+from benchmarks.compare_ultralytics import (
+    MULTI_DEVICE_NOTE,
+    markdown,
+    summarise_steps,
+    write_tiff_dataset,
+)
+from yolofuse_scale.data import write_synthetic_dataset
+
+
+@pytest.mark.parametrize("ir_channels", [1, 3])
+def test_tiff_copy_is_the_pair_in_rgb_ir_order_with_its_labels(tmp_path, ir_channels):
+    from ultralytics.data.augment import Format
+    from ultralytics.utils.patches import imread
+
+    src = write_synthetic_dataset(tmp_path / "src", n_train=3, n_val=2, imgsz=48, seed=1, ir_channels=ir_channels)
+    spec = yaml.safe_load(write_tiff_dataset(src, tmp_path / "tiff").read_text())
+    assert spec["channels"] == 4 and spec["nc"] == 2 and spec["names"] == {0: "person", 1: "car"}
+    root = Path(spec["path"])
+    for split, n in (("train", 3), ("val", 2)):
+        rgbs = sorted((tmp_path / "src" / "images" / split).glob("*.png"))
+        assert len(rgbs) == n and len(list((root / "images" / split).glob("*.tiff"))) == n
+        for rgb_file in rgbs:
+            # read as Ultralytics reads a `channels: 4` dataset
+            tiff = imread(str(root / "images" / split / f"{rgb_file.stem}.tiff"), cv2.IMREAD_UNCHANGED)
+            rgb = cv2.cvtColor(cv2.imread(str(rgb_file), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            ir = cv2.imread(str(tmp_path / "src" / "imagesIR" / split / rgb_file.name), cv2.IMREAD_UNCHANGED)
+            ir = ir if ir.ndim == 2 else cv2.cvtColor(ir, cv2.COLOR_BGR2GRAY)
+            assert tiff.shape == (*rgb.shape[:2], 4) and tiff.dtype == np.uint8
+            np.testing.assert_array_equal(tiff[..., :3], rgb)  # R, G, B: channel order and pixels
+            np.testing.assert_array_equal(tiff[..., 3], ir)
+            # what Ultralytics' model gets: Format reverses channels only for 3-channel images
+            chw = Format()._format_img(tiff.copy()).numpy()
+            np.testing.assert_array_equal(chw, np.concatenate([rgb, ir[..., None]], axis=2).transpose(2, 0, 1))
+            label = tmp_path / "src" / "labels" / split / f"{rgb_file.stem}.txt"
+            assert (root / "labels" / split / label.name).read_bytes() == label.read_bytes()
+
+
+def test_tiff_copy_refuses_two_pairs_with_one_stem(tmp_path):
+    src = write_synthetic_dataset(tmp_path / "src", n_train=2, n_val=1, imgsz=48)
+    spec = yaml.safe_load(src.read_text())
+    for d in ("images", "imagesIR", "labels"):  # a second train folder holding the same file names
+        (tmp_path / "src" / d / "train2").mkdir()
+        for f in (tmp_path / "src" / d / "train").iterdir():
+            (tmp_path / "src" / d / "train2" / f.name).write_bytes(f.read_bytes())
+    spec["train"] = ["images/train", "images/train2"]
+    src.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="share the file stem"):
+        write_tiff_dataset(src, tmp_path / "tiff")
+
+
+def test_summarise_steps_leaves_out_warm_up_and_takes_the_median():
+    steps = [{"images": 8, "step_time_s": t, "cpu_s": 0.1} for t in (5.0, 4.0, *[0.2] * 8, 0.5, 0.8)]
+    s = summarise_steps(steps, skip=2)
+    assert s["steps"] == 12 and s["steps_timed"] == 10
+    assert s["images_per_s"] == pytest.approx(8 / 0.2) and s["step_time_s_median"] == pytest.approx(0.2)
+    assert s["images_per_s_aggregate"] == pytest.approx(80 / 2.9)
+    assert s["images_per_s_p10"] <= s["images_per_s"] <= s["images_per_s_p90"]
+    assert s["slow_steps_fraction"] == pytest.approx(2 / 10)  # 0.5 and 0.8 s against a fast decile of 0.2 s
+    assert s["images_per_cpu_s"] == pytest.approx(80) and "cpu_s_per_step_median" not in summarise_steps(
+        [{"images": 8, "step_time_s": 0.2}], skip=0)
+
+
+def _run(ips: float, map50: float) -> dict:
+    return {"status": "ok", "images_per_s": ips, "images_per_s_p10": ips * 0.9, "images_per_s_p90": ips * 1.1,
+            "images_per_s_aggregate": ips, "step_time_s_median": 8 / ips, "slow_steps_fraction": 0.1,
+            "images_per_cpu_s": ips * 1.2,
+            "mAP50": map50, "mAP50-95": map50 / 2, "params": 3011382, "wall_s": 100.0, "version": "8.4.190",
+            "loadavg_1min_before": 0.5, "loadavg_1min_after": 1.25}
+
+
+RESULT = {
+    "schema": "compare_ultralytics/1",
+    "settings": {"model": "yolov8n", "imgsz": 128, "batch": 8, "epochs": 3, "workers": 0, "threads": 1, "lr": 0.01,
+                 "warmup_epochs": 1.0, "close_mosaic": 1, "seed": 0, "data": "synthetic set"},
+    "machine": {"label": "test box", "processor": "x86_64", "cpu_count": 2, "torch": "2.x", "ultralytics": "8.4.190"},
+    "ours": _run(25.0, 0.512),
+    "ultralytics": _run(20.0, 0.498),
+    "ratio_images_per_s": 1.25,
+    "ratio_images_per_s_p90": 1.25,
+    "ratio_images_per_cpu_s": 1.25,
+    "params_equal": True,
+    "yolofuse": {"status": "not run", "reason": "not run: no --yolofuse checkout given"},
+    "multi_device": {"ultralytics": "cannot run on CPU", "note": MULTI_DEVICE_NOTE},
+    "notes": ["threads fixed at 1"],
+}
+
+
+def test_markdown_states_ratio_accuracy_multi_device_and_yolofuse():
+    md = markdown(RESULT)
+    assert ("**Ratio ours / Ultralytics** (median train-phase images/s): **1.25x**; target >= 1.2x: **met** "
+            "(less disturbed by other load: fast-decile rates: 1.25x; images per CPU-second: 1.25x)") in md
+    assert "mAP50 ours 0.512 vs Ultralytics 0.498 (+0.014)" in md
+    assert "cannot train on more than one device on CPU" in md and "trainer.py:186-190" in md
+    assert "not run: no --yolofuse checkout given" in md
+    assert "| 25.0 (22.5...27.5) | 0.320 | 25.0 | 30.0 | 10 % | 0.512 | 0.256 | 3,011,382 | 100 | 0.5, 1.2 |" in md
+    assert "test box" in md and "1 thread(s)" in md and "- threads fixed at 1" in md
+
+    slow = copy.deepcopy(RESULT)
+    slow["ratio_images_per_s"] = 0.9
+    slow["ultralytics"] = {"status": "failed", "error": "Traceback ...\nRuntimeError: boom"}
+    slow["ratio_images_per_s"] = slow["ratio_images_per_s_p90"] = slow["ratio_images_per_cpu_s"] = None
+    md = markdown(slow)
+    assert "failed: RuntimeError: boom" in md and "not available" in md and "**met**" not in md
+
+    ran = copy.deepcopy(RESULT)
+    ran["yolofuse"] = {"status": "ok", "yaml": "/x/Mid-level-Feature-Fusion.yaml", "scale": "n",
+                       "ours": _run(12.0, 0.6), "yolofuse": _run(10.0, 0.6), "ratio_images_per_s": 1.2, "notes": []}
+    md = markdown(ran)
+    assert "not run" not in md and "**Ratio ours / YOLOFuse** (median train-phase images/s): **1.20x**" in md
+
+
+def test_cited_ultralytics_lines_still_say_what_the_note_claims():
+    """The multi-device note cites trainer.py line numbers of the installed Ultralytics: fail if they moved."""
+    import ultralytics
+
+    lines = (Path(ultralytics.__file__).parent / "engine" / "trainer.py").read_text().splitlines()
+    assert ultralytics.__version__ in MULTI_DEVICE_NOTE
+    assert any("world_size = 0" in ln for ln in lines[185:190])
+    assert "workers = 0" in lines[178]  # the note on workers cites 178-179
+    assert 'else "cuda"' in lines[283] and "_setup_ddp" in "\n".join(lines[275:283])
