@@ -169,3 +169,32 @@ def test_sharded_strategy_trains_saves_and_resumes_on_cuda(train_run, tiny_data,
     assert all((ckpt / name).exists() for name in STATE_FILES[strategy]), sorted(p.name for p in ckpt.iterdir())
     resumed = resume_from_step_2(whole, tiny_data, tmp_path, *flag(strategy))
     assert_resumes_like(whole, resumed, rtol=1e-3)
+
+
+# ------------------------------------------------------------------- inference and the loop's MFU
+@group("ddp")
+def test_api_on_cuda_agrees_with_cpu_and_the_loop_logs_mfu(train_run, tiny_data):
+    """The Python API on CUDA (TF32 convolutions): the model's raw boxes and scores agree with the
+    CPU's, and the API returns the same top detection; the training log carries MFU on known GPUs."""
+    from yolofuse_scale import FusionDetector
+    from yolofuse_scale.engine.perf import PEAK_TFLOPS
+
+    run = train_run("torchrun", 1, 1, *STEPS)
+    weights = run.out / "weights" / "last.pt"
+    cpu, gpu = (FusionDetector.load(weights, device=d, conf=0.001) for d in ("cpu", "cuda"))
+    for rgb in sorted((tiny_data.parent / "images" / "val").glob("*.png"))[:4]:
+        ir = tiny_data.parent / "imagesIR" / "val" / rgb.name
+        x = cpu.preprocess(rgb, ir)[0]
+        with torch.no_grad():
+            a = cpu.model(x)[0][0].float()  # (4 + classes, anchors): xywh in input pixels, then scores
+            b = gpu.model(x.cuda())[0][0].float().cpu()
+        assert a.shape == b.shape
+        boxes, scores = (a[:4], b[:4]), (a[4:], b[4:])
+        assert (boxes[0] - boxes[1]).abs().max() < 0.05 * x.shape[-1], "box coordinates (pixels)"
+        assert (scores[0] - scores[1]).abs().max() < 0.01, "class scores"
+        top_a, top_b = cpu(rgb, ir, max_det=1), gpu(rgb, ir, max_det=1)
+        assert len(top_a) == len(top_b) == 1
+        assert abs(float(top_a.scores[0]) - float(top_b.scores[0])) < 0.01
+    name = torch.cuda.get_device_name()
+    if any(part in name for part, _ in PEAK_TFLOPS):
+        assert all(0 < r["mfu"] < 1 for r in run.log), run.log[-1]
