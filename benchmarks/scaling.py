@@ -160,8 +160,8 @@ def _free_port() -> int:
 
 
 def _run_env(args: argparse.Namespace) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     if args.threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".venv" / "torch_extensions"))
@@ -229,12 +229,9 @@ def _peak_max(per_repeat: list[list[dict[str, int]]]) -> dict[str, int]:
 
 def derive(runs: list[dict[str, Any]]) -> None:
     """Efficiency vs the same strategy at 1 device, ratio to DDP, overhead and exposed communication."""
-    def find(scaling, strategy, n, batch=None):
-        for r in runs:
-            if (r["scaling"], r["strategy"], r["devices"]) == (scaling, strategy, n) and "error" not in r and (
-                    batch is None or r["per_device_batch"] == batch):
-                return r
-        return None
+    def find(scaling, strategy, n):
+        return next((r for r in runs if (r["scaling"], r["strategy"], r["devices"]) == (scaling, strategy, n)
+                     and "error" not in r), None)
 
     for r in runs:
         if "error" in r or r["scaling"] not in ("weak", "strong"):
