@@ -53,13 +53,12 @@ class RunLog:
             self.accelerator.log({f"val/{k}": v for k, v in values.items() if isinstance(v, float)}, step=step)
 
     def close(self) -> None:
+        """Close the JSONL file; trackers finish in ``accelerator.end_training()`` (the trainer's last call)."""
         self._fh.close()
-        if self.trackers:
-            self.accelerator.end_training()
 
 
 class NullLog:
-    """What every non-main rank gets. Trackers' ``end_training`` is still called (it is a barrier-free no-op)."""
+    """What every process that writes nothing gets."""
 
     def __init__(self, accelerator: Accelerator):
         self.accelerator = accelerator

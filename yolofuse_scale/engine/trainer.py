@@ -246,6 +246,10 @@ class Trainer:
                       f"{self.out / 'metrics.json'}")
         self.log.close()
         acc.wait_for_everyone()
+        # Every rank: finishes the trackers (main process) and destroys the process group. Left to
+        # interpreter exit, gloo's threads were once torn down mid-flight ("terminate called without
+        # an active exception", SIGABRT after a finished run).
+        acc.end_training()
         return metrics
 
     def _train_epoch(self, max_steps: float, ckpt_root: Path) -> bool:
