@@ -4,12 +4,12 @@
     python -m benchmarks.compare_ultralytics --out DIR --data data.yaml --model yolov8s --imgsz 640 --epochs 10
     python -m benchmarks.compare_ultralytics --out DIR --yolofuse ~/src/YOLOFuse    # + YOLOFuse's own trainer
 
-**Ultralytics.** Early fusion (RGB and IR stacked as input channels into one YOLOv8) is the one fusion
+**Ultralytics.** Data-level fusion (RGB and IR stacked as input channels into one YOLOv8) is the one fusion
 Ultralytics can train itself: in 8.4 a data YAML may say ``channels: 4`` and its loader then reads
 every image with ``cv2.IMREAD_UNCHANGED`` (``ultralytics/data/base.py``), which for a ``.tiff`` keeps every
 band (``ultralytics/utils/patches.py: imread``). The paired dataset is converted once into such TIFFs
 (:func:`write_tiff_dataset`: R, G, B, IR; Ultralytics swaps channels only for 3-channel images, so its
-model sees the same channel order as ours). Our ``--fusion early`` model and Ultralytics'
+model sees the same channel order as ours). Our ``--fusion data`` model and Ultralytics'
 ``yolov8?.yaml`` built with ``ch=4`` have the same layers and parameter count (checked per run).
 
 Both trainers run in fresh processes, one after the other, with the same data, image size, batch,
@@ -487,7 +487,7 @@ def compare(
     skip_steps: int = 5,
     label: str | None = None,
 ) -> dict[str, Any]:
-    """Train our early-fusion model and Ultralytics' own trainer on the same data and budget; compare.
+    """Train our data-level fusion model and Ultralytics' own trainer on the same data and budget; compare.
 
     ``lr`` 0.08 with ``nbs`` = ``batch`` = 8 is the step our defaults take (lr 0.01 on 64/8 x the batch's
     loss at nbs 64); Ultralytics' default lr 0.01 at nbs 64 would give each image 1/8 of that weight.
@@ -517,7 +517,7 @@ def compare(
     out = Path(out_dir).resolve()
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    s = {"model": model, "fusion": "early", "imgsz": imgsz, "batch": batch, "epochs": epochs, "workers": workers,
+    s = {"model": model, "fusion": "data", "imgsz": imgsz, "batch": batch, "epochs": epochs, "workers": workers,
          "threads": threads, "lr": lr, "warmup_epochs": warmup_epochs, "close_mosaic": close_mosaic, "seed": seed,
          "skip_steps": skip_steps, "nbs": batch, "schedule": "linear", "optimizer": "SGD"}
     if data is None:
@@ -538,7 +538,7 @@ def compare(
                "pretrained": False, "amp": False, "plots": False, "val": True, "cache": False,
                "project": str(work / "ultralytics"), "name": "train", "exist_ok": True, "verbose": False}
     ultra = run_alternative("ultralytics", ul_args, s, work / "ultralytics")
-    ours = run_ours(ours_yaml, ["--model", model, "--fusion", "early"], s, work / "ours_early")
+    ours = run_ours(ours_yaml, ["--model", model, "--fusion", "data"], s, work / "ours_data")
     notes = [
         "Step = data loading + forward + loss + backward + clip + optimizer + EMA (validation and checkpoints "
         f"excluded); first {skip_steps} steps left out; images/s = batch / median step time.",
@@ -617,7 +617,7 @@ def markdown(result: dict[str, Any]) -> str:
     head = ("| trainer | images/s median (p10...p90) | step s (median) | images/s aggregate | images/CPU-s "
             "| slow steps | mAP50 | mAP50-95 | params | process wall s | load before, after |\n" + "|---" * 11 + "|")
     lines = [
-        f"### Ours vs Ultralytics' own trainer: {s['model']} early fusion (RGB+IR as 4 input channels)",
+        f"### Ours vs Ultralytics' own trainer: {s['model']} data-level fusion (RGB+IR as 4 input channels)",
         "",
         f"{m['label']} ({m['processor']}, {m['cpu_count']} CPUs), {s['threads']} thread(s) per process; "
         f"{s['data']}; {s['imgsz']} px, batch {s['batch']}, {s['epochs']} epochs, workers {s['workers']}, "
@@ -625,7 +625,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"torch {m['torch']}, Ultralytics {m['ultralytics']}.",
         "",
         head,
-        _row(f"ours (`train.py --fusion early --model {s['model']}`)", result["ours"]),
+        _row(f"ours (`train.py --fusion data --model {s['model']}`)", result["ours"]),
         _row(f"Ultralytics {result['ultralytics'].get('version', '')} `DetectionTrainer` ({s['model']}.yaml, "
              "4-ch TIFF)", result["ultralytics"]),
         "",

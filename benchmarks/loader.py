@@ -63,7 +63,10 @@ class DecodeOnly(Dataset):
         return len(self.ds)
 
     def __getitem__(self, i: int) -> int:
-        pair, _ = self.ds.resized_pair(i) if self.ds.cache is not None else self.ds.load_pair(i)
+        if self.ds.cache is None:
+            pair, _ = self.ds.load_pair(i)
+        else:  # the cache hands out a view of its mapping: copy it, so the bytes are actually read
+            pair = np.array(self.ds.cache.get(i)[0])
         return pair.shape[0]
 
 

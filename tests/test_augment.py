@@ -13,8 +13,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from yolofuse_scale.data import PairedRGBIRDataset, Sample, collate_pairs
-from yolofuse_scale.data.augment import AugmentRecipe
+from ultralytics.data.augment import RandomFlip
+from ultralytics.utils.instance import Instances
+
+from yolofuse_scale.data.augment import AugmentRecipe, _IRGain, _PairFlip, _RGBHSV, seeded_global_rngs
 from yolofuse_scale.data.sampler import MicroBatchWindows, StepShardedBatchSampler
+from yolofuse_scale.data.transforms import chw_tensor
 
 H, W, S = 60, 80, 96  # a landscape source frame, letterboxed/mosaicked into S x S
 NONE = AugmentRecipe(mosaic=0, mixup=0, translate=0, scale=0, fliplr=0, hsv_h=0, hsv_s=0, hsv_v=0)
@@ -183,3 +187,40 @@ def test_mosaic_partners_come_from_the_micro_batch_each_decoded_once(samples):
         assert set(ds.decoded) <= set(batch), "partners from the sample's own micro-batch"
         assert len(ds.decoded) == len(set(ds.decoded)), "each pair decoded once, then reused"
         assert sum(len(it["bboxes"]) for it in items) > len(batch), "mosaic + mixup bring the partners' boxes"
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4, 6])
+def test_chw_tensor_equals_a_transposed_copy(channels):
+    img = np.random.default_rng(channels).integers(0, 256, (37, 53, channels), dtype=np.uint8)
+    for src in (img, img[:, ::-1], img[::2]):  # contiguous (cv2.split path), a flip view, strided rows
+        out = chw_tensor(src)
+        assert out.is_contiguous()
+        assert torch.equal(out, torch.from_numpy(np.ascontiguousarray(src.transpose(2, 0, 1))))
+
+
+@pytest.mark.parametrize("channels", [4, 6])
+def test_pair_flip_is_ultralytics_random_flip(channels):
+    img = np.random.default_rng(0).integers(0, 256, (30, 40, channels), dtype=np.uint8)
+    boxes = np.array([[0.2, 0.3, 0.1, 0.2], [0.7, 0.5, 0.3, 0.4]], np.float32)
+    out = []
+    for flip in (_PairFlip(p=1.0), RandomFlip(p=1.0)):
+        labels = {"img": img, "instances": Instances(boxes.copy(), bbox_format="xywh", normalized=True)}
+        out.append(flip(labels))
+    assert np.array_equal(out[0]["img"], out[1]["img"]) and np.array_equal(out[0]["img"], img[:, ::-1])
+    assert np.array_equal(out[0]["instances"].bboxes, out[1]["instances"].bboxes)
+
+
+def test_photometric_transforms_copy_a_read_only_pair_and_do_nothing_when_off():
+    """A pair no geometric transform touched is the shared read-only decoded (or cached) array: HSV and
+    IR gain work on a copy of it. With their gains at 0 they return the input itself, copying nothing."""
+    img = np.random.default_rng(1).integers(30, 220, (24, 32, 4), dtype=np.uint8)
+    img.flags.writeable = False
+    before = img.copy()
+    with seeded_global_rngs((0, 0, 0)):
+        hsv = _RGBHSV(AugmentRecipe())({"img": img})["img"]
+        gain = _IRGain(0.5)({"img": img})["img"]
+    assert np.array_equal(img, before)
+    assert not np.array_equal(hsv[..., :3], img[..., :3]) and np.array_equal(hsv[..., 3], img[..., 3])
+    assert not np.array_equal(gain[..., 3], img[..., 3]) and np.array_equal(gain[..., :3], img[..., :3])
+    off = replace(AugmentRecipe(), hsv_h=0, hsv_s=0, hsv_v=0)
+    assert _RGBHSV(off)({"img": img})["img"] is img and _IRGain(0.0)({"img": img})["img"] is img

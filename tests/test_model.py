@@ -53,9 +53,10 @@ def test_single_modality_baselines_ignore_the_other_stream():
 def test_parameter_counts_follow_the_architecture():
     params = {f: sum(p.numel() for p in build_model("yolov8n", f, nc=1).parameters()) for f in FUSIONS}
     assert params["rgb"] == params["ir"]  # same network, other input
-    assert params["early"] - params["rgb"] == 27 * 16  # only the stem's 3 extra input channels (3x3 conv, 16 out)
+    assert params["data"] - params["rgb"] == 27 * 16  # only the stem's 3 extra input channels (3x3 conv, 16 out)
     backbone = params["rgb"] - 0  # a second backbone makes mid and late clearly larger
     assert params["mid"] > params["rgb"] * 1.3 and params["late"] > params["mid"]
+    assert params["data"] < params["early"] < params["data"] * 1.01  # a second stem is small next to a backbone
     assert params["late"] < 2 * backbone + 1  # two branches share nothing but one Detect
 
 
@@ -99,3 +100,19 @@ def test_model_package_imports_nothing_distributed():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, f"model package imported: {r.stdout}"
+
+
+@pytest.mark.parametrize("ir_channels", [1, 3])
+def test_early_fusion_has_a_stem_per_modality_and_fuses_at_p2(ir_channels):
+    """YOLOFuse's early feature fusion: each modality gets its own P1/P2 convs (3 and ``ir_channels``
+    input channels), and the two stride-4 maps are concatenated once, before the shared trunk."""
+    model = build_model("yolov8t", "early", nc=2, ir_channels=ir_channels).eval()
+    firsts = [m.conv.weight.shape[1] for m in model.model if type(m).__name__ == "Conv" and m.f in (1, 2)]
+    assert firsts == [3, ir_channels]
+    seen = []
+    concat = next(m for m in model.model if type(m).__name__ == "Concat")
+    concat.register_forward_hook(lambda _m, inputs, _out: seen.append([t.shape for t in inputs[0]]))
+    with torch.no_grad():
+        model(torch.rand(1, 3 + ir_channels, 64, 64))
+    assert seen == [[torch.Size([1, 16, 16, 16])] * 2]  # two P2 maps (64 / 4), 16 channels each at scale t
+

@@ -71,7 +71,7 @@ class ModelConfig:
     """Which detector is trained."""
 
     model: str = "yolov8n"  #: yolov8{t,n,s,m,l,x} (t = tiny, tests only) or an Ultralytics/YOLOFuse YAML file
-    fusion: str = "mid"  #: early | mid | late | rgb | ir (ignored for a YAML file)
+    fusion: str = "mid"  #: data | early | mid | late | rgb | ir (ignored for a YAML file)
     scale: str | None = None  #: row of a YAML file's `scales` table (default: its first)
 
     def __post_init__(self) -> None:
@@ -231,7 +231,8 @@ _HELP = {
     "on_bad_sample": "error: stop before the first step listing every bad pair/label (FILE:LINE); "
     "skip: train without the pairs concerned and log the list",
     "model": "yolov8t|n|s|m|l|x (t: tiny, for tests) or a model YAML (Ultralytics or YOLOFuse schema)",
-    "fusion": "early (stacked input), mid (two backbones, fused P3-P5), late (two branches, one Detect), "
+    "fusion": "data (stacked input), early (two stems, fused at P2), mid (two backbones, fused P3-P5), "
+    "late (two branches, one Detect), "
     "rgb or ir (single-modality baselines)",
     "scale": "for a YAML model: which row of its `scales` table (n/s/m/l/x)",
     "optimizer": "sgd or adamw; BN weights and biases get no weight decay",

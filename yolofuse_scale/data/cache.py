@@ -87,8 +87,9 @@ class PairCache:
             self._mm = np.memmap(self.data_path, dtype=np.uint8, mode="r", shape=(max(self.nbytes, 1),))
         h, w, c = self.shapes[index]
         start = self.offsets[index]
-        # a copy: the augmentations write into their input, and the mapping is read-only
-        return np.array(self._mm[start : start + h * w * c]).reshape(h, w, c), self.ori_shapes[index]
+        # A read-only view of the mapping, no copy (~0.4 ms a pair at 640 px): the letterbox and the mosaic
+        # write into new arrays, and the photometric transforms copy a read-only input (augment._writable).
+        return self._mm[start : start + h * w * c].reshape(h, w, c), self.ori_shapes[index]
 
 
 def _build(path: Path, n: int, load, imgsz: int, lock: Path, threads: int) -> None:

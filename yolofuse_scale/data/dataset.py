@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from ultralytics.utils.instance import Instances
 
 from yolofuse_scale.data.augment import AugmentRecipe, PairAugment
@@ -19,7 +19,7 @@ from yolofuse_scale.data.cache import CACHE_MODES, PairCache, cache_folder, cach
 from yolofuse_scale.data.config import DataError
 from yolofuse_scale.data.sampler import MicroBatchWindows
 from yolofuse_scale.data.scan import Sample
-from yolofuse_scale.data.transforms import letterbox_pair
+from yolofuse_scale.data.transforms import chw_tensor, letterbox_pair
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
@@ -234,7 +234,7 @@ class PairedRGBIRDataset(Dataset):
             xywh, cls = inst.bboxes, labels["cls"].reshape(-1, 1)
             ori_shape, ratio_pad = labels["ori_shape"], ((1.0, 1.0), (0.0, 0.0))
         return {
-            "img": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+            "img": chw_tensor(img),
             "cls": torch.from_numpy(np.asarray(cls, dtype=np.float32).copy()),
             "bboxes": torch.from_numpy(np.asarray(xywh, dtype=np.float32).reshape(-1, 4)),
             "im_file": str(self.samples[index].rgb),
@@ -245,10 +245,21 @@ class PairedRGBIRDataset(Dataset):
         }
 
 
+def _stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``; in a DataLoader worker, straight into shared memory (as torch's default collate
+    does). A batch stacked in private memory is copied into shared memory once more to cross to the
+    training process: 26 MB a batch at 640 px, batch 16, RGB + IR."""
+    out = None
+    if get_worker_info() is not None:
+        storage = images[0]._typed_storage()._new_shared(sum(x.numel() for x in images))
+        out = images[0].new(storage).resize_(len(images), *images[0].shape)
+    return torch.stack(images, out=out)
+
+
 def collate_pairs(batch: list[dict]) -> dict:
     """Stack images; concatenate targets with ``batch_idx`` (the format ``v8DetectionLoss`` reads)."""
     return {
-        "img": torch.stack([b["img"] for b in batch]),
+        "img": _stack([b["img"] for b in batch]),
         "cls": torch.cat([b["cls"] for b in batch]),
         "bboxes": torch.cat([b["bboxes"] for b in batch]),
         "batch_idx": torch.cat([torch.full((len(b["cls"]),), float(i)) for i, b in enumerate(batch)]),

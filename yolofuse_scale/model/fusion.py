@@ -4,8 +4,8 @@ The model always receives ONE tensor ``(B, C_rgb + C_ir, H, W)`` with the RGB ch
 IR channels after them (IR may be 1 or 3 channels). That keeps the data loader, DDP/FSDP/DeepSpeed
 input handling and ONNX export single-input. A two-stream model (its first YAML row is one of the
 modules below) splits that tensor into ``[rgb, ir]`` before layer 0; a single-stream model (its
-first row is an ordinary layer such as ``Conv``) gets the stacked tensor as it is ("early" / data-level
-fusion).
+first row is an ordinary layer such as ``Conv``) gets the stacked tensor as it is ("data" /
+data-level fusion).
 
 YOLOFuse's YAML schema is honoured from its documented behaviour:
 

@@ -7,7 +7,11 @@ index (or -1 for "the previous row"), which keeps two-branch graphs readable.
 Variants (named after YOLOFuse's):
 
 - ``rgb`` / ``ir``: single-modality YOLOv8 baselines (a ``ModalitySelector`` picks the stream).
-- ``early``: RGB and IR stacked as input channels into one YOLOv8 (YOLOFuse's data-level fusion).
+- ``data``: RGB and IR stacked as input channels into one YOLOv8 (YOLOFuse's data-level fusion).
+- ``early``: one stem per modality (P1 and P2 convolutions); at P2 the two maps are concatenated and
+  mixed by a 1x1 conv, and one YOLOv8 carries on from there (YOLOFuse's early feature fusion). It
+  costs two stems' FLOPs at the two highest resolutions, but each modality gets filters of its own
+  before they are mixed, which data-level fusion, sharing its first conv, does not.
 - ``mid``: one backbone per modality; at P3/P4/P5 the two feature maps are concatenated and mixed
   by a 1x1 conv back to the single-stream width, so the shared neck and head are exactly YOLOv8's.
 - ``late``: two full backbone + neck branches; one ``Detect`` reads all six maps (YOLOFuse's
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-FUSIONS = ("early", "mid", "late", "rgb", "ir")
+FUSIONS = ("data", "early", "mid", "late", "rgb", "ir")
 
 #: [depth_multiple, width_multiple, max_channels] per scale. n..x are YOLOv8's own; ``t`` (tiny) exists
 #: only so that tests and CPU demos run in seconds: it is not a model anyone should deploy.
@@ -34,12 +38,21 @@ SCALES: dict[str, list[float]] = {
 Row = list[Any]
 
 
+def _stem(rows: list[Row], src: int) -> int:
+    """Append YOLOv8's two strided stem convs reading layer ``src``; return the index of the P2 map."""
+    rows += [[src, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv", [128, 3, 2]]]  # P1/2, P2/4
+    return len(rows) - 1
+
+
 def _backbone(rows: list[Row], src: int) -> tuple[int, int, int]:
     """Append a YOLOv8 backbone reading layer ``src``; return the indices of its P3, P4, P5 outputs."""
+    return _trunk(rows, _stem(rows, src))
+
+
+def _trunk(rows: list[Row], p2: int) -> tuple[int, int, int]:
+    """Append the YOLOv8 backbone after its stem, reading the P2 map ``p2``; return P3, P4, P5."""
     rows += [
-        [src, 1, "Conv", [64, 3, 2]],  # P1/2
-        [-1, 1, "Conv", [128, 3, 2]],  # P2/4
-        [-1, 3, "C2f", [128, True]],
+        [p2, 3, "C2f", [128, True]],
         [-1, 1, "Conv", [256, 3, 2]],  # P3/8
         [-1, 6, "C2f", [256, True]],
     ]
@@ -79,21 +92,25 @@ def fusion_yaml(fusion: str, nc: int, scale: str) -> dict[str, Any]:
     if scale not in SCALES:
         raise ValueError(f"unknown model scale {scale!r}; choose one of {', '.join(SCALES)}")
     rows: list[Row] = []
-    if fusion == "early":
+    if fusion == "data":
         outs = _neck(rows, *_backbone(rows, -1))
     elif fusion in ("rgb", "ir"):
         rows.append([-1, 1, "ModalitySelector", [1 if fusion == "rgb" else 2]])
         outs = _neck(rows, *_backbone(rows, 0))
-    else:  # two backbones
+    else:  # two streams, fused at P2 (early), at P3-P5 (mid) or at the Detect (late)
         rows += [[-1, 1, "IdentityInput", []], [0, 1, "ModalitySelector", [1]], [0, 1, "ModalitySelector", [2]]]
-        rgb = _backbone(rows, 1)
-        if fusion == "mid":
-            ir = _backbone(rows, 2)
-            fused = [_fuse(rows, r, i, w) for r, i, w in zip(rgb, ir, (256, 512, 1024))]
-            outs = _neck(rows, *fused)
+        if fusion == "early":
+            outs = _neck(rows, *_trunk(rows, _fuse(rows, _stem(rows, 1), _stem(rows, 2), 128)))
+        elif fusion == "mid":
+            rgb, ir = _backbone(rows, 1), _backbone(rows, 2)
+            outs = _neck(rows, *[_fuse(rows, r, i, w) for r, i, w in zip(rgb, ir, (256, 512, 1024))])
         else:  # late: each branch gets its own neck before the shared Detect
-            outs = _neck(rows, *rgb)
+            outs = _neck(rows, *_backbone(rows, 1))
             outs += _neck(rows, *_backbone(rows, 2))
     rows.append([outs, 1, "Detect", ["nc"]])
+    return _model_dict(rows, nc, scale)
+
+
+def _model_dict(rows: list[Row], nc: int, scale: str) -> dict[str, Any]:
     # Ultralytics' parser walks backbone + head as one list; the split is only for readers of the YAML.
     return {"nc": nc, "scales": {scale: SCALES[scale]}, "scale": scale, "backbone": rows, "head": []}
