@@ -652,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results.json of another run (e.g. one GPU) whose 1-device step times the projection "
                    "uses with this run's communication payloads (same model, imgsz, batch)")
     p.add_argument("--compare-ultralytics", action="store_true",
-                   help="add a section: Ultralytics' own trainer vs ours on data-level fusion (stacked channels), same data and batch")
+                   help="add a section: Ultralytics' own trainer vs ours on data-level fusion, same data and batch")
     p.add_argument("--yolofuse", default="", help="a YOLOFuse checkout: add its trainer vs ours (mid fusion)")
     p.add_argument("--run-timeout", type=int, default=1800, help="seconds before one run counts as failed")
     p.add_argument("--machine-label", default="", help="how the report names this machine (default: hostname)")

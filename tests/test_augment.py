@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
-
-from yolofuse_scale.data import PairedRGBIRDataset, Sample, collate_pairs
 from ultralytics.data.augment import RandomFlip
 from ultralytics.utils.instance import Instances
 
-from yolofuse_scale.data.augment import AugmentRecipe, _IRGain, _PairFlip, _RGBHSV, seeded_global_rngs
+from yolofuse_scale.data import PairedRGBIRDataset, Sample, collate_pairs
+from yolofuse_scale.data.augment import _RGBHSV, AugmentRecipe, _IRGain, _PairFlip, seeded_global_rngs
 from yolofuse_scale.data.sampler import MicroBatchWindows, StepShardedBatchSampler
 from yolofuse_scale.data.transforms import chw_tensor
 
