@@ -217,7 +217,7 @@ class Trainer:
                 load_zero_full_state(self.model, *ckpt.load_zero_full_state(resume_from))
             else:
                 acc.load_state(str(resume_from))
-            state.restore(saved, ema, unwrap(acc, self.model))
+            state.restore(saved, ema, self.bare)
             # Accelerate restores its micro-step counter, which decides where accumulation syncs. We
             # resume at an optimizer-step boundary, possibly with another accumulation count (another
             # world size under --global-batch-size), so the count restarts at a boundary.
@@ -361,7 +361,7 @@ class Trainer:
         """The plain model holding the full EMA (or model) weights, gathered once per step. Collective."""
         if self._gathered_at != self.state.step:
             acc = self.accelerator
-            bare = unwrap(acc, self.model)
+            bare = self.bare
             sync_batchnorm_buffers(acc, bare)
             sd = self.ema.full_state_dict(acc, bare) if self.ema is not None else full_state_dict(bare)
             self.eval_model.load_state_dict(sd)
