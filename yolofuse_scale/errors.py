@@ -10,14 +10,16 @@ Under a launcher (torchrun, accelerate, deepspeed) every rank usually hits the s
 scan's result is broadcast, the flags are the same), and only one may print it:
 
 - once the process group exists, the first rank to report takes a counter in the job's store
-  (one atomic ``add``, a round trip) and prints; the others exit silently;
+  (one atomic ``add``, a round trip) and prints; the others wait (up to :data:`GRACE_S`) until it
+  has printed, then exit silently: the launcher stops every rank as soon as one exits;
 - before it exists (flags, config files), rank 0 prints at once; another rank waits
   :data:`GRACE_S` seconds first: when rank 0 failed too the launcher stops it meanwhile, and when
   only this rank sees the problem (a file missing on one node) it still gets printed.
 
 Ranks exit with ``sys.exit(1)``, not an exception: torchrun then stops the others within its
 monitor interval, and, as ``train.py`` is not wrapped in elastic's ``@record``, its failure report
-holds exit codes only (no per-rank error files, no tracebacks).
+holds exit codes only (no per-rank error files, no tracebacks; torchrun's own ``ChildFailedError``
+traceback, printed by the launcher process, remains).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -122,7 +125,11 @@ def run_entry(fn: Callable[..., int | None], *args) -> int:
     try:
         return int(fn(*args) or 0)
     except SystemExit as e:  # raise SystemExit("message"): a clean message already, but once per job
-        if e.code is None or isinstance(e.code, int) or debug_enabled():
+        if e.code is None or isinstance(e.code, int):
+            raise
+        if debug_enabled():
+            if e.__cause__ is not None:  # Python prints a SystemExit without its traceback
+                traceback.print_exception(e.__cause__)
             raise
         message = str(e.code)
     except Exception as e:
