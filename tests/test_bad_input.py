@@ -113,12 +113,13 @@ def test_config_file_flag_wins_over_its_bad_value(tmp_path):
     (["--resume", "{tmp}/runs/checkpoints/step_9"], ["--resume {tmp}/runs/checkpoints/step_9: no such checkpoint"]),
     (["--data", "{tmp}/nodata/data.yaml"], ["--data {tmp}/nodata/data.yaml: no such file"]),
     (["--model", "{tmp}/mine.yaml"], ["--model {tmp}/mine.yaml: no such model YAML file"]),
+    (["--model", "yolov9n"], ["--model must be yolov8{{t,n,s,m,l,x}} or a model YAML file (.yaml), got 'yolov9n'"]),
     (["--deepspeed", "{tmp}/ds.json"], ["--deepspeed {tmp}/ds.json: no such file"]),
     (["--strategy", "zero2", "--deepspeed", "{tmp}/ds.json"], ["--deepspeed {tmp}/ds.json and --strategy zero2"]),
     (["--model", "{assets}/yolofuse_mid_schema.yaml", "--fusion", "late"],
      ["--fusion late with --model", "defines its own fusion"]),
 ], ids=["grad-accum-0", "negative-lr", "momentum-range", "imgsz-not-32", "log-every-0", "resume-missing",
-        "data-missing", "model-yaml-missing", "deepspeed-json-missing", "deepspeed-and-strategy",
+        "data-missing", "model-yaml-missing", "unknown-model", "deepspeed-json-missing", "deepspeed-and-strategy",
         "fusion-with-model-yaml"])
 def test_config_flags(flags, needles, tmp_path, capsys):
     fill = {"tmp": tmp_path, "assets": ROOT / "tests" / "assets"}

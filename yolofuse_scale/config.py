@@ -89,6 +89,15 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise ConfigError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if _is_model_file(self.model):
+            return
+        name = re.fullmatch(r"yolov8([a-z])", self.model)
+        if not name or name.group(1) not in SCALES:
+            raise ConfigError(f"--model must be yolov8{{{','.join(SCALES)}}} or a model YAML file (.yaml), "
+                              f"got {self.model!r}")
+        if self.scale is not None and self.scale not in SCALES:
+            raise ConfigError(f"--scale must be one of {', '.join(SCALES)} for --model {self.model}, "
+                              f"got {self.scale!r}")
 
 
 @dataclass(kw_only=True)
