@@ -12,6 +12,10 @@ Commands:
   export-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
   bench   the scaling benchmark (= python -m benchmarks.scaling; needs the source checkout)
+
+Bad input (flags, config files, data, a missing file, a checkpoint that does not fit, a launch
+problem) ends a command with one "error: ..." line and exit code 1 (2: a usage error), printed once
+per job under a launcher; YOLOFUSE_DEBUG=1 or --debug shows the Python traceback too.
 """
 
 from __future__ import annotations
@@ -21,19 +25,23 @@ import json
 import sys
 from pathlib import Path
 
+from yolofuse_scale.errors import ArgumentParser, add_debug_argument, apply_debug_flag, run_entry
+
 TRAIN_EPILOG = """\
 launch it the way your cluster does; the loop is the same:
   python train.py --data data.yaml                                   # one process (CPU or one GPU)
   torchrun --nproc_per_node 2 train.py --data data.yaml              # DDP
   accelerate launch --config_file configs/accelerate/ddp.yaml train.py --data data.yaml
 outputs in --output-dir: config.yaml, train_log.jsonl, checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json
+bad input ends the run before the first step with one "error: ..." message (exit code 1; 2 for a usage
+error), printed once per job; YOLOFUSE_DEBUG=1 or --debug adds the Python traceback
 """
 
 
 def build_train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     from yolofuse_scale.config import add_train_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Train an RGB+IR fusion YOLO detector with one Accelerate loop (single process, DDP).",
         epilog=TRAIN_EPILOG,
@@ -41,6 +49,13 @@ def build_train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     )
     add_train_arguments(parser)
     return parser
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """``python train.py ARGS``: the exit code (a user error: one message, see ``errors.py``)."""
+    args = build_train_parser().parse_args(argv)
+    apply_debug_flag(args)
+    return run_entry(run_train, args)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -135,10 +150,11 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its flags belong to the benchmark's own parser (--help included)
-        return run_bench(argv[1:])
+        return run_entry(run_bench, argv[1:])
 
-    parser = argparse.ArgumentParser(prog="yolofuse-scale", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="yolofuse-scale", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a fusion detector", description=build_train_parser().description,
@@ -173,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.set_defaults(func=module.run)
 
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    apply_debug_flag(args)
+    return run_entry(args.func, args)
 
 
 if __name__ == "__main__":

@@ -72,10 +72,11 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from yolofuse_scale.config import OptimConfig, TrainConfig
 from yolofuse_scale.engine.checkpoint import ZERO_FULL_STATE
 from yolofuse_scale.engine.storage import node_local
+from yolofuse_scale.errors import DistributedSetupError  # noqa: F401 (defined there, raised and imported from here)
 
-
-class DistributedSetupError(RuntimeError):
-    """The launch environment and the Accelerator disagree about distribution."""
+#: What the launcher declared (``accelerate launch --config_file``), read before any Accelerator of
+#: this process exists: constructing one with a plugin writes these variables too.
+LAUNCH_ENV = {k: os.environ.get(k, "") for k in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP")}
 
 
 def launched_world_size() -> int:
@@ -102,6 +103,28 @@ def strategy_name(cfg: TrainConfig) -> str:
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         return "fsdp"
     return "ddp"
+
+
+def check_strategy_flags(cfg: TrainConfig, env: dict[str, str] | None = None) -> None:
+    """Refuse flags that ask for another strategy than the accelerate config does.
+
+    ``strategy_name`` lets a flag win, so ``--strategy zero2`` under an FSDP accelerate config ran
+    DeepSpeed with FSDP's other settings silently unused; ``--strategy ddp`` under a ZeRO config the same.
+    """
+    env = LAUNCH_ENV if env is None else env
+    declared = next((name for name, key in (("deepspeed", "ACCELERATE_USE_DEEPSPEED"), ("fsdp", "ACCELERATE_USE_FSDP"))
+                     if env.get(key, "").lower() == "true"), None)
+    if cfg.strategy.startswith("zero") or cfg.deepspeed:
+        asked = "deepspeed"
+    else:
+        asked = cfg.strategy if cfg.strategy in ("ddp", "fsdp") else None
+    if declared and asked and declared != asked:
+        flag = f"--strategy {cfg.strategy}" if cfg.strategy != "auto" else f"--deepspeed {cfg.deepspeed}"
+        raise DistributedSetupError(
+            f"{flag} asks for {asked.upper() if asked != 'deepspeed' else 'DeepSpeed'} but the accelerate config "
+            f"(accelerate launch --config_file ...) sets up {'DeepSpeed' if declared == 'deepspeed' else 'FSDP'}: "
+            "drop the flag (the config decides) or launch with the matching configs/accelerate/*.yaml"
+        )
 
 
 def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_size: int) -> dict:
@@ -233,6 +256,7 @@ def build_accelerator(
     cfg: TrainConfig, project_dir: str | None = None, optim: OptimConfig | None = None
 ) -> Accelerator:
     """Create the one Accelerator of the process from the launcher's environment and ``cfg``."""
+    check_strategy_flags(cfg)
     strategy = strategy_name(cfg)
     if strategy == "fsdp" and cfg.save_on_each_node:
         raise DistributedSetupError(
