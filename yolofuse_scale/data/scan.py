@@ -150,7 +150,8 @@ def walk_images(folder: Path) -> _Walk:
     listed once: a link to an ancestor, or a second link to one folder, is recorded, not entered. Names
     starting with ``.`` are skipped at every level (macOS ``._*`` resource forks, ``.DS_Store``,
     ``.git``), as a glob skips them. Paths keep the link's name: pairing swaps path components, and the
-    IR and label twins are looked up through the same links. Cost: one ``stat`` per folder.
+    IR and label twins are looked up through the same links. A link to the folder being listed or one of
+    its ancestors is not entered at all (it would list other splits). Cost: one ``stat`` per folder.
     """
     out = _Walk()
     seen: set[tuple[int, int]] = set()
@@ -170,9 +171,22 @@ def walk_images(folder: Path) -> _Walk:
             continue
         seen.add((st.st_dev, st.st_ino))
         out.hidden += sum(d.startswith(".") for d in dirs) + sum(f.startswith(".") and _is_image(f) for f in files)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _loops(top, d, out.repeats))
         out.files += [Path(top, f) for f in sorted(files) if not f.startswith(".") and _is_image(f)]
     return out
+
+
+def _loops(top: str, name: str, repeats: list[str]) -> bool:
+    """Whether sub-folder ``name`` of ``top`` is a link to ``top`` itself or one of its ancestors (entering
+    it would list the tree again, and from above the split folder, other splits too); noted in ``repeats``."""
+    link = os.path.join(top, name)
+    if not os.path.islink(link):
+        return False
+    target, here = os.path.realpath(link), os.path.realpath(top)
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+        repeats.append(f"{link} -> {target} (a loop)")
+        return True
+    return False
 
 
 def _read_text(path: Path) -> str:
