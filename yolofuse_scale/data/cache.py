@@ -126,9 +126,12 @@ def _is_stale(lock: Path) -> os.stat_result | None:
     written is empty: its fresh mtime keeps it alive."""
     try:
         st = lock.stat()
-        owner = lock.read_text().split()
-    except (FileNotFoundError, UnicodeError):
+    except FileNotFoundError:
         return None
+    try:
+        owner = lock.read_text().split()
+    except (OSError, UnicodeError):  # gone meanwhile, or not readable: the mtime decides
+        owner = []
     if len(owner) == 3 and owner[0] == socket.gethostname() and owner[1].isdigit() and not _pid_alive(int(owner[1])):
         return st
     return st if time.time() - st.st_mtime > STALE_S else None
@@ -218,7 +221,7 @@ def open_pair_cache(folder: Path, key: str, n: int, load, imgsz: int, log=print,
     t0, token = time.perf_counter(), _token()
     while not PairCache.index_path(path).is_file():
         if not _try_lock(lock, token):
-            _take_over(lock)  # its builder died: the next try may get the lock
+            _take_over(lock)  # removed only if its builder is dead; then the next try may get it
             time.sleep(poll_s)
             continue
         try:
