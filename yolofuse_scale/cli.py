@@ -60,9 +60,14 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from yolofuse_scale.config import config_from_args
+    from yolofuse_scale.data import DataError
     from yolofuse_scale.engine.trainer import Trainer
 
-    Trainer(config_from_args(args)).fit()
+    try:
+        Trainer(config_from_args(args)).fit()
+    except DataError as e:  # bad data: the message names the file, line and what is wrong; a traceback adds noise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

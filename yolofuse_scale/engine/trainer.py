@@ -127,6 +127,8 @@ class Trainer:
             scanned = [scan_dataset(self.data_cfg, ("train", "val"), d.on_bad_sample, cache_dirs)]
         scanned = broadcast_object_list(scanned) if acc.num_processes > 1 else scanned
         samples = scanned[0].take(self.log.info)
+        for line in scanned[0].summary:  # per split: pairs, boxes, background, skipped (is it the data meant?)
+            self.log.info(line)
         train_samples, val_samples = samples["train"], samples["val"]
         self.train_set = PairedRGBIRDataset(
             train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed,
