@@ -60,14 +60,10 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from yolofuse_scale.config import config_from_args
-    from yolofuse_scale.data import DataError
     from yolofuse_scale.engine.trainer import Trainer
 
-    try:
-        Trainer(config_from_args(args)).fit()
-    except DataError as e:  # bad data: the message names the file, line and what is wrong; a traceback adds noise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
+    Trainer(config_from_args(args)).fit()
     return 0
 
 
