@@ -57,6 +57,21 @@ def test_accelerate_configs_deepspeed_file_works_from_any_directory(tmp_path, mo
     assert deepspeed_file(TrainConfig(strategy="zero3"))[0] == str(PACKAGE_CONFIGS / "deepspeed" / "zero3.json")
 
 
+def test_this_process_imports_this_checkout():
+    import yolofuse_scale
+
+    assert Path(yolofuse_scale.__file__).resolve() == (ROOT / "yolofuse_scale" / "__init__.py").resolve()
+
+
+def test_bare_pytest_imports_this_checkout():
+    """``pytest`` (not only ``python -m pytest``) from the root: the tests import ``tests.conftest`` and this
+    tree's package, not another (editable) install's; pyproject's ``pythonpath = ["."]`` provides both."""
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    r = _run([str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "tests/test_packaging.py", "-k",
+              "test_this_process_imports_this_checkout"], ROOT, env)
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:]
+
+
 # ----------------------------------------------------------------------------- the wheel, installed
 def _copy_tree(dst: Path) -> None:
     """Tracked and untracked-but-not-ignored files (what a clone plus the work in progress holds), so the
