@@ -385,6 +385,7 @@ TRAIN_ARGS = ["--model", "yolov8t", "--imgsz", "64", "--batch-size", "4", "--wor
               "--epochs", "1", "--no-val", "--warmup-epochs", "0"]
 
 
+@pytest.mark.slow
 def test_training_skips_bad_pairs_and_logs_them(flawed_data, tmp_path):
     from tests.conftest import launch
 
@@ -397,6 +398,7 @@ def test_training_skips_bad_pairs_and_logs_them(flawed_data, tmp_path):
     assert [r["step"] for r in run.log] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_bad_input_stops_every_rank_before_the_first_step(flawed_data, tmp_path):
     """Two ranks: rank 0 scans and fails; rank 1 must raise the same error, not hang in the broadcast."""
     from tests.conftest import launch
