@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+# pytest imports this file as `conftest`; the test modules import it as `tests.conftest`. One module,
+# not two copies: the state below (the running test, for launch's slow-marker check) is shared.
+sys.modules.setdefault("tests.conftest", sys.modules[__name__])
+
 ROOT = Path(__file__).resolve().parents[1]
 # One intra-op thread per process: 2 ranks on 2 cores do not oversubscribe, and the single-process
 # reference computes with the same kernels and thread count as each rank (needed for bitwise parity).
