@@ -17,7 +17,6 @@ from yolofuse_scale.data import (
     label_path_for,
     load_data_config,
     scan_split,
-    synth,
     write_synthetic_dataset,
 )
 from yolofuse_scale.data.augment import AugmentRecipe
@@ -191,9 +190,11 @@ def test_collate_builds_ultralytics_targets(tmp_path):
     assert b["batch_idx"].tolist() == [float(i) for i, it in enumerate(items) for _ in range(len(it["cls"]))]
 
 
-def test_synth_main_writes_a_loadable_set(tmp_path, capsys):
-    argv = ["--out", str(tmp_path), "--train", "3", "--val", "2", "--imgsz", "64", "--ir-channels", "3"]
-    assert synth.main(argv) == 0
+def test_synth_command_writes_a_loadable_set(tmp_path, capsys):
+    from yolofuse_scale.cli import main
+
+    argv = ["synth", "--out", str(tmp_path), "--train", "3", "--val", "2", "--imgsz", "64", "--ir-channels", "3"]
+    assert main(argv) == 0
     cfg = load_data_config(tmp_path / "data.yaml")
     assert cfg.ir_channels == 3 and len(scan_split(cfg, "train")) == 3 and len(scan_split(cfg, "val")) == 2
     ir = cv2.imread(str(tmp_path / "imagesIR" / "val" / "val_00001.png"), cv2.IMREAD_UNCHANGED)
