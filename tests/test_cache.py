@@ -77,6 +77,7 @@ def test_a_dead_builders_lock_is_taken_over(tmp_path):
     assert isinstance(PairCache(folder / "pairs-k2.u8"), PairCache), "reopens from the files alone"
 
 
+@pytest.mark.slow
 def test_training_with_a_disk_cache(tiny_data, tmp_path):
     from tests.conftest import BASE_ARGS, launch
 

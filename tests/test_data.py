@@ -17,7 +17,6 @@ from yolofuse_scale.data import (
     label_path_for,
     load_data_config,
     scan_split,
-    synth,
     write_synthetic_dataset,
 )
 from yolofuse_scale.data.augment import AugmentRecipe
@@ -191,9 +190,11 @@ def test_collate_builds_ultralytics_targets(tmp_path):
     assert b["batch_idx"].tolist() == [float(i) for i, it in enumerate(items) for _ in range(len(it["cls"]))]
 
 
-def test_synth_main_writes_a_loadable_set(tmp_path, capsys):
-    argv = ["--out", str(tmp_path), "--train", "3", "--val", "2", "--imgsz", "64", "--ir-channels", "3"]
-    assert synth.main(argv) == 0
+def test_synth_command_writes_a_loadable_set(tmp_path, capsys):
+    from yolofuse_scale.cli import main
+
+    argv = ["synth", "--out", str(tmp_path), "--train", "3", "--val", "2", "--imgsz", "64", "--ir-channels", "3"]
+    assert main(argv) == 0
     cfg = load_data_config(tmp_path / "data.yaml")
     assert cfg.ir_channels == 3 and len(scan_split(cfg, "train")) == 3 and len(scan_split(cfg, "val")) == 2
     ir = cv2.imread(str(tmp_path / "imagesIR" / "val" / "val_00001.png"), cv2.IMREAD_UNCHANGED)
@@ -385,6 +386,7 @@ TRAIN_ARGS = ["--model", "yolov8t", "--imgsz", "64", "--batch-size", "4", "--wor
               "--epochs", "1", "--no-val", "--warmup-epochs", "0"]
 
 
+@pytest.mark.slow
 def test_training_skips_bad_pairs_and_logs_them(flawed_data, tmp_path):
     from tests.conftest import launch
 
@@ -397,6 +399,7 @@ def test_training_skips_bad_pairs_and_logs_them(flawed_data, tmp_path):
     assert [r["step"] for r in run.log] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_bad_input_stops_every_rank_before_the_first_step(flawed_data, tmp_path):
     """Two ranks: rank 0 scans and fails; rank 1 must raise the same error, not hang in the broadcast."""
     from tests.conftest import launch

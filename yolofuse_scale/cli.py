@@ -134,12 +134,22 @@ def format_metrics_table(m: dict) -> str:
     return "\n".join(lines)
 
 
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (editable install or the tree itself), else None.
+
+    An installed wheel holds the package only: ``bench`` needs the checkout's benchmarks/ and train.py.
+    """
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "benchmarks" / "scaling.py").is_file() and (root / "train.py").is_file() else None
+
+
 def run_bench(argv: list[str]) -> int:
     """``yolofuse-scale bench ...``: every flag goes to ``benchmarks/scaling.py`` (it launches train.py)."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "scaling.py").is_file():
+    root = checkout_root()
+    if root is None:
         raise SystemExit(f"yolofuse-scale bench runs benchmarks/scaling.py and train.py from a source checkout; "
-                         f"none beside {Path(__file__).parent} (install with `pip install -e .`)")
+                         f"none beside {Path(__file__).parent} (an installed wheel has the package only): clone the "
+                         "repository and run it there (pip install -e .)")
     sys.path.insert(0, str(root))
     from benchmarks import scaling
 
@@ -173,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step_<n>); its manifest is verified")
     exp.add_argument("out", help="output .pt file (full fp32 state dict + model config + names; weights_only)")
     exp.set_defaults(func=run_export)
-    sub.add_parser("bench", help="scaling benchmark: throughput, efficiency, memory, projection "
-                   "(yolofuse-scale bench --help)", add_help=False)
+    bench_help = ("scaling benchmark: throughput, efficiency, memory, projection (yolofuse-scale bench --help)"
+                  if checkout_root() else "scaling benchmark: needs the source checkout (not in an installed wheel)")
+    sub.add_parser("bench", help=bench_help, add_help=False)
 
     from yolofuse_scale import export, predict
 

@@ -21,7 +21,8 @@ from yolofuse_scale.data.augment import AugmentRecipe
 from yolofuse_scale.errors import ConfigError, add_debug_argument
 from yolofuse_scale.model.variants import FUSIONS, SCALES
 
-#: Strategies ``--strategy`` names; ``zero*`` read ``ds_configs/<name>.json`` (see engine/strategy.py).
+#: Strategies ``--strategy`` names; ``zero*`` read the packaged ``yolofuse_scale/configs/deepspeed/<name>.json``
+#: (``ds_configs/`` in the checkout; see engine/strategy.py).
 STRATEGIES = ("auto", "ddp", "fsdp", "zero1", "zero2", "zero3", "zero3_offload")
 
 
@@ -314,7 +315,7 @@ _HELP = {
     "log_with": "experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none",
     "log_every": "print a progress line every N optimizer steps",
     "strategy": "auto: as the launcher/accelerate config says; ddp; fsdp (FSDP2); zero1|zero2|zero3|zero3_offload "
-    "(ds_configs/<name>.json). The same loop runs under each",
+    "(the packaged DeepSpeed JSON <name>.json, ds_configs/ in the checkout). The same loop runs under each",
     "activation_checkpointing": "recompute C2f/SPPF blocks in backward: less activation memory, ~20-30%% more "
     "compute (for large scales and high resolutions)",
     "deepspeed": "DeepSpeed JSON config (ds_configs/*.json); the deepspeed launcher passes this",

@@ -154,7 +154,7 @@ def write_synthetic_dataset(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``synth`` options to ``parser`` (shared by ``yolofuse-scale synth`` and :func:`main`)."""
+    """Add the ``synth`` options to ``parser`` (``yolofuse-scale synth``)."""
     parser.add_argument(
         "--out", required=True, help="folder to write images/, imagesIR/, labels/ and data.yaml into"
     )
@@ -178,13 +178,3 @@ def run(args: argparse.Namespace) -> int:
     path = write_synthetic_dataset(args.out, args.train, args.val, args.imgsz, args.seed, args.ir_channels)
     print(f"wrote {args.train} train + {args.val} val pairs: {path}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point with the same options as ``yolofuse-scale synth``; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        prog="yolofuse-scale synth",
-        description="Write a synthetic LLVIP-like RGB+IR night-street dataset (YOLOFuse layout) + data.yaml.",
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))

@@ -124,11 +124,6 @@ class CommMeter:
             setattr(dist, name, self._wrap(fn, kind))
         return self
 
-    def uninstall(self) -> None:
-        for name, fn in self._originals.items():
-            setattr(dist, name, fn)
-        self._originals.clear()
-
     def _wrap(self, fn, kind: str):
         @functools.wraps(fn)
         def counted(*args, **kwargs):

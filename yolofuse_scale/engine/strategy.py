@@ -52,6 +52,7 @@ import json
 import os
 from dataclasses import replace
 from datetime import timedelta
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -84,7 +85,11 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The configs shipped inside the package (``yolofuse_scale/configs/{deepspeed,accelerate}/``): found
+#: the same way from a checkout and from an installed wheel. The checkout's ``ds_configs/`` and
+#: ``configs/accelerate/`` are symlinks to these folders, so there is one copy of each file. A wheel
+#: installs as plain files, so this Traversable is a filesystem path (``str`` of it opens).
+PACKAGED_CONFIGS = resources.files("yolofuse_scale") / "configs"
 #: FSDP2 units: the blocks that hold a YOLO's parameters (C2f/SPPF in backbone and neck, the Detect
 #: head). Every other module (stem convs, the fusion concatenations) belongs to the root unit.
 WRAP_UNITS = ("C2f", "SPPF", "Detect")
@@ -127,13 +132,18 @@ def check_strategy_flags(cfg: TrainConfig, env: dict[str, str] | None = None) ->
         )
 
 
-def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_size: int) -> dict:
-    """Read a DeepSpeed JSON and write the loop's batch, accumulation, clipping and precision into it."""
+def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_size: int,
+                     origin: str = "--deepspeed") -> dict:
+    """Read a DeepSpeed JSON and write the loop's batch, accumulation, clipping and precision into it.
+
+    ``origin`` names where the path came from (a flag, ``--strategy``, the accelerate config) for
+    the message when the file is missing.
+    """
     try:
         with open(path) as fh:
             ds = json.load(fh)
     except FileNotFoundError:
-        raise DistributedSetupError(f"--deepspeed {path}: no such file") from None
+        raise DistributedSetupError(f"{origin} {path}: no such file") from None
     except json.JSONDecodeError as e:
         raise DistributedSetupError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     for key in ("optimizer", "scheduler"):
@@ -187,25 +197,38 @@ def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_si
     return ds
 
 
-def deepspeed_file(cfg: TrainConfig) -> str:
-    """The DeepSpeed JSON of this run: ``--deepspeed``, ``--strategy zeroN``, or the accelerate config's.
+def deepspeed_file(cfg: TrainConfig) -> tuple[str, str]:
+    """The DeepSpeed JSON of this run and where it was named: ``--deepspeed``, ``--strategy zeroN``, or
+    the accelerate config's ``deepspeed_config_file``; ``("", "")`` when the run is not DeepSpeed.
 
     ``accelerate launch --config_file configs/accelerate/zero2.yaml`` passes its DeepSpeed settings
     through the environment; we build the plugin from the same file ourselves, so the loop's values
     are written into it exactly as for ``--deepspeed`` (and gloo is used on CPU).
     """
     if cfg.deepspeed:
-        return cfg.deepspeed
+        return cfg.deepspeed, "--deepspeed"
     if cfg.strategy.startswith("zero"):
-        return str(REPO_ROOT / "ds_configs" / f"{cfg.strategy}.json")
+        return str(PACKAGED_CONFIGS / "deepspeed" / f"{cfg.strategy}.json"), f"--strategy {cfg.strategy}: packaged"
     if strategy_name(cfg) != "deepspeed":
-        return ""
+        return "", ""
     path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "")
     if not path or path == "none":
         raise DistributedSetupError(
             "the accelerate config enables DeepSpeed without a deepspeed_config_file: put the ZeRO settings in a "
             "JSON (see ds_configs/) and name it as deepspeed_config.deepspeed_config_file"
         )
+    return _packaged_fallback(path), "the accelerate config's deepspeed_config_file"
+
+
+def _packaged_fallback(path: str) -> str:
+    """``ds_configs/<name>.json`` (what the shipped accelerate YAMLs name, relative to the working
+    directory) resolves to the packaged copy when the working directory has no such file, so the
+    installed YAMLs work from any directory; a file that exists, or any other path, is used as given.
+    """
+    relative = Path(path)
+    packaged = PACKAGED_CONFIGS / "deepspeed" / relative.name
+    if relative.parent == Path("ds_configs") and not relative.exists() and packaged.is_file():
+        return str(packaged)
     return path
 
 
@@ -263,7 +286,7 @@ def build_accelerator(
             "--save-on-each-node with FSDP: its sharded (DCP) checkpoints keep one metadata file, written by global "
             "rank 0, that every rank reads on resume; put --output-dir on storage all nodes share and drop the flag"
         )
-    ds_file = deepspeed_file(cfg)
+    ds_file, ds_origin = deepspeed_file(cfg)
     # DeepSpeed picks its own (CPU) accelerator and Accelerate ignores DeepSpeed under cpu=True.
     cpu = not torch.cuda.is_available() and not ds_file
     handlers: list = [DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False,
@@ -278,7 +301,7 @@ def build_accelerator(
     mixed_precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if ds_file:
         ds = deepspeed_config(ds_file, replace(cfg, mixed_precision=mixed_precision), optim or OptimConfig(),
-                              launched_world_size())
+                              launched_world_size(), origin=ds_origin)
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds)
         mixed_precision = "no"  # precision is the JSON's torch_autocast (see deepspeed_config)
     plugin = fsdp_plugin() if strategy == "fsdp" and launched() else None

@@ -33,9 +33,9 @@ from yolofuse_scale.data.sampler import MicroBatchWindows, ShardSampler, StepSha
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
-from yolofuse_scale.engine.logging import make_log
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
 from yolofuse_scale.engine.perf import CommMeter, StepTimer, peak_flops, peak_memory, train_flops_per_image
+from yolofuse_scale.engine.runlog import make_log
 from yolofuse_scale.engine.storage import is_writer, writer_first
 from yolofuse_scale.engine.strategy import (
     PrecisionProbe,
