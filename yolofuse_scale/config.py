@@ -87,8 +87,10 @@ class OptimConfig:
     ``nbs`` x the mean, over the step's micro-batches on all ranks, of the gradient of the per-batch
     detection loss. With ``nbs`` images per step that is exactly Ultralytics' update (its loss is a
     sum over the batch, accumulated to 64 images); with any other world size x accumulation the step
-    size does not silently change. ``--scale-lr linear`` multiplies lr and weight decay by
-    (images per step / nbs), which is Ultralytics' behaviour for a non-nominal batch.
+    size does not silently change. ``--scale-lr`` then sets the peak lr for ``f`` = images per step /
+    nbs: ``linear`` lr x f, ``sqrt`` lr x sqrt(f); weight decay is never scaled, because both SGD and
+    AdamW decay by lr x wd per step (``engine/optim.py:effective_lr_wd`` gives the reasons). For SGD,
+    ``linear`` is Ultralytics' update for a batch of f x nbs images (Goyal et al.'s linear rule).
     """
 
     optimizer: str = "sgd"  #: sgd (momentum, nesterov) | adamw
@@ -102,7 +104,7 @@ class OptimConfig:
     schedule: str = "cosine"  #: cosine | linear, over --epochs (not --max-steps)
     clip_grad: float = 10.0  #: max gradient norm (Ultralytics clips at 10)
     nbs: int = 64  #: nominal batch size the recipe's hyper-parameters assume
-    scale_lr: str = "none"  #: none | linear (see above)
+    scale_lr: str = "none"  #: none | linear | sqrt: peak lr x f or x sqrt(f), f = images/step / nbs; wd fixed
     ema: bool = True  #: keep an EMA of the weights (decay 0.9999, 2000-step ramp); validate/save it
 
     def __post_init__(self) -> None:
@@ -110,8 +112,8 @@ class OptimConfig:
             raise ValueError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "linear"):
             raise ValueError(f"--schedule must be cosine or linear, got {self.schedule!r}")
-        if self.scale_lr not in ("none", "linear"):
-            raise ValueError(f"--scale-lr must be none or linear, got {self.scale_lr!r}")
+        if self.scale_lr not in ("none", "linear", "sqrt"):
+            raise ValueError(f"--scale-lr must be none, linear or sqrt, got {self.scale_lr!r}")
 
 
 @dataclass(kw_only=True)
@@ -246,7 +248,9 @@ _HELP = {
     "schedule": "cosine or linear decay over --epochs",
     "clip_grad": "clip the global gradient norm to this value (0: off)",
     "nbs": "nominal batch size of the recipe: a step's gradient is nbs x the mean micro-batch gradient",
-    "scale_lr": "linear: multiply lr and weight decay by images-per-step / nbs",
+    "scale_lr": "scale the peak lr with f = images-per-step / nbs: linear lr x f (SGD: Goyal et al., "
+    "Ultralytics' update at f x nbs images), sqrt lr x sqrt(f) (common for AdamW); none: lr as given. "
+    "Weight decay is not scaled: SGD and AdamW both decay by lr x wd per step, so it follows lr",
     "ema": "keep an exponential moving average of the weights, used for validation and weights/",
     "epochs": "number of epochs; fixes the LR schedule",
     "max_steps": "stop after this many optimizer steps (0: no limit); does not change the schedule",
@@ -318,7 +322,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _choices(name: str) -> list[str] | None:
     return {"strategy": list(STRATEGIES), "fusion": list(FUSIONS), "schedule": ["cosine", "linear"],
             "optimizer": ["sgd", "adamw"], "on_bad_sample": ["error", "skip"],
-            "cache": ["none", "ram", "disk"]}.get(name)
+            "cache": ["none", "ram", "disk"], "scale_lr": ["none", "linear", "sqrt"]}.get(name)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
