@@ -36,7 +36,7 @@ def test_ddp_matches_single_process_accumulation(train_run, launcher):
     # gloo sums two ranks' gradients and divides by 2, the reference adds two halves: on this CPU
     # the reduction order is the same, so losses and parameters are bit-identical (the issue's
     # fallback tolerance, 1e-5 relative on the parameter vector, is not needed).
-    assert [d["loss"] for d in log_d] == [r["loss"] for r in log_r]
+    assert [(d["loss"], d["loss_backprop"]) for d in log_d] == [(r["loss"], r["loss_backprop"]) for r in log_r]
     pd, pr = _params(ddp), _params(ref)
     # Parameters only: BatchNorm running statistics are rank 0's under DDP (broadcast_buffers) but
     # see both micro-batches in the reference, by design.
@@ -44,6 +44,19 @@ def test_ddp_matches_single_process_accumulation(train_run, launcher):
     init = _initial_params()
     assert _rel_diff(pr, init, keys) > 1e-4, "training moved the weights"
     assert all(torch.equal(pr[k], pd[k]) for k in keys), f"relative difference {_rel_diff(pr, pd, keys):.2e}"
+
+
+def test_logged_loss_is_the_sum_of_its_components(train_run):
+    """`loss` is box + cls + dfl (what Ultralytics' progress bar shows, comparable across batch sizes);
+    the backpropagated objective, nbs (64) x that, is logged as `loss_backprop`. Before, `loss` was the
+    objective: "loss 21.12 (box 0.000 cls 0.330 dfl 0.000)"."""
+    run = train_run("torchrun", 2, 1, *STEPS)
+    for r in run.log:
+        parts = r["box"] + r["cls"] + r["dfl"]
+        assert r["loss"] == pytest.approx(parts, rel=1e-6), r
+        assert r["loss_backprop"] == pytest.approx(64 * parts, rel=1e-5), r
+    first = run.log[0]
+    assert f"loss {first['loss']:.3f} (box {first['box']:.3f} cls {first['cls']:.3f}" in run.output
 
 
 def _initial_params() -> dict[str, torch.Tensor]:
@@ -63,7 +76,7 @@ def test_ddp_run_writes_all_outputs(train_run):
         assert (out / rel).is_file(), rel
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_80", "step_88", "step_96"]  # --keep-last 3
     rec = run.log[-1]
-    assert {"step", "epoch", "loss", "lr", "images_per_s"} <= set(rec)
+    assert {"step", "epoch", "loss", "loss_backprop", "box", "cls", "dfl", "lr", "images_per_s"} <= set(rec)
     payload = torch.load(out / "weights" / "last.pt", weights_only=True)
     assert payload["names"] and payload["ir_channels"] in (1, 3) and payload["model"]
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]

@@ -131,7 +131,7 @@ class TrainConfig:
     save_every_steps: int = 0  #: also checkpoint every N optimizer steps (0: epoch ends only)
     keep_last: int = 3  #: keep the newest K checkpoints (0: keep all)
     save_on_each_node: bool = False  #: output_dir is node-local: each node's local main writes its own copy
-    val: bool = True  #: validate at each epoch end
+    val: bool = True  #: validate at each epoch end (off: the final epoch only); best.pt: best validated epoch
     log_with: str = "none"  #: tensorboard | wandb | mlflow | none (trackers run offline)
     log_every: int = 10  #: print a progress line every N steps (the JSONL log gets every step)
     strategy: str = "auto"  #: auto | ddp | fsdp | zero1 | zero2 | zero3 | zero3_offload
@@ -265,7 +265,8 @@ _HELP = {
     "keep_last": "keep only the newest K checkpoints (0: keep all)",
     "save_on_each_node": "--output-dir is node-local storage: every node's first process writes its own copy of "
     "logs, checkpoints and weights, and resumes from it; off: one writer per job (storage all nodes share)",
-    "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch",
+    "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch; --no-val validates the final epoch only. "
+    "weights/best.pt is the best validated epoch (with --no-val: the final weights)",
     "log_with": "experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none",
     "log_every": "print a progress line every N optimizer steps",
     "strategy": "auto: as the launcher/accelerate config says; ddp; fsdp (FSDP2); zero1|zero2|zero3|zero3_offload "

@@ -362,6 +362,24 @@ def effective_precision(accelerator: Accelerator) -> str:
     return accelerator.mixed_precision
 
 
+def clip_grad_norm(accelerator: Accelerator, model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the gradients at ``max_norm`` (0: no clipping) and return their global norm, unscaled.
+
+    Under fp16 the gradients hold loss-scale x gradient until the grad scaler unscales them:
+    Accelerate's clipping unscales first; without clipping we unscale here too (the scaler's step
+    then does not unscale again), so ``grad_norm`` is the true gradient's norm either way, not
+    65,536 x it. Under DeepSpeed the engine clipped inside backward and this only reports the norm.
+    """
+    if max_norm > 0:
+        norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+    else:
+        accelerator.unscale_gradients()  # a no-op unless fp16 with a grad scaler
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if isinstance(norm, DTensor):  # FSDP2: a replicated DTensor
+        norm = norm.full_tensor()
+    return norm
+
+
 def launched() -> bool:
     """Whether a launcher (torchrun, accelerate, deepspeed) started this process."""
     return "LOCAL_RANK" in os.environ or launched_world_size() > 1
