@@ -378,7 +378,8 @@ class Trainer:
         return self.eval_model
 
     def _is_last_epoch(self, stopped: bool) -> bool:
-        """Whether the epoch ending now is the run's last: the last of --epochs, or --max-steps ends here."""
+        """Whether the epoch ending now is the run's last: the last of --epochs, or --max-steps ends here.
+        (The start-up scan refuses a val split with no usable pair, so there is always one to validate.)"""
         last = stopped or self.state.epoch == self.cfg.train.epochs - 1
         if last and not self.cfg.train.val:
             self.log.info("--no-val: validating the final epoch only; best.pt will be these weights")
