@@ -109,8 +109,10 @@ class OptimConfig:
     ``nbs`` x the mean, over the step's micro-batches on all ranks, of the gradient of the per-batch
     detection loss. With ``nbs`` images per step that is exactly Ultralytics' update (its loss is a
     sum over the batch, accumulated to 64 images); with any other world size x accumulation the step
-    size does not silently change. ``--scale-lr linear`` multiplies lr and weight decay by
-    (images per step / nbs), which is Ultralytics' behaviour for a non-nominal batch.
+    size does not silently change. ``--scale-lr`` then sets the peak lr for ``f`` = images per step /
+    nbs: ``linear`` lr x f, ``sqrt`` lr x sqrt(f); weight decay is never scaled, because both SGD and
+    AdamW decay by lr x wd per step (``engine/optim.py:effective_lr_wd`` gives the reasons). For SGD,
+    ``linear`` is Ultralytics' update for a batch of f x nbs images (Goyal et al.'s linear rule).
     """
 
     optimizer: str = "sgd"  #: sgd (momentum, nesterov) | adamw
@@ -124,7 +126,7 @@ class OptimConfig:
     schedule: str = "cosine"  #: cosine | linear, over --epochs (not --max-steps)
     clip_grad: float = 10.0  #: max gradient norm (Ultralytics clips at 10)
     nbs: int = 64  #: nominal batch size the recipe's hyper-parameters assume
-    scale_lr: str = "none"  #: none | linear (see above)
+    scale_lr: str = "none"  #: none | linear | sqrt: peak lr x f or x sqrt(f), f = images/step / nbs; wd fixed
     ema: bool = True  #: keep an EMA of the weights (decay 0.9999, 2000-step ramp); validate/save it
 
     def __post_init__(self) -> None:
@@ -132,8 +134,8 @@ class OptimConfig:
             raise ConfigError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "linear"):
             raise ConfigError(f"--schedule must be cosine or linear, got {self.schedule!r}")
-        if self.scale_lr not in ("none", "linear"):
-            raise ConfigError(f"--scale-lr must be none or linear, got {self.scale_lr!r}")
+        if self.scale_lr not in ("none", "linear", "sqrt"):
+            raise ConfigError(f"--scale-lr must be none, linear or sqrt, got {self.scale_lr!r}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         for name in ("momentum", "warmup_momentum"):
@@ -158,7 +160,7 @@ class TrainConfig:
     save_every_steps: int = 0  #: also checkpoint every N optimizer steps (0: epoch ends only)
     keep_last: int = 3  #: keep the newest K checkpoints (0: keep all)
     save_on_each_node: bool = False  #: output_dir is node-local: each node's local main writes its own copy
-    val: bool = True  #: validate at each epoch end
+    val: bool = True  #: validate at each epoch end (off: the final epoch only); best.pt: best validated epoch
     log_with: str = "none"  #: tensorboard | wandb | mlflow | none (trackers run offline)
     log_every: int = 10  #: print a progress line every N steps (the JSONL log gets every step)
     strategy: str = "auto"  #: auto | ddp | fsdp | zero1 | zero2 | zero3 | zero3_offload
@@ -296,7 +298,9 @@ _HELP = {
     "schedule": "cosine or linear decay over --epochs",
     "clip_grad": "clip the global gradient norm to this value (0: off)",
     "nbs": "nominal batch size of the recipe: a step's gradient is nbs x the mean micro-batch gradient",
-    "scale_lr": "linear: multiply lr and weight decay by images-per-step / nbs",
+    "scale_lr": "scale the peak lr with f = images-per-step / nbs: linear lr x f (SGD: Goyal et al., "
+    "Ultralytics' update at f x nbs images), sqrt lr x sqrt(f) (common for AdamW); none: lr as given. "
+    "Weight decay is not scaled: SGD and AdamW both decay by lr x wd per step, so it follows lr",
     "ema": "keep an exponential moving average of the weights, used for validation and weights/",
     "epochs": "number of epochs; fixes the LR schedule",
     "max_steps": "stop after this many optimizer steps (0: no limit); does not change the schedule",
@@ -311,7 +315,8 @@ _HELP = {
     "keep_last": "keep only the newest K checkpoints (0: keep all)",
     "save_on_each_node": "--output-dir is node-local storage: every node's first process writes its own copy of "
     "logs, checkpoints and weights, and resumes from it; off: one writer per job (storage all nodes share)",
-    "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch",
+    "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch; --no-val validates the final epoch only. "
+    "weights/best.pt is the best validated epoch (with --no-val: the final weights)",
     "log_with": "experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none",
     "log_every": "print a progress line every N optimizer steps",
     "strategy": "auto: as the launcher/accelerate config says; ddp; fsdp (FSDP2); zero1|zero2|zero3|zero3_offload "
@@ -369,7 +374,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _choices(name: str) -> list[str] | None:
     return {"strategy": list(STRATEGIES), "fusion": list(FUSIONS), "schedule": ["cosine", "linear"],
             "optimizer": ["sgd", "adamw"], "on_bad_sample": ["error", "skip"],
-            "cache": ["none", "ram", "disk"]}.get(name)
+            "cache": ["none", "ram", "disk"], "scale_lr": ["none", "linear", "sqrt"]}.get(name)
 
 
 def _did_you_mean(name: str, known) -> str:

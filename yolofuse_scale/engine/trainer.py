@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
-from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 
 from yolofuse_scale.config import RunConfig
@@ -34,13 +33,21 @@ from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
-from yolofuse_scale.engine.perf import CommMeter, StepTimer, peak_flops, peak_memory, train_flops_per_image
+from yolofuse_scale.engine.perf import (
+    CommMeter,
+    StepTimer,
+    peak_flops,
+    peak_memory,
+    precision_key,
+    train_flops_per_image,
+)
 from yolofuse_scale.engine.runlog import make_log
 from yolofuse_scale.engine.storage import is_writer, writer_first
 from yolofuse_scale.engine.strategy import (
     PrecisionProbe,
     build_accelerator,
     check_resumable,
+    clip_grad_norm,
     effective_precision,
     full_state_dict,
     launched_world_size,
@@ -184,7 +191,9 @@ class Trainer:
                           "for measuring step time without communication only")
         # Model FLOPs utilisation per step: training FLOPs per image / the device's peak (0: unknown)
         self.flops_per_image = train_flops_per_image(self.model_meta["gflops"])
-        self.peak_flops = peak_flops(acc.device, effective_precision(acc), cfg.train.peak_tflops)
+        # DeepSpeed's precision is its JSON's torch_autocast, not Accelerate's mixed_precision (see effective_precision)
+        self.mfu_precision = precision_key(effective_precision(acc))
+        self.peak_flops = peak_flops(acc.device, self.mfu_precision, cfg.train.peak_tflops)
         # The bare model under the strategy's wrapper; the same object for the whole run (DDP, DeepSpeed and
         # compile wrap it, FSDP2 shards it in place), so it is looked up once: per step it cost ~4 ms.
         self.bare = bare = unwrap(acc, self.model)
@@ -234,7 +243,7 @@ class Trainer:
             stopped = self._train_epoch(max_steps, ckpt_root)
             if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
                 break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
-            if cfg.train.val:
+            if cfg.train.val or self._is_last_epoch(stopped):
                 metrics = self._validate()
             state.epoch += 1
             state.step_in_epoch = 0
@@ -243,8 +252,13 @@ class Trainer:
             self._save(ckpt_root, metrics)
         self.model_meta["peak_memory"] = gather_object([peak_memory(acc.device)])  # per rank (collective)
         if is_writer(acc):
+            best = self.out / "weights" / "best.pt"
             summary = {"step": state.step, "epoch": state.epoch, "metrics": metrics, **self.model_meta,
-                       "weights": str(self.out / "weights" / "last.pt")}
+                       "weights": str(self.out / "weights" / "last.pt"),
+                       # best.pt is chosen among validated epochs only: with --no-val, the final one
+                       "validated": "each epoch" if cfg.train.val else "final epoch only (--no-val)",
+                       "best_weights": str(best) if best.exists() else None,
+                       "best_fitness": state.best_fitness if state.best_fitness >= 0 else None}
             (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))
         self.log.info(f"done: step {state.step}, weights in {self.out / 'weights'}, metrics in "
                       f"{self.out / 'metrics.json'}")
@@ -261,7 +275,7 @@ class Trainer:
         acc, state, cfg = self.accelerator, self.state, self.cfg
         self.model.train()
         accum = cfg.train.grad_accum
-        sums = torch.zeros(len(LOSS_NAMES) + 2, device=acc.device)  # loss items, total loss, non-finite flag
+        sums = torch.zeros(len(LOSS_NAMES) + 2, device=acc.device)  # loss items, backprop objective, non-finite
         files: list[str] = []
         timer = StepTimer(acc.device, phases=cfg.train.time_phases)
         skip_sync = acc.no_sync if cfg.train.benchmark_skip_grad_sync else lambda _: contextlib.nullcontext()
@@ -286,12 +300,7 @@ class Trainer:
                     continue
                 # Under DeepSpeed this only reports the norm: the engine clipped (at --clip-grad,
                 # written into its config) and stepped inside backward; elsewhere it clips here.
-                grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
-                             if cfg.optim.clip_grad > 0
-                             else torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters()
-                                                                 if p.grad is not None]))
-                if isinstance(grad_norm, DTensor):  # FSDP2: a replicated DTensor
-                    grad_norm = grad_norm.full_tensor()
+                grad_norm = clip_grad_norm(acc, self.model, cfg.optim.clip_grad)  # unscaled under fp16
                 # Under fp16 an overflowing gradient is routine: the grad scaler skips that step and
                 # lowers its scale (logged as step_skipped). A non-finite loss is never routine.
                 grad_ok = bool(torch.isfinite(torch.as_tensor(grad_norm))) or acc.scaler is not None
@@ -312,8 +321,7 @@ class Trainer:
             state.step += 1
             state.step_in_epoch += 1
             dt = time.perf_counter() - t0
-            record = {"step": state.step, "epoch": state.epoch, "loss": float(reduced[-2]), "lr": lr,
-                      **{k: float(v) for k, v in zip(LOSS_NAMES, reduced[: len(LOSS_NAMES)] / accum)},
+            record = {"step": state.step, "epoch": state.epoch, **loss_fields(reduced, accum), "lr": lr,
                       "grad_norm": float(grad_norm), "images_per_s": self.images_per_step / dt, "step_time_s": dt,
                       **timer.take()}
             if self.peak_flops:  # per device: this rank's share of the step's images
@@ -325,6 +333,7 @@ class Trainer:
             if state.step == 1:
                 record["model_state_bytes"] = self.model_meta["model_state_bytes"]
                 record["compute_dtypes"] = self.probe.result()
+                record["mfu_precision"] = self.mfu_precision  # which peak MFU divides by
             self.log.step(record)
             if state.step % cfg.train.log_every == 0 or state.step == 1:
                 self.log.info(
@@ -370,6 +379,14 @@ class Trainer:
             self._gathered_at = self.state.step
         return self.eval_model
 
+    def _is_last_epoch(self, stopped: bool) -> bool:
+        """Whether the epoch ending now is the run's last: the last of --epochs, or --max-steps ends here.
+        (The start-up scan refuses a val split with no usable pair, so there is always one to validate.)"""
+        last = stopped or self.state.epoch == self.cfg.train.epochs - 1
+        if last and not self.cfg.train.val:
+            self.log.info("--no-val: validating the final epoch only; best.pt will be these weights")
+        return last
+
     def _validate(self) -> dict[str, Any]:
         metrics = evaluate(self._eval_model(), self.val_loader, self.accelerator, self.data_cfg.names)
         self.log.info(
@@ -394,9 +411,22 @@ class Trainer:
             meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": ckpt.plain_meta(metrics),
                     "ema": self.ema is not None}
             ckpt.write_weights(self.out / "weights" / "last.pt", eval_model.state_dict(), meta)
-            if improved or not (self.out / "weights" / "best.pt").exists():
+            if improved:  # validated epochs only (with --no-val the final epoch is validated)
                 ckpt.write_weights(self.out / "weights" / "best.pt", eval_model.state_dict(), meta)
         acc.wait_for_everyone()
+
+
+def loss_fields(reduced: torch.Tensor, accum: int) -> dict[str, float]:
+    """The step's logged losses from the all-reduced sums (loss items, backprop objective, flag).
+
+    ``box``/``cls``/``dfl`` are Ultralytics' loss items (gain-weighted, per batch, as its progress bar
+    and results.csv show them), averaged over the step's micro-batches and ranks; ``loss`` is their
+    sum, the number to compare with Ultralytics. ``loss_backprop`` is what was backpropagated:
+    ``nbs`` x the per-batch loss (see ``engine/task.py``), i.e. ``nbs x loss`` up to rounding.
+    """
+    items = reduced[: len(LOSS_NAMES)] / accum
+    return {"loss": float(items.sum()), **{k: float(v) for k, v in zip(LOSS_NAMES, items)},
+            "loss_backprop": float(reduced[-2])}
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
