@@ -90,13 +90,28 @@ def _job_store():
         return None
 
 
+def _error_key() -> str:
+    # per elastic attempt: a restarted group shares the agent's store with the failed one
+    return f"yolofuse_scale/error/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+
+
+def _reported_by_another_rank() -> bool:
+    """Whether a rank of this job already reported a user error (its exit then fails our collectives)."""
+    store = _job_store() if _world() > 1 else None
+    if store is None:
+        return False
+    try:
+        return bool(store.check([_error_key()]))
+    except Exception:
+        return False
+
+
 def report(message: str) -> None:
     """Print ``message`` on stderr, once per job (see the module docstring)."""
     sys.stdout.flush()
     store = _job_store() if _world() > 1 else None
     if store is not None:
-        # per elastic attempt: a restarted group shares the agent's store with the failed one
-        key = f"yolofuse_scale/error/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+        key = _error_key()
         try:
             first = store.add(key, 1) == 1
         except Exception:  # the store is gone (its host exited): print rather than lose the message
@@ -133,6 +148,8 @@ def run_entry(fn: Callable[..., int | None], *args) -> int:
             raise
         message = str(e.code)
     except Exception as e:
+        if not debug_enabled() and not isinstance(e, user_error_types()) and _reported_by_another_rank():
+            return 1  # a peer's user error broke this rank's collective: the peer has said why
         if debug_enabled() or not isinstance(e, user_error_types()):
             raise
         message = f"error: {e}"
