@@ -91,6 +91,7 @@ RESERVE_S=20                        # kept back for the last report
 KILL_AFTER=20                       # SIGKILL this long after a step's signal (torchrun's grace is 30 s)
 START=$(date +%s)
 DEADLINE=$((START + BUDGET_S))
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc alone obeys OMP_NUM_THREADS
 
 export PY WHEELS CACHE ROOT
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"   # our package from the tree, not installed
@@ -114,7 +115,7 @@ if [[ $MODE == dry ]]; then
     COMMON+=("--train-args=--epochs 1000000")
   fi
 else
-  IMGSZ=640 SYNTH_WORKERS=$(($(nproc) > 2 ? $(nproc) - 2 : 1)) RUN_TIMEOUT=120
+  IMGSZ=640 SYNTH_WORKERS=$((CPUS > 2 ? CPUS - 2 : 1)) RUN_TIMEOUT=120
   MODELS=(yolov8n yolov8s)
   # One repeat each: a launch costs ~10-15 s of start-up, and 8 configurations x 3 repeats would not
   # fit the step's cap; the spread over repeats comes from the CPU runs and later GPU sessions.
@@ -230,7 +231,7 @@ step() {  # step NAME CAP_S SIGNAL CMD...: CMD under `timeout`, capped at the ti
 
 capture_env() {  # (i) what ran where: GPU, driver, CUDA, versions, commit, memory
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "mode: $MODE; host: $(uname -n); cpus: $(nproc); python: $PY"
+  echo "mode: $MODE; host: $(uname -n); cpus: $CPUS; python: $PY"
   echo "commit: ${GPU_SESSION_COMMIT:-$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown: no git or no .git here)}"
   git -C "$ROOT" status --porcelain 2>/dev/null | head -20 | sed 's/^/  dirty: /'
   # A fingerprint of the sources, to match these results to a commit when .git did not travel.
@@ -338,7 +339,7 @@ if [[ $MODE != plan ]]; then
   done
   say "gpu_session ($MODE): results in $OUT; budget ${BUDGET_S}s; python $PY; data $DATA"
 fi
-export MODE DATA
+export MODE DATA CPUS
 export -f capture_env install_deps make_data
 
 # shellcheck disable=SC2016  # $0 is the inner bash's: the file name passed after the command

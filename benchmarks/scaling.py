@@ -401,7 +401,8 @@ def environment(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "device_kind": "gpu" if gpus else "cpu process",
         "threads_per_process": args.threads or os.environ.get("OMP_NUM_THREADS", "torch default"),
         "versions": {p: version(p) for p in ("torch", "accelerate", "deepspeed", "ultralytics", "numpy")},
-        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": git("status", "--porcelain", "--untracked-files=no") not in ("", "unknown"),
         "command": shlex.join([sys.executable, "-m", "benchmarks.scaling", *argv]),
         "machine_label": args.machine_label,
     }
