@@ -137,7 +137,11 @@ a = build_parser().parse_args(sys.argv[1:]); print(pairs_needed(a, plan(a)))' "$
 N_TRAIN=0
 for sweep in SWEEP_N SWEEP_S COMPARE; do
   declare -n args=$sweep
-  n=$(pairs_needed "${args[@]}") || { echo "cannot plan the $sweep sweep with $PY" >&2; exit 2; }
+  if ! n=$(pairs_needed "${args[@]}"); then  # no Python at all: say so where the results are looked for
+    msg="gpu_session: cannot plan the $sweep sweep with python '$PY' (set PYTHON): nothing ran"
+    echo "$msg" >&2; [[ $MODE != plan ]] && echo "$msg" >"$OUT/report.md"
+    exit 2
+  fi
   ((n > N_TRAIN)) && N_TRAIN=$n
   unset -n args
 done
