@@ -170,3 +170,35 @@ def test_a_taker_with_an_outdated_view_gives_a_live_lock_back(tmp_path):
     os.utime(lock, (time.time() - 3600,) * 2)  # the same owner, silent for an hour: stale after all
     _remove_stale(lock)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ram_cache_folder_is_private_to_its_user(tmp_path, monkeypatch):
+    """/dev/shm is shared by every user of a node: the folder is per uid, 0o700, and an existing one that is
+    not ours, is writable by others or is a symlink is refused (it could hold a planted cache)."""
+    import stat
+
+    from yolofuse_scale.data import cache
+
+    shm = tmp_path / "shm"
+    shm.mkdir(mode=0o777)
+    shm.chmod(0o1777)  # like /dev/shm: world-writable, sticky
+    monkeypatch.setattr(cache, "SHM", shm)
+    folder = cache.cache_folder("ram", [])
+    assert folder == shm / f"yolofuse_scale-{os.getuid()}"
+    st = folder.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.getuid()
+    assert cache.cache_folder("ram", []) == folder  # our own folder is used again
+    folder.chmod(0o777)
+    with pytest.raises(PermissionError, match=rf"{folder} is a folder .* mode drwxrwxrwx; refusing to use it"):
+        cache.cache_folder("ram", [])
+    folder.rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    folder.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PermissionError, match="is a symlink"):
+        cache.cache_folder("ram", [])
+    folder.unlink()
+    if os.getuid() == 0:  # only root can make a folder that belongs to someone else
+        folder.mkdir(mode=0o700)
+        os.chown(folder, 12345, 12345)
+        with pytest.raises(PermissionError, match="owned by uid 12345"):
+            cache.cache_folder("ram", [])

@@ -88,12 +88,16 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.config import TrainConfig
     from yolofuse_scale.data import PairedRGBIRDataset, collate_pairs, load_data_config, scan_split
     from yolofuse_scale.data.sampler import ShardSampler
+    from yolofuse_scale.engine.checkpoint import CheckpointError
     from yolofuse_scale.engine.evaluate import evaluate
     from yolofuse_scale.engine.strategy import build_accelerator
     from yolofuse_scale.inference import load_weights_model
 
     acc = build_accelerator(TrainConfig())
-    model, payload = load_weights_model(args.weights)
+    try:
+        model, payload = load_weights_model(args.weights)
+    except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad weights: the message names the file
+        raise SystemExit(f"error: {e}") from e
     data_cfg = load_data_config(args.data)
     if data_cfg.ir_channels != payload["ir_channels"]:
         raise SystemExit(
@@ -119,9 +123,12 @@ def run_val(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from yolofuse_scale.engine.checkpoint import export_weights
+    from yolofuse_scale.engine.checkpoint import CheckpointError, export_weights
 
-    print(f"wrote {export_weights(args.checkpoint, args.out)}")
+    try:
+        print(f"wrote {export_weights(args.checkpoint, args.out)}")
+    except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad checkpoint: the message names the file
+        raise SystemExit(f"error: {e}") from e
     return 0
 
 

@@ -237,10 +237,32 @@ def open_pair_cache(folder: Path, key: str, n: int, load, imgsz: int, log=print,
 
 
 def cache_folder(mode: str, candidates: list[Path] | tuple[Path, ...]) -> Path:
-    """``ram``: tmpfs (``/dev/shm``) when the machine has it; ``disk`` (or no tmpfs): the first of
-    ``candidates`` that can be written (the dataset's folder, so the next run finds it; else the run's)."""
+    """``ram``: tmpfs (``/dev/shm/yolofuse_scale-<uid>``) when the machine has it; ``disk`` (or no tmpfs):
+    the first of ``candidates`` that can be written (the dataset's folder, so the next run finds it; else
+    the run's).
+
+    ``/dev/shm`` is shared by every user of the node, so the ram folder is per user, created mode 0o700,
+    and refused if it exists but is not ours, is group/other-writable or is not a plain folder: anyone who
+    can write there could plant a ready-made cache (an index and pixels) that this run would train on.
+    """
     if mode == "ram" and SHM.is_dir() and os.access(SHM, os.W_OK):
-        return SHM / "yolofuse_scale"
+        import stat
+
+        folder = SHM / f"yolofuse_scale-{os.getuid()}"
+        try:
+            os.mkdir(folder, 0o700)
+            os.chmod(folder, 0o700)  # exactly 0o700 whatever the umask (we just created it)
+        except FileExistsError:
+            pass
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a symlink" if stat.S_ISLNK(st.st_mode) else "a file"
+            raise PermissionError(
+                f"--cache ram: {folder} is {kind} owned by uid {st.st_uid} with mode {stat.filemode(st.st_mode)}; "
+                f"refusing to use it (it must be a folder of uid {os.getuid()} that only its owner can write); "
+                "remove it, or use --cache disk"
+            )
+        return folder
     for folder in candidates:
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -75,20 +75,50 @@ def plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's entries, each a relative path inside ``folder`` with its size and SHA-256."""
+    try:
+        entries = json.loads((folder / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{folder / MANIFEST}: unreadable ({e})") from None
+    ok = isinstance(entries, dict) and all(
+        isinstance(want, dict) and isinstance(want.get("sha256"), str) and isinstance(want.get("bytes"), int)
+        and not Path(rel).is_absolute() and ".." not in Path(rel).parts for rel, want in entries.items())
+    if not ok:
+        raise CheckpointError(f"{folder / MANIFEST}: not a checkpoint manifest (relative path -> sha256, bytes)")
+    return entries
+
+
 def verify_checkpoint(folder: Path) -> None:
-    """Raise :class:`CheckpointError` naming every file that is missing or does not match the manifest."""
+    """Raise :class:`CheckpointError` naming every file that is missing, differs from the manifest, or is not in it.
+
+    Files the manifest does not list are refused, not ignored: Accelerate, DeepSpeed and torch's DCP
+    find some of their files by name patterns (DeepSpeed's ``*_model_states.pt`` glob; several of them
+    unpickle with ``weights_only=False`` or plain ``pickle``), so an unlisted file could be read unchecked.
+    The manifest detects corruption, truncation and stray files; it is no defence against someone who
+    can write the folder (they can rewrite the manifest too).
+    """
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
     if not (folder / COMPLETE_MARKER).is_file():
         raise CheckpointError(f"{folder}: incomplete checkpoint (no {COMPLETE_MARKER}: the save was interrupted)")
     if not (folder / MANIFEST).is_file():
         raise CheckpointError(f"{folder}: no {MANIFEST}; cannot check its files")
-    entries = json.loads((folder / MANIFEST).read_text())
+    entries = _read_manifest(folder)
     problems = []
     for rel, want in entries.items():
         p = folder / rel
         if not p.is_file():
             problems.append(f"{rel}: missing")
-        elif p.stat().st_size != want["bytes"] or _sha256(p) != want["sha256"]:
+        elif p.stat().st_size != want["bytes"]:
+            problems.append(f"{rel}: {p.stat().st_size} bytes, the manifest says {want['bytes']} (truncated or "
+                            "modified)")
+        elif _sha256(p) != want["sha256"]:
             problems.append(f"{rel}: contents differ from the manifest (corrupt or modified)")
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if not p.is_dir() and rel not in entries and rel not in (MANIFEST, COMPLETE_MARKER):
+            problems.append(f"{rel}: not in the manifest (not written by this checkpoint's save; remove it)")
     for required in (STATE_FILE, META_FILE):
         if required not in entries:
             problems.append(f"{required}: not in the checkpoint")
@@ -215,10 +245,36 @@ def read_weights(path: str | Path) -> dict[str, Any]:
         raise
     except Exception as e:  # a truncated file or a full pickle from elsewhere
         raise CheckpointError(f"{path}: not a yolofuse-scale weights file ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a yolofuse-scale weights file (holds a {type(payload).__name__}, "
+                              "not a dict)")
     missing = [k for k in ("model", "model_yaml", "rgb_channels", "ir_channels", "names") if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: weights file lacks {', '.join(missing)}")
+    problem = _weights_payload_problem(payload)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     return payload
+
+
+def _weights_payload_problem(payload: dict[str, Any]) -> str | None:
+    """What is wrong with the plain entries of a weights file (None: nothing). ``model_yaml`` is checked
+    where the model is built (``model.safe_config``), the tensors' shapes when they are loaded into it."""
+    model = payload["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in model.items()):
+        return "'model' is not a state dict (names -> tensors)"
+    if payload["rgb_channels"] != 3 or isinstance(payload["rgb_channels"], bool):
+        return f"rgb_channels {payload['rgb_channels']!r} must be 3"
+    if payload["ir_channels"] not in (1, 3) or isinstance(payload["ir_channels"], bool):
+        return f"ir_channels {payload['ir_channels']!r} must be 1 or 3"
+    names = payload["names"]
+    if not isinstance(names, dict) or not all(isinstance(k, int) and isinstance(v, str) for k, v in names.items()):
+        return "'names' is not a mapping of class id -> name"
+    imgsz = payload.get("imgsz", 640)
+    if not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz <= 0:
+        return f"imgsz {imgsz!r} must be a positive integer"
+    return None
 
 
 def _load_dcp_model(dcp_dir: Path) -> dict[str, torch.Tensor]:
@@ -232,6 +288,26 @@ def _load_dcp_model(dcp_dir: Path) -> dict[str, torch.Tensor]:
         return torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)["model"]
 
 
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """``run_meta.json`` of a verified checkpoint, its model dictionary checked like a weights file's."""
+    from yolofuse_scale.model.safe_config import check_model_dict
+
+    path = folder / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+        missing = [k for k in ("model_yaml", "rgb_channels", "ir_channels", "names") if k not in meta]
+        if not isinstance(meta, dict) or not isinstance(meta["names"], dict) or missing:
+            raise ValueError(f"expected a mapping with model_yaml, rgb_channels, ir_channels, names; lacks {missing}")
+        meta = plain_meta(meta)
+    except (UnicodeDecodeError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+    check_model_dict(meta["model_yaml"], f"{path}: model_yaml")  # never copied into a weights file unchecked
+    problem = _weights_payload_problem({"model": {}, **meta})
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    return meta
+
+
 def export_weights(folder: str | Path, out: str | Path) -> Path:
     """Consolidate a saved checkpoint into a portable weights file, offline (no process group).
 
@@ -241,7 +317,7 @@ def export_weights(folder: str | Path, out: str | Path) -> Path:
     """
     folder = Path(folder)
     verify_checkpoint(folder)
-    meta = plain_meta(json.loads((folder / META_FILE).read_text()))
+    meta = _read_meta(folder)
     _, ema = load_train_state(folder)
     if ema is not None:
         state_dict, source = ema, "EMA"

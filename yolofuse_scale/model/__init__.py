@@ -7,12 +7,14 @@ from yolofuse_scale.model.detector import (
     model_from_config,
     model_summary,
 )
+from yolofuse_scale.model.safe_config import ModelConfigError
 from yolofuse_scale.model.variants import FUSIONS, SCALES, fusion_yaml
 
 __all__ = [
     "FUSIONS",
     "SCALES",
     "FusionDetectionModel",
+    "ModelConfigError",
     "build_model",
     "fusion_yaml",
     "load_model_dict",
