@@ -45,9 +45,13 @@ def build_train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace) -> int:
     from yolofuse_scale.config import config_from_args
+    from yolofuse_scale.engine.checkpoint import CheckpointError
     from yolofuse_scale.engine.trainer import Trainer
 
-    Trainer(config_from_args(args)).fit()
+    try:
+        Trainer(config_from_args(args)).fit()
+    except CheckpointError as e:  # refused before anything changed: the message says why and the way out
+        raise SystemExit(f"error: {e}") from None
     return 0
 
 
