@@ -423,8 +423,8 @@ def check_same_position(path: Path, saved: dict[str, Any], now: dict[str, Any]) 
     if old_ips is not None and old_ips != ips:
         problems.append(f"images per optimizer step: {_batch_text(saved)} when saved, {_batch_text(now)} now")
         per_pass = now["batch_size"] * now["world_size"]
-        ways.append(f"pass --global-batch-size {old_ips} to keep {old_ips} images per step at "
-                    f"{now['world_size']} process(es)" if old_ips % per_pass == 0 else
+        ways.append(f"pass --global-batch-size {old_ips} (or --grad-accum {old_ips // per_pass}) to keep {old_ips} "
+                    f"images per step at {now['world_size']} process(es)" if old_ips % per_pass == 0 else
                     f"choose --batch-size and --grad-accum so that batch x {now['world_size']} process(es) x "
                     f"accumulation = {old_ips}")
     old_ds, ds = saved.get("dataset"), now["dataset"]

@@ -100,9 +100,6 @@ class Trainer:
         # Which run owns the output folder and where this one resumes from, before anything is
         # written there: a refused start changes nothing (collective).
         self.checkpointer = ckpt.Checkpointer(acc, self.out, cfg.train)
-        if is_writer(acc):
-            cfg.save(self.out / "config.yaml")
-        acc.wait_for_everyone()
         self.log = make_log(acc, self.out, cfg.to_dict())
         for note in self.checkpointer.notes:
             self.log.info(note)
@@ -226,6 +223,8 @@ class Trainer:
         if restored is not None:
             state.restore(*restored, self.bare)
             self.log.info(f"resumed from {self.checkpointer.resume_from} at step {state.step} (epoch {state.epoch})")
+        if is_writer(acc):  # once the resume is accepted: a refused one leaves the run's config as it was
+            cfg.save(self.out / "config.yaml")
         self.log.rewind(state.step)  # the log holds each step once: later records are logged again
         start_step = state.step
         max_steps = cfg.train.max_steps or math.inf
