@@ -238,11 +238,12 @@ def resolve_resume(resume: str, ckpt_root: Path, accelerator: Accelerator | None
     complete. On shared storage they all see the same list; on node-local storage a node killed
     between its peers' rename and its own lacks the newest step, and ranks resuming from different
     steps would train apart (or hang). Collective when given: one gather of the step numbers.
+    ``auto`` considers only the checkpoints of ``run_id`` (the folder's run), never another run's.
     """
     if not resume:
         return None
     if resume == "auto":
-        found = {int(p.name.removeprefix("step_")): p for p in list_checkpoints(ckpt_root)}
+        found = {_step_of(p): p for p in list_checkpoints(ckpt_root, run_id)}
         if accelerator is not None and accelerator.num_processes > 1:
             seen = gather_object([sorted(found)])  # one list per rank, the same on every rank
             common = set.intersection(*map(set, seen))
