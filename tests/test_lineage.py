@@ -56,6 +56,7 @@ def _forge_other_run(ckpt_dir: Path, run_id: str) -> None:
     (ckpt_dir / "manifest.json").write_text(json.dumps(manifest))
 
 
+@pytest.mark.slow
 def test_one_lineage_per_folder(tiny_data, tmp_path):
     """Resume from an earlier checkpoint: each step logged once, another run's checkpoint neither
     resumed nor pruned; a finished run relaunched keeps its outputs; --overwrite moves the old run
