@@ -157,6 +157,7 @@ class TrainConfig:
     seed: int = 0
     output_dir: str = "runs/train"
     resume: str = ""  #: "auto" (newest checkpoint in output_dir) or a checkpoint folder
+    overwrite: bool = False  #: a new run into an output_dir holding another run: move that run into replaced/
     save_every_steps: int = 0  #: also checkpoint every N optimizer steps (0: epoch ends only)
     keep_last: int = 3  #: keep the newest K checkpoints (0: keep all)
     save_on_each_node: bool = False  #: output_dir is node-local: each node's local main writes its own copy
@@ -199,6 +200,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.overwrite and self.resume == "auto":
+            raise ConfigError("--overwrite starts a new run in --output-dir and --resume auto continues the one there: "
+                              "pass one of them")
         if self.log_with not in ("tensorboard", "wandb", "mlflow", "none"):
             raise ConfigError(f"--log-with must be tensorboard, wandb, mlflow or none, got {self.log_with!r}")
         if self.strategy not in STRATEGIES:
@@ -311,6 +315,9 @@ _HELP = {
     "seed": "seeds Python, NumPy and torch on every rank, the shuffle and the augmentation",
     "output_dir": "run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/",
     "resume": "'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder",
+    "overwrite": "a fresh run (or --resume PATH of another run) into an --output-dir that holds another run's "
+    "checkpoints or log: move that run's outputs into <output-dir>/replaced/<run id>-<time>/ first (without it: "
+    "refused; --resume auto continues the run there)",
     "save_every_steps": "also write a checkpoint every N optimizer steps (0: only at epoch ends)",
     "keep_last": "keep only the newest K checkpoints (0: keep all)",
     "save_on_each_node": "--output-dir is node-local storage: every node's first process writes its own copy of "
