@@ -465,7 +465,10 @@ def check_paths(cfg: RunConfig) -> None:
     if cfg.train.deepspeed and not Path(cfg.train.deepspeed).is_file():
         raise ConfigError(f"--deepspeed {cfg.train.deepspeed}: no such file")
     resume = cfg.train.resume
-    if resume and resume != "auto" and not Path(resume).is_dir():
+    if resume and resume != "auto" and Path(resume).is_file():
+        raise ConfigError(f"--resume {resume}: a file, not a checkpoint folder (give checkpoints/step_<n>, or "
+                          "'auto' for the newest one in --output-dir)")
+    if resume and resume != "auto" and not Path(resume).exists():
         raise ConfigError(f"--resume {resume}: no such checkpoint folder (give checkpoints/step_<n>, or 'auto' for "
                           "the newest one in --output-dir)")
 
