@@ -84,11 +84,12 @@ def launched_world_size() -> int:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: FSDP2 units: the blocks that hold a YOLO's parameters (C2f/SPPF in backbone and neck, the Detect
-#: head). Every other module (stem convs, the fusion concatenations) belongs to the root unit.
-WRAP_UNITS = ("C2f", "SPPF", "Detect")
+#: FSDP2 units: the blocks that hold a YOLO's parameters (YOLOv8's C2f, YOLO11/26's C3k2 and C2PSA,
+#: SPPF in backbone and neck, the Detect head). Every other module (stem convs, the fusion
+#: concatenations) belongs to the root unit. Only the classes a model has are wrapped (wrap_units).
+WRAP_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "Detect")
 #: Blocks recomputed in backward under --activation-checkpointing (backbone and neck, not the head).
-CHECKPOINT_UNITS = ("C2f", "SPPF")
+CHECKPOINT_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA")
 
 
 def strategy_name(cfg: TrainConfig) -> str:
@@ -301,6 +302,9 @@ def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainCo
       and whose output is cast back to bf16 for the block around it (FSDP2 casts at unit borders;
       Accelerate's FSDP2 path does not autocast).
     """
+    if accelerator.distributed_type == DistributedType.FSDP:
+        plugin = accelerator.state.fsdp_plugin
+        plugin.transformer_cls_names_to_wrap = wrap_units(model, plugin.transformer_cls_names_to_wrap or WRAP_UNITS)
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(model)
     if cfg.sync_bn:
@@ -316,6 +320,16 @@ def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainCo
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 fully_shard(m, mp_policy=fp32, reshard_after_forward=False)
     return model
+
+
+def wrap_units(model: torch.nn.Module, names: list[str] | tuple[str, ...]) -> list[str]:
+    """The FSDP unit classes among ``names`` that ``model`` has (Accelerate refuses a listed class the
+    model lacks, and one accelerate config serves every family: C2f is YOLOv8's, C3k2 YOLO11's)."""
+    present = {type(m).__name__ for m in model.modules()}
+    kept = [n for n in names if n in present]
+    if not kept:
+        raise DistributedSetupError(f"FSDP wrap units {', '.join(names)}: the model has none of these classes")
+    return kept
 
 
 def init_elastic_process_group(timeout_s: int) -> None:

@@ -52,7 +52,7 @@ from yolofuse_scale.engine.strategy import (
     unwrap,
     zero_full_state,
 )
-from yolofuse_scale.engine.task import LOSS_NAMES, DetectionTask
+from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.model import build_model, model_summary
 
 
@@ -186,7 +186,7 @@ class Trainer:
         # The bare model under the strategy's wrapper; the same object for the whole run (DDP, DeepSpeed and
         # compile wrap it, FSDP2 shards it in place), so it is looked up once: per step it cost ~4 ms.
         self.bare = bare = unwrap(acc, self.model)
-        self.task = DetectionTask(bare, nbs=cfg.optim.nbs)
+        self.task = DetectionTask(bare, nbs=cfg.optim.nbs, epochs=cfg.train.epochs)
         self.ema = ShardedEMA(bare) if cfg.optim.ema else None
         self.probe = PrecisionProbe(bare)
         self.state = TrainState(self.ema)
@@ -229,6 +229,7 @@ class Trainer:
         while state.epoch < cfg.train.epochs and not stopped:
             self.sampler.set_epoch(state.epoch, start_step=state.step_in_epoch)
             self.train_set.set_epoch(state.epoch)
+            self.task.set_epoch(state.epoch)
             stopped = self._train_epoch(max_steps, ckpt_root)
             if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
                 break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
@@ -259,7 +260,8 @@ class Trainer:
         acc, state, cfg = self.accelerator, self.state, self.cfg
         self.model.train()
         accum = cfg.train.grad_accum
-        sums = torch.zeros(len(LOSS_NAMES) + 2, device=acc.device)  # loss items, total loss, non-finite flag
+        names = self.task.loss_names
+        sums = torch.zeros(len(names) + 2, device=acc.device)  # loss items, total loss, non-finite flag
         files: list[str] = []
         timer = StepTimer(acc.device, phases=cfg.train.time_phases)
         skip_sync = acc.no_sync if cfg.train.benchmark_skip_grad_sync else lambda _: contextlib.nullcontext()
@@ -277,7 +279,7 @@ class Trainer:
                 timer.mark("forward")
                 acc.backward(loss)
                 timer.mark("backward")
-                sums[: len(LOSS_NAMES)] += items
+                sums[: len(names)] += items
                 sums[-2] += loss.detach() / accum
                 files += batch["im_file"]
                 if not acc.sync_gradients:
@@ -311,7 +313,7 @@ class Trainer:
             state.step_in_epoch += 1
             dt = time.perf_counter() - t0
             record = {"step": state.step, "epoch": state.epoch, "loss": float(reduced[-2]), "lr": lr,
-                      **{k: float(v) for k, v in zip(LOSS_NAMES, reduced[: len(LOSS_NAMES)] / accum)},
+                      **{k: float(v) for k, v in zip(names, reduced[: len(names)] / accum)},
                       "grad_norm": float(grad_norm), "images_per_s": self.images_per_step / dt, "step_time_s": dt,
                       **timer.take()}
             if self.peak_flops:  # per device: this rank's share of the step's images
@@ -328,7 +330,7 @@ class Trainer:
                 self.log.info(
                     f"epoch {state.epoch + 1}/{cfg.train.epochs} step {state.step} "
                     f"({state.step_in_epoch}/{self.sampler.steps_per_epoch}) loss {record['loss']:.3f} "
-                    f"(box {record['box']:.3f} cls {record['cls']:.3f} dfl {record['dfl']:.3f}) lr {lr:.2e} "
+                    f"({' '.join(f'{k} {record[k]:.3f}' for k in names)}) lr {lr:.2e} "
                     f"{record['images_per_s']:.1f} img/s" + (f" MFU {record['mfu']:.1%}" if "mfu" in record else "")
                 )
             if cfg.train.save_every_steps and state.step % cfg.train.save_every_steps == 0:

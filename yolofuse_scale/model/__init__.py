@@ -6,10 +6,12 @@ from yolofuse_scale.model.detector import (
     load_model_dict,
     model_from_config,
     model_summary,
+    use_one_to_one_head,
 )
-from yolofuse_scale.model.variants import FUSIONS, SCALES, fusion_yaml
+from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALES, fusion_yaml
 
 __all__ = [
+    "FAMILIES",
     "FUSIONS",
     "SCALES",
     "FusionDetectionModel",
@@ -18,4 +20,5 @@ __all__ = [
     "load_model_dict",
     "model_from_config",
     "model_summary",
+    "use_one_to_one_head",
 ]
