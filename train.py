@@ -9,7 +9,7 @@
 
 import sys
 
-from yolofuse_scale.cli import build_train_parser, run_train
+from yolofuse_scale.cli import train_main
 
 if __name__ == "__main__":
-    sys.exit(run_train(build_train_parser().parse_args()))
+    sys.exit(train_main())

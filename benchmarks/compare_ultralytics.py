@@ -288,8 +288,7 @@ def _ours_child(argv: list[str]) -> int:
     step, so ``cpu_s`` covers what ``step_time_s`` covers; the loop itself is not changed.
     """
     from yolofuse_scale.cli import build_train_parser, run_train
-    from yolofuse_scale.engine import logging as runlog
-    from yolofuse_scale.engine import trainer
+    from yolofuse_scale.engine import runlog, trainer
 
     mark = [time.process_time()]
     train_epoch, log_step = trainer.Trainer._train_epoch, runlog.RunLog.step

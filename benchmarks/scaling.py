@@ -175,21 +175,46 @@ def measure(spec: RunSpec, args: argparse.Namespace, data_yaml: Path, out: Path)
     out.mkdir(parents=True)
     cmd = train_command(spec, args, data_yaml, out, _free_port())
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=_run_env(args), capture_output=True, text=True,
-                          timeout=args.run_timeout)
+    returncode, output = _run_with_timeout(cmd, _run_env(args), args.run_timeout)
     wall = time.perf_counter() - t0
-    (out / "stdout.txt").write_text(proc.stdout + proc.stderr)
+    (out / "stdout.txt").write_text(output)
     for name in ("checkpoints", "weights", "synthetic", "scan_cache", "pair_cache"):
         shutil.rmtree(out / name, ignore_errors=True)
     result: dict[str, Any] = {"wall_s": wall, "command": shlex.join(cmd)}
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
-        return {**result, "error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    if returncode is None:
+        return {**result, "error": f"timed out after --run-timeout {args.run_timeout} s"}
+    if returncode != 0:
+        tail = output.strip().splitlines()[-15:]
+        return {**result, "error": f"exit {returncode}: " + " | ".join(tail)}
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     metrics = json.loads((out / "metrics.json").read_text())
     result.update(summarize_log(records, args.warmup, spec.batch_size * spec.devices))
     result["peak_memory"] = metrics.get("peak_memory", [])
     return result
+
+
+def _run_with_timeout(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+    """(exit code, output) of ``cmd``; exit code None when it ran past ``timeout`` seconds.
+
+    A hung run is stopped with SIGTERM, not subprocess.run's SIGKILL: torchrun starts its workers in
+    sessions of their own and only its signal handler stops them, so a killed torchrun would leave
+    them holding the GPU for the rest of the sweep. It gets 40 s (its own grace for workers is 30 s).
+    """
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, output
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            output, _ = proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        return None, output
+    finally:  # the benchmark itself interrupted (Ctrl-C): do not leave the run behind
+        if proc.poll() is None:
+            proc.terminate()
 
 
 def combine(repeats: list[dict[str, Any]], devices: int) -> dict[str, Any]:
@@ -354,7 +379,10 @@ def environment(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             return "not installed"
 
     def git(*a: str) -> str:
-        p = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
+        try:  # a GPU machine may get the tree without git installed (or without .git)
+            p = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
+        except OSError:
+            return "unknown"
         return p.stdout.strip() if p.returncode == 0 else "unknown"
 
     cpu = platform.processor()
@@ -373,7 +401,8 @@ def environment(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "device_kind": "gpu" if gpus else "cpu process",
         "threads_per_process": args.threads or os.environ.get("OMP_NUM_THREADS", "torch default"),
         "versions": {p: version(p) for p in ("torch", "accelerate", "deepspeed", "ultralytics", "numpy")},
-        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": git("status", "--porcelain", "--untracked-files=no") not in ("", "unknown"),
         "command": shlex.join([sys.executable, "-m", "benchmarks.scaling", *argv]),
         "machine_label": args.machine_label,
     }
@@ -682,13 +711,13 @@ def main(argv: list[str] | None = None) -> int:
                                 "global_batch": spec.batch_size * spec.devices, "option": spec.option,
                                 "repeats": repeats, **combine(repeats, spec.devices)})
         # after every configuration: a sweep cut short by a time limit keeps what it measured
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        _write_atomic(out / "results.json", json.dumps(results, indent=1))
     derive(results["runs"])
     n_max = max(s.devices for s in specs)
     results["link_fit"] = fit_measured_link(args, n_max, out) if n_max > 1 else None
     results["projection"] = projections(results["runs"], args, results["link_fit"])
     results["comparisons"] = _comparisons(args, out)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    _write_atomic(out / "results.json", json.dumps(results, indent=1))
     results["plots"] = plots(results, out)
     (out / "report.md").write_text(report(results))
     print(report(results))
@@ -696,11 +725,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """A reader (gpu_session.sh's report, after every step) never sees half a file, even if we are killed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def pairs_needed(args: argparse.Namespace, specs: list[RunSpec]) -> int:
+    """Training pairs for every run of the plan to reach its last step within its first epoch."""
+    return max(s.batch_size * s.devices for s in specs) * (args.warmup + args.steps)
+
+
 def _synthetic_data(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> Path:
     from yolofuse_scale.data import write_synthetic_dataset
 
-    need = max(s.batch_size * s.devices for s in specs) * (args.warmup + args.steps)
-    n = args.train_pairs or need
+    n = args.train_pairs or pairs_needed(args, specs)
     yaml_path = out / "data" / "data.yaml"
     if yaml_path.is_file():
         return yaml_path

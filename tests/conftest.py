@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+# pytest imports this file as `conftest`; the test modules import it as `tests.conftest`. One module,
+# not two copies: the state below (the running test, for launch's slow-marker check) is shared.
+sys.modules.setdefault("tests.conftest", sys.modules[__name__])
+
 ROOT = Path(__file__).resolve().parents[1]
 # One intra-op thread per process: 2 ranks on 2 cores do not oversubscribe, and the single-process
 # reference computes with the same kernels and thread count as each rank (needed for bitwise parity).
@@ -50,8 +54,38 @@ class Run:
         return self.proc.stdout + self.proc.stderr
 
 
+#: The test running now (set by the autouse fixture below): ``launch`` checks its ``slow`` marker.
+_CURRENT: list = [None]
+
+
+@pytest.fixture(autouse=True)
+def _current_test(request):
+    _CURRENT[0] = request.node
+    yield
+    _CURRENT[0] = None
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that read cached training runs are ``slow`` (``make test-fast`` leaves them out)."""
+    for item in items:
+        if "train_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+def _require_slow_marker(launcher: str, args: list[str]) -> None:
+    """Keep the fast tier (``-m "not slow"``) free of trainings and multi-process runs: a test that
+    launches one must say so with ``@pytest.mark.slow``."""
+    training = args[:1] == ["train.py"] or args[:3] == ["-m", "yolofuse_scale", "train"]
+    node = _CURRENT[0]
+    if (launcher != "python" or training) and node is not None and node.get_closest_marker("slow") is None:
+        what = "a training" if training else launcher
+        raise AssertionError(f"{node.nodeid} launches {what}: mark it @pytest.mark.slow (the fast tier, "
+                             "make test-fast, runs no trainings and no multi-process runs)")
+
+
 def launch(launcher: str, nproc: int, args: list[str], out: Path, timeout: int = 300, check: bool = True) -> Run:
     """Run train.py (or ``-m yolofuse_scale ...`` when args start with a command) under a real launcher."""
+    _require_slow_marker(launcher, args)
     if launcher == "python":
         assert nproc == 1
         cmd = [sys.executable, *args]

@@ -17,7 +17,6 @@ from yolofuse_scale.data import (
     label_path_for,
     load_data_config,
     scan_split,
-    synth,
     write_synthetic_dataset,
 )
 from yolofuse_scale.data.augment import AugmentRecipe
@@ -191,9 +190,11 @@ def test_collate_builds_ultralytics_targets(tmp_path):
     assert b["batch_idx"].tolist() == [float(i) for i, it in enumerate(items) for _ in range(len(it["cls"]))]
 
 
-def test_synth_main_writes_a_loadable_set(tmp_path, capsys):
-    argv = ["--out", str(tmp_path), "--train", "3", "--val", "2", "--imgsz", "64", "--ir-channels", "3"]
-    assert synth.main(argv) == 0
+def test_synth_command_writes_a_loadable_set(tmp_path, capsys):
+    from yolofuse_scale.cli import main
+
+    argv = ["synth", "--out", str(tmp_path), "--train", "3", "--val", "2", "--imgsz", "64", "--ir-channels", "3"]
+    assert main(argv) == 0
     cfg = load_data_config(tmp_path / "data.yaml")
     assert cfg.ir_channels == 3 and len(scan_split(cfg, "train")) == 3 and len(scan_split(cfg, "val")) == 2
     ir = cv2.imread(str(tmp_path / "imagesIR" / "val" / "val_00001.png"), cv2.IMREAD_UNCHANGED)
@@ -385,6 +386,7 @@ TRAIN_ARGS = ["--model", "yolov8t", "--imgsz", "64", "--batch-size", "4", "--wor
               "--epochs", "1", "--no-val", "--warmup-epochs", "0"]
 
 
+@pytest.mark.slow
 def test_training_skips_bad_pairs_and_logs_them(flawed_data, tmp_path):
     from tests.conftest import launch
 
@@ -397,6 +399,7 @@ def test_training_skips_bad_pairs_and_logs_them(flawed_data, tmp_path):
     assert [r["step"] for r in run.log] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_bad_input_stops_every_rank_before_the_first_step(flawed_data, tmp_path):
     """Two ranks: rank 0 scans and fails; rank 1 must raise the same error, not hang in the broadcast."""
     from tests.conftest import launch
@@ -445,3 +448,147 @@ def test_16bit_tiff_ir_passes_the_scan_and_loads(tmp_path):
     assert sample.ir.suffix == ".tiff" and sample.hw == (48, 80)
     img = PairedRGBIRDataset([sample], 64, augment=False, ir_channels=1)[0]["img"].numpy()
     assert np.array_equal(img[3] > 200, img[0] > 200), "16-bit IR stretched to 8 bits, still aligned"
+
+
+# ------------------------------------------------------------------ what the scan sees, what it reports
+def _scan(data: Path, policy: str = "error"):
+    from yolofuse_scale.data import scan_dataset
+
+    return scan_dataset(load_data_config(data), ("train", "val"), policy)
+
+
+def test_symlinked_subfolders_are_followed_and_a_link_loop_is_listed_once(tmp_path):
+    """Half of each split lives elsewhere behind symlinked sub-folders (rglob skipped them: 4 of 8 pairs,
+    no word); a link back to the split's own folder must neither loop nor list a pair twice."""
+    data = write_synthetic_dataset(tmp_path / "ds", n_train=8, n_val=2, imgsz=64, seed=0)
+    root, extra = data.parent, tmp_path / "extra"
+    for d in ("images", "imagesIR", "labels"):
+        (extra / d).mkdir(parents=True)
+        for f in sorted((root / d / "train").iterdir())[4:]:
+            f.rename(extra / d / f.name)
+        (root / d / "train" / "more").symlink_to(extra / d, target_is_directory=True)
+    (root / "images" / "train" / "loop").symlink_to("..", target_is_directory=True)  # -> images/, an ancestor
+    (root / "images" / "train" / "self").symlink_to(".", target_is_directory=True)
+    result = _scan(data)
+    samples = result.take()["train"]
+    assert len(samples) == 8 and sum(s.rgb.parent.name == "more" for s in samples) == 4
+    assert len({s.rgb for s in samples}) == 8
+    line = result.report().splitlines()[0]
+    assert line.startswith("data train: 8 pairs") and "not entered again" in line
+    assert f"{root / 'images/train/self'} -> {root / 'images/train'} (a loop)" in line
+    assert f"{root / 'images/train/loop'} -> {root / 'images'} (a loop)" in line
+
+
+def test_a_split_without_any_label_file_is_refused_and_missing_ones_are_reported(tmp_path):
+    data = write_synthetic_dataset(tmp_path, n_train=6, n_val=2, imgsz=64, seed=0)
+    labels = tmp_path / "labels" / "train"
+    (labels / "train_00001.txt").unlink()
+    (labels / "train_00002.txt").write_text("")
+    result = _scan(data)
+    result.take()
+    line = result.report().splitlines()[0]
+    assert "2 background (1 with an empty label file; 1 without a label file: " in line
+    assert str(labels / "train_00001.txt") in line
+    (tmp_path / "labels").rename(tmp_path / "label")  # a misnamed folder: all background, mAP 0, no warning
+    with pytest.raises(DataError) as e:
+        _scan(data).take()
+    msg = str(e.value)
+    assert f"{data}: split 'train': none of its 6 pairs has a label file" in msg
+    assert f"Looked in {tmp_path / 'labels' / 'train'} for one .txt per image" in msg
+
+
+def test_a_validation_split_without_boxes_is_refused(tmp_path):
+    data = write_synthetic_dataset(tmp_path, n_train=4, n_val=2, imgsz=64, seed=0)
+    for f in (tmp_path / "labels" / "val").iterdir():
+        f.write_text("")
+    with pytest.raises(DataError, match=r"split 'val' has no boxes at all \(its 2 pairs have empty or missing"):
+        _scan(data).take()
+    assert len(scan_split(load_data_config(data), "train")) == 4, "a training split may be all background"
+
+
+def test_utf8_bom_in_label_and_list_files_is_accepted(tmp_path):
+    data = write_synthetic_dataset(tmp_path, n_train=3, n_val=1, imgsz=64, seed=0)
+    label = tmp_path / "labels" / "train" / "train_00000.txt"
+    boxes = label.read_text()
+    label.write_bytes(b"\xef\xbb\xbf" + boxes.replace("\n", "\r\n").encode())  # Notepad: BOM and CRLF
+    (tmp_path / "train.txt").write_bytes(b"\xef\xbb\xbfimages/train/train_00000.png\r\n"
+                                         b"images/train/train_00001.png\r\n")
+    cfg = load_data_config(data)
+    cfg.train[:] = [tmp_path / "train.txt"]
+    samples = scan_split(cfg, "train")
+    assert [s.rgb.name for s in samples] == ["train_00000.png", "train_00001.png"]
+    assert samples[0].boxes.shape[0] == len(boxes.splitlines()) > 0
+    label.write_bytes(boxes.encode("utf-16"))
+    with pytest.raises(DataError, match=f"{label}: unreadable label file \\(UTF-16 text"):
+        scan_split(cfg, "train")
+
+
+def test_hidden_files_and_macos_resource_forks_are_ignored(tmp_path):
+    data = write_synthetic_dataset(tmp_path, n_train=3, n_val=1, imgsz=64, seed=0)
+    for d in ("images", "imagesIR"):
+        (tmp_path / d / "train" / "._train_00000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "images" / "train" / ".thumbs").mkdir()
+    (tmp_path / "images" / "train" / ".thumbs" / "t.png").write_bytes(b"junk")
+    (tmp_path / "imagesIR" / "train" / ".DS_Store").write_bytes(b"junk")
+    result = _scan(data)
+    assert len(result.take()["train"]) == 3
+    assert "2 hidden file(s)/folder(s) ignored" in result.report().splitlines()[0]
+
+
+def _jpeg_pair(root: Path) -> Path:
+    """A one-pair JPEG dataset; returns the IR file."""
+    rgb, ir, ok = _asymmetric_pair()
+    rgb = rgb + np.random.default_rng(0).integers(0, 40, rgb.shape, dtype=np.uint8)
+    for d in ("images", "imagesIR", "labels"):
+        (root / d / "train").mkdir(parents=True)
+    cv2.imwrite(str(root / "images/train/a.jpg"), rgb[..., ::-1])
+    cv2.imwrite(str(root / "imagesIR/train/a.jpg"), ir)
+    (root / "labels/train/a.txt").write_text(ok)
+    (root / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [person, car]\nir_channels: 1\n")
+    return root / "imagesIR/train/a.jpg"
+
+
+@pytest.mark.parametrize("trailer", [b"\x00" * 1000, b"\xff\xd8 a second SOI, then camera maker data \x12\x34"])
+def test_jpeg_with_bytes_after_its_end_marker_is_accepted(tmp_path, trailer):
+    ir = _jpeg_pair(tmp_path)
+    ir.write_bytes(ir.read_bytes() + trailer)
+    (sample,) = scan_split(load_data_config(tmp_path / "data.yaml"), "train")
+    img = PairedRGBIRDataset([sample], 64, augment=False, ir_channels=1)[0]["img"]
+    assert img.shape == (4, 64, 64), "decoders stop at the end marker: the pair trains"
+
+
+@pytest.mark.parametrize("cut", [2, 300])
+def test_jpeg_cut_before_its_end_marker_stays_an_error(tmp_path, cut):
+    ir = _jpeg_pair(tmp_path)
+    raw = ir.read_bytes()
+    ir.write_bytes(raw[:-cut] + (b"\x00" * 7 if cut > 2 else b""))  # zeros: a cut file padded by a copy tool
+    msg = _scan_problems(tmp_path / "data.yaml")
+    assert f"{ir}: truncated JPEG (the data stops before the end-of-image marker)" in msg
+
+
+def test_jpeg_end_walk_skips_markers_inside_segments():
+    """An ``FF D9`` inside an APP segment (an EXIF thumbnail's end) is not the image's end."""
+    from yolofuse_scale.data.scan import jpeg_end
+
+    ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))
+    raw = buf.tobytes()
+    app = b"\xff\xe1" + (2 + 6).to_bytes(2, "big") + b"\xff\xd9\xff\xd9\x00\x00"
+    spliced = raw[:2] + app + raw[2:]
+    assert jpeg_end(spliced) == len(spliced) and jpeg_end(spliced[:-2]) is None
+    assert jpeg_end(spliced + b"trailer") == len(spliced)
+
+
+def test_start_up_summary_counts_pairs_boxes_background_and_skips(tmp_path):
+    data = write_synthetic_dataset(tmp_path, n_train=6, n_val=2, imgsz=64, seed=0)
+    (tmp_path / "imagesIR" / "train" / "train_00001.png").unlink()
+    lab = tmp_path / "labels" / "train" / "train_00002.txt"
+    lab.write_text("7 0.5 0.5 0.1 0.1\n")
+    lab3 = tmp_path / "labels" / "train" / "train_00003.txt"
+    lab3.write_text("0 0.5 0.5 0.1 0.1\n0 0.5 0.5 0.1 0.1\n")
+    result = _scan(data, "skip")
+    samples = result.take(log=lambda _m: None)
+    train, val = result.report().splitlines()
+    boxes = sum(len(s.boxes) for s in samples["train"])
+    assert train == (f"data train: 4 pairs, {boxes} boxes, 0 background; skipped 2 pair(s) (1 bad label row, "
+                     f"1 no IR partner); also left out: 1 duplicate label row")
+    assert val.startswith("data val: 2 pairs, ") and val.endswith("; nothing skipped")

@@ -36,7 +36,7 @@ def test_ddp_matches_single_process_accumulation(train_run, launcher):
     # gloo sums two ranks' gradients and divides by 2, the reference adds two halves: on this CPU
     # the reduction order is the same, so losses and parameters are bit-identical (the issue's
     # fallback tolerance, 1e-5 relative on the parameter vector, is not needed).
-    assert [d["loss"] for d in log_d] == [r["loss"] for r in log_r]
+    assert [(d["loss"], d["loss_backprop"]) for d in log_d] == [(r["loss"], r["loss_backprop"]) for r in log_r]
     pd, pr = _params(ddp), _params(ref)
     # Parameters only: BatchNorm running statistics are rank 0's under DDP (broadcast_buffers) but
     # see both micro-batches in the reference, by design.
@@ -44,6 +44,19 @@ def test_ddp_matches_single_process_accumulation(train_run, launcher):
     init = _initial_params()
     assert _rel_diff(pr, init, keys) > 1e-4, "training moved the weights"
     assert all(torch.equal(pr[k], pd[k]) for k in keys), f"relative difference {_rel_diff(pr, pd, keys):.2e}"
+
+
+def test_logged_loss_is_the_sum_of_its_components(train_run):
+    """`loss` is box + cls + dfl (what Ultralytics' progress bar shows, comparable across batch sizes);
+    the backpropagated objective, nbs (64) x that, is logged as `loss_backprop`. Before, `loss` was the
+    objective: "loss 21.12 (box 0.000 cls 0.330 dfl 0.000)"."""
+    run = train_run("torchrun", 2, 1, *STEPS)
+    for r in run.log:
+        parts = r["box"] + r["cls"] + r["dfl"]
+        assert r["loss"] == pytest.approx(parts, rel=1e-6), r
+        assert r["loss_backprop"] == pytest.approx(64 * parts, rel=1e-5), r
+    first = run.log[0]
+    assert f"loss {first['loss']:.3f} (box {first['box']:.3f} cls {first['cls']:.3f}" in run.output
 
 
 def _initial_params() -> dict[str, torch.Tensor]:
@@ -63,7 +76,7 @@ def test_ddp_run_writes_all_outputs(train_run):
         assert (out / rel).is_file(), rel
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_80", "step_88", "step_96"]  # --keep-last 3
     rec = run.log[-1]
-    assert {"step", "epoch", "loss", "lr", "images_per_s"} <= set(rec)
+    assert {"step", "epoch", "loss", "loss_backprop", "box", "cls", "dfl", "lr", "images_per_s"} <= set(rec)
     payload = torch.load(out / "weights" / "last.pt", weights_only=True)
     assert payload["names"] and payload["ir_channels"] in (1, 3) and payload["model"]
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
@@ -82,6 +95,27 @@ def test_val_one_and_two_processes_agree(train_run, tiny_data):
     line2 = [ln for ln in two.proc.stdout.splitlines() if ln.startswith("{")]
     assert len(line1) == 1 and len(line2) == 1, two.output
     assert json.loads(line1[0]) == json.loads(line2[0])
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_reported_metrics_are_the_saved_weights_metrics(train_run, tiny_data, nproc):
+    """The run's final metrics (metrics.json, and best.pt's metadata) are exactly what `val` measures on the
+    weights it wrote, with 1 and with 2 processes. Under DDP with EMA, each rank's last forward moves its own
+    BatchNorm statistics (and so its EMA's); before the fix every rank validated its shard with its own
+    statistics while only rank 0's were saved (0.7164 reported, 0.7145 measured on the demo)."""
+    run = train_run("torchrun", 2, 1)  # 2 processes, EMA and validation on
+    reported = json.loads((run.out / "metrics.json").read_text())["metrics"]
+    assert reported["mAP50"] > 0.3, reported  # a trained model: the comparison means something
+    best_meta = torch.load(run.out / "weights" / "best.pt", weights_only=True)["metrics"]
+    for name, want in (("last.pt", reported), ("best.pt", best_meta)):
+        out = run.out / f"val_{name}_{nproc}"
+        args = ["-m", "yolofuse_scale", "val", "--weights", str(run.out / "weights" / name), "--data",
+                str(tiny_data), "--batch-size", "8", "--workers", "0", "--no-plots", "--out", str(out)]
+        launch("python" if nproc == 1 else "torchrun", nproc, args, out)
+        got = json.loads((out / "metrics.json").read_text())
+        assert got == want, (name, {k: (got[k], want.get(k)) for k in got if got[k] != want.get(k)})
+        if nproc == 2:
+            break  # best.pt once is enough
 
 
 def test_short_cpu_training_beats_an_untrained_model(train_run, tiny_data):

@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ENV, ROOT
+
+pytestmark = pytest.mark.slow  # real train.py and val runs
 
 
 def test_fusion_study_runs_and_reuses_finished_runs(tmp_path):

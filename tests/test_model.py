@@ -89,6 +89,45 @@ def test_yaml_errors_are_clear(tmp_path):
         build_model("yolov8n", "sideways")
 
 
+def test_allowed_activation_is_built_from_its_parsed_form(tmp_path):
+    """``activation: nn.LeakyReLU(0.1)`` reaches every Conv (Ultralytics' meaning) without being evaluated,
+    and the process-wide default (SiLU) is back afterwards; the weights file rebuilds the same model."""
+    from ultralytics.nn.modules import Conv
+
+    from yolofuse_scale.model import model_from_config
+
+    src = (ASSETS / "yolofuse_mid_schema.yaml").read_text()
+    path = tmp_path / "leaky.yaml"
+    path.write_text('activation: "nn.LeakyReLU(0.1)"\n' + src)
+    model = build_model(str(path), nc=2, ir_channels=1, scale="t")
+    acts = {type(m.act).__name__ for m in model.modules() if isinstance(m, Conv)}
+    assert acts == {"LeakyReLU"} and next(m.act for m in model.modules() if isinstance(m, Conv)).negative_slope == 0.1
+    assert type(Conv.default_act).__name__ == "SiLU"
+    rebuilt = model_from_config(model.yaml, 3, 1)
+    rebuilt.load_state_dict(model.state_dict())
+    assert {type(m.act).__name__ for m in rebuilt.modules() if isinstance(m, Conv)} == {"LeakyReLU"}
+    assert type(Conv.default_act).__name__ == "SiLU"
+
+
+@pytest.mark.parametrize("spec", ["nn.LeakyReLU(slope)", "nn.Module()", "os.system('x')", "nn.ReLU", "nn.ReLU(**{})",
+                                  "torch.nn.modules.ReLU()", "nn.ReLU(); 1"])
+def test_activation_outside_the_allow_list_is_refused(spec):
+    from yolofuse_scale.model import ModelConfigError
+    from yolofuse_scale.model.safe_config import parse_activation
+
+    with pytest.raises(ModelConfigError, match=r"src: activation .* is not an allowed activation \(allowed: nn\.CELU"):
+        parse_activation(spec, "src")
+
+
+def test_every_built_in_variant_passes_the_check():
+    from yolofuse_scale.model import SCALES, fusion_yaml
+    from yolofuse_scale.model.safe_config import check_model_dict
+
+    for fusion in FUSIONS:
+        for scale in SCALES:
+            check_model_dict(fusion_yaml(fusion, 3, scale), f"{fusion}/{scale}")
+
+
 def test_model_package_imports_nothing_distributed():
     import subprocess
     import sys

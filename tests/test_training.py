@@ -18,6 +18,7 @@ def _final_params(out):
                      / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_data, tmp_path, train_run):
     """Stop mid-epoch at step 5, resume with --resume auto: same losses and weights as one run to step 12.
 
@@ -41,6 +42,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path, train_run):
     assert all(torch.equal(wa[k], wb[k]) for k in wa), "EMA weights resume too"
 
 
+@pytest.mark.slow
 def test_bf16_and_tensorboard(tiny_data, tmp_path):
     out = tmp_path / "bf16"
     run = launch("python", 1, ["train.py", "--data", str(tiny_data), *BASE_ARGS, "--max-steps", "2", "--no-val",
@@ -79,6 +81,7 @@ def test_help_explains_the_flags():
     assert all(c in cli.stdout for c in ("train", "val", "synth"))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_every_rank_and_names_the_batch(tiny_data, tmp_path):
     out = tmp_path / "nan"
     run = launch("torchrun", 2, ["train.py", "--data", str(tiny_data), *BASE_ARGS, "--lr", "1e12", "--clip-grad", "0",
@@ -110,6 +113,7 @@ acc.wait_for_everyone()
 """
 
 
+@pytest.mark.slow
 def test_a_hung_rank_ends_the_job_within_the_collective_timeout(tmp_path):
     script = tmp_path / "hang.py"
     script.write_text(HANG)
@@ -121,6 +125,7 @@ def test_a_hung_rank_ends_the_job_within_the_collective_timeout(tmp_path):
     assert elapsed < 60, f"job took {elapsed:.0f} s to fail"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("first", "then", "strategy"),
     [(("torchrun", 2), ("python", 1), []), (("python", 1), ("torchrun", 2), []),

@@ -75,3 +75,20 @@ def test_val_bad_weights_are_named(tiny_data, tmp_path, bad):
     assert run.proc.returncode != 0
     want = "w.pt: weights file not found" if bad == "missing" else "w.pt: not a yolofuse-scale weights file"
     assert want in run.output
+
+
+def test_no_val_still_validates_the_final_epoch_and_best_is_a_validated_one(train_run):
+    """--no-val: no validation until the last epoch, which is validated; best.pt is chosen among validated
+    epochs only, so it is the final weights (before: the epoch-1 model, kept for ever, with no metrics)."""
+    import torch
+
+    run = train_run("python", 1, 1, "--no-val", "--epochs", "2", "--max-steps", "0")
+    summary = json.loads((run.out / "metrics.json").read_text())
+    assert summary["metrics"]["mAP50-95"] >= 0 and summary["validated"] == "final epoch only (--no-val)"
+    assert run.output.count("val epoch") == 1 and "val epoch 2:" in run.output
+    best = torch.load(run.out / "weights" / "best.pt", weights_only=True)
+    last = torch.load(run.out / "weights" / "last.pt", weights_only=True)
+    assert best["epoch"] == last["epoch"] == 2 and best["metrics"] == summary["metrics"]
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert summary["best_weights"] == str(run.out / "weights" / "best.pt")
+    assert summary["best_fitness"] == summary["metrics"]["fitness"]

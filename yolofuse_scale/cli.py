@@ -12,6 +12,10 @@ Commands:
   export-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
   bench   the scaling benchmark (= python -m benchmarks.scaling; needs the source checkout)
+
+Bad input (flags, config files, data, a missing file, a checkpoint that does not fit, a launch
+problem) ends a command with one "error: ..." line and exit code 1 (2: a usage error), printed once
+per job under a launcher; YOLOFUSE_DEBUG=1 or --debug shows the Python traceback too.
 """
 
 from __future__ import annotations
@@ -21,19 +25,23 @@ import json
 import sys
 from pathlib import Path
 
+from yolofuse_scale.errors import ArgumentParser, add_debug_argument, apply_debug_flag, run_entry
+
 TRAIN_EPILOG = """\
 launch it the way your cluster does; the loop is the same:
   python train.py --data data.yaml                                   # one process (CPU or one GPU)
   torchrun --nproc_per_node 2 train.py --data data.yaml              # DDP
   accelerate launch --config_file configs/accelerate/ddp.yaml train.py --data data.yaml
 outputs in --output-dir: config.yaml, train_log.jsonl, checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json
+bad input ends the run before the first step with one "error: ..." message (exit code 1; 2 for a usage
+error), printed once per job; YOLOFUSE_DEBUG=1 or --debug adds the Python traceback
 """
 
 
 def build_train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     from yolofuse_scale.config import add_train_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Train an RGB+IR fusion YOLO detector with one Accelerate loop (single process, DDP).",
         epilog=TRAIN_EPILOG,
@@ -43,10 +51,18 @@ def build_train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     return parser
 
 
+def train_main(argv: list[str] | None = None) -> int:
+    """``python train.py ARGS``: the exit code (a user error: one message, see ``errors.py``)."""
+    args = build_train_parser().parse_args(argv)
+    apply_debug_flag(args)
+    return run_entry(run_train, args)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from yolofuse_scale.config import config_from_args
     from yolofuse_scale.engine.trainer import Trainer
 
+    # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
     Trainer(config_from_args(args)).fit()
     return 0
 
@@ -74,12 +90,16 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.config import TrainConfig
     from yolofuse_scale.data import PairedRGBIRDataset, collate_pairs, load_data_config, scan_split
     from yolofuse_scale.data.sampler import ShardSampler
+    from yolofuse_scale.engine.checkpoint import CheckpointError
     from yolofuse_scale.engine.evaluate import evaluate
     from yolofuse_scale.engine.strategy import build_accelerator
     from yolofuse_scale.inference import load_weights_model
 
     acc = build_accelerator(TrainConfig())
-    model, payload = load_weights_model(args.weights)
+    try:
+        model, payload = load_weights_model(args.weights)
+    except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad weights: the message names the file
+        raise SystemExit(f"error: {e}") from e
     if args.nms_free:
         from yolofuse_scale.model import use_one_to_one_head
 
@@ -109,9 +129,12 @@ def run_val(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from yolofuse_scale.engine.checkpoint import export_weights
+    from yolofuse_scale.engine.checkpoint import CheckpointError, export_weights
 
-    print(f"wrote {export_weights(args.checkpoint, args.out)}")
+    try:
+        print(f"wrote {export_weights(args.checkpoint, args.out)}")
+    except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad checkpoint: the message names the file
+        raise SystemExit(f"error: {e}") from e
     return 0
 
 
@@ -124,12 +147,22 @@ def format_metrics_table(m: dict) -> str:
     return "\n".join(lines)
 
 
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (editable install or the tree itself), else None.
+
+    An installed wheel holds the package only: ``bench`` needs the checkout's benchmarks/ and train.py.
+    """
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "benchmarks" / "scaling.py").is_file() and (root / "train.py").is_file() else None
+
+
 def run_bench(argv: list[str]) -> int:
     """``yolofuse-scale bench ...``: every flag goes to ``benchmarks/scaling.py`` (it launches train.py)."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "scaling.py").is_file():
+    root = checkout_root()
+    if root is None:
         raise SystemExit(f"yolofuse-scale bench runs benchmarks/scaling.py and train.py from a source checkout; "
-                         f"none beside {Path(__file__).parent} (install with `pip install -e .`)")
+                         f"none beside {Path(__file__).parent} (an installed wheel has the package only): clone the "
+                         "repository and run it there (pip install -e .)")
     sys.path.insert(0, str(root))
     from benchmarks import scaling
 
@@ -141,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its flags belong to the benchmark's own parser (--help included)
-        return run_bench(argv[1:])
+        return run_entry(run_bench, argv[1:])
 
-    parser = argparse.ArgumentParser(prog="yolofuse-scale", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="yolofuse-scale", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a fusion detector", description=build_train_parser().description,
@@ -162,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step_<n>); its manifest is verified")
     exp.add_argument("out", help="output .pt file (full fp32 state dict + model config + names; weights_only)")
     exp.set_defaults(func=run_export)
-    sub.add_parser("bench", help="scaling benchmark: throughput, efficiency, memory, projection "
-                   "(yolofuse-scale bench --help)", add_help=False)
+    bench_help = ("scaling benchmark: throughput, efficiency, memory, projection (yolofuse-scale bench --help)"
+                  if checkout_root() else "scaling benchmark: needs the source checkout (not in an installed wheel)")
+    sub.add_parser("bench", help=bench_help, add_help=False)
 
     from yolofuse_scale import export, predict
 
@@ -179,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.set_defaults(func=module.run)
 
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    apply_debug_flag(args)
+    return run_entry(args.func, args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ such a file back (command-line flags still win), so a run is reproducible from i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +18,19 @@ from typing import Any
 import yaml
 
 from yolofuse_scale.data.augment import AugmentRecipe
-from yolofuse_scale.model.variants import FUSIONS, SCALES
+from yolofuse_scale.errors import ConfigError, add_debug_argument
+from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALE_NAMES, SCALES, parse_model_name
 
-#: Strategies ``--strategy`` names; ``zero*`` read ``ds_configs/<name>.json`` (see engine/strategy.py).
+#: Strategies ``--strategy`` names; ``zero*`` read the packaged ``yolofuse_scale/configs/deepspeed/<name>.json``
+#: (``ds_configs/`` in the checkout; see engine/strategy.py).
 STRATEGIES = ("auto", "ddp", "fsdp", "zero1", "zero2", "zero3", "zero3_offload")
+
+
+def _at_least(obj: Any, low: float, *names: str) -> None:
+    """Refuse fields of ``obj`` below ``low``: a negative count or gain is a typo, not a setting."""
+    for name in names:
+        if getattr(obj, name) < low:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(obj, name)}")
 
 
 @dataclass(kw_only=True)
@@ -54,29 +66,39 @@ class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the r
 
     def __post_init__(self) -> None:
         if self.cache not in ("none", "ram", "disk"):
-            raise ValueError(f"--cache must be none, ram or disk, got {self.cache!r}")
+            raise ConfigError(f"--cache must be none, ram or disk, got {self.cache!r}")
         if self.on_bad_sample not in ("error", "skip"):
-            raise ValueError(f"--on-bad-sample must be error or skip, got {self.on_bad_sample!r}")
+            raise ConfigError(f"--on-bad-sample must be error or skip, got {self.on_bad_sample!r}")
         if self.imgsz < 32 or self.imgsz % 32:
-            raise ValueError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
+            raise ConfigError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
         if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
         for name in ("mosaic", "mixup", "fliplr"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
+        _at_least(self, 0, "close_mosaic", "translate", "aug_scale", "hsv_h", "hsv_s", "hsv_v", "ir_gain")
 
 
 @dataclass(kw_only=True)
 class ModelConfig:
     """Which detector is trained."""
 
-    model: str = "yolov8n"  #: yolov8{t,n,s,m,l,x} (t = tiny, tests only) or an Ultralytics/YOLOFuse YAML file
-    fusion: str = "mid"  #: data | early | mid | late | rgb | ir (ignored for a YAML file)
+    model: str = "yolov8n"  #: {yolov8,yolo11,yolo26}{t,n,s,m,l,x} (t = tiny, tests only) or a model YAML file
+    fusion: str = "mid"  #: data | early | mid | late | rgb | ir (unused for a YAML file; the flag is refused)
     scale: str | None = None  #: row of a YAML file's `scales` table (default: its first)
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
-            raise ValueError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+            raise ConfigError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if _is_model_file(self.model):
+            return
+        named = parse_model_name(self.model)
+        if not named or named[1] not in SCALE_NAMES:
+            raise ConfigError(f"--model must be {{{','.join(FAMILIES)}}}{{{','.join(SCALE_NAMES)}}} (e.g. yolo11n) "
+                              f"or a model YAML file (.yaml), got {self.model!r}")
+        if self.scale is not None and self.scale not in SCALE_NAMES:
+            raise ConfigError(f"--scale must be one of {', '.join(SCALE_NAMES)} for --model {self.model}, "
+                              f"got {self.scale!r}")
 
 
 @dataclass(kw_only=True)
@@ -87,8 +109,10 @@ class OptimConfig:
     ``nbs`` x the mean, over the step's micro-batches on all ranks, of the gradient of the per-batch
     detection loss. With ``nbs`` images per step that is exactly Ultralytics' update (its loss is a
     sum over the batch, accumulated to 64 images); with any other world size x accumulation the step
-    size does not silently change. ``--scale-lr linear`` multiplies lr and weight decay by
-    (images per step / nbs), which is Ultralytics' behaviour for a non-nominal batch.
+    size does not silently change. ``--scale-lr`` then sets the peak lr for ``f`` = images per step /
+    nbs: ``linear`` lr x f, ``sqrt`` lr x sqrt(f); weight decay is never scaled, because both SGD and
+    AdamW decay by lr x wd per step (``engine/optim.py:effective_lr_wd`` gives the reasons). For SGD,
+    ``linear`` is Ultralytics' update for a batch of f x nbs images (Goyal et al.'s linear rule).
     """
 
     optimizer: str = "sgd"  #: sgd (momentum, nesterov) | adamw
@@ -102,16 +126,23 @@ class OptimConfig:
     schedule: str = "cosine"  #: cosine | linear, over --epochs (not --max-steps)
     clip_grad: float = 10.0  #: max gradient norm (Ultralytics clips at 10)
     nbs: int = 64  #: nominal batch size the recipe's hyper-parameters assume
-    scale_lr: str = "none"  #: none | linear (see above)
+    scale_lr: str = "none"  #: none | linear | sqrt: peak lr x f or x sqrt(f), f = images/step / nbs; wd fixed
     ema: bool = True  #: keep an EMA of the weights (decay 0.9999, 2000-step ramp); validate/save it
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
+            raise ConfigError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "linear"):
-            raise ValueError(f"--schedule must be cosine or linear, got {self.schedule!r}")
-        if self.scale_lr not in ("none", "linear"):
-            raise ValueError(f"--scale-lr must be none or linear, got {self.scale_lr!r}")
+            raise ConfigError(f"--schedule must be cosine or linear, got {self.schedule!r}")
+        if self.scale_lr not in ("none", "linear", "sqrt"):
+            raise ConfigError(f"--scale-lr must be none, linear or sqrt, got {self.scale_lr!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        for name in ("momentum", "warmup_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        _at_least(self, 0, "lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr", "clip_grad")
+        _at_least(self, 1, "nbs")
 
 
 @dataclass(kw_only=True)
@@ -126,10 +157,11 @@ class TrainConfig:
     seed: int = 0
     output_dir: str = "runs/train"
     resume: str = ""  #: "auto" (newest checkpoint in output_dir) or a checkpoint folder
+    overwrite: bool = False  #: a new run into an output_dir holding another run: move that run into replaced/
     save_every_steps: int = 0  #: also checkpoint every N optimizer steps (0: epoch ends only)
     keep_last: int = 3  #: keep the newest K checkpoints (0: keep all)
     save_on_each_node: bool = False  #: output_dir is node-local: each node's local main writes its own copy
-    val: bool = True  #: validate at each epoch end
+    val: bool = True  #: validate at each epoch end (off: the final epoch only); best.pt: best validated epoch
     log_with: str = "none"  #: tensorboard | wandb | mlflow | none (trackers run offline)
     log_every: int = 10  #: print a progress line every N steps (the JSONL log gets every step)
     strategy: str = "auto"  #: auto | ddp | fsdp | zero1 | zero2 | zero3 | zero3_offload
@@ -151,7 +183,7 @@ class TrainConfig:
             return
         per_pass = self.batch_size * world_size
         if self.global_batch_size % per_pass:
-            raise ValueError(
+            raise ConfigError(
                 f"--global-batch-size {self.global_batch_size} is not a multiple of --batch-size {self.batch_size} x "
                 f"{world_size} process(es) = {per_pass}"
             )
@@ -159,21 +191,29 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.global_batch_size < 0:
-            raise ValueError(f"--global-batch-size must be >= 0, got {self.global_batch_size}")
+            raise ConfigError(f"--global-batch-size must be >= 0, got {self.global_batch_size}")
+        _at_least(self, 0, "max_steps", "save_every_steps", "keep_last", "peak_tflops")
+        _at_least(self, 1, "log_every", "dist_timeout")
+        if self.deepspeed and self.strategy != "auto":
+            raise ConfigError(f"--deepspeed {self.deepspeed} and --strategy {self.strategy} both choose the strategy "
+                              f"(--strategy zeroN means ds_configs/zeroN.json): give one of them")
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.overwrite and self.resume == "auto":
+            raise ConfigError("--overwrite starts a new run in --output-dir and --resume auto continues the one there: "
+                              "pass one of them")
         if self.log_with not in ("tensorboard", "wandb", "mlflow", "none"):
-            raise ValueError(f"--log-with must be tensorboard, wandb, mlflow or none, got {self.log_with!r}")
+            raise ConfigError(f"--log-with must be tensorboard, wandb, mlflow or none, got {self.log_with!r}")
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
-            raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+            raise ConfigError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.compile and self.strategy not in ("auto", "ddp"):
-            raise ValueError(f"--compile is supported with --strategy ddp (or one process), not {self.strategy}: "
+            raise ConfigError(f"--compile is supported with --strategy ddp (or one process), not {self.strategy}: "
                              "compiling under FSDP2/DeepSpeed has not been measured or tested here")
         if self.benchmark_skip_grad_sync and self.strategy not in ("auto", "ddp", "fsdp"):
-            raise ValueError("--benchmark-skip-grad-sync works with ddp and fsdp only (DeepSpeed has no no_sync)")
+            raise ConfigError("--benchmark-skip-grad-sync works with ddp and fsdp only (DeepSpeed has no no_sync)")
 
 
 @dataclass(kw_only=True)
@@ -192,15 +232,31 @@ class RunConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(sections)
-        if unknown:
-            raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    def from_dict(cls, d: dict[str, Any], where: str = "config", lines: dict[tuple, int] | None = None) -> RunConfig:
+        """Build from ``{section: {setting: value}}``; every key and type is checked (``where``/``lines``:
+        the file and the line of each key, for the messages)."""
+        lines = lines or {}
+
+        def at(*key: str) -> str:
+            return f"{where}:{lines[key]}" if key in lines else where
+
+        for section, values in d.items():
+            if section not in _SECTIONS:
+                raise ConfigError(f"{at(section)}: unknown section {section!r}{_did_you_mean(section, _SECTIONS)} "
+                                  f"(the sections are {', '.join(_SECTIONS)})")
+            if values is not None and not isinstance(values, dict):
+                raise ConfigError(f"{at(section)}: section {section!r} must be a mapping of settings, "
+                                  f"got {type(values).__name__} {values!r}")
         kw = {}
-        for f in dataclasses.fields(cls):
-            sub_cls = f.default_factory  # type: ignore[misc]
-            kw[f.name] = sub_cls(**(d.get(f.name) or {}))
+        for section, sub_cls in _SECTIONS.items():
+            fields = {f.name: f for f in dataclasses.fields(sub_cls)}
+            values = {}
+            for name, value in (d.get(section) or {}).items():
+                if name not in fields:
+                    raise ConfigError(f"{at(section, name)}: unknown setting {section}.{name}"
+                                      f"{_did_you_mean(name, fields)}")
+                values[name] = _typed(value, fields[name].default, f"{at(section, name)}: {section}.{name}")
+            kw[section] = sub_cls(**values)
         return cls(**kw)
 
 
@@ -230,10 +286,11 @@ _HELP = {
     "shuffle": "shuffle each epoch with a permutation seeded by (seed, epoch)",
     "on_bad_sample": "error: stop before the first step listing every bad pair/label (FILE:LINE); "
     "skip: train without the pairs concerned and log the list",
-    "model": "yolov8t|n|s|m|l|x (t: tiny, for tests) or a model YAML (Ultralytics or YOLOFuse schema)",
+    "model": "a family and scale: yolov8, yolo11 (C3k2/C2PSA) or yolo26 (end-to-end head, NMS-free capable) + "
+    "t|n|s|m|l|x (t: tiny, for tests), e.g. yolo11s; or a model YAML (Ultralytics or YOLOFuse schema)",
     "fusion": "data (stacked input), early (two stems, fused at P2), mid (two backbones, fused P3-P5), "
     "late (two branches, one Detect), "
-    "rgb or ir (single-modality baselines)",
+    "rgb or ir (single-modality baselines); not with a model YAML, which defines its own (refused)",
     "scale": "for a YAML model: which row of its `scales` table (n/s/m/l/x)",
     "optimizer": "sgd or adamw; BN weights and biases get no weight decay",
     "lr": "peak learning rate after warm-up",
@@ -246,7 +303,9 @@ _HELP = {
     "schedule": "cosine or linear decay over --epochs",
     "clip_grad": "clip the global gradient norm to this value (0: off)",
     "nbs": "nominal batch size of the recipe: a step's gradient is nbs x the mean micro-batch gradient",
-    "scale_lr": "linear: multiply lr and weight decay by images-per-step / nbs",
+    "scale_lr": "scale the peak lr with f = images-per-step / nbs: linear lr x f (SGD: Goyal et al., "
+    "Ultralytics' update at f x nbs images), sqrt lr x sqrt(f) (common for AdamW); none: lr as given. "
+    "Weight decay is not scaled: SGD and AdamW both decay by lr x wd per step, so it follows lr",
     "ema": "keep an exponential moving average of the weights, used for validation and weights/",
     "epochs": "number of epochs; fixes the LR schedule",
     "max_steps": "stop after this many optimizer steps (0: no limit); does not change the schedule",
@@ -257,15 +316,19 @@ _HELP = {
     "seed": "seeds Python, NumPy and torch on every rank, the shuffle and the augmentation",
     "output_dir": "run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/",
     "resume": "'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder",
+    "overwrite": "a fresh run (or --resume PATH of another run) into an --output-dir that holds another run's "
+    "checkpoints or log: move that run's outputs into <output-dir>/replaced/<run id>-<time>/ first (without it: "
+    "refused; --resume auto continues the run there)",
     "save_every_steps": "also write a checkpoint every N optimizer steps (0: only at epoch ends)",
     "keep_last": "keep only the newest K checkpoints (0: keep all)",
     "save_on_each_node": "--output-dir is node-local storage: every node's first process writes its own copy of "
     "logs, checkpoints and weights, and resumes from it; off: one writer per job (storage all nodes share)",
-    "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch",
+    "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch; --no-val validates the final epoch only. "
+    "weights/best.pt is the best validated epoch (with --no-val: the final weights)",
     "log_with": "experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none",
     "log_every": "print a progress line every N optimizer steps",
     "strategy": "auto: as the launcher/accelerate config says; ddp; fsdp (FSDP2); zero1|zero2|zero3|zero3_offload "
-    "(ds_configs/<name>.json). The same loop runs under each",
+    "(the packaged DeepSpeed JSON <name>.json, ds_configs/ in the checkout). The same loop runs under each",
     "activation_checkpointing": "recompute C2f/SPPF blocks in backward: less activation memory, ~20-30%% more "
     "compute (for large scales and high resolutions)",
     "deepspeed": "DeepSpeed JSON config (ds_configs/*.json); the deepspeed launcher passes this",
@@ -289,6 +352,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per config field (``--batch-size`` for ``batch_size``), grouped by section."""
     parser.add_argument("--config", default="", help="YAML written by an earlier run (config.yaml); flags win")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    add_debug_argument(parser)
     for section, cls in _SECTIONS.items():
         group = parser.add_argument_group(section)
         for f in dataclasses.fields(cls):
@@ -318,22 +382,119 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _choices(name: str) -> list[str] | None:
     return {"strategy": list(STRATEGIES), "fusion": list(FUSIONS), "schedule": ["cosine", "linear"],
             "optimizer": ["sgd", "adamw"], "on_bad_sample": ["error", "skip"],
-            "cache": ["none", "ram", "disk"]}.get(name)
+            "cache": ["none", "ram", "disk"], "scale_lr": ["none", "linear", "sqrt"]}.get(name)
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _typed(value: Any, default: Any, what: str) -> Any:
+    """``value`` as the type of the field's ``default``, or a :class:`ConfigError` saying what was expected.
+
+    YAML guesses types: ``1e-3`` is a string to PyYAML (it wants ``1.0e-3``) and is accepted for a
+    number, as the flag would be; ``no``/``off`` are booleans and are refused for a text setting.
+    """
+    if value is None and default is None:
+        return None
+    kind = type(default) if default is not None else str
+    if kind is float and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "text"}[kind]
+    hint = " (YAML reads yes/no/on/off as booleans: quote the value)" if kind is str and isinstance(value, bool) else ""
+    raise ConfigError(f"{what} must be {expected}, got {value!r}{hint}")
+
+
+def _read_config_file(path: str) -> tuple[dict[str, Any], dict[tuple, int]]:
+    """A ``--config`` YAML (safe loading: tags that would build Python objects are refused) and the
+    1-based line of every section and setting in it."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    try:
+        d = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}{line}: not a valid config YAML ({problem})") from None
+    if d is None:
+        return {}, {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {type(d).__name__}")
+    lines: dict[tuple, int] = {}
+    for key, sub in root.value if isinstance(root, yaml.MappingNode) else []:
+        lines[(key.value,)] = key.start_mark.line + 1
+        for name, _ in sub.value if isinstance(sub, yaml.MappingNode) else []:
+            lines[(key.value, name.value)] = name.start_mark.line + 1
+    return d, lines
+
+
+def _from_file(error: ConfigError, d: dict, where: str, lines: dict[tuple, int], flags: set) -> ConfigError:
+    """Name the file and line of the setting a check refused, when the file (not a flag) set it.
+
+    The checks name the flag (``--imgsz must be ...``), which is also the setting's name.
+    """
+    m = re.match(r"--([a-z0-9-]+)", str(error))
+    name = m.group(1).replace("-", "_") if m else ""
+    for section, values in d.items():
+        if name in (values or {}) and (section, name) not in flags:
+            line = f":{lines[(section, name)]}" if (section, name) in lines else ""
+            return ConfigError(f"{where}{line}: {section}.{name}: {error}")
+    return error
+
+
+def _is_model_file(model: str) -> bool:
+    return Path(model).suffix in (".yaml", ".yml")
+
+
+def check_paths(cfg: RunConfig) -> None:
+    """The files the flags name exist: found now, not after the process group and the model are built."""
+    if cfg.data.data and not Path(cfg.data.data).is_file():
+        raise ConfigError(f"--data {cfg.data.data}: no such file (a data.yaml; omit --data to train on a "
+                          "synthetic set)")
+    if _is_model_file(cfg.model.model) and not Path(cfg.model.model).is_file():
+        raise ConfigError(f"--model {cfg.model.model}: no such model YAML file")
+    if cfg.train.deepspeed and not Path(cfg.train.deepspeed).is_file():
+        raise ConfigError(f"--deepspeed {cfg.train.deepspeed}: no such file")
+    resume = cfg.train.resume
+    if resume and resume != "auto" and not Path(resume).is_dir():
+        raise ConfigError(f"--resume {resume}: no such checkpoint folder (give checkpoints/step_<n>, or 'auto' for "
+                          "the newest one in --output-dir)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults, then ``--config FILE``, then explicit flags."""
-    base: dict[str, dict[str, Any]] = {}
-    if getattr(args, "config", ""):
-        with open(args.config) as fh:
-            base = yaml.safe_load(fh) or {}
-        if not isinstance(base, dict):
-            raise ValueError(f"{args.config}: expected a mapping of sections (data, model, optim, train)")
+    """Defaults, then ``--config FILE``, then explicit flags; every value checked, every named file present."""
+    base: dict[str, Any] = {}
+    lines: dict[tuple, int] = {}
+    where = getattr(args, "config", "") or ""
+    if where:
+        base, lines = _read_config_file(where)
+    flags = set()
     for key, value in vars(args).items():
         if "." in key and value is not None:
             section, name = key.split(".", 1)
-            base.setdefault(section, {})[name] = value
-    return RunConfig.from_dict(base)
+            if not isinstance(base.get(section) or {}, dict):
+                break  # from_dict names the file's bad section
+            base[section] = {**(base.get(section) or {}), name: value}
+            flags.add((section, name))
+    try:
+        cfg = RunConfig.from_dict(base, where or "config", lines)
+    except ConfigError as e:
+        raise _from_file(e, base, where, lines, flags) if where else e from None
+    if ("model", "fusion") in flags and _is_model_file(cfg.model.model):
+        raise ConfigError(f"--fusion {cfg.model.fusion} with --model {cfg.model.model}: a model YAML defines its own "
+                          "fusion (its layers); drop --fusion, or use --model yolov8n/yolo11n/yolo26n to pick a fusion")
+    check_paths(cfg)
+    return cfg
 
 
 __all__ = [

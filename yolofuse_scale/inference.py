@@ -23,7 +23,7 @@ from ultralytics.utils.ops import scale_boxes
 
 from yolofuse_scale.data.dataset import conform_channels, read_image, stack_pair
 from yolofuse_scale.data.transforms import letterbox_pair
-from yolofuse_scale.engine.checkpoint import read_weights
+from yolofuse_scale.engine.checkpoint import CheckpointError, read_weights
 from yolofuse_scale.engine.evaluate import detect
 from yolofuse_scale.model import FusionDetectionModel, model_from_config, use_one_to_one_head
 
@@ -35,8 +35,14 @@ def load_weights_model(path: str | Path) -> tuple[FusionDetectionModel, dict[str
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
     payload = read_weights(path)
-    model = model_from_config(payload["model_yaml"], payload["rgb_channels"], payload["ir_channels"])
-    model.load_state_dict(payload["model"])
+    # model_yaml is checked against allow-lists before it is built (model/safe_config.py): nothing runs
+    model = model_from_config(payload["model_yaml"], payload["rgb_channels"], payload["ir_channels"],
+                              source=f"{path}: model_yaml")
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as e:  # names or shapes that are not this architecture's
+        detail = " ".join(str(e).split("\n\t")[1:4]) or str(e)
+        raise CheckpointError(f"{path}: its tensors do not fit the model its model_yaml describes: {detail}") from None
     return model.eval(), payload
 
 

@@ -8,10 +8,16 @@ rank and every DataLoader worker maps that file read-only: the pages live once i
 cache (``disk``) or in ``/dev/shm`` (``ram``, tmpfs: RAM that is not duplicated per process).
 
 Who writes: the first process to create ``<file>.lock`` (``O_EXCL``, atomic on local and NFSv3+ file
-systems) decodes and writes ``<file>.tmp``, renames it into place, then the index, then drops the lock.
-The others poll for the index (no collective, so a long build cannot hit the process-group timeout),
-and take over a lock whose mtime has not moved for ``STALE_S`` (a builder that died). With the cache
-folder on node-local storage there is one builder per node; on a shared file system, one per job.
+systems; it holds ``host pid token``) decodes into a temporary file of its own (``<file>.<pid>.<random>
+.tmp``), renames it into place, then the index, then drops the lock. The others poll for the index (no
+collective, so a long build cannot hit the process-group timeout) and take over a stale lock: its
+builder's pid is gone (same host), or its mtime, which the builder touches every ``HEARTBEAT_S``, has
+not moved for ``STALE_S``. Taking over is a rename of the lock to a name of one's own, then a second
+look at what was renamed: only the lock judged stale is removed; a fresh lock renamed by a process that
+lost the race (another taker had already replaced the stale one) is linked back. So two takers cannot
+both build, and even a builder wrongly judged dead (stalled past ``STALE_S``) only costs a second,
+identical build: no two processes ever write one file. With the cache folder on node-local storage
+there is one builder per node; on a shared file system, one per job.
 
 Only the training set is cached: evaluation maps boxes back to the original image size, which the
 resized copy no longer has, and it decodes each image once per validation anyway.
@@ -19,9 +25,12 @@ resized copy no longer has, and it decodes each image once per validation anyway
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import secrets
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +42,7 @@ from yolofuse_scale.data.scan import Sample, write_atomic
 
 CACHE_MODES = ("none", "ram", "disk")
 STALE_S = 120.0  # a lock untouched this long belongs to a dead builder
+HEARTBEAT_S = 10.0  # how often a builder touches its lock (one utime call)
 SHM = Path("/dev/shm")
 
 
@@ -92,25 +102,108 @@ class PairCache:
         return self._mm[start : start + h * w * c].reshape(h, w, c), self.ori_shapes[index]
 
 
+def _token() -> str:
+    """What a lock file holds: who owns it (host and pid, for the liveness check) and a random part that
+    tells two owners apart even when a pid is reused."""
+    return f"{socket.gethostname()} {os.getpid()} {secrets.token_hex(8)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _is_stale(lock: Path) -> os.stat_result | None:
+    """The lock's ``stat`` if its builder is dead, else None (fresh, or already gone).
+
+    Dead: a pid of this host that no longer runs (seen at once), or no heartbeat for ``STALE_S``
+    (another host, a lock without an owner line, or a hung builder). A lock just created and not yet
+    written is empty: its fresh mtime keeps it alive."""
+    try:
+        st = lock.stat()
+    except FileNotFoundError:
+        return None
+    try:
+        owner = lock.read_text().split()
+    except (OSError, UnicodeError):  # gone meanwhile, or not readable: the mtime decides
+        owner = []
+    if len(owner) == 3 and owner[0] == socket.gethostname() and owner[1].isdigit() and not _pid_alive(int(owner[1])):
+        return st
+    return st if time.time() - st.st_mtime > STALE_S else None
+
+
+def _take_over(lock: Path) -> None:
+    """Remove ``lock`` if it is stale, safely against other takers: rename it to a name only this process uses, look
+    again at what was renamed, and link it back if another taker had replaced the stale lock with a
+    live one in between (``link`` fails rather than overwrite a lock created meanwhile)."""
+    if _is_stale(lock) is not None:
+        _remove_stale(lock)
+
+
+def _remove_stale(lock: Path) -> None:
+    """The second half of :func:`_take_over`, run by a taker that judged ``lock`` stale a moment ago."""
+    grave = lock.with_name(f"{lock.name}.stale.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        os.rename(lock, grave)
+    except FileNotFoundError:
+        return  # another process took it first
+    try:
+        if _is_stale(grave) is None:  # what we renamed is a live builder's lock: give it back
+            with contextlib.suppress(FileExistsError):
+                os.link(grave, lock)
+    finally:
+        grave.unlink(missing_ok=True)
+
+
+def _try_lock(lock: Path, token: str) -> bool:
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+    return True
+
+
+def _release(lock: Path, token: str) -> None:
+    """Drop the lock if it is still this builder's (a builder taken for dead may have lost it)."""
+    with contextlib.suppress(OSError, UnicodeError):
+        if lock.read_text() == token:
+            lock.unlink()
+
+
 def _build(path: Path, n: int, load, imgsz: int, lock: Path, threads: int) -> None:
-    """Decode every pair, append it to ``path``.tmp, rename, then write the index (the 'done' mark)."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Decode every pair into a temporary file of this process's own, rename it into place, then write
+    the index (the 'done' mark)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     offsets, shapes, ori_shapes, pos = [], [], [], 0
+    beat = time.monotonic()
 
     def decode(i: int) -> tuple[np.ndarray, tuple[int, int]]:
         pair, ori = load(i)
         return resize_long_side(pair, imgsz), ori
 
-    with open(tmp, "wb") as fh, ThreadPoolExecutor(max(1, threads)) as pool:  # cv2 decodes without the GIL
-        for i, (pair, ori) in enumerate(pool.map(decode, range(n))):
-            fh.write(np.ascontiguousarray(pair).tobytes())
-            offsets.append(pos)
-            shapes.append(list(pair.shape))
-            ori_shapes.append(list(ori))
-            pos += pair.size
-            if i % 256 == 0:
-                os.utime(lock)  # heartbeat: this builder is alive
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh, ThreadPoolExecutor(max(1, threads)) as pool:  # cv2 decodes without the GIL
+            for pair, ori in pool.map(decode, range(n)):
+                fh.write(np.ascontiguousarray(pair).tobytes())
+                offsets.append(pos)
+                shapes.append(list(pair.shape))
+                ori_shapes.append(list(ori))
+                pos += pair.size
+                if time.monotonic() - beat > HEARTBEAT_S:  # heartbeat: this builder is alive
+                    beat = time.monotonic()
+                    with contextlib.suppress(OSError):  # a lock taken over meanwhile: build on, harmlessly
+                        os.utime(lock)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     index = {"offsets": offsets, "shapes": shapes, "ori_shapes": ori_shapes, "nbytes": pos}
     write_atomic(PairCache.index_path(path), json.dumps(index))
 
@@ -125,25 +218,18 @@ def open_pair_cache(folder: Path, key: str, n: int, load, imgsz: int, log=print,
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"pairs-{key}.u8"
     lock = path.with_name(path.name + ".lock")
-    t0 = time.perf_counter()
+    t0, token = time.perf_counter(), _token()
     while not PairCache.index_path(path).is_file():
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                if time.time() - lock.stat().st_mtime > STALE_S:
-                    lock.unlink(missing_ok=True)  # its builder died: the next try takes over
-            except FileNotFoundError:
-                pass
+        if not _try_lock(lock, token):
+            _take_over(lock)  # removed only if its builder is dead; then the next try may get it
             time.sleep(poll_s)
             continue
-        os.close(fd)
         try:
             if not PairCache.index_path(path).is_file():  # another builder may have finished meanwhile
                 log(f"pair cache: decoding {n} pairs into {path} ...")
                 _build(path, n, load, imgsz, lock, threads)
         finally:
-            lock.unlink(missing_ok=True)
+            _release(lock, token)
     cache = PairCache(path)
     log(f"pair cache: {len(cache)} pairs, {cache.nbytes / 2**30:.2f} GiB in {path}, mapped read-only and "
         f"shared by every process of this node ({time.perf_counter() - t0:.1f} s to open)")
@@ -151,10 +237,32 @@ def open_pair_cache(folder: Path, key: str, n: int, load, imgsz: int, log=print,
 
 
 def cache_folder(mode: str, candidates: list[Path] | tuple[Path, ...]) -> Path:
-    """``ram``: tmpfs (``/dev/shm``) when the machine has it; ``disk`` (or no tmpfs): the first of
-    ``candidates`` that can be written (the dataset's folder, so the next run finds it; else the run's)."""
+    """``ram``: tmpfs (``/dev/shm/yolofuse_scale-<uid>``) when the machine has it; ``disk`` (or no tmpfs):
+    the first of ``candidates`` that can be written (the dataset's folder, so the next run finds it; else
+    the run's).
+
+    ``/dev/shm`` is shared by every user of the node, so the ram folder is per user, created mode 0o700,
+    and refused if it exists but is not ours, is group/other-writable or is not a plain folder: anyone who
+    can write there could plant a ready-made cache (an index and pixels) that this run would train on.
+    """
     if mode == "ram" and SHM.is_dir() and os.access(SHM, os.W_OK):
-        return SHM / "yolofuse_scale"
+        import stat
+
+        folder = SHM / f"yolofuse_scale-{os.getuid()}"
+        try:
+            os.mkdir(folder, 0o700)
+            os.chmod(folder, 0o700)  # exactly 0o700 whatever the umask (we just created it)
+        except FileExistsError:
+            pass
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a symlink" if stat.S_ISLNK(st.st_mode) else "a file"
+            raise PermissionError(
+                f"--cache ram: {folder} is {kind} owned by uid {st.st_uid} with mode {stat.filemode(st.st_mode)}; "
+                f"refusing to use it (it must be a folder of uid {os.getuid()} that only its owner can write); "
+                "remove it, or use --cache disk"
+            )
+        return folder
     for folder in candidates:
         try:
             folder.mkdir(parents=True, exist_ok=True)

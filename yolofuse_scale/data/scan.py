@@ -5,10 +5,17 @@ policy decides once, before the first step, what happens: ``error`` stops with t
 trains on the rest and reports what was left out. What the scan lets through cannot crash a step:
 both files exist, their headers decode to the same size, and every label row is valid.
 
-Cost: one ``stat`` per file plus a header read (JPEG: the header and the last two bytes; PNG: the
-chunk CRCs, no pixel decode), on a thread pool because on network file systems the latency, not
-the CPU, dominates. The result is cached in a JSON file keyed by a hash of every path, size and
-mtime, so an unchanged dataset re-scans in the time of the ``stat`` calls alone.
+What a folder holds is what Ultralytics would list: symlinked sub-folders are followed (each real
+folder once, so a link to an ancestor cannot loop), hidden files and folders (``.*``, macOS' ``._*``
+resource forks) are ignored. A pair without a label file is a background image, as in Ultralytics,
+but a split where no pair has one (a misnamed ``labels/`` folder) is refused, and so is a validation
+split without a single box: both would train or score silently against nothing.
+
+Cost: one ``stat`` per file plus a header read (JPEG: the header and the last two bytes, the whole
+file only when those are not the end marker; PNG: the chunk CRCs, no pixel decode), on a thread
+pool because on network file systems the latency, not the CPU, dominates. The result is cached in a
+JSON file keyed by a hash of every path, size and mtime, so an unchanged dataset re-scans in the time
+of the ``stat`` calls alone.
 """
 
 from __future__ import annotations
@@ -30,8 +37,9 @@ from yolofuse_scale.data.config import DataConfig, DataError
 
 IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_REPORTED = 20  # problems shown in an error message; the rest are counted
-SCAN_VERSION = 3  # bump when the checks change: old caches then miss
+SCAN_VERSION = 4  # bump when the checks change: old caches then miss
 POLICIES = ("error", "skip")
+NAMES_SHOWN = 3  # example files named in the start-up summary (pairs without a label file, ...)
 
 
 def _swap_str(path: str, old: str, new: str) -> str | None:
@@ -86,6 +94,7 @@ class Problem:
     message: str
     rgb: str | None = None
     drops_pair: bool = True
+    kind: str = "problem"  #: short name of what is wrong, counted in the start-up summary
 
 
 @dataclass
@@ -96,6 +105,8 @@ class SplitScan:
     samples: list[Sample] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     from_cache: bool = False
+    hidden: int = 0  #: hidden files and folders ignored (``.*``, ``._*``)
+    repeats: list[str] = field(default_factory=list)  #: symlinked folders not entered again ("link -> real")
 
     def kept(self) -> list[Sample]:
         """The pairs no problem disqualifies (what ``--on-bad-sample skip`` trains on)."""
@@ -117,14 +128,88 @@ class _Listed:
     origin: str  # where the path came from, for messages: "list.txt:3" or "" (found in a folder)
 
 
-def _list_images(entry: Path, root: Path) -> list[_Listed]:
-    """Images of one split entry: a folder (searched recursively), a ``.txt`` list, or one image."""
+@dataclass
+class _Walk:
+    """What walking one folder found: its image files and what it left out on purpose or could not read."""
+
+    files: list[Path] = field(default_factory=list)
+    hidden: int = 0
+    repeats: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMG_SUFFIXES
+
+
+def walk_images(folder: Path) -> _Walk:
+    """Every image file below ``folder``, as Ultralytics' recursive glob lists them, plus symlinked folders.
+
+    ``os.walk(followlinks=True)`` enters a symlinked sub-folder (``Path.rglob`` does not, before Python
+    3.13), and the ``(device, inode)`` of every folder entered is remembered so each real folder is
+    listed once: a link to an ancestor, or a second link to one folder, is recorded, not entered. Names
+    starting with ``.`` are skipped at every level (macOS ``._*`` resource forks, ``.DS_Store``,
+    ``.git``), as a glob skips them. Paths keep the link's name: pairing swaps path components, and the
+    IR and label twins are looked up through the same links. A link to the folder being listed or one of
+    its ancestors is not entered at all (it would list other splits). Cost: one ``stat`` per folder.
+    """
+    out = _Walk()
+    seen: set[tuple[int, int]] = set()
+
+    def unreadable(e: OSError) -> None:  # os.walk drops a folder it cannot list without a word otherwise
+        out.problems.append(Problem(f"{e.filename}: cannot list this folder ({e.strerror})", kind="unlistable folder"))
+
+    for top, dirs, files in os.walk(folder, followlinks=True, onerror=unreadable):
+        try:
+            st = os.stat(top)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: list it once
+            out.repeats.append(f"{top} -> {os.path.realpath(top)}")
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        out.hidden += sum(d.startswith(".") for d in dirs) + sum(f.startswith(".") and _is_image(f) for f in files)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _loops(top, d, out.repeats))
+        out.files += [Path(top, f) for f in sorted(files) if not f.startswith(".") and _is_image(f)]
+    return out
+
+
+def _loops(top: str, name: str, repeats: list[str]) -> bool:
+    """Whether sub-folder ``name`` of ``top`` is a link to ``top`` itself or one of its ancestors (entering
+    it would list the tree again, and from above the split folder, other splits too); noted in ``repeats``."""
+    link = os.path.join(top, name)
+    if not os.path.islink(link):
+        return False
+    target, here = os.path.realpath(link), os.path.realpath(top)
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+        repeats.append(f"{link} -> {target} (a loop)")
+        return True
+    return False
+
+
+def _read_text(path: Path) -> str:
+    """A label or list file as text: UTF-8, with or without the byte-order mark Windows editors write."""
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UnicodeError("UTF-16 text (a 'Unicode' save from a Windows editor); save it as UTF-8")
+    return raw.decode("utf-8-sig")
+
+
+def _list_images(entry: Path, root: Path, walk: _Walk) -> list[_Listed]:
+    """Images of one split entry: a folder (searched recursively, see :func:`walk_images`; what it left
+    out is added to ``walk``), a ``.txt`` list, or one image."""
     if entry.is_dir():
-        return [_Listed(p, "") for p in sorted(entry.rglob("*")) if p.suffix.lower() in IMG_SUFFIXES]
+        found = walk_images(entry)
+        walk.hidden += found.hidden
+        walk.repeats += found.repeats
+        walk.problems += found.problems
+        return [_Listed(p, "") for p in found.files]
     if entry.suffix == ".txt":  # an Ultralytics list file: one path a line, relative to the dataset root
         try:
-            text = entry.read_text()
-        except (OSError, UnicodeDecodeError) as e:
+            text = _read_text(entry)
+        except (OSError, UnicodeError) as e:
             raise DataError(f"{entry}: cannot read the image list ({e})") from e
         out = []
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -149,20 +234,75 @@ def _stat(path: Path | str) -> tuple[int, int] | None:
 
 
 # ------------------------------------------------------------------------------------------- checks
+def jpeg_end(data: bytes) -> int | None:
+    """Offset just past a JPEG's end-of-image marker, found by walking its segments; None if the data
+    stops before it (a truncated file).
+
+    Bytes after the marker (camera trailers, a converter's padding) are not part of the image: decoders
+    stop at the marker. The walk cannot be fooled by an ``FF D9`` inside the data: segments are skipped
+    by their length (an EXIF thumbnail ends with its own marker), and entropy-coded data escapes every
+    ``FF`` it contains as ``FF 00`` (``FF D0``-``FF D7`` are restart markers, ``FF FF`` padding).
+    """
+    n, pos = len(data), 2  # after SOI
+    while pos + 1 < n:
+        if data[pos] != 0xFF:
+            return None  # not at a marker: the structure is broken
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return pos + 2
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next real marker
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= n:
+                    return None
+                nxt = data[pos + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+                    pos += 2
+                elif nxt == 0xFF:
+                    pos += 1
+                else:
+                    break
+    return None
+
+
+def _jpeg_problem(path: Path) -> str | None:
+    """Why a JPEG is truncated, or None. Fast path: it ends with the end-of-image marker (two bytes read).
+    Otherwise the whole file is walked (:func:`jpeg_end`): data after the marker is accepted, as
+    Ultralytics accepts (and rewrites) such files; a file that stops before it is not."""
+    with open(path, "rb") as fh:
+        fh.seek(-2, os.SEEK_END)
+        if fh.read(2) == b"\xff\xd9":
+            return None
+        fh.seek(0)
+        data = fh.read()
+    if jpeg_end(data) is None:
+        return "truncated JPEG (the data stops before the end-of-image marker)"
+    return None
+
+
 def image_header_problem(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     """``((width, height), None)`` for a decodable image, ``(None, why)`` otherwise.
 
-    No pixel decode: PIL reads the header; a JPEG must end with its end-of-image marker (a truncated
-    download does not), other formats go through ``Image.verify`` (PNG: every chunk and its CRC).
+    No pixel decode: PIL reads the header; a JPEG must reach its end-of-image marker (a truncated
+    download does not; see :func:`_jpeg_problem`), other formats go through ``Image.verify`` (PNG:
+    every chunk and its CRC).
     """
     try:
         with Image.open(path) as im:
             size, fmt = im.size, im.format
             if fmt == "JPEG":
-                with open(path, "rb") as fh:
-                    fh.seek(-2, os.SEEK_END)
-                    if fh.read(2) != b"\xff\xd9":
-                        return None, "truncated JPEG (no end-of-image marker)"
+                why = _jpeg_problem(path)
+                if why:
+                    return None, why
             else:
                 im.verify()
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) for bad files
@@ -181,9 +321,9 @@ def parse_label_file(path: Path, nc: int, problems: list[Problem], rgb: str | No
     rows: list[tuple[float, ...]] = []
     first_seen: dict[tuple[float, ...], int] = {}
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        problems.append(Problem(f"{path}: unreadable label file ({e})", rgb))
+        text = _read_text(path)
+    except (OSError, UnicodeError) as e:
+        problems.append(Problem(f"{path}: unreadable label file ({e})", rgb, kind="unreadable label file"))
         return np.zeros((0, 5), np.float32)
     for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split()
@@ -192,11 +332,12 @@ def parse_label_file(path: Path, nc: int, problems: list[Problem], rgb: str | No
         where = f"{path}:{lineno}"
         why = _row_problem(fields, nc)
         if why:
-            problems.append(Problem(f"{where}: {why}", rgb))
+            problems.append(Problem(f"{where}: {why}", rgb, kind="bad label row"))
             continue
         row = tuple(float(x) for x in fields)
         if row in first_seen:
-            problems.append(Problem(f"{where}: duplicate of line {first_seen[row]}", rgb, drops_pair=False))
+            problems.append(Problem(f"{where}: duplicate of line {first_seen[row]}", rgb, drops_pair=False,
+                                    kind="duplicate label row"))
             continue
         first_seen[row] = lineno
         rows.append(row)
@@ -230,21 +371,23 @@ def _check_pair(cfg: DataConfig, item: _Listed) -> tuple[Sample | None, list[Pro
         ir = ir_path_for(rgb, cfg.images_dir, cfg.ir_dir)
         label = label_path_for(rgb, cfg.images_dir)
     except DataError as e:
-        return None, [Problem(f"{item.origin}: {e}" if item.origin else str(e), key)]
+        return None, [Problem(f"{item.origin}: {e}" if item.origin else str(e), key, kind="unpairable path")]
     if _stat(rgb) is None:
         where = f"{item.origin}: image {rgb}" if item.origin else str(rgb)
-        return None, [Problem(f"{where} does not exist", key)]
+        what = f"is a broken symbolic link (to {os.readlink(rgb)})" if os.path.islink(rgb) else "does not exist"
+        return None, [Problem(f"{where} {what}", key, kind="missing image")]
     if _stat(ir) is None:
-        return None, [Problem(f"{rgb}: RGB image without IR partner (expected {ir})", key)]
+        return None, [Problem(f"{rgb}: RGB image without IR partner (expected {ir})", key, kind="no IR partner")]
     sizes = []
     for p in (rgb, ir):
         size, why = image_header_problem(p)
         if why:
-            problems.append(Problem(f"{p}: {why}", key))
+            problems.append(Problem(f"{p}: {why}", key, kind="unreadable image"))
         sizes.append(size)
     if sizes[0] and sizes[1] and sizes[0] != sizes[1]:
         (w0, h0), (w1, h1) = sizes
-        problems.append(Problem(f"{rgb}: RGB is {w0}x{h0} but its IR partner {ir} is {w1}x{h1}", key))
+        problems.append(Problem(f"{rgb}: RGB is {w0}x{h0} but its IR partner {ir} is {w1}x{h1}", key,
+                                kind="RGB/IR size mismatch"))
     has_label = _stat(label) is not None
     boxes = parse_label_file(label, cfg.nc, problems, key) if has_label else np.zeros((0, 5), np.float32)
     hw = (sizes[0][1], sizes[0][0]) if sizes[0] else None
@@ -260,11 +403,10 @@ def _orphan_ir(cfg: DataConfig, entry: Path, rgb_files: set[str]) -> list[Proble
         return []  # the RGB side already reports the unpairable path
     out = []
     if ir_root.is_dir():
-        for ir in sorted(ir_root.rglob("*")):
-            if ir.suffix.lower() in IMG_SUFFIXES:
-                rgb = _swap_component(ir, cfg.ir_dir, cfg.images_dir)
-                if str(rgb) not in rgb_files:
-                    out.append(Problem(f"{ir}: IR image without RGB partner (expected {rgb})"))
+        for ir in walk_images(ir_root).files:
+            rgb = _swap_component(ir, cfg.ir_dir, cfg.images_dir)
+            if str(rgb) not in rgb_files:
+                out.append(Problem(f"{ir}: IR image without RGB partner (expected {rgb})", kind="no RGB partner"))
     return out
 
 
@@ -286,7 +428,7 @@ def _fingerprint(cfg: DataConfig, split: str, listed: list[_Listed]) -> str:
             except DataError:
                 continue
             if ir_root.is_dir():
-                for p in sorted(ir_root.rglob("*")):
+                for p in walk_images(ir_root).files:
                     h.update(f"ir:{p}|{_stat(p)}\n".encode())
     return h.hexdigest()
 
@@ -336,10 +478,13 @@ def scan_pairs(cfg: DataConfig, split: str, cache_dirs: list[Path] | tuple[Path,
     else scan and write it into the first writable one. Raises :class:`DataError` only for what makes
     the split unusable as a whole (an entry that is not a folder, list or image; no images at all)."""
     listed: list[_Listed] = []
+    walk = _Walk()
     for entry in cfg.split(split):
         if not entry.exists():
             raise DataError(f"{cfg.yaml_path}: split '{split}' entry {entry} does not exist")
-        listed += _list_images(entry, cfg.root)
+        listed += _list_images(entry, cfg.root, walk)
+    if not listed and walk.problems:
+        raise DataError(format_problems(f"{cfg.yaml_path}: split '{split}'", [p.message for p in walk.problems]))
     if not listed:
         where = ", ".join(str(p) for p in cfg.split(split))
         raise DataError(f"{cfg.yaml_path}: split '{split}' has no images (looked in {where})")
@@ -350,14 +495,14 @@ def scan_pairs(cfg: DataConfig, split: str, cache_dirs: list[Path] | tuple[Path,
         if path.is_file():
             hit = _from_json(path.read_text(), key, split)
             if hit is not None:
-                return hit
+                return _with_listing(hit, walk)
     scan = SplitScan(split)
     seen: set[str] = set()
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for item, (sample, problems) in zip(listed, pool.map(lambda it: _check_pair(cfg, it), listed)):
             if str(item.rgb) in seen:  # a list naming an image twice would train on it twice
                 scan.problems.append(Problem(f"{item.origin or item.rgb}: {item.rgb} is listed twice",
-                                             drops_pair=False))
+                                             drops_pair=False, kind="listed twice"))
                 continue
             seen.add(str(item.rgb))
             scan.problems += problems
@@ -372,6 +517,13 @@ def scan_pairs(cfg: DataConfig, split: str, cache_dirs: list[Path] | tuple[Path,
             break
         except OSError:
             continue  # a read-only dataset folder: try the next place
+    return _with_listing(scan, walk)
+
+
+def _with_listing(scan: SplitScan, walk: _Walk) -> SplitScan:
+    """Add what listing the folders found (not cached: the listing runs every time anyway)."""
+    scan.problems += walk.problems
+    scan.hidden, scan.repeats = walk.hidden, walk.repeats
     return scan
 
 
@@ -388,6 +540,11 @@ class ScanResult:
     skipped: list[str] = field(default_factory=list)
     error: str | None = None
     cached: list[str] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)  #: one line per split: pairs, boxes, background, skipped
+
+    def report(self) -> str:
+        """What each split trains or scores on, for the start-up log (see :func:`split_summary`)."""
+        return "\n".join(self.summary)
 
     def take(self, log=print) -> dict[str, list[Sample]]:
         """The samples per split; raise the scan's :class:`DataError`; log what skipping left out."""
@@ -401,10 +558,68 @@ class ScanResult:
         return self.samples
 
 
+def _count(kinds: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for k in kinds:
+        counts[k] = counts.get(k, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _examples(paths: list[str]) -> str:
+    more = f", ... ({len(paths) - NAMES_SHOWN} more)" if len(paths) > NAMES_SHOWN else ""
+    return ", ".join(paths[:NAMES_SHOWN]) + more
+
+
+def split_summary(cfg: DataConfig, scan: SplitScan, used: list[Sample]) -> str:
+    """One line saying what a split holds: pairs, boxes, background pairs (empty or missing label file,
+    a few of the missing ones named), pairs skipped by kind of problem, and what listing left out."""
+    missing = [str(label_path_for(s.rgb, cfg.images_dir)) for s in used if s.label is None]
+    empty = sum(s.label is not None and len(s.boxes) == 0 for s in used)
+    line = f"data {scan.split}: {len(used)} pairs, {sum(len(s.boxes) for s in used)} boxes, "
+    line += f"{len(missing) + empty} background"
+    why = ([f"{empty} with an empty label file"] if empty else []) + (
+        [f"{len(missing)} without a label file: {_examples(missing)}"] if missing else [])
+    line += f" ({'; '.join(why)})" if why else ""
+    kept = {str(s.rgb) for s in used}
+    first_kind: dict[str, str] = {}
+    for p in scan.problems:
+        if p.drops_pair and p.rgb is not None and p.rgb not in kept:
+            first_kind.setdefault(p.rgb, p.kind)
+    line += f"; skipped {len(first_kind)} pair(s) ({_count(list(first_kind.values()))})" if first_kind else \
+        "; nothing skipped"
+    others = [p.kind for p in scan.problems if not (p.drops_pair and p.rgb is not None)]
+    line += f"; also left out: {_count(others)}" if others else ""
+    if scan.hidden:
+        line += f"; {scan.hidden} hidden file(s)/folder(s) ignored (names starting with '.')"
+    if scan.repeats:
+        line += f"; symlinked folder(s) listed once, not entered again: {_examples(scan.repeats)}"
+    return line
+
+
+def _check_labels(cfg: DataConfig, split: str, samples: list[Sample], used: list[Sample],
+                  evaluated: tuple[str, ...]) -> None:
+    """Refuse what would train on background only or score against nothing, with no other sign."""
+    if samples and all(s.label is None for s in samples):
+        expected = [label_path_for(s.rgb, cfg.images_dir) for s in samples]
+        folders = sorted({str(p.parent) for p in expected})
+        raise DataError(
+            f"{cfg.yaml_path}: split '{split}': none of its {len(samples)} pairs has a label file. Looked in "
+            f"{_examples(folders)} for one .txt per image (e.g. {expected[0]}: the last '{cfg.images_dir}' folder "
+            f"of the image path becomes 'labels', the suffix .txt). Is the labels folder misnamed? Images "
+            f"without objects need an empty .txt each")
+    if split in evaluated and used and not any(len(s.boxes) for s in used):
+        raise DataError(
+            f"{cfg.yaml_path}: split '{split}' has no boxes at all (its {len(used)} pairs have empty or missing "
+            f"label files): its mAP would be 0 whatever the model learns; point '{split}' at labelled images")
+
+
 def scan_dataset(cfg: DataConfig, splits: tuple[str, ...], policy: str = "error",
-                 cache_dirs: list[Path] | tuple[Path, ...] = ()) -> ScanResult:
+                 cache_dirs: list[Path] | tuple[Path, ...] = (), evaluated: tuple[str, ...] = ("val", "test")
+                 ) -> ScanResult:
     """Scan ``splits`` and apply ``policy`` (``error``: any problem fails the run, with the full list;
-    ``skip``: drop the pairs with problems). Never raises :class:`DataError`: see :class:`ScanResult`."""
+    ``skip``: drop the pairs with problems). A split none of whose pairs has a label file, and an
+    ``evaluated`` split without a box, fail under either policy. Never raises :class:`DataError`: see
+    :class:`ScanResult`."""
     if policy not in POLICIES:
         raise ValueError(f"--on-bad-sample must be one of {', '.join(POLICIES)}, got {policy!r}")
     result = ScanResult()
@@ -420,7 +635,9 @@ def scan_dataset(cfg: DataConfig, splits: tuple[str, ...], policy: str = "error"
                 raise DataError(format_problems(f"{cfg.yaml_path}: split '{split}' has no usable pair left",
                                                 messages))
             problems += messages
-            result.samples[split] = kept if policy == "skip" else scan.samples
+            result.samples[split] = used = kept if policy == "skip" else scan.samples
+            _check_labels(cfg, split, scan.samples, used, evaluated)
+            result.summary.append(split_summary(cfg, scan, used))
     except DataError as e:
         return ScanResult(error=str(e))
     if problems and policy == "error":

@@ -13,6 +13,11 @@ A checkpoint folder ``checkpoints/step_<n>/`` holds:
 - ``manifest.json``: SHA-256 and size of every other file, checked before any resume;
 - ``COMPLETE``: written last.
 
+``train_state.json`` also records the run id (one per lineage: a fresh run draws one, resumes keep it)
+and what the loop position means: images per optimizer step and the training set's fingerprint.
+A resume that would change either is refused by name (see :class:`Checkpointer`), and so is a fresh
+run into a folder that holds another run (``run.json`` names the folder's run id).
+
 It is written under a temporary name and published by one rename once every rank has finished
 writing, so a run killed during a save leaves the previous checkpoint intact and ``--resume auto``
 never sees half a checkpoint. Our files are written by ``storage.is_writer``: once per job, or once
@@ -30,12 +35,14 @@ import json
 import os
 import re
 import shutil
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from safetensors.torch import load_file, save_file
 
 from yolofuse_scale.engine.storage import is_writer
@@ -46,7 +53,12 @@ STATE_FILE = "train_state.json"
 EMA_FILE = "ema.safetensors"
 META_FILE = "run_meta.json"
 ZERO_FULL_STATE = "zero_full_state.safetensors"  # ZeRO-1/2 only: whole optimizer state, any world size
+RUN_FILE = "run.json"  # in the output folder: the id of the run (lineage) that owns it
+LOG_FILE = "train_log.jsonl"
+#: What a run writes into its folder, moved aside together by --overwrite (caches and data stay).
+RUN_OUTPUTS = (RUN_FILE, "config.yaml", LOG_FILE, "metrics.json", "checkpoints", "weights")
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+_OLD_DIR = re.compile(r"^\.old_step_(\d+)$")  # a re-saved step's previous copy, until the new one is in place
 
 
 class CheckpointError(RuntimeError):
@@ -75,20 +87,50 @@ def plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's entries, each a relative path inside ``folder`` with its size and SHA-256."""
+    try:
+        entries = json.loads((folder / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{folder / MANIFEST}: unreadable ({e})") from None
+    ok = isinstance(entries, dict) and all(
+        isinstance(want, dict) and isinstance(want.get("sha256"), str) and isinstance(want.get("bytes"), int)
+        and not Path(rel).is_absolute() and ".." not in Path(rel).parts for rel, want in entries.items())
+    if not ok:
+        raise CheckpointError(f"{folder / MANIFEST}: not a checkpoint manifest (relative path -> sha256, bytes)")
+    return entries
+
+
 def verify_checkpoint(folder: Path) -> None:
-    """Raise :class:`CheckpointError` naming every file that is missing or does not match the manifest."""
+    """Raise :class:`CheckpointError` naming every file that is missing, differs from the manifest, or is not in it.
+
+    Files the manifest does not list are refused, not ignored: Accelerate, DeepSpeed and torch's DCP
+    find some of their files by name patterns (DeepSpeed's ``*_model_states.pt`` glob; several of them
+    unpickle with ``weights_only=False`` or plain ``pickle``), so an unlisted file could be read unchecked.
+    The manifest detects corruption, truncation and stray files; it is no defence against someone who
+    can write the folder (they can rewrite the manifest too).
+    """
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
     if not (folder / COMPLETE_MARKER).is_file():
         raise CheckpointError(f"{folder}: incomplete checkpoint (no {COMPLETE_MARKER}: the save was interrupted)")
     if not (folder / MANIFEST).is_file():
         raise CheckpointError(f"{folder}: no {MANIFEST}; cannot check its files")
-    entries = json.loads((folder / MANIFEST).read_text())
+    entries = _read_manifest(folder)
     problems = []
     for rel, want in entries.items():
         p = folder / rel
         if not p.is_file():
             problems.append(f"{rel}: missing")
-        elif p.stat().st_size != want["bytes"] or _sha256(p) != want["sha256"]:
+        elif p.stat().st_size != want["bytes"]:
+            problems.append(f"{rel}: {p.stat().st_size} bytes, the manifest says {want['bytes']} (truncated or "
+                            "modified)")
+        elif _sha256(p) != want["sha256"]:
             problems.append(f"{rel}: contents differ from the manifest (corrupt or modified)")
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if not p.is_dir() and rel not in entries and rel not in (MANIFEST, COMPLETE_MARKER):
+            problems.append(f"{rel}: not in the manifest (not written by this checkpoint's save; remove it)")
     for required in (STATE_FILE, META_FILE):
         if required not in entries:
             problems.append(f"{required}: not in the checkpoint")
@@ -106,9 +148,13 @@ def save_checkpoint(
     keep_last: int = 0,
     zero_full_state: tuple[dict[str, torch.Tensor], dict[str, float]] | None = None,
 ) -> Path:
-    """Write ``ckpt_root/step_<step>`` atomically. Collective: call on every rank."""
+    """Write ``ckpt_root/step_<step>`` atomically. Collective: call on every rank.
+
+    ``keep_last`` prunes only checkpoints of this run (``state["run_id"]``; ones without an id
+    predate run ids and count as this folder's own)."""
     final = ckpt_root / f"step_{step}"
     tmp = ckpt_root / f".tmp_step_{step}"
+    old = ckpt_root / f".old_step_{step}"
     writer = is_writer(accelerator)
     if writer:
         shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a save that was killed
@@ -127,14 +173,24 @@ def save_checkpoint(
                       metadata={k: repr(v) for k, v in scalars.items()})
         _write_manifest(tmp)
         (tmp / COMPLETE_MARKER).write_text(f"{step}\n")
-        if final.exists():  # re-saving the same step (e.g. epoch end == save-every point)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _publish(tmp, final, old)
         if keep_last > 0:
-            for old in list_checkpoints(ckpt_root)[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+            for stale in list_checkpoints(ckpt_root, run_id=state.get("run_id"))[:-keep_last]:
+                shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _publish(tmp: Path, final: Path, old: Path) -> None:
+    """Rename ``tmp`` to ``final``. Re-saving a step (an epoch end that is also a --save-every-steps
+    point) moves the previous copy to ``old`` first and deletes it only once the new one is in place:
+    a kill between the two renames leaves ``old``, which :func:`list_checkpoints` still offers."""
+    if final.exists():
+        if old.exists():  # an earlier swap finished its renames but not the clean-up: final is good
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_train_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
@@ -154,30 +210,70 @@ def load_zero_full_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[st
     return load_file(str(path)), scalars
 
 
-def list_checkpoints(ckpt_root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+def checkpoint_run_id(folder: Path) -> str | None:
+    """The run id a checkpoint was written by (None: unreadable, or written before run ids existed)."""
+    try:
+        return json.loads((folder / STATE_FILE).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def list_checkpoints(ckpt_root: Path, run_id: str | None = None) -> list[Path]:
+    """Complete checkpoints, oldest first; with ``run_id``, only that run's (and id-less, older ones).
+
+    A step whose re-save was killed between its two renames exists only as ``.old_step_<n>``: listed
+    in its place, so neither ``--resume auto`` nor pruning loses it."""
     if not ckpt_root.is_dir():
         return []
-    found = []
-    for p in ckpt_root.iterdir():
-        m = _STEP_DIR.match(p.name)
+    found: dict[int, Path] = {}
+    for p in sorted(ckpt_root.iterdir(), key=lambda p: not p.name.startswith("step_")):  # step_<n> wins
+        m = _STEP_DIR.match(p.name) or _OLD_DIR.match(p.name)
         if m and (p / COMPLETE_MARKER).is_file():
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
+            found.setdefault(int(m.group(1)), p)
+    if run_id is not None:
+        found = {n: p for n, p in found.items() if checkpoint_run_id(p) in (run_id, None)}
+    return [found[n] for n in sorted(found)]
 
 
-def resolve_resume(resume: str, ckpt_root: Path, accelerator: Accelerator | None = None) -> Path | None:
+def _step_of(folder: Path) -> int:
+    return int((_STEP_DIR.match(folder.name) or _OLD_DIR.match(folder.name)).group(1))
+
+
+def folder_run_id(out: Path) -> str | None:
+    """The run id owning ``out``: its ``run.json``, else its newest checkpoint's (None: none known)."""
+    try:
+        return json.loads((out / RUN_FILE).read_text())["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    found = list_checkpoints(out / "checkpoints")
+    return checkpoint_run_id(found[-1]) if found else None
+
+
+def _not_a_checkpoint(resume: str, path: Path) -> CheckpointError:
+    """--resume PATH names no checkpoint folder: say what it is and, where possible, what was meant."""
+    inside = list_checkpoints(path / "checkpoints") or list_checkpoints(path) if path.is_dir() else []
+    hint = (f"; it holds checkpoints: pass the newest, --resume {inside[-1]}, or --resume auto with --output-dir "
+            f"{path if (path / 'checkpoints').is_dir() else path.parent}" if inside else
+            "; pass a checkpoints/step_<n> folder written by training, or --resume auto")
+    what = "no such checkpoint folder" if not path.exists() else (
+        "a file, not a checkpoint folder" if not path.is_dir() else "a folder but not a checkpoint")
+    return CheckpointError(f"--resume {resume}: {what}{hint}")
+
+
+def resolve_resume(resume: str, ckpt_root: Path, accelerator: Accelerator | None = None,
+                   run_id: str | None = None) -> Path | None:
     """``auto`` -> newest complete checkpoint (or None: a fresh start); a path -> that. Both verified.
 
     With ``accelerator`` (several processes), ``auto`` is agreed on: the newest step every rank sees
     complete. On shared storage they all see the same list; on node-local storage a node killed
     between its peers' rename and its own lacks the newest step, and ranks resuming from different
     steps would train apart (or hang). Collective when given: one gather of the step numbers.
+    ``auto`` considers only the checkpoints of ``run_id`` (the folder's run), never another run's.
     """
     if not resume:
         return None
     if resume == "auto":
-        found = {int(p.name.removeprefix("step_")): p for p in list_checkpoints(ckpt_root)}
+        found = {_step_of(p): p for p in list_checkpoints(ckpt_root, run_id)}
         if accelerator is not None and accelerator.num_processes > 1:
             seen = gather_object([sorted(found)])  # one list per rank, the same on every rank
             common = set.intersection(*map(set, seen))
@@ -192,10 +288,188 @@ def resolve_resume(resume: str, ckpt_root: Path, accelerator: Accelerator | None
         path = found[max(found)]
     else:
         path = Path(resume)
-        if not path.is_dir():
-            raise CheckpointError(f"--resume {resume}: no such checkpoint folder")
+        if not (path / COMPLETE_MARKER).is_file() and not (path / STATE_FILE).is_file():
+            raise _not_a_checkpoint(resume, path)
     verify_checkpoint(path)
     return path
+
+
+def dataset_fingerprint(pairs: list[tuple[Path, Path]], root: Path) -> dict[str, Any]:
+    """The training set as the loop position counts it: its size and a hash of its sorted (RGB, IR)
+    paths relative to the dataset root (so a moved dataset keeps its fingerprint). ~10 ms for LLVIP."""
+    rel = sorted(f"{os.path.relpath(rgb, root)}\t{os.path.relpath(ir, root)}" for rgb, ir in pairs)
+    return {"train_pairs": len(rel), "paths_sha256": hashlib.sha256("\n".join(rel).encode()).hexdigest()[:16]}
+
+
+class Checkpointer:
+    """One run's checkpoints in its output folder: which run owns the folder, where it resumes from
+    (found once, loaded once), and every save. Built before anything is written there. Collective.
+
+    The folder belongs to one run (lineage), named by ``run.json``. A fresh run into a folder that
+    holds another run's checkpoints or log is refused (they would prune each other's checkpoints and
+    share one log) unless ``--overwrite``, which moves that run's outputs into ``replaced/<id>-<time>/``;
+    ``--resume auto`` continues the folder's own run; ``--resume PATH`` continues PATH's run, into a
+    folder that is empty or already that run's. Pruning and ``--resume auto`` see only this run's
+    checkpoints.
+    """
+
+    def __init__(self, accelerator: Accelerator, out: Path, train: Any):
+        self.acc, self.out, self.root = accelerator, out, out / "checkpoints"
+        self.keep_last = train.keep_last
+        folder_id = folder_run_id(out)
+        self.resume_from = resolve_resume(train.resume, self.root, accelerator, folder_id)
+        # The main process decides and every rank follows: ranks that look at a folder while rank 0
+        # moves it would disagree (and some would resume while others start fresh).
+        decision = [_claim(out, train, self.resume_from, folder_id) if accelerator.is_main_process else None]
+        if accelerator.num_processes > 1:
+            decision = broadcast_object_list(decision)
+        self.run_id, moved_to, error = decision[0]
+        if error:
+            raise CheckpointError(error)
+        accelerator.wait_for_everyone()  # every rank has read the folder before it changes
+        self.notes = [f"--overwrite: moved the previous run's outputs to {moved_to}"] if moved_to else []
+        if is_writer(accelerator):
+            if moved_to:
+                _move_aside(out, Path(moved_to))
+            out.mkdir(parents=True, exist_ok=True)
+            (out / RUN_FILE).write_text(json.dumps({"run_id": self.run_id}) + "\n")
+        self.position: dict[str, Any] = {}
+        self.run_meta: dict[str, Any] = {}
+
+    def load(self, model: torch.nn.Module, position: dict[str, Any], run_meta: dict[str, Any]
+             ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+        """Restore model, optimizer and RNG from the resume point; return our saved state and EMA (None:
+        a fresh start). ``position`` and ``run_meta`` describe this run; they are saved with every
+        checkpoint. Refused before anything is loaded: another model, a layout this strategy cannot
+        load, or a position that means other samples here (another images-per-step or training set)."""
+        self.position, self.run_meta = position, run_meta
+        path = self.resume_from
+        if path is None:
+            return None
+        from yolofuse_scale.engine import strategy  # it imports this module's constants
+
+        saved, ema = load_train_state(path)
+        check_same_model(path, plain_meta(json.loads((path / META_FILE).read_text())), run_meta,
+                         saved.get("model"), position.get("model"))
+        repartition = strategy.check_resumable(self.acc, saved, path)  # ZeRO-1/2 at another world size
+        check_same_position(path, saved, position)
+        if repartition:
+            self.acc.load_state(str(path), load_module_only=True)  # module and RNG; the rest:
+            strategy.load_zero_full_state(model, *load_zero_full_state(path))
+        else:
+            self.acc.load_state(str(path))
+        # Accelerate restores its micro-step counter, which decides where accumulation syncs. We
+        # resume at an optimizer-step boundary, possibly with another accumulation count (another
+        # world size under --global-batch-size), so the count restarts at a boundary.
+        self.acc.step = 0
+        return saved, ema
+
+    def save(self, step: int, state: dict[str, Any], ema: dict[str, torch.Tensor] | None,
+             zero_full_state: tuple[dict[str, torch.Tensor], dict[str, float]] | None) -> Path:
+        """Write ``checkpoints/step_<step>`` with this run's id and position (collective)."""
+        state = {**state, "run_id": self.run_id, **self.position}
+        return save_checkpoint(self.acc, self.root, step, state, self.run_meta, ema, keep_last=self.keep_last,
+                               zero_full_state=zero_full_state)
+
+
+def _describe_run(out: Path) -> str | None:
+    """What of a run ``out`` holds that a new run would mix with (None: nothing)."""
+    parts = []
+    steps = [_step_of(p) for p in list_checkpoints(out / "checkpoints")]
+    if steps:
+        parts.append(f"checkpoints at step {', '.join(map(str, steps))}")
+    log = out / LOG_FILE
+    records = sum(1 for line in log.open() if line.strip()) if log.is_file() else 0
+    if records:
+        parts.append(f"{LOG_FILE} with {records} step record(s)")
+    return f"run {folder_run_id(out) or '(no id)'}: " + "; ".join(parts) if parts else None
+
+
+def _claim(out: Path, train: Any, resume_from: Path | None, folder_id: str | None
+           ) -> tuple[str | None, str | None, str | None]:
+    """(run id, folder to move the previous run's outputs to, or refusal): see :class:`Checkpointer`."""
+    fresh_id = uuid.uuid4().hex[:12]
+    if train.resume == "auto":  # the folder's own run, or a fresh start of it (nothing saved yet)
+        return (checkpoint_run_id(resume_from) if resume_from else None) or folder_id or fresh_id, None, None
+    held = _describe_run(out)
+    if resume_from is not None:
+        ckpt_id = checkpoint_run_id(resume_from)
+        inside = resume_from.resolve().parent == (out / "checkpoints").resolve()
+        if held is None or inside or (ckpt_id is not None and ckpt_id == folder_id):
+            return ckpt_id or folder_id or fresh_id, None, None
+        clash = f"resuming {resume_from} (run {ckpt_id or '(no id)'}) into it would mix two runs"
+        run_id = ckpt_id or fresh_id
+    else:
+        if held is None:
+            return fresh_id, None, None
+        clash = "a fresh run would mix its checkpoints (pruned by step number) and its train_log.jsonl with that run's"
+        run_id = fresh_id
+    if train.overwrite:
+        return run_id, str(out / "replaced" / f"{folder_id or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"), None
+    return None, None, (
+        f"--output-dir {out} holds another run ({held}); {clash}. Continue that run with --resume auto, write to a "
+        f"new --output-dir, or pass --overwrite to move its outputs into {out / 'replaced'}/ first"
+    )
+
+
+def _move_aside(out: Path, dest: Path) -> None:
+    """--overwrite: the previous run's outputs into ``dest`` (renames; nothing deleted)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in RUN_OUTPUTS:
+        if (out / name).exists():
+            os.replace(out / name, dest / name)
+
+
+def check_same_model(path: Path, saved: dict[str, Any], meta: dict[str, Any], saved_name: str | None,
+                     name: str | None) -> None:
+    """Refuse a checkpoint of another architecture (--model/--fusion/--scale, channels, classes)."""
+    keys = ("model_yaml", "rgb_channels", "ir_channels")
+    if all(saved.get(k) == meta.get(k) for k in keys):
+        return
+    differs = [k for k in keys if saved.get(k) != meta.get(k)]
+    old = saved_name or "another architecture"
+    new = name if name and name != saved_name else "a different architecture"
+    if saved.get("model_yaml", {}).get("nc") != meta.get("model_yaml", {}).get("nc"):
+        new += f" ({meta['model_yaml'].get('nc')} classes; the checkpoint's has {saved['model_yaml'].get('nc')})"
+    raise CheckpointError(
+        f"--resume {path}: the checkpoint holds {old}, this run builds {new} ({', '.join(differs)} differ). Resume "
+        "with the checkpoint's --model/--fusion/--scale and dataset, or start a fresh run (without --resume)"
+    )
+
+
+def _batch_text(d: dict[str, Any]) -> str:
+    return (f"{d['images_per_step']} (batch {d['batch_size']} x {d['world_size']} process(es) x accumulation "
+            f"{d['grad_accum']})")
+
+
+def check_same_position(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse a resume whose saved position would mean other samples here.
+
+    The step count, the position inside the epoch (steps x images per step samples skipped) and the
+    LR schedule (steps per epoch) all count optimizer steps of a fixed number of images of a fixed
+    training set: with another images-per-step the resumed run would skip or repeat samples and its
+    learning rate would jump. Checkpoints written before these fields existed are not checked."""
+    problems, ways = [], []
+    ips, old_ips = now["images_per_step"], saved.get("images_per_step")
+    if old_ips is not None and old_ips != ips:
+        problems.append(f"images per optimizer step: {_batch_text(saved)} when saved, {_batch_text(now)} now")
+        per_pass = now["batch_size"] * now["world_size"]
+        ways.append(f"pass --global-batch-size {old_ips} (or --grad-accum {old_ips // per_pass}) to keep {old_ips} "
+                    f"images per step at {now['world_size']} process(es)" if old_ips % per_pass == 0 else
+                    f"choose --batch-size and --grad-accum so that batch x {now['world_size']} process(es) x "
+                    f"accumulation = {old_ips}")
+    old_ds, ds = saved.get("dataset"), now["dataset"]
+    if old_ds is not None and old_ds != ds:
+        problems.append(f"training set: {old_ds['train_pairs']} pairs (fingerprint {old_ds['paths_sha256']}) when "
+                        f"saved, {ds['train_pairs']} pairs (fingerprint {ds['paths_sha256']}) now")
+        ways.append("resume with the training set (data.yaml, --on-bad-sample) the run started with")
+    if problems:
+        raise CheckpointError(
+            f"--resume {path}: the run's position (step {saved['step']}, epoch {saved['epoch'] + 1}) counts steps "
+            "of another batch of data; resuming would skip or repeat samples and jump the learning rate:\n  "
+            + "\n  ".join(problems) + "\nEither " + "; ".join(ways)
+            + "; or start a fresh run (without --resume: a new --output-dir, or --overwrite)"
+        )
 
 
 def write_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -215,10 +489,36 @@ def read_weights(path: str | Path) -> dict[str, Any]:
         raise
     except Exception as e:  # a truncated file or a full pickle from elsewhere
         raise CheckpointError(f"{path}: not a yolofuse-scale weights file ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a yolofuse-scale weights file (holds a {type(payload).__name__}, "
+                              "not a dict)")
     missing = [k for k in ("model", "model_yaml", "rgb_channels", "ir_channels", "names") if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: weights file lacks {', '.join(missing)}")
+    problem = _weights_payload_problem(payload)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     return payload
+
+
+def _weights_payload_problem(payload: dict[str, Any]) -> str | None:
+    """What is wrong with the plain entries of a weights file (None: nothing). ``model_yaml`` is checked
+    where the model is built (``model.safe_config``), the tensors' shapes when they are loaded into it."""
+    model = payload["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in model.items()):
+        return "'model' is not a state dict (names -> tensors)"
+    if payload["rgb_channels"] != 3 or isinstance(payload["rgb_channels"], bool):
+        return f"rgb_channels {payload['rgb_channels']!r} must be 3"
+    if payload["ir_channels"] not in (1, 3) or isinstance(payload["ir_channels"], bool):
+        return f"ir_channels {payload['ir_channels']!r} must be 1 or 3"
+    names = payload["names"]
+    if not isinstance(names, dict) or not all(isinstance(k, int) and isinstance(v, str) for k, v in names.items()):
+        return "'names' is not a mapping of class id -> name"
+    imgsz = payload.get("imgsz", 640)
+    if not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz <= 0:
+        return f"imgsz {imgsz!r} must be a positive integer"
+    return None
 
 
 def _load_dcp_model(dcp_dir: Path) -> dict[str, torch.Tensor]:
@@ -232,6 +532,26 @@ def _load_dcp_model(dcp_dir: Path) -> dict[str, torch.Tensor]:
         return torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)["model"]
 
 
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """``run_meta.json`` of a verified checkpoint, its model dictionary checked like a weights file's."""
+    from yolofuse_scale.model.safe_config import check_model_dict
+
+    path = folder / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+        missing = [k for k in ("model_yaml", "rgb_channels", "ir_channels", "names") if k not in meta]
+        if not isinstance(meta, dict) or not isinstance(meta["names"], dict) or missing:
+            raise ValueError(f"expected a mapping with model_yaml, rgb_channels, ir_channels, names; lacks {missing}")
+        meta = plain_meta(meta)
+    except (UnicodeDecodeError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+    check_model_dict(meta["model_yaml"], f"{path}: model_yaml")  # never copied into a weights file unchecked
+    problem = _weights_payload_problem({"model": {}, **meta})
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    return meta
+
+
 def export_weights(folder: str | Path, out: str | Path) -> Path:
     """Consolidate a saved checkpoint into a portable weights file, offline (no process group).
 
@@ -241,7 +561,7 @@ def export_weights(folder: str | Path, out: str | Path) -> Path:
     """
     folder = Path(folder)
     verify_checkpoint(folder)
-    meta = plain_meta(json.loads((folder / META_FILE).read_text()))
+    meta = _read_meta(folder)
     _, ema = load_train_state(folder)
     if ema is not None:
         state_dict, source = ema, "EMA"

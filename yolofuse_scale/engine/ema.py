@@ -49,7 +49,7 @@ class ShardedEMA:
         torch._foreach_lerp_(emas, current, 1 - d)
 
     def full_state_dict(self, accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """The whole EMA on every rank. Collective: gathers shards, averages BatchNorm statistics."""
+        """The whole EMA on every rank. Collective: gathers shards, makes BatchNorm statistics equal on all ranks."""
         average_running_stats(accelerator, [t for k, t in self.tensors.items() if _is_running_stat(k)])
         return full_state_dict(model, self.tensors)
 

@@ -54,18 +54,32 @@ PEAK_TFLOPS = (
 )
 
 
+def precision_key(precision: str) -> str:
+    """The :data:`PEAK_TFLOPS` column of a precision label: ``bf16``, ``fp16`` or ``fp32``.
+
+    Labels are Accelerate's (``no``, ``fp16``, ``bf16``) or DeepSpeed's as
+    :func:`~yolofuse_scale.engine.strategy.effective_precision` gives them (``bf16 (torch_autocast)``):
+    matched by prefix, so a DeepSpeed bf16 run is not divided by the fp32 peak (MFU 2x too high).
+    """
+    return next((k for k in ("bf16", "fp16") if precision.startswith(k)), "fp32")
+
+
+def table_peak_flops(device_name: str, precision: str) -> float:
+    """Peak FLOP/s of a device (by ``torch.cuda.get_device_name``) at ``precision``; 0 when not in the table."""
+    key = precision_key(precision)
+    for part, table in PEAK_TFLOPS:
+        if part in device_name:
+            return table[key] * 1e12
+    return 0.0
+
+
 def peak_flops(device: torch.device, precision: str, override_tflops: float = 0.0) -> float:
-    """The device's peak FLOP/s for ``precision`` (no|fp16|bf16), or 0 when unknown (no MFU logged)."""
+    """The device's peak FLOP/s for ``precision`` (see :func:`precision_key`), or 0 when unknown (no MFU logged)."""
     if override_tflops > 0:
         return override_tflops * 1e12
     if device.type != "cuda":
         return 0.0  # a CPU's peak depends on cores, clocks and vector units: not guessed
-    name = torch.cuda.get_device_name(device)
-    key = precision if precision in ("fp16", "bf16") else "fp32"
-    for part, table in PEAK_TFLOPS:
-        if part in name:
-            return table[key] * 1e12
-    return 0.0
+    return table_peak_flops(torch.cuda.get_device_name(device), precision)
 
 
 def train_flops_per_image(forward_gflops: float) -> float:
@@ -123,11 +137,6 @@ class CommMeter:
             self._originals[name] = fn
             setattr(dist, name, self._wrap(fn, kind))
         return self
-
-    def uninstall(self) -> None:
-        for name, fn in self._originals.items():
-            setattr(dist, name, fn)
-        self._originals.clear()
 
     def _wrap(self, fn, kind: str):
         @functools.wraps(fn)

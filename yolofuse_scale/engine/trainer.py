@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
-from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 
 from yolofuse_scale.config import RunConfig
@@ -33,18 +32,24 @@ from yolofuse_scale.data.sampler import MicroBatchWindows, ShardSampler, StepSha
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
-from yolofuse_scale.engine.logging import make_log
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
-from yolofuse_scale.engine.perf import CommMeter, StepTimer, peak_flops, peak_memory, train_flops_per_image
+from yolofuse_scale.engine.perf import (
+    CommMeter,
+    StepTimer,
+    peak_flops,
+    peak_memory,
+    precision_key,
+    train_flops_per_image,
+)
+from yolofuse_scale.engine.runlog import make_log
 from yolofuse_scale.engine.storage import is_writer, writer_first
 from yolofuse_scale.engine.strategy import (
     PrecisionProbe,
     build_accelerator,
-    check_resumable,
+    clip_grad_norm,
     effective_precision,
     full_state_dict,
     launched_world_size,
-    load_zero_full_state,
     model_state_bytes,
     prepare_model,
     strategy_name,
@@ -68,17 +73,20 @@ class TrainState:
         self.epoch = 0  # current epoch
         self.step_in_epoch = 0  # optimizer steps done inside the current epoch
         self.best_fitness = -1.0
+        self.metrics: dict[str, Any] = {}  # the last validation's, for metrics.json after a resume
         self.ema = ema
         self.world_size, self.distributed_type = 1, "NO"  # of the run that writes the checkpoint
 
     def to_json(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "best_fitness": self.best_fitness, "ema_updates": self.ema.updates if self.ema else None,
-                "world_size": self.world_size, "distributed_type": self.distributed_type}
+                "world_size": self.world_size, "distributed_type": self.distributed_type,
+                "metrics": ckpt.plain_meta(self.metrics)}
 
     def restore(self, d: dict[str, Any], ema: dict[str, torch.Tensor] | None, model: torch.nn.Module) -> None:
         self.step, self.epoch, self.step_in_epoch = d["step"], d["epoch"], d["step_in_epoch"]
         self.best_fitness = d["best_fitness"]
+        self.metrics = d.get("metrics", {})
         if self.ema is not None:
             if ema is None:
                 raise ckpt.CheckpointError("the checkpoint has no EMA weights but this run keeps an EMA (--ema)")
@@ -96,11 +104,12 @@ class Trainer:
         self.comm = CommMeter().install() if cfg.train.measure_comm else None
         self.accelerator = build_accelerator(cfg.train, project_dir=str(self.out), optim=cfg.optim)
         acc = self.accelerator
-        if is_writer(acc):
-            self.out.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.out / "config.yaml")
-        acc.wait_for_everyone()
+        # Which run owns the output folder and where this one resumes from, before anything is
+        # written there: a refused start changes nothing (collective).
+        self.checkpointer = ckpt.Checkpointer(acc, self.out, cfg.train)
         self.log = make_log(acc, self.out, cfg.to_dict())
+        for note in self.checkpointer.notes:
+            self.log.info(note)
         set_seed(cfg.train.seed)  # same seed on every rank: identical initial weights everywhere
 
         self._build_data()
@@ -127,7 +136,10 @@ class Trainer:
             scanned = [scan_dataset(self.data_cfg, ("train", "val"), d.on_bad_sample, cache_dirs)]
         scanned = broadcast_object_list(scanned) if acc.num_processes > 1 else scanned
         samples = scanned[0].take(self.log.info)
+        for line in scanned[0].summary:  # per split: pairs, boxes, background, skipped (is it the data meant?)
+            self.log.info(line)
         train_samples, val_samples = samples["train"], samples["val"]
+        self.train_fingerprint = ckpt.dataset_fingerprint([(s.rgb, s.ir) for s in train_samples], self.data_cfg.root)
         self.train_set = PairedRGBIRDataset(
             train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed,
             recipe=d.augment_recipe(), epochs=t.epochs,
@@ -153,6 +165,14 @@ class Trainer:
             self.val_set, batch_size=t.batch_size,
             sampler=ShardSampler(len(self.val_set), acc.num_processes, acc.process_index), **loader_kw,
         )
+
+    def _position(self) -> dict[str, Any]:
+        """What the saved loop position means (checked on resume): images per step, the training set, the model."""
+        t, m = self.cfg.train, self.cfg.model
+        return {"images_per_step": self.images_per_step, "batch_size": t.batch_size,
+                "world_size": self.accelerator.num_processes, "grad_accum": t.grad_accum,
+                "steps_per_epoch": self.sampler.steps_per_epoch, "dataset": self.train_fingerprint,
+                "model": f"--model {m.model} --fusion {m.fusion}" + (f" --scale {m.scale}" if m.scale else "")}
 
     @property
     def images_per_step(self) -> int:
@@ -182,7 +202,9 @@ class Trainer:
                           "for measuring step time without communication only")
         # Model FLOPs utilisation per step: training FLOPs per image / the device's peak (0: unknown)
         self.flops_per_image = train_flops_per_image(self.model_meta["gflops"])
-        self.peak_flops = peak_flops(acc.device, effective_precision(acc), cfg.train.peak_tflops)
+        # DeepSpeed's precision is its JSON's torch_autocast, not Accelerate's mixed_precision (see effective_precision)
+        self.mfu_precision = precision_key(effective_precision(acc))
+        self.peak_flops = peak_flops(acc.device, self.mfu_precision, cfg.train.peak_tflops)
         # The bare model under the strategy's wrapper; the same object for the whole run (DDP, DeepSpeed and
         # compile wrap it, FSDP2 shards it in place), so it is looked up once: per step it cost ~4 ms.
         self.bare = bare = unwrap(acc, self.model)
@@ -208,42 +230,43 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
         cfg, acc, state = self.cfg, self.accelerator, self.state
-        ckpt_root = self.out / "checkpoints"
-        resume_from = ckpt.resolve_resume(cfg.train.resume, ckpt_root, acc)
-        if resume_from is not None:
-            saved, ema = ckpt.load_train_state(resume_from)
-            if check_resumable(acc, saved, resume_from):  # ZeRO-1/2 at another world size
-                acc.load_state(str(resume_from), load_module_only=True)  # module and RNG; the rest:
-                load_zero_full_state(self.model, *ckpt.load_zero_full_state(resume_from))
-            else:
-                acc.load_state(str(resume_from))
-            state.restore(saved, ema, self.bare)
-            # Accelerate restores its micro-step counter, which decides where accumulation syncs. We
-            # resume at an optimizer-step boundary, possibly with another accumulation count (another
-            # world size under --global-batch-size), so the count restarts at a boundary.
-            acc.step = 0
-            self.log.info(f"resumed from {resume_from} at step {state.step} (epoch {state.epoch})")
+        restored = self.checkpointer.load(self.model, self._position(), self.run_meta)  # None: a fresh start
+        if restored is not None:
+            state.restore(*restored, self.bare)
+            self.log.info(f"resumed from {self.checkpointer.resume_from} at step {state.step} (epoch {state.epoch})")
+        if is_writer(acc):  # once the resume is accepted: a refused one leaves the run's config as it was
+            cfg.save(self.out / "config.yaml")
+        self.log.rewind(state.step)  # the log holds each step once: later records are logged again
+        start_step = state.step
         max_steps = cfg.train.max_steps or math.inf
-        metrics: dict[str, Any] = {}
+        metrics = state.metrics
         stopped = state.step >= max_steps
         while state.epoch < cfg.train.epochs and not stopped:
             self.sampler.set_epoch(state.epoch, start_step=state.step_in_epoch)
             self.train_set.set_epoch(state.epoch)
             self.task.set_epoch(state.epoch)
-            stopped = self._train_epoch(max_steps, ckpt_root)
+            stopped = self._train_epoch(max_steps)
             if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
                 break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
-            if cfg.train.val:
-                metrics = self._validate()
+            if cfg.train.val or self._is_last_epoch(stopped):
+                metrics = state.metrics = self._validate()
             state.epoch += 1
             state.step_in_epoch = 0
-            self._save(ckpt_root, metrics)
-        if stopped and state.step_in_epoch:  # a mid-epoch stop still leaves a resumable checkpoint
-            self._save(ckpt_root, metrics)
+            self._save(metrics)
+        trained = state.step > start_step  # False: a finished run relaunched, its outputs stay as they are
+        if stopped and state.step_in_epoch and trained:  # a mid-epoch stop still leaves a resumable checkpoint
+            self._save(metrics)
         self.model_meta["peak_memory"] = gather_object([peak_memory(acc.device)])  # per rank (collective)
-        if is_writer(acc):
+        best = self.out / "weights" / "best.pt"
+        if not trained and start_step and (self.out / "metrics.json").is_file():
+            self.log.info(f"nothing left to train at step {state.step}: checkpoints, weights and metrics.json kept")
+        elif is_writer(acc):
             summary = {"step": state.step, "epoch": state.epoch, "metrics": metrics, **self.model_meta,
-                       "weights": str(self.out / "weights" / "last.pt")}
+                       "weights": str(self.out / "weights" / "last.pt"),
+                       # best.pt is chosen among validated epochs only: with --no-val, the final one
+                       "validated": "each epoch" if cfg.train.val else "final epoch only (--no-val)",
+                       "best_weights": str(best) if best.exists() else None,
+                       "best_fitness": state.best_fitness if state.best_fitness >= 0 else None}
             (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))
         self.log.info(f"done: step {state.step}, weights in {self.out / 'weights'}, metrics in "
                       f"{self.out / 'metrics.json'}")
@@ -255,13 +278,13 @@ class Trainer:
         acc.end_training()
         return metrics
 
-    def _train_epoch(self, max_steps: float, ckpt_root: Path) -> bool:
+    def _train_epoch(self, max_steps: float) -> bool:
         """Train until the epoch ends or ``max_steps`` is reached; return whether training must stop."""
         acc, state, cfg = self.accelerator, self.state, self.cfg
         self.model.train()
         accum = cfg.train.grad_accum
         names = self.task.loss_names
-        sums = torch.zeros(len(names) + 2, device=acc.device)  # loss items, total loss, non-finite flag
+        sums = torch.zeros(len(names) + 2, device=acc.device)  # loss items, backprop objective, non-finite
         files: list[str] = []
         timer = StepTimer(acc.device, phases=cfg.train.time_phases)
         skip_sync = acc.no_sync if cfg.train.benchmark_skip_grad_sync else lambda _: contextlib.nullcontext()
@@ -286,12 +309,7 @@ class Trainer:
                     continue
                 # Under DeepSpeed this only reports the norm: the engine clipped (at --clip-grad,
                 # written into its config) and stepped inside backward; elsewhere it clips here.
-                grad_norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
-                             if cfg.optim.clip_grad > 0
-                             else torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters()
-                                                                 if p.grad is not None]))
-                if isinstance(grad_norm, DTensor):  # FSDP2: a replicated DTensor
-                    grad_norm = grad_norm.full_tensor()
+                grad_norm = clip_grad_norm(acc, self.model, cfg.optim.clip_grad)  # unscaled under fp16
                 # Under fp16 an overflowing gradient is routine: the grad scaler skips that step and
                 # lowers its scale (logged as step_skipped). A non-finite loss is never routine.
                 grad_ok = bool(torch.isfinite(torch.as_tensor(grad_norm))) or acc.scaler is not None
@@ -312,8 +330,7 @@ class Trainer:
             state.step += 1
             state.step_in_epoch += 1
             dt = time.perf_counter() - t0
-            record = {"step": state.step, "epoch": state.epoch, "loss": float(reduced[-2]), "lr": lr,
-                      **{k: float(v) for k, v in zip(names, reduced[: len(names)] / accum)},
+            record = {"step": state.step, "epoch": state.epoch, **loss_fields(reduced, accum, names), "lr": lr,
                       "grad_norm": float(grad_norm), "images_per_s": self.images_per_step / dt, "step_time_s": dt,
                       **timer.take()}
             if self.peak_flops:  # per device: this rank's share of the step's images
@@ -325,6 +342,7 @@ class Trainer:
             if state.step == 1:
                 record["model_state_bytes"] = self.model_meta["model_state_bytes"]
                 record["compute_dtypes"] = self.probe.result()
+                record["mfu_precision"] = self.mfu_precision  # which peak MFU divides by
             self.log.step(record)
             if state.step % cfg.train.log_every == 0 or state.step == 1:
                 self.log.info(
@@ -334,7 +352,7 @@ class Trainer:
                     f"{record['images_per_s']:.1f} img/s" + (f" MFU {record['mfu']:.1%}" if "mfu" in record else "")
                 )
             if cfg.train.save_every_steps and state.step % cfg.train.save_every_steps == 0:
-                self._save(ckpt_root, {}, weights=False)
+                self._save({}, weights=False)
             sums.zero_()
             files = []
             if state.step >= max_steps:
@@ -370,6 +388,14 @@ class Trainer:
             self._gathered_at = self.state.step
         return self.eval_model
 
+    def _is_last_epoch(self, stopped: bool) -> bool:
+        """Whether the epoch ending now is the run's last: the last of --epochs, or --max-steps ends here.
+        (The start-up scan refuses a val split with no usable pair, so there is always one to validate.)"""
+        last = stopped or self.state.epoch == self.cfg.train.epochs - 1
+        if last and not self.cfg.train.val:
+            self.log.info("--no-val: validating the final epoch only; best.pt will be these weights")
+        return last
+
     def _validate(self) -> dict[str, Any]:
         metrics = evaluate(self._eval_model(), self.val_loader, self.accelerator, self.data_cfg.names)
         self.log.info(
@@ -379,7 +405,7 @@ class Trainer:
         self.log.metrics(metrics, self.state.step)
         return metrics
 
-    def _save(self, ckpt_root: Path, metrics: dict[str, Any], weights: bool = True) -> None:
+    def _save(self, metrics: dict[str, Any], weights: bool = True) -> None:
         """Checkpoint (collective) and, at epoch ends, the portable weights (gathered, written once)."""
         acc, state = self.accelerator, self.state
         improved = bool(metrics) and metrics["fitness"] > state.best_fitness
@@ -388,15 +414,28 @@ class Trainer:
         eval_model = self._eval_model()  # syncs BatchNorm statistics and gathers the EMA (collective)
         ema = eval_model.state_dict() if self.ema is not None else None
         zero = zero_full_state(acc, self.model)  # collective; None unless ZeRO-1/2
-        ckpt.save_checkpoint(acc, ckpt_root, state.step, state.to_json(), self.run_meta, ema,
-                             keep_last=self.cfg.train.keep_last, zero_full_state=zero)
+        self.checkpointer.save(state.step, state.to_json(), ema, zero)
         if weights and is_writer(acc):
             meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": ckpt.plain_meta(metrics),
                     "ema": self.ema is not None}
             ckpt.write_weights(self.out / "weights" / "last.pt", eval_model.state_dict(), meta)
-            if improved or not (self.out / "weights" / "best.pt").exists():
+            if improved:  # validated epochs only (with --no-val the final epoch is validated)
                 ckpt.write_weights(self.out / "weights" / "best.pt", eval_model.state_dict(), meta)
         acc.wait_for_everyone()
+
+
+def loss_fields(reduced: torch.Tensor, accum: int, names: tuple[str, ...]) -> dict[str, float]:
+    """The step's logged losses from the all-reduced sums (loss items, backprop objective, flag).
+
+    ``names`` (box/cls/dfl, or box/cls/l1 for a reg_max 1 head) are Ultralytics' loss items
+    (gain-weighted, per batch, as its progress bar and results.csv show them), averaged over the
+    step's micro-batches and ranks; ``loss`` is their
+    sum, the number to compare with Ultralytics. ``loss_backprop`` is what was backpropagated:
+    ``nbs`` x the per-batch loss (see ``engine/task.py``), i.e. ``nbs x loss`` up to rounding.
+    """
+    items = reduced[: len(names)] / accum
+    return {"loss": float(items.sum()), **{k: float(v) for k, v in zip(names, items)},
+            "loss_backprop": float(reduced[-2])}
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

@@ -8,6 +8,7 @@ from yolofuse_scale.model.detector import (
     model_summary,
     use_one_to_one_head,
 )
+from yolofuse_scale.model.safe_config import ModelConfigError
 from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALES, fusion_yaml
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "FUSIONS",
     "SCALES",
     "FusionDetectionModel",
+    "ModelConfigError",
     "build_model",
     "fusion_yaml",
     "load_model_dict",

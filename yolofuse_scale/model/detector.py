@@ -8,7 +8,6 @@ the RGB/IR input split in front of it. Nothing here knows about processes or dev
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from yolofuse_scale.model.fusion import (
     ModalConcat,
     split_modalities,
 )
+from yolofuse_scale.model.safe_config import ModelConfigError, check_model_dict, default_activation, parse_activation
 from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALE_NAMES, fusion_yaml, parse_model_name
 
 # Ultralytics' parse_model resolves a YAML module name through its own module namespace. Adding our
@@ -73,19 +73,25 @@ class FusionDetectionModel(DetectionModel):
         rgb_channels: channels of the visible image (3).
         ir_channels: channels of the infrared image (1 or 3).
         nc: number of classes (overrides the dictionary's ``nc``).
+        source: where ``cfg`` came from, for the message if it is refused (see ``safe_config``).
     """
 
-    def __init__(self, cfg: dict[str, Any], rgb_channels: int = 3, ir_channels: int = 3, nc: int | None = None):
+    def __init__(self, cfg: dict[str, Any], rgb_channels: int = 3, ir_channels: int = 3, nc: int | None = None,
+                 source: str = "model config"):
         # Plain attributes may be set before Module.__init__; the forward used while Ultralytics
         # discovers the strides below already needs them.
         self.rgb_channels = rgb_channels
         self.ir_channels = ir_channels
-        rows = _rows(cfg)
-        if not rows:
-            raise ValueError("model config has no layers (expected 'backbone' and/or 'head' rows)")
-        self.two_stream = rows[0][2] in STREAM_INPUT_MODULES
+        check_model_dict(cfg, source)  # whatever its origin: nothing in it may name code or be evaluated
+        self.two_stream = _rows(cfg)[0][2] in STREAM_INPUT_MODULES
         parsed = prepare_model_dict(cfg, rgb_channels, ir_channels)
-        super().__init__(parsed, ch=rgb_channels + ir_channels, nc=nc, verbose=False)
+        # The parser would eval() the activation string: it gets the module built from the parsed spec instead.
+        act = parse_activation(parsed.pop("activation"), source) if "activation" in parsed else None
+        try:
+            with default_activation(act):
+                super().__init__(parsed, ch=rgb_channels + ir_channels, nc=nc, verbose=False)
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError, RuntimeError) as e:  # wrong wiring
+            raise ModelConfigError(f"{source}: Ultralytics cannot build this model ({type(e).__name__}: {e})") from e
         self.yaml = copy.deepcopy(cfg)  # keep the user's schema (portable weights rebuild from it)
         self.yaml["nc"] = self.model[-1].nc
         # Ultralytics' loss reads its gains (and E2ELoss the epoch count) here: a copy per model, so
@@ -123,6 +129,7 @@ def load_model_dict(model: str, fusion: str, nc: int, scale: str | None = None) 
         d = yaml.safe_load(fh)
     if not isinstance(d, dict) or not _rows(d):
         raise ValueError(f"{path}: not an Ultralytics model YAML (no 'backbone'/'head' rows)")
+    check_model_dict(d, str(path))
     d["nc"] = nc
     scales = d.get("scales")
     if scales:
@@ -146,15 +153,21 @@ def build_model(
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
     if ir_channels not in (1, 3):
         raise ValueError(f"ir_channels must be 1 or 3, got {ir_channels}")
-    det = FusionDetectionModel(load_model_dict(model, fusion, nc, scale), ir_channels=ir_channels, nc=nc)
+    source = model if parse_model_name(model) is None else "model config"
+    det = FusionDetectionModel(load_model_dict(model, fusion, nc, scale), ir_channels=ir_channels, nc=nc,
+                               source=source)
     if names:
         det.names = dict(names)
     return det
 
 
-def model_from_config(cfg: dict[str, Any], rgb_channels: int, ir_channels: int) -> FusionDetectionModel:
-    """Rebuild a model from the dictionary stored in a weights file."""
-    return FusionDetectionModel(cfg, rgb_channels=rgb_channels, ir_channels=ir_channels, nc=cfg["nc"])
+def model_from_config(cfg: dict[str, Any], rgb_channels: int, ir_channels: int,
+                      source: str = "model_yaml") -> FusionDetectionModel:
+    """Rebuild a model from the dictionary stored in a weights file (``source`` names it in a refusal)."""
+    check_model_dict(cfg, source)
+    if "nc" not in cfg:
+        raise ModelConfigError(f"{source}: no 'nc' (number of classes)")
+    return FusionDetectionModel(cfg, rgb_channels=rgb_channels, ir_channels=ir_channels, nc=cfg["nc"], source=source)
 
 
 def use_one_to_one_head(model: FusionDetectionModel, on: bool = True) -> FusionDetectionModel:

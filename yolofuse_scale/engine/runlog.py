@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,27 @@ class RunLog:
     def info(self, msg: str) -> None:
         self.logger.info(msg)
 
+    def rewind(self, step: int) -> None:
+        """Keep one record per step for steps 1..``step`` (the last one written for each): the run
+        continues from ``step`` (a resume, or 0: a fresh start of the folder's run) and logs the later
+        steps again. Rewritten into a temporary file and renamed; untouched when nothing changes."""
+        lines = self.path.read_text().splitlines()
+        kept: dict[int, str] = {}
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:  # the line a kill cut short
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept[record["step"]] = line
+        if list(kept.values()) == lines:
+            return
+        self._fh.close()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(kept[s] + "\n" for s in sorted(kept)))
+        os.replace(tmp, self.path)
+        self._fh = open(self.path, "a", buffering=1)
+
     def step(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record) + "\n")
         if self.trackers:
@@ -64,6 +86,9 @@ class NullLog:
         self.accelerator = accelerator
 
     def info(self, msg: str) -> None:
+        pass
+
+    def rewind(self, step: int) -> None:
         pass
 
     def step(self, record: dict[str, Any]) -> None:

@@ -1,0 +1,66 @@
+"""``--scale-lr``: the rule for SGD and AdamW, checked on real torch optimizer steps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from yolofuse_scale.config import OptimConfig
+from yolofuse_scale.engine.optim import WEIGHT, build_optimizer, effective_lr_wd
+
+NBS, IMAGES = 64, 1024  # f = 16: the scale where the old rule's decay was 16x too strong
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+
+
+def _step(model: nn.Module, opt: torch.optim.Optimizer, grad_scale: float) -> torch.Tensor:
+    """One step from a fixed gradient (times ``grad_scale``); return the conv weight after it."""
+    model.zero_grad()
+    x = torch.ones(2, 3, 5, 5)
+    (model(x).square().mean() * grad_scale).backward()
+    opt.step()
+    return model[0].weight.detach().clone()
+
+
+def test_linear_sgd_is_ultralytics_update_at_f_times_nbs_images():
+    """Ultralytics at 1,024 images: lr as given, a summed loss (16x our mean-gradient) and wd x 16.
+    Ours under `linear`: lr x 16, wd as given. The two SGD steps must agree (Goyal et al.'s rule)."""
+    cfg = OptimConfig(lr=0.01, weight_decay=5e-3, scale_lr="linear", nbs=NBS)
+    f = IMAGES / NBS
+    ours = _model()
+    w_ours = _step(ours, build_optimizer(ours, cfg, IMAGES), grad_scale=1.0)
+    ref = _model()
+    ref_cfg = OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay * f, scale_lr="none", nbs=NBS)
+    w_ref = _step(ref, build_optimizer(ref, ref_cfg, IMAGES), grad_scale=f)
+    torch.testing.assert_close(w_ours, w_ref, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("rule", ["linear", "sqrt"])
+def test_adamw_decoupled_decay_follows_lr_only(rule):
+    """With a zero gradient AdamW only decays: w <- w (1 - lr_eff x wd), lr_eff = lr x f (or sqrt f), wd as given."""
+    cfg = OptimConfig(optimizer="adamw", lr=0.001, weight_decay=0.05, scale_lr=rule, nbs=NBS)
+    model = _model()
+    opt = build_optimizer(model, cfg, IMAGES)
+    w0 = model[0].weight.detach().clone()
+    w1 = _step(model, opt, grad_scale=0.0)
+    factor = IMAGES / NBS if rule == "linear" else math.sqrt(IMAGES / NBS)
+    torch.testing.assert_close(w1, w0 * (1 - cfg.lr * factor * cfg.weight_decay), rtol=1e-6, atol=0)
+    assert opt.param_groups[WEIGHT]["weight_decay"] == cfg.weight_decay
+
+
+@pytest.mark.parametrize("rule, lr", [("none", 0.01), ("linear", 0.16), ("sqrt", 0.04)])
+def test_effective_lr_and_wd(rule, lr):
+    for optimizer in ("sgd", "adamw"):
+        got_lr, got_wd = effective_lr_wd(OptimConfig(optimizer=optimizer, lr=0.01, scale_lr=rule, nbs=NBS), IMAGES)
+        assert got_lr == pytest.approx(lr) and got_wd == 5e-4
+
+
+def test_unknown_rule_is_refused():
+    with pytest.raises(ValueError, match="--scale-lr must be none, linear or sqrt"):
+        OptimConfig(scale_lr="quadratic")

@@ -1,0 +1,149 @@
+"""The installed package is self-contained: a wheel built from this tree, installed outside it, runs every
+command; the configs the strategies read ship inside the package, and the checkout's ``ds_configs/`` and
+``configs/accelerate/`` are the same files (symlinks), not copies that can drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import BIN, ENV, ROOT, free_port
+from yolofuse_scale.config import OptimConfig, TrainConfig
+from yolofuse_scale.engine.strategy import PACKAGED_CONFIGS, DistributedSetupError, deepspeed_config, deepspeed_file
+
+PACKAGE_CONFIGS = ROOT / "yolofuse_scale" / "configs"
+#: What ``yolofuse-scale --help`` lists; the wheel test checks the installed CLI lists exactly these.
+COMMANDS = {"train", "val", "export-weights", "bench", "synth", "convert", "predict", "export"}
+
+
+def test_checkout_config_folders_are_the_packaged_ones():
+    """One source of truth: the paths users and docs name resolve into the package."""
+    for top, packaged in [("ds_configs", "deepspeed"), ("configs/accelerate", "accelerate")]:
+        assert (ROOT / top).is_symlink(), f"{top} must be a symlink into yolofuse_scale/configs/ (git core.symlinks?)"
+        assert (ROOT / top).resolve() == (PACKAGE_CONFIGS / packaged).resolve()
+    assert Path(str(PACKAGED_CONFIGS)).resolve() == PACKAGE_CONFIGS.resolve()
+    # every accelerate DeepSpeed config names a JSON that exists (from the checkout root, as documented)
+    for path in sorted((PACKAGE_CONFIGS / "accelerate").glob("*.yaml")):
+        named = yaml.safe_load(path.read_text()).get("deepspeed_config", {}).get("deepspeed_config_file")
+        if named:
+            assert (ROOT / named).is_file(), f"{path.name}: {named}"
+
+
+def test_accelerate_configs_deepspeed_file_works_from_any_directory(tmp_path, monkeypatch):
+    """The shipped YAMLs name ``ds_configs/<name>.json`` relative to the working directory; where that
+    directory has no such file (an installed wheel, run elsewhere), the packaged JSON is used."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", "ds_configs/zero2.json")
+    path, origin = deepspeed_file(TrainConfig())
+    assert Path(path) == PACKAGE_CONFIGS / "deepspeed" / "zero2.json"
+    # a file of that name in the working directory is the user's own: it wins
+    (tmp_path / "ds_configs").mkdir()
+    (tmp_path / "ds_configs" / "zero2.json").write_text('{"zero_optimization": {"stage": 1}}')
+    assert deepspeed_file(TrainConfig())[0] == "ds_configs/zero2.json"
+    # a missing file is named with where it came from (not as a --deepspeed flag the user never passed)
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", "ds_configs/nothing.json")
+    path, origin = deepspeed_file(TrainConfig())
+    with pytest.raises(DistributedSetupError, match="^the accelerate config's deepspeed_config_file ds_configs/no"):
+        deepspeed_config(path, TrainConfig(), OptimConfig(), world_size=1, origin=origin)
+    assert deepspeed_file(TrainConfig(strategy="zero3"))[0] == str(PACKAGE_CONFIGS / "deepspeed" / "zero3.json")
+
+
+def test_this_process_imports_this_checkout():
+    import yolofuse_scale
+
+    assert Path(yolofuse_scale.__file__).resolve() == (ROOT / "yolofuse_scale" / "__init__.py").resolve()
+
+
+def test_bare_pytest_imports_this_checkout():
+    """``pytest`` (not only ``python -m pytest``) from the root: the tests import ``tests.conftest`` and this
+    tree's package, not another (editable) install's; pyproject's ``pythonpath = ["."]`` provides both."""
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    r = _run([str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "tests/test_packaging.py", "-k",
+              "test_this_process_imports_this_checkout"], ROOT, env)
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:]
+
+
+# ----------------------------------------------------------------------------- the wheel, installed
+def _copy_tree(dst: Path) -> None:
+    """Tracked and untracked-but-not-ignored files (what a clone plus the work in progress holds), so the
+    build never sees this checkout's build/ or egg-info leftovers; symlinks stay symlinks."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "-co", "--exclude-standard"],
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip(f"not a git checkout: {listed.stderr.strip()}")
+    for rel in filter(None, listed.stdout.split("\0")):
+        src, out = ROOT / rel, dst / rel
+        if not src.is_symlink() and not src.exists():  # deleted but not yet staged
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            out.symlink_to(os.readlink(src))
+        else:
+            shutil.copy2(src, out)
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(proc.args)} failed ({proc.returncode}):\n{out[-4000:]}"
+    return out
+
+
+@pytest.mark.slow
+def test_wheel_installed_outside_the_checkout_runs_every_command(tmp_path):
+    """``pip wheel .`` -> ``pip install --target``, then every command's --help, synth, and ZeRO-2 training
+    (``--strategy zero2`` and ``accelerate launch`` with the packaged YAML) from a directory outside the
+    checkout, with only the installed copy importable. ~40 s on 2 cores."""
+    src, dist, site, work = (tmp_path / d for d in ("src", "dist", "site", "work"))
+    _copy_tree(src)
+    work.mkdir()
+    py = [sys.executable]
+    _ok(_run([*py, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)],
+             tmp_path, ENV, timeout=180))
+    (wheel,) = dist.glob("yolofuse_scale-*.whl")
+    _ok(_run([*py, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], tmp_path, ENV))
+
+    env = {**ENV, "PYTHONPATH": str(site)}  # not the checkout: the installed copy or nothing
+    where = _ok(_run([*py, "-c", "import yolofuse_scale; print(yolofuse_scale.__file__)"], work, env)).strip()
+    assert Path(where).resolve().is_relative_to(site.resolve()), where
+
+    listing = _ok(_run([*py, "-m", "yolofuse_scale", "--help"], work, env))
+    listed = set(re.findall(r"^    (\S+)\s", listing.split("COMMAND", 2)[-1], flags=re.M))
+    assert listed == COMMANDS, listing
+    assert re.search(r"bench\s+scaling benchmark: needs the source checkout", listing), listing
+    for command in sorted(COMMANDS - {"bench"}):
+        assert "usage: yolofuse-scale " + command in _ok(_run([*py, "-m", "yolofuse_scale", command, "--help"],
+                                                              work, env))
+    bench = _run([*py, "-m", "yolofuse_scale", "bench", "--help"], work, env)
+    assert bench.returncode != 0 and "Traceback" not in bench.stderr, bench.stderr
+    assert "from a source checkout" in bench.stderr and "clone the repository" in bench.stderr, bench.stderr
+
+    _ok(_run([*py, "-m", "yolofuse_scale", "synth", "--out", "data", "--train", "8", "--val", "4", "--imgsz", "64"],
+             work, env))
+    train = ["--data", "data/data.yaml", "--model", "yolov8t", "--imgsz", "64", "--batch-size", "4", "--max-steps",
+             "2", "--no-val", "--no-ema", "--workers", "0"]
+    # One process as a launcher of world size 1 would start it (DeepSpeed wants a process group).
+    single = {**env, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    out = _ok(_run([*py, "-m", "yolofuse_scale", "train", *train, "--strategy", "zero2", "--output-dir", "zero2"],
+                   work, single, timeout=180))
+    assert "(deepspeed: DEEPSPEED" in out and (work / "zero2" / "weights" / "last.pt").is_file(), out[-3000:]
+
+    # The packaged accelerate YAML names ds_configs/zero2.json: found in the package from here.
+    yaml_file = site / "yolofuse_scale" / "configs" / "accelerate" / "zero2.yaml"
+    out = _ok(_run([str(BIN / "accelerate"), "launch", "--config_file", str(yaml_file), "--num_processes", "1",
+                    "--main_process_port", str(free_port()), "-m", "yolofuse_scale", "train", *train,
+                    "--output-dir", "accel"], work, env, timeout=180))
+    assert "(deepspeed: DEEPSPEED" in out and (work / "accel" / "weights" / "last.pt").is_file(), out[-3000:]
