@@ -295,6 +295,8 @@ def build_accelerator(
     handlers: list = [DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False,
                                                     gradient_as_bucket_view=True)]
     kwargs: dict = {}
+    if ds_file and not launched():
+        _single_process_group_env()
     if launched() or ds_file:
         # Only when launched: naming a backend makes Accelerate expect a process group even for
         # a single plain `python train.py` process (DeepSpeed always wants one).
@@ -439,6 +441,20 @@ def clip_grad_norm(accelerator: Accelerator, model: torch.nn.Module, max_norm: f
     if isinstance(norm, DTensor):  # FSDP2: a replicated DTensor
         norm = norm.full_tensor()
     return norm
+
+
+def _single_process_group_env() -> None:
+    """``python train.py --strategy zero2`` without a launcher: DeepSpeed needs a process group, so the
+    process presents itself as the only rank of a launch of world size 1 (a free local port for the
+    group's store), as ``torchrun --nproc_per_node 1`` would."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        os.environ.setdefault(key, value)
 
 
 def launched() -> bool:
