@@ -79,6 +79,8 @@ def add_val_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-det", type=int, default=300, help="detections kept per image")
     parser.add_argument("--out", default="runs/val", help="folder for metrics.json and the plots (default: runs/val)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PR curves and confusion matrix PNGs")
+    parser.add_argument("--nms-free", action="store_true",
+                        help="end-to-end models (yolo26): evaluate the one-to-one head's top-k, no NMS")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -98,6 +100,10 @@ def run_val(args: argparse.Namespace) -> int:
         model, payload = load_weights_model(args.weights)
     except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad weights: the message names the file
         raise SystemExit(f"error: {e}") from e
+    if args.nms_free:
+        from yolofuse_scale.model import use_one_to_one_head
+
+        use_one_to_one_head(model)
     data_cfg = load_data_config(args.data)
     if data_cfg.ir_channels != payload["ir_channels"]:
         raise SystemExit(

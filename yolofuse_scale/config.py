@@ -19,7 +19,7 @@ import yaml
 
 from yolofuse_scale.data.augment import AugmentRecipe
 from yolofuse_scale.errors import ConfigError, add_debug_argument
-from yolofuse_scale.model.variants import FUSIONS, SCALES
+from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALE_NAMES, SCALES, parse_model_name
 
 #: Strategies ``--strategy`` names; ``zero*`` read the packaged ``yolofuse_scale/configs/deepspeed/<name>.json``
 #: (``ds_configs/`` in the checkout; see engine/strategy.py).
@@ -83,7 +83,7 @@ class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the r
 class ModelConfig:
     """Which detector is trained."""
 
-    model: str = "yolov8n"  #: yolov8{t,n,s,m,l,x} (t = tiny, tests only) or an Ultralytics/YOLOFuse YAML file
+    model: str = "yolov8n"  #: {yolov8,yolo11,yolo26}{t,n,s,m,l,x} (t = tiny, tests only) or a model YAML file
     fusion: str = "mid"  #: data | early | mid | late | rgb | ir (unused for a YAML file; the flag is refused)
     scale: str | None = None  #: row of a YAML file's `scales` table (default: its first)
 
@@ -92,12 +92,12 @@ class ModelConfig:
             raise ConfigError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if _is_model_file(self.model):
             return
-        name = re.fullmatch(r"yolov8([a-z])", self.model)
-        if not name or name.group(1) not in SCALES:
-            raise ConfigError(f"--model must be yolov8{{{','.join(SCALES)}}} or a model YAML file (.yaml), "
-                              f"got {self.model!r}")
-        if self.scale is not None and self.scale not in SCALES:
-            raise ConfigError(f"--scale must be one of {', '.join(SCALES)} for --model {self.model}, "
+        named = parse_model_name(self.model)
+        if not named or named[1] not in SCALE_NAMES:
+            raise ConfigError(f"--model must be {{{','.join(FAMILIES)}}}{{{','.join(SCALE_NAMES)}}} (e.g. yolo11n) "
+                              f"or a model YAML file (.yaml), got {self.model!r}")
+        if self.scale is not None and self.scale not in SCALE_NAMES:
+            raise ConfigError(f"--scale must be one of {', '.join(SCALE_NAMES)} for --model {self.model}, "
                               f"got {self.scale!r}")
 
 
@@ -286,7 +286,8 @@ _HELP = {
     "shuffle": "shuffle each epoch with a permutation seeded by (seed, epoch)",
     "on_bad_sample": "error: stop before the first step listing every bad pair/label (FILE:LINE); "
     "skip: train without the pairs concerned and log the list",
-    "model": "yolov8t|n|s|m|l|x (t: tiny, for tests) or a model YAML (Ultralytics or YOLOFuse schema)",
+    "model": "a family and scale: yolov8, yolo11 (C3k2/C2PSA) or yolo26 (end-to-end head, NMS-free capable) + "
+    "t|n|s|m|l|x (t: tiny, for tests), e.g. yolo11s; or a model YAML (Ultralytics or YOLOFuse schema)",
     "fusion": "data (stacked input), early (two stems, fused at P2), mid (two backbones, fused P3-P5), "
     "late (two branches, one Detect), "
     "rgb or ir (single-modality baselines); not with a model YAML, which defines its own (refused)",
@@ -494,7 +495,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise _from_file(e, base, where, lines, flags) if where else e from None
     if ("model", "fusion") in flags and _is_model_file(cfg.model.model):
         raise ConfigError(f"--fusion {cfg.model.fusion} with --model {cfg.model.model}: a model YAML defines its own "
-                          "fusion (its layers); drop --fusion, or use --model yolov8<scale> to pick a fusion")
+                          "fusion (its layers); drop --fusion, or use --model yolov8n/yolo11n/yolo26n to pick a fusion")
     check_paths(cfg)
     return cfg
 

@@ -25,7 +25,7 @@ from yolofuse_scale.data.dataset import conform_channels, read_image, stack_pair
 from yolofuse_scale.data.transforms import letterbox_pair
 from yolofuse_scale.engine.checkpoint import CheckpointError, read_weights
 from yolofuse_scale.engine.evaluate import detect
-from yolofuse_scale.model import FusionDetectionModel, model_from_config
+from yolofuse_scale.model import FusionDetectionModel, model_from_config, use_one_to_one_head
 
 ImageLike = str | Path | np.ndarray
 
@@ -115,9 +115,15 @@ class FusionDetector:
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = 300,
+        nms_free: bool = False,
     ) -> FusionDetector:
-        """Load a portable weights file (``weights_only``: no pickled code runs); GPU if available."""
+        """Load a portable weights file (``weights_only``: no pickled code runs); GPU if available.
+
+        ``nms_free``: an end-to-end head (YOLO26) answers from its one-to-one branch without NMS.
+        """
         model, payload = load_weights_model(weights)
+        if nms_free:
+            use_one_to_one_head(model)
         # Conv+BN fused into one conv: ~20-30 % less inference time, numerically equal to float rounding.
         model.fuse(verbose=False)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

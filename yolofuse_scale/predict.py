@@ -88,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--out", default="runs/predict", help="output folder (default: runs/predict)")
     parser.add_argument("--no-images", action="store_true", help="write predictions.jsonl only, no drawings")
+    parser.add_argument("--nms-free", action="store_true",
+                        help="end-to-end models (yolo26): answer from the one-to-one head, no NMS (--iou unused)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         pairs = pair_paths(Path(args.rgb), Path(args.ir))  # checked before the model is loaded
         det = FusionDetector.load(args.weights, device=args.device, imgsz=args.imgsz, conf=args.conf,
-                                  iou=args.iou, max_det=args.max_det)
+                                  iou=args.iou, max_det=args.max_det, nms_free=args.nms_free)
     except (FileNotFoundError, ValueError, DataError, CheckpointError) as e:  # bad input: the message names it
         raise SystemExit(f"error: {e}") from e
     out = Path(args.out)

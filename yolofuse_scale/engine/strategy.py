@@ -92,11 +92,12 @@ def launched_world_size() -> int:
 #: ``configs/accelerate/`` are symlinks to these folders, so there is one copy of each file. A wheel
 #: installs as plain files, so this Traversable is a filesystem path (``str`` of it opens).
 PACKAGED_CONFIGS = resources.files("yolofuse_scale") / "configs"
-#: FSDP2 units: the blocks that hold a YOLO's parameters (C2f/SPPF in backbone and neck, the Detect
-#: head). Every other module (stem convs, the fusion concatenations) belongs to the root unit.
-WRAP_UNITS = ("C2f", "SPPF", "Detect")
+#: FSDP2 units: the blocks that hold a YOLO's parameters (YOLOv8's C2f, YOLO11/26's C3k2 and C2PSA,
+#: SPPF in backbone and neck, the Detect head). Every other module (stem convs, the fusion
+#: concatenations) belongs to the root unit. Only the classes a model has are wrapped (wrap_units).
+WRAP_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "Detect")
 #: Blocks recomputed in backward under --activation-checkpointing (backbone and neck, not the head).
-CHECKPOINT_UNITS = ("C2f", "SPPF")
+CHECKPOINT_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA")
 
 
 def strategy_name(cfg: TrainConfig) -> str:
@@ -294,6 +295,8 @@ def build_accelerator(
     handlers: list = [DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False,
                                                     gradient_as_bucket_view=True)]
     kwargs: dict = {}
+    if ds_file and not launched():
+        _single_process_group_env()
     if launched() or ds_file:
         # Only when launched: naming a backend makes Accelerate expect a process group even for
         # a single plain `python train.py` process (DeepSpeed always wants one).
@@ -350,6 +353,9 @@ def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainCo
       and whose output is cast back to bf16 for the block around it (FSDP2 casts at unit borders;
       Accelerate's FSDP2 path does not autocast).
     """
+    if accelerator.distributed_type == DistributedType.FSDP:
+        plugin = accelerator.state.fsdp_plugin
+        plugin.transformer_cls_names_to_wrap = wrap_units(model, plugin.transformer_cls_names_to_wrap or WRAP_UNITS)
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(model)
     if cfg.sync_bn:
@@ -365,6 +371,16 @@ def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainCo
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 fully_shard(m, mp_policy=fp32, reshard_after_forward=False)
     return model
+
+
+def wrap_units(model: torch.nn.Module, names: list[str] | tuple[str, ...]) -> list[str]:
+    """The FSDP unit classes among ``names`` that ``model`` has (Accelerate refuses a listed class the
+    model lacks, and one accelerate config serves every family: C2f is YOLOv8's, C3k2 YOLO11's)."""
+    present = {type(m).__name__ for m in model.modules()}
+    kept = [n for n in names if n in present]
+    if not kept:
+        raise DistributedSetupError(f"FSDP wrap units {', '.join(names)}: the model has none of these classes")
+    return kept
 
 
 def init_elastic_process_group(timeout_s: int) -> None:
@@ -425,6 +441,20 @@ def clip_grad_norm(accelerator: Accelerator, model: torch.nn.Module, max_norm: f
     if isinstance(norm, DTensor):  # FSDP2: a replicated DTensor
         norm = norm.full_tensor()
     return norm
+
+
+def _single_process_group_env() -> None:
+    """``python train.py --strategy zero2`` without a launcher: DeepSpeed needs a process group, so the
+    process presents itself as the only rank of a launch of world size 1 (a free local port for the
+    group's store), as ``torchrun --nproc_per_node 1`` would."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        os.environ.setdefault(key, value)
 
 
 def launched() -> bool:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from ultralytics.utils.loss import v8DetectionLoss
-
-LOSS_NAMES = ("box", "cls", "dfl")
+from ultralytics.utils.loss import E2ELoss
 
 
 class DetectionTask:
-    """YOLOv8 detection with Ultralytics' loss and its default gains (box 7.5, cls 0.5, dfl 1.5).
+    """Detection with the model's own Ultralytics criterion and its default gains (box 7.5, cls 0.5,
+    dfl 1.5): ``v8DetectionLoss`` for YOLOv8/YOLO11, ``E2ELoss`` (one-to-many + one-to-one branches,
+    the one-to-many weight decaying over the epochs) for YOLO26's end-to-end head.
 
     Gradient semantics: ``v8DetectionLoss`` returns the per-batch loss times the batch size (a sum
     over images, as YOLO's hyper-parameters assume). We backpropagate ``nbs`` x the per-batch loss;
@@ -25,11 +25,30 @@ class DetectionTask:
     Args:
         model: the *unwrapped* detector (the loss reads its Detect head and hyper-parameters).
         nbs: nominal batch size.
+        epochs: the run's epochs (E2ELoss's branch weights follow them).
+
+    Attributes:
+        loss_names: what the loss items are: ``box, cls, dfl``, or ``box, cls, l1`` for a head without
+            distribution focal loss (``reg_max: 1``, YOLO26).
     """
 
-    def __init__(self, model: nn.Module, nbs: int = 64):
-        self.criterion = v8DetectionLoss(model)
+    def __init__(self, model: nn.Module, nbs: int = 64, epochs: int = 100):
+        model.args.epochs = epochs  # a per-model copy of Ultralytics' defaults (detector.py)
+        self.criterion = model.init_criterion()
+        names = (self.criterion.one2one if isinstance(self.criterion, E2ELoss) else self.criterion).loss_names
+        self.loss_names = tuple(n.removesuffix("_loss") for n in names)
         self.nbs = nbs
+
+    def set_epoch(self, epoch: int) -> None:
+        """Put epoch-dependent loss state where an uninterrupted run has it at ``epoch`` (0-based).
+
+        Ultralytics steps E2ELoss's one-to-many/one-to-one weights once per finished epoch, and on
+        resume sets them from the start epoch; here they are always a function of the epoch, so a
+        resumed or re-sharded run computes the same loss.
+        """
+        if isinstance(self.criterion, E2ELoss):
+            self.criterion.updates = epoch - 1
+            self.criterion.update()
 
     @staticmethod
     def images(batch: dict) -> torch.Tensor:

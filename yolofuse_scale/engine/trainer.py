@@ -57,7 +57,7 @@ from yolofuse_scale.engine.strategy import (
     unwrap,
     zero_full_state,
 )
-from yolofuse_scale.engine.task import LOSS_NAMES, DetectionTask
+from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.model import build_model, model_summary
 
 
@@ -208,7 +208,7 @@ class Trainer:
         # The bare model under the strategy's wrapper; the same object for the whole run (DDP, DeepSpeed and
         # compile wrap it, FSDP2 shards it in place), so it is looked up once: per step it cost ~4 ms.
         self.bare = bare = unwrap(acc, self.model)
-        self.task = DetectionTask(bare, nbs=cfg.optim.nbs)
+        self.task = DetectionTask(bare, nbs=cfg.optim.nbs, epochs=cfg.train.epochs)
         self.ema = ShardedEMA(bare) if cfg.optim.ema else None
         self.probe = PrecisionProbe(bare)
         self.state = TrainState(self.ema)
@@ -244,6 +244,7 @@ class Trainer:
         while state.epoch < cfg.train.epochs and not stopped:
             self.sampler.set_epoch(state.epoch, start_step=state.step_in_epoch)
             self.train_set.set_epoch(state.epoch)
+            self.task.set_epoch(state.epoch)
             stopped = self._train_epoch(max_steps)
             if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
                 break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
@@ -282,7 +283,8 @@ class Trainer:
         acc, state, cfg = self.accelerator, self.state, self.cfg
         self.model.train()
         accum = cfg.train.grad_accum
-        sums = torch.zeros(len(LOSS_NAMES) + 2, device=acc.device)  # loss items, backprop objective, non-finite
+        names = self.task.loss_names
+        sums = torch.zeros(len(names) + 2, device=acc.device)  # loss items, backprop objective, non-finite
         files: list[str] = []
         timer = StepTimer(acc.device, phases=cfg.train.time_phases)
         skip_sync = acc.no_sync if cfg.train.benchmark_skip_grad_sync else lambda _: contextlib.nullcontext()
@@ -300,7 +302,7 @@ class Trainer:
                 timer.mark("forward")
                 acc.backward(loss)
                 timer.mark("backward")
-                sums[: len(LOSS_NAMES)] += items
+                sums[: len(names)] += items
                 sums[-2] += loss.detach() / accum
                 files += batch["im_file"]
                 if not acc.sync_gradients:
@@ -328,7 +330,7 @@ class Trainer:
             state.step += 1
             state.step_in_epoch += 1
             dt = time.perf_counter() - t0
-            record = {"step": state.step, "epoch": state.epoch, **loss_fields(reduced, accum), "lr": lr,
+            record = {"step": state.step, "epoch": state.epoch, **loss_fields(reduced, accum, names), "lr": lr,
                       "grad_norm": float(grad_norm), "images_per_s": self.images_per_step / dt, "step_time_s": dt,
                       **timer.take()}
             if self.peak_flops:  # per device: this rank's share of the step's images
@@ -346,7 +348,7 @@ class Trainer:
                 self.log.info(
                     f"epoch {state.epoch + 1}/{cfg.train.epochs} step {state.step} "
                     f"({state.step_in_epoch}/{self.sampler.steps_per_epoch}) loss {record['loss']:.3f} "
-                    f"(box {record['box']:.3f} cls {record['cls']:.3f} dfl {record['dfl']:.3f}) lr {lr:.2e} "
+                    f"({' '.join(f'{k} {record[k]:.3f}' for k in names)}) lr {lr:.2e} "
                     f"{record['images_per_s']:.1f} img/s" + (f" MFU {record['mfu']:.1%}" if "mfu" in record else "")
                 )
             if cfg.train.save_every_steps and state.step % cfg.train.save_every_steps == 0:
@@ -422,16 +424,17 @@ class Trainer:
         acc.wait_for_everyone()
 
 
-def loss_fields(reduced: torch.Tensor, accum: int) -> dict[str, float]:
+def loss_fields(reduced: torch.Tensor, accum: int, names: tuple[str, ...]) -> dict[str, float]:
     """The step's logged losses from the all-reduced sums (loss items, backprop objective, flag).
 
-    ``box``/``cls``/``dfl`` are Ultralytics' loss items (gain-weighted, per batch, as its progress bar
-    and results.csv show them), averaged over the step's micro-batches and ranks; ``loss`` is their
+    ``names`` (box/cls/dfl, or box/cls/l1 for a reg_max 1 head) are Ultralytics' loss items
+    (gain-weighted, per batch, as its progress bar and results.csv show them), averaged over the
+    step's micro-batches and ranks; ``loss`` is their
     sum, the number to compare with Ultralytics. ``loss_backprop`` is what was backpropagated:
     ``nbs`` x the per-batch loss (see ``engine/task.py``), i.e. ``nbs x loss`` up to rounding.
     """
-    items = reduced[: len(LOSS_NAMES)] / accum
-    return {"loss": float(items.sum()), **{k: float(v) for k, v in zip(LOSS_NAMES, items)},
+    items = reduced[: len(names)] / accum
+    return {"loss": float(items.sum()), **{k: float(v) for k, v in zip(names, items)},
             "loss_backprop": float(reduced[-2])}
 
 

@@ -6,11 +6,13 @@ from yolofuse_scale.model.detector import (
     load_model_dict,
     model_from_config,
     model_summary,
+    use_one_to_one_head,
 )
 from yolofuse_scale.model.safe_config import ModelConfigError
-from yolofuse_scale.model.variants import FUSIONS, SCALES, fusion_yaml
+from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALES, fusion_yaml
 
 __all__ = [
+    "FAMILIES",
     "FUSIONS",
     "SCALES",
     "FusionDetectionModel",
@@ -20,4 +22,5 @@ __all__ = [
     "load_model_dict",
     "model_from_config",
     "model_summary",
+    "use_one_to_one_head",
 ]

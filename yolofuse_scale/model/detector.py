@@ -8,7 +8,6 @@ the RGB/IR input split in front of it. Nothing here knows about processes or dev
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from yolofuse_scale.model.fusion import (
     split_modalities,
 )
 from yolofuse_scale.model.safe_config import ModelConfigError, check_model_dict, default_activation, parse_activation
-from yolofuse_scale.model.variants import FUSIONS, SCALES, fusion_yaml
+from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALE_NAMES, fusion_yaml, parse_model_name
 
 # Ultralytics' parse_model resolves a YAML module name through its own module namespace. Adding our
 # two input modules there (adding names, replacing nothing) lets the unmodified parser build
@@ -95,7 +94,9 @@ class FusionDetectionModel(DetectionModel):
             raise ModelConfigError(f"{source}: Ultralytics cannot build this model ({type(e).__name__}: {e})") from e
         self.yaml = copy.deepcopy(cfg)  # keep the user's schema (portable weights rebuild from it)
         self.yaml["nc"] = self.model[-1].nc
-        self.args = DEFAULT_HYP
+        # Ultralytics' loss reads its gains (and E2ELoss the epoch count) here: a copy per model, so
+        # setting one run's epochs changes no other model's defaults.
+        self.args = IterableSimpleNamespace(**vars(DEFAULT_HYP))
 
     def _predict_once(self, x, *args, **kwargs):
         if self.two_stream and isinstance(x, torch.Tensor):
@@ -103,25 +104,25 @@ class FusionDetectionModel(DetectionModel):
         return super()._predict_once(x, *args, **kwargs)
 
 
-def _scale_from_name(name: str) -> str | None:
-    m = re.fullmatch(r"yolov8([a-z])", name)
-    return m.group(1) if m else None
+BUILT_IN = f"{{{','.join(FAMILIES)}}}{{{','.join(SCALE_NAMES)}}}"  # for messages: {yolov8,yolo11,yolo26}{t,n,...}
 
 
 def load_model_dict(model: str, fusion: str, nc: int, scale: str | None = None) -> dict[str, Any]:
-    """Resolve ``--model`` (``yolov8t|n|s|m|l|x`` or a YAML path) and ``--fusion`` into a model dictionary.
+    """Resolve ``--model`` (a family + scale such as ``yolov8n``, ``yolo11s``, ``yolo26t``, or a YAML path)
+    and ``--fusion`` into a model dictionary.
 
     For a YAML file, ``fusion`` is ignored (the file *is* the architecture) and ``scale`` picks a row of
     its ``scales`` table (default: the file's ``scale`` key, else the first scale listed).
     """
-    name_scale = _scale_from_name(model)
-    if name_scale is not None:
-        if name_scale not in SCALES:
-            raise ValueError(f"unknown model {model!r}; choose yolov8{{{','.join(SCALES)}}} or a YAML file")
-        return fusion_yaml(fusion, nc, scale or name_scale)
+    named = parse_model_name(model)
+    if named is not None:
+        family, name_scale = named
+        if name_scale not in SCALE_NAMES:
+            raise ValueError(f"unknown model {model!r}; choose {BUILT_IN} or a YAML file")
+        return fusion_yaml(fusion, nc, scale or name_scale, family)
     path = Path(model)
     if path.suffix not in (".yaml", ".yml"):
-        raise ValueError(f"--model {model!r}: expected yolov8{{{','.join(SCALES)}}} or a path to a .yaml file")
+        raise ValueError(f"--model {model!r}: expected {BUILT_IN} or a path to a .yaml file")
     if not path.is_file():
         raise FileNotFoundError(f"--model {model}: no such model YAML file")
     with open(path) as fh:
@@ -152,7 +153,7 @@ def build_model(
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
     if ir_channels not in (1, 3):
         raise ValueError(f"ir_channels must be 1 or 3, got {ir_channels}")
-    source = model if _scale_from_name(model) is None else "model config"
+    source = model if parse_model_name(model) is None else "model config"
     det = FusionDetectionModel(load_model_dict(model, fusion, nc, scale), ir_channels=ir_channels, nc=nc,
                                source=source)
     if names:
@@ -167,6 +168,19 @@ def model_from_config(cfg: dict[str, Any], rgb_channels: int, ir_channels: int,
     if "nc" not in cfg:
         raise ModelConfigError(f"{source}: no 'nc' (number of classes)")
     return FusionDetectionModel(cfg, rgb_channels=rgb_channels, ir_channels=ir_channels, nc=cfg["nc"], source=source)
+
+
+def use_one_to_one_head(model: FusionDetectionModel, on: bool = True) -> FusionDetectionModel:
+    """NMS-free prediction: an end-to-end head (YOLO26) answers from its one-to-one branch, top-k boxes
+    per image as ``(B, max_det, 6)`` [x1, y1, x2, y2, score, class], with no NMS after it.
+
+    Off by default, as in Ultralytics 8.4 (``nms=None``: the one-to-many branch and NMS); both branches
+    are trained either way. A head without a one-to-one branch (YOLOv8, YOLO11) is refused.
+    """
+    if on and getattr(model.model[-1], "one2one_cv2", None) is None:
+        raise ValueError("NMS-free prediction needs an end-to-end head (a yolo26 model); this model has none")
+    model.end2end = on
+    return model
 
 
 def model_summary(model: FusionDetectionModel, imgsz: int) -> tuple[int, float]:

@@ -1,82 +1,108 @@
-"""The built-in fusion variants, written as Ultralytics-format YAML dictionaries.
+"""The built-in fusion variants, derived from the single-stream YAML Ultralytics ships for each family.
 
-Every built-in model is generated in the same schema a user's YAML file uses, and goes through the
-same parser, so there is one way a model comes into being. Layers reference each other by absolute
-index (or -1 for "the previous row"), which keeps two-branch graphs readable.
+``--model yolov8n`` / ``yolo11s`` / ``yolo26m`` names a family and a scale. Each variant is written in
+the same Ultralytics YAML schema a user's file uses and goes through the same parser, so there is one
+way a model comes into being; the family's own file (read from the installed Ultralytics package,
+never fetched) gives its layers, so a variant follows upstream exactly: YOLO11's C3k2/C2PSA blocks,
+YOLO26's end-to-end Detect head (``end2end: True``, ``reg_max: 1``) and its loss.
 
-Variants (named after YOLOFuse's):
+Variants (named after YOLOFuse's), the same rules for every family:
 
-- ``rgb`` / ``ir``: single-modality YOLOv8 baselines (a ``ModalitySelector`` picks the stream).
-- ``data``: RGB and IR stacked as input channels into one YOLOv8 (YOLOFuse's data-level fusion).
-- ``early``: one stem per modality (P1 and P2 convolutions); at P2 the two maps are concatenated and
-  mixed by a 1x1 conv, and one YOLOv8 carries on from there (YOLOFuse's early feature fusion). It
-  costs two stems' FLOPs at the two highest resolutions, but each modality gets filters of its own
-  before they are mixed, which data-level fusion, sharing its first conv, does not.
-- ``mid``: one backbone per modality; at P3/P4/P5 the two feature maps are concatenated and mixed
-  by a 1x1 conv back to the single-stream width, so the shared neck and head are exactly YOLOv8's.
+- ``rgb`` / ``ir``: a ``ModalitySelector`` picks one stream, then the family's model unchanged: its
+  layers and parameter count are exactly Ultralytics' model for that stream's channels.
+- ``data``: RGB and IR stacked as input channels into one model (YOLOFuse's data-level fusion).
+- ``early``: one stem per modality (the two strided convs, P1 and P2); at P2 the two maps are
+  concatenated and mixed by a 1x1 conv, and one model carries on from there (YOLOFuse's early feature
+  fusion). It costs two stems' FLOPs at the two highest resolutions, but each modality gets filters
+  of its own before they are mixed, which data-level fusion, sharing its first conv, does not.
+- ``mid``: one backbone per modality; every backbone map the head reads (P3/P4/P5) is fused by
+  concatenation and a 1x1 conv back to the single-stream width, so neck and head are the family's own.
 - ``late``: two full backbone + neck branches; one ``Detect`` reads all six maps (YOLOFuse's
   decision-level fusion), so the assigner picks the best branch per anchor.
+
+Layers reference each other by absolute index (or -1 for "the previous row"), which keeps two-branch
+graphs readable.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 FUSIONS = ("data", "early", "mid", "late", "rgb", "ir")
 
-#: [depth_multiple, width_multiple, max_channels] per scale. n..x are YOLOv8's own; ``t`` (tiny) exists
-#: only so that tests and CPU demos run in seconds: it is not a model anyone should deploy.
+#: family -> the single-stream detection YAML inside the installed Ultralytics package.
+FAMILY_FILES = {"yolov8": ("v8", "yolov8.yaml"), "yolo11": ("11", "yolo11.yaml"), "yolo26": ("26", "yolo26.yaml")}
+FAMILIES = tuple(FAMILY_FILES)
+#: [depth_multiple, width_multiple, max_channels] of our tiny ``t`` scale beside Ultralytics' n..x. It
+#: exists only so that tests and CPU demos run in seconds: it is not a model anyone should deploy.
+#: YOLO11/26's C2PSA attention needs 128 channels at P5 (one 64-wide head), hence a wider ``t``.
+TINY_SCALES = {"yolov8": [0.33, 0.125, 512], "yolo11": [0.50, 0.125, 1024], "yolo26": [0.50, 0.125, 1024]}
+SCALE_NAMES = ("t", "n", "s", "m", "l", "x")
+#: YOLOv8's rows of ``scales`` (Ultralytics' yolov8.yaml plus ``t``), kept for callers that list them.
 SCALES: dict[str, list[float]] = {
-    "t": [0.33, 0.125, 512],
+    "t": TINY_SCALES["yolov8"],
     "n": [0.33, 0.25, 1024],
     "s": [0.33, 0.50, 1024],
     "m": [0.67, 0.75, 768],
     "l": [1.00, 1.00, 512],
     "x": [1.00, 1.25, 512],
 }
+#: Modules whose first YAML argument is their (unscaled) output width: what a fusion conv must match.
+_WIDTH_FIRST = {"Conv", "C2f", "C3k2", "SPPF", "C2PSA", "C3", "C2", "A2C2f", "ELAN1", "SCDown", "RepNCSPELAN4"}
+#: YAML writes Python's constants as bare words (``None``), which load as strings: mapped, not evaluated.
+_CONSTANTS = {"None": None, "True": True, "False": False}
 
 Row = list[Any]
 
 
-def _stem(rows: list[Row], src: int) -> int:
-    """Append YOLOv8's two strided stem convs reading layer ``src``; return the index of the P2 map."""
-    rows += [[src, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv", [128, 3, 2]]]  # P1/2, P2/4
-    return len(rows) - 1
+def parse_model_name(name: str) -> tuple[str, str] | None:
+    """``yolo11n`` -> ("yolo11", "n"); None if ``name`` is not a built-in family + scale."""
+    m = re.fullmatch(r"(yolov8|yolo11|yolo26)([a-z])", name)
+    return (m.group(1), m.group(2)) if m else None
 
 
-def _backbone(rows: list[Row], src: int) -> tuple[int, int, int]:
-    """Append a YOLOv8 backbone reading layer ``src``; return the indices of its P3, P4, P5 outputs."""
-    return _trunk(rows, _stem(rows, src))
+def family_yaml(family: str, scale: str) -> dict[str, Any]:
+    """Ultralytics' own model dictionary for ``family`` at ``scale`` (its ``scales`` cut to that row)."""
+    import importlib.resources
+
+    import yaml
+
+    if family not in FAMILY_FILES:
+        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+    folder, name = FAMILY_FILES[family]
+    d = yaml.safe_load(importlib.resources.files("ultralytics.cfg.models").joinpath(folder).joinpath(name).read_text())
+    scales = {"t": TINY_SCALES[family], **d["scales"]}
+    if scale not in scales:
+        raise ValueError(f"unknown model scale {scale!r} for {family}; choose one of {', '.join(scales)}")
+    for row in d["backbone"] + d["head"]:
+        row[3] = [_CONSTANTS.get(a, a) if isinstance(a, str) else a for a in row[3]]
+    d["scales"], d["scale"] = {scale: scales[scale]}, scale
+    return d
 
 
-def _trunk(rows: list[Row], p2: int) -> tuple[int, int, int]:
-    """Append the YOLOv8 backbone after its stem, reading the P2 map ``p2``; return P3, P4, P5."""
-    rows += [
-        [p2, 3, "C2f", [128, True]],
-        [-1, 1, "Conv", [256, 3, 2]],  # P3/8
-        [-1, 6, "C2f", [256, True]],
-    ]
-    p3 = len(rows) - 1
-    rows += [[-1, 1, "Conv", [512, 3, 2]], [-1, 6, "C2f", [512, True]]]  # P4/16
-    p4 = len(rows) - 1
-    rows += [[-1, 1, "Conv", [1024, 3, 2]], [-1, 3, "C2f", [1024, True]], [-1, 1, "SPPF", [1024, 5]]]  # P5/32
-    return p3, p4, len(rows) - 1
+def fusion_yaml(fusion: str, nc: int, scale: str, family: str = "yolov8") -> dict[str, Any]:
+    """Return the model dictionary for a built-in ``fusion`` variant of ``family`` at ``scale``."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    return derive_fusion(family_yaml(family, scale), fusion, nc)
 
 
-def _neck(rows: list[Row], p3: int, p4: int, p5: int) -> list[int]:
-    """Append YOLOv8's PAN neck over (p3, p4, p5); return the indices of its three outputs."""
-    rows += [
-        [p5, 1, "nn.Upsample", [None, 2, "nearest"]],
-        [[-1, p4], 1, "Concat", [1]],
-        [-1, 3, "C2f", [512]],
-    ]
-    h4 = len(rows) - 1
-    rows += [[-1, 1, "nn.Upsample", [None, 2, "nearest"]], [[-1, p3], 1, "Concat", [1]], [-1, 3, "C2f", [256]]]
-    out3 = len(rows) - 1
-    rows += [[-1, 1, "Conv", [256, 3, 2]], [[-1, h4], 1, "Concat", [1]], [-1, 3, "C2f", [512]]]
-    out4 = len(rows) - 1
-    rows += [[-1, 1, "Conv", [512, 3, 2]], [[-1, p5], 1, "Concat", [1]], [-1, 3, "C2f", [1024]]]
-    return [out3, out4, len(rows) - 1]
+def _absolute(i: int, f: int | list[int]) -> list[int]:
+    """Row ``i``'s inputs as absolute indices (-1 before row 0 means the model input)."""
+    return [i + x if x < 0 else x for x in (f if isinstance(f, list) else [f])]
+
+
+def _copy_rows(out: list[Row], rows: list[Row], indices: range, mapping: dict[int, int], source: int) -> None:
+    """Append ``rows[indices]`` to ``out``; inputs go through ``mapping`` (old -> new index), the model
+    input (-1) becomes layer ``source``; ``mapping`` learns each copied row's new index."""
+    for i in indices:
+        f, n, m, args = rows[i]
+        new = [source if x == -1 else mapping[x] for x in _absolute(i, f)]
+        here = len(out)
+        refs = [-1 if x == here - 1 else x for x in new]
+        out.append([refs if isinstance(f, list) else refs[0], n, m, list(args)])
+        mapping[i] = here
 
 
 def _fuse(rows: list[Row], a: int, b: int, width: int) -> int:
@@ -85,32 +111,52 @@ def _fuse(rows: list[Row], a: int, b: int, width: int) -> int:
     return len(rows) - 1
 
 
-def fusion_yaml(fusion: str, nc: int, scale: str) -> dict[str, Any]:
-    """Return the model dictionary for a built-in ``fusion`` variant at a YOLOv8 ``scale``."""
-    if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
-    if scale not in SCALES:
-        raise ValueError(f"unknown model scale {scale!r}; choose one of {', '.join(SCALES)}")
-    rows: list[Row] = []
+def _width(row: Row) -> int:
+    if row[2] not in _WIDTH_FIRST:
+        raise ValueError(f"cannot fuse after a {row[2]} layer: its output width is not its first argument")
+    return int(row[3][0])
+
+
+def derive_fusion(base: dict[str, Any], fusion: str, nc: int) -> dict[str, Any]:
+    """Derive a ``fusion`` variant (module docstring) from a single-stream detection dictionary."""
+    rows = list(base["backbone"]) + list(base["head"])
+    nb, last = len(base["backbone"]), len(rows) - 1
+    if rows[last][2] != "Detect":
+        raise ValueError(f"the last layer must be Detect, got {rows[last][2]}")
+    out: list[Row] = []
+    m: dict[int, int] = {}
     if fusion == "data":
-        outs = _neck(rows, *_backbone(rows, -1))
+        _copy_rows(out, rows, range(len(rows)), m, -1)
     elif fusion in ("rgb", "ir"):
-        rows.append([-1, 1, "ModalitySelector", [1 if fusion == "rgb" else 2]])
-        outs = _neck(rows, *_backbone(rows, 0))
-    else:  # two streams, fused at P2 (early), at P3-P5 (mid) or at the Detect (late)
-        rows += [[-1, 1, "IdentityInput", []], [0, 1, "ModalitySelector", [1]], [0, 1, "ModalitySelector", [2]]]
+        out.append([-1, 1, "ModalitySelector", [1 if fusion == "rgb" else 2]])
+        _copy_rows(out, rows, range(len(rows)), m, 0)
+    elif fusion in ("early", "mid", "late"):
+        out += [[-1, 1, "IdentityInput", []], [0, 1, "ModalitySelector", [1]], [0, 1, "ModalitySelector", [2]]]
+        a: dict[int, int] = {}
+        b: dict[int, int] = {}
         if fusion == "early":
-            outs = _neck(rows, *_trunk(rows, _fuse(rows, _stem(rows, 1), _stem(rows, 2), 128)))
+            if any(rows[i][2] != "Conv" or rows[i][3][2] != 2 for i in (0, 1)):
+                raise ValueError("early fusion expects two strided Conv rows first (P1, P2)")
+            if any(0 in _absolute(i, rows[i][0]) for i in range(2, len(rows))):
+                raise ValueError("early fusion: a layer after the stem reads P1 directly")
+            _copy_rows(out, rows, range(2), a, 1)
+            _copy_rows(out, rows, range(2), b, 2)
+            m[1] = _fuse(out, a[1], b[1], _width(rows[1]))
+            _copy_rows(out, rows, range(2, len(rows)), m, -1)
         elif fusion == "mid":
-            rgb, ir = _backbone(rows, 1), _backbone(rows, 2)
-            outs = _neck(rows, *[_fuse(rows, r, i, w) for r, i, w in zip(rgb, ir, (256, 512, 1024))])
-        else:  # late: each branch gets its own neck before the shared Detect
-            outs = _neck(rows, *_backbone(rows, 1))
-            outs += _neck(rows, *_backbone(rows, 2))
-    rows.append([outs, 1, "Detect", ["nc"]])
-    return _model_dict(rows, nc, scale)
-
-
-def _model_dict(rows: list[Row], nc: int, scale: str) -> dict[str, Any]:
+            _copy_rows(out, rows, range(nb), a, 1)
+            _copy_rows(out, rows, range(nb), b, 2)
+            taps = sorted({x for i in range(nb, len(rows)) for x in _absolute(i, rows[i][0]) if x < nb})
+            for t in taps:
+                m[t] = _fuse(out, a[t], b[t], _width(rows[t]))
+            _copy_rows(out, rows, range(nb, len(rows)), m, -1)
+        else:  # late: each branch keeps its own neck; one Detect reads both branches' maps
+            _copy_rows(out, rows, range(last), a, 1)
+            _copy_rows(out, rows, range(last), b, 2)
+            srcs = _absolute(last, rows[last][0])
+            out.append([[a[x] for x in srcs] + [b[x] for x in srcs], 1, "Detect", list(rows[last][3])])
+    else:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
     # Ultralytics' parser walks backbone + head as one list; the split is only for readers of the YAML.
-    return {"nc": nc, "scales": {scale: SCALES[scale]}, "scale": scale, "backbone": rows, "head": []}
+    meta = {k: v for k, v in base.items() if k not in ("backbone", "head")}
+    return {**meta, "nc": nc, "backbone": out, "head": []}
