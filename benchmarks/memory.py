@@ -3,7 +3,7 @@
 Launches one real 2-step training per (strategy, optimizer) through ``torchrun train.py
 --strategy S`` and reads the bytes each rank holds in parameters, gradients, optimizer state and
 the engine's flat buffers (unique storages; logged by the loop at step 1, see
-``yolofuse_scale.engine.strategy.model_state_bytes``). Prints a Markdown table of the largest
+``yolofuse_scale.engine.perf.model_state_bytes``). Prints a Markdown table of the largest
 rank's bytes and the ratio to DDP, and writes ``memory.json``. This is model state, not RSS or
 peak allocation: activations and communication buffers come on top (see benchmarks.scaling).
 """

@@ -94,7 +94,7 @@ def test_bf16_keeps_batchnorm_fp32(train_run, strategy):
 
 
 def assert_bf16_keeps_batchnorm_fp32(fp32, bf16) -> None:
-    """The first step's probe (strategy.PrecisionProbe): bf16 convolutions, fp32 BatchNorm weights;
+    """The first step's probe (perf.PrecisionProbe): bf16 convolutions, fp32 BatchNorm weights;
     the fp32 run computes everything in fp32; bf16's first loss is fp32's within 5%; all finite."""
     dtypes = bf16.log[0]["compute_dtypes"]
     assert dtypes["conv"].endswith("output bfloat16"), dtypes

@@ -22,7 +22,7 @@ from yolofuse_scale.errors import ConfigError, add_debug_argument
 from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALE_NAMES, SCALES, parse_model_name
 
 #: Strategies ``--strategy`` names; ``zero*`` read the packaged ``yolofuse_scale/configs/deepspeed/<name>.json``
-#: (``ds_configs/`` in the checkout; see engine/strategy.py).
+#: (``ds_configs/`` in the checkout; see engine/strategy/deepspeed.py).
 STRATEGIES = ("auto", "ddp", "fsdp", "zero1", "zero2", "zero3", "zero3_offload")
 
 

@@ -346,16 +346,16 @@ class Checkpointer:
         path = self.resume_from
         if path is None:
             return None
-        from yolofuse_scale.engine import strategy  # it imports this module's constants
+        from yolofuse_scale.engine.strategy import resume, zero_state  # they import this module's constants
 
         saved, ema = load_train_state(path)
         check_same_model(path, plain_meta(json.loads((path / META_FILE).read_text())), run_meta,
                          saved.get("model"), position.get("model"))
-        repartition = strategy.check_resumable(self.acc, saved, path)  # ZeRO-1/2 at another world size
+        repartition = resume.check_resumable(self.acc, saved, path)  # ZeRO-1/2 at another world size
         check_same_position(path, saved, position)
         if repartition:
             self.acc.load_state(str(path), load_module_only=True)  # module and RNG; the rest:
-            strategy.load_zero_full_state(model, *load_zero_full_state(path))
+            zero_state.load_zero_full_state(model, *load_zero_full_state(path))
         else:
             self.acc.load_state(str(path))
         # Accelerate restores its micro-step counter, which decides where accumulation syncs. We

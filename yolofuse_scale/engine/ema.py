@@ -15,13 +15,8 @@ import math
 import torch
 from accelerate import Accelerator
 
-from yolofuse_scale.engine.strategy import (
-    average_running_stats,
-    full_state_dict,
-    local_shard,
-    local_tensor,
-    named_state,
-)
+from yolofuse_scale.engine.strategy.batchnorm import average_running_stats
+from yolofuse_scale.engine.strategy.sharded import full_state_dict, local_shard, local_tensor, named_state
 
 
 class ShardedEMA:

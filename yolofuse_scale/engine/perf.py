@@ -1,4 +1,4 @@
-"""What the loop measures about its own speed: phase times, bytes communicated, peak memory, MFU.
+"""What the loop measures about itself: phase times, bytes communicated, memory, MFU, compute dtypes.
 
 Every training run logs these per optimizer step (``train_log.jsonl``), so any real run is a data
 point; ``benchmarks/scaling.py`` only launches runs and reads the logs. Definitions (the benchmark
@@ -15,6 +15,10 @@ report repeats them):
 - ``comm``: with ``--measure-comm``, per collective kind the calls and payload bytes of this rank's
   step (payload: the full tensor being reduced or gathered; what a ring puts on the wire follows from
   it, see ``benchmarks/projection.py``).
+- ``model_state_bytes`` (first step): per rank, the bytes held in parameters, gradients, optimizer
+  state and DeepSpeed's flat buffers (:func:`model_state_bytes`; ``benchmarks/memory.py`` tabulates it).
+- ``compute_dtypes`` (first step): the dtypes a convolution and a BatchNorm actually computed in
+  (:class:`PrecisionProbe`), so "BatchNorm stays fp32" is a logged fact per run.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from torch.distributed.tensor import DTensor
 
 #: Collectives counted by ``CommMeter``. Kind decides the ring cost: an all-reduce moves 2(N-1)/N of
 #: its payload per rank in 2(N-1) hops, an all-gather or reduce-scatter (N-1)/N in N-1 hops.
@@ -58,7 +65,7 @@ def precision_key(precision: str) -> str:
     """The :data:`PEAK_TFLOPS` column of a precision label: ``bf16``, ``fp16`` or ``fp32``.
 
     Labels are Accelerate's (``no``, ``fp16``, ``bf16``) or DeepSpeed's as
-    :func:`~yolofuse_scale.engine.strategy.effective_precision` gives them (``bf16 (torch_autocast)``):
+    :func:`effective_precision` gives them (``bf16 (torch_autocast)``):
     matched by prefix, so a DeepSpeed bf16 run is not divided by the fp32 peak (MFU 2x too high).
     """
     return next((k for k in ("bf16", "fp16") if precision.startswith(k)), "fp32")
@@ -186,3 +193,93 @@ def peak_memory(device: torch.device) -> dict[str, int]:
         out["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         out["cuda_max_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
     return out
+
+
+# ------------------------------------------------------------------------------ memory accounting
+def model_state_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
+    """Bytes this rank holds in parameters, gradients, optimizer state and the engine's flat buffers.
+
+    Counted by unique storage (a view into a flat buffer is counted once), not RSS: activations,
+    allocator caches and communication buffers are not model state. Parameters are counted first,
+    so a flat buffer whose views are the parameters counts as parameters. Engine buffers are the
+    tensors reachable from DeepSpeed's ZeRO optimizer (fp32 partitions, gradient partitions, buckets).
+    """
+    # Imported here: the strategy package re-exports this module's names (an import cycle at the top).
+    from yolofuse_scale.engine.strategy.sharded import local_tensor
+
+    seen: set[int] = set()
+    sizes = {"params": 0, "grads": 0, "optimizer": 0, "engine_buffers": 0}
+
+    def add(t, bucket: str) -> None:
+        if isinstance(t, DTensor):
+            t = t.to_local()
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return
+        storage = t.untyped_storage()
+        if storage.nbytes() == 0 or storage.data_ptr() in seen:
+            return
+        seen.add(storage.data_ptr())
+        sizes[bucket] += storage.nbytes()
+
+    params = [p for _, p in model.named_parameters()]
+    for p in params:
+        add(local_tensor(p), "params")
+    for p in params:
+        if p.grad is not None:
+            add(p.grad, "grads")
+    inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate's wrapper -> torch or ZeRO optimizer
+    torch_opt = getattr(inner, "optimizer", inner) if not isinstance(inner, torch.optim.Optimizer) else inner
+    for state in torch_opt.state.values():
+        for v in state.values():
+            add(v, "optimizer")
+    if inner is not torch_opt:  # a DeepSpeed ZeRO optimizer: walk its attributes for flat buffers
+        _walk(vars(inner), lambda t: add(t, "engine_buffers"), depth=4)
+    sizes["total"] = sum(sizes.values())
+    return sizes
+
+
+def _walk(obj, visit, depth: int) -> None:
+    if isinstance(obj, torch.Tensor):
+        visit(obj)
+    elif depth > 0 and isinstance(obj, dict):
+        for v in obj.values():
+            _walk(v, visit, depth - 1)
+    elif depth > 0 and isinstance(obj, (list, tuple)):
+        for v in obj:
+            _walk(v, visit, depth - 1)
+
+
+# --------------------------------------------------------------------------------- precision
+def effective_precision(accelerator: Accelerator) -> str:
+    """The precision the model computes in (DeepSpeed's is its JSON's ``torch_autocast``)."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        return "bf16 (torch_autocast)" if ds.get("torch_autocast", {}).get("enabled") else "no"
+    return accelerator.mixed_precision
+
+
+class PrecisionProbe:
+    """Records, once, the dtypes a convolution and a BatchNorm actually compute in.
+
+    One-shot forward hooks on the first Conv2d and the first BatchNorm: under FSDP2 they see the
+    unsharded parameters in the unit's param dtype, under autocast the cast input. The first step's
+    log record carries the result, so "BatchNorm stays fp32" is a logged fact per run, not a claim.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.seen: dict[str, str] = {}
+        self._handles = []
+        kinds = {"conv": torch.nn.Conv2d, "batchnorm": torch.nn.modules.batchnorm._BatchNorm}
+        for name, kind in kinds.items():
+            module = next((m for m in model.modules() if isinstance(m, kind)), None)
+            if module is not None:
+                self._handles.append(module.register_forward_hook(functools.partial(self._record, name)))
+
+    def _record(self, name: str, module: torch.nn.Module, args, output) -> None:
+        self.seen.setdefault(name, f"weight {str(module.weight.dtype)[6:]}, output {str(output.dtype)[6:]}")
+
+    def result(self) -> dict[str, str]:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        return self.seen

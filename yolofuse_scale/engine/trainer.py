@@ -2,7 +2,7 @@
 
 Read top to bottom it is the algorithm: build, prepare, then for each optimizer step accumulate
 micro-batch gradients, clip, step, update the EMA, log; at each epoch end validate and save.
-Distributed specifics live in ``strategy.py``; what a step's gradient means lives in ``task.py``;
+Distributed specifics live in ``strategy/``; what a step's gradient means lives in ``task.py``;
 which samples a rank sees lives in ``data/sampler.py``.
 """
 
@@ -35,7 +35,10 @@ from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
 from yolofuse_scale.engine.perf import (
     CommMeter,
+    PrecisionProbe,
     StepTimer,
+    effective_precision,
+    model_state_bytes,
     peak_flops,
     peak_memory,
     precision_key,
@@ -43,20 +46,11 @@ from yolofuse_scale.engine.perf import (
 )
 from yolofuse_scale.engine.runlog import make_log
 from yolofuse_scale.engine.storage import is_writer, writer_first
-from yolofuse_scale.engine.strategy import (
-    PrecisionProbe,
-    build_accelerator,
-    clip_grad_norm,
-    effective_precision,
-    full_state_dict,
-    launched_world_size,
-    model_state_bytes,
-    prepare_model,
-    strategy_name,
-    sync_batchnorm_buffers,
-    unwrap,
-    zero_full_state,
-)
+from yolofuse_scale.engine.strategy.accelerator import build_accelerator, clip_grad_norm, prepare_model, unwrap
+from yolofuse_scale.engine.strategy.batchnorm import sync_batchnorm_buffers
+from yolofuse_scale.engine.strategy.launch import launched_world_size, strategy_name
+from yolofuse_scale.engine.strategy.sharded import full_state_dict
+from yolofuse_scale.engine.strategy.zero_state import zero_full_state
 from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.model import build_model, model_summary
 

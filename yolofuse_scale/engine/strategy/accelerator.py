@@ -1,0 +1,174 @@
+"""The one Accelerator of the process, and what the loop calls on it: build, prepare the model, unwrap, clip.
+
+The training loop calls :func:`build_accelerator`, :func:`prepare_model`, ``accelerator.prepare`` and
+:func:`unwrap`, and nothing else distributed; the strategy's own settings come from
+``deepspeed.py`` and ``fsdp.py``. Decisions taken here, and why:
+
+- CPU-only machines: Accelerate falls back to ``DistributedType.NO`` when no GPU is present unless
+  ``cpu=True``, which would turn ``torchrun --nproc_per_node 2`` into two independent trainings with
+  no error. We pass ``cpu=True`` whenever CUDA is absent (giving MULTI_CPU over gloo) and refuse to
+  start when ``WORLD_SIZE > 1`` still ends up undistributed (``launch.check_distributed``).
+- Backend and timeout: gloo on CPU, NCCL on GPU, with a collective timeout of ``--dist-timeout``
+  seconds (default 300, not torch's 30 minutes), so a rank that dies or hangs ends the job promptly.
+- Gradient accumulation: Accelerate's plugin with ``sync_with_dataloader=False``: our sampler already
+  gives every epoch a whole number of optimizer steps, and the loop owns the dataloader (see
+  ``data/sampler.py``), so the accumulation boundary never depends on where a dataloader ends.
+- DDP: ``broadcast_buffers=True`` (torch's default, kept on purpose): BatchNorm running statistics
+  are rank 0's at the start of every forward; that forward then moves each rank's copy with its own
+  micro-batch (and the EMA follows each rank's copy), so before validation and saving the statistics,
+  the model's and the EMA's, are set to rank 0's (one broadcast, ``batchnorm.py``): every rank
+  evaluates the model that is written. No unused parameters exist in these detectors, so
+  ``find_unused_parameters`` stays off (it costs a graph walk per step).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import timedelta
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import (
+    DeepSpeedPlugin,
+    DistributedDataParallelKwargs,
+    DistributedType,
+    GradientAccumulationPlugin,
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+)
+from torch.distributed.tensor import DTensor
+
+from yolofuse_scale.config import OptimConfig, TrainConfig
+from yolofuse_scale.engine.strategy.activation_checkpoint import apply_activation_checkpointing
+from yolofuse_scale.engine.strategy.batchnorm import convert_sync_batchnorm
+from yolofuse_scale.engine.strategy.deepspeed import deepspeed_config, deepspeed_file
+from yolofuse_scale.engine.strategy.fsdp import WRAP_UNITS, _enable_fsdp_on_cpu, fsdp_plugin, wrap_units
+from yolofuse_scale.engine.strategy.launch import (
+    _single_process_group_env,
+    check_distributed,
+    check_strategy_flags,
+    init_elastic_process_group,
+    launched,
+    launched_world_size,
+    strategy_name,
+)
+from yolofuse_scale.errors import DistributedSetupError
+
+
+def build_accelerator(
+    cfg: TrainConfig, project_dir: str | None = None, optim: OptimConfig | None = None
+) -> Accelerator:
+    """Create the one Accelerator of the process from the launcher's environment and ``cfg``."""
+    check_strategy_flags(cfg)
+    strategy = strategy_name(cfg)
+    if strategy == "fsdp" and cfg.save_on_each_node:
+        raise DistributedSetupError(
+            "--save-on-each-node with FSDP: its sharded (DCP) checkpoints keep one metadata file, written by global "
+            "rank 0, that every rank reads on resume; put --output-dir on storage all nodes share and drop the flag"
+        )
+    ds_file, ds_origin = deepspeed_file(cfg)
+    # DeepSpeed picks its own (CPU) accelerator and Accelerate ignores DeepSpeed under cpu=True.
+    cpu = not torch.cuda.is_available() and not ds_file
+    handlers: list = [DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False,
+                                                    gradient_as_bucket_view=True)]
+    kwargs: dict = {}
+    if ds_file and not launched():
+        _single_process_group_env()
+    if launched() or ds_file:
+        # Only when launched: naming a backend makes Accelerate expect a process group even for
+        # a single plain `python train.py` process (DeepSpeed always wants one).
+        init_elastic_process_group(cfg.dist_timeout)
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        handlers.append(InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.dist_timeout)))
+    mixed_precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if ds_file:
+        ds = deepspeed_config(ds_file, replace(cfg, mixed_precision=mixed_precision), optim or OptimConfig(),
+                              launched_world_size(), origin=ds_origin)
+        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds)
+        mixed_precision = "no"  # precision is the JSON's torch_autocast (see deepspeed_config)
+    plugin = fsdp_plugin() if strategy == "fsdp" and launched() else None
+    if plugin is not None:
+        kwargs["fsdp_plugin"] = plugin
+    if cfg.compile:  # Accelerate compiles after the DDP wrap (DDPOptimizer splits graphs at buckets)
+        kwargs["dynamo_backend"] = "inductor"
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision=mixed_precision,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=cfg.grad_accum, sync_with_dataloader=False
+        ),
+        kwargs_handlers=handlers,
+        log_with=None if cfg.log_with == "none" else cfg.log_with,
+        # save_on_each_node: Accelerate's save_state writes on each node's local main (see storage.py)
+        project_config=ProjectConfiguration(project_dir=project_dir, save_on_each_node=cfg.save_on_each_node),
+        **kwargs,
+    )
+    if plugin is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        _enable_fsdp_on_cpu(plugin, accelerator.mixed_precision)
+    if accelerator.distributed_type == DistributedType.FSDP and accelerator.mixed_precision == "bf16":
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        # bf16 compute, fp32 gradient reduction: Accelerate's default reduces in bf16, which rounds
+        # the sum of N ranks' gradients (measurably, at N >= 8) for half the bytes.
+        accelerator.state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    check_distributed(accelerator)
+    if (cfg.compile or cfg.benchmark_skip_grad_sync) and accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise DistributedSetupError("--compile and --benchmark-skip-grad-sync are not supported under DeepSpeed "
+                                    "(its engine owns the graph and the gradient reduction)")
+    if cfg.compile and accelerator.distributed_type == DistributedType.FSDP:
+        raise DistributedSetupError("--compile under FSDP2 has not been tested here; use --strategy ddp")
+    return accelerator
+
+
+def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainConfig, log) -> torch.nn.Module:
+    """What the strategy does to the bare model before ``accelerator.prepare``.
+
+    - ``--activation-checkpointing``: C2f/SPPF blocks recompute their forward in backward.
+    - ``--sync-bn``: SyncBatchNorm where torch allows it (CUDA, several processes).
+    - FSDP under bf16: each BatchNorm becomes its own FSDP unit whose parameters and math stay fp32
+      and whose output is cast back to bf16 for the block around it (FSDP2 casts at unit borders;
+      Accelerate's FSDP2 path does not autocast).
+    """
+    if accelerator.distributed_type == DistributedType.FSDP:
+        plugin = accelerator.state.fsdp_plugin
+        plugin.transformer_cls_names_to_wrap = wrap_units(model, plugin.transformer_cls_names_to_wrap or WRAP_UNITS)
+    if cfg.activation_checkpointing:
+        apply_activation_checkpointing(model)
+    if cfg.sync_bn:
+        model = convert_sync_batchnorm(model, accelerator.device.type == "cpu", log)
+    if accelerator.distributed_type == DistributedType.FSDP and accelerator.mixed_precision != "no":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        # fp32 parameters and math inside the unit, bf16 out again for the next bf16 convolution
+        # (FSDP2 does not autocast: each unit casts its inputs to its own param dtype).
+        fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32,
+                                    output_dtype=accelerator.state.fsdp_plugin.mixed_precision_policy.param_dtype)
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                fully_shard(m, mp_policy=fp32, reshard_after_forward=False)
+    return model
+
+
+def unwrap(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model under whatever wrapper the strategy added (DDP, compile, ...)."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
+def clip_grad_norm(accelerator: Accelerator, model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the gradients at ``max_norm`` (0: no clipping) and return their global norm, unscaled.
+
+    Under fp16 the gradients hold loss-scale x gradient until the grad scaler unscales them:
+    Accelerate's clipping unscales first; without clipping we unscale here too (the scaler's step
+    then does not unscale again), so ``grad_norm`` is the true gradient's norm either way, not
+    65,536 x it. Under DeepSpeed the engine clipped inside backward and this only reports the norm.
+    """
+    if max_norm > 0:
+        norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+    else:
+        accelerator.unscale_gradients()  # a no-op unless fp16 with a grad scaler
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if isinstance(norm, DTensor):  # FSDP2: a replicated DTensor
+        norm = norm.full_tensor()
+    return norm
