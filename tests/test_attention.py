@@ -165,3 +165,20 @@ def test_deyolo_schema_trains_with_train_py(tiny_data, tmp_path):
     assert [r["step"] for r in run.log] == [1, 2, 3]
     assert all(r["loss"] == r["loss"] and r["loss"] > 0 for r in run.log)
     assert (out / "weights" / "last.pt").is_file()
+
+
+def test_model_summary_counts_defa_attention_at_the_real_size():
+    """DEFA attends over all pixels (FLOPs ~ area squared): scaling a small probe's count by the area would
+    miss most of it, so its summary is thop's count at the size asked for."""
+    import copy
+
+    import thop
+
+    from yolofuse_scale.model import model_summary
+
+    model = build_model(str(ASSETS / "defa_schema.yaml"), nc=2, ir_channels=1, scale="t")
+    _, gflops = model_summary(model, 128)
+    direct = thop.profile(copy.deepcopy(model).eval(), inputs=[torch.zeros(1, 4, 128, 128)], verbose=False)[0] * 2e-9
+    assert gflops == pytest.approx(direct, rel=1e-6)
+    _, small = model_summary(model, 64)
+    assert gflops > 4.05 * small, "more than the area ratio: the attention part is quadratic"

@@ -265,6 +265,8 @@ class C2fBiFocusLayer(nn.Module):
 #: YAML name -> the layer class a rewritten row names (registered in Ultralytics' parser namespace).
 ROW_LAYERS = {"DEA": DEALayer, "DEFA": DEFALayer, "C2f_BiFocus": C2fBiFocusLayer}
 PAIR_MODULES = frozenset({"DEA", "DEFA"})
+#: Modules whose FLOPs grow faster than the image area (model_summary counts them at the real size).
+QUADRATIC_MODULES = (DEFA,)
 #: Ultralytics' layers whose first argument is their output width, scaled by the model's width.
 _SCALED_WIDTH = frozenset({"Conv", "C2f", "C3k2", "C2PSA", "SPPF"})
 

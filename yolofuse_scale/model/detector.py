@@ -18,7 +18,7 @@ from ultralytics.nn import tasks as ul_tasks
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import IterableSimpleNamespace
 
-from yolofuse_scale.model.attention import ROW_LAYERS, expand_rows
+from yolofuse_scale.model.attention import QUADRATIC_MODULES, ROW_LAYERS, expand_rows
 from yolofuse_scale.model.fusion import (
     STREAM_INPUT_MODULES,
     IdentityInput,
@@ -194,12 +194,14 @@ def model_summary(model: FusionDetectionModel, imgsz: int) -> tuple[int, float]:
     """Return (parameter count, GFLOPs per image at ``imgsz``).
 
     FLOPs of a conv net scale with the image area, so they are counted once with thop at a small
-    stride-aligned size and scaled: exact for convs, and cheap even for yolov8x at 640 px.
+    stride-aligned size and scaled: exact for convs, and cheap even for yolov8x at 640 px. Attention
+    over all pixels (DEFA) grows with the area squared: such a model is counted at ``imgsz`` itself.
     """
     import thop  # Ultralytics' own dependency (ultralytics-thop)
 
     params = sum(p.numel() for p in model.parameters())
-    probe = max(int(model.stride.max()) * 2, 64)
+    quadratic = any(isinstance(m, QUADRATIC_MODULES) for m in model.modules())
+    probe = imgsz if quadratic else max(int(model.stride.max()) * 2, 64)
     p = next(model.parameters())
     im = torch.zeros(1, model.rgb_channels + model.ir_channels, probe, probe, dtype=p.dtype, device=p.device)
     m = copy.deepcopy(model).eval()
