@@ -18,6 +18,7 @@ from ultralytics.nn import tasks as ul_tasks
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import IterableSimpleNamespace
 
+from yolofuse_scale.model.attention import QUADRATIC_MODULES, ROW_LAYERS, expand_rows
 from yolofuse_scale.model.fusion import (
     STREAM_INPUT_MODULES,
     IdentityInput,
@@ -32,6 +33,10 @@ from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALE_NAMES, fusion
 # YOLOFuse-schema graphs; both fall into its "output width = input width" branch, which is correct.
 ul_tasks.IdentityInput = IdentityInput
 ul_tasks.ModalConcat = ModalConcat
+# DEYOLO's / YOLOFuse's attention rows (DEA, DEFA, C2f_BiFocus) reach the parser rewritten by expand_rows,
+# naming these layers: new names again, so every other model parses exactly as before.
+for _name, _layer in ROW_LAYERS.items():
+    setattr(ul_tasks, _name, _layer)
 
 #: Loss gains and other hyper-parameters Ultralytics' loss reads from ``model.args``: its defaults
 #: (box 7.5, cls 0.5, dfl 1.5), which the YOLO recipe's learning rates assume.
@@ -42,7 +47,8 @@ def _rows(d: dict[str, Any]) -> list[list[Any]]:
     return list(d.get("backbone", [])) + list(d.get("head", []))
 
 
-def prepare_model_dict(d: dict[str, Any], rgb_channels: int, ir_channels: int) -> dict[str, Any]:
+def prepare_model_dict(d: dict[str, Any], rgb_channels: int, ir_channels: int,
+                       source: str = "model config") -> dict[str, Any]:
     """Rewrite a fusion YAML dictionary into one Ultralytics' ``parse_model`` builds unchanged.
 
     ``ModalitySelector [k]`` becomes ``Index [C_k, k-1]`` (Index's first argument is its output width),
@@ -62,6 +68,7 @@ def prepare_model_dict(d: dict[str, Any], rgb_channels: int, ir_channels: int) -
             elif m == "ModalConcat" and isinstance(f, list) and len(f) == 1:
                 row[0] = f[0]
     d["ch"] = rgb_channels + ir_channels
+    expand_rows(d, d["ch"], source)
     return d
 
 
@@ -84,7 +91,7 @@ class FusionDetectionModel(DetectionModel):
         self.ir_channels = ir_channels
         check_model_dict(cfg, source)  # whatever its origin: nothing in it may name code or be evaluated
         self.two_stream = _rows(cfg)[0][2] in STREAM_INPUT_MODULES
-        parsed = prepare_model_dict(cfg, rgb_channels, ir_channels)
+        parsed = prepare_model_dict(cfg, rgb_channels, ir_channels, source)
         # The parser would eval() the activation string: it gets the module built from the parsed spec instead.
         act = parse_activation(parsed.pop("activation"), source) if "activation" in parsed else None
         try:
@@ -187,12 +194,14 @@ def model_summary(model: FusionDetectionModel, imgsz: int) -> tuple[int, float]:
     """Return (parameter count, GFLOPs per image at ``imgsz``).
 
     FLOPs of a conv net scale with the image area, so they are counted once with thop at a small
-    stride-aligned size and scaled: exact for convs, and cheap even for yolov8x at 640 px.
+    stride-aligned size and scaled: exact for convs, and cheap even for yolov8x at 640 px. Attention
+    over all pixels (DEFA) grows with the area squared: such a model is counted at ``imgsz`` itself.
     """
     import thop  # Ultralytics' own dependency (ultralytics-thop)
 
     params = sum(p.numel() for p in model.parameters())
-    probe = max(int(model.stride.max()) * 2, 64)
+    quadratic = any(isinstance(m, QUADRATIC_MODULES) for m in model.modules())
+    probe = imgsz if quadratic else max(int(model.stride.max()) * 2, 64)
     p = next(model.parameters())
     im = torch.zeros(1, model.rgb_channels + model.ir_channels, probe, probe, dtype=p.dtype, device=p.device)
     m = copy.deepcopy(model).eval()
