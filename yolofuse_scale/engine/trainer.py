@@ -59,6 +59,7 @@ from yolofuse_scale.engine.strategy import (
 )
 from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.model import build_model, model_summary
+from yolofuse_scale.model.pretrained import apply_pretrained
 
 
 class NonFiniteError(FloatingPointError):
@@ -174,6 +175,18 @@ class Trainer:
                 "steps_per_epoch": self.sampler.steps_per_epoch, "dataset": self.train_fingerprint,
                 "model": f"--model {m.model} --fusion {m.fusion}" + (f" --scale {m.scale}" if m.scale else "")}
 
+    def _apply_pretrained(self, model: torch.nn.Module) -> None:
+        """--pretrained: every rank reads the same file into its own copy (deterministic; no collective). A
+        resume skips it: the checkpoint's weights replace the model's anyway and the file may be gone."""
+        path = self.cfg.model.pretrained
+        if not path:
+            return
+        if self.checkpointer.resume_from is not None:
+            self.log.info(f"--pretrained {path}: not applied, resuming from {self.checkpointer.resume_from}")
+            return
+        for line in apply_pretrained(model, path).lines():
+            self.log.info(line)
+
     @property
     def images_per_step(self) -> int:
         t = self.cfg.train
@@ -184,6 +197,7 @@ class Trainer:
         m = cfg.model
         model = build_model(m.model, m.fusion, nc=self.data_cfg.nc, ir_channels=self.data_cfg.ir_channels,
                             scale=m.scale, names=self.data_cfg.names)
+        self._apply_pretrained(model)  # before anything copies the model (summary, eval copy, EMA, wrapper)
         params, gflops = model_summary(model, cfg.data.imgsz)
         self.log.info(f"model {m.model} fusion={m.fusion} ir_channels={self.data_cfg.ir_channels}: "
                       f"{params / 1e6:.2f} M parameters, {gflops:.2f} GFLOPs at {cfg.data.imgsz} px")
