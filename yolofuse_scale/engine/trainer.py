@@ -179,13 +179,16 @@ class Trainer:
         """--pretrained: every rank reads the same file into its own copy (deterministic; no collective). A
         resume skips it: the checkpoint's weights replace the model's anyway and the file may be gone."""
         path = self.cfg.model.pretrained
+        self.pretrained: dict[str, Any] | None = None
         if not path:
             return
         if self.checkpointer.resume_from is not None:
             self.log.info(f"--pretrained {path}: not applied, resuming from {self.checkpointer.resume_from}")
             return
-        for line in apply_pretrained(model, path).lines():
+        report = apply_pretrained(model, path)
+        for line in report.lines():
             self.log.info(line)
+        self.pretrained = report.summary()  # into metrics.json: what the run started from
 
     @property
     def images_per_step(self) -> int:
@@ -202,6 +205,8 @@ class Trainer:
         self.log.info(f"model {m.model} fusion={m.fusion} ir_channels={self.data_cfg.ir_channels}: "
                       f"{params / 1e6:.2f} M parameters, {gflops:.2f} GFLOPs at {cfg.data.imgsz} px")
         self.model_meta = {"params": params, "gflops": gflops}
+        if self.pretrained is not None:
+            self.model_meta["pretrained"] = self.pretrained
         # A plain copy for validation and the weights files: sharded strategies gather the full
         # weights (EMA or model) into it when needed; it costs one model's memory per rank.
         self.eval_model = copy.deepcopy(model).to(acc.device).eval()

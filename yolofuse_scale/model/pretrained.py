@@ -117,7 +117,11 @@ def _refused_globals(path: Path, error: Exception) -> list[str]:
     except Exception:  # not a zip checkpoint: the unpickler's own message names what it met
         pass
     named = re.search(r"GLOBAL (\S+)", str(error))
-    return sorted(set(found) | ({named.group(1)} if named and named.group(1) not in ALLOWED_CLASSES else set()))
+    if named:  # torch's message writes builtins without their module
+        name = named.group(1) if "." in named.group(1) else f"builtins.{named.group(1)}"
+        if name not in ALLOWED_CLASSES:
+            found.append(name)
+    return sorted(set(found))
 
 
 def safe_load(path: Path) -> Any:
@@ -129,14 +133,25 @@ def safe_load(path: Path) -> Any:
         refused = _refused_globals(path, e)
         if refused:
             raise PretrainedError(
-                f"--pretrained {path}: refused: it holds {', '.join(refused)}, which is not among the classes an "
+                f"--pretrained {path}: refused: it holds {', '.join(refused)}, "
+                f"{'which is' if len(refused) == 1 else 'which are'} not among the classes an "
                 f"Ultralytics detection checkpoint holds ({', '.join(n.rpartition('.')[2] for n in ALLOWED_CLASSES)}"
                 "); nothing in the file was run") from None
-        raise PretrainedError(f"--pretrained {path}: refused by the weights-only unpickler ({_first_line(e)}); "
+        reason = _unpickler_reason(e)
+        if reason.startswith(("Unsupported operand", "invalid load key")):  # bytes that are no pickle at all
+            raise PretrainedError(f"--pretrained {path}: not a PyTorch checkpoint ({reason})") from None
+        raise PretrainedError(f"--pretrained {path}: refused by the weights-only unpickler ({reason}); "
                               "nothing in the file was run") from None
     except Exception as e:  # a truncated zip, a text file, ...
         raise PretrainedError(f"--pretrained {path}: not a PyTorch checkpoint ({type(e).__name__}: "
                               f"{_first_line(e)})") from None
+
+
+def _unpickler_reason(e: Exception) -> str:
+    """The unpickler's own reason, without torch's advice around it (to re-run with weights_only=False)."""
+    text = str(e)
+    core = text.partition("WeightsUnpickler error:")[2].partition("Check the documentation")[0].strip()
+    return " ".join(core.split())[:300] if core else _first_line(e)
 
 
 def _first_line(e: Exception) -> str:
@@ -325,6 +340,13 @@ class LoadReport:
     @property
     def share(self) -> float:
         return self.placed / self.countable if self.countable else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The report's numbers as JSON (what metrics.json records)."""
+        return {"path": str(self.path), "source": self.what, "placed": self.placed, "countable": self.countable,
+                "share": self.share, "counts": {s: dict(c) for s, c in self.counts.items() if any(c.values())},
+                "adapted": list(self.adapted), "fusion_init": list(self.fusion_init),
+                "difference": self.difference}
 
     def lines(self) -> list[str]:
         """The report as logged: a headline, a table per stream, then what was adapted or left out."""
