@@ -23,10 +23,11 @@ from yolofuse_scale.model.variants import Origin, family_yaml, fusion_origins
 
 
 def write_ultralytics_checkpoint(path: Path, family: str = "yolo11", scale: str = "t", nc: int = 80,
-                                 seed: int = 0) -> Path:
-    """A checkpoint shaped as Ultralytics' releases: its trainer's last.pt dict (EMA model in fp16),
-    finalised by Ultralytics' own ``strip_optimizer`` (model fp16, no optimizer). Random weights, so that
-    every copied tensor is recognisable (BN's defaults would make many equal by chance)."""
+                                 seed: int = 0, strip: bool = True) -> Path:
+    """A checkpoint shaped as Ultralytics' releases: its trainer's last.pt dict (EMA model in fp16, the
+    optimizer's state), finalised by Ultralytics' own ``strip_optimizer`` (model fp16, no optimizer;
+    ``strip=False``: the last.pt as the trainer leaves it). Random weights, so that every copied tensor is
+    recognisable (BN's defaults would make many equal by chance)."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
     from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import strip_optimizer
@@ -37,18 +38,25 @@ def write_ultralytics_checkpoint(path: Path, family: str = "yolo11", scale: str 
         for t in model.state_dict().values():
             if t.is_floating_point():
                 t.copy_(torch.randn(t.shape, generator=g))
-    last = path.with_name(path.stem + "_last.pt")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if not strip:  # a momentum buffer per parameter, as a real last.pt holds (strip_optimizer drops it)
+        sum((p * p).sum() for p in model.parameters()).backward()
+        optimizer.step()
+    last = path if not strip else path.with_name(path.stem + "_last.pt")
     torch.save({"epoch": 3, "best_fitness": 0.1, "model": None, "ema": copy.deepcopy(model).half(), "updates": 30,
-                "optimizer": None, "train_args": dict(DEFAULT_CFG_DICT), "date": "2025-01-01", "version": "8.4"}, last)
-    strip_optimizer(last, path)
-    last.unlink()
+                "optimizer": optimizer.state_dict(), "train_args": dict(DEFAULT_CFG_DICT), "date": "2025-01-01",
+                "version": "8.4"}, last)
+    if strip:
+        strip_optimizer(last, path)
+        last.unlink()
     return path
 
 
 def _reference(path: Path) -> dict[str, torch.Tensor]:
     """The checkpoint's weights as Ultralytics itself loads them (a trusted file we wrote), in fp32."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return {k: v.float() for k, v in ckpt["model"].state_dict().items()}
+    model = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+    return {k: v.float() for k, v in model.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +205,24 @@ def test_data_level_stem_gets_half_of_each(yolo11t_ckpt, ir_channels):
     _same(sd, 0, src, 0, skip={"conv.weight"})
     for i in range(1, YOLO11_LAYERS):
         _same(sd, i, src, i)
+
+
+def test_yolo26_trainer_last_pt_and_its_one_to_one_class_layers(tmp_path):
+    """The trainer's own last.pt (model None, EMA, optimizer state); YOLO26's one-to-one class convs too."""
+    path = write_ultralytics_checkpoint(tmp_path / "last.pt", "yolo26", "t", strip=False)
+    src = _reference(path)
+    model = build_model("yolo26t", "ir", nc=2, ir_channels=3)
+    before = copy.deepcopy(model.state_dict())
+    report = apply_pretrained(model, path)
+    sd = model.state_dict()
+    for i in range(YOLO11_LAYERS - 1):
+        _same(sd, i + 1, src, i)
+    head, src_head = _layer(sd, YOLO11_LAYERS), _layer(src, YOLO11_LAYERS - 1)
+    class_convs = [k for k in head if re.match(r"(one2one_)?cv3\.\d\.2\.", k)]
+    assert len(class_convs) == 12 and all(torch.equal(head[k], before[f"model.24.{k}"]) for k in class_convs)
+    assert all(torch.equal(v, src_head[k]) for k, v in head.items() if re.match(r"(one2one_)?cv2\.", k))
+    assert report.counts["ir"]["loaded"] == report.placed and report.share == 1.0
+    assert "Ultralytics 8.4 checkpoint" in report.lines()[0] and "fp16 -> fp32" in report.lines()[0]
 
 
 @pytest.mark.parametrize(("family", "scale"), [("yolov8", "t"), ("yolo11", "n")])
