@@ -753,6 +753,41 @@ def _rewrite_run_id(ckpt: Path, run_id: str) -> None:
 
 # ------------------------------------------------------------------------------------------ weights
 # (edited model dict, wrong tensors, not a weights file, code in a model dict)
+def _pretrained_code(path: Path, marker: Path) -> str:
+    _write_gadget(path, marker)  # an object whose unpickling would create the marker
+    return "refused: it holds builtins.getattr, pathlib.Path, pathlib.PosixPath"
+
+
+def _pretrained_other_family(path: Path, marker: Path) -> str:
+    from tests.test_pretrained import write_ultralytics_checkpoint
+
+    write_ultralytics_checkpoint(path, "yolo11", "t")  # into --model yolov8t
+    return "only 76 of its 499 tensors (15%) fit yolov8t fusion=mid"
+
+
+def _pretrained_text_file(path: Path, marker: Path) -> str:
+    path.write_text("yolov8n.pt\n")
+    return "not a PyTorch checkpoint"
+
+
+def _pretrained_missing(path: Path, marker: Path) -> str:
+    return "no such file"
+
+
+@pytest.mark.parametrize("plant", [_pretrained_code, _pretrained_other_family, _pretrained_text_file,
+                                   _pretrained_missing])
+def test_bad_pretrained_file_stops_training_with_one_clean_message(small_data_template, tmp_path, plant):
+    marker = tmp_path / "marker"
+    bad = tmp_path / "yolo.pt"
+    needle = plant(bad, marker)
+    proc = run_cli("train.py", "--data", str(small_data_template / "data.yaml"), "--model", "yolov8t", "--fusion",
+                   "mid", "--imgsz", "64", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--no-val",
+                   "--pretrained", str(bad), "--output-dir", str(tmp_path / "r"))
+    assert_clean_error(proc, f"--pretrained {bad}: ", needle)
+    assert not marker.exists()
+    assert not (tmp_path / "r" / "checkpoints").exists() and not (tmp_path / "r" / "weights").exists()
+
+
 def _code(marker: Path) -> str:
     """A Python expression that creates ``marker`` if anything evaluates it."""
     return f"__import__('pathlib').Path({str(marker)!r}).touch()"

@@ -86,6 +86,7 @@ class ModelConfig:
     model: str = "yolov8n"  #: {yolov8,yolo11,yolo26}{t,n,s,m,l,x} (t = tiny, tests only) or a model YAML file
     fusion: str = "mid"  #: data | early | mid | late | rgb | ir (unused for a YAML file; the flag is refused)
     scale: str | None = None  #: row of a YAML file's `scales` table (default: its first)
+    pretrained: str = ""  #: Ultralytics checkpoint (yolo11n.pt) or our weights file: every stream starts from it
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -292,6 +293,12 @@ _HELP = {
     "late (two branches, one Detect), "
     "rgb or ir (single-modality baselines); not with a model YAML, which defines its own (refused)",
     "scale": "for a YAML model: which row of its `scales` table (n/s/m/l/x)",
+    "pretrained": "start from pretrained weights: an Ultralytics checkpoint of the same family and scale (e.g. "
+    "yolo11n.pt, RGB-trained; read without running code) or weights/*.pt of a run of that model. Every stream "
+    "starts from it: the IR stem's first conv is the sum over the RGB input channels (1-channel IR; a gray image "
+    "answers as in RGB), a data-level stem gets half of each, fusion convs start as the two streams' average, "
+    "class layers are re-initialised if the class count differs; a per-stream load report is logged. "
+    "Not re-applied on --resume",
     "optimizer": "sgd or adamw; BN weights and biases get no weight decay",
     "lr": "peak learning rate after warm-up",
     "lrf": "final learning rate as a fraction of --lr",
@@ -463,6 +470,9 @@ def check_paths(cfg: RunConfig) -> None:
                           "synthetic set)")
     if _is_model_file(cfg.model.model) and not Path(cfg.model.model).is_file():
         raise ConfigError(f"--model {cfg.model.model}: no such model YAML file")
+    if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
+        raise ConfigError(f"--pretrained {cfg.model.pretrained}: no such file (an Ultralytics checkpoint such as "
+                          "yolo11n.pt, or weights/last.pt of a run)")
     if cfg.train.deepspeed and not Path(cfg.train.deepspeed).is_file():
         raise ConfigError(f"--deepspeed {cfg.train.deepspeed}: no such file")
     resume = cfg.train.resume

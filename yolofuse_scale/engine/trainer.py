@@ -53,6 +53,7 @@ from yolofuse_scale.engine.strategy.sharded import full_state_dict
 from yolofuse_scale.engine.strategy.zero_state import zero_full_state
 from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.model import build_model, model_summary
+from yolofuse_scale.model.pretrained import apply_pretrained
 
 
 class NonFiniteError(FloatingPointError):
@@ -168,6 +169,21 @@ class Trainer:
                 "steps_per_epoch": self.sampler.steps_per_epoch, "dataset": self.train_fingerprint,
                 "model": f"--model {m.model} --fusion {m.fusion}" + (f" --scale {m.scale}" if m.scale else "")}
 
+    def _apply_pretrained(self, model: torch.nn.Module) -> None:
+        """--pretrained: every rank reads the same file into its own copy (deterministic; no collective). A
+        resume skips it: the checkpoint's weights replace the model's anyway and the file may be gone."""
+        path = self.cfg.model.pretrained
+        self.pretrained: dict[str, Any] | None = None
+        if not path:
+            return
+        if self.checkpointer.resume_from is not None:
+            self.log.info(f"--pretrained {path}: not applied, resuming from {self.checkpointer.resume_from}")
+            return
+        report = apply_pretrained(model, path)
+        for line in report.lines():
+            self.log.info(line)
+        self.pretrained = report.summary()  # into metrics.json: what the run started from
+
     @property
     def images_per_step(self) -> int:
         t = self.cfg.train
@@ -178,10 +194,13 @@ class Trainer:
         m = cfg.model
         model = build_model(m.model, m.fusion, nc=self.data_cfg.nc, ir_channels=self.data_cfg.ir_channels,
                             scale=m.scale, names=self.data_cfg.names)
+        self._apply_pretrained(model)  # before anything copies the model (summary, eval copy, EMA, wrapper)
         params, gflops = model_summary(model, cfg.data.imgsz)
         self.log.info(f"model {m.model} fusion={m.fusion} ir_channels={self.data_cfg.ir_channels}: "
                       f"{params / 1e6:.2f} M parameters, {gflops:.2f} GFLOPs at {cfg.data.imgsz} px")
         self.model_meta = {"params": params, "gflops": gflops}
+        if self.pretrained is not None:
+            self.model_meta["pretrained"] = self.pretrained
         # A plain copy for validation and the weights files: sharded strategies gather the full
         # weights (EMA or model) into it when needed; it costs one model's memory per rank.
         self.eval_model = copy.deepcopy(model).to(acc.device).eval()

@@ -27,7 +27,7 @@ graphs readable.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 FUSIONS = ("data", "early", "mid", "late", "rgb", "ir")
 
@@ -54,6 +54,20 @@ _WIDTH_FIRST = {"Conv", "C2f", "C3k2", "SPPF", "C2PSA", "C3", "C2", "A2C2f", "EL
 _CONSTANTS = {"None": None, "True": True, "False": False}
 
 Row = list[Any]
+
+
+class Origin(NamedTuple):
+    """Where a fusion-model layer comes from in the single-stream model it was derived from.
+
+    ``src``: the single-stream layer index it copies (for a fusion conv: the tapped layer); ``stream``:
+    ``rgb`` / ``ir`` (a per-modality branch), ``shared`` (one copy fed by both) or ``fusion`` (a new 1x1
+    conv mixing the two streams' maps of layer ``src``); ``levels``: for a Detect that reads both
+    branches (late fusion), each of its levels as (single-stream level, stream); empty: level k is level k.
+    """
+
+    src: int
+    stream: str
+    levels: tuple[tuple[int, str], ...] = ()
 
 
 def parse_model_name(name: str) -> tuple[str, str] | None:
@@ -93,9 +107,11 @@ def _absolute(i: int, f: int | list[int]) -> list[int]:
     return [i + x if x < 0 else x for x in (f if isinstance(f, list) else [f])]
 
 
-def _copy_rows(out: list[Row], rows: list[Row], indices: range, mapping: dict[int, int], source: int) -> None:
+def _copy_rows(out: list[Row], rows: list[Row], indices: range, mapping: dict[int, int], source: int,
+               origins: dict[int, Origin], stream: str = "shared") -> None:
     """Append ``rows[indices]`` to ``out``; inputs go through ``mapping`` (old -> new index), the model
-    input (-1) becomes layer ``source``; ``mapping`` learns each copied row's new index."""
+    input (-1) becomes layer ``source``; ``mapping`` learns each copied row's new index and ``origins``
+    its old index and ``stream``."""
     for i in indices:
         f, n, m, args = rows[i]
         new = [source if x == -1 else mapping[x] for x in _absolute(i, f)]
@@ -103,11 +119,13 @@ def _copy_rows(out: list[Row], rows: list[Row], indices: range, mapping: dict[in
         refs = [-1 if x == here - 1 else x for x in new]
         out.append([refs if isinstance(f, list) else refs[0], n, m, list(args)])
         mapping[i] = here
+        origins[here] = Origin(i, stream)
 
 
-def _fuse(rows: list[Row], a: int, b: int, width: int) -> int:
+def _fuse(rows: list[Row], a: int, b: int, width: int, origins: dict[int, Origin], tap: int) -> int:
     """Concatenate two maps and mix them back to ``width`` channels with a 1x1 conv; return its index."""
     rows += [[[a, b], 1, "Concat", [1]], [-1, 1, "Conv", [width, 1, 1]]]
+    origins[len(rows) - 1] = Origin(tap, "fusion")
     return len(rows) - 1
 
 
@@ -119,17 +137,32 @@ def _width(row: Row) -> int:
 
 def derive_fusion(base: dict[str, Any], fusion: str, nc: int) -> dict[str, Any]:
     """Derive a ``fusion`` variant (module docstring) from a single-stream detection dictionary."""
+    return _derive(base, fusion, nc)[0]
+
+
+def fusion_origins(base: dict[str, Any], fusion: str) -> list[Origin | None]:
+    """For each layer of ``derive_fusion(base, fusion, nc)``, the single-stream layer it copies (see
+    :class:`Origin`); None for the layers fusion adds without weights (input selectors, concatenations).
+
+    It is the derivation's own bookkeeping, so it holds for every family: what maps pretrained
+    single-stream weights into each stream (``model/pretrained.py``).
+    """
+    return _derive(base, fusion, 1)[1]
+
+
+def _derive(base: dict[str, Any], fusion: str, nc: int) -> tuple[dict[str, Any], list[Origin | None]]:
     rows = list(base["backbone"]) + list(base["head"])
     nb, last = len(base["backbone"]), len(rows) - 1
     if rows[last][2] != "Detect":
         raise ValueError(f"the last layer must be Detect, got {rows[last][2]}")
     out: list[Row] = []
     m: dict[int, int] = {}
+    o: dict[int, Origin] = {}
     if fusion == "data":
-        _copy_rows(out, rows, range(len(rows)), m, -1)
+        _copy_rows(out, rows, range(len(rows)), m, -1, o)
     elif fusion in ("rgb", "ir"):
         out.append([-1, 1, "ModalitySelector", [1 if fusion == "rgb" else 2]])
-        _copy_rows(out, rows, range(len(rows)), m, 0)
+        _copy_rows(out, rows, range(len(rows)), m, 0, o, fusion)
     elif fusion in ("early", "mid", "late"):
         out += [[-1, 1, "IdentityInput", []], [0, 1, "ModalitySelector", [1]], [0, 1, "ModalitySelector", [2]]]
         a: dict[int, int] = {}
@@ -139,24 +172,25 @@ def derive_fusion(base: dict[str, Any], fusion: str, nc: int) -> dict[str, Any]:
                 raise ValueError("early fusion expects two strided Conv rows first (P1, P2)")
             if any(0 in _absolute(i, rows[i][0]) for i in range(2, len(rows))):
                 raise ValueError("early fusion: a layer after the stem reads P1 directly")
-            _copy_rows(out, rows, range(2), a, 1)
-            _copy_rows(out, rows, range(2), b, 2)
-            m[1] = _fuse(out, a[1], b[1], _width(rows[1]))
-            _copy_rows(out, rows, range(2, len(rows)), m, -1)
+            _copy_rows(out, rows, range(2), a, 1, o, "rgb")
+            _copy_rows(out, rows, range(2), b, 2, o, "ir")
+            m[1] = _fuse(out, a[1], b[1], _width(rows[1]), o, 1)
+            _copy_rows(out, rows, range(2, len(rows)), m, -1, o)
         elif fusion == "mid":
-            _copy_rows(out, rows, range(nb), a, 1)
-            _copy_rows(out, rows, range(nb), b, 2)
+            _copy_rows(out, rows, range(nb), a, 1, o, "rgb")
+            _copy_rows(out, rows, range(nb), b, 2, o, "ir")
             taps = sorted({x for i in range(nb, len(rows)) for x in _absolute(i, rows[i][0]) if x < nb})
             for t in taps:
-                m[t] = _fuse(out, a[t], b[t], _width(rows[t]))
-            _copy_rows(out, rows, range(nb, len(rows)), m, -1)
+                m[t] = _fuse(out, a[t], b[t], _width(rows[t]), o, t)
+            _copy_rows(out, rows, range(nb, len(rows)), m, -1, o)
         else:  # late: each branch keeps its own neck; one Detect reads both branches' maps
-            _copy_rows(out, rows, range(last), a, 1)
-            _copy_rows(out, rows, range(last), b, 2)
+            _copy_rows(out, rows, range(last), a, 1, o, "rgb")
+            _copy_rows(out, rows, range(last), b, 2, o, "ir")
             srcs = _absolute(last, rows[last][0])
+            o[len(out)] = Origin(last, "shared", tuple((k, s) for s in ("rgb", "ir") for k in range(len(srcs))))
             out.append([[a[x] for x in srcs] + [b[x] for x in srcs], 1, "Detect", list(rows[last][3])])
     else:
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
     # Ultralytics' parser walks backbone + head as one list; the split is only for readers of the YAML.
     meta = {k: v for k, v in base.items() if k not in ("backbone", "head")}
-    return {**meta, "nc": nc, "backbone": out, "head": []}
+    return {**meta, "nc": nc, "backbone": out, "head": []}, [o.get(j) for j in range(len(out))]

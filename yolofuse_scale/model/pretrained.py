@@ -1,0 +1,496 @@
+"""``--pretrained PATH``: start every stream of a fusion detector from one single-stream model's weights.
+
+The source is an Ultralytics checkpoint of the same family and scale (``yolo11n.pt``: a pickled
+``DetectionModel`` trained on 3-channel RGB) or one of our weights files of any built-in variant
+(``weights/last.pt``). Nothing is matched by name: ``variants.fusion_origins`` says which single-stream
+layer (and which stream) each layer of the built model copies, the source's layers are placed the
+same way (an Ultralytics model: layer i is single-stream layer i; our rgb variant: layer i + 1), and
+``model.{src}.<rest>`` goes to ``model.{dst}.<rest>`` where the shapes agree. Per fusion that gives:
+
+- ``rgb``: the model as is. ``ir``: the same weights, the first conv adapted to the IR channels;
+- ``early``: both stems from the pretrained stem, the trunk from the pretrained trunk;
+- ``mid``: both backbones from the pretrained backbone, neck and head pretrained;
+- ``late``: both branches, and Detect's levels of each branch from the pretrained Detect's levels;
+- ``data``: one stem reading 3 + C_ir channels (see below).
+
+Choices, and why:
+
+- the IR stem of a 1-channel IR image gets the **sum** over the RGB input channels of the pretrained
+  first conv: a gray image g then gives exactly the response the RGB model gives to the RGB image
+  (g, g, g) (the mean would give a third of it). With 3 IR channels the weights are copied.
+- data-level fusion: the stem's RGB part is **half** the pretrained weight and its IR part half the
+  adapted one, so an IR image equal to the RGB image's gray level gives the pretrained response
+  (copying both whole would double it, and the BN statistics after it would be off by 2x); both
+  modalities feed the trunk from the first step. Zero-initialising the IR part would keep the RGB
+  response exactly but start the model blind to IR, the modality that matters at night.
+- the fusion 1x1 convs (early, mid) are new: initialised to the **average of the two streams**
+  (output channel c = (rgb_c + ir_c) / 2), so channel c of the fused map means what channel c
+  meant to the pretrained neck; the default random init would scramble the channels the pretrained
+  neck and head read. Its BN and SiLU stay as built (they still act once more on the average).
+- the class-dependent Detect layers (``cv3.*`` and YOLO26's ``one2one_cv3.*``: the final class
+  convs, and the convs before them whose width Ultralytics derives from the class count) keep the
+  model's own initialisation (Ultralytics' class-prior bias) when the class count differs, and are
+  copied when it is the same.
+
+Every transfer is reported per stream (loaded, adapted, shape-skipped, re-initialised, new), and one
+that places fewer than half of the source's tensors (another family or scale) is refused.
+
+Ultralytics checkpoints are pickles: they are read with torch's ``weights_only`` unpickler and an
+explicit allow-list of the classes a detection checkpoint holds; anything else is refused by name.
+Those classes may only be *rebuilt* (new object + state), never *called*: a pickle that calls one
+(``DetectionModel(cfg)`` would parse a model YAML, whose activation Ultralytics ``eval()``s) is refused
+too. The tensors are then read from the modules' parameter and buffer tables, without running any
+method of the loaded objects. Imports nothing distributed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from yolofuse_scale.errors import UserError
+from yolofuse_scale.model.variants import FAMILIES, FUSIONS, Origin, derive_fusion, family_yaml, fusion_origins
+
+#: The classes an Ultralytics YOLOv8 / YOLO11 / YOLO26 detection checkpoint holds (found by saving one
+#: of each; ``torch.serialization.get_unsafe_globals_in_checkpoint`` lists them). Only these are rebuilt.
+ALLOWED_CLASSES = (
+    "ultralytics.nn.tasks.DetectionModel",
+    "ultralytics.nn.modules.conv.Conv", "ultralytics.nn.modules.conv.DWConv", "ultralytics.nn.modules.conv.Concat",
+    "ultralytics.nn.modules.block.C2f", "ultralytics.nn.modules.block.C3k2", "ultralytics.nn.modules.block.C3k",
+    "ultralytics.nn.modules.block.Bottleneck", "ultralytics.nn.modules.block.SPPF",
+    "ultralytics.nn.modules.block.C2PSA", "ultralytics.nn.modules.block.PSABlock",
+    "ultralytics.nn.modules.block.Attention", "ultralytics.nn.modules.block.DFL",
+    "ultralytics.nn.modules.head.Detect",
+    "torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList",
+    "torch.nn.modules.conv.Conv2d", "torch.nn.modules.batchnorm.BatchNorm2d",
+    "torch.nn.modules.activation.SiLU", "torch.nn.modules.upsampling.Upsample",
+    "torch.nn.modules.pooling.MaxPool2d", "torch.nn.modules.linear.Identity",
+)
+#: Plain data holders whose constructor only stores its keyword arguments: they may be called.
+ALLOWED_DATA = ("ultralytics.utils.IterableSimpleNamespace",)
+#: Below this share of the source's tensors placed (class-dependent ones aside) the source is refused.
+MIN_PLACED = 0.5
+STREAMS = ("rgb", "ir", "shared", "fusion")
+_KEY = re.compile(r"^model\.(\d+)\.(.+)$")
+_LEVEL = re.compile(r"^(cv2|cv3|one2one_cv2|one2one_cv3)\.(\d+)\.(.+)$")
+_CLASS_BRANCH = re.compile(r"^(one2one_)?cv3\.\d+\.")
+_CLASS_CONV = re.compile(r"^(one2one_)?cv3\.\d+\.2\.(weight|bias)$")
+
+
+class PretrainedError(UserError, ValueError):
+    """A ``--pretrained`` file that cannot be used; the message names it and says why."""
+
+
+# ------------------------------------------------------------------------------------ reading files
+def _refuse_call(self, *args, **kwargs):
+    raise pickle.UnpicklingError(f"the pickle calls {type(self).__name__}(...) instead of rebuilding one")
+
+
+def _rebuild_only(cls: type) -> type:
+    """A subclass of ``cls`` the unpickler can rebuild (``__new__`` + state) but whose construction refuses."""
+    return type(cls.__name__, (cls,), {"__init__": _refuse_call, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})
+
+
+def _resolve(name: str) -> Any:
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _allow_list() -> list[tuple[Any, str]]:
+    return [(_rebuild_only(_resolve(n)), n) for n in ALLOWED_CLASSES] + [(_resolve(n), n) for n in ALLOWED_DATA]
+
+
+def _refused_globals(path: Path, error: Exception) -> list[str]:
+    """The classes/functions of ``path`` outside the allow-list (read from its pickle opcodes, not run)."""
+    found = []
+    try:
+        found = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                 if g not in ALLOWED_CLASSES + ALLOWED_DATA]
+    except Exception:  # not a zip checkpoint: the unpickler's own message names what it met
+        pass
+    named = re.search(r"GLOBAL (\S+)", str(error))
+    if named:  # torch's message writes builtins without their module
+        name = named.group(1) if "." in named.group(1) else f"builtins.{named.group(1)}"
+        if name not in ALLOWED_CLASSES:
+            found.append(name)
+    return sorted(set(found))
+
+
+def safe_load(path: Path) -> Any:
+    """``torch.load(path)`` with the weights-only unpickler and the allow-list; a refusal names the class."""
+    try:
+        with torch.serialization.safe_globals(_allow_list()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = _refused_globals(path, e)
+        if refused:
+            raise PretrainedError(
+                f"--pretrained {path}: refused: it holds {', '.join(refused)}, "
+                f"{'which is' if len(refused) == 1 else 'which are'} not among the classes an "
+                f"Ultralytics detection checkpoint holds ({', '.join(n.rpartition('.')[2] for n in ALLOWED_CLASSES)}"
+                "); nothing in the file was run") from None
+        reason = _unpickler_reason(e)
+        if reason.startswith(("Unsupported operand", "invalid load key")):  # bytes that are no pickle at all
+            raise PretrainedError(f"--pretrained {path}: not a PyTorch checkpoint ({reason})") from None
+        raise PretrainedError(f"--pretrained {path}: refused by the weights-only unpickler ({reason}); "
+                              "nothing in the file was run") from None
+    except Exception as e:  # a truncated zip, a text file, ...
+        raise PretrainedError(f"--pretrained {path}: not a PyTorch checkpoint ({type(e).__name__}: "
+                              f"{_first_line(e)})") from None
+
+
+def _unpickler_reason(e: Exception) -> str:
+    """The unpickler's own reason, without torch's advice around it (to re-run with weights_only=False)."""
+    text = str(e)
+    core = text.partition("WeightsUnpickler error:")[2].partition("Check the documentation")[0].strip()
+    return " ".join(core.split())[:300] if core else _first_line(e)
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    wanted = [ln for ln in lines if "GLOBAL" in ln or "Trying" in ln or "calls" in ln]
+    return (wanted or lines or [type(e).__name__])[0][:300]
+
+
+def _module_tensors(module: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A rebuilt module's state-dict tensors, read from its tables: no method of the object runs."""
+    d = vars(module)
+    out: dict[str, torch.Tensor] = {}
+    transient = d.get("_non_persistent_buffers_set") or set()
+    for table in ("_parameters", "_buffers"):
+        for name, t in (d.get(table) or {}).items():
+            if t is not None and name not in transient:
+                if not isinstance(t, torch.Tensor):
+                    raise PretrainedError(f"{prefix}{name} is a {type(t).__name__}, not a tensor")
+                out[prefix + name] = t.detach()
+    for name, child in (d.get("_modules") or {}).items():
+        if child is not None:
+            out.update(_module_tensors(child, f"{prefix}{name}."))
+    return out
+
+
+def _fp32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Ultralytics saves fp16: every floating tensor as fp32 (integers such as BN's counters unchanged)."""
+    return {k: v.float() if v.is_floating_point() else v.clone() for k, v in tensors.items()}
+
+
+# ---------------------------------------------------------------------------------------- structure
+def _plain(d: Any) -> Any:
+    """JSON's view of a value (tuples as lists, keys as strings), so stored and derived dicts compare."""
+    return json.loads(json.dumps(d))
+
+
+def recognise(model_yaml: Any) -> tuple[str, str, str, dict[str, Any]] | None:
+    """(family, scale, fusion, single-stream dict) of a built-in variant's model dictionary, else None.
+
+    Structural, not by name: the dictionary must be exactly what ``derive_fusion`` gives for it."""
+    if not isinstance(model_yaml, dict) or not isinstance(model_yaml.get("scale"), str):
+        return None
+    want = _plain({k: v for k, v in model_yaml.items() if k != "nc"})
+    for family in FAMILIES:
+        try:
+            base = family_yaml(family, model_yaml["scale"])
+        except ValueError:
+            continue
+        for fusion in FUSIONS:
+            derived = derive_fusion(base, fusion, 1)
+            if _plain({k: v for k, v in derived.items() if k != "nc"}) == want:
+                return family, model_yaml["scale"], fusion, base
+    return None
+
+
+def _signature(d: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """A single-stream dict's rows (module names without ``nn.``, YAML's None/True/False as words) and
+    the meta entries that change shapes (its scale row, reg_max, end2end)."""
+    words = {None: "None", True: "True", False: "False"}
+    rows = [[f, n, str(m).rpartition(".")[2], [words.get(a, a) if a is None or isinstance(a, bool) else a
+                                                for a in args]]
+            for f, n, m, args in list(d.get("backbone", [])) + list(d.get("head", []))]
+    scales = d.get("scales") or {}
+    meta = {"scale": scales.get(d.get("scale"), next(iter(scales.values()), None)),
+            "reg_max": d.get("reg_max", 16), "end2end": bool(d.get("end2end", False))}
+    return _plain(rows), _plain(meta)
+
+
+def _difference(src: dict[str, Any], dst: dict[str, Any], dst_name: str) -> str | None:
+    """The first structural difference between two single-stream dicts, in words (None: the same)."""
+    (sr, sm), (dr, dm) = _signature(src), _signature(dst)
+    for key in ("scale", "reg_max", "end2end"):
+        if sm[key] != dm[key]:
+            what = "[depth, width, max_channels]" if key == "scale" else key
+            return f"{what} {sm[key]} in the checkpoint, {dm[key]} in {dst_name}"
+    for i, (a, b) in enumerate(zip(sr, dr)):
+        if a != b:
+            return f"layer {i} is {a[2]} {a[3]} in the checkpoint, {b[2]} {b[3]} in {dst_name}"
+    if len(sr) != len(dr):
+        return f"{len(sr)} layers in the checkpoint, {len(dr)} in {dst_name}"
+    return None
+
+
+@dataclass
+class Source:
+    """A pretrained file read: its tensors (fp32) and where each of its layers sits in the single-stream model."""
+
+    path: Path
+    what: str
+    tensors: dict[str, torch.Tensor]
+    nc: int
+    single: dict[str, Any]  # its single-stream model dictionary (for the structural comparison)
+    #: (single-stream layer, stream) -> (its layer index, its Detect levels when it reads two branches)
+    layers: dict[tuple[int, str], tuple[int, tuple[tuple[int, str], ...]]]
+
+
+def _layer_table(origins: list[Origin | None]) -> dict[tuple[int, str], tuple[int, tuple[tuple[int, str], ...]]]:
+    return {(o.src, o.stream): (j, o.levels) for j, o in enumerate(origins) if o is not None}
+
+
+def read_source(path: str | Path) -> Source:
+    """Read ``--pretrained`` (an Ultralytics checkpoint or our weights file) without running anything in it."""
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedError(f"--pretrained {path}: no such file")
+    payload = safe_load(path)
+    if isinstance(payload, dict) and "model_yaml" in payload:
+        return _our_weights(path)
+    model = None
+    if isinstance(payload, dict):
+        model = payload.get("ema") if payload.get("ema") is not None else payload.get("model")
+    from ultralytics.nn.tasks import DetectionModel
+
+    if not isinstance(model, DetectionModel):
+        held = type(model).__name__ if isinstance(payload, dict) else type(payload).__name__
+        raise PretrainedError(f"--pretrained {path}: neither an Ultralytics detection checkpoint (a dict whose 'ema' "
+                              f"or 'model' is a DetectionModel) nor a yolofuse-scale weights file; it holds {held}")
+    return _ultralytics(path, payload, model)
+
+
+def _ultralytics(path: Path, payload: dict[str, Any], model: Any) -> Source:
+    d = vars(model)
+    single = d.get("yaml")
+    if not isinstance(single, dict):
+        raise PretrainedError(f"--pretrained {path}: its DetectionModel has no model dictionary (yaml)")
+    layers = list(vars(d["_modules"]["model"])["_modules"].values())
+    tensors = _module_tensors(model)
+    half = any(t.dtype == torch.float16 for t in tensors.values())
+    nc = vars(layers[-1]).get("nc", single.get("nc"))
+    version = payload.get("version")
+    what = (f"Ultralytics{' ' + str(version) if isinstance(version, str) else ''} checkpoint "
+            f"({single.get('yaml_file', 'model')}, scale {single.get('scale')}, {nc} class(es)"
+            f"{', fp16 -> fp32' if half else ''})")
+    return Source(path, what, _fp32(tensors), int(nc), single,
+                  {(i, "shared"): (i, ()) for i in range(len(layers))})
+
+
+def _our_weights(path: Path) -> Source:
+    from yolofuse_scale.engine.checkpoint import read_weights
+
+    payload = read_weights(path)  # checks its plain entries
+    found = recognise(payload["model_yaml"])
+    if found is None:
+        raise PretrainedError(f"--pretrained {path}: its model_yaml is not a built-in variant "
+                              f"({'/'.join(FAMILIES)} x t..x x {'/'.join(FUSIONS)}); --pretrained maps built-in "
+                              "models only (their layers' origins are known)")
+    family, scale, fusion, base = found
+    nc = int(payload["model_yaml"].get("nc", len(payload["names"])))
+    what = (f"yolofuse-scale weights ({family}{scale} fusion={fusion}, {nc} class(es), IR "
+            f"{payload['ir_channels']} channel(s))")
+    return Source(path, what, _fp32(payload["model"]), nc, base, _layer_table(fusion_origins(base, fusion)))
+
+
+# ------------------------------------------------------------------------------------------ mapping
+_PREFER = {"rgb": ("rgb", "shared", "ir"), "ir": ("ir", "shared", "rgb"), "shared": ("shared", "rgb", "ir"),
+           "fusion": ("fusion",)}
+
+
+def _find(table: dict, src: int, stream: str):
+    for s in _PREFER[stream]:
+        if (src, s) in table:
+            return table[(src, s)]
+    return None
+
+
+@dataclass
+class LoadReport:
+    """What a transfer did, per stream of the built model (see :meth:`lines`)."""
+
+    path: Path
+    what: str
+    target: str
+    counts: dict[str, dict[str, int]] = field(default_factory=lambda: {s: dict.fromkeys(
+        ("loaded", "adapted", "skipped", "reinit", "new"), 0) for s in STREAMS})
+    adapted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    reinit: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    fusion_init: list[int] = field(default_factory=list)
+    placed: int = 0
+    countable: int = 0
+    difference: str | None = None
+    nc: tuple[int, int] = (0, 0)  # (here, in the file)
+    reinit_src: set[str] = field(default_factory=set)  # the file's class-dependent tensors not placed
+
+    @property
+    def share(self) -> float:
+        return self.placed / self.countable if self.countable else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The report's numbers as JSON (what metrics.json records)."""
+        return {"path": str(self.path), "source": self.what, "placed": self.placed, "countable": self.countable,
+                "share": self.share, "counts": {s: dict(c) for s, c in self.counts.items() if any(c.values())},
+                "adapted": list(self.adapted), "fusion_init": list(self.fusion_init),
+                "difference": self.difference}
+
+    def lines(self) -> list[str]:
+        """The report as logged: a headline, a table per stream, then what was adapted or left out."""
+        total = self.countable + len(self.reinit_src)
+        aside = f" of the {self.countable} not class-dependent" if self.reinit_src else ""
+        out = [f"--pretrained {self.path}: {self.what} -> {self.target}: placed {self.placed} of its {total} "
+               f"tensors ({self.share:.0%}{aside})"]
+        if self.difference:
+            out.append(f"  WARNING another architecture ({self.difference}): transferred where the shapes match")
+        out.append(f"  {'stream':<8}{'loaded':>8}{'adapted':>9}{'skipped':>9}{'re-init':>9}{'new':>6}")
+        for s in STREAMS:
+            c = self.counts[s]
+            if any(c.values()):
+                out.append(f"  {s:<8}{c['loaded']:>8}{c['adapted']:>9}{c['skipped']:>9}{c['reinit']:>9}{c['new']:>6}")
+        out += [f"  adapted {a}" for a in self.adapted]
+        if self.fusion_init:
+            out.append(f"  new fusion convs (layers {', '.join(map(str, self.fusion_init))}): initialised to the "
+                       "average of the two streams (channel c = (rgb_c + ir_c) / 2)")
+        if self.reinit:
+            out.append(f"  re-initialised (class-dependent; {self.nc[0]} class(es) here, {self.nc[1]} in the file): "
+                       + _listing(self.reinit))
+        if self.skipped:
+            out.append("  skipped (shapes differ; the model's own initialisation kept): " + _listing(self.skipped))
+        if self.new:
+            out.append("  new (not in the file; the model's own initialisation): " + _listing(self.new))
+        return out
+
+
+def _listing(items: list[str], limit: int = 6) -> str:
+    return "; ".join(items[:limit]) + (f"; ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ",".join(map(str, t.shape)) + "]"
+
+
+def _adapt_stem(w: torch.Tensor, dst: torch.Tensor, stream: str) -> tuple[torch.Tensor, str] | None:
+    """The pretrained first conv's weight (out, 3, k, k) for a stem reading ``dst.shape[1]`` channels."""
+    if w.ndim != 4 or w.shape[1] != 3 or dst.ndim != 4 or (dst.shape[0], *dst.shape[2:]) != (w.shape[0], *w.shape[2:]):
+        return None
+    gray = w.sum(1, keepdim=True)  # a gray IR image answers like the RGB model to the same gray in RGB
+    if stream == "ir" and dst.shape[1] == 1:
+        return gray, "sum over the 3 RGB input channels -> 1 IR channel"
+    if stream == "shared" and dst.shape[1] in (4, 6):  # data-level: one stem reads 3 + C_ir channels
+        ir = gray if dst.shape[1] == 4 else w
+        return torch.cat([w, ir], 1) * 0.5, (f"RGB part = 1/2 the pretrained weight, IR part = 1/2 "
+                                             f"{'its sum over RGB channels' if dst.shape[1] == 4 else 'the same'}")
+    return None
+
+
+def _average_fusion(w: torch.Tensor) -> torch.Tensor:
+    """A fusion conv's weight (C, 2C, 1, 1) mapping [rgb; ir] to (rgb + ir) / 2, channel by channel."""
+    c = w.shape[0]
+    eye = torch.eye(c, dtype=w.dtype, device=w.device)
+    return (torch.cat([eye, eye], 1) * 0.5).reshape(w.shape)
+
+
+def map_pretrained(model: torch.nn.Module, source: Source, write: bool = True) -> LoadReport:
+    """Copy ``source`` into ``model`` (a built-in variant) in place, stream by stream; return the report
+    (``write=False``: only the report, the model unchanged). Refuses (:class:`PretrainedError`) a model
+    that is not a built-in variant."""
+    found = recognise(getattr(model, "yaml", None))
+    if found is None:
+        raise PretrainedError(f"--pretrained {source.path}: the model being trained is not a built-in variant "
+                              "(--model {yolov8,yolo11,yolo26}{t..x}): the layers' origins are unknown")
+    family, scale, fusion, base = found
+    origins = fusion_origins(base, fusion)
+    nc_here = int(model.model[-1].nc)
+    target = (f"{family}{scale} fusion={fusion} ({nc_here} class(es), IR {getattr(model, 'ir_channels', '?')} "
+              "channel(s))")
+    report = LoadReport(source.path, source.what, target, difference=_difference(source.single, base,
+                                                                                 f"{family}{scale}"),
+                        nc=(nc_here, source.nc))
+    last = len(base["backbone"]) + len(base["head"]) - 1
+    classes_differ = nc_here != source.nc
+    used: set[str] = set()
+    reinit_src: set[str] = set()
+    dst_sd = model.state_dict()  # the model's own tensors (views): copy_ writes the weights
+
+    def put(dst: torch.Tensor, value: torch.Tensor) -> None:
+        if write:
+            dst.copy_(value)
+
+    with torch.no_grad():
+        for key, dst in dst_sd.items():
+            m = _KEY.match(key)
+            o = origins[int(m.group(1))] if m and int(m.group(1)) < len(origins) else None
+            if o is None:
+                report.counts["shared"]["new"] += 1
+                report.new.append(key)
+                continue
+            rest, stream = m.group(2), o.stream
+            hit = _find(source.layers, o.src, stream)
+            lm = _LEVEL.match(rest) if o.src == last else None
+            if hit is not None and lm is not None:  # Detect: level k of this head <- the matching level there
+                level, stream = o.levels[int(lm.group(2))] if o.levels else (int(lm.group(2)), stream)
+                there = {lv: k for k, lv in enumerate(hit[1])} if hit[1] else None
+                k = level if there is None else _find(there, level, stream)
+                rest = f"{lm.group(1)}.{k}.{lm.group(3)}" if k is not None else None
+            src_key = f"model.{hit[0]}.{rest}" if hit is not None and rest is not None else None
+            c = report.counts[stream]
+            if src_key is None or src_key not in source.tensors:
+                if stream == "fusion" and rest == "conv.weight":
+                    put(dst, _average_fusion(dst))
+                    report.fusion_init.append(int(m.group(1)))
+                elif stream != "fusion":
+                    report.new.append(key)
+                c["new"] += 1
+                continue
+            w = source.tensors[src_key]
+            if o.src == last and classes_differ and _CLASS_BRANCH.match(rest) and (
+                    _CLASS_CONV.match(rest) or w.shape != dst.shape):
+                c["reinit"] += 1
+                report.reinit.append(key)
+                reinit_src.add(src_key)
+                continue
+            if w.shape == dst.shape:
+                put(dst, w)
+                c["loaded"] += 1
+                used.add(src_key)
+                continue
+            adapted = _adapt_stem(w, dst, stream) if o.src == 0 and rest == "conv.weight" else None
+            if adapted is not None:
+                put(dst, adapted[0])
+                c["adapted"] += 1
+                used.add(src_key)
+                report.adapted.append(f"{key} {_shape(dst)} <- {src_key} {_shape(w)}: {adapted[1]}")
+                continue
+            c["skipped"] += 1
+            report.skipped.append(f"{key} {_shape(dst)} vs {src_key} {_shape(w)}")
+    report.placed = len(used)
+    report.reinit_src = reinit_src - used
+    report.countable = len(set(source.tensors) - report.reinit_src)
+    return report
+
+
+def apply_pretrained(model: torch.nn.Module, path: str | Path) -> LoadReport:
+    """Initialise ``model`` from ``path`` (see the module docstring); refuse one that hardly fits."""
+    source = read_source(path)
+    probe = map_pretrained(model, source, write=False)  # refused before any weight changes
+    if probe.share < MIN_PLACED:
+        why = f"; another architecture: {probe.difference}" if probe.difference else ""
+        raise PretrainedError(
+            f"--pretrained {path}: only {probe.placed} of its {probe.countable} tensors ({probe.share:.0%}) fit "
+            f"{probe.target}{why}. It must be a checkpoint of the same family and scale as --model "
+            f"(e.g. {probe.target.split()[0]}.pt from Ultralytics, or weights/last.pt of a run of that model)")
+    return map_pretrained(model, source)
