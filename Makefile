@@ -56,13 +56,13 @@ clean:
 	rm -rf runs .pytest_cache
 
 # Wheels for an offline GPU machine whose Python already has a CUDA torch and torchvision (a CUDA
-# torch with its nvidia-* wheels is several GB: it cannot travel this way). The default set is what
-# the lent H100/H200 image lacks (its Python has accelerate, transformers, numpy, opencv-headless,
+# torch with its nvidia-* wheels is several GB: bring it another way). The default set is what a
+# GPU image with a CUDA torch often lacks (when it has accelerate, transformers, numpy, opencv-headless,
 # pyyaml, tqdm, safetensors, pytest): DeepSpeed (an sdist: built here, pure Python, no ops) and its
 # pydantic/hjson, Ultralytics and thop. Versions are this venv's, so the GPU runs what CI tests.
 # Ultralytics' polars (~40 MB) and ultralytics-platform are left out: imported lazily, never by us.
 # For a machine with a bare Python add the rest: make wheels WHEELS_PKGS="$(WHEELS_PKGS) accelerate ...".
-# The tree and wheels/ travel together to the device machine (carry: wheels): at most 64 MiB.
+# Copy wheels/ beside the checkout on the GPU machine; WHEELS_LIMIT_MIB bounds wheels + tree together.
 WHEELS_PY ?= 3.12
 WHEELS_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
 WHEELS_PKGS ?= deepspeed hjson pydantic pydantic-core annotated-types typing-inspection typing-extensions \
@@ -86,4 +86,4 @@ wheels: install
 	echo "wheels: $$((wheels / 1024)) KiB; tree (tracked + untracked, not ignored): $$((tree / 1024)) KiB; \
 	together $$(( (wheels + tree) / 1048576 )) MiB of $(WHEELS_LIMIT_MIB) MiB"; \
 	test $$((wheels + tree)) -le $$(($(WHEELS_LIMIT_MIB) * 1048576)) || \
-	  { echo "over $(WHEELS_LIMIT_MIB) MiB: see README 'GPU session' for the fallback" >&2; exit 1; }
+	  { echo "over $(WHEELS_LIMIT_MIB) MiB: see docs/benchmarks.md 'GPU session' for the fallback" >&2; exit 1; }

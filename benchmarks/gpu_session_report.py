@@ -5,7 +5,7 @@
 Reads what the steps left (OUT/steps.tsv, OUT/env.txt, OUT/junit_gpu.xml, WORK/<sweep>/results.json,
 WORK/notes/*.txt) and writes into OUT, flat: ``report.md``, ``sweeps.json`` (every sweep's
 results.json as it stands, the steps and the notes) and ``sweeps.png`` (images/s per configuration).
-Then it holds OUT to what the device tool brings back: at most 8 plain files, each under 16 MiB;
+Then it holds OUT to a small flat folder: at most 8 plain files, each under 16 MiB;
 what does not fit is trimmed or dropped, and the report says so. Standard library only (matplotlib
 for the plot if it is there): it must run on a machine whose dependencies failed to install.
 """
@@ -171,7 +171,7 @@ def plot(sweeps: dict[str, Any], path: Path) -> bool:
 
 
 def hold_to_limits(out: Path) -> list[str]:
-    """Trim or drop what the device tool would not bring back; return what was done, for the report."""
+    """Trim or drop what does not fit the flat-folder limit; return what was done, for the report."""
     notes = []
     for p in sorted(out.iterdir()):
         if p.is_dir() or p.is_symlink():

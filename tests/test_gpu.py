@@ -4,7 +4,7 @@ GradScaler), FSDP2 and DeepSpeed ZeRO on CUDA tensors.
 Real ``train.py`` runs under ``torchrun`` at world size 1 (2 for SyncBatchNorm, when two GPUs exist),
 with the CPU suite's tiny model, 128 px synthetic data and a few optimizer steps; each run is launched
 once per session and shared (``train_run`` in conftest.py). On a machine without CUDA every test here
-skips; ``bash benchmarks/gpu_session.sh`` runs them on a lent GPU and keeps the junit XML.
+skips; ``bash benchmarks/gpu_session.sh`` runs them on a GPU machine and keeps the junit XML.
 
 GPU kernels are not bitwise deterministic (atomic adds in cuDNN's weight gradients and in the
 upsample backward), so a resumed run is compared with the uninterrupted one within a tolerance, not

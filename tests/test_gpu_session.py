@@ -1,8 +1,8 @@
-"""benchmarks/gpu_session.sh is run where no one can fix it (a lent GPU, minutes of budget, no one
+"""benchmarks/gpu_session.sh is run where no one can fix it (an unattended GPU machine, minutes of budget, no one
 watching), so what CI can check without a GPU is checked here: the script parses, its plan has every
 step in the order of value, every flag it and tests/test_gpu.py pass exists in the CLI that receives
 it, the sweeps share one dataset outside the results folder, and a session cut mid-sweep (a real
---cpu-smoke run at toy size) still brings back its numbers in a flat folder the device tool returns.
+--cpu-smoke run at toy size) still brings back its numbers in a small flat folder.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.conftest import BASE_ARGS, ENV, ROOT
 SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
 STEPS = ["env", "deps", "tests", "data", "scaling_strategies", "scaling_n", "scaling_s", "pack", "report"]
 SWEEPS = ("scaling_strategies", "scaling_n", "scaling_s")
-MAX_FILES, MAX_BYTES = 8, 16 * 2**20  # what the device tool brings back from $OUT
+MAX_FILES, MAX_BYTES = 8, 16 * 2**20  # the script's own limit on $OUT: a few small flat files
 
 
 def plan(out: Path | str = "/tmp/gpu_session_plan_out") -> dict[str, list[str]]:
