@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import projection as proj  # noqa: E402
+from yolofuse_scale.io import write_atomic  # noqa: E402
 
 SCHEMA_VERSION = 1
 PHASES = ("data", "forward", "backward", "optim")
@@ -711,25 +712,18 @@ def main(argv: list[str] | None = None) -> int:
                                 "global_batch": spec.batch_size * spec.devices, "option": spec.option,
                                 "repeats": repeats, **combine(repeats, spec.devices)})
         # after every configuration: a sweep cut short by a time limit keeps what it measured
-        _write_atomic(out / "results.json", json.dumps(results, indent=1))
+        write_atomic(out / "results.json", json.dumps(results, indent=1))
     derive(results["runs"])
     n_max = max(s.devices for s in specs)
     results["link_fit"] = fit_measured_link(args, n_max, out) if n_max > 1 else None
     results["projection"] = projections(results["runs"], args, results["link_fit"])
     results["comparisons"] = _comparisons(args, out)
-    _write_atomic(out / "results.json", json.dumps(results, indent=1))
+    write_atomic(out / "results.json", json.dumps(results, indent=1))
     results["plots"] = plots(results, out)
     (out / "report.md").write_text(report(results))
     print(report(results))
     print(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and {len(results['plots'])} plots", file=sys.stderr)
     return 0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """A reader (gpu_session.sh's report, after every step) never sees half a file, even if we are killed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def pairs_needed(args: argparse.Namespace, specs: list[RunSpec]) -> int:

@@ -609,7 +609,7 @@ def test_bad_checkpoint_is_refused_by_export_and_resume(small_run, tmp_path, pla
     marker = tmp_path / "marker"
     needle = plant(folder, marker)
     out = tmp_path / "exported.pt"
-    assert_clean_error(run_cli("export-weights", str(folder), str(out)), needle)
+    assert_clean_error(run_cli("checkpoint-to-weights", str(folder), str(out)), needle)
     assert not out.exists() and not marker.exists()
     if plant is not _code_in_run_meta:  # resume reads Accelerate's files, not the model dict
         with pytest.raises(CheckpointError, match=needle):
@@ -883,7 +883,7 @@ def _weights_cli(cmd: str, weights: Path, data: Path, tmp: Path) -> subprocess.C
         rgb = sorted((data / "images" / "val").iterdir())[0]
         return run_cli("predict", "--weights", str(weights), "--rgb", str(rgb),
                        "--ir", str(data / "imagesIR" / "val" / rgb.name), "--out", str(tmp / "pred"))
-    return run_cli("export", "--weights", str(weights), "--out", str(tmp / "m.onnx"))
+    return run_cli("export-onnx", "--weights", str(weights), "--out", str(tmp / "m.onnx"))
 
 
 @pytest.mark.parametrize("edit,needle,cmd", WEIGHT_EDITS, ids=[e[0].__name__ for e in WEIGHT_EDITS])
@@ -914,7 +914,7 @@ def test_code_in_the_activation_runs_under_no_command(small_run, small_data_temp
     _activation_code(payload["model_yaml"], tmp_path, marker)
     bad = tmp_path / "best.pt"
     torch.save(payload, bad)
-    for cmd in ("predict", "export"):  # val: in the parametrized case above
+    for cmd in ("predict", "export-onnx"):  # val: in the parametrized case above
         assert_clean_error(_weights_cli(cmd, bad, small_data_template, tmp_path),
                            "best.pt: model_yaml: activation", "is not an allowed activation (allowed: nn.CELU()")
     assert not marker.exists()

@@ -112,8 +112,8 @@ def test_python_train_bad_dataset_and_debug_traceback(bad_data, tmp_path):
 @pytest.mark.parametrize("args", [
     ["val", "--weights", "{missing}/best.pt", "--data", "{data}"],
     ["predict", "--weights", "{missing}/best.pt", "--rgb", "{root}/images/val", "--ir", "{root}/imagesIR/val"],
-    ["export", "--weights", "{missing}/best.pt"],
-    ["export-weights", "{missing}/step_8", "{missing}/out.pt"],
+    ["export-onnx", "--weights", "{missing}/best.pt"],
+    ["checkpoint-to-weights", "{missing}/step_8", "{missing}/out.pt"],
 ])
 def test_cli_commands_on_a_missing_file(args, bad_data, tmp_path):
     missing = tmp_path / "nowhere"
@@ -126,7 +126,8 @@ def test_cli_commands_on_a_missing_file(args, bad_data, tmp_path):
 
 def test_export_debug_shows_the_cause(tmp_path):
     env = {**ENV, "YOLOFUSE_DEBUG": "1"}
-    proc, _, out = _run([sys.executable, "-m", "yolofuse_scale", "export", "--weights", str(tmp_path / "x.pt")], env)
+    proc, _, out = _run([sys.executable, "-m", "yolofuse_scale", "export-onnx", "--weights", str(tmp_path / "x.pt")],
+                        env)
     assert proc.returncode != 0 and "Traceback" in out and "FileNotFoundError" in out, out[-4000:]
 
 

@@ -41,7 +41,7 @@ def test_onnx_export_matches_pytorch(tmp_path, exporter, fusion, ir_channels):
 
     weights, model = _weights(tmp_path, fusion, ir_channels)
     out = tmp_path / "model.onnx"
-    run = launch("python", 1, ["-m", "yolofuse_scale", "export", "--weights", str(weights), "--format", "onnx",
+    run = launch("python", 1, ["-m", "yolofuse_scale", "export-onnx", "--weights", str(weights), "--format", "onnx",
                                "--out", str(out), "--exporter", exporter], tmp_path)
     assert "onnxruntime vs PyTorch: max relative difference" in run.proc.stdout and "(ok," in run.proc.stdout
     proto = onnx.load(str(out))
@@ -64,9 +64,26 @@ def test_onnx_export_matches_pytorch(tmp_path, exporter, fusion, ir_channels):
 
 def test_export_refuses_bad_input(tmp_path):
     weights, _ = _weights(tmp_path, "early", 1)
-    run = launch("python", 1, ["-m", "yolofuse_scale", "export", "--weights", str(weights), "--imgsz", "100"],
+    run = launch("python", 1, ["-m", "yolofuse_scale", "export-onnx", "--weights", str(weights), "--imgsz", "100"],
                  tmp_path, check=False)
     assert run.proc.returncode != 0 and "--imgsz 100 is not a multiple of the model stride 32" in run.output
-    run = launch("python", 1, ["-m", "yolofuse_scale", "export", "--weights", str(tmp_path / "none.pt")],
+    run = launch("python", 1, ["-m", "yolofuse_scale", "export-onnx", "--weights", str(tmp_path / "none.pt")],
                  tmp_path, check=False)
     assert run.proc.returncode != 0 and "none.pt: weights file not found" in run.output
+
+
+def test_old_command_names_still_work():
+    """``export`` and ``export-weights`` (the names before 0.2) are aliases of ``export-onnx`` and
+    ``checkpoint-to-weights``: scripts written for them keep working."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV, ROOT
+
+    for old, new in (("export", "export-onnx"), ("export-weights", "checkpoint-to-weights")):
+        r = subprocess.run([sys.executable, "-m", "yolofuse_scale", old, "--help"], cwd=ROOT, env=ENV,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "usage: yolofuse-scale" in r.stdout, r.stderr
+        listing = subprocess.run([sys.executable, "-m", "yolofuse_scale", "--help"], cwd=ROOT, env=ENV,
+                                 capture_output=True, text=True, timeout=60).stdout
+        assert f"{new} ({old})" in listing, listing

@@ -135,7 +135,7 @@ def test_yolo26_trains_validates_predicts_and_exports_nms_free(train_run, tiny_d
         rgb, tiny_data.parent / "imagesIR" / "val" / rgb.name)
     assert len(res) == 300 and res.boxes.shape == (300, 4)  # top-k, conf 0 keeps every row: no NMS ran
     onnx_path = tmp_path / "y26.onnx"
-    r = subprocess.run([sys.executable, "-m", "yolofuse_scale", "export", "--weights", str(weights), "--out",
+    r = subprocess.run([sys.executable, "-m", "yolofuse_scale", "export-onnx", "--weights", str(weights), "--out",
                         str(onnx_path), "--exporter", "torchscript", "--nms-free"],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -21,7 +21,7 @@ from yolofuse_scale.engine.strategy import PACKAGED_CONFIGS, DistributedSetupErr
 
 PACKAGE_CONFIGS = ROOT / "yolofuse_scale" / "configs"
 #: What ``yolofuse-scale --help`` lists; the wheel test checks the installed CLI lists exactly these.
-COMMANDS = {"train", "val", "export-weights", "bench", "synth", "convert", "predict", "export"}
+COMMANDS = {"train", "val", "checkpoint-to-weights", "bench", "synth", "convert", "predict", "export-onnx"}
 
 
 def test_checkout_config_folders_are_the_packaged_ones():

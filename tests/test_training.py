@@ -198,7 +198,7 @@ def test_checkpoints_are_verified_and_exportable(train_run, tmp_path):
     last = sorted((run.out / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))[-1]
     # export-weights consolidates offline and reproduces weights/last.pt exactly
     out = tmp_path / "exported.pt"
-    r = subprocess.run([sys.executable, "-m", "yolofuse_scale", "export-weights", str(last), str(out)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "yolofuse_scale", "checkpoint-to-weights", str(last), str(out)], cwd=ROOT,
                        env=ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     a = torch.load(out, weights_only=True)

@@ -5,12 +5,13 @@ Commands:
   val     evaluate a weights file: mAP50, mAP50-95, P, R per class as a table and one JSON line;
           metrics.json, PR/F1/P/R curves and confusion matrices (PNG) in --out
   predict detect on an RGB+IR pair or two folders of pairs (JSONL + annotated RGB|IR images)
-  export  export weights to ONNX (one stacked RGB+IR input), output checked against PyTorch
+  export-onnx  weights -> an ONNX graph (one stacked RGB+IR input), output checked against PyTorch
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
   convert llvip|voc SRC DST
           turn an LLVIP (or other VOC RGB-T) release into the YOLOFuse layout + data.yaml
-  export-weights CHECKPOINT_DIR OUT.pt
+  checkpoint-to-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
+  (the names before 0.2, ``export`` and ``export-weights``, still work)
   bench   the scaling benchmark (= python -m benchmarks.scaling; needs the source checkout)
 
 Bad input (flags, config files, data, a missing file, a checkpoint that does not fit, a launch
@@ -92,6 +93,7 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.data.sampler import ShardSampler
     from yolofuse_scale.engine.checkpoint import CheckpointError
     from yolofuse_scale.engine.evaluate import evaluate
+    from yolofuse_scale.engine.storage import is_writer
     from yolofuse_scale.engine.strategy import build_accelerator
     from yolofuse_scale.inference import load_weights_model
 
@@ -119,7 +121,7 @@ def run_val(args: argparse.Namespace) -> int:
     out = Path(args.out)
     metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det,
                        plot_dir=None if args.no_plots else out)
-    if acc.is_main_process:
+    if is_writer(acc):  # the same rule as training's files (evaluate's plots follow it too)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
         print(format_metrics_table(metrics))
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     add_val_arguments(val)
     val.set_defaults(func=run_val)
 
-    exp = sub.add_parser("export-weights", help="turn a checkpoints/step_<n>/ folder into a portable .pt file")
+    exp = sub.add_parser("checkpoint-to-weights", aliases=["export-weights"],
+                         help="turn a checkpoints/step_<n>/ folder into a portable .pt weights file")
     exp.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step_<n>); its manifest is verified")
     exp.add_argument("out", help="output .pt file (full fp32 state dict + model config + names; weights_only)")
     exp.set_defaults(func=run_export)
@@ -203,13 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     from yolofuse_scale import export, predict
 
     # Commands whose module owns its flags (add_arguments) and its entry point (run).
-    for name, module, help_text in [
-        ("synth", synth, "write a synthetic LLVIP-like RGB+IR dataset with its data.yaml"),
-        ("convert", convert, "LLVIP or VOC RGB-T release -> YOLOFuse layout + data.yaml (idempotent)"),
-        ("predict", predict, "detect on RGB+IR pairs: JSONL + side-by-side images"),
-        ("export", export, "export weights to ONNX (stacked RGB+IR input), checked with onnxruntime"),
+    for name, aliases, module, help_text in [
+        ("synth", [], synth, "write a synthetic LLVIP-like RGB+IR dataset with its data.yaml"),
+        ("convert", [], convert, "LLVIP or VOC RGB-T release -> YOLOFuse layout + data.yaml (idempotent)"),
+        ("predict", [], predict, "detect on RGB+IR pairs: JSONL + side-by-side images"),
+        ("export-onnx", ["export"], export, "weights -> ONNX graph (stacked RGB+IR input), checked with onnxruntime"),
     ]:
-        cmd = sub.add_parser(name, help=help_text)
+        cmd = sub.add_parser(name, aliases=aliases, help=help_text)
         module.add_arguments(cmd)
         cmd.set_defaults(func=module.run)
 

@@ -1,4 +1,4 @@
-"""``yolofuse-scale export --format onnx``: an ONNX graph of a trained detector, checked against PyTorch.
+"""``yolofuse-scale export-onnx``: an ONNX graph of a trained detector, checked against PyTorch.
 
 The graph has ONE input, ``images``: float32 ``(B, 3 + C_ir, S, S)`` in [0, 1], the letterboxed pair
 stacked RGB channels first, then the IR channel(s), exactly what the PyTorch model takes (two-stream
@@ -37,7 +37,7 @@ def _require(module: str) -> None:
         raise SystemExit(f"ONNX export needs the '{module}' package: pip install 'yolofuse-scale[onnx]'")
 
 
-def export_model(model: FusionDetectionModel) -> FusionDetectionModel:
+def onnx_ready(model: FusionDetectionModel) -> FusionDetectionModel:
     """Prepare an eval model for export: Conv+BN fused, Detect returns only its decoded predictions."""
     model = model.eval()
     model.fuse(verbose=False)
@@ -72,7 +72,7 @@ def export_onnx(
     model, payload = load_weights_model(weights)
     if nms_free:
         use_one_to_one_head(model)
-    model = export_model(model)
+    model = onnx_ready(model)
     imgsz = imgsz or int(payload.get("imgsz", 640))
     stride = int(model.stride.max())
     if imgsz % stride:

@@ -38,7 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolofuse_scale.data.scan import Sample, write_atomic
+from yolofuse_scale.data.scan import Sample
+from yolofuse_scale.io import write_atomic
 
 CACHE_MODES = ("none", "ram", "disk")
 STALE_S = 120.0  # a lock untouched this long belongs to a dead builder

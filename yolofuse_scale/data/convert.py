@@ -37,7 +37,8 @@ import yaml
 from PIL import Image
 
 from yolofuse_scale.data.config import DataError
-from yolofuse_scale.data.scan import IMG_SUFFIXES, format_problems, write_atomic
+from yolofuse_scale.data.scan import IMG_SUFFIXES, format_problems
+from yolofuse_scale.io import write_atomic
 
 LINK_MODES = ("hard", "symlink", "copy")
 DROP = "-"  # a class-map target meaning "ignore boxes of this class"

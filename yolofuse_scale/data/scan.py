@@ -25,7 +25,6 @@ import json
 import math
 import os
 import stat
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from yolofuse_scale.data.config import DataConfig, DataError
+from yolofuse_scale.io import write_atomic
 
 IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_REPORTED = 20  # problems shown in an error message; the rest are counted
@@ -456,19 +456,6 @@ def _from_json(text: str, key: str, split: str) -> SplitScan | None:
         return SplitScan(split, samples, [Problem(**p) for p in d["problems"]], from_cache=True)
     except (ValueError, KeyError, TypeError):
         return None  # a damaged or foreign cache file is only a miss
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------- scan

@@ -32,6 +32,7 @@ from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import xywh2xyxy
 
 from yolofuse_scale._offline import forbid_font_downloads
+from yolofuse_scale.engine.storage import is_writer
 
 forbid_font_downloads()
 
@@ -92,7 +93,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate ``model`` (bare, eval mode) on this rank's shard; return the job-wide metrics.
 
-    With ``plot_dir`` the main process writes PR/F1/P/R curves and the confusion matrix there as PNG.
+    With ``plot_dir`` the writing process (``storage.is_writer``) writes PR/F1/P/R curves and the
+    confusion matrix there as PNG.
     Collective: every rank must call this (two ``all_gather_object``).
     """
     was_training = model.training
@@ -126,7 +128,7 @@ def evaluate(
     n_instances = int(sum(len(s["target_cls"]) for _, _, s in everything))
     if not everything:
         raise ValueError("validation set is empty")
-    plot = plot_dir is not None and accelerator.is_main_process
+    plot = plot_dir is not None and is_writer(accelerator)  # the same rule as training's files
     if plot:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
     metrics.process(save_dir=Path(plot_dir or "."), plot=plot)
