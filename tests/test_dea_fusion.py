@@ -194,3 +194,17 @@ def test_dea_trains_under_two_process_ddp(train_run):
     model = build_model("yolov8t", "dea", nc=len(weights["names"]), ir_channels=weights["ir_channels"])
     model.load_state_dict(weights["model"])  # every tensor, the three attention blocks' too
     assert sum(".block.deca." in k for k in weights["model"]) > 0
+
+
+@pytest.mark.slow
+def test_dea_under_fsdp_with_the_attention_as_its_own_unit_equals_ddp(train_run):
+    """FSDP2 with DEAPair among the wrap units (a unit fed the (rgb, ir) pair) trains as DDP does."""
+    from tests.test_strategies import _params, relative_difference
+
+    args = ("--fusion", "dea", "--max-steps", "3", "--no-val")
+    ddp = train_run("torchrun", 2, 1, *args)
+    fsdp = train_run("torchrun", 2, 1, *args, "--strategy", "fsdp")
+    assert len(fsdp.log) == len(ddp.log) == 3
+    for a, b in zip(ddp.log, fsdp.log):
+        assert abs(a["box"] - b["box"]) <= 1e-4 * abs(a["box"]), (a, b)
+    assert relative_difference(_params(ddp), _params(fsdp)) <= 1e-5
