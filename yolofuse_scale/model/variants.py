@@ -21,6 +21,17 @@ Variants (named after YOLOFuse's), the same rules for every family:
   DEYOLO's DEA (``attention.DEAPair``: channel attention, each stream gated by the other's channel
   descriptor and a joint one, then spatial attention, each stream gated by maps of the other), then the
   same concatenation + 1x1 conv as ``mid`` into the family's own neck and head. See :data:`DEA_GRID`.
+
+  Why DEA and not a CFT-style transformer (RGB and IR tokens concatenated, self-attention over all of them):
+  at P3 of a 640 px image that is 2 x 80 x 80 = 12,800 tokens, a 12,800^2 = 164M-entry attention matrix per
+  head and image (0.66 GB in fp32 unless a fused kernel is used; 2 N^2 C = 21 G multiply-adds at C = 64,
+  five times the whole yolov8n), and it grows with the image area squared; CFT itself pools each map to 8 x 8
+  tokens first, which throws away the P3 detail small objects live in. DEA is linear in the pixels: per
+  pixel O(C^2) for DECA's 1x1 joint conv and O(C k^2) for DEPA's one-channel maps, no pairwise term, and
+  it still lets each stream be re-weighted by the other, per channel (global) and per pixel (local). At
+  scale n, 640 px, that is +6-8% parameters and +4-12% GFLOPs over ``mid`` (yolov8 / yolo11 / yolo26;
+  tests/test_dea_fusion.py holds the bound). A token-attention fusion remains available through a YAML's
+  ``DEFA`` rows (attention.py).
 - ``late``: two full backbone + neck branches; one ``Detect`` reads all six maps (YOLOFuse's
   decision-level fusion), so the assigner picks the best branch per anchor.
 
@@ -36,17 +47,6 @@ from typing import Any, NamedTuple
 FUSIONS = ("data", "early", "mid", "dea", "late", "rgb", "ir")
 #: The image side DECA's pooling pyramid is made for (DEYOLO's: its 80/40/20 grids at P3/P4/P5 at 640 px).
 #: Other sizes are resampled to that grid first, so one model serves every image size.
-#:
-#: Why DEA and not a CFT-style transformer (RGB and IR tokens concatenated, self-attention over all of them):
-#: at P3 of a 640 px image that is 2 x 80 x 80 = 12,800 tokens, a 12,800^2 = 164M-entry attention matrix per
-#: head and image (0.66 GB in fp32 unless a fused kernel is used; 2 N^2 C = 21 G multiply-adds at C = 64,
-#: five times the whole yolov8n), and it grows with the image area squared; CFT itself pools each map to 8 x 8
-#: tokens first, which throws away the P3 detail small objects live in. DEA is linear in the pixels: per
-#: pixel O(C^2) for DECA's 1x1 joint conv and O(C k^2) for DEPA's one-channel maps, no pairwise term, and
-#: it still lets each stream be re-weighted by the other, per channel (global) and per pixel (local). At
-#: scale n, 640 px, that is +6-8% parameters and +4-12% GFLOPs over ``mid`` (yolov8 / yolo11 / yolo26;
-#: tests/test_dea_fusion.py holds the bound). A token-attention fusion remains available through a YAML's
-#: ``DEFA`` rows (attention.py).
 DEA_GRID = 640
 
 #: family -> the single-stream detection YAML inside the installed Ultralytics package.
