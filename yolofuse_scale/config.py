@@ -84,7 +84,7 @@ class ModelConfig:
     """Which detector is trained."""
 
     model: str = "yolov8n"  #: {yolov8,yolo11,yolo26}{t,n,s,m,l,x} (t = tiny, tests only) or a model YAML file
-    fusion: str = "mid"  #: data | early | mid | late | rgb | ir (unused for a YAML file; the flag is refused)
+    fusion: str = "mid"  #: data | early | mid | dea | late | rgb | ir (unused for a YAML file; the flag is refused)
     scale: str | None = None  #: row of a YAML file's `scales` table (default: its first)
     pretrained: str = ""  #: Ultralytics checkpoint (yolo11n.pt) or our weights file: every stream starts from it
 
@@ -290,6 +290,7 @@ _HELP = {
     "model": "a family and scale: yolov8, yolo11 (C3k2/C2PSA) or yolo26 (end-to-end head, NMS-free capable) + "
     "t|n|s|m|l|x (t: tiny, for tests), e.g. yolo11s; or a model YAML (Ultralytics or YOLOFuse schema)",
     "fusion": "data (stacked input), early (two stems, fused at P2), mid (two backbones, fused P3-P5), "
+    "dea (mid with cross-modal channel + spatial attention, DEYOLO's DEA, on each P3-P5 pair before its fusion), "
     "late (two branches, one Detect), "
     "rgb or ir (single-modality baselines); not with a model YAML, which defines its own (refused)",
     "scale": "for a YAML model: which row of its `scales` table (n/s/m/l/x)",

@@ -7,6 +7,8 @@
 - ``DEPA`` (dual-enhancement spatial attention): each stream is re-weighted per pixel by a map made
   from the *other* stream (two kernel sizes, merged by a 5x5 conv) plus a map of both streams.
 - ``DEA`` = DECA then DEPA; its output is ``sigmoid(rgb' + ir')``, one map with the streams' width.
+- ``DEAPair``: DECA then DEPA, the re-weighted pair returned concatenated (``2C`` channels) for a fusion
+  conv to mix: the attention of ``--fusion dea`` (``variants.py``), with a 1x1 joint conv in DECA.
 - ``DEFA`` (dynamic enhanced fusion attention, YOLOFuse): RGB tokens attend to IR tokens; the result is
   filtered by a k x k kernel predicted per image, added to each stream through a per-pixel gate
   computed from both, and the sum is refined by a 3x3 conv.
@@ -47,10 +49,14 @@ class DECA(nn.Module):
             80/40/20 at P3/P4/P5); a map of another size is first average-resampled to it.
         p_kernel: the pyramid's first two kernel sizes (= strides); the third is ``kernel_size / (k1 * k2)``.
         reduction: squeeze-excitation reduction of the (shared) channel descriptor.
+        joint_kernel: kernel of the conv that mixes the concatenated pair into the global descriptor
+            (DEYOLO: 3). Its output is pooled to one value per channel, and the pyramid's first depthwise
+            kernel already sees a neighbourhood, so 1 keeps the descriptor at 1/9 of the cost: 2C^2 weights
+            and MACs per pixel instead of 18C^2, the largest term of DEA at full width.
     """
 
     def __init__(self, channels: int = 512, kernel_size: int = 80, p_kernel: list[int] | None = None,
-                 reduction: int = 16):
+                 reduction: int = 16, joint_kernel: int = 3):
         super().__init__()
         k1, k2 = p_kernel or (5, 4)
         k3 = kernel_size // (k1 * k2)
@@ -60,7 +66,7 @@ class DECA(nn.Module):
         hidden = max(channels // reduction, 1)
         self.excite = nn.Sequential(nn.Linear(channels, hidden, bias=False), nn.ReLU(),
                                     nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
-        self.joint = Conv(2 * channels, channels, 3)
+        self.joint = Conv(2 * channels, channels, joint_kernel)
         # Depthwise, stride = kernel: a learned pooling that sees each pixel once (cheap: C*k^2 weights each).
         self.pyramid = nn.Sequential(*(
             nn.Sequential(nn.Conv2d(channels, channels, k, k, groups=channels), nn.SiLU()) for k in (k1, k2, k3)
@@ -112,14 +118,31 @@ class DEA(nn.Module):
     """DEYOLO's dual-enhancement attention: DECA, then DEPA, then ``sigmoid(rgb + ir)`` -> ``(B, C, H, W)``."""
 
     def __init__(self, channels: int = 512, kernel_size: int = 80, p_kernel: list[int] | None = None,
-                 m_kernel: list[int] | None = None, reduction: int = 16):
+                 m_kernel: list[int] | None = None, reduction: int = 16, joint_kernel: int = 3):
         super().__init__()
-        self.deca = DECA(channels, kernel_size, p_kernel, reduction)
+        self.deca = DECA(channels, kernel_size, p_kernel, reduction, joint_kernel)
         self.depa = DEPA(channels, m_kernel)
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:  # noqa: D102
         rgb, ir = self.depa(self.deca(x))
         return torch.sigmoid(rgb + ir)
+
+
+class DEAPair(DEA):
+    """DEA's two cross-modal attentions without its merge: ``(rgb, ir)`` -> ``cat(rgb', ir')``, ``(B, 2C, H, W)``.
+
+    DEA's own output, ``sigmoid(rgb' + ir')``, is a gate in (0, 1) with the streams' width, not features;
+    ``--fusion dea`` keeps both re-weighted streams and lets the same 1x1 fusion conv as ``mid`` mix them
+    (and, with ``--pretrained``, start as their average). Same arguments as :class:`DEA`; the joint conv
+    defaults to 1x1 here (see :class:`DECA`).
+    """
+
+    def __init__(self, channels: int = 512, kernel_size: int = 80, p_kernel: list[int] | None = None,
+                 m_kernel: list[int] | None = None, reduction: int = 16, joint_kernel: int = 1):
+        super().__init__(channels, kernel_size, p_kernel, m_kernel, reduction, joint_kernel)
+
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:  # noqa: D102
+        return torch.cat(self.depa(self.deca(x)), 1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -242,6 +265,15 @@ class DEALayer(nn.Module):
         return [self.block(x.split(self.split, 1))]
 
 
+class DEAPairLayer(DEALayer):
+    """A YAML ``DEAPair`` row: reads ``Concat(rgb, ir)`` and returns ``[DEAPair((rgb, ir))]`` (2C channels)."""
+
+    def __init__(self, c_rgb: int, c_ir: int, *args: Any):
+        nn.Module.__init__(self)
+        self.split = (c_rgb, c_ir)
+        self.block = DEAPair(c_rgb, *args)
+
+
 class DEFALayer(DEALayer):
     """A YAML ``DEFA`` row: reads ``Concat(rgb, ir)`` and returns ``[DEFA((rgb, ir))]``."""
 
@@ -263,10 +295,13 @@ class C2fBiFocusLayer(nn.Module):
 
 
 #: YAML name -> the layer class a rewritten row names (registered in Ultralytics' parser namespace).
-ROW_LAYERS = {"DEA": DEALayer, "DEFA": DEFALayer, "C2f_BiFocus": C2fBiFocusLayer}
-PAIR_MODULES = frozenset({"DEA", "DEFA"})
-#: Modules whose FLOPs grow faster than the image area (model_summary counts them at the real size).
-QUADRATIC_MODULES = (DEFA,)
+ROW_LAYERS = {"DEA": DEALayer, "DEAPair": DEAPairLayer, "DEFA": DEFALayer, "C2f_BiFocus": C2fBiFocusLayer}
+PAIR_MODULES = frozenset({"DEA", "DEAPair", "DEFA"})
+#: Pair modules that return both streams concatenated (twice the width their first argument gives).
+CONCAT_PAIR_MODULES = frozenset({"DEAPair"})
+#: Modules whose FLOPs are not proportional to the image area, counted by model_summary at the real size:
+#: DEFA's attention grows with the area squared; DECA's pyramid always works on its nominal grid.
+QUADRATIC_MODULES = (DEFA, DECA)
 #: Ultralytics' layers whose first argument is their output width, scaled by the model's width.
 _SCALED_WIDTH = frozenset({"Conv", "C2f", "C3k2", "C2PSA", "SPPF"})
 
@@ -305,6 +340,14 @@ class _Widths:
         else:
             c = self.of(i, f) if isinstance(f, int) else None  # Upsample, input modules; Detect is read by no one
         self.out.append(c)
+
+
+def expansion(m: str) -> tuple[int, int]:
+    """What :func:`expand_rows` makes of one row naming ``m``: (layers built, position of the module's own
+    layer among them). A pair module: Concat, module, Index; another of ours: module, Index; else the row."""
+    if m in PAIR_MODULES:
+        return 3, 1
+    return (2, 0) if m in ROW_LAYERS else (1, 0)
 
 
 def expand_rows(d: dict[str, Any], ch_in: int, where: str = "model config") -> None:
@@ -353,7 +396,8 @@ def _expand(i: int, f: Any, nf: Any, n: int, m: str, args: list[Any], widths: _W
         if not c_rgb == c_ir == c_out:
             raise ModelConfigError(f"{where}: its inputs have {c_rgb} and {c_ir} channels, but its width {args[0]} "
                              f"scales to {c_out}; the three must be equal")
-        return c_out, [[nf, 1, "Concat", [1]], [None, 1, m, [c_rgb, c_ir, *args[1:]]], [None, 1, "Index", [c_out, 0]]]
+        c_pair = 2 * c_out if m in CONCAT_PAIR_MODULES else c_out
+        return c_pair, [[nf, 1, "Concat", [1]], [None, 1, m, [c_rgb, c_ir, *args[1:]]], [None, 1, "Index", [c_pair, 0]]]
     if not isinstance(f, int):
         raise ModelConfigError(f"{where}: expects one input layer, got from {f!r}")
     c_in = widths.of(i, f)

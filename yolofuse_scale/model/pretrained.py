@@ -10,6 +10,8 @@ same way (an Ultralytics model: layer i is single-stream layer i; our rgb varian
 - ``rgb``: the model as is. ``ir``: the same weights, the first conv adapted to the IR channels;
 - ``early``: both stems from the pretrained stem, the trunk from the pretrained trunk;
 - ``mid``: both backbones from the pretrained backbone, neck and head pretrained;
+- ``dea``: as ``mid``; its cross-modal attention layers are new (no single-stream model has them)
+  and keep their own initialisation;
 - ``late``: both branches, and Detect's levels of each branch from the pretrained Detect's levels;
 - ``data``: one stem reading 3 + C_ir channels (see below).
 
@@ -77,7 +79,7 @@ ALLOWED_CLASSES = (
 ALLOWED_DATA = ("ultralytics.utils.IterableSimpleNamespace",)
 #: Below this share of the source's tensors placed (class-dependent ones aside) the source is refused.
 MIN_PLACED = 0.5
-STREAMS = ("rgb", "ir", "shared", "fusion")
+STREAMS = ("rgb", "ir", "shared", "fusion", "attention")
 _KEY = re.compile(r"^model\.(\d+)\.(.+)$")
 _LEVEL = re.compile(r"^(cv2|cv3|one2one_cv2|one2one_cv3)\.(\d+)\.(.+)$")
 _CLASS_BRANCH = re.compile(r"^(one2one_)?cv3\.\d+\.")
@@ -307,7 +309,7 @@ def _our_weights(path: Path) -> Source:
 
 # ------------------------------------------------------------------------------------------ mapping
 _PREFER = {"rgb": ("rgb", "shared", "ir"), "ir": ("ir", "shared", "rgb"), "shared": ("shared", "rgb", "ir"),
-           "fusion": ("fusion",)}
+           "fusion": ("fusion",), "attention": ("attention",)}
 
 
 def _find(table: dict, src: int, stream: str):
@@ -331,6 +333,7 @@ class LoadReport:
     reinit: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
     fusion_init: list[int] = field(default_factory=list)
+    attention_new: list[int] = field(default_factory=list)  # new attention layers (dea), model's own init
     placed: int = 0
     countable: int = 0
     difference: str | None = None
@@ -356,15 +359,19 @@ class LoadReport:
                f"tensors ({self.share:.0%}{aside})"]
         if self.difference:
             out.append(f"  WARNING another architecture ({self.difference}): transferred where the shapes match")
-        out.append(f"  {'stream':<8}{'loaded':>8}{'adapted':>9}{'skipped':>9}{'re-init':>9}{'new':>6}")
-        for s in STREAMS:
+        shown = [s for s in STREAMS if any(self.counts[s].values())]
+        w = max([8] + [len(s) + 1 for s in shown])  # "attention" (dea) is one wider than the others
+        out.append(f"  {'stream':<{w}}{'loaded':>8}{'adapted':>9}{'skipped':>9}{'re-init':>9}{'new':>6}")
+        for s in shown:
             c = self.counts[s]
-            if any(c.values()):
-                out.append(f"  {s:<8}{c['loaded']:>8}{c['adapted']:>9}{c['skipped']:>9}{c['reinit']:>9}{c['new']:>6}")
+            out.append(f"  {s:<{w}}{c['loaded']:>8}{c['adapted']:>9}{c['skipped']:>9}{c['reinit']:>9}{c['new']:>6}")
         out += [f"  adapted {a}" for a in self.adapted]
         if self.fusion_init:
             out.append(f"  new fusion convs (layers {', '.join(map(str, self.fusion_init))}): initialised to the "
                        "average of the two streams (channel c = (rgb_c + ir_c) / 2)")
+        if self.attention_new:
+            out.append(f"  new cross-modal attention (layers {', '.join(map(str, self.attention_new))}): the "
+                       "model's own initialisation")
         if self.reinit:
             out.append(f"  re-initialised (class-dependent; {self.nc[0]} class(es) here, {self.nc[1]} in the file): "
                        + _listing(self.reinit))
@@ -452,6 +459,9 @@ def map_pretrained(model: torch.nn.Module, source: Source, write: bool = True) -
                 if stream == "fusion" and rest == "conv.weight":
                     put(dst, _average_fusion(dst))
                     report.fusion_init.append(int(m.group(1)))
+                elif stream == "attention":
+                    if int(m.group(1)) not in report.attention_new:
+                        report.attention_new.append(int(m.group(1)))
                 elif stream != "fusion":
                     report.new.append(key)
                 c["new"] += 1

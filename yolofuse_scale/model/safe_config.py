@@ -28,12 +28,12 @@ from collections.abc import Iterator
 from typing import Any
 
 #: The layers the built-in variants use, YOLOFuse's fusion configs use (the same YOLOv8 set), Ultralytics'
-#: own yolov8.yaml / yolo11.yaml use (C3k2, C2PSA), our three YOLOFuse input modules, and the attention
-#: modules of YOLOFuse's DEYOLO.yaml / DEFA.yaml (attention.py).
+#: own yolov8.yaml / yolo11.yaml use (C3k2, C2PSA), our three YOLOFuse input modules, the attention
+#: modules of YOLOFuse's DEYOLO.yaml / DEFA.yaml and ``--fusion dea``'s DEAPair (attention.py).
 ALLOWED_MODULES = frozenset({
     "Conv", "C2f", "C3k2", "C2PSA", "SPPF", "Concat", "Detect", "nn.Upsample",
     "IdentityInput", "ModalitySelector", "ModalConcat",
-    "DEA", "DEFA", "C2f_BiFocus",
+    "DEA", "DEAPair", "DEFA", "C2f_BiFocus",
 })
 
 #: ``activation:`` values, written ``nn.Name(literal args)`` (``torch.nn.Name`` too).

@@ -17,6 +17,21 @@ Variants (named after YOLOFuse's), the same rules for every family:
   of its own before they are mixed, which data-level fusion, sharing its first conv, does not.
 - ``mid``: one backbone per modality; every backbone map the head reads (P3/P4/P5) is fused by
   concatenation and a 1x1 conv back to the single-stream width, so neck and head are the family's own.
+- ``dea``: ``mid`` with cross-modal attention first: at each of P3/P4/P5 the two streams go through
+  DEYOLO's DEA (``attention.DEAPair``: channel attention, each stream gated by the other's channel
+  descriptor and a joint one, then spatial attention, each stream gated by maps of the other), then the
+  same concatenation + 1x1 conv as ``mid`` into the family's own neck and head. See :data:`DEA_GRID`.
+
+  Why DEA and not a CFT-style transformer (RGB and IR tokens concatenated, self-attention over all of them):
+  at P3 of a 640 px image that is 2 x 80 x 80 = 12,800 tokens, a 12,800^2 = 164M-entry attention matrix per
+  head and image (0.66 GB in fp32 unless a fused kernel is used; 2 N^2 C = 21 G multiply-adds at C = 64,
+  five times the whole yolov8n), and it grows with the image area squared; CFT itself pools each map to 8 x 8
+  tokens first, which throws away the P3 detail small objects live in. DEA is linear in the pixels: per
+  pixel O(C^2) for DECA's 1x1 joint conv and O(C k^2) for DEPA's one-channel maps, no pairwise term, and
+  it still lets each stream be re-weighted by the other, per channel (global) and per pixel (local). At
+  scale n, 640 px, that is +6-8% parameters and +4-12% GFLOPs over ``mid`` (yolov8 / yolo11 / yolo26;
+  tests/test_dea_fusion.py holds the bound). A token-attention fusion remains available through a YAML's
+  ``DEFA`` rows (attention.py).
 - ``late``: two full backbone + neck branches; one ``Detect`` reads all six maps (YOLOFuse's
   decision-level fusion), so the assigner picks the best branch per anchor.
 
@@ -29,7 +44,10 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-FUSIONS = ("data", "early", "mid", "late", "rgb", "ir")
+FUSIONS = ("data", "early", "mid", "dea", "late", "rgb", "ir")
+#: The image side DECA's pooling pyramid is made for (DEYOLO's: its 80/40/20 grids at P3/P4/P5 at 640 px).
+#: Other sizes are resampled to that grid first, so one model serves every image size.
+DEA_GRID = 640
 
 #: family -> the single-stream detection YAML inside the installed Ultralytics package.
 FAMILY_FILES = {"yolov8": ("v8", "yolov8.yaml"), "yolo11": ("11", "yolo11.yaml"), "yolo26": ("26", "yolo26.yaml")}
@@ -60,8 +78,9 @@ class Origin(NamedTuple):
     """Where a fusion-model layer comes from in the single-stream model it was derived from.
 
     ``src``: the single-stream layer index it copies (for a fusion conv: the tapped layer); ``stream``:
-    ``rgb`` / ``ir`` (a per-modality branch), ``shared`` (one copy fed by both) or ``fusion`` (a new 1x1
-    conv mixing the two streams' maps of layer ``src``); ``levels``: for a Detect that reads both
+    ``rgb`` / ``ir`` (a per-modality branch), ``shared`` (one copy fed by both), ``fusion`` (a new 1x1
+    conv mixing the two streams' maps of layer ``src``) or ``attention`` (new cross-modal attention over
+    the two streams' maps of layer ``src``, before its fusion conv); ``levels``: for a Detect that reads both
     branches (late fusion), each of its levels as (single-stream level, stream); empty: level k is level k.
     """
 
@@ -129,6 +148,21 @@ def _fuse(rows: list[Row], a: int, b: int, width: int, origins: dict[int, Origin
     return len(rows) - 1
 
 
+def _attend_and_fuse(rows: list[Row], a: int, b: int, width: int, side: int, origins: dict[int, Origin],
+                     tap: int) -> int:
+    """DEA over the two maps (their concatenation re-weighted, ``2 * width`` channels), then the 1x1
+    fusion conv of :func:`_fuse` back to ``width``; return the conv's index."""
+    rows += [[[a, b], 1, "DEAPair", [width, side]], [-1, 1, "Conv", [width, 1, 1]]]
+    origins[len(rows) - 2] = Origin(tap, "attention")
+    origins[len(rows) - 1] = Origin(tap, "fusion")
+    return len(rows) - 1
+
+
+def _stride(rows: list[Row], t: int) -> int:
+    """The stride of backbone layer ``t`` (a chain: each stride-2 Conv up to it halves the map)."""
+    return 2 ** sum(1 for r in rows[: t + 1] if r[2] == "Conv" and len(r[3]) > 2 and r[3][2] == 2)
+
+
 def _width(row: Row) -> int:
     if row[2] not in _WIDTH_FIRST:
         raise ValueError(f"cannot fuse after a {row[2]} layer: its output width is not its first argument")
@@ -141,13 +175,26 @@ def derive_fusion(base: dict[str, Any], fusion: str, nc: int) -> dict[str, Any]:
 
 
 def fusion_origins(base: dict[str, Any], fusion: str) -> list[Origin | None]:
-    """For each layer of ``derive_fusion(base, fusion, nc)``, the single-stream layer it copies (see
-    :class:`Origin`); None for the layers fusion adds without weights (input selectors, concatenations).
+    """For each layer of the model built from ``derive_fusion(base, fusion, nc)``, the single-stream layer
+    it copies (see :class:`Origin`); None for the layers fusion adds without weights (input selectors,
+    concatenations).
 
     It is the derivation's own bookkeeping, so it holds for every family: what maps pretrained
-    single-stream weights into each stream (``model/pretrained.py``).
+    single-stream weights into each stream (``model/pretrained.py``). A row naming one of our attention
+    modules becomes several layers when built (``attention.expand_rows``); the list counts built layers.
     """
-    return _derive(base, fusion, 1)[1]
+    d, origins = _derive(base, fusion, 1)
+    return _built_layers(d["backbone"] + d["head"], origins)
+
+
+def _built_layers(rows: list[Row], origins: list[Origin | None]) -> list[Origin | None]:
+    from yolofuse_scale.model.attention import expansion  # torch and Ultralytics: only when asked
+
+    built: list[Origin | None] = []
+    for row, o in zip(rows, origins):
+        count, at = expansion(row[2])
+        built += [o if k == at else None for k in range(count)]
+    return built
 
 
 def _derive(base: dict[str, Any], fusion: str, nc: int) -> tuple[dict[str, Any], list[Origin | None]]:
@@ -163,7 +210,7 @@ def _derive(base: dict[str, Any], fusion: str, nc: int) -> tuple[dict[str, Any],
     elif fusion in ("rgb", "ir"):
         out.append([-1, 1, "ModalitySelector", [1 if fusion == "rgb" else 2]])
         _copy_rows(out, rows, range(len(rows)), m, 0, o, fusion)
-    elif fusion in ("early", "mid", "late"):
+    elif fusion in ("early", "mid", "dea", "late"):
         out += [[-1, 1, "IdentityInput", []], [0, 1, "ModalitySelector", [1]], [0, 1, "ModalitySelector", [2]]]
         a: dict[int, int] = {}
         b: dict[int, int] = {}
@@ -176,12 +223,16 @@ def _derive(base: dict[str, Any], fusion: str, nc: int) -> tuple[dict[str, Any],
             _copy_rows(out, rows, range(2), b, 2, o, "ir")
             m[1] = _fuse(out, a[1], b[1], _width(rows[1]), o, 1)
             _copy_rows(out, rows, range(2, len(rows)), m, -1, o)
-        elif fusion == "mid":
+        elif fusion in ("mid", "dea"):
             _copy_rows(out, rows, range(nb), a, 1, o, "rgb")
             _copy_rows(out, rows, range(nb), b, 2, o, "ir")
             taps = sorted({x for i in range(nb, len(rows)) for x in _absolute(i, rows[i][0]) if x < nb})
             for t in taps:
-                m[t] = _fuse(out, a[t], b[t], _width(rows[t]), o, t)
+                if fusion == "mid":
+                    m[t] = _fuse(out, a[t], b[t], _width(rows[t]), o, t)
+                else:
+                    side = DEA_GRID // _stride(rows, t)
+                    m[t] = _attend_and_fuse(out, a[t], b[t], _width(rows[t]), side, o, t)
             _copy_rows(out, rows, range(nb, len(rows)), m, -1, o)
         else:  # late: each branch keeps its own neck; one Detect reads both branches' maps
             _copy_rows(out, rows, range(last), a, 1, o, "rgb")

@@ -10,7 +10,9 @@ import functools
 import torch
 
 #: Blocks recomputed in backward under --activation-checkpointing (backbone and neck, not the head).
-CHECKPOINT_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA")
+#: DEAPair (--fusion dea) stores about nine C x H x W maps per level (the concatenated pair, the joint
+#: conv's, the two gated pairs) for a few percent of the model's FLOPs: cheap to recompute, so it is one too.
+CHECKPOINT_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "DEAPair")
 
 
 def apply_activation_checkpointing(model: torch.nn.Module) -> int:

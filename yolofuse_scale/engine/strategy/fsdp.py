@@ -19,9 +19,11 @@ from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from yolofuse_scale.errors import DistributedSetupError
 
 #: FSDP2 units: the blocks that hold a YOLO's parameters (YOLOv8's C2f, YOLO11/26's C3k2 and C2PSA,
-#: SPPF in backbone and neck, the Detect head). Every other module (stem convs, the fusion
-#: concatenations) belongs to the root unit. Only the classes a model has are wrapped (wrap_units).
-WRAP_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "Detect")
+#: SPPF in backbone and neck, the Detect head) and ``--fusion dea``'s attention (DEAPair: about 2 C^2 weights
+#: per level, 0.3M in all at scale n, 2M at x, as much as a C2f; left in the root it would be gathered for the
+#: whole forward). Every other module (stem convs, the fusion concatenations) belongs to the root unit.
+#: Only the classes a model has are wrapped (wrap_units).
+WRAP_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "DEAPair", "Detect")
 
 
 def fsdp_plugin() -> FullyShardedDataParallelPlugin:
