@@ -27,9 +27,11 @@ graphs readable.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
-FUSIONS = ("data", "early", "mid", "late", "rgb", "ir")
+#: Where the RGB and IR streams meet (``--fusion``); the tuple is derived from it.
+Fusion = Literal["data", "early", "mid", "late", "rgb", "ir"]
+FUSIONS: tuple[str, ...] = get_args(Fusion)
 
 #: family -> the single-stream detection YAML inside the installed Ultralytics package.
 FAMILY_FILES = {"yolov8": ("v8", "yolov8.yaml"), "yolo11": ("11", "yolo11.yaml"), "yolo26": ("26", "yolo26.yaml")}
