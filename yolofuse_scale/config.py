@@ -367,7 +367,7 @@ def _field_docs(cls: type) -> dict[str, str]:
     """The string literal right under each field of dataclass ``cls``, whitespace folded: its ``--help`` line.
 
     Read with ``ast`` from the class's source, once per class (a few ms at parser-build time); ``{}`` where
-    the source is not installed, which tests/test_training.py would notice (every flag has help text)."""
+    the source is not installed, which tests/test_config.py would notice (every flag has help text)."""
     try:
         body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
     except (OSError, TypeError):
