@@ -1,5 +1,12 @@
 """Typed run configuration: one dataclass per concern, filled from defaults, then the command line.
 
+One source per knob: a setting is a dataclass field, and everything else is derived from it. The
+string literal right under a field is its ``--help`` line (read from the source with ``ast``, once);
+a ``Literal[...]`` type is both its argparse ``choices`` and its check; the default is shown in the
+help. The flag is the field's name with dashes (``batch_size``: ``--batch-size``), and the same name
+is its key in its section of ``config.yaml``. The augmentation recipe is ``data/augment.py``'s
+:class:`AugmentRecipe`, held by :class:`DataConfig` and flattened into the data flags and keys.
+
 The resolved configuration is written beside every run as ``config.yaml``; ``--config FILE`` reads
 such a file back (command-line flags still win), so a run is reproducible from its own output.
 """
@@ -7,90 +14,96 @@ such a file back (command-line flags still win), so a run is reproducible from i
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import dataclasses
 import difflib
+import functools
+import inspect
 import re
+import textwrap
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple, get_args, get_origin
 
 import yaml
 
 from yolofuse_scale.data.augment import AugmentRecipe
+from yolofuse_scale.data.cache import CacheMode
+from yolofuse_scale.data.scan import BadSamplePolicy
 from yolofuse_scale.errors import ConfigError, add_debug_argument
-from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALE_NAMES, SCALES, parse_model_name
+from yolofuse_scale.model.variants import FAMILIES, SCALE_NAMES, SCALES, Fusion, parse_model_name
 
-#: Strategies ``--strategy`` names; ``zero*`` read the packaged ``yolofuse_scale/configs/deepspeed/<name>.json``
+#: ``--strategy``; ``zero*`` read the packaged ``yolofuse_scale/configs/deepspeed/<name>.json``
 #: (``ds_configs/`` in the checkout; see engine/strategy/deepspeed.py).
-STRATEGIES = ("auto", "ddp", "fsdp", "zero1", "zero2", "zero3", "zero3_offload")
-
-
-def _at_least(obj: Any, low: float, *names: str) -> None:
-    """Refuse fields of ``obj`` below ``low``: a negative count or gain is a typo, not a setting."""
-    for name in names:
-        if getattr(obj, name) < low:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(obj, name)}")
+Strategy = Literal["auto", "ddp", "fsdp", "zero1", "zero2", "zero3", "zero3_offload"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
 @dataclass(kw_only=True)
-class DataSettings:  # not data.DataConfig (a parsed data.yaml): these are the run's data flags
-    """Where the paired images come from and how they are fed."""
+class DataConfig:
+    """The run's data section: where the paired images come from and how they are fed (the parsed
+    ``data.yaml`` itself is ``data.DatasetSpec``)."""
 
-    data: str = ""  #: data.yaml (YOLOFuse layout); empty: synthesise a small dataset into the output dir
-    imgsz: int = 640  #: square training/validation size (letterboxed), a multiple of 32
-    workers: int = 2  #: DataLoader worker processes per rank
-    augment: bool = True  #: the YOLOv8 recipe below (training only); False: letterbox only, like validation
-    shuffle: bool = True  #: seeded per-epoch shuffle; the order is a function of (seed, epoch) only
-    on_bad_sample: str = "error"  #: error | skip: what the start-up scan does with bad pairs and labels
-    cache: str = "none"  #: none | ram | disk: decoded training pairs in one memory-mapped file per node
-    # The augmentation recipe: Ultralytics' YOLOv8 defaults (data/augment.py), plus the IR gain.
-    mosaic: float = 1.0  #: probability of a 4-pair mosaic
-    mixup: float = 0.0  #: probability of blending with a second sample
-    degrees: float = 0.0  #: rotation, +/- degrees
-    translate: float = 0.1  #: translation, +/- fraction of the size
-    aug_scale: float = 0.5  #: zoom, 1 +/- aug_scale (Ultralytics' `scale`; --scale is the model's)
-    shear: float = 0.0  #: shear, +/- degrees
-    perspective: float = 0.0  #: perspective factor (0: affine)
-    fliplr: float = 0.5  #: probability of a horizontal flip
-    hsv_h: float = 0.015  #: hue gain, RGB only
-    hsv_s: float = 0.7  #: saturation gain, RGB only
-    hsv_v: float = 0.4  #: value gain, RGB only
-    ir_gain: float = 0.0  #: IR intensity gain, 1 +/- ir_gain, IR only
-    close_mosaic: int = 10  #: no mosaic (nor mixup) in the last N epochs
-
-    def augment_recipe(self) -> AugmentRecipe:
-        """The recipe these flags describe."""
-        names = {f.name for f in dataclasses.fields(AugmentRecipe)} - {"scale"}
-        return AugmentRecipe(scale=self.aug_scale, **{n: getattr(self, n) for n in names})
+    data: str = ""
+    """data.yaml in the YOLOFuse layout (images/, imagesIR/, labels/); omit to train on a synthetic set"""
+    imgsz: int = 640
+    """square input size in pixels (multiple of 32)"""
+    workers: int = 2
+    """DataLoader worker processes per rank"""
+    augment: bool = True
+    """training augmentation: the YOLOv8 recipe (mosaic, perspective, mixup, flip: the same geometry for RGB
+    and IR; HSV on RGB; IR gain); off: letterbox only"""
+    shuffle: bool = True
+    """shuffle each epoch with a permutation seeded by (seed, epoch)"""
+    on_bad_sample: BadSamplePolicy = "error"
+    """error: stop before the first step listing every bad pair/label (FILE:LINE); skip: train without the
+    pairs concerned and log the list"""
+    cache: CacheMode = "none"
+    """decode the training pairs once into one memory-mapped file per node, read by every rank and worker: ram
+    (/dev/shm) or disk (the dataset folder, else the run folder); none: decode every time"""
+    recipe: AugmentRecipe = field(default_factory=AugmentRecipe, metadata={"flag_names": {"scale": "aug_scale"}})
+    """the augmentation recipe (used with --augment): one flag and one data key per field (its help is the
+    field's docstring in data/augment.py); ``scale`` is ``--aug-scale``, ``--scale`` being the model's"""
 
     def __post_init__(self) -> None:
-        if self.cache not in ("none", "ram", "disk"):
-            raise ConfigError(f"--cache must be none, ram or disk, got {self.cache!r}")
-        if self.on_bad_sample not in ("error", "skip"):
-            raise ConfigError(f"--on-bad-sample must be error or skip, got {self.on_bad_sample!r}")
+        _check_choices(self)
         if self.imgsz < 32 or self.imgsz % 32:
             raise ConfigError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
         if self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
         for name in ("mosaic", "mixup", "fliplr"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
-        _at_least(self, 0, "close_mosaic", "translate", "aug_scale", "hsv_h", "hsv_s", "hsv_v", "ir_gain")
+            if not 0 <= getattr(self.recipe, name) <= 1:
+                raise ConfigError(f"--{name} is a probability in [0, 1], got {getattr(self.recipe, name)}")
+        _at_least(self.recipe, 0, "close_mosaic", "translate", "scale", "hsv_h", "hsv_s", "hsv_v", "ir_gain")
 
 
 @dataclass(kw_only=True)
 class ModelConfig:
     """Which detector is trained."""
 
-    model: str = "yolov8n"  #: {yolov8,yolo11,yolo26}{t,n,s,m,l,x} (t = tiny, tests only) or a model YAML file
-    fusion: str = "mid"  #: data | early | mid | dea | late | rgb | ir (unused for a YAML file; the flag is refused)
-    scale: str | None = None  #: row of a YAML file's `scales` table (default: its first)
-    pretrained: str = ""  #: Ultralytics checkpoint (yolo11n.pt) or our weights file: every stream starts from it
+    model: str = "yolov8n"
+    """a family and scale: yolov8, yolo11 (C3k2/C2PSA) or yolo26 (end-to-end head, NMS-free capable) +
+    t|n|s|m|l|x (t: tiny, for tests), e.g. yolo11s; or a model YAML (Ultralytics or YOLOFuse schema)"""
+    fusion: Fusion = "mid"
+    """data (stacked input), early (two stems, fused at P2), mid (two backbones, fused P3-P5), dea (mid with
+    cross-modal channel + spatial attention, DEYOLO's DEA, on each P3-P5 pair before its fusion), late (two
+    branches, one Detect), rgb or ir (single-modality baselines); not with a model YAML, which defines its own
+    (refused)"""
+    scale: str | None = None
+    """for a YAML model: which row of its `scales` table (n/s/m/l/x)"""
+    pretrained: str = ""
+    """start from pretrained weights: an Ultralytics checkpoint of the same family and scale (e.g. yolo11n.pt,
+    RGB-trained; read without running code) or weights/*.pt of a run of that model. Every stream starts from
+    it: the IR stem's first conv is the sum over the RGB input channels (1-channel IR; a gray image answers as
+    in RGB), a data-level stem gets half of each, fusion convs start as the two streams' average, class layers
+    are re-initialised if the class count differs; a per-stream load report is logged. Not re-applied on
+    --resume"""
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        _check_choices(self)
         if _is_model_file(self.model):
             return
         named = parse_model_name(self.model)
@@ -116,27 +129,38 @@ class OptimConfig:
     ``linear`` is Ultralytics' update for a batch of f x nbs images (Goyal et al.'s linear rule).
     """
 
-    optimizer: str = "sgd"  #: sgd (momentum, nesterov) | adamw
-    lr: float = 0.01  #: peak learning rate (lr0)
-    lrf: float = 0.01  #: final lr = lr * lrf
-    momentum: float = 0.937  #: SGD momentum / Adam beta1
-    weight_decay: float = 5e-4  #: applied to conv/linear weights only (not BN, not biases)
-    warmup_epochs: float = 3.0  #: linear warm-up length (at least 100 optimizer steps, as Ultralytics)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    """sgd (momentum, nesterov) or adamw; BN weights and biases get no weight decay"""
+    lr: float = 0.01
+    """peak learning rate after warm-up (Ultralytics' lr0)"""
+    lrf: float = 0.01
+    """final learning rate as a fraction of --lr"""
+    momentum: float = 0.937
+    """SGD momentum / AdamW beta1"""
+    weight_decay: float = 5e-4
+    """weight decay of conv/linear weights (not BN, not biases)"""
+    warmup_epochs: float = 3.0
+    """linear warm-up, in epochs (at least 100 steps)"""
     warmup_momentum: float = 0.8
+    """momentum at the start of warm-up"""
     warmup_bias_lr: float = 0.1
-    schedule: str = "cosine"  #: cosine | linear, over --epochs (not --max-steps)
-    clip_grad: float = 10.0  #: max gradient norm (Ultralytics clips at 10)
-    nbs: int = 64  #: nominal batch size the recipe's hyper-parameters assume
-    scale_lr: str = "none"  #: none | linear | sqrt: peak lr x f or x sqrt(f), f = images/step / nbs; wd fixed
-    ema: bool = True  #: keep an EMA of the weights (decay 0.9999, 2000-step ramp); validate/save it
+    """bias learning rate at the start of warm-up"""
+    schedule: Literal["cosine", "linear"] = "cosine"
+    """cosine or linear decay over --epochs (not --max-steps)"""
+    clip_grad: float = 10.0
+    """clip the global gradient norm to this value (0: off)"""
+    nbs: int = 64
+    """nominal batch size of the recipe: a step's gradient is nbs x the mean micro-batch gradient"""
+    scale_lr: Literal["none", "linear", "sqrt"] = "none"
+    """scale the peak lr with f = images-per-step / nbs: linear lr x f (SGD: Goyal et al., Ultralytics' update
+    at f x nbs images), sqrt lr x sqrt(f) (common for AdamW); none: lr as given. Weight decay is not scaled: SGD
+    and AdamW both decay by lr x wd per step, so it follows lr"""
+    ema: bool = True
+    """keep an exponential moving average of the weights (decay 0.9999, 2000-step ramp), used for validation
+    and weights/"""
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "linear"):
-            raise ConfigError(f"--schedule must be cosine or linear, got {self.schedule!r}")
-        if self.scale_lr not in ("none", "linear", "sqrt"):
-            raise ConfigError(f"--scale-lr must be none, linear or sqrt, got {self.scale_lr!r}")
+        _check_choices(self)
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         for name in ("momentum", "warmup_momentum"):
@@ -150,33 +174,72 @@ class OptimConfig:
 class TrainConfig:
     """Run length, batch, outputs and the distributed knobs the loop itself owns."""
 
-    epochs: int = 100  #: fixes the LR schedule
-    max_steps: int = 0  #: stop after this many optimizer steps (0: run all epochs); schedule unchanged
-    batch_size: int = 16  #: per device (per process) micro-batch
-    grad_accum: int = 1  #: micro-batches per optimizer step on each rank
-    global_batch_size: int = 0  #: images per optimizer step; if set, grad_accum = G / (batch x processes)
+    epochs: int = 100
+    """number of epochs; fixes the LR schedule"""
+    max_steps: int = 0
+    """stop after this many optimizer steps (0: no limit); does not change the schedule"""
+    batch_size: int = 16
+    """micro-batch per device; the global batch is batch-size x processes x grad-accum"""
+    grad_accum: int = 1
+    """micro-batches accumulated per optimizer step on each process"""
+    global_batch_size: int = 0
+    """images per optimizer step at any world size: sets --grad-accum to G / (batch-size x processes), so a run
+    resumed on another number of devices consumes the same micro-batches"""
     seed: int = 0
+    """seeds Python, NumPy and torch on every rank, the shuffle and the augmentation"""
     output_dir: str = "runs/train"
-    resume: str = ""  #: "auto" (newest checkpoint in output_dir) or a checkpoint folder
-    overwrite: bool = False  #: a new run into an output_dir holding another run: move that run into replaced/
-    save_every_steps: int = 0  #: also checkpoint every N optimizer steps (0: epoch ends only)
-    keep_last: int = 3  #: keep the newest K checkpoints (0: keep all)
-    save_on_each_node: bool = False  #: output_dir is node-local: each node's local main writes its own copy
-    val: bool = True  #: validate at each epoch end (off: the final epoch only); best.pt: best validated epoch
-    log_with: str = "none"  #: tensorboard | wandb | mlflow | none (trackers run offline)
-    log_every: int = 10  #: print a progress line every N steps (the JSONL log gets every step)
-    strategy: str = "auto"  #: auto | ddp | fsdp | zero1 | zero2 | zero3 | zero3_offload
-    deepspeed: str = ""  #: DeepSpeed JSON config (or use `accelerate launch --config_file ...`)
-    activation_checkpointing: bool = False  #: recompute backbone/neck blocks in backward (less memory)
-    mixed_precision: str | None = None  #: no | fp16 | bf16 (default: the launcher's / Accelerate's)
-    sync_bn: bool = False  #: SyncBatchNorm across ranks (CUDA only; ignored with a message elsewhere)
-    dist_timeout: int = 300  #: seconds a collective may wait before the job fails (a dead/hung rank)
-    compile: bool = False  #: torch.compile the model (inductor); DDP and single-process runs only
+    """run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/"""
+    resume: str = ""
+    """'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder"""
+    overwrite: bool = False
+    """a fresh run (or --resume PATH of another run) into an --output-dir that holds another run's checkpoints
+    or log: move that run's outputs into <output-dir>/replaced/<run id>-<time>/ first (without it: refused;
+    --resume auto continues the run there)"""
+    save_every_steps: int = 0
+    """also write a checkpoint every N optimizer steps (0: only at epoch ends)"""
+    keep_last: int = 3
+    """keep only the newest K checkpoints (0: keep all)"""
+    save_on_each_node: bool = False
+    """--output-dir is node-local storage: every node's first process writes its own copy of logs, checkpoints
+    and weights, and resumes from it; off: one writer per job (storage all nodes share)"""
+    val: bool = True
+    """validate (mAP50, mAP50-95, P, R) at the end of each epoch; --no-val validates the final epoch only.
+    weights/best.pt is the best validated epoch (with --no-val: the final weights)"""
+    log_with: Literal["tensorboard", "wandb", "mlflow", "none"] = "none"
+    """experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none"""
+    log_every: int = 10
+    """print a progress line every N optimizer steps (the JSONL log gets every step)"""
+    strategy: Strategy = "auto"
+    """auto: as the launcher/accelerate config says; ddp; fsdp (FSDP2); zero1|zero2|zero3|zero3_offload (the
+    packaged DeepSpeed JSON <name>.json, ds_configs/ in the checkout). The same loop runs under each"""
+    deepspeed: str = ""
+    """DeepSpeed JSON config (ds_configs/*.json); the deepspeed launcher passes this (or use `accelerate launch
+    --config_file ...`)"""
+    activation_checkpointing: bool = False
+    """recompute C2f/SPPF blocks in backward: less activation memory, ~20-30% more compute (for large scales and
+    high resolutions)"""
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
+    """no, fp16 or bf16 (default: the accelerate config's choice, else no)"""
+    sync_bn: bool = False
+    """convert BatchNorm to SyncBatchNorm before wrapping (CUDA only; on CPU it says so and goes on)"""
+    dist_timeout: int = 300
+    """seconds a collective may block before the job fails (dead or hung rank)"""
+    compile: bool = False
+    """torch.compile the model (inductor) after wrapping; the first steps pay the compile (minutes on CPU); DDP
+    or one process"""
     # What the loop measures about itself (engine/perf.py); throughput, data wait and MFU are always logged.
-    time_phases: bool = False  #: log forward/backward/optimizer time per step (syncs the GPU at each)
-    measure_comm: bool = False  #: log calls and bytes of every collective per step
-    peak_tflops: float = 0.0  #: the device's peak TFLOP/s for MFU (0: known GPUs from a table, else no MFU)
-    benchmark_skip_grad_sync: bool = False  #: BENCHMARK ONLY: never synchronise gradients (ranks diverge)
+    time_phases: bool = False
+    """also log forward / backward / optimizer seconds per step; synchronises the GPU at each boundary (exact, a
+    few % slower)"""
+    measure_comm: bool = False
+    """log the calls and payload bytes of every collective per step (what the scaling benchmark projects from);
+    DDP reduces through an equivalent Python comm hook"""
+    peak_tflops: float = 0.0
+    """the device's peak TFLOP/s for the logged model FLOPs utilisation (0: H100/H200/A100/L40S/L4/A10/V100
+    from a table, else none)"""
+    benchmark_skip_grad_sync: bool = False
+    """BENCHMARK ONLY: skip every gradient synchronisation (ranks train apart) to measure step time without
+    communication (ddp, fsdp)"""
 
     def resolve_grad_accum(self, world_size: int) -> None:
         """Derive ``grad_accum`` from ``global_batch_size`` for this world size (no-op when unset)."""
@@ -204,12 +267,7 @@ class TrainConfig:
         if self.overwrite and self.resume == "auto":
             raise ConfigError("--overwrite starts a new run in --output-dir and --resume auto continues the one there: "
                               "pass one of them")
-        if self.log_with not in ("tensorboard", "wandb", "mlflow", "none"):
-            raise ConfigError(f"--log-with must be tensorboard, wandb, mlflow or none, got {self.log_with!r}")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
-            raise ConfigError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        _check_choices(self)
         if self.compile and self.strategy not in ("auto", "ddp"):
             raise ConfigError(f"--compile is supported with --strategy ddp (or one process), not {self.strategy}: "
                              "compiling under FSDP2/DeepSpeed has not been measured or tested here")
@@ -221,13 +279,15 @@ class TrainConfig:
 class RunConfig:
     """Everything a training run needs, grouped by concern."""
 
-    data: DataSettings = field(default_factory=DataSettings)
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """``{section: {key: value}}`` with one key per flag (the recipe inline in ``data``): config.yaml's layout."""
+        return {section: {key: functools.reduce(getattr, knob.path, getattr(self, section))
+                          for key, knob in _knobs(cls).items()} for section, cls in _SECTIONS.items()}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -250,147 +310,135 @@ class RunConfig:
                                   f"got {type(values).__name__} {values!r}")
         kw = {}
         for section, sub_cls in _SECTIONS.items():
-            fields = {f.name: f for f in dataclasses.fields(sub_cls)}
-            values = {}
-            for name, value in (d.get(section) or {}).items():
-                if name not in fields:
-                    raise ConfigError(f"{at(section, name)}: unknown setting {section}.{name}"
-                                      f"{_did_you_mean(name, fields)}")
-                values[name] = _typed(value, fields[name].default, f"{at(section, name)}: {section}.{name}")
+            knobs = _knobs(sub_cls)
+            values: dict[str, Any] = {}
+            nested: dict[str, dict[str, Any]] = {}  # the recipe's settings, by the section field holding it
+            for key, value in (d.get(section) or {}).items():
+                if key not in knobs:
+                    raise ConfigError(f"{at(section, key)}: unknown setting {section}.{key}"
+                                      f"{_did_you_mean(key, knobs)}")
+                knob = knobs[key]
+                typed = _typed(value, knob.field.default, f"{at(section, key)}: {section}.{key}")
+                if len(knob.path) == 1:
+                    values[key] = typed
+                else:
+                    nested.setdefault(knob.path[0], {})[knob.path[1]] = typed
+            for name, sub_values in nested.items():
+                values[name] = _type_hints(sub_cls)[name](**sub_values)
             kw[section] = sub_cls(**values)
         return cls(**kw)
 
 
-_SECTIONS = {"data": DataSettings, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
-_HELP = {
-    # One line a flag, written for the person at the terminal; defaults are appended by argparse.
-    "data": "data.yaml in the YOLOFuse layout (images/, imagesIR/, labels/); omit to train on a synthetic set",
-    "imgsz": "square input size in pixels (multiple of 32)",
-    "workers": "DataLoader worker processes per rank",
-    "augment": "training augmentation: the YOLOv8 recipe (mosaic, perspective, mixup, flip: the same geometry for "
-    "RGB and IR; HSV on RGB; IR gain); off: letterbox only",
-    "cache": "decode the training pairs once into one memory-mapped file per node, read by every rank and "
-    "worker: ram (/dev/shm) or disk (the dataset folder, else the run folder); none: decode every time",
-    "mosaic": "probability of a 4-pair mosaic (same tiles for RGB and IR)",
-    "mixup": "probability of blending a sample with another one",
-    "degrees": "random rotation range, +/- degrees",
-    "translate": "random translation range, +/- fraction of the image size",
-    "aug_scale": "random zoom range, 1 +/- this (Ultralytics' `scale`)",
-    "shear": "random shear range, +/- degrees",
-    "perspective": "random perspective factor (0: affine only)",
-    "fliplr": "probability of a horizontal flip",
-    "hsv_h": "hue augmentation gain (RGB only)",
-    "hsv_s": "saturation augmentation gain (RGB only)",
-    "hsv_v": "value (brightness) augmentation gain (RGB only)",
-    "ir_gain": "IR intensity augmentation: multiply IR by a gain in 1 +/- this (IR only)",
-    "close_mosaic": "turn mosaic and mixup off for the last N epochs",
-    "shuffle": "shuffle each epoch with a permutation seeded by (seed, epoch)",
-    "on_bad_sample": "error: stop before the first step listing every bad pair/label (FILE:LINE); "
-    "skip: train without the pairs concerned and log the list",
-    "model": "a family and scale: yolov8, yolo11 (C3k2/C2PSA) or yolo26 (end-to-end head, NMS-free capable) + "
-    "t|n|s|m|l|x (t: tiny, for tests), e.g. yolo11s; or a model YAML (Ultralytics or YOLOFuse schema)",
-    "fusion": "data (stacked input), early (two stems, fused at P2), mid (two backbones, fused P3-P5), "
-    "dea (mid with cross-modal channel + spatial attention, DEYOLO's DEA, on each P3-P5 pair before its fusion), "
-    "late (two branches, one Detect), "
-    "rgb or ir (single-modality baselines); not with a model YAML, which defines its own (refused)",
-    "scale": "for a YAML model: which row of its `scales` table (n/s/m/l/x)",
-    "pretrained": "start from pretrained weights: an Ultralytics checkpoint of the same family and scale (e.g. "
-    "yolo11n.pt, RGB-trained; read without running code) or weights/*.pt of a run of that model. Every stream "
-    "starts from it: the IR stem's first conv is the sum over the RGB input channels (1-channel IR; a gray image "
-    "answers as in RGB), a data-level stem gets half of each, fusion convs start as the two streams' average, "
-    "class layers are re-initialised if the class count differs; a per-stream load report is logged. "
-    "Not re-applied on --resume",
-    "optimizer": "sgd or adamw; BN weights and biases get no weight decay",
-    "lr": "peak learning rate after warm-up",
-    "lrf": "final learning rate as a fraction of --lr",
-    "momentum": "SGD momentum / AdamW beta1",
-    "weight_decay": "weight decay of conv weights",
-    "warmup_epochs": "linear warm-up, in epochs (at least 100 steps)",
-    "warmup_momentum": "momentum at the start of warm-up",
-    "warmup_bias_lr": "bias learning rate at the start of warm-up",
-    "schedule": "cosine or linear decay over --epochs",
-    "clip_grad": "clip the global gradient norm to this value (0: off)",
-    "nbs": "nominal batch size of the recipe: a step's gradient is nbs x the mean micro-batch gradient",
-    "scale_lr": "scale the peak lr with f = images-per-step / nbs: linear lr x f (SGD: Goyal et al., "
-    "Ultralytics' update at f x nbs images), sqrt lr x sqrt(f) (common for AdamW); none: lr as given. "
-    "Weight decay is not scaled: SGD and AdamW both decay by lr x wd per step, so it follows lr",
-    "ema": "keep an exponential moving average of the weights, used for validation and weights/",
-    "epochs": "number of epochs; fixes the LR schedule",
-    "max_steps": "stop after this many optimizer steps (0: no limit); does not change the schedule",
-    "batch_size": "micro-batch per device; the global batch is batch-size x processes x grad-accum",
-    "grad_accum": "micro-batches accumulated per optimizer step on each process",
-    "global_batch_size": "images per optimizer step at any world size: sets --grad-accum to G / (batch-size x "
-    "processes), so a run resumed on another number of devices consumes the same micro-batches",
-    "seed": "seeds Python, NumPy and torch on every rank, the shuffle and the augmentation",
-    "output_dir": "run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/",
-    "resume": "'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder",
-    "overwrite": "a fresh run (or --resume PATH of another run) into an --output-dir that holds another run's "
-    "checkpoints or log: move that run's outputs into <output-dir>/replaced/<run id>-<time>/ first (without it: "
-    "refused; --resume auto continues the run there)",
-    "save_every_steps": "also write a checkpoint every N optimizer steps (0: only at epoch ends)",
-    "keep_last": "keep only the newest K checkpoints (0: keep all)",
-    "save_on_each_node": "--output-dir is node-local storage: every node's first process writes its own copy of "
-    "logs, checkpoints and weights, and resumes from it; off: one writer per job (storage all nodes share)",
-    "val": "validate (mAP50, mAP50-95, P, R) at the end of each epoch; --no-val validates the final epoch only. "
-    "weights/best.pt is the best validated epoch (with --no-val: the final weights)",
-    "log_with": "experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none",
-    "log_every": "print a progress line every N optimizer steps",
-    "strategy": "auto: as the launcher/accelerate config says; ddp; fsdp (FSDP2); zero1|zero2|zero3|zero3_offload "
-    "(the packaged DeepSpeed JSON <name>.json, ds_configs/ in the checkout). The same loop runs under each",
-    "activation_checkpointing": "recompute C2f/SPPF blocks in backward: less activation memory, ~20-30%% more "
-    "compute (for large scales and high resolutions)",
-    "deepspeed": "DeepSpeed JSON config (ds_configs/*.json); the deepspeed launcher passes this",
-    "mixed_precision": "no, fp16 or bf16 (default: the accelerate config's choice, else no)",
-    "sync_bn": "convert BatchNorm to SyncBatchNorm before wrapping (CUDA only; on CPU it says so and goes on)",
-    "dist_timeout": "seconds a collective may block before the job fails (dead or hung rank)",
-    "compile": "torch.compile the model (inductor) after wrapping; the first steps pay the compile "
-    "(minutes on CPU); DDP or one process",
-    "time_phases": "also log forward / backward / optimizer seconds per step; synchronises the GPU at each "
-    "boundary (exact, a few %% slower)",
-    "measure_comm": "log the calls and payload bytes of every collective per step (what the scaling "
-    "benchmark projects from); DDP reduces through an equivalent Python comm hook",
-    "peak_tflops": "the device's peak TFLOP/s for the logged model FLOPs utilisation (0: H100/H200/A100/"
-    "L40S/L4/A10/V100 from a table, else none)",
-    "benchmark_skip_grad_sync": "BENCHMARK ONLY: skip every gradient synchronisation (ranks train apart) "
-    "to measure step time without communication (ddp, fsdp)",
-}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+class _Knob(NamedTuple):
+    """One setting: a flag, a key in its section of config.yaml and a dataclass field."""
+
+    key: str  # the flag without its dashes (underscores): --hsv-h is "hsv_h"
+    path: tuple[str, ...]  # attributes from the section: ("imgsz",), or ("recipe", "scale") for --aug-scale
+    owner: type  # the dataclass declaring the field (whose source holds its help)
+    field: dataclasses.Field
+
+
+@functools.cache
+def _knobs(section: type) -> dict[str, _Knob]:
+    """The settings of a section by key, in field order; a field holding a dataclass (the recipe) contributes
+    that dataclass's fields instead, under the names its ``flag_names`` metadata gives (else their own)."""
+    out: dict[str, _Knob] = {}
+    for f in dataclasses.fields(section):
+        inner = _type_hints(section)[f.name]
+        if not dataclasses.is_dataclass(inner):
+            out[f.name] = _Knob(f.name, (f.name,), section, f)
+            continue
+        names = f.metadata.get("flag_names", {})
+        for g in dataclasses.fields(inner):
+            key = names.get(g.name, g.name)
+            out[key] = _Knob(key, (f.name, g.name), inner, g)
+    return out
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _field_docs(cls: type) -> dict[str, str]:
+    """The string literal right under each field of dataclass ``cls``, whitespace folded: its ``--help`` line.
+
+    Read with ``ast`` from the class's source, once per class (a few ms at parser-build time); ``{}`` where
+    the source is not installed, which tests/test_config.py would notice (every flag has help text)."""
+    try:
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    except (OSError, TypeError):
+        return {}
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _allowed(hint: Any) -> tuple | None:
+    """The values a ``Literal[...]`` type (or one ``| None``) admits; ``None`` for any other type."""
+    if get_origin(hint) is Literal:
+        return get_args(hint)
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        parts = [(None,) if a is type(None) else _allowed(a) for a in get_args(hint)]
+        if all(p is not None for p in parts):
+            return tuple(v for p in parts for v in p)
+    return None
+
+
+def _flag(owner: type, name: str) -> str:
+    """The flag of field ``name`` of ``owner`` (a section, or the recipe it holds): ``--aug-scale`` for the
+    recipe's ``scale``, else the name with dashes."""
+    keys = (k.key for cls in _SECTIONS.values() for k in _knobs(cls).values() if (k.owner, k.path[-1]) == (owner, name))
+    return "--" + next(keys, name).replace("_", "-")
+
+
+def _either(values: list) -> str:
+    listed = ", ".join(map(str, values[:-1])) + f" or {values[-1]}" if len(values) > 1 else str(values[0])
+    return f"one of {listed}" if len(values) > 3 else listed
+
+
+def _check_choices(obj: Any) -> None:
+    """Refuse a value that its field's ``Literal[...]`` type does not list (the flag's choices are the same)."""
+    for name, hint in _type_hints(type(obj)).items():
+        allowed, value = _allowed(hint), getattr(obj, name)
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"{_flag(type(obj), name)} must be {_either([a for a in allowed if a is not None])}, "
+                              f"got {value!r}")
+
+
+def _at_least(obj: Any, low: float, *names: str) -> None:
+    """Refuse fields of ``obj`` below ``low``: a negative count or gain is a typo, not a setting."""
+    for name in names:
+        if getattr(obj, name) < low:
+            raise ConfigError(f"{_flag(type(obj), name)} must be >= {low}, got {getattr(obj, name)}")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per config field (``--batch-size`` for ``batch_size``), grouped by section."""
+    """Add one flag per setting (``--batch-size`` for ``batch_size``), grouped by section, helped by the
+    field's docstring, with the default shown and a ``Literal`` type's values as the choices."""
     parser.add_argument("--config", default="", help="YAML written by an earlier run (config.yaml); flags win")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     add_debug_argument(parser)
     for section, cls in _SECTIONS.items():
         group = parser.add_argument_group(section)
-        for f in dataclasses.fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            default = f.default
-            kind = type(default) if default is not None else str
-            help_text = _HELP.get(f.name, "")
-            if kind is bool:
-                group.add_argument(
-                    flag,
-                    dest=f"{section}.{f.name}",
-                    action=argparse.BooleanOptionalAction,
-                    default=None,
-                    help=f"{help_text} (default: {'on' if default else 'off'})",
-                )
-            else:
-                group.add_argument(
-                    flag,
-                    dest=f"{section}.{f.name}",
-                    type=kind,
-                    default=None,
-                    help=f"{help_text} (default: {default})",
-                    choices=_choices(f.name),
-                )
-
-
-def _choices(name: str) -> list[str] | None:
-    return {"strategy": list(STRATEGIES), "fusion": list(FUSIONS), "schedule": ["cosine", "linear"],
-            "optimizer": ["sgd", "adamw"], "on_bad_sample": ["error", "skip"],
-            "cache": ["none", "ram", "disk"], "scale_lr": ["none", "linear", "sqrt"]}.get(name)
+        for key, knob in _knobs(cls).items():
+            flag, dest, default = "--" + key.replace("_", "-"), f"{section}.{key}", knob.field.default
+            help_text = _field_docs(knob.owner).get(knob.path[-1], "").replace("%", "%%")  # argparse %-formats
+            if isinstance(default, bool):
+                group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                                   help=f"{help_text} (default: {'on' if default else 'off'})")
+                continue
+            allowed = _allowed(_type_hints(knob.owner)[knob.path[-1]])
+            group.add_argument(flag, dest=dest, type=type(default) if default is not None else str, default=None,
+                               help=f"{help_text} (default: {default})",
+                               choices=[a for a in allowed if a is not None] if allowed else None)
 
 
 def _did_you_mean(name: str, known) -> str:
@@ -513,7 +561,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 __all__ = [
     "SCALES",
-    "DataSettings",
+    "DataConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",

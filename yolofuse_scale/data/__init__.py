@@ -1,12 +1,12 @@
 """Paired RGB+IR data: data.yaml, pairing and label scan, the dataset, transforms, sampler, synthetic set."""
 
-from yolofuse_scale.data.config import DataConfig, DataError, load_data_config
+from yolofuse_scale.data.config import DataError, DatasetSpec, load_data_config
 from yolofuse_scale.data.dataset import PairedRGBIRDataset, collate_pairs
 from yolofuse_scale.data.scan import Sample, ScanResult, ir_path_for, label_path_for, scan_dataset, scan_split
 from yolofuse_scale.data.synth import write_synthetic_dataset
 
 __all__ = [
-    "DataConfig",
+    "DatasetSpec",
     "DataError",
     "PairedRGBIRDataset",
     "Sample",

@@ -41,21 +41,38 @@ from ultralytics.data.augment import Compose, MixUp, Mosaic, RandomFlip, RandomH
 
 @dataclass(frozen=True)
 class AugmentRecipe:
-    """The YOLOv8 hyper-parameters (Ultralytics' defaults), plus the IR jitter."""
+    """The YOLOv8 hyper-parameters (Ultralytics' defaults), plus the IR jitter.
 
-    mosaic: float = 1.0  #: probability of a 4-image mosaic
-    mixup: float = 0.0  #: probability of blending with a second (mosaic) sample
-    degrees: float = 0.0  #: rotation range, +/- degrees
-    translate: float = 0.1  #: translation range, fraction of the image size
-    scale: float = 0.5  #: zoom range, 1 +/- scale
-    shear: float = 0.0  #: shear range, +/- degrees
-    perspective: float = 0.0  #: perspective factor (0: affine)
-    fliplr: float = 0.5  #: probability of a horizontal flip
-    hsv_h: float = 0.015  #: hue gain (RGB only)
-    hsv_s: float = 0.7  #: saturation gain (RGB only)
-    hsv_v: float = 0.4  #: value gain (RGB only)
-    ir_gain: float = 0.0  #: IR intensity gain range, 1 +/- ir_gain (IR only)
-    close_mosaic: int = 10  #: no mosaic (nor mixup) in the last N epochs, as Ultralytics
+    Each field's docstring is its ``--help`` line (config.py reads them); the run's data section holds
+    one recipe and names its flags after these fields (``scale`` is ``--aug-scale``: ``--scale`` is the model's).
+    """
+
+    mosaic: float = 1.0
+    """probability of a 4-pair mosaic (same tiles for RGB and IR)"""
+    mixup: float = 0.0
+    """probability of blending a sample with another one"""
+    degrees: float = 0.0
+    """random rotation range, +/- degrees"""
+    translate: float = 0.1
+    """random translation range, +/- fraction of the image size"""
+    scale: float = 0.5
+    """random zoom range, 1 +/- this (Ultralytics' `scale`)"""
+    shear: float = 0.0
+    """random shear range, +/- degrees"""
+    perspective: float = 0.0
+    """random perspective factor (0: affine only)"""
+    fliplr: float = 0.5
+    """probability of a horizontal flip"""
+    hsv_h: float = 0.015
+    """hue augmentation gain (RGB only)"""
+    hsv_s: float = 0.7
+    """saturation augmentation gain (RGB only)"""
+    hsv_v: float = 0.4
+    """value (brightness) augmentation gain (RGB only)"""
+    ir_gain: float = 0.0
+    """IR intensity augmentation: multiply IR by a gain in 1 +/- this (IR only)"""
+    close_mosaic: int = 10
+    """turn mosaic and mixup off for the last N epochs"""
 
     def mosaic_on(self, epoch: int, epochs: int) -> bool:
         """Whether ``epoch`` (0-based) of ``epochs`` still uses mosaic and mixup."""

@@ -34,6 +34,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -41,7 +42,9 @@ import numpy as np
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.io import write_atomic
 
-CACHE_MODES = ("none", "ram", "disk")
+#: ``--cache``: where decoded training pairs live (none: decoded every time); the tuple is derived from it.
+CacheMode = Literal["none", "ram", "disk"]
+CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
 STALE_S = 120.0  # a lock untouched this long belongs to a dead builder
 HEARTBEAT_S = 10.0  # how often a builder touches its lock (one utime call)
 SHM = Path("/dev/shm")

@@ -14,7 +14,7 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DatasetSpec:
     """A parsed ``data.yaml``. Paths are absolute.
 
     ``train`` and ``val`` hold the split entries as written (folders, ``.txt`` lists of images or
@@ -66,7 +66,7 @@ def _names(raw: Any, where: Path) -> dict[int, str]:
     return {k: str(v) for k, v in sorted(names.items())}
 
 
-def load_data_config(path: str | Path) -> DataConfig:
+def load_data_config(path: str | Path) -> DatasetSpec:
     """Parse and check a ``data.yaml`` (``yaml.safe_load``).
 
     ``path:`` relative to the yaml's folder (the folder itself when absent); split entries relative to
@@ -105,7 +105,7 @@ def load_data_config(path: str | Path) -> DataConfig:
     if raw_ch not in (1, 3) or isinstance(raw_ch, bool):  # True == 1 in Python; reject it anyway
         raise DataError(f"{path}: 'ir_channels' must be 1 or 3, got {raw_ch!r}")
     extra = {k: entries(k) for k in ("test",) if d.get(k)}
-    return DataConfig(
+    return DatasetSpec(
         yaml_path=path,
         root=root,
         train=entries("train"),

@@ -28,17 +28,20 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image
 
-from yolofuse_scale.data.config import DataConfig, DataError
+from yolofuse_scale.data.config import DataError, DatasetSpec
 from yolofuse_scale.io import write_atomic
 
 IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_REPORTED = 20  # problems shown in an error message; the rest are counted
 SCAN_VERSION = 4  # bump when the checks change: old caches then miss
-POLICIES = ("error", "skip")
+#: ``--on-bad-sample``: what the start-up scan does with bad pairs and labels; the tuple is derived from it.
+BadSamplePolicy = Literal["error", "skip"]
+POLICIES: tuple[str, ...] = get_args(BadSamplePolicy)
 NAMES_SHOWN = 3  # example files named in the start-up summary (pairs without a label file, ...)
 
 
@@ -363,7 +366,7 @@ def _row_problem(fields: list[str], nc: int) -> str | None:
     return None
 
 
-def _check_pair(cfg: DataConfig, item: _Listed) -> tuple[Sample | None, list[Problem]]:
+def _check_pair(cfg: DatasetSpec, item: _Listed) -> tuple[Sample | None, list[Problem]]:
     """Pair one RGB image with its IR file and label; check both headers and every label row."""
     rgb, problems = item.rgb, []
     key = str(rgb)
@@ -394,7 +397,7 @@ def _check_pair(cfg: DataConfig, item: _Listed) -> tuple[Sample | None, list[Pro
     return Sample(rgb, ir, label if has_label else None, boxes, hw), problems
 
 
-def _orphan_ir(cfg: DataConfig, entry: Path, rgb_files: set[str]) -> list[Problem]:
+def _orphan_ir(cfg: DatasetSpec, entry: Path, rgb_files: set[str]) -> list[Problem]:
     """IR files under a split folder's IR twin whose RGB partner was not found (folders only: a .txt
     list may name a subset on purpose)."""
     try:
@@ -411,7 +414,7 @@ def _orphan_ir(cfg: DataConfig, entry: Path, rgb_files: set[str]) -> list[Proble
 
 
 # -------------------------------------------------------------------------------------------- cache
-def _fingerprint(cfg: DataConfig, split: str, listed: list[_Listed]) -> str:
+def _fingerprint(cfg: DatasetSpec, split: str, listed: list[_Listed]) -> str:
     """Hash of everything the scan's answer depends on: the checks' version, the classes, the pairing
     folders, and path + size + mtime of every RGB, IR and label file (and the IR folder listing)."""
     h = hashlib.sha256()
@@ -433,7 +436,7 @@ def _fingerprint(cfg: DataConfig, split: str, listed: list[_Listed]) -> str:
     return h.hexdigest()
 
 
-def cache_file(cfg: DataConfig, split: str, folder: Path) -> Path:
+def cache_file(cfg: DatasetSpec, split: str, folder: Path) -> Path:
     """Where the scan of ``split`` of this data.yaml is cached inside ``folder``."""
     tag = hashlib.sha1(str(cfg.yaml_path).encode()).hexdigest()[:10]
     return folder / f"{cfg.yaml_path.stem}-{split}-{tag}.scan.json"
@@ -459,7 +462,7 @@ def _from_json(text: str, key: str, split: str) -> SplitScan | None:
 
 
 # --------------------------------------------------------------------------------------------- scan
-def scan_pairs(cfg: DataConfig, split: str, cache_dirs: list[Path] | tuple[Path, ...] = (),
+def scan_pairs(cfg: DatasetSpec, split: str, cache_dirs: list[Path] | tuple[Path, ...] = (),
                threads: int = 8) -> SplitScan:
     """Scan one split; read the result from the first of ``cache_dirs`` that holds a matching cache,
     else scan and write it into the first writable one. Raises :class:`DataError` only for what makes
@@ -557,7 +560,7 @@ def _examples(paths: list[str]) -> str:
     return ", ".join(paths[:NAMES_SHOWN]) + more
 
 
-def split_summary(cfg: DataConfig, scan: SplitScan, used: list[Sample]) -> str:
+def split_summary(cfg: DatasetSpec, scan: SplitScan, used: list[Sample]) -> str:
     """One line saying what a split holds: pairs, boxes, background pairs (empty or missing label file,
     a few of the missing ones named), pairs skipped by kind of problem, and what listing left out."""
     missing = [str(label_path_for(s.rgb, cfg.images_dir)) for s in used if s.label is None]
@@ -583,7 +586,7 @@ def split_summary(cfg: DataConfig, scan: SplitScan, used: list[Sample]) -> str:
     return line
 
 
-def _check_labels(cfg: DataConfig, split: str, samples: list[Sample], used: list[Sample],
+def _check_labels(cfg: DatasetSpec, split: str, samples: list[Sample], used: list[Sample],
                   evaluated: tuple[str, ...]) -> None:
     """Refuse what would train on background only or score against nothing, with no other sign."""
     if samples and all(s.label is None for s in samples):
@@ -600,7 +603,7 @@ def _check_labels(cfg: DataConfig, split: str, samples: list[Sample], used: list
             f"label files): its mAP would be 0 whatever the model learns; point '{split}' at labelled images")
 
 
-def scan_dataset(cfg: DataConfig, splits: tuple[str, ...], policy: str = "error",
+def scan_dataset(cfg: DatasetSpec, splits: tuple[str, ...], policy: str = "error",
                  cache_dirs: list[Path] | tuple[Path, ...] = (), evaluated: tuple[str, ...] = ("val", "test")
                  ) -> ScanResult:
     """Scan ``splits`` and apply ``policy`` (``error``: any problem fails the run, with the full list;
@@ -634,7 +637,7 @@ def scan_dataset(cfg: DataConfig, splits: tuple[str, ...], policy: str = "error"
     return result
 
 
-def scan_split(cfg: DataConfig, split: str, on_bad_sample: str = "error",
+def scan_split(cfg: DatasetSpec, split: str, on_bad_sample: str = "error",
                cache_dirs: list[Path] | tuple[Path, ...] = ()) -> list[Sample]:
     """The samples of one split for a single process (evaluation, tools); raises :class:`DataError`."""
     return scan_dataset(cfg, (split,), on_bad_sample, cache_dirs).take(log=lambda _msg: None)[split]

@@ -137,7 +137,7 @@ class Trainer:
         self.train_fingerprint = ckpt.dataset_fingerprint([(s.rgb, s.ir) for s in train_samples], self.data_cfg.root)
         self.train_set = PairedRGBIRDataset(
             train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed,
-            recipe=d.augment_recipe(), epochs=t.epochs,
+            recipe=d.recipe, epochs=t.epochs,
             partner_windows=MicroBatchWindows(len(train_samples), t.batch_size, t.seed, d.shuffle),
         )
         # every rank: the first to take the cache's lock file builds it, the others wait for it (no collective)

@@ -42,9 +42,11 @@ graphs readable.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
-FUSIONS = ("data", "early", "mid", "dea", "late", "rgb", "ir")
+#: Where the RGB and IR streams meet (``--fusion``); the tuple is derived from it.
+Fusion = Literal["data", "early", "mid", "dea", "late", "rgb", "ir"]
+FUSIONS: tuple[str, ...] = get_args(Fusion)
 #: The image side DECA's pooling pyramid is made for (DEYOLO's: its 80/40/20 grids at P3/P4/P5 at 640 px).
 #: Other sizes are resampled to that grid first, so one model serves every image size.
 DEA_GRID = 640
