@@ -189,7 +189,8 @@ def check_input_channels(d: dict[str, Any], channels: int, source: str) -> None:
     used = sorted({r[2] for r in list(d.get("backbone", [])) + list(d.get("head", [])) if r[2] in INPUT_SLICING})
     if used and "ch" in d and d["ch"] != channels:
         ir = d["ch"] - RGB_CHANNELS
+        fix = f"use data with ir_channels: {ir} or " if ir in (1, 3) else ""
         raise ModelConfigError(
-            f"{source}: ch: {d['ch']} (RGB + {ir}-channel IR) but the data gives {channels} channels "
-            f"(RGB + {channels - RGB_CHANNELS}-channel IR); its {', '.join(used)} rows select input channels by "
-            f"index, so use data with ir_channels: {ir} or a config written for ch: {channels}")
+            f"{source}: ch: {d['ch']} but the data gives {channels} channels (RGB + {channels - RGB_CHANNELS}-channel "
+            f"IR); its {', '.join(used)} rows select input channels by index, "
+            f"so {fix}write the config for ch: {channels}")
