@@ -26,6 +26,7 @@ therefore has one or two layers more per such row than the YAML lists; the store
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -350,12 +351,17 @@ def expansion(m: str) -> tuple[int, int]:
     return (2, 0) if m in ROW_LAYERS else (1, 0)
 
 
-def expand_rows(d: dict[str, Any], ch_in: int, where: str = "model config") -> None:
+def expand_rows(d: dict[str, Any], ch_in: int, where: str = "model config",
+                expanders: dict[str, Callable[..., tuple[int, list[list[Any]]]]] | None = None) -> None:
     """Rewrite, in place, the rows of ``d`` that name a module of this file into rows Ultralytics' parser
     builds (see the module docstring); ``from`` indices are renumbered to match. A dictionary without
-    such rows is left exactly as it is."""
+    such rows is left exactly as it is.
+
+    ``expanders`` rewrite rows naming other modules (rgbt.py's): YAML name -> a function of
+    ``(row index, from, renumbered from, repeats, args, widths, where)`` returning (output width, rows)."""
+    expanders = expanders or {}
     rows = list(d.get("backbone", [])) + list(d.get("head", []))
-    if not any(r[2] in ROW_LAYERS for r in rows):
+    if not any(r[2] in ROW_LAYERS or r[2] in expanders for r in rows):
         return
     widths = _Widths(d, ch_in)
     new_index: list[int] = []  # old row -> the new row holding its output
@@ -370,6 +376,9 @@ def expand_rows(d: dict[str, Any], ch_in: int, where: str = "model config") -> N
         nf = [remap(x) for x in f] if isinstance(f, list) else remap(f)
         if m in ROW_LAYERS:
             out, expanded = _expand(i, f, nf, n, m, list(args), widths, f"{where}: layer {i} {m}")
+            widths.out.append(out)
+        elif m in expanders:
+            out, expanded = expanders[m](i, f, nf, n, list(args), widths, f"{where}: layer {i} {m}")
             widths.out.append(out)
         else:
             expanded = [[nf, n, m, args]]

@@ -25,6 +25,9 @@ from yolofuse_scale.model.fusion import (
     ModalConcat,
     split_modalities,
 )
+from yolofuse_scale.model.rgbt import EXPANDERS as RGBT_EXPANDERS
+from yolofuse_scale.model.rgbt import PARSER_LAYERS as RGBT_LAYERS
+from yolofuse_scale.model.rgbt import check_input_channels
 from yolofuse_scale.model.safe_config import ModelConfigError, check_model_dict, default_activation, parse_activation
 from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALE_NAMES, fusion_yaml, parse_model_name
 
@@ -35,7 +38,8 @@ ul_tasks.IdentityInput = IdentityInput
 ul_tasks.ModalConcat = ModalConcat
 # DEYOLO's / YOLOFuse's attention rows (DEA, DEFA, C2f_BiFocus) reach the parser rewritten by expand_rows,
 # naming these layers: new names again, so every other model parses exactly as before.
-for _name, _layer in ROW_LAYERS.items():
+# YOLOv11-RGBT's input selectors and joins (rgbt.py) likewise: names its fork added to this namespace.
+for _name, _layer in {**ROW_LAYERS, **RGBT_LAYERS}.items():
     setattr(ul_tasks, _name, _layer)
 
 #: Loss gains and other hyper-parameters Ultralytics' loss reads from ``model.args``: its defaults
@@ -53,8 +57,10 @@ def prepare_model_dict(d: dict[str, Any], rgb_channels: int, ir_channels: int,
 
     ``ModalitySelector [k]`` becomes ``Index [C_k, k-1]`` (Index's first argument is its output width),
     and ``ModalConcat``'s ``from: [-1]`` becomes ``-1`` so the parser does not index its channel
-    list with a list. ``ch`` is set from the data, overriding the YAML's (YOLOFuse's files say 6).
+    list with a list. ``ch`` is set from the data, overriding the YAML's (YOLOFuse's files say 6), except
+    that a YOLOv11-RGBT config selecting input channels by index must have been written for the data's count.
     """
+    check_input_channels(d, rgb_channels + ir_channels, source)
     d = copy.deepcopy(d)
     widths = {1: rgb_channels, 2: ir_channels}
     for section in ("backbone", "head"):
@@ -68,7 +74,7 @@ def prepare_model_dict(d: dict[str, Any], rgb_channels: int, ir_channels: int,
             elif m == "ModalConcat" and isinstance(f, list) and len(f) == 1:
                 row[0] = f[0]
     d["ch"] = rgb_channels + ir_channels
-    expand_rows(d, d["ch"], source)
+    expand_rows(d, d["ch"], source, RGBT_EXPANDERS)
     return d
 
 

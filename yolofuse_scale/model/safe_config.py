@@ -27,13 +27,17 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from yolofuse_scale.errors import UserError
+
 #: The layers the built-in variants use, YOLOFuse's fusion configs use (the same YOLOv8 set), Ultralytics'
 #: own yolov8.yaml / yolo11.yaml use (C3k2, C2PSA), our three YOLOFuse input modules, the attention
-#: modules of YOLOFuse's DEYOLO.yaml / DEFA.yaml and ``--fusion dea``'s DEAPair (attention.py).
+#: modules of YOLOFuse's DEYOLO.yaml / DEFA.yaml and ``--fusion dea``'s DEAPair (attention.py), and
+#: YOLOv11-RGBT's input selectors and joins (rgbt.py).
 ALLOWED_MODULES = frozenset({
     "Conv", "C2f", "C3k2", "C2PSA", "SPPF", "Concat", "Detect", "nn.Upsample",
     "IdentityInput", "ModalitySelector", "ModalConcat",
     "DEA", "DEAPair", "DEFA", "C2f_BiFocus",
+    "Silence", "SilenceChannel", "ADD", "ChannelToNumber", "NumberToChannel",
 })
 
 #: ``activation:`` values, written ``nn.Name(literal args)`` (``torch.nn.Name`` too).
@@ -49,8 +53,10 @@ _LITERAL_WORDS = frozenset({"None", "True", "False"})
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class ModelConfigError(ValueError):
-    """A model dictionary that is refused; the message names its source, the key and the value."""
+class ModelConfigError(UserError, ValueError):
+    """A model dictionary that is refused; the message names its source, the key and the value.
+
+    A user error: a command reports it as its one message (``errors.run_entry``), not as a traceback."""
 
 
 def _is_int(v: Any) -> bool:
