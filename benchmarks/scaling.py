@@ -15,7 +15,8 @@ environment), ``throughput.png``, ``efficiency.png``, ``memory.png``, ``breakdow
 ``runs/<label>/rep<k>/`` (each run's log, config and stdout; checkpoints are deleted).
 
 results.json (``schema_version`` 1; fields are only ever added):
-  environment   host, cpu, gpus, threads per process, versions, git commit (+dirty), command
+  environment   benchmarks/common.py's record: host, machine_label, cpu, cores, gpus, threads per process,
+                versions, git commit (+dirty), command
   config        the benchmark's arguments
   runs[]        one per configuration: label, strategy, devices, scaling (weak|strong|option|no_sync),
                 per_device_batch, global_batch, option, repeats[] (per repeat: images_per_s, step_s,
@@ -225,7 +226,7 @@ def fit_measured_link(args: argparse.Namespace, n: int, out: Path) -> dict[str, 
     cmd = [*common.launcher_command("torchrun", n), "-m", "benchmarks.collectives", "--out", str(target)]
     run = common.run_command(cmd, common.train_env(args.threads), timeout=300)
     if not run.ok:
-        return {"error": run.error(300) + "\n" + run.output[-1500:]}
+        return {"error": run.error(300) if run.timed_out else run.output[-1500:]}
     data = json.loads(target.read_text())
     link = proj.fit_link([tuple(p) for p in data["points"]])
     return {"backend": data["backend"], "devices": n, "points": data["points"], "alpha_s": link.alpha_s,

@@ -90,12 +90,12 @@ class TrainState:
 
 
 class Callback:
-    """Hooks the loop calls, on every rank; subclass and override the ones you need (the rest do nothing).
+    """Hooks the loop calls on every rank; subclass and override the ones you need (the rest do nothing).
 
     ``on_epoch_start(epoch)``: entering the epoch's loop, just before its step clock starts (0-based epoch).
     ``on_step_end(record)``: after each optimizer step (and EMA update), before ``record`` is written to
-    train_log.jsonl: keys a callback adds are logged with the step. Whatever a hook costs is in the next
-    step's ``step_time_s``, so keep them cheap (benchmarks/compare_ultralytics.py reads a clock).
+    train_log.jsonl (by the main process): keys a callback adds are logged with the step. Neither hook
+    runs inside a step's ``step_time_s``. benchmarks/compare_ultralytics.py reads the CPU clock in both.
     """
 
     def on_epoch_start(self, epoch: int) -> None:
