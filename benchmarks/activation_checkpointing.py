@@ -10,29 +10,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import common  # noqa: E402
 
 
 def run_once(ac: bool, args: argparse.Namespace, data_yaml: Path, out: Path) -> dict:
-    cmd = [sys.executable, "train.py", "--data", str(data_yaml), "--model", args.model, "--fusion", args.fusion,
-           "--imgsz", str(args.imgsz), "--batch-size", str(args.batch_size), "--epochs", "1", "--max-steps",
-           str(args.steps), "--no-val", "--workers", "0", "--no-augment", "--output-dir", str(out),
-           "--activation-checkpointing" if ac else "--no-activation-checkpointing"]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
+    run = common.run_training(["--data", str(data_yaml), "--model", args.model, "--fusion", args.fusion, "--imgsz",
+                               str(args.imgsz), "--batch-size", str(args.batch_size), "--epochs", "1", "--max-steps",
+                               str(args.steps), "--no-val", "--workers", "0", "--no-augment", "--output-dir", str(out),
+                               "--activation-checkpointing" if ac else "--no-activation-checkpointing"],
+                              threads=args.threads, timeout=args.run_timeout)
+    if not run.ok:
+        raise RuntimeError(f"{run.error(args.run_timeout)[:200]}\n{run.output[-3000:]}")
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    return {"step_time_s": statistics.median(r["step_time_s"] for r in log[1:]),
+    return {"step_time_s": statistics.median(r["step_time_s"] for r in common.read_log(out)[1:]),
             "peak_rss_mib": peak_kib / 1024}
 
 
@@ -43,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (OMP_NUM_THREADS; 0: inherit)")
+    p.add_argument("--run-timeout", type=int, default=1800, help="seconds before one run counts as failed")
     p.add_argument("--out", default="reports/activation_checkpointing")
+    argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
+    env = common.environment(threads=args.threads or None,
+                             command=[sys.executable, "-m", "benchmarks.activation_checkpointing", *argv])
     from yolofuse_scale.data import write_synthetic_dataset
 
     results = {}
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             results["checkpointed" if ac else "plain"] = run_once(ac, args, data, Path(tmp) / f"ac{int(ac)}")
     plain, ac = results["plain"], results["checkpointed"]
     lines = [f"{args.model} {args.fusion}, {args.imgsz} px, batch {args.batch_size}, 1 process "
-             f"({platform.node()}, {platform.machine()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})",
+             f"({env['machine_label'] or env['host']}, {env['cpu']}, {env['threads_per_process']} thread(s))",
              "", "| | median step s | peak RSS MiB |", "|---|---|---|",
              f"| plain | {plain['step_time_s']:.3f} | {plain['peak_rss_mib']:.0f} |",
              f"| --activation-checkpointing | {ac['step_time_s']:.3f} | {ac['peak_rss_mib']:.0f} |",
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results, "environment": env},
+                                                   indent=1))
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return 0
 

@@ -26,8 +26,8 @@ checkpointing: ours from ``train_log.jsonl`` (``step_time_s``), Ultralytics' wit
 too, as compute without the loader). The first ``skip_steps`` steps (allocator and cache warm-up) are
 left out; images/s is the batch over the median step time, with the 10th..90th percentile spread.
 Each step's process CPU time is taken over the same boundaries (ours: train.py run through
-``--ours-child``, which adds ``cpu_s`` to each log record): on a machine shared with other jobs, wall
-time measures the neighbours too, CPU time at one thread hardly.
+``--ours-child``, whose trainer callback :class:`CpuClock` adds ``cpu_s`` to each log record): on a
+machine shared with other jobs, wall time measures the neighbours too, CPU time at one thread hardly.
 
 **Accuracy.** mAP50 and mAP50-95 of each run's EMA weights after the last epoch, on the same val set,
 each with its own validator (conf 0.001, NMS IoU 0.7, max 300 detections in both): ours from
@@ -57,7 +57,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,6 +65,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks import common  # noqa: E402
 
 SCHEMA = "compare_ultralytics/1"
 ULTRALYTICS_SCALES = ("n", "s", "m", "l", "x")  # the rows of Ultralytics' yolov8.yaml (ours adds a tiny "t")
@@ -281,29 +282,29 @@ def _child(spec_path: str) -> int:
     return 0
 
 
-def _ours_child(argv: list[str]) -> int:
-    """``train.py ARGV``, plus each step's process CPU time as ``cpu_s`` in its train_log.jsonl record.
+class CpuClock:
+    """A trainer callback: each step's process CPU time as ``cpu_s`` in its train_log.jsonl record.
 
-    The CPU clock is read where the loop's own step clock starts (entering an epoch) and where it logs a
-    step, so ``cpu_s`` covers what ``step_time_s`` covers; the loop itself is not changed.
+    The clock is read where the loop's own step clock starts (entering an epoch) and where it logs a
+    step, so ``cpu_s`` covers what ``step_time_s`` covers.
     """
-    from yolofuse_scale.cli import build_train_parser, run_train
-    from yolofuse_scale.engine import runlog, trainer
 
-    mark = [time.process_time()]
-    train_epoch, log_step = trainer.Trainer._train_epoch, runlog.RunLog.step
+    def __init__(self) -> None:
+        self.mark = time.process_time()
 
-    def timed_epoch(self, *args, **kwargs):
-        mark[0] = time.process_time()
-        return train_epoch(self, *args, **kwargs)
+    def on_epoch_start(self, epoch: int) -> None:
+        self.mark = time.process_time()
 
-    def step_with_cpu(self, record):
+    def on_step_end(self, record: dict[str, Any]) -> None:
         now = time.process_time()
-        record["cpu_s"], mark[0] = now - mark[0], now
-        return log_step(self, record)
+        record["cpu_s"], self.mark = now - self.mark, now
 
-    trainer.Trainer._train_epoch, runlog.RunLog.step = timed_epoch, step_with_cpu
-    return run_train(build_train_parser().parse_args(argv))
+
+def _ours_child(argv: list[str]) -> int:
+    """``train.py ARGV`` with :class:`CpuClock` registered on the loop (``Trainer(cfg, callbacks=...)``)."""
+    from yolofuse_scale.cli import build_train_parser, run_train
+
+    return run_train(build_train_parser().parse_args(argv), callbacks=[CpuClock()])
 
 
 # ------------------------------------------------------------------------------------------------- runs
@@ -319,19 +320,15 @@ def _run(cmd: list[str], env: dict[str, str], folder: Path, key: Any) -> tuple[i
         if prior.get("key") == key:
             return 0, "", prior["run"]
     load = os.getloadavg()[0]
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    (folder / "train.log").write_text(proc.stdout + proc.stderr)
-    run = {"wall_s": round(time.monotonic() - t0, 1), "loadavg_1min_before": load,
-           "loadavg_1min_after": os.getloadavg()[0]}
-    if proc.returncode == 0:
+    proc = common.run_command(cmd, env, log=folder / "train.log")
+    run = {"wall_s": round(proc.wall_s, 1), "loadavg_1min_before": load, "loadavg_1min_after": os.getloadavg()[0]}
+    if proc.ok:
         done.write_text(json.dumps({"key": key, "run": run}))
-    return proc.returncode, (proc.stdout + proc.stderr)[-2500:], run
+    return proc.returncode, proc.output[-2500:], run
 
 
 def _env(threads: int) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-            "PYTHONUNBUFFERED": "1", "OPENCV_LOG_LEVEL": "ERROR"}
+    return common.train_env(threads, OPENCV_LOG_LEVEL="ERROR")
 
 
 def _recipe_args(s: dict[str, Any]) -> dict[str, Any]:
@@ -369,10 +366,10 @@ def run_ours(data_yaml: Path, model_args: list[str], s: dict[str, Any], folder: 
     rec: dict[str, Any] = {"command": "train.py " + " ".join(train_args), **run}
     if rc != 0:
         return {**rec, "status": "failed", "error": tail}
-    log = [json.loads(line) for line in (folder / "run" / "train_log.jsonl").read_text().splitlines()]
     steps = [{"images": r["images_per_s"] * r["step_time_s"], "step_time_s": r["step_time_s"],
-              **({"cpu_s": r["cpu_s"]} if "cpu_s" in r else {})} for r in log if "step_time_s" in r]
-    summary = json.loads((folder / "run" / "metrics.json").read_text())
+              **({"cpu_s": r["cpu_s"]} if "cpu_s" in r else {})} for r in common.read_log(folder / "run")
+             if "step_time_s" in r]
+    summary = common.read_metrics(folder / "run")
     m = summary.get("metrics") or {}
     return {**rec, "status": "ok", **summarise_steps(steps, s["skip_steps"]),
             **{k: m.get(k) for k in MAP_KEYS}, "params": summary["params"], "threads": s["threads"],
@@ -454,15 +451,16 @@ def _yolofuse(checkout: Path, data_yaml: Path, s: dict[str, Any], work: Path) ->
 
 
 # ---------------------------------------------------------------------------------------------- compare
-def machine(label: str | None = None) -> dict[str, Any]:
+def machine(label: str | None = None, env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report's machine line, from the environment record ``env`` (:func:`benchmarks.common.environment`)."""
     import cv2
     import torch
-    import ultralytics
 
-    return {"label": label or f"{os.cpu_count()}-core CPU", "cpu_count": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)), "processor": platform.processor() or platform.machine(),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "ultralytics": ultralytics.__version__, "opencv": cv2.__version__,
+    env = env or common.environment()
+    return {"label": label or f"{env['cpu_cores']}-core CPU", "cpu_count": env["cpu_cores"],
+            "affinity": env["cpu_affinity"], "processor": platform.processor() or platform.machine(),
+            "platform": env["platform"], "python": env["python"], "torch": env["versions"]["torch"],
+            "ultralytics": env["versions"]["ultralytics"], "opencv": cv2.__version__,
             "cuda_available": torch.cuda.is_available()}
 
 
@@ -495,6 +493,7 @@ def compare(
     Runs, logs and the converted TIFF set go under ``out_dir/work``. Returns a JSON-serialisable dict:
 
     - ``schema``: ``"compare_ultralytics/1"``; ``settings``: every knob above; ``machine``: CPU, versions;
+      ``environment``: the record every benchmark writes (:func:`benchmarks.common.environment`);
     - ``ours`` / ``ultralytics``: ``status`` (``ok`` | ``failed`` + ``error``), ``images_per_s`` (median
       over timed steps), ``images_per_s_p10`` / ``_p90``, ``images_per_s_aggregate`` (images / seconds),
       ``step_time_s_median``, ``steps``, ``steps_timed``, ``mAP50``, ``mAP50-95``, ``precision``, ``recall``,
@@ -560,10 +559,12 @@ def compare(
     if params_equal is not None and ours.get("params"):
         notes.append(f"Parameters: ours {ours.get('params'):,} vs Ultralytics {ultra.get('params'):,} "
                      f"({'equal: same architecture' if params_equal else 'DIFFERENT'}).")
+    env = common.environment(threads=threads, machine_label=label or "")
     result = {
         "schema": SCHEMA,
         "settings": s,
-        "machine": machine(label),
+        "machine": machine(label, env),
+        "environment": env,
         "ours": ours,
         "ultralytics": ultra,
         "ratio_images_per_s": _ratio(ours, ultra),

@@ -26,14 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: benchmarks/ is on sys.path, the checkout is not
+
+from benchmarks import common  # noqa: E402
+
 VARIANTS = ("rgb", "ir", "data", "early", "mid", "late")
 METRICS = ("mAP50", "mAP50-95")
 
@@ -64,14 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(cmd: list[str], env: dict[str, str], log: Path) -> str:
+def run(cmd: list[str], env: dict[str, str], log: Path) -> None:
     """Run a command, keep its output in ``log``; raise with the log's tail if it fails."""
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    log.write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}:\n{tail}")
-    return proc.stdout
+    result = common.run_command(cmd, env, log=log)
+    if not result.ok:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({result.error()[:200]}); see {log}:\n{result.output[-3000:]}")
 
 
 def train_and_validate(args: argparse.Namespace, data: Path, variant: str, seed: int, folder: Path,
@@ -82,18 +81,18 @@ def train_and_validate(args: argparse.Namespace, data: Path, variant: str, seed:
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    launcher = args.launch.split() or [sys.executable]
-    run([*launcher, "train.py", "--data", str(data), "--model", args.model, "--fusion", variant,
-         "--imgsz", str(args.imgsz), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-         "--lr", str(args.lr), "--seed", str(seed), "--workers", str(args.workers), "--no-val", "--keep-last", "1",
-         "--log-every", "1000", "--output-dir", str(folder / "train"), *args.train_args.split()],
+    run(common.train_command(["--data", str(data), "--model", args.model, "--fusion", variant, "--imgsz",
+                              str(args.imgsz), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
+                              "--lr", str(args.lr), "--seed", str(seed), "--workers", str(args.workers), "--no-val",
+                              "--keep-last", "1", "--log-every", "1000", "--output-dir", str(folder / "train"),
+                              *args.train_args.split()], args.launch.split()),
         env, folder / "train.log")
     train_s = time.monotonic() - t0
-    out = run([sys.executable, "-m", "yolofuse_scale", "val", "--weights", str(folder / "train/weights/last.pt"),
-               "--data", str(data), "--imgsz", str(args.imgsz), "--workers", str(args.workers), "--no-plots"], env,
-              folder / "val.log")
-    metrics = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
-    summary = json.loads((folder / "train" / "metrics.json").read_text())
+    run([sys.executable, "-m", "yolofuse_scale", "val", "--weights", str(folder / "train/weights/last.pt"),
+         "--data", str(data), "--imgsz", str(args.imgsz), "--workers", str(args.workers), "--no-plots",
+         "--out", str(folder / "val")], env, folder / "val.log")
+    metrics = common.read_metrics(folder / "val")
+    summary = common.read_metrics(folder / "train")
     record = {"variant": variant, "seed": seed, "params": summary["params"], "gflops": summary["gflops"],
               "steps": summary["step"], "train_s": round(train_s, 1), **{k: metrics[k] for k in METRICS},
               "precision": metrics["precision"], "recall": metrics["recall"], "per_class": metrics["per_class"]}
@@ -159,15 +158,14 @@ def bar_chart(rows: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    argv_used = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv_used)
     out, work = Path(args.out).resolve(), Path(args.work).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads),
-           "MKL_NUM_THREADS": str(args.threads)}
+    env = common.train_env(args.threads)
     if args.data:
         data, data_desc = Path(args.data).resolve(), f"data {args.data}"
     else:
-        sys.path.insert(0, str(ROOT))
         from yolofuse_scale.data import write_synthetic_dataset
 
         data = write_synthetic_dataset(work / "data", args.train, args.val, args.imgsz, args.data_seed)
@@ -184,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"({r['train_s']:.0f} s)", flush=True)
             records.append(r)
     rows = summarise(records, args.variants)
-    environment = {"label": args.label, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                   "python": platform.python_version(), "torch": torch.__version__, "data": data_desc,
+    shared = common.environment(threads=args.threads, machine_label=args.label,
+                                command=[sys.executable, "benchmarks/fusion_study.py", *argv_used])
+    environment = {**shared, "label": args.label, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                   "data": data_desc,
                    "model": args.model, "imgsz": args.imgsz, "epochs": args.epochs, "batch_size": args.batch_size,
                    "lr": args.lr, "threads": args.threads, "launch": args.launch or "python",
                    "train_args": args.train_args,

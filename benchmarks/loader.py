@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 import yolofuse_scale  # noqa: E402,F401  (offline Ultralytics before anything imports it)
+from benchmarks import common  # noqa: E402
 from yolofuse_scale.data import (  # noqa: E402
     PairedRGBIRDataset,
     collate_pairs,
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16", action="store_true", help="for --model: bf16 autocast")
     p.add_argument("--model-steps", type=int, default=10)
     p.add_argument("--out", default="loader_benchmark.json")
-    args = p.parse_args(argv)
+    argv_used = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv_used)
 
     tmp = tempfile.TemporaryDirectory(prefix="loader_bench_")
     data = Path(args.data) if args.data else synthetic_jpeg_set(Path(tmp.name), args.pairs, args.frame)
@@ -239,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                     "python": platform.python_version(),
                     "torch": torch.__version__, "opencv": cv2.__version__, "numpy": np.__version__,
                     "threads": torch.get_num_threads(), "platform": platform.platform()},
+        "environment": common.environment(threads=torch.get_num_threads(),
+                                          command=[sys.executable, "benchmarks/loader.py", *argv_used]),
     }
     if args.ultralytics:
         from ultralytics.data.dataset import YOLODataset

@@ -12,30 +12,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import common  # noqa: E402
+
 STRATEGIES = ["ddp", "fsdp", "zero1", "zero2", "zero3", "zero3_offload"]
 
 
 def measure(strategy: str, optimizer: str, args: argparse.Namespace, data_yaml: Path, out: Path) -> list[dict]:
-    bin_dir = Path(sys.executable).parent
-    cmd = [str(bin_dir / "torchrun"), f"--nproc_per_node={args.nproc}", "--standalone", "train.py",
-           "--data", str(data_yaml), "--model", args.model, "--fusion", args.fusion, "--imgsz",
-           str(args.imgsz), "--batch-size", "2", "--epochs", "1", "--max-steps", "2", "--no-val", "--workers", "0",
-           "--optimizer", optimizer, "--strategy", strategy, "--output-dir", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".venv" / "torch_extensions"))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{strategy}/{optimizer} failed:\n{proc.stderr[-3000:]}")
-    first = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
-    return first["model_state_bytes"]
+    run = common.run_training(["--data", str(data_yaml), "--model", args.model, "--fusion", args.fusion, "--imgsz",
+                               str(args.imgsz), "--batch-size", "2", "--epochs", "1", "--max-steps", "2", "--no-val",
+                               "--workers", "0", "--optimizer", optimizer, "--strategy", strategy,
+                               "--output-dir", str(out)],
+                              launcher="torchrun", nproc=args.nproc, threads=1, timeout=args.run_timeout)
+    if not run.ok:
+        raise RuntimeError(f"{strategy}/{optimizer} failed ({run.error(args.run_timeout)[:200]}):\n"
+                           f"{run.output[-3000:]}")
+    return common.read_log(out)[0]["model_state_bytes"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fusion", default="mid")
     p.add_argument("--imgsz", type=int, default=64, help="image size (model state does not depend on it)")
     p.add_argument("--nproc", type=int, default=2, help="processes (ranks)")
+    p.add_argument("--run-timeout", type=int, default=900, help="seconds before one run counts as failed")
     p.add_argument("--out", default="reports/memory", help="folder for memory.json")
+    argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
+    env = common.environment(threads=1, command=[sys.executable, "-m", "benchmarks.memory", *argv])
     from yolofuse_scale.data import write_synthetic_dataset
 
     rows = []
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"measured {strategy}/{optimizer}", file=sys.stderr)
     mib = 2**20
     lines = [f"Model-state bytes per rank, {args.model} {args.fusion} fusion, {args.nproc} ranks, fp32 "
-             f"({platform.node()}, {platform.processor() or platform.machine()})", "",
+             f"({env['machine_label'] or env['host']}, {env['cpu']})", "",
              "| optimizer | strategy | params MiB | grads MiB | optimizer MiB | engine MiB | total MiB | vs DDP |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "memory.json").write_text(json.dumps({"model": args.model, "fusion": args.fusion, "nproc": args.nproc,
-                                                  "rows": rows}, indent=1))
+                                                  "rows": rows, "environment": env}, indent=1))
     (out / "memory.md").write_text("\n".join(lines) + "\n")
     return 0
 

@@ -15,7 +15,8 @@ environment), ``throughput.png``, ``efficiency.png``, ``memory.png``, ``breakdow
 ``runs/<label>/rep<k>/`` (each run's log, config and stdout; checkpoints are deleted).
 
 results.json (``schema_version`` 1; fields are only ever added):
-  environment   host, cpu, gpus, threads per process, versions, git commit (+dirty), command
+  environment   benchmarks/common.py's record: host, machine_label, cpu, cores, gpus, threads per process,
+                versions, git commit (+dirty), command
   config        the benchmark's arguments
   runs[]        one per configuration: label, strategy, devices, scaling (weak|strong|option|no_sync),
                 per_device_batch, global_batch, option, repeats[] (per repeat: images_per_s, step_s,
@@ -34,13 +35,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import common  # noqa: E402
 from benchmarks import projection as proj  # noqa: E402
 from yolofuse_scale.io import write_atomic  # noqa: E402
 
@@ -114,20 +113,15 @@ def plan(args: argparse.Namespace) -> list[RunSpec]:
     return specs
 
 
-def train_command(spec: RunSpec, args: argparse.Namespace, data_yaml: Path, out: Path, port: int) -> list[str]:
-    bin_dir = Path(sys.executable).parent
-    if args.launcher == "accelerate":
-        launcher = [str(bin_dir / "accelerate"), "launch", "--config_file",
-                    str(ROOT / "configs" / "accelerate" / f"{spec.strategy}.yaml"),
-                    f"--num_processes={spec.devices}", f"--main_process_port={port}"]
-    else:
-        launcher = [str(bin_dir / "torchrun"), f"--nproc_per_node={spec.devices}", f"--master_port={port}"]
+def train_command(spec: RunSpec, args: argparse.Namespace, data_yaml: Path, out: Path) -> list[str]:
     steps = args.warmup + args.steps
-    return [*launcher, str(ROOT / "train.py"), "--data", str(data_yaml), "--model", args.model, "--fusion",
-            args.fusion, "--imgsz", str(args.imgsz), "--batch-size", str(spec.batch_size), "--epochs", "1",
-            "--max-steps", str(steps), "--no-val", "--workers", str(args.workers), "--strategy", spec.strategy,
-            "--time-phases", "--measure-comm", "--keep-last", "1", "--log-every", str(steps),
-            "--output-dir", str(out), *shlex.split(args.train_args), *spec.extra]
+    return common.train_command(
+        ["--data", str(data_yaml), "--model", args.model, "--fusion", args.fusion, "--imgsz", str(args.imgsz),
+         "--batch-size", str(spec.batch_size), "--epochs", "1", "--max-steps", str(steps), "--no-val",
+         "--workers", str(args.workers), "--strategy", spec.strategy, "--time-phases", "--measure-comm",
+         "--keep-last", "1", "--log-every", str(steps), "--output-dir", str(out), *shlex.split(args.train_args),
+         *spec.extra],
+        args.launcher, spec.devices, accelerate_config=spec.strategy)
 
 
 # ---------------------------------------------------------------------------------------- measure
@@ -152,70 +146,21 @@ def summarize_log(records: list[dict], warmup: int, images_per_step: int) -> dic
     return out
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_env(args: argparse.Namespace) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if args.threads:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".venv" / "torch_extensions"))
-    return env
-
-
 def measure(spec: RunSpec, args: argparse.Namespace, data_yaml: Path, out: Path) -> dict[str, Any]:
     """Launch one run, return its numbers (or ``error``); keep the log, drop checkpoints and weights."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    cmd = train_command(spec, args, data_yaml, out, _free_port())
-    t0 = time.perf_counter()
-    returncode, output = _run_with_timeout(cmd, _run_env(args), args.run_timeout)
-    wall = time.perf_counter() - t0
-    (out / "stdout.txt").write_text(output)
+    cmd = train_command(spec, args, data_yaml, out)
+    run = common.run_command(cmd, common.train_env(args.threads), args.run_timeout, log=out / "stdout.txt")
     for name in ("checkpoints", "weights", "synthetic", "scan_cache", "pair_cache"):
         shutil.rmtree(out / name, ignore_errors=True)
-    result: dict[str, Any] = {"wall_s": wall, "command": shlex.join(cmd)}
-    if returncode is None:
-        return {**result, "error": f"timed out after --run-timeout {args.run_timeout} s"}
-    if returncode != 0:
-        tail = output.strip().splitlines()[-15:]
-        return {**result, "error": f"exit {returncode}: " + " | ".join(tail)}
-    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    metrics = json.loads((out / "metrics.json").read_text())
-    result.update(summarize_log(records, args.warmup, spec.batch_size * spec.devices))
-    result["peak_memory"] = metrics.get("peak_memory", [])
+    result: dict[str, Any] = {"wall_s": run.wall_s, "command": shlex.join(cmd)}
+    if not run.ok:
+        return {**result, "error": run.error(f"--run-timeout {args.run_timeout}")}
+    result.update(summarize_log(common.read_log(out), args.warmup, spec.batch_size * spec.devices))
+    result["peak_memory"] = common.read_metrics(out).get("peak_memory", [])
     return result
-
-
-def _run_with_timeout(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str]:
-    """(exit code, output) of ``cmd``; exit code None when it ran past ``timeout`` seconds.
-
-    A hung run is stopped with SIGTERM, not subprocess.run's SIGKILL: torchrun starts its workers in
-    sessions of their own and only its signal handler stops them, so a killed torchrun would leave
-    them holding the GPU for the rest of the sweep. It gets 40 s (its own grace for workers is 30 s).
-    """
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, output
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            output, _ = proc.communicate(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        return None, output
-    finally:  # the benchmark itself interrupted (Ctrl-C): do not leave the run behind
-        if proc.poll() is None:
-            proc.terminate()
 
 
 def combine(repeats: list[dict[str, Any]], devices: int) -> dict[str, Any]:
@@ -279,11 +224,10 @@ def derive(runs: list[dict[str, Any]]) -> None:
 def fit_measured_link(args: argparse.Namespace, n: int, out: Path) -> dict[str, Any] | None:
     """All-reduce timings over ``n`` launched processes -> fitted alpha/beta (None if it fails)."""
     target = out / "allreduce.json"
-    cmd = [str(Path(sys.executable).parent / "torchrun"), f"--nproc_per_node={n}", f"--master_port={_free_port()}",
-           "-m", "benchmarks.collectives", "--out", str(target)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_run_env(args), capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        return {"error": (proc.stdout + proc.stderr)[-1500:]}
+    cmd = [*common.launcher_command("torchrun", n), "-m", "benchmarks.collectives", "--out", str(target)]
+    run = common.run_command(cmd, common.train_env(args.threads), timeout=300)
+    if not run.ok:
+        return {"error": run.error(300) if run.timed_out else run.output[-1500:]}
     data = json.loads(target.read_text())
     link = proj.fit_link([tuple(p) for p in data["points"]])
     return {"backend": data["backend"], "devices": n, "points": data["points"], "alpha_s": link.alpha_s,
@@ -369,44 +313,9 @@ def _implied_overlap(strategy: str, kw: dict, run: dict, link: proj.Link) -> flo
 
 # ------------------------------------------------------------------------------------- environment
 def environment(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    import importlib.metadata as md
-
-    import torch
-
-    def version(pkg: str) -> str:
-        try:
-            return md.version(pkg)
-        except md.PackageNotFoundError:
-            return "not installed"
-
-    def git(*a: str) -> str:
-        try:  # a GPU machine may get the tree without git installed (or without .git)
-            p = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
-        except OSError:
-            return "unknown"
-        return p.stdout.strip() if p.returncode == 0 else "unknown"
-
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    interconnect = "unknown"
-    if gpus and shutil.which("nvidia-smi"):
-        p = subprocess.run(["nvidia-smi", "topo", "-m"], capture_output=True, text=True)
-        interconnect = p.stdout.strip() or "unknown"
-    return {
-        "host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-        "cpu": cpu, "cpu_cores": os.cpu_count(), "gpus": gpus, "interconnect": interconnect,
-        "device_kind": "gpu" if gpus else "cpu process",
-        "threads_per_process": args.threads or os.environ.get("OMP_NUM_THREADS", "torch default"),
-        "versions": {p: version(p) for p in ("torch", "accelerate", "deepspeed", "ultralytics", "numpy")},
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": git("status", "--porcelain", "--untracked-files=no") not in ("", "unknown"),
-        "command": shlex.join([sys.executable, "-m", "benchmarks.scaling", *argv]),
-        "machine_label": args.machine_label,
-    }
+    """The shared record (:func:`benchmarks.common.environment`) for this sweep's command line."""
+    return common.environment(threads=args.threads, machine_label=args.machine_label,
+                              command=[sys.executable, "-m", "benchmarks.scaling", *argv])
 
 
 # ---------------------------------------------------------------------------------------- report

@@ -1,8 +1,10 @@
-"""benchmarks/compare_ultralytics.py machinery, without training: the 4-channel TIFF copy, timing, the report."""
+"""benchmarks/compare_ultralytics.py machinery: the 4-channel TIFF copy, timing, the report, our CPU-time child."""
 
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -11,12 +13,14 @@ import pytest
 import yaml
 
 import yolofuse_scale._offline  # noqa: F401  (offline Ultralytics before anything imports it)
+from benchmarks import common
 from benchmarks.compare_ultralytics import (
     MULTI_DEVICE_NOTE,
     markdown,
     summarise_steps,
     write_tiff_dataset,
 )
+from tests.conftest import ENV, ROOT
 from yolofuse_scale.data import write_synthetic_dataset
 
 
@@ -131,3 +135,21 @@ def test_cited_ultralytics_lines_still_say_what_the_note_claims():
     assert any("world_size = 0" in ln for ln in lines[185:190])
     assert "workers = 0" in lines[178]  # the note on workers cites 178-179
     assert 'else "cuda"' in lines[283] and "_setup_ddp" in "\n".join(lines[275:283])
+
+
+@pytest.mark.slow
+def test_ours_child_logs_each_steps_cpu_time_over_the_loops_step_boundaries(tmp_path):
+    """``--ours-child`` times CPU through the trainer's callbacks: ``cpu_s`` in every record, counted from
+    the epoch's start (not from process start: imports and model building would land in the first step)
+    and from the previous step's end, as ``step_time_s`` is."""
+    data = write_synthetic_dataset(tmp_path / "data", n_train=8, n_val=2, imgsz=64, seed=0)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "benchmarks.compare_ultralytics", "--ours-child", "--data", str(data), "--model",
+           "yolov8t", "--fusion", "data", "--imgsz", "64", "--batch-size", "4", "--epochs", "2", "--workers", "0",
+           "--no-augment", "--no-val", "--output-dir", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    log = common.read_log(out)
+    assert [r["epoch"] for r in log] == [0, 0, 1, 1]
+    for r in log:  # one thread, no loader workers: CPU time cannot exceed the wall time by much
+        assert 0 < r["cpu_s"] <= 1.2 * r["step_time_s"] + 0.1, r

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from yolofuse_scale.errors import ArgumentParser, add_debug_argument, apply_debug_flag, run_entry
@@ -59,12 +60,13 @@ def train_main(argv: list[str] | None = None) -> int:
     return run_entry(run_train, args)
 
 
-def run_train(args: argparse.Namespace) -> int:
+def run_train(args: argparse.Namespace, callbacks: Sequence = ()) -> int:
+    """Train as ``args`` say; ``callbacks``: engine.trainer.Callback hooks (benchmarks use them)."""
     from yolofuse_scale.config import config_from_args
     from yolofuse_scale.engine.trainer import Trainer
 
     # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
-    Trainer(config_from_args(args)).fit()
+    Trainer(config_from_args(args), callbacks).fit()
     return 0
 
 

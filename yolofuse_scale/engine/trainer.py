@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,31 @@ class TrainState:
             self.ema.load_full(ema, model, d["ema_updates"])
 
 
-class Trainer:
-    """Train a fusion detector as ``cfg`` says. ``Trainer(cfg).fit()`` returns the final metrics."""
+class Callback:
+    """Hooks the loop calls on every rank; subclass and override the ones you need (the rest do nothing).
 
-    def __init__(self, cfg: RunConfig):
+    ``on_epoch_start(epoch)``: entering the epoch's loop, just before its step clock starts (0-based epoch).
+    ``on_step_end(record)``: after each optimizer step (and EMA update), before ``record`` is written to
+    train_log.jsonl (by the main process): keys a callback adds are logged with the step. Neither hook
+    runs inside a step's ``step_time_s``. benchmarks/compare_ultralytics.py reads the CPU clock in both.
+    """
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def on_step_end(self, record: dict[str, Any]) -> None:
+        pass
+
+
+class Trainer:
+    """Train a fusion detector as ``cfg`` says. ``Trainer(cfg).fit()`` returns the final metrics.
+
+    ``callbacks``: :class:`Callback` objects the loop calls at epoch starts and step ends, in order.
+    """
+
+    def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = ()):
         self.cfg = cfg
+        self.callbacks = list(callbacks)
         self.out = Path(cfg.train.output_dir)
         cfg.train.resolve_grad_accum(launched_world_size())
         # Before the process group and the strategy exist: DeepSpeed binds collectives when it starts.
@@ -258,6 +279,8 @@ class Trainer:
             self.sampler.set_epoch(state.epoch, start_step=state.step_in_epoch)
             self.train_set.set_epoch(state.epoch)
             self.task.set_epoch(state.epoch)
+            for cb in self.callbacks:
+                cb.on_epoch_start(state.epoch)
             stopped = self._train_epoch(max_steps)
             if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
                 break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
@@ -356,6 +379,8 @@ class Trainer:
                 record["model_state_bytes"] = self.model_meta["model_state_bytes"]
                 record["compute_dtypes"] = self.probe.result()
                 record["mfu_precision"] = self.mfu_precision  # which peak MFU divides by
+            for cb in self.callbacks:
+                cb.on_step_end(record)
             self.log.step(record)
             if state.step % cfg.train.log_every == 0 or state.step == 1:
                 self.log.info(
