@@ -7,9 +7,8 @@
 `python train.py --help` lists every flag.
 """
 
-import sys
-
 from yolofuse_scale.cli import train_main
+from yolofuse_scale.errors import finish
 
 if __name__ == "__main__":
-    sys.exit(train_main())
+    finish(train_main())

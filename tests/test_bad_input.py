@@ -525,6 +525,16 @@ def test_config_usage_errors_are_argparse_clean():
     assert out.count("invalid choice") == 1
 
 
+@pytest.mark.slow
+def test_config_batch_larger_than_the_training_set_is_one_message(fresh_data, tmp_path):
+    """8 training pairs cannot fill a 16-image step: named before the first step, no traceback."""
+    out = assert_clean_error(run_cli("train.py", "--data", str(fresh_data / "data.yaml"), "--model", "yolov8t",
+                                     "--imgsz", "64", "--batch-size", "16", "--workers", "0", "--output-dir",
+                                     str(tmp_path / "run")),
+                             "8 training pairs cannot fill one optimizer step of 16 images")
+    assert out.count("cannot fill") == 1
+
+
 
 # ------------------------------------------------------------------------------------------ checkpoints
 # (truncated, missing, extra, edited files; another run's lineage; another model)

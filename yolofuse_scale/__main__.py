@@ -1,7 +1,6 @@
 """``python -m yolofuse_scale CMD`` is ``yolofuse-scale CMD``."""
 
-import sys
-
 from yolofuse_scale.cli import main
+from yolofuse_scale.errors import finish
 
-sys.exit(main())
+finish(main())

@@ -53,6 +53,7 @@ from yolofuse_scale.engine.strategy.launch import launched_world_size, strategy_
 from yolofuse_scale.engine.strategy.sharded import full_state_dict
 from yolofuse_scale.engine.strategy.zero_state import zero_full_state
 from yolofuse_scale.engine.task import DetectionTask
+from yolofuse_scale.errors import ConfigError
 from yolofuse_scale.model import build_model, model_summary
 from yolofuse_scale.model.pretrained import apply_pretrained
 
@@ -170,7 +171,7 @@ class Trainer:
             shuffle=d.shuffle, seed=t.seed,
         )
         if self.sampler.steps_per_epoch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.data_cfg.yaml_path}: {len(self.train_set)} training pairs cannot fill one optimizer step of "
                 f"{self.images_per_step} images (batch-size x processes x grad-accum); lower them or add data"
             )
