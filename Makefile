@@ -1,5 +1,5 @@
 # make install | make demo | make test   (a fresh machine needs nothing else)
-# make test-fast: the unit tier (no trainings, no multi-process runs): 2.5 min on 2 busy cores, 1 min of CPU
+# make test-fast: the unit tier (no trainings, no multi-process runs): about 3 min on a 2-core VM
 # make wheels: our dependencies as wheels for an offline GPU machine (benchmarks/gpu_session.sh)
 SHELL := /bin/bash
 PY ?= python3

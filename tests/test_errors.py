@@ -52,6 +52,7 @@ TRAIN = ["train.py", "--model", "yolov8t", "--imgsz", "64", "--epochs", "1", "--
          "--no-val"]
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_torchrun_bad_dataset_is_reported_once(bad_data, tmp_path):
     proc, seconds, out = _run(_torchrun(*TRAIN, "--data", str(bad_data), "--output-dir", str(tmp_path / "run")))
     assert proc.returncode != 0, out[-4000:]
@@ -60,6 +61,7 @@ def test_torchrun_bad_dataset_is_reported_once(bad_data, tmp_path):
     assert seconds < 60, seconds
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_torchrun_config_error_before_the_process_group_is_reported_once(tmp_path):
     proc, seconds, out = _run(_torchrun(*TRAIN, "--lr", "-1", "--output-dir", str(tmp_path / "run")))
     assert proc.returncode != 0, out[-4000:]
@@ -68,6 +70,7 @@ def test_torchrun_config_error_before_the_process_group_is_reported_once(tmp_pat
     assert seconds < 60, seconds
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_torchrun_error_seen_by_one_rank_only_ends_the_job(tmp_path):
     """Rank 1 alone fails while rank 0 waits in a collective: rank 1 prints, the job ends at once (no hang
     until --dist-timeout)."""

@@ -140,7 +140,8 @@ def test_gpu_tests_pass_only_flags_train_py_accepts():
                                *test_gpu.STEPS, *test_gpu.flag(strategy), *extra])
 
 
-def test_cut_session_keeps_finished_numbers_in_a_flat_folder_the_device_tool_returns(tmp_path):
+@pytest.mark.slow  # a real --cpu-smoke session cut at its cap: about a minute
+def test_cut_session_keeps_finished_numbers_in_a_flat_folder(tmp_path):
     """A real --cpu-smoke session, scaling_n only, whose first option never ends (GPU_SESSION_SMOKE_STALL)
     under a 60 s cap: the step is cut mid-sweep, and the baseline measured before the cut is in
     sweeps.json and report.md; $OUT is flat, at most 8 files each under 16 MiB, and its logs.tar.gz
