@@ -135,3 +135,15 @@ def train_run(tiny_data, tmp_path_factory):
         return cache[key]
 
     return get
+
+
+def train_yaml_briefly(data: Path, model_yaml: Path, out: Path) -> Run:
+    """``python train.py --model FILE.yaml`` for 3 steps at 64 px (tiny scale); asserts the run trained."""
+    run = launch("python", 1, ["train.py", "--data", str(data), "--model", str(model_yaml), "--scale", "t",
+                               "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--max-steps", "3",
+                               "--epochs", "1", "--no-val", "--warmup-epochs", "0", "--output-dir", str(out)], out)
+    assert [r["step"] for r in run.log] == [1, 2, 3]
+    assert all(r["loss"] == r["loss"] and r["loss"] > 0 for r in run.log)
+    assert (out / "weights" / "last.pt").is_file()
+    return run
+

@@ -155,16 +155,9 @@ def test_bad_attention_rows_are_refused_clearly(tmp_path, row, message):
 
 @pytest.mark.slow
 def test_deyolo_schema_trains_with_train_py(tiny_data, tmp_path):
-    from tests.conftest import launch
+    from tests.conftest import train_yaml_briefly
 
-    out = tmp_path / "run"
-    run = launch("python", 1, ["train.py", "--data", str(tiny_data), "--model", str(ASSETS / "deyolo_schema.yaml"),
-                               "--scale", "t", "--imgsz", "64", "--batch-size", "4", "--workers", "0",
-                               "--max-steps", "3", "--epochs", "1", "--no-val", "--warmup-epochs", "0",
-                               "--output-dir", str(out)], out)
-    assert [r["step"] for r in run.log] == [1, 2, 3]
-    assert all(r["loss"] == r["loss"] and r["loss"] > 0 for r in run.log)
-    assert (out / "weights" / "last.pt").is_file()
+    train_yaml_briefly(tiny_data, ASSETS / "deyolo_schema.yaml", tmp_path / "run")
 
 
 def test_model_summary_counts_defa_attention_at_the_real_size():

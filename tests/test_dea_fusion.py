@@ -17,7 +17,14 @@ from ultralytics.nn.modules import Conv
 from ultralytics.nn.tasks import DetectionModel
 
 from tests.test_model import _batch
-from tests.test_pretrained import YOLO11_LAYERS, _layer, _reference, _same, write_ultralytics_checkpoint
+from tests.test_pretrained import (
+    YOLO11_LAYERS,
+    _layer,
+    _reference,
+    _same,
+    our_random_weights_file,
+    write_ultralytics_checkpoint,
+)
 from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.model import build_model, model_summary
 from yolofuse_scale.model.attention import DEAPair, DEAPairLayer
@@ -129,18 +136,7 @@ def test_pretrained_fills_both_backbones_neck_and_head_and_leaves_the_attention_
 
 
 def test_our_dea_weights_map_into_dea_whole_and_into_mid_without_the_attention(tmp_path):
-    from yolofuse_scale.engine.checkpoint import plain_meta, write_weights
-
-    src_model = build_model("yolo11t", "dea", nc=2, ir_channels=1)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for t in src_model.state_dict().values():
-            if t.is_floating_point():
-                t.copy_(torch.randn(t.shape, generator=g))
-    src = src_model.state_dict()
-    path = tmp_path / "last.pt"
-    write_weights(path, src, plain_meta({"model_yaml": src_model.yaml, "rgb_channels": 3, "ir_channels": 1,
-                                         "names": {0: "a", 1: "b"}, "imgsz": 64}))
+    src_model, src, path = our_random_weights_file(tmp_path, "dea")
     assert recognise(src_model.yaml)[2] == "dea"
     model = build_model("yolo11t", "dea", nc=2, ir_channels=1)
     report = apply_pretrained(model, path)

@@ -304,21 +304,27 @@ def test_not_a_checkpoint_is_refused(tmp_path):
         apply_pretrained(build_model("yolo11t", "rgb", nc=1, ir_channels=1), path)
 
 
-@pytest.mark.parametrize("fusion", ["rgb", "mid"])
-def test_our_weights_file_maps_by_the_same_origins(tmp_path, fusion):
-    """An rgb run's weights (its layer i + 1 is single-stream layer i) or a mid run's (fusion convs too) into mid."""
+def our_random_weights_file(tmp_path: Path, fusion: str, model: str = "yolo11t"):
+    """A weights file of ours for ``model``/``fusion`` with random weights: (model, its state dict, path)."""
     from yolofuse_scale.engine.checkpoint import plain_meta, write_weights
 
-    src_model = build_model("yolo11t", fusion, nc=2, ir_channels=1)
+    src_model = build_model(model, fusion, nc=2, ir_channels=1)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for t in src_model.state_dict().values():
             if t.is_floating_point():
                 t.copy_(torch.randn(t.shape, generator=g))
-    src = src_model.state_dict()
     path = tmp_path / "last.pt"
-    write_weights(path, src, plain_meta({"model_yaml": src_model.yaml, "rgb_channels": 3, "ir_channels": 1,
-                                         "names": {0: "a", 1: "b"}, "imgsz": 64}))
+    write_weights(path, src_model.state_dict(), plain_meta({"model_yaml": src_model.yaml, "rgb_channels": 3,
+                                                             "ir_channels": 1, "names": {0: "a", 1: "b"},
+                                                             "imgsz": 64}))
+    return src_model, src_model.state_dict(), path
+
+
+@pytest.mark.parametrize("fusion", ["rgb", "mid"])
+def test_our_weights_file_maps_by_the_same_origins(tmp_path, fusion):
+    """An rgb run's weights (its layer i + 1 is single-stream layer i) or a mid run's (fusion convs too) into mid."""
+    src_model, src, path = our_random_weights_file(tmp_path, fusion)
     model = build_model("yolo11t", "mid", nc=2, ir_channels=1)
     report = apply_pretrained(model, path)
     sd = model.state_dict()
