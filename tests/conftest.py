@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +86,21 @@ def _require_slow_marker(launcher: str, args: list[str]) -> None:
                              "make test-fast, runs no trainings and no multi-process runs)")
 
 
+#: How a launcher reports a rank that died of a signal in native code (not a Python error):
+#: torchrun's failure table, Python's own faulthandler (``errors.run_entry`` enables it), a bare kill.
+_NATIVE_CRASH = re.compile(r"exitcode\s*:\s*-(11|6|7|8)\b|Fatal Python error: (Segmentation fault|Aborted|Bus error)")
+
+
+def native_crash(proc: subprocess.CompletedProcess) -> str | None:
+    """The signal a rank of ``proc`` died of in native code, or None (also for a clean Python error)."""
+    if proc.returncode in (-11, -6, -7, -8):
+        return f"signal {-proc.returncode}"
+    m = _NATIVE_CRASH.search(proc.stderr or "") or _NATIVE_CRASH.search(proc.stdout or "")
+    if m is None or proc.returncode == 0:
+        return None
+    return f"signal {m.group(1)}" if m.group(1) else m.group(2)
+
+
 def launch(launcher: str, nproc: int, args: list[str], out: Path, timeout: int = 300, check: bool = True) -> Run:
     """Run train.py (or ``-m yolofuse_scale ...`` when args start with a command) under a real launcher."""
     _require_slow_marker(launcher, args)
@@ -100,6 +118,15 @@ def launch(launcher: str, nproc: int, args: list[str], out: Path, timeout: int =
     else:
         raise ValueError(launcher)
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    crash = native_crash(proc)
+    if crash:
+        # A rank killed by a signal in native code (seen once in CI: SIGSEGV in a gloo all-gather of an
+        # FSDP2 run, never reproduced in 30 runs here) says nothing about what these tests check, which
+        # is a Python-level result. Run it once more from scratch and say so; a second crash fails.
+        warnings.warn(f"{' '.join(cmd[:3])} ...: a rank died of {crash}; rerun once. Output tail:\n"
+                      f"{proc.stderr[-3000:]}", stacklevel=2)
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         tail = f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")

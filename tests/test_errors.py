@@ -155,3 +155,25 @@ def test_run_entry_reports_user_errors_and_keeps_bugs(capsys, monkeypatch):
     with pytest.raises(DataError):
         run_entry(fail, DataError("a.yaml: bad"))
     assert run_entry(lambda: 0) == 0 and run_entry(lambda: None) == 0 and run_entry(lambda: 3) == 3
+
+
+def test_native_crash_prints_a_python_stack_and_is_told_from_a_python_error():
+    """A segfault inside a command prints where in Python it happened (``run_entry`` enables
+    faulthandler), and the suite's launcher tells such a crash from an ordinary failure (it reruns the
+    first kind once: tests/conftest.py)."""
+    from tests.conftest import native_crash
+
+    crash = ("import ctypes\nfrom yolofuse_scale.errors import run_entry\n"
+             "def segfaulting_step():\n    ctypes.string_at(0)\nrun_entry(segfaulting_step)\n")
+    proc = subprocess.run([sys.executable, "-c", crash], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == -11, proc.stderr[-2000:]
+    assert "Fatal Python error: Segmentation fault" in proc.stderr and "segfaulting_step" in proc.stderr
+    assert native_crash(proc) == "signal 11"
+    error = subprocess.run([sys.executable, "-c", "raise ValueError('Segmentation fault')"], cwd=ROOT, env=ENV,
+                           capture_output=True, text=True, timeout=60)
+    assert error.returncode == 1 and native_crash(error) is None
+    # torchrun's failure table for a rank that segfaulted (as printed in CI), and for a Python error
+    table = "Root Cause (first observed failure):\n  exitcode  : {} (pid: 8961)\n"
+    assert native_crash(subprocess.CompletedProcess([], 1, "", table.format(-11))) == "signal 11"
+    assert native_crash(subprocess.CompletedProcess([], 1, "", table.format(1))) is None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import os
 import sys
 import time
@@ -137,6 +138,11 @@ def _print(message: str) -> None:
 
 def run_entry(fn: Callable[..., int | None], *args) -> int:
     """``fn(*args)`` as a command: its exit code, or 1 after reporting a user error (see above)."""
+    # A crash in native code (a segfault in a collective, a kernel) then prints the Python stack of
+    # every thread before the process dies, instead of only the launcher's "Signal 11". Costs nothing
+    # until such a signal arrives.
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     try:
         return int(fn(*args) or 0)
     except SystemExit as e:  # raise SystemExit("message"): a clean message already, but once per job
