@@ -122,3 +122,18 @@ def test_zero3_checkpoint_at_another_world_size_is_refused_up_front(train_run, t
     r = launch("torchrun", 1, args, out, check=False)
     assert r.proc.returncode != 0
     assert "written by 2 DeepSpeed rank(s), resumed with 1" in r.output
+
+
+@pytest.mark.slow
+def test_a_deepspeed_cpu_run_leaves_no_shared_memory_behind(train_run):
+    """DeepSpeed's CPU communication op maps ~66 MB of /dev/shm per rank when all ranks are local (its
+    own launcher sets LOCAL_SIZE) and never unlinks it; a run unlinks its ranks' segments at the end
+    (strategy/deepspeed.release_shm_workspace). The run is test_zero_matches_ddp's, from the cache."""
+    import os
+    import re
+    from pathlib import Path
+
+    run = train_run("deepspeed", 2, 1, *STEPS, "--deepspeed", "ds_configs/zero2.json")
+    port = re.search(r"--master_port=(\d+)", " ".join(run.proc.args)).group(1)
+    left = sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_*"))
+    assert not left, left

@@ -16,6 +16,7 @@ refused: DeepSpeed's autocast mode gives ZeRO no loss scaler, and its ``fp16`` m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from importlib import resources
@@ -130,3 +131,19 @@ def _packaged_fallback(path: str) -> str:
     if relative.parent == Path("ds_configs") and not relative.exists() and packaged.is_file():
         return str(packaged)
     return path
+
+
+def release_shm_workspace(rank: int | None = None) -> None:
+    """Unlink this rank's shared-memory segment of DeepSpeed's CPU communication op.
+
+    The op (``deepspeed/ops/csrc/cpu/comm/shm.cpp``) maps one ~66 MB ``/dev/shm`` segment per rank,
+    named ``deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>``, and never unlinks
+    it: each DeepSpeed run on CPU left 66 MB x ranks of RAM in tmpfs until reboot (a test suite, gigabytes).
+    Called after the run's last collective (and on failure): unlinking drops the name only; a peer
+    still exiting keeps its mapping. A no-op where the op did not run (GPU, other strategies).
+    """
+    rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}_{rank}")
+    with contextlib.suppress(OSError):
+        (Path("/dev/shm") / name).unlink()
