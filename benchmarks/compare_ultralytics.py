@@ -651,6 +651,54 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------------------ seeds
+SEED_METRICS = ("mAP50-95", "mAP50", "images_per_cpu_s")
+
+
+def _spread(xs: list[float]) -> dict[str, float | int | None]:
+    """Mean, sample standard deviation (n - 1) and range of ``xs``; the deviation is None for one value."""
+    n = len(xs)
+    mean = sum(xs) / n if n else None
+    sd = (sum((x - mean) ** 2 for x in xs) / (n - 1)) ** 0.5 if n > 1 else None
+    return {"n": n, "mean": mean, "sd": sd, "min": min(xs) if xs else None, "max": max(xs) if xs else None}
+
+
+def seed_summary(runs: list[dict[str, Any]], other: str = "ultralytics") -> dict[str, Any]:
+    """Across seeds (one :func:`compare` result each, same settings otherwise): per metric, each trainer's
+    values seed by seed with mean / sd / range, and the paired difference ours - ``other`` per seed
+    (both trainers ran on the same pairs with the same seed, so the pairing removes the data's share
+    of the spread). A seed where either trainer failed is left out of the pairs and named."""
+    ok = [r for r in runs if r["ours"].get("status") == "ok" and r[other].get("status") == "ok"]
+    out: dict[str, Any] = {"seeds": [r["settings"]["seed"] for r in ok],
+                           "failed_seeds": [r["settings"]["seed"] for r in runs if r not in ok], "metrics": {}}
+    for k in SEED_METRICS:
+        ours = [r["ours"][k] for r in ok if r["ours"].get(k) is not None and r[other].get(k) is not None]
+        theirs = [r[other][k] for r in ok if r["ours"].get(k) is not None and r[other].get(k) is not None]
+        out["metrics"][k] = {"ours": {"values": ours, **_spread(ours)}, other: {"values": theirs, **_spread(theirs)},
+                             "paired_difference": _spread([a - b for a, b in zip(ours, theirs)])}
+    return out
+
+
+def seed_markdown(summary: dict[str, Any], settings: dict[str, Any], other: str = "Ultralytics") -> str:
+    """The multi-seed table: per metric, mean +- sd (range) of each trainer and the paired difference."""
+    def cell(d: dict[str, Any]) -> str:
+        if d["mean"] is None:
+            return "–"
+        sd = f" ± {d['sd']:.3f}" if d["sd"] is not None else ""
+        return f"{d['mean']:.3f}{sd} ({d['min']:.3f}...{d['max']:.3f})"
+
+    key = other.lower()
+    lines = [f"### {settings['model']} at {settings['imgsz']} px, {settings['epochs']} epochs, batch "
+             f"{settings['batch']}: seeds {', '.join(map(str, summary['seeds']))}", "",
+             f"| metric | ours: mean ± sd (range) | {other}: mean ± sd (range) | ours − {other}, paired: "
+             "mean ± sd (range) |", "|---|---|---|---|"]
+    for k, m in summary["metrics"].items():
+        lines.append(f"| {k} | {cell(m['ours'])} | {cell(m[key])} | {cell(m['paired_difference'])} |")
+    if summary["failed_seeds"]:
+        lines.append(f"\nLeft out (a trainer failed): seeds {', '.join(map(str, summary['failed_seeds']))}.")
+    return "\n".join(lines) + "\n"
+
+
 # -------------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -673,6 +721,9 @@ def main(argv: list[str] | None = None) -> int:
                    "nbs 64, which backpropagates 64/8 x the batch's loss)")
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--close-mosaic", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="training seeds (same data for all): one comparison each, then mean, spread and the "
+                   "paired difference per seed (default: 0)")
     p.add_argument("--skip-steps", type=int, default=5, help="first steps left out of the timing (default: 5)")
     p.add_argument("--label", default=None, help="machine label written with the numbers")
     argv = sys.argv[1:] if argv is None else argv
@@ -685,17 +736,28 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--out is required")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, summaries, report = [], [], []
     for n in args.threads:
-        r = compare(out / f"threads_{n}", model=args.model, imgsz=args.imgsz,
-                    batch=args.batch, epochs=args.epochs, workers=args.workers, threads=n, data=args.data,
-                    yolofuse=args.yolofuse, train_pairs=args.train_pairs, val_pairs=args.val_pairs, lr=args.lr,
-                    warmup_epochs=args.warmup_epochs, close_mosaic=args.close_mosaic, skip_steps=args.skip_steps,
-                    label=args.label)
-        results.append(r)
-        print(markdown(r), flush=True)
-    (out / "results.json").write_text(json.dumps({"runs": results}, indent=1))  # one compare() dict per thread count
-    (out / "report.md").write_text("\n".join(markdown(r) for r in results))
+        per_seed = []
+        for seed in args.seeds:  # one seed: the folder layout of before (threads_N)
+            where = out / f"threads_{n}" / (f"seed_{seed}" if len(args.seeds) > 1 else "")
+            r = compare(where, model=args.model, imgsz=args.imgsz,
+                        batch=args.batch, epochs=args.epochs, workers=args.workers, threads=n, data=args.data,
+                        yolofuse=args.yolofuse, train_pairs=args.train_pairs, val_pairs=args.val_pairs, lr=args.lr,
+                        warmup_epochs=args.warmup_epochs, close_mosaic=args.close_mosaic, seed=seed,
+                        skip_steps=args.skip_steps, label=args.label)
+            per_seed.append(r)
+            report.append(markdown(r))
+            print(report[-1], flush=True)
+        results += per_seed
+        if len(args.seeds) > 1:
+            summary = {"threads": n, **seed_summary(per_seed)}
+            summaries.append(summary)
+            report.insert(len(report) - len(per_seed), seed_markdown(summary, per_seed[0]["settings"]))
+            print(report[len(report) - len(per_seed) - 1], flush=True)
+    # one compare() dict per (thread count, seed); with several seeds, their summary per thread count
+    (out / "results.json").write_text(json.dumps({"runs": results, "seed_summaries": summaries}, indent=1))
+    (out / "report.md").write_text("\n".join(report))
     print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
     return 0
 

@@ -17,6 +17,8 @@ from benchmarks import common
 from benchmarks.compare_ultralytics import (
     MULTI_DEVICE_NOTE,
     markdown,
+    seed_markdown,
+    seed_summary,
     summarise_steps,
     write_tiff_dataset,
 )
@@ -100,6 +102,32 @@ RESULT = {
     "multi_device": {"ultralytics": "cannot run on CPU", "note": MULTI_DEVICE_NOTE},
     "notes": ["threads fixed at 1"],
 }
+
+
+def test_seed_summary_pairs_each_seed_and_reports_mean_spread_and_range():
+    runs = []
+    for seed, (ours, theirs) in enumerate([(0.60, 0.70), (0.80, 0.70), (0.70, 0.70)]):
+        r = copy.deepcopy(RESULT)
+        r["settings"]["seed"] = seed
+        r["ours"]["mAP50-95"], r["ultralytics"]["mAP50-95"] = ours, theirs
+        runs.append(r)
+    failed = copy.deepcopy(RESULT)
+    failed["settings"]["seed"] = 3
+    failed["ultralytics"] = {"status": "failed", "error": "boom"}
+    summary = seed_summary(runs + [failed])
+    assert summary["seeds"] == [0, 1, 2] and summary["failed_seeds"] == [3]
+    m = summary["metrics"]["mAP50-95"]
+    assert m["ours"]["values"] == [0.60, 0.80, 0.70] and m["ultralytics"]["values"] == [0.70] * 3
+    assert m["ours"]["mean"] == pytest.approx(0.70) and m["ours"]["sd"] == pytest.approx(0.1)  # n - 1
+    assert m["ultralytics"]["sd"] == pytest.approx(0.0)
+    diff = m["paired_difference"]
+    assert diff["mean"] == pytest.approx(0.0)
+    assert diff["min"] == pytest.approx(-0.1) and diff["max"] == pytest.approx(0.1)
+    md = seed_markdown(summary, runs[0]["settings"])
+    assert "seeds 0, 1, 2" in md and "| mAP50-95 | 0.700 ± 0.100 (0.600...0.800) | 0.700 ± 0.000" in md
+    assert "Left out (a trainer failed): seeds 3." in md
+    one = seed_summary(runs[:1])["metrics"]["mAP50-95"]["ours"]
+    assert one["sd"] is None and "0.600 (0.600...0.600)" in seed_markdown(seed_summary(runs[:1]), runs[0]["settings"])
 
 
 def test_markdown_states_ratio_accuracy_multi_device_and_yolofuse():
