@@ -225,11 +225,23 @@ class StepTimer:
                                                   if isinstance(v, (int, float))}
 
 
+def _numpy2_shim() -> None:
+    """YOLOFuse's fork (Ultralytics 8.3.74) integrates AP with ``np.trapz``, removed in NumPy 2.0 (its
+    first validation dies with AttributeError). Its successor ``np.trapezoid`` computes the same
+    trapezoidal sum. Set in this child process only: the checkout is not modified and nothing else
+    sees the alias."""
+    import numpy as np
+
+    if not hasattr(np, "trapz") and hasattr(np, "trapezoid"):
+        np.trapz = np.trapezoid
+
+
 def _child(spec_path: str) -> int:
     """Run Ultralytics' (or YOLOFuse's) trainer as ``spec_path`` says; write steps and metrics as JSON."""
     spec = json.loads(Path(spec_path).read_text())
     if spec.get("checkout"):  # YOLOFuse: its fork of ultralytics, not the installed one
         sys.path.insert(0, spec["checkout"])
+        _numpy2_shim()
     import torch
 
     import yolofuse_scale._offline as offline  # offline env before ultralytics is imported
