@@ -69,13 +69,20 @@ def test_one_lineage_per_folder(tiny_data, tmp_path):
     run_id = json.loads((out / "run.json").read_text())["run_id"]
     shutil.copytree(out / "checkpoints" / "step_3", out / "checkpoints" / "step_100")
     _forge_other_run(out / "checkpoints" / "step_100", "someoneelse")
+    shutil.copytree(out / "checkpoints" / "step_3", out / "checkpoints" / "step_7")  # this run, a later step
 
-    # Back to step 2: step 3 is trained and logged again, once; step_3 re-saved; step_100 kept
+    # Back to step 2: step 3 is trained and logged again, once; step_3 re-saved; step_100 kept; this
+    # run's step_3 and step_7 belong to the abandoned timeline: moved aside (--resume auto would take step_7)
     again = launch("python", 1, [*common, "--max-steps", "3", "--resume", str(out / "checkpoints" / "step_2")], out)
     assert "at step 2" in again.output
     assert [r["step"] for r in again.log] == [1, 2, 3]
     assert [r["loss"] for r in again.log] == [r["loss"] for r in first.log]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_100", "step_2", "step_3"]
+    (abandoned,) = (out / "replaced").iterdir()
+    assert abandoned.name.startswith("abandoned-after-step_2-")
+    assert sorted(p.name for p in abandoned.iterdir()) == ["step_3", "step_7"]  # step_3: trained again
+    assert "moved this run's later checkpoints (step 3, 7)" in again.output
+    shutil.rmtree(out / "replaced")
 
     # Relaunching the finished run: resumes its own newest step (not step_100), trains nothing, rewrites nothing
     metrics = (out / "metrics.json").read_bytes()

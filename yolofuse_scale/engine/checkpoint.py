@@ -328,13 +328,34 @@ class Checkpointer:
             raise CheckpointError(error)
         accelerator.wait_for_everyone()  # every rank has read the folder before it changes
         self.notes = [f"--overwrite: moved the previous run's outputs to {moved_to}"] if moved_to else []
+        start, later = self._abandoned(train.resume)
+        if later:
+            dest = out / "replaced" / f"abandoned-after-step_{start}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.notes.append(f"--resume {self.resume_from}: moved this run's later checkpoints (step "
+                              f"{', '.join(str(_step_of(p)) for p in later)}) to {dest}: resuming from an earlier "
+                              "step abandons them, and --resume auto or pruning would take them for this run's")
         if is_writer(accelerator):
             if moved_to:
                 _move_aside(out, Path(moved_to))
+            if later:
+                dest.mkdir(parents=True, exist_ok=True)
+                for p in later:
+                    os.replace(p, dest / p.name)
             out.mkdir(parents=True, exist_ok=True)
             (out / RUN_FILE).write_text(json.dumps({"run_id": self.run_id}) + "\n")
+        if later:
+            accelerator.wait_for_everyone()  # nobody lists the checkpoints while they move
         self.position: dict[str, Any] = {}
         self.run_meta: dict[str, Any] = {}
+
+    def _abandoned(self, resume: str) -> tuple[int, list[Path]]:
+        """(the step ``--resume PATH`` restarts from, this run's checkpoints here at later steps): the
+        timeline that resume abandons. The same on every rank (the run id is the main process's)."""
+        if self.resume_from is None or resume == "auto" or self.run_id is None:
+            return 0, []
+        start = int(json.loads((self.resume_from / STATE_FILE).read_text())["step"])
+        return start, [p for p in list_checkpoints(self.root, self.run_id)
+                       if _step_of(p) > start and checkpoint_run_id(p) == self.run_id]
 
     def load(self, model: torch.nn.Module, position: dict[str, Any], run_meta: dict[str, Any]
              ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
