@@ -73,8 +73,10 @@ def test_mixed_precision_keeps_batchnorm_fp32_under_deepspeed(tmp_path):
     """bf16 becomes DeepSpeed's torch_autocast (fp32 parameters, BN included), never bf16.enabled."""
     ds = deepspeed_config(_cfg(tmp_path), TrainConfig(mixed_precision="bf16"), OptimConfig(), world_size=2)
     assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in ds
-    with pytest.raises(DistributedSetupError, match="fp16 under ZeRO: DeepSpeed's autocast mode has no loss scaler"):
-        deepspeed_config(_cfg(tmp_path), TrainConfig(mixed_precision="fp16"), OptimConfig(), world_size=2)
+    for stage in (0, 2):  # stage 0 used to train in fp32 silently
+        with pytest.raises(DistributedSetupError, match=rf"fp16 under ZeRO \(stage {stage}\): DeepSpeed's autocast"):
+            deepspeed_config(_cfg(tmp_path, zero_optimization={"stage": stage}), TrainConfig(mixed_precision="fp16"),
+                             OptimConfig(), world_size=2)
 
 
 def test_offload_configs_accept_the_loops_optimizer():

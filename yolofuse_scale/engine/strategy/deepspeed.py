@@ -65,10 +65,11 @@ def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_si
             )
     if train.mixed_precision == "bf16":
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
-    elif train.mixed_precision == "fp16" and stage > 0:
+    elif train.mixed_precision == "fp16":
+        # Stage 0 too: there the run used to train in fp32 without a word (nothing enables autocast).
         raise DistributedSetupError(
-            f"{path}: --mixed-precision fp16 under ZeRO: DeepSpeed's autocast mode has no loss scaler for ZeRO and "
-            "its fp16 mode casts BatchNorm; use bf16 (or fp16 with DDP/FSDP, which scale the loss)"
+            f"{path}: --mixed-precision fp16 under ZeRO (stage {stage}): DeepSpeed's autocast mode has no loss scaler "
+            "and its fp16 mode casts BatchNorm; use bf16 (or fp16 with DDP/FSDP, which scale the loss)"
         )
     if train.save_on_each_node:
         # Each node's local rank 0 writes the engine's model-states file (by default only global
