@@ -155,14 +155,14 @@ class StepMeter:
         self.flops_per_image, self.peak_flops, self.mfu_precision = flops_per_image, peak_flops, mfu_precision
         self.comm, self.probe, self.scaled_optimizer = comm, probe, scaled_optimizer
         self.state_bytes: list[dict[str, int]] | None = None  # per rank, from capture_state
-        self.t0 = time.perf_counter()
+        self.t0 = self.timer.last
 
     def start(self) -> None:
         """Start a step's clock: the time since the last step (its logging, saving) belongs to no step."""
-        self.timer.restart()
         if self.comm is not None:
             self.comm.take()
-        self.t0 = time.perf_counter()
+        self.timer.restart()
+        self.t0 = self.timer.last  # one clock for the step and its phases: the phases never sum past the step
 
     def mark(self, phase: str) -> None:
         """Charge the time since the last mark to ``phase`` (summed over the step's micro-batches)."""
