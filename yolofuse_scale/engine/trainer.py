@@ -3,7 +3,8 @@
 Read top to bottom it is the algorithm: build, prepare, then for each optimizer step accumulate
 micro-batch gradients, clip, step, update the EMA, log; at each epoch end validate and save.
 Distributed specifics live in ``strategy/``; what a step's gradient means lives in ``task.py``;
-which samples a rank sees lives in ``data/sampler.py``.
+which samples a rank sees lives in ``data/sampler.py``; what a step measures (times, bytes, MFU) lives in
+``perf.StepMeter``. A step reads device values on the host once (``step_values``), after its one all-reduce.
 """
 
 from __future__ import annotations
@@ -266,6 +267,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
+        """Train from the resume point to --epochs (or --max-steps); return the last validation's metrics."""
         cfg, state = self.cfg, self.state
         start_step = self._load()
         max_steps = cfg.train.max_steps or math.inf
