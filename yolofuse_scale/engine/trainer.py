@@ -322,6 +322,8 @@ class Trainer:
                 # inside the last micro-batch's backward.
                 lr = self.schedule.apply(self.optimizer, state.step)
             with acc.accumulate(self.model), skip_sync(self.model):
+                # host sync, not ours: Ultralytics' loss reads the targets' per-image counts (unique, max) and
+                # the assigner's matches (nonzero), ~4 waits per micro-batch on a GPU
                 loss, items = self.task.step(self.model, batch)
                 meter.mark("forward")
                 acc.backward(loss)
@@ -339,6 +341,7 @@ class Trainer:
                 sums[-1] = non_finite(sums[-2], grad_norm, check_norm=acc.scaler is None)
                 # One all-reduce per step carries the logged losses and the non-finite flag (a step
                 # must never update on some ranks and stop on others; any rank's flag makes the mean > 0).
+                # host sync: the step's one copy to the host (losses, flag, grad norm), see step_values
                 done = step_values(acc.reduce(sums, reduction="mean"), grad_norm, accum, names)
                 if done.non_finite:
                     self._raise_non_finite(sums, files)
