@@ -46,13 +46,14 @@ from accelerate.utils import broadcast_object_list, gather_object
 from safetensors.torch import load_file, save_file
 
 from yolofuse_scale.engine.storage import is_writer
+from yolofuse_scale.engine.strategy import resume, zero_state
+from yolofuse_scale.engine.strategy.zero_state import ZERO_FULL_STATE
 
 COMPLETE_MARKER = "COMPLETE"  # written last, inside the temporary folder, before the rename
 MANIFEST = "manifest.json"
 STATE_FILE = "train_state.json"
 EMA_FILE = "ema.safetensors"
 META_FILE = "run_meta.json"
-ZERO_FULL_STATE = "zero_full_state.safetensors"  # ZeRO-1/2 only: whole optimizer state, any world size
 RUN_FILE = "run.json"  # in the output folder: the id of the run (lineage) that owns it
 LOG_FILE = "train_log.jsonl"
 #: What a run writes into its folder, moved aside together by --overwrite (caches and data stay).
@@ -367,8 +368,6 @@ class Checkpointer:
         path = self.resume_from
         if path is None:
             return None
-        from yolofuse_scale.engine.strategy import resume, zero_state  # they import this module's constants
-
         saved, ema = load_train_state(path)
         check_same_model(path, plain_meta(json.loads((path / META_FILE).read_text())), run_meta,
                          saved.get("model"), position.get("model"))

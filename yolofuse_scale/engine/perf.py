@@ -1,8 +1,13 @@
 """What the loop measures about itself: phase times, bytes communicated, memory, MFU, compute dtypes.
 
 Every training run logs these per optimizer step (``train_log.jsonl``), so any real run is a data
-point; ``benchmarks/scaling.py`` only launches runs and reads the logs. Definitions (the benchmark
-report repeats them):
+point; ``benchmarks/scaling.py`` only launches runs and reads the logs. The loop holds one
+:class:`StepMeter`, which takes every measurement below and hands back the step's record. Definitions
+(the benchmark report repeats them):
+
+- ``images_per_s`` / ``step_time_s``: the step's wall time, from its clock start (after the previous
+  step's logging and saving) to the end of its EMA update, and the images/step over it.
+- ``mfu`` (when the device's peak is known): training FLOPs per image x images/s per device / peak.
 
 - ``time_data_s``: time the loop waited for the DataLoader (plus the host-to-device copy). With
   workers, loading overlaps compute and only the wait shows.
@@ -32,7 +37,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, gather_object
 from torch.distributed.tensor import DTensor
 
 #: Collectives counted by ``CommMeter``. Kind decides the ring cost: an all-reduce moves 2(N-1)/N of
@@ -110,7 +115,7 @@ class StepTimer:
 
     def mark(self, phase: str) -> None:
         if self.sync is not None and phase != "data":
-            self.sync()
+            self.sync()  # host sync: --time-phases only, on CUDA; waits for the phase's kernels (a few % slower)
         now = time.perf_counter()
         self.acc[phase] += now - self.last
         self.last = now
@@ -120,6 +125,69 @@ class StepTimer:
         out = {f"time_{k}_s": v for k, v in self.acc.items() if self.phases or k == "data"}
         self.acc.clear()
         return out
+
+
+class StepMeter:
+    """Everything the loop measures about its optimizer steps; :meth:`record` hands back a step's log record.
+
+    Per step the loop calls :meth:`start` when the step's clock starts, :meth:`mark` at each phase
+    boundary (``data``, ``forward``, ``backward``, ``optim``), and :meth:`record` once the step is done;
+    :meth:`capture_state` once, on a fresh run's first step while its gradients exist. Nothing here
+    synchronises the device except ``mark`` under ``--time-phases`` on CUDA (by design) and
+    ``capture_state`` (one gather, once per run).
+
+    Args:
+        images_per_step: images per optimizer step over all ranks (``images_per_s`` = this / step time).
+        world_size: processes; MFU is per device, so it divides by them.
+        flops_per_image: training FLOPs per image (:func:`train_flops_per_image`).
+        peak_flops: the device's peak FLOP/s (:func:`peak_flops`; 0: unknown, no ``mfu`` logged).
+        mfu_precision: which column of :data:`PEAK_TFLOPS` ``peak_flops`` came from (first step's record).
+        comm: the run's :class:`CommMeter` (``--measure-comm``) or None.
+        probe: the :class:`PrecisionProbe` whose dtypes the first step's record carries.
+        scaled_optimizer: under fp16's grad scaler, the optimizer whose ``step_was_skipped`` is logged.
+    """
+
+    def __init__(self, device: torch.device, *, phases: bool, images_per_step: int, world_size: int,
+                 flops_per_image: float, peak_flops: float, mfu_precision: str, comm: CommMeter | None,
+                 probe: PrecisionProbe, scaled_optimizer=None):
+        self.timer = StepTimer(device, phases)
+        self.images_per_step, self.world_size = images_per_step, world_size
+        self.flops_per_image, self.peak_flops, self.mfu_precision = flops_per_image, peak_flops, mfu_precision
+        self.comm, self.probe, self.scaled_optimizer = comm, probe, scaled_optimizer
+        self.state_bytes: list[dict[str, int]] | None = None  # per rank, from capture_state
+        self.t0 = self.timer.last
+
+    def start(self) -> None:
+        """Start a step's clock: the time since the last step (its logging, saving) belongs to no step."""
+        if self.comm is not None:
+            self.comm.take()
+        self.timer.restart()
+        self.t0 = self.timer.last  # one clock for the step and its phases: the phases never sum past the step
+
+    def mark(self, phase: str) -> None:
+        """Charge the time since the last mark to ``phase`` (summed over the step's micro-batches)."""
+        self.timer.mark(phase)
+
+    def capture_state(self, model: torch.nn.Module, optimizer) -> None:
+        """What each rank holds (:func:`model_state_bytes`), while gradients exist. Collective: one gather."""
+        self.state_bytes = gather_object([model_state_bytes(model, optimizer)])  # host sync: pickled gather, once
+
+    def record(self, step: int, epoch: int, losses: dict[str, float], lr: float, grad_norm: float) -> dict[str, Any]:
+        """The step's ``train_log.jsonl`` record; ``losses`` and ``grad_norm`` are host numbers (no sync here)."""
+        dt = time.perf_counter() - self.t0
+        rec = {"step": step, "epoch": epoch, **losses, "lr": lr, "grad_norm": grad_norm,
+               "images_per_s": self.images_per_step / dt, "step_time_s": dt, **self.timer.take()}
+        if self.peak_flops:  # per device: this rank's share of the step's images
+            rec["mfu"] = self.flops_per_image * rec["images_per_s"] / self.world_size / self.peak_flops
+        if self.comm is not None:
+            rec["comm"] = self.comm.take()
+        if self.scaled_optimizer is not None:
+            rec["step_skipped"] = bool(self.scaled_optimizer.step_was_skipped)  # a host flag (set in its step)
+        if step == 1:
+            rec["model_state_bytes"] = self.state_bytes
+            rec["compute_dtypes"] = self.probe.result()
+            rec["mfu_precision"] = self.mfu_precision  # which peak MFU divides by
+        return rec
 
 
 class CommMeter:

@@ -3,7 +3,8 @@
 Read top to bottom it is the algorithm: build, prepare, then for each optimizer step accumulate
 micro-batch gradients, clip, step, update the EMA, log; at each epoch end validate and save.
 Distributed specifics live in ``strategy/``; what a step's gradient means lives in ``task.py``;
-which samples a rank sees lives in ``data/sampler.py``.
+which samples a rank sees lives in ``data/sampler.py``; what a step measures (times, bytes, MFU) lives in
+``perf.StepMeter``. A step reads device values on the host once (``step_values``), after its one all-reduce.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import contextlib
 import copy
 import json
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
@@ -37,9 +37,8 @@ from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_
 from yolofuse_scale.engine.perf import (
     CommMeter,
     PrecisionProbe,
-    StepTimer,
+    StepMeter,
     effective_precision,
-    model_state_bytes,
     peak_flops,
     peak_memory,
     precision_key,
@@ -235,17 +234,21 @@ class Trainer:
         if cfg.train.benchmark_skip_grad_sync:
             self.log.info("WARNING --benchmark-skip-grad-sync: gradients are never synchronised, ranks train apart; "
                           "for measuring step time without communication only")
-        # Model FLOPs utilisation per step: training FLOPs per image / the device's peak (0: unknown)
-        self.flops_per_image = train_flops_per_image(self.model_meta["gflops"])
-        # DeepSpeed's precision is its JSON's torch_autocast, not Accelerate's mixed_precision (see effective_precision)
-        self.mfu_precision = precision_key(effective_precision(acc))
-        self.peak_flops = peak_flops(acc.device, self.mfu_precision, cfg.train.peak_tflops)
         # The bare model under the strategy's wrapper; the same object for the whole run (DDP, DeepSpeed and
         # compile wrap it, FSDP2 shards it in place), so it is looked up once: per step it cost ~4 ms.
         self.bare = bare = unwrap(acc, self.model)
         self.task = DetectionTask(bare, nbs=cfg.optim.nbs, epochs=cfg.train.epochs)
         self.ema = ShardedEMA(bare) if cfg.optim.ema else None
-        self.probe = PrecisionProbe(bare)
+        # Every step's measurements. MFU: training FLOPs per image / the device's peak (0: unknown), at the
+        # precision the model computes in (DeepSpeed's is its JSON's torch_autocast: see effective_precision).
+        precision = precision_key(effective_precision(acc))
+        self.meter = StepMeter(
+            acc.device, phases=cfg.train.time_phases, images_per_step=self.images_per_step,
+            world_size=acc.num_processes, flops_per_image=train_flops_per_image(self.model_meta["gflops"]),
+            peak_flops=peak_flops(acc.device, precision, cfg.train.peak_tflops), mfu_precision=precision,
+            comm=self.comm, probe=PrecisionProbe(bare),
+            scaled_optimizer=self.optimizer if acc.scaler is not None else None,
+        )
         self.state = TrainState(self.ema)
         self.state.world_size, self.state.distributed_type = acc.num_processes, acc.distributed_type.value
         self.run_meta = ckpt.plain_meta({
@@ -264,81 +267,67 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
-        cfg, acc, state = self.cfg, self.accelerator, self.state
-        restored = self.checkpointer.load(self.model, self._position(), self.run_meta)  # None: a fresh start
-        if restored is not None:
-            state.restore(*restored, self.bare)
-            self.log.info(f"resumed from {self.checkpointer.resume_from} at step {state.step} (epoch {state.epoch})")
-        if is_writer(acc):  # once the resume is accepted: a refused one leaves the run's config as it was
-            cfg.save(self.out / "config.yaml")
-        self.log.rewind(state.step)  # the log holds each step once: later records are logged again
-        start_step = state.step
+        """Train from the resume point to --epochs (or --max-steps); return the last validation's metrics."""
+        cfg, state = self.cfg, self.state
+        start_step = self._load()
         max_steps = cfg.train.max_steps or math.inf
-        metrics = state.metrics
         stopped = state.step >= max_steps
         while state.epoch < cfg.train.epochs and not stopped:
-            self.sampler.set_epoch(state.epoch, start_step=state.step_in_epoch)
-            self.train_set.set_epoch(state.epoch)
-            self.task.set_epoch(state.epoch)
-            for cb in self.callbacks:
-                cb.on_epoch_start(state.epoch)
+            self._start_epoch()
             stopped = self._train_epoch(max_steps)
             if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
                 break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
             if cfg.train.val or self._is_last_epoch(stopped):
-                metrics = state.metrics = self._validate()
+                state.metrics = self._validate()
             state.epoch += 1
             state.step_in_epoch = 0
-            self._save(metrics)
-        trained = state.step > start_step  # False: a finished run relaunched, its outputs stay as they are
-        if stopped and state.step_in_epoch and trained:  # a mid-epoch stop still leaves a resumable checkpoint
-            self._save(metrics)
-        self.model_meta["peak_memory"] = gather_object([peak_memory(acc.device)])  # per rank (collective)
-        best = self.out / "weights" / "best.pt"
-        if not trained and start_step and (self.out / "metrics.json").is_file():
-            self.log.info(f"nothing left to train at step {state.step}: checkpoints, weights and metrics.json kept")
-        elif is_writer(acc):
-            summary = {"step": state.step, "epoch": state.epoch, "metrics": metrics, **self.model_meta,
-                       "weights": str(self.out / "weights" / "last.pt"),
-                       # best.pt is chosen among validated epochs only: with --no-val, the final one
-                       "validated": "each epoch" if cfg.train.val else "final epoch only (--no-val)",
-                       "best_weights": str(best) if best.exists() else None,
-                       "best_fitness": state.best_fitness if state.best_fitness >= 0 else None}
-            (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))
-        self.log.info(f"done: step {state.step}, weights in {self.out / 'weights'}, metrics in "
-                      f"{self.out / 'metrics.json'}")
-        self.log.close()
-        acc.wait_for_everyone()
-        # Every rank: finishes the trackers (main process) and destroys the process group. Left to
-        # interpreter exit, gloo's threads were once torn down mid-flight ("terminate called without
-        # an active exception", SIGABRT after a finished run).
-        acc.end_training()
-        return metrics
+            self._save(state.metrics)
+        return self._finish(start_step, stopped)
+
+    def _load(self) -> int:
+        """Resume where the Checkpointer says (nothing: a fresh start); return the step this launch starts at."""
+        state = self.state
+        restored = self.checkpointer.load(self.model, self._position(), self.run_meta)  # None: a fresh start
+        if restored is not None:
+            state.restore(*restored, self.bare)
+            self.log.info(f"resumed from {self.checkpointer.resume_from} at step {state.step} (epoch {state.epoch})")
+        if is_writer(self.accelerator):  # once the resume is accepted: a refused one leaves the run's config as it was
+            self.cfg.save(self.out / "config.yaml")
+        self.log.rewind(state.step)  # the log holds each step once: later records are logged again
+        return state.step
+
+    def _start_epoch(self) -> None:
+        """Data order, augmentation and loss weights as an uninterrupted run has them at this epoch; callbacks."""
+        epoch = self.state.epoch
+        self.sampler.set_epoch(epoch, start_step=self.state.step_in_epoch)
+        self.train_set.set_epoch(epoch)
+        self.task.set_epoch(epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_start(epoch)
 
     def _train_epoch(self, max_steps: float) -> bool:
         """Train until the epoch ends or ``max_steps`` is reached; return whether training must stop."""
-        acc, state, cfg = self.accelerator, self.state, self.cfg
+        acc, state, cfg, meter = self.accelerator, self.state, self.cfg, self.meter
         self.model.train()
-        accum = cfg.train.grad_accum
-        names = self.task.loss_names
+        accum, names = cfg.train.grad_accum, self.task.loss_names
         sums = torch.zeros(len(names) + 2, device=acc.device)  # loss items, backprop objective, non-finite
         files: list[str] = []
-        timer = StepTimer(acc.device, phases=cfg.train.time_phases)
         skip_sync = acc.no_sync if cfg.train.benchmark_skip_grad_sync else lambda _: contextlib.nullcontext()
-        self._restart_meters(timer)
-        t0 = time.perf_counter()
+        meter.start()
         for micro, batch in enumerate(self.train_loader):
             batch = _to_device(batch, acc.device)
-            timer.mark("data")
+            meter.mark("data")
             if micro % accum == 0:
                 # Set before the step's first backward: under DeepSpeed the engine already steps
                 # inside the last micro-batch's backward.
                 lr = self.schedule.apply(self.optimizer, state.step)
             with acc.accumulate(self.model), skip_sync(self.model):
+                # host sync, not ours: Ultralytics' loss reads the targets' per-image counts (unique, max) and
+                # the assigner's matches (nonzero), ~4 waits per micro-batch on a GPU
                 loss, items = self.task.step(self.model, batch)
-                timer.mark("forward")
+                meter.mark("forward")
                 acc.backward(loss)
-                timer.mark("backward")
+                meter.mark("backward")
                 sums[: len(names)] += items
                 sums[-2] += loss.detach() / accum
                 files += batch["im_file"]
@@ -349,65 +338,83 @@ class Trainer:
                 grad_norm = clip_grad_norm(acc, self.model, cfg.optim.clip_grad)  # unscaled under fp16
                 # Under fp16 an overflowing gradient is routine: the grad scaler skips that step and
                 # lowers its scale (logged as step_skipped). A non-finite loss is never routine.
-                grad_ok = bool(torch.isfinite(torch.as_tensor(grad_norm))) or acc.scaler is not None
-                sums[-1] = float(not (torch.isfinite(sums[-2]) and grad_ok))
+                sums[-1] = non_finite(sums[-2], grad_norm, check_norm=acc.scaler is None)
                 # One all-reduce per step carries the logged losses and the non-finite flag (a step
                 # must never update on some ranks and stop on others; any rank's flag makes the mean > 0).
-                reduced = acc.reduce(sums, reduction="mean")
-                if reduced[-1] > 0:
-                    self._raise_non_finite(bool(sums[-1] > 0), files)
-                self.optimizer.step()
+                # host sync: the step's one copy to the host (losses, flag, grad norm), see step_values
+                done = step_values(acc.reduce(sums, reduction="mean"), grad_norm, accum, names)
+                if done.non_finite:
+                    self._raise_non_finite(sums, files)
+                self.optimizer.step()  # host sync under fp16 only: the grad scaler reads its inf flag and scale
                 if state.step == 0:  # once, while gradients exist: what each rank holds (one gather)
-                    self.model_meta["model_state_bytes"] = gather_object(
-                        [model_state_bytes(self.model, self.optimizer)])
+                    meter.capture_state(self.model, self.optimizer)
                 self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update(self.bare)
-            timer.mark("optim")
+            meter.mark("optim")
             state.step += 1
             state.step_in_epoch += 1
-            dt = time.perf_counter() - t0
-            record = {"step": state.step, "epoch": state.epoch, **loss_fields(reduced, accum, names), "lr": lr,
-                      "grad_norm": float(grad_norm), "images_per_s": self.images_per_step / dt, "step_time_s": dt,
-                      **timer.take()}
-            if self.peak_flops:  # per device: this rank's share of the step's images
-                record["mfu"] = self.flops_per_image * record["images_per_s"] / acc.num_processes / self.peak_flops
-            if self.comm is not None:
-                record["comm"] = self.comm.take()
-            if acc.scaler is not None:
-                record["step_skipped"] = bool(self.optimizer.step_was_skipped)
-            if state.step == 1:
-                record["model_state_bytes"] = self.model_meta["model_state_bytes"]
-                record["compute_dtypes"] = self.probe.result()
-                record["mfu_precision"] = self.mfu_precision  # which peak MFU divides by
-            for cb in self.callbacks:
-                cb.on_step_end(record)
-            self.log.step(record)
-            if state.step % cfg.train.log_every == 0 or state.step == 1:
-                self.log.info(
-                    f"epoch {state.epoch + 1}/{cfg.train.epochs} step {state.step} "
-                    f"({state.step_in_epoch}/{self.sampler.steps_per_epoch}) loss {record['loss']:.3f} "
-                    f"({' '.join(f'{k} {record[k]:.3f}' for k in names)}) lr {lr:.2e} "
-                    f"{record['images_per_s']:.1f} img/s" + (f" MFU {record['mfu']:.1%}" if "mfu" in record else "")
-                )
+            self._log_step(meter.record(state.step, state.epoch, done.losses, lr, done.grad_norm))
             if cfg.train.save_every_steps and state.step % cfg.train.save_every_steps == 0:
                 self._save({}, weights=False)
             sums.zero_()
             files = []
             if state.step >= max_steps:
                 return True
-            self._restart_meters(timer)  # logging and saving belong to no step
-            t0 = time.perf_counter()
+            meter.start()  # logging and saving belong to no step
         return False
 
-    def _restart_meters(self, timer: StepTimer) -> None:
-        timer.restart()
-        if self.comm is not None:
-            self.comm.take()
+    def _log_step(self, record: dict[str, Any]) -> None:
+        """Callbacks, then the record into train_log.jsonl and, every --log-every steps, one console line."""
+        state, cfg, names = self.state, self.cfg, self.task.loss_names
+        for cb in self.callbacks:
+            cb.on_step_end(record)
+        self.log.step(record)
+        if state.step % cfg.train.log_every == 0 or state.step == 1:
+            self.log.info(
+                f"epoch {state.epoch + 1}/{cfg.train.epochs} step {state.step} "
+                f"({state.step_in_epoch}/{self.sampler.steps_per_epoch}) loss {record['loss']:.3f} "
+                f"({' '.join(f'{k} {record[k]:.3f}' for k in names)}) lr {record['lr']:.2e} "
+                f"{record['images_per_s']:.1f} img/s" + (f" MFU {record['mfu']:.1%}" if "mfu" in record else "")
+            )
 
-    def _raise_non_finite(self, mine: bool, files: list[str]) -> None:
+    def _finish(self, start_step: int, stopped: bool) -> dict[str, Any]:
+        """A mid-epoch stop's checkpoint, metrics.json, the log closed and the process group ended (every rank)."""
+        acc, state = self.accelerator, self.state
+        trained = state.step > start_step  # False: a finished run relaunched, its outputs stay as they are
+        if stopped and state.step_in_epoch and trained:  # a mid-epoch stop still leaves a resumable checkpoint
+            self._save(state.metrics)
+        if self.meter.state_bytes is not None:  # measured on this launch's first step (a fresh run)
+            self.model_meta["model_state_bytes"] = self.meter.state_bytes
+        self.model_meta["peak_memory"] = gather_object([peak_memory(acc.device)])  # per rank (collective)
+        if not trained and start_step and (self.out / "metrics.json").is_file():
+            self.log.info(f"nothing left to train at step {state.step}: checkpoints, weights and metrics.json kept")
+        elif is_writer(acc):
+            (self.out / "metrics.json").write_text(json.dumps(self._summary(), indent=2))
+        self.log.info(f"done: step {state.step}, weights in {self.out / 'weights'}, metrics in "
+                      f"{self.out / 'metrics.json'}")
+        self.log.close()
+        acc.wait_for_everyone()
+        # Every rank: finishes the trackers (main process) and destroys the process group. Left to
+        # interpreter exit, gloo's threads were once torn down mid-flight ("terminate called without
+        # an active exception", SIGABRT after a finished run).
+        acc.end_training()
+        return state.metrics
+
+    def _summary(self) -> dict[str, Any]:
+        """metrics.json: where the run ended, its last validation, the model's size and memory, its weights."""
+        state, best = self.state, self.out / "weights" / "best.pt"
+        return {"step": state.step, "epoch": state.epoch, "metrics": state.metrics, **self.model_meta,
+                "weights": str(self.out / "weights" / "last.pt"),
+                # best.pt is chosen among validated epochs only: with --no-val, the final one
+                "validated": "each epoch" if self.cfg.train.val else "final epoch only (--no-val)",
+                "best_weights": str(best) if best.exists() else None,
+                "best_fitness": state.best_fitness if state.best_fitness >= 0 else None}
+
+    def _raise_non_finite(self, sums: torch.Tensor, files: list[str]) -> None:
         """Collective (every rank gets here together): name the step, the bad ranks and their files."""
         acc = self.accelerator
+        mine = bool(sums[-1] > 0)  # host sync: this rank's own flag, on the way to the error only
         bad = gather_object([(acc.process_index, files)] if mine else [])
         detail = "; ".join(f"rank {r}: {', '.join(f)}" for r, f in bad) or "gradient norm (all ranks)"
         raise NonFiniteError(
@@ -463,18 +470,52 @@ class Trainer:
         acc.wait_for_everyone()
 
 
-def loss_fields(reduced: torch.Tensor, accum: int, names: tuple[str, ...]) -> dict[str, float]:
-    """The step's logged losses from the all-reduced sums (loss items, backprop objective, flag).
+def non_finite(objective: torch.Tensor, grad_norm: torch.Tensor | float, check_norm: bool) -> torch.Tensor:
+    """1.0 if the step's backprop objective (or, with ``check_norm``, its gradient norm) is NaN/inf, else 0.0.
 
-    ``names`` (box/cls/dfl, or box/cls/l1 for a reg_max 1 head) are Ultralytics' loss items
-    (gain-weighted, per batch, as its progress bar and results.csv show them), averaged over the
-    step's micro-batches and ranks; ``loss`` is their
-    sum, the number to compare with Ultralytics. ``loss_backprop`` is what was backpropagated:
-    ``nbs`` x the per-batch loss (see ``engine/task.py``), i.e. ``nbs x loss`` up to rounding.
+    Computed on the device (no ``bool()`` of a tensor): the flag travels in the step's all-reduce and
+    reaches the host with the losses, in :func:`step_values`'s one copy.
+    """
+    bad = ~torch.isfinite(objective)
+    if check_norm and isinstance(grad_norm, torch.Tensor):
+        bad = bad | ~torch.isfinite(grad_norm.detach())
+    elif check_norm and not math.isfinite(grad_norm):  # DeepSpeed may report the norm as a Python float
+        bad = torch.ones_like(bad)
+    return bad.float()
+
+
+class StepValues(NamedTuple):
+    """What a step logs of its losses and gradient, on the host; ``non_finite``: some rank's flag was set."""
+
+    losses: dict[str, float]
+    grad_norm: float
+    non_finite: bool
+
+
+def step_values(reduced: torch.Tensor, grad_norm: torch.Tensor | float, accum: int,
+                names: tuple[str, ...]) -> StepValues:
+    """The step's logged losses, its gradient norm and the non-finite flag, in one device->host copy.
+
+    ``reduced``: the all-reduced sums (loss items, backprop objective, flag). ``names`` (box/cls/dfl, or
+    box/cls/l1 for a reg_max 1 head) are Ultralytics' loss items (gain-weighted, per batch, as its
+    progress bar and results.csv show them), averaged over the step's micro-batches and ranks; ``loss``
+    is their sum, the number to compare with Ultralytics. ``loss_backprop`` is what was backpropagated:
+    ``nbs`` x the per-batch loss (see ``engine/task.py``), i.e. ``nbs x loss`` up to rounding. Sums and
+    quotients are taken on the device in the sums' dtype, then widened to float64 (exact), so the
+    logged numbers are the ones a ``float()`` of each would give.
     """
     items = reduced[: len(names)] / accum
-    return {"loss": float(items.sum()), **{k: float(v) for k, v in zip(names, items)},
-            "loss_backprop": float(reduced[-2])}
+    parts = [items.sum().reshape(1), items, reduced[-2:]]
+    norm_here = isinstance(grad_norm, torch.Tensor) and grad_norm.device == reduced.device
+    if norm_here:
+        parts.append(grad_norm.detach().reshape(1))
+    # host sync: the step's one device->host copy, before the optimizer step (a non-finite step must not
+    # update); it waits for the step's queued forward, backward and all-reduce, which the step needs anyway.
+    values = torch.cat([p.double() for p in parts]).tolist()
+    n = len(names)
+    loss, named, backprop, flag = values[0], values[1: n + 1], values[n + 1], values[n + 2]
+    norm = values[n + 3] if norm_here else float(grad_norm)  # a Python float or a host tensor: no device sync
+    return StepValues({"loss": loss, **dict(zip(names, named)), "loss_backprop": backprop}, norm, flag > 0)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

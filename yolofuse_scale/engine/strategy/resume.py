@@ -13,7 +13,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-from yolofuse_scale.engine.checkpoint import ZERO_FULL_STATE
+from yolofuse_scale.engine.strategy.zero_state import ZERO_FULL_STATE
 from yolofuse_scale.errors import DistributedSetupError
 
 
