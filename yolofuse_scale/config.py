@@ -70,6 +70,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self)
+        _check_choices(self.recipe)
         if self.imgsz < 32 or self.imgsz % 32:
             raise ConfigError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
         if self.workers < 0:
