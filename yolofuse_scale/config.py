@@ -141,7 +141,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     """weight decay of conv/linear weights (not BN, not biases)"""
     warmup_epochs: float = 3.0
-    """linear warm-up, in epochs (at least 100 steps)"""
+    """linear warm-up, in epochs (capped at epochs - 1, as Ultralytics 8.4; no step floor)"""
     warmup_momentum: float = 0.8
     """momentum at the start of warm-up"""
     warmup_bias_lr: float = 0.1
