@@ -90,7 +90,10 @@ class Schedule:
     there is no floor (older Ultralytics warmed up for at least 100 steps, which on a short run or at a
     large batch, a few steps per epoch, swallowed the whole run). lr rises linearly from 0 (biases: from
     ``warmup_bias_lr``) and momentum from ``warmup_momentum``. The decay runs over ``epochs`` in
-    fractional epochs.
+    fractional epochs: a deliberate difference, Ultralytics holds ``lf(epoch)`` for a whole epoch (its
+    scheduler steps once an epoch). Per step is the same curve without the staircase: on average half an
+    epoch's decay lower (under 0.5 % of lr0 per epoch for 100 epochs), and it reaches ``lrf`` at the end where
+    Ultralytics stops at ``lf(epochs - 1)``; only a run of a few epochs tells them apart.
     Ultralytics also ramps its accumulation count during warm-up; we keep it fixed because
     DeepSpeed needs a constant count and because it makes the step's batch size change mid-run.
     """
