@@ -92,7 +92,7 @@ class Schedule:
     ``warmup_bias_lr``) and momentum from ``warmup_momentum``. The decay runs over ``epochs`` in
     fractional epochs: a deliberate difference, Ultralytics holds ``lf(epoch)`` for a whole epoch (its
     scheduler steps once an epoch). Per step is the same curve without the staircase: on average half an
-    epoch's decay lower (under 0.5 % of lr0 per epoch for 100 epochs), and it reaches ``lrf`` at the end where
+    epoch's decay lower (at 100 epochs at most 0.8 % of lr0, at cosine's steepest), and it reaches ``lrf`` where
     Ultralytics stops at ``lf(epochs - 1)``; only a run of a few epochs tells them apart.
     Ultralytics also ramps its accumulation count during warm-up; we keep it fixed because
     DeepSpeed needs a constant count and because it makes the step's batch size change mid-run.
