@@ -6,8 +6,11 @@
 
 Pipelines: ``decode`` (read both files at full size, stack; or read the cache), ``letterbox`` (the
 validation / ``--no-augment`` item, collated), ``mosaic`` (the full training recipe as the trainer
-builds it: 4 pairs per sample from the sample's micro-batch, reduced JPEG decode, affine, HSV, flip;
-collated). Batches come from the training sampler, so each worker builds whole micro-batches.
+builds it: 4 pairs per sample, reduced JPEG decode, affine, HSV, flip; collated), once per
+``--partners`` value: ``dataset`` (the default recipe: 3 partners from the whole set, 4 decodes per
+sample without a cache) and/or ``micro_batch`` (partners from the sample's micro-batch, ~1 decode per
+sample); rows of the second are named ``mosaic_micro_batch``. Batches come from the training sampler,
+so each worker builds whole micro-batches.
 ``--ultralytics`` adds Ultralytics' own ``YOLODataset`` (its v8 recipe) on the same pairs stacked
 into 4-channel TIFFs; note that it keeps up to min(n, 8 x batch, 1000) decoded images in a per-worker
 buffer, so on a set smaller than that it stops decoding after the first pass.
@@ -30,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -192,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="+", default=["decode", "letterbox", "mosaic"],
                    choices=["decode", "letterbox", "mosaic"])
     p.add_argument("--cache", choices=["none", "ram", "disk"], default="none")
+    p.add_argument("--partners", nargs="+", default=["dataset"], choices=["dataset", "micro_batch"],
+                   help="mosaic partner draws to time side by side (--mosaic-partners; default: dataset)")
     p.add_argument("--batches", type=int, default=4, help="timed batches per pass (default: 4)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ultralytics", action="store_true",
@@ -214,11 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     samples = scan_split(cfg, "train")
     rows = []
     cache_info = {}
-    for mode in args.modes:
-        windows = MicroBatchWindows(len(samples), args.batch, seed=0)  # mosaic partners as in training
+    cells = [(m, p) for m in args.modes for p in (args.partners if m == "mosaic" else ["dataset"])]
+    for mode, partners in cells:
+        windows = MicroBatchWindows(len(samples), args.batch, seed=0)  # as the trainer builds it
         recipe = AugmentRecipe(hsv_h=0, hsv_s=0, hsv_v=0) if args.no_hsv else AugmentRecipe()
+        recipe = replace(recipe, mosaic_partners=partners)
         ds = PairedRGBIRDataset(samples, args.imgsz, augment=mode == "mosaic", ir_channels=cfg.ir_channels,
                                 partner_windows=windows, recipe=recipe)
+        mode = mode if partners == "dataset" else f"{mode}_{partners}"
         if args.cache != "none":
             t0 = time.perf_counter()
             ds.use_cache(args.cache, [Path(tmp.name) / "cache"], log=lambda _m: None)

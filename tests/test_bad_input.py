@@ -414,8 +414,11 @@ def _train_config(*flags: str):
     ("data: [1, 2]\n", [":1: section 'data' must be a mapping"]),
     ("data:\n  imgsz: 64\n   workers: 2\n", [":3: not a valid config YAML"]),
     ("- data\n- model\n", ["expected a mapping of sections"]),
+    ("data:\n  imgsz: 64\n  mosaic_partners: buffer\n",
+     [":3: data.mosaic_partners: --mosaic-partners must be dataset or micro_batch, got 'buffer'"]),
 ], ids=["unknown-key", "unknown-section", "wrong-type-int", "wrong-type-bool", "yaml-boolean-for-text",
-        "bad-choice-in-file", "bad-value-in-file", "section-not-mapping", "not-yaml", "not-a-mapping"])
+        "bad-choice-in-file", "bad-value-in-file", "section-not-mapping", "not-yaml", "not-a-mapping",
+        "bad-recipe-choice-in-file"])
 def test_config_file(text, needles, tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(text)

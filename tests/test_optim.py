@@ -1,4 +1,4 @@
-"""``--scale-lr``: the rule for SGD and AdamW, checked on real torch optimizer steps."""
+"""The optimizer recipe: ``--scale-lr`` (SGD and AdamW, on real torch optimizer steps) and the warm-up rule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from yolofuse_scale.config import OptimConfig
-from yolofuse_scale.engine.optim import WEIGHT, build_optimizer, effective_lr_wd
+from yolofuse_scale.engine.optim import WEIGHT, Schedule, build_optimizer, effective_lr_wd
 
 NBS, IMAGES = 64, 1024  # f = 16: the scale where the old rule's decay was 16x too strong
 
@@ -64,3 +64,36 @@ def test_effective_lr_and_wd(rule, lr):
 def test_unknown_rule_is_refused():
     with pytest.raises(ValueError, match="--scale-lr must be none, linear or sqrt"):
         OptimConfig(scale_lr="quadratic")
+
+
+def _schedule(warmup_epochs: float, epochs: int, steps_per_epoch: int) -> Schedule:
+    return Schedule(OptimConfig(warmup_epochs=warmup_epochs), steps_per_epoch, epochs, peak_lr=0.01)
+
+
+@pytest.mark.parametrize(("warmup", "epochs", "per_epoch", "steps"), [
+    (3.0, 100, 10, 30),  # no 100-step floor: 3 epochs of 10 steps
+    (3.0, 2, 10, 10),  # capped at epochs - 1: the last epoch runs at the scheduled lr
+    (3.0, 1, 10, 0),  # a 1-epoch run: no warm-up
+    (0.5, 10, 7, 4),  # round(3.5) = 4 (Python's round, as Ultralytics)
+    (0.0, 10, 10, 0),
+])
+def test_warmup_is_ultralytics_8_4s(warmup, epochs, per_epoch, steps):
+    assert _schedule(warmup, epochs, per_epoch).warmup_steps == steps
+
+
+def test_a_short_run_reaches_the_peak_lr_after_warmup():
+    """3 epochs of 4 steps (12 steps; the old 100-step floor never ended warm-up): lr rises from 0 toward the
+    scheduled lr over the 2 capped warm-up epochs and is the scheduled lr from step 8 on; momentum is back
+    at its value then. Without decay (lrf 1) the scheduled lr is lr0 itself: the run reaches its peak."""
+    sched = _schedule(3.0, epochs=3, steps_per_epoch=4)
+    opt = build_optimizer(_model(), sched.cfg, 64)
+    lrs, moms = [], []
+    for step in range(12):
+        lrs.append(sched.apply(opt, step))
+        moms.append(opt.param_groups[WEIGHT]["momentum"])
+    assert sched.warmup_steps == 8
+    assert lrs[:8] == pytest.approx([0.01 * sched.decay(s) * s / 8 for s in range(8)])
+    assert lrs[8:] == pytest.approx([0.01 * sched.decay(s) for s in range(8, 12)])
+    assert max(moms[:8]) < sched.cfg.momentum and moms[8:] == [sched.cfg.momentum] * 4
+    flat = Schedule(OptimConfig(warmup_epochs=3.0, lrf=1.0), 4, 3, peak_lr=0.01)
+    assert [flat.apply(opt, s) for s in (0, 7, 8, 11)] == pytest.approx([0.0, 0.01 * 7 / 8, 0.01, 0.01])

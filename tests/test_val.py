@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import launch
 
@@ -92,3 +93,33 @@ def test_no_val_still_validates_the_final_epoch_and_best_is_a_validated_one(trai
     assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
     assert summary["best_weights"] == str(run.out / "weights" / "best.pt")
     assert summary["best_fitness"] == summary["metrics"]["fitness"]
+
+
+class _FixedDetector(torch.nn.Module):
+    """A detector whose raw head output is given: Ultralytics' (B, 4 + nc, anchors) layout, xywh pixels
+    then class scores. Everything after the head (NMS, matching, DetMetrics, the matrix) is the real code."""
+
+    def __init__(self, boxes_xywh: list[list[float]], scores: list[list[float]]):
+        super().__init__()
+        self.register_buffer("raw", torch.cat([torch.tensor(boxes_xywh), torch.tensor(scores)], 1).T[None])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.raw.expand(len(images), -1, -1)
+
+
+def test_fitness_is_map50_95_and_the_matrix_counts_detections_above_the_val_conf():
+    """Ultralytics 8.4: best.pt's fitness is mAP50-95 alone (DetMetrics.fitness; was 0.1 mAP50 + 0.9 mAP50-95),
+    and the validator fills the confusion matrix with its own conf (0.001), not ConfusionMatrix's 0.25.
+    One person box (10, 10)-(40, 40) of a 64 px image, one detection of it at IoU 0.87 and confidence 0.1."""
+    from accelerate import Accelerator
+
+    from yolofuse_scale.engine.evaluate import evaluate
+
+    model = _FixedDetector([[25, 23, 30, 26], [5, 5, 4, 4]], [[0.1, 0.0], [0.0, 0.0]])
+    batch = {"img": torch.zeros(1, 4, 64, 64, dtype=torch.uint8), "batch_idx": torch.zeros(1),
+             "bboxes": torch.tensor([[25 / 64, 25 / 64, 30 / 64, 30 / 64]]), "cls": torch.zeros(1, 1),
+             "index": torch.tensor([0]), "im_file": ["a.png"]}
+    m = evaluate(model, [batch], Accelerator(cpu=True), {0: "person", 1: "car"})
+    assert m["mAP50"] == pytest.approx(0.995, abs=0.01) and m["mAP50-95"] < 0.9 * m["mAP50"]
+    assert m["fitness"] == m["mAP50-95"]
+    assert m["confusion_matrix"] == [[1, 0, 0], [0, 0, 0], [0, 0, 0]], "the 0.1-confidence detection is a TP"

@@ -70,6 +70,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self)
+        _check_choices(self.recipe)
         if self.imgsz < 32 or self.imgsz % 32:
             raise ConfigError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
         if self.workers < 0:
@@ -140,7 +141,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     """weight decay of conv/linear weights (not BN, not biases)"""
     warmup_epochs: float = 3.0
-    """linear warm-up, in epochs (at least 100 steps)"""
+    """linear warm-up, in epochs (capped at epochs - 1, as Ultralytics 8.4; no step floor)"""
     warmup_momentum: float = 0.8
     """momentum at the start of warm-up"""
     warmup_bias_lr: float = 0.1

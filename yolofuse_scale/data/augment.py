@@ -17,13 +17,17 @@ Written here, and why:
   photometric change that means something for them. Off by default (Ultralytics has no IR).
 - Where the randomness comes from: Ultralytics' classes draw from the global ``random`` and
   ``numpy.random`` generators, and ``Mosaic`` picks partners from a buffer of the images a worker
-  loaded last. Here both global generators are re-seeded from ``(seed, epoch, index)`` around each
-  sample (and restored after, so nothing else's stream moves), and the buffer is off: partners are
-  drawn by that seeded generator from the sample's own micro-batch (``sampler.MicroBatchWindows``,
-  cheap to decode: the same worker builds the whole micro-batch) or, without windows, from the
-  whole dataset. A sample's augmentation then depends on nothing else: not the worker count, the
-  world size, or the order of earlier samples, which is what lets a resumed or re-sharded run see
-  the same images. Cost: two state save/restores per sample (~20 us).
+  loaded last (up to min(n, 8 x batch, 1000); 3 draws with replacement, the sample itself included).
+  Here both global generators are re-seeded from ``(seed, epoch, index)`` around each sample (and
+  restored after, so nothing else's stream moves), and the buffer is off: partners are drawn by that
+  seeded generator (``_Partners.draw``), by default from the whole dataset, 3 distinct pairs other
+  than the sample itself (a mosaic always shows 4 different images, at any batch size, 1 included).
+  ``mosaic_partners: micro_batch`` draws them from the sample's own micro-batch instead
+  (``sampler.MicroBatchWindows``: already decoded by the worker building that micro-batch, so about
+  one decode per sample instead of four, but only batch-size distinct images per batch).
+  A sample's augmentation then depends on nothing else: not the worker count, the world size, or
+  the order of earlier samples, which is what lets a resumed or re-sharded run see the same images.
+  Cost: two state save/restores per sample (~20 us).
 """
 
 from __future__ import annotations
@@ -32,11 +36,14 @@ import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 from ultralytics.data.augment import Compose, MixUp, Mosaic, RandomFlip, RandomHSV, RandomPerspective
+
+#: ``--mosaic-partners``: where a mosaic's (and mixup's) partner pairs are drawn from.
+MosaicPartners = Literal["dataset", "micro_batch"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,11 @@ class AugmentRecipe:
     """IR intensity augmentation: multiply IR by a gain in 1 +/- this (IR only)"""
     close_mosaic: int = 10
     """turn mosaic and mixup off for the last N epochs"""
+    mosaic_partners: MosaicPartners = "dataset"
+    """where mosaic and mixup partners come from, drawn from (seed, epoch, index): dataset (3 distinct other pairs
+    of the whole training set: at least Ultralytics' diversity at any batch size; without --cache each mosaic
+    decodes 4 pairs) or micro_batch (the sample's own micro-batch: about 1 decode per sample, but only batch-size
+    distinct images per batch, 4 copies of one image at --batch-size 1)"""
 
     def mosaic_on(self, epoch: int, epochs: int) -> bool:
         """Whether ``epoch`` (0-based) of ``epochs`` still uses mosaic and mixup."""
@@ -94,22 +106,53 @@ def seeded_global_rngs(key: tuple[int, ...]) -> Iterator[None]:
 
 
 class _Partners:
-    """What Ultralytics' mix transforms ask of a dataset: a length and ``get_image_and_label(i)``.
+    """What Ultralytics' mix transforms ask of a dataset: a length and ``get_image_and_label(i)``, plus the
+    draw of partner indices (``draw``) that ``_PairMosaic`` and ``_PairMixUp`` use instead of theirs.
 
-    While a sample is augmented, ``window`` (if set) restricts the partners to those dataset indices.
+    While a sample is augmented, ``own`` is its dataset index and ``window`` (if set) the dataset indices
+    partners are drawn from; ``fetched`` lists the indices loaded for it, in order (partners of partners
+    included): what a test or a debugging session reads to see which images a sample is made of.
     """
 
     cache = None  # read by Mosaic.__init__ to choose the partner buffer; the buffer is switched off below
 
     def __init__(self, load: Callable[[int], dict[str, Any]], n: int):
         self.load, self.n = load, n
+        self.own = -1
         self.window: np.ndarray | None = None
+        self.fetched: list[int] = []
 
     def __len__(self) -> int:
-        return self.n if self.window is None else len(self.window)
+        return self.n
 
     def get_image_and_label(self, index: int) -> dict[str, Any]:
-        return self.load(index if self.window is None else int(self.window[index]))
+        self.fetched.append(index)
+        return self.load(index)
+
+    def draw(self, k: int) -> list[int]:
+        """``k`` partner indices from the global ``random`` (seeded per sample): distinct and other than
+        ``own`` whenever the pool has that many, else with replacement (a set of < 4 pairs, a tiny window)."""
+        if self.window is None:
+            if 0 <= self.own < self.n and self.n - 1 >= k:  # k of the n - 1 others, without a list of n
+                return [i + (i >= self.own) for i in random.sample(range(self.n - 1), k)]
+            return random.choices(range(self.n), k=k)
+        pool = [int(i) for i in self.window]
+        others = [i for i in pool if i != self.own]
+        return random.sample(others, k) if len(others) >= k else random.choices(pool, k=k)
+
+
+class _PairMosaic(Mosaic):
+    """Ultralytics' ``Mosaic`` with its partners from ``_Partners.draw`` (its own draw: 3 with replacement)."""
+
+    def get_indexes(self) -> list[int]:
+        return self.dataset.draw(self.n - 1)
+
+
+class _PairMixUp(MixUp):
+    """Ultralytics' ``MixUp`` with its partner from ``_Partners.draw`` (never the sample itself)."""
+
+    def get_indexes(self) -> list[int]:
+        return self.dataset.draw(1)
 
 
 def _take(img: np.ndarray, first: int, last: int) -> np.ndarray:
@@ -194,20 +237,21 @@ class PairAugment:
         self.partners = partners = _Partners(load, n)
         affine = RandomPerspective(degrees=recipe.degrees, translate=recipe.translate, scale=recipe.scale,
                                    shear=recipe.shear, perspective=recipe.perspective, size=(imgsz, imgsz))
-        mosaic = Mosaic(partners, imgsz=imgsz, p=recipe.mosaic)
+        mosaic = _PairMosaic(partners, imgsz=imgsz, p=recipe.mosaic)
         mosaic.buffer_enabled = False  # see the module docstring: partners from the seeded RNG only
         pre = Compose([mosaic, affine])
         tail = [_RGBHSV(recipe), _IRGain(recipe.ir_gain), _PairFlip(direction="horizontal", p=recipe.fliplr)]
-        self.with_mosaic = Compose([pre, MixUp(partners, pre_transform=pre, p=recipe.mixup), *tail])
+        self.with_mosaic = Compose([pre, _PairMixUp(partners, pre_transform=pre, p=recipe.mixup), *tail])
         self.without_mosaic = Compose([affine, *tail])  # close_mosaic: Ultralytics also drops mixup then
 
     def __call__(self, labels: dict[str, Any], key: tuple[int, ...], mosaic: bool,
                  window: np.ndarray | None = None) -> dict[str, Any]:
         """Augment ``labels`` with randomness drawn from ``key`` = (seed, epoch, index) only; mosaic and
         mixup partners come from the dataset indices in ``window`` (None: the whole dataset)."""
-        self.partners.window = window
+        p = self.partners
+        p.own, p.window, p.fetched = key[-1], window, []
         try:
             with seeded_global_rngs(key):
                 return (self.with_mosaic if mosaic else self.without_mosaic)(labels)
         finally:
-            self.partners.window = None
+            p.own, p.window = -1, None

@@ -119,6 +119,7 @@ class PairedRGBIRDataset(Dataset):
         epochs: int | None = None,
         partner_windows: MicroBatchWindows | None = None,
     ):
+        """``partner_windows``: the sampler's micro-batches, read with ``recipe.mosaic_partners`` = micro_batch."""
         if ir_channels not in (1, 3):
             raise ValueError(f"ir_channels must be 1 or 3, got {ir_channels}")
         if imgsz <= 0:
@@ -128,13 +129,16 @@ class PairedRGBIRDataset(Dataset):
         self.recipe = recipe or AugmentRecipe()
         self.pipeline = PairAugment(self.resized_labels, len(samples), imgsz, self.recipe) if augment else None
         self.cache: PairCache | None = None
-        # Mosaic partners from the sample's micro-batch (None: from the whole dataset); the pairs of the
-        # last two micro-batches stay decoded in this process, so each pair is decoded about once per
-        # epoch, not four times (~85 MB a worker at 640 px, batch 16). Entries are read-only: a
-        # transform writing into a shared copy would fail loudly, not change a later sample.
-        self.partner_windows = partner_windows
+        # recipe.mosaic_partners == "micro_batch": partners from the sample's micro-batch (``partner_windows``);
+        # the pairs of the last two micro-batches stay decoded in this process, so each pair is decoded about
+        # once per epoch, not four times (~85 MB a worker at 640 px, batch 16). Entries are read-only: a
+        # transform writing into a shared copy would fail loudly, not change a later sample. The default,
+        # "dataset", ignores the windows and keeps nothing: a partner drawn from the whole set is rarely
+        # one of the few pairs a worker decoded last.
+        by_batch = partner_windows is not None and self.recipe.mosaic_partners == "micro_batch"
+        self.partner_windows = partner_windows if by_batch else None
         self._recent: OrderedDict[int, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
-        self._recent_cap = 2 * partner_windows.batch_size if partner_windows else 0
+        self._recent_cap = 2 * partner_windows.batch_size if by_batch else 0
         # The epoch lives in shared memory: DataLoader workers (persistent ones included) hold a copy of
         # this object made when they started, and would otherwise keep augmenting with that epoch.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()

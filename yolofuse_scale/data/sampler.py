@@ -28,13 +28,16 @@ def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -
 
 
 class MicroBatchWindows:
-    """The micro-batch of the epoch's order that holds a sample: where mosaic partners are drawn from.
+    """The micro-batch of the epoch's order that holds a sample: where mosaic partners are drawn from
+    with ``--mosaic-partners micro_batch`` (the default draws from the whole dataset).
 
     Ultralytics draws partners from a buffer of the images a worker loaded last (cheap: they are
     decoded already; but a function of the worker's history). Drawing them from the sample's own
     micro-batch keeps the cheapness (a DataLoader worker builds a whole micro-batch, so with a small
     per-worker cache each pair is decoded about once, not four times) and depends only on
     ``(seed, epoch, batch_size)``: micro-batches are cut from the same order at every world size.
+    The price is diversity: a batch of B mosaics shows only B distinct images (Ultralytics' ~4B), and
+    at batch size 1 a mosaic is four copies of one image.
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, shuffle: bool = True):

@@ -100,7 +100,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     local: list[tuple[int, str, dict[str, np.ndarray]]] = []
-    # Ultralytics' detection validator defaults: a detection counts at conf > 0.25, matched at IoU > 0.45.
+    # As Ultralytics 8.4's detection validator (in training and in `val`): the matrix counts every detection
+    # above the validation conf (0.001 by default, not ConfusionMatrix's own 0.25), matched at IoU > 0.45.
     confusion = ConfusionMatrix(names=dict(names))
     device = accelerator.device
     bar = tqdm(loader, desc=desc, disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True)
@@ -117,7 +118,7 @@ def evaluate(
             local.append((int(batch["index"][i]), batch["im_file"][i], stats))
             det = det.cpu()
             confusion.process_batch({"bboxes": det[:, :4], "conf": det[:, 4], "cls": det[:, 5]},
-                                    {"bboxes": gt_xyxy, "cls": gt_cls})
+                                    {"bboxes": gt_xyxy, "cls": gt_cls}, conf=conf)
     model.train(was_training)
 
     everything = sorted(gather_object(local), key=lambda t: t[0])  # collective; one-process order
@@ -146,7 +147,7 @@ def evaluate(
         "recall": r,
         "mAP50": map50,
         "mAP50-95": map5095,
-        "fitness": 0.1 * map50 + 0.9 * map5095,  # Ultralytics' model-selection fitness
+        "fitness": float(metrics.fitness),  # best.pt's criterion, Ultralytics' own: in 8.4, mAP50-95 alone
         "images": len(everything),
         "instances": n_instances,
         "per_class": per_class,

@@ -85,9 +85,15 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, images_per_step: int) ->
 class Schedule:
     """Warm-up then cosine/linear decay, evaluated per optimizer step.
 
-    Warm-up (Ultralytics' rule): ``max(warmup_epochs * steps_per_epoch, 100)`` steps when
-    ``warmup_epochs > 0``; lr rises linearly from 0 (biases: from ``warmup_bias_lr``) and momentum
-    from ``warmup_momentum``. The decay runs over ``epochs`` in fractional epochs.
+    Warm-up (Ultralytics 8.4's rule): ``round(min(warmup_epochs, epochs - 1) * steps_per_epoch)`` steps,
+    none when that is 0 (a 1-epoch run has none): at least the last epoch runs at the scheduled lr, and
+    there is no floor (older Ultralytics warmed up for at least 100 steps, which on a short run or at a
+    large batch, a few steps per epoch, swallowed the whole run). lr rises linearly from 0 (biases: from
+    ``warmup_bias_lr``) and momentum from ``warmup_momentum``. The decay runs over ``epochs`` in
+    fractional epochs: a deliberate difference, Ultralytics holds ``lf(epoch)`` for a whole epoch (its
+    scheduler steps once an epoch). Per step is the same curve without the staircase: on average half an
+    epoch's decay lower (at 100 epochs at most 0.8 % of lr0, at cosine's steepest), and it reaches ``lrf`` where
+    Ultralytics stops at ``lf(epochs - 1)``; only a run of a few epochs tells them apart.
     Ultralytics also ramps its accumulation count during warm-up; we keep it fixed because
     DeepSpeed needs a constant count and because it makes the step's batch size change mid-run.
     """
@@ -99,9 +105,8 @@ class Schedule:
 
     @property
     def warmup_steps(self) -> int:
-        if self.cfg.warmup_epochs <= 0:
-            return 0
-        return max(round(self.cfg.warmup_epochs * self.steps_per_epoch), 100)
+        epochs = min(self.cfg.warmup_epochs, max(self.epochs - 1, 0))
+        return round(epochs * self.steps_per_epoch) if epochs > 0 else 0
 
     def decay(self, step: int) -> float:
         x = min(step / self.steps_per_epoch, self.epochs)
