@@ -271,6 +271,8 @@ def _clip_box(cls: int, box: tuple, h: int, w: int) -> tuple | None:
 
 
 def _render_hard(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, list[tuple], dict]:
+    """Background, objects far to near (occluders right after the person they cover), glare, then the IR
+    warp, then noise: the warp moves everything drawn into IR, the labels stay in RGB pixels."""
     rgb, light, ir, meta = _hard_background(rng, h, w)
     bg_ir = ir.copy()  # the background temperature under each object, for its occluders and its contrast
     labelled: list[tuple[tuple, dict]] = []
