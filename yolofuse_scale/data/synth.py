@@ -1,23 +1,46 @@
 """A synthetic LLVIP-like RGB+IR dataset: night street scenes in which each modality misses things.
 
-What the generator guarantees, so that fusion has something to gain:
+Two generator settings (``scene``), both people (class 0) and cars (class 1):
+
+``easy`` (the default; its bytes for a seed never change):
 
 - visible images are dark, low-contrast and noisy; a person is only faintly visible unless a street
   lamp lights them;
 - infrared images show every person warm against a cool, smoothly varying background;
 - cars are clear in the visible image (body colour, headlights) but near ambient temperature in IR;
 - so IR alone finds people but barely cars, RGB alone finds cars but misses unlit people, and only
-  both together see everything.
+  both together see everything. IR is registered to RGB pixel for pixel, like LLVIP.
 
-Everything is drawn from ``numpy.random.default_rng((seed, split, index))``: a seed gives the same
-bytes on every machine. Images are PNG; IR is written 1-channel by default (like LLVIP's thermal
-camera), and ``ir_channels`` in the written ``data.yaml`` says how the model reads it.
+``hard`` (a scene where fusion has to work for its gain):
+
+- more and smaller people: about half are far away (under ~16 px tall in a 128 px frame, standing
+  near the horizon), and a third of the placements are groups of 2-4 that overlap each other;
+- occluders: about 30% of people have a pole, a bush or a parked car (a labelled car) in front
+  of them, covering part of the body in both modalities (boxes stay the full person);
+- IR washout: on ~30% of frames a sun-heated road/wall background covers much of the frame a few
+  degrees below skin temperature, so there IR shows people with little or no contrast;
+- RGB: a shorter exposure (darker on average, dimmer lamps), stronger sensor noise, and 0-3
+  headlight/lamp glare blobs whose cores saturate and hide what is behind them;
+- misregistration: the IR image is shifted (up to 2% of the width, 1% of the height) and scaled
+  (+-3%) against RGB, per pair. Labels are in RGB pixels. LLVIP's pairs are registered; in hard
+  mode ours are not, on purpose: a fusion that assumes pixel alignment pays for it.
+
+So in hard mode RGB misses unlit, small and glare-hidden people, IR misses people in washed-out
+frames and cars, both miss what an occluder covers, and a fused model must also tolerate the
+few-pixel offset between the two. ``render_pair`` returns a ``meta`` dict saying what was drawn.
+
+Everything is drawn from ``numpy.random.default_rng((seed, split, index))`` (``pair_rng``): a pair
+depends only on those and the scene, and a seed gives the same bytes on every machine. Images are
+PNG; IR is written 1-channel by default (like LLVIP's thermal camera), and ``ir_channels`` in the
+written ``data.yaml`` says how the model reads it; a hard set's ``data.yaml`` also has
+``synth: {scene: hard, seed: N}``.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -25,6 +48,10 @@ import yaml
 
 NAMES = {0: "person", 1: "car"}
 _SPLITS = {"train": 0, "val": 1}
+Scene = Literal["easy", "hard"]
+SCENES: tuple[str, ...] = get_args(Scene)
+_SODIUM = np.array([1.0, 0.85, 0.55], np.float32)  # sodium-lamp orange (RGB)
+_WASHOUT_P = 0.3  # share of hard frames with a warm (washed-out) IR background
 
 
 def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int, lo: float, hi: float) -> np.ndarray:
@@ -40,8 +67,47 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter + 1e-9)
 
 
-def render_pair(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
-    """One scene: (RGB float HxWx3, IR float HxW, boxes as (cls, x1, y1, x2, y2) in pixels)."""
+def pair_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator pair ``index`` of ``split`` is drawn from: nothing else decides its bytes (and the scene)."""
+    return np.random.default_rng((seed, _SPLITS[split], index))
+
+
+def _person_shape(x1: float, y1: float, bw: float, bh: float) -> tuple:
+    """Head centre and radius, body centre and half-axes of a person standing in a box."""
+    cx = (x1 + x1 + bw) / 2
+    head_r = max(1, int(bw * 0.28))
+    body = (int(cx), int(y1 + head_r * 2 + (bh - head_r * 2) / 2))
+    axes = (max(1, int(bw / 2)), max(1, int((bh - head_r * 2) / 2)))
+    return (int(cx), int(y1 + head_r)), head_r, body, axes
+
+
+def _draw_person(img: np.ndarray, shape: tuple, body_value, head_value) -> None:
+    head, head_r, body, axes = shape
+    cv2.ellipse(img, body, axes, 0, 0, 360, body_value, -1)
+    cv2.circle(img, head, head_r, head_value, -1)
+
+
+def _draw_car(rgb: np.ndarray, ir: np.ndarray, colour: np.ndarray, box: tuple, ir_temp: float) -> None:
+    """Body, cabin and headlights in RGB; in IR a flat patch at ``ir_temp`` (a parked car is near ambient)."""
+    x1, y1, bw, bh = box
+    x2, y2 = x1 + bw, y1 + bh
+    pts = (int(x1), int(y1 + 0.3 * bh)), (int(x2), int(y2))
+    cv2.rectangle(rgb, *pts, colour.tolist(), -1)
+    cabin = (int(x1 + 0.15 * bw), int(y1)), (int(x2 - 0.15 * bw), int(y1 + 0.35 * bh))
+    cv2.rectangle(rgb, *cabin, (colour * 0.7).tolist(), -1)
+    r = max(1, int(0.06 * bw))
+    for hx in (x1 + 0.12 * bw, x2 - 0.12 * bw):  # headlights
+        cv2.circle(rgb, (int(hx), int(y1 + 0.65 * bh)), r, (255, 250, 220), -1)
+    cv2.rectangle(ir, *pts, ir_temp, -1)
+
+
+def _easy_meta(objects: list[dict]) -> dict:
+    return {"scene": "easy", "rgb_gain": 1.0, "rgb_noise": 5.0, "washout": False, "glare": 0,
+            "ir_shift": (0.0, 0.0), "ir_scale": 1.0, "objects": objects}
+
+
+def _render_easy(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, list[tuple], dict]:
+    """The original scene; every draw and its order are frozen (a seed must keep its bytes)."""
     # Visible: dark vertical gradient (sky -> street), a few lamps lighting round patches.
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     base = 12 + 14 * (yy / h)
@@ -49,12 +115,12 @@ def render_pair(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
     for _ in range(rng.integers(0, 3)):
         cx, cy, r = rng.uniform(0, w), rng.uniform(0, h * 0.7), rng.uniform(0.12, 0.3) * h
         light += 90 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
-    tint = np.array([1.0, 0.85, 0.55], np.float32)  # sodium-lamp orange (RGB)
-    rgb = (base[..., None] + light[..., None] * tint) * np.ones(3, np.float32)
+    rgb = (base[..., None] + light[..., None] * _SODIUM) * np.ones(3, np.float32)
     # Infrared: cool background with smooth thermal texture (warmer road at the bottom).
     ir = _smooth_field(rng, h, w, 4, 50, 90) + 20 * (yy / h)
 
     boxes: list[tuple] = []
+    objects: list[dict] = []
     for _ in range(rng.integers(0, 7)):
         is_car = rng.random() < 0.35
         for _attempt in range(10):
@@ -75,43 +141,197 @@ def render_pair(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
         lit = light[int(min(cy, h - 1)), int(min(cx, w - 1))]
         if is_car:
             colour = rng.uniform(40, 160, size=3)
-            pts = (int(x1), int(y1 + 0.3 * bh)), (int(x2), int(y2))
-            cv2.rectangle(rgb, *pts, colour.tolist(), -1)
-            cabin = (int(x1 + 0.15 * bw), int(y1)), (int(x2 - 0.15 * bw), int(y1 + 0.35 * bh))
-            cv2.rectangle(rgb, *cabin, (colour * 0.7).tolist(), -1)
-            r = max(1, int(0.06 * bw))
-            for hx in (x1 + 0.12 * bw, x2 - 0.12 * bw):  # headlights
-                cv2.circle(rgb, (int(hx), int(y1 + 0.65 * bh)), r, (255, 250, 220), -1)
-            # In IR a parked car sits near ambient temperature: a barely-there outline.
-            # (sampled from the IR drawn so far, so the bytes match earlier releases for a seed)
+            # (the IR temperature is sampled from the IR drawn so far, so the bytes match earlier releases)
             temp = float(ir[int(cy), int(cx)] + 4)
-            cv2.rectangle(ir, (int(x1), int(y1 + 0.3 * bh)), (int(x2), int(y2)), temp, -1)
+            _draw_car(rgb, ir, colour, (x1, y1, bw, bh), temp)
+            objects.append({"cls": 1, "ir_contrast": 4.0, "occluder": None})
         else:
-            head_r = max(1, int(bw * 0.28))
-            body = (int(cx), int(y1 + head_r * 2 + (bh - head_r * 2) / 2))
-            axes = (max(1, int(bw / 2)), max(1, int((bh - head_r * 2) / 2)))
+            shape = _person_shape(x1, y1, bw, bh)
             # Visible: barely above the dark background unless a lamp lights the person.
             contrast = 6.0 + 0.9 * lit
             shade = (rgb[int(cy), int(cx)] + contrast * rng.uniform(0.7, 1.0, size=3)).tolist()
-            cv2.ellipse(rgb, body, axes, 0, 0, 360, shade, -1)
-            cv2.circle(rgb, (int(cx), int(y1 + head_r)), head_r, shade, -1)
+            _draw_person(rgb, shape, shade, shade)
             # Infrared: people are warm.
             warm = float(rng.uniform(185, 235))
-            cv2.ellipse(ir, body, axes, 0, 0, 360, warm, -1)
-            cv2.circle(ir, (int(cx), int(y1 + head_r)), head_r, warm + 10, -1)
+            objects.append({"cls": 0, "ir_contrast": warm - float(ir[int(cy), int(cx)]), "occluder": None})
+            _draw_person(ir, shape, warm, warm + 10)
         boxes.append((1 if is_car else 0, x1, y1, x2, y2))
 
     rgb += rng.normal(0, 5, size=rgb.shape).astype(np.float32)  # sensor noise, strong in the dark
     ir = cv2.GaussianBlur(ir, (3, 3), 0) + rng.normal(0, 3, size=ir.shape).astype(np.float32)
-    return np.clip(rgb, 0, 255), np.clip(ir, 0, 255), boxes
+    return np.clip(rgb, 0, 255), np.clip(ir, 0, 255), boxes, _easy_meta(objects)
 
 
-def _write_pairs(out: Path, split: str, indices: range, h: int, w: int, seed: int, ir_channels: int) -> None:
+def _hard_background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """RGB street (darker exposure, dimmer lamps), its lamp light, and the IR background (maybe washed out)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gain = float(rng.uniform(0.35, 0.8))  # a shorter exposure than the easy scene's: less light per frame
+    light = np.zeros((h, w), np.float32)
+    for _ in range(rng.integers(0, 3)):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h * 0.7), rng.uniform(0.1, 0.25) * h
+        light += gain * rng.uniform(50, 100) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+    rgb = (gain * (10 + 12 * (yy / h)))[..., None] + light[..., None] * _SODIUM
+    ir = _smooth_field(rng, h, w, 4, 50, 90) + 20 * (yy / h)
+    washout = bool(rng.random() < _WASHOUT_P)
+    if washout:
+        # Sun-heated road and walls after a hot day: most of the frame sits a few degrees below skin,
+        # so a person there barely stands out in IR.
+        warm = _smooth_field(rng, h, w, 3, 175, 215)
+        mask = np.clip(_smooth_field(rng, h, w, 3, -0.3, 2.0), 0, 1)
+        ir = ir + mask * (warm - ir)
+    return rgb.astype(np.float32), light, ir, {"rgb_gain": gain, "washout": washout}
+
+
+def _place_hard_objects(rng: np.random.Generator, h: int, w: int) -> list[tuple]:
+    """Object boxes ``(cls, x1, y1, bw, bh)``: many small far people, overlapping groups, a few cars."""
+    specs: list[tuple] = []
+
+    def fits(cand: tuple, limit: float) -> bool:
+        return all(_iou(cand, (b[1], b[2], b[1] + b[3], b[2] + b[4])) < limit for b in specs)
+
+    for _ in range(rng.integers(1, 8)):
+        far = rng.random() < 0.55  # under ~16 px tall at 128 px frames
+        bh = (rng.uniform(0.06, 0.125) if far else rng.uniform(0.125, 0.42)) * h
+        bw = bh / rng.uniform(2.2, 2.8)
+        x1 = rng.uniform(0, w - bw)
+        y1 = rng.uniform(0.15 * h, 0.6 * h) if far else rng.uniform(0.15 * h, h - bh)  # far: near the horizon
+        size = int(rng.integers(2, 5)) if rng.random() < 0.35 else 1
+        step = bw * rng.uniform(0.45, 0.85) * (1 if rng.random() < 0.5 else -1)  # group mates overlap
+        for k in range(size):
+            mh = bh * rng.uniform(0.9, 1.1)
+            mx1, my1 = x1 + k * step, y1 + (bh - mh) + rng.uniform(-0.05, 0.05) * bh
+            cand = (mx1, my1, mx1 + mh / (bh / bw), my1 + mh)
+            if fits(cand, 0.5):
+                specs.append((0, mx1, my1, cand[2] - mx1, mh))
+    for _ in range(rng.integers(0, 3)):
+        bw = rng.uniform(0.16, 0.32) * w
+        bh = bw * rng.uniform(0.4, 0.55)
+        x1, y1 = rng.uniform(0, w - bw), rng.uniform(0.15 * h, h - bh)
+        if fits((x1, y1, x1 + bw, y1 + bh), 0.3):
+            specs.append((1, x1, y1, bw, bh))
+    return sorted(specs, key=lambda s: s[2] + s[4])  # far (higher feet) first: nearer objects cover them
+
+
+def _occlude(rng: np.random.Generator, rgb, ir, bg_ir, spec: tuple, gain: float, w: int) -> tuple[str, tuple | None]:
+    """Cover part of the person ``spec`` in both modalities with a pole, a bush or a parked car.
+
+    Returns the kind and, for a car, its box ``(x1, y1, bw, bh)`` (a car is labelled, poles and bushes are not).
+    """
+    _, x1, y1, bw, bh = spec
+    cx, y2 = x1 + bw / 2, y1 + bh
+    kind = ("pole", "bush", "car")[rng.choice(3, p=[0.35, 0.4, 0.25])]
+    mask = np.zeros(ir.shape, np.uint8)
+    if kind == "car":
+        cw = bh * rng.uniform(1.4, 2.0)
+        ch = cw * rng.uniform(0.4, 0.55)
+        box = (cx - cw * rng.uniform(0.2, 0.8), y2 + rng.uniform(0.0, 0.1) * bh - ch, cw, ch)
+        colour = rng.uniform(40, 160, size=3) * gain * 1.5
+        _draw_car(rgb, ir, colour, box, float(bg_ir[min(int(y2), ir.shape[0] - 1), min(int(cx), w - 1)] + 4))
+        return kind, box
+    if kind == "pole":
+        px, pw = rng.uniform(x1, x1 + bw), max(1.0, rng.uniform(0.006, 0.015) * w)
+        cv2.rectangle(mask, (int(px), int(rng.uniform(0, y1))), (int(px + pw), int(y2 + 2)), 1, -1)
+        rgb[mask > 0] = gain * np.array([22, 22, 24], np.float32)
+        ir[mask > 0] = bg_ir[mask > 0] + 2  # metal at ambient
+    else:
+        centre = (int(cx + rng.uniform(-0.3, 0.3) * bw), int(y2))
+        axes = (max(1, int(bw * rng.uniform(0.7, 1.3))), max(1, int(bh * rng.uniform(0.25, 0.5))))
+        cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, -1)
+        rgb[mask > 0] = gain * np.array([10, 26, 12], np.float32)
+        ir[mask > 0] = bg_ir[mask > 0] - 4  # leaves a little cooler than the air
+    return kind, None
+
+
+def _glare(rng: np.random.Generator, rgb: np.ndarray) -> int:
+    """Oncoming headlights and bare lamps: bright blobs whose cores saturate the sensor."""
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    n = int(rng.integers(0, 4))
+    for _ in range(n):
+        cx, cy, s = rng.uniform(0, w), rng.uniform(0.3 * h, 0.95 * h), rng.uniform(0.015, 0.05) * h
+        blob = rng.uniform(300, 600) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))
+        rgb += blob[..., None] * np.array([1.0, 0.97, 0.85], np.float32)
+    return n
+
+
+def _misregister(rng: np.random.Generator, ir: np.ndarray) -> tuple[np.ndarray, tuple[float, float], float]:
+    """Shift (up to 2% of the width, 1% of the height) and scale (+-3%) IR about the frame centre."""
+    h, w = ir.shape
+    dx, dy = float(rng.uniform(-0.02, 0.02) * w), float(rng.uniform(-0.01, 0.01) * h)
+    s = float(rng.uniform(0.97, 1.03))
+    m = np.array([[s, 0, (1 - s) * w / 2 + dx], [0, s, (1 - s) * h / 2 + dy]], np.float32)
+    return cv2.warpAffine(ir, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), (dx, dy), s
+
+
+def _clip_box(cls: int, box: tuple, h: int, w: int) -> tuple | None:
+    """``(cls, x1, y1, x2, y2)`` clipped to the frame; None below 2 px on a side."""
+    x1, y1, bw, bh = box
+    x1c, y1c, x2c, y2c = max(0.0, x1), max(0.0, y1), min(float(w), x1 + bw), min(float(h), y1 + bh)
+    return (cls, x1c, y1c, x2c, y2c) if x2c - x1c >= 2 and y2c - y1c >= 2 else None
+
+
+def _render_hard(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, list[tuple], dict]:
+    """Background, objects far to near (occluders right after the person they cover), glare, then the IR
+    warp, then noise: the warp moves everything drawn into IR, the labels stay in RGB pixels."""
+    rgb, light, ir, meta = _hard_background(rng, h, w)
+    bg_ir = ir.copy()  # the background temperature under each object, for its occluders and its contrast
+    labelled: list[tuple[tuple, dict]] = []
+    for spec in _place_hard_objects(rng, h, w):
+        cls, x1, y1, bw, bh = spec
+        cx, cy = min(int(x1 + bw / 2), w - 1), min(int(y1 + bh / 2), h - 1)
+        if cls == 1:
+            colour = rng.uniform(40, 160, size=3) * meta["rgb_gain"] * 1.5
+            _draw_car(rgb, ir, colour, spec[1:], float(bg_ir[cy, cx] + 4))
+            labelled.append(((1, *spec[1:]), {"cls": 1, "ir_contrast": 4.0, "occluder": None}))
+            continue
+        shape = _person_shape(x1, y1, bw, bh)
+        shade = (rgb[cy, cx] + (3.0 + 0.9 * light[cy, cx]) * rng.uniform(0.7, 1.0, size=3)).tolist()
+        _draw_person(rgb, shape, shade, shade)
+        warm = float(rng.uniform(180, 230))
+        _draw_person(ir, shape, warm, warm + 10)
+        obj = {"cls": 0, "ir_contrast": warm - float(bg_ir[cy, cx]), "occluder": None}
+        labelled.append(((0, *spec[1:]), obj))
+        if rng.random() < 0.3:
+            obj["occluder"], car = _occlude(rng, rgb, ir, bg_ir, spec, meta["rgb_gain"], w)
+            if car is not None:
+                labelled.append(((1, *car), {"cls": 1, "ir_contrast": 4.0, "occluder": None}))
+    meta["glare"] = _glare(rng, rgb)
+    ir, meta["ir_shift"], meta["ir_scale"] = _misregister(rng, ir)
+    meta["rgb_noise"] = float(rng.uniform(6, 12))
+    rgb += rng.normal(0, meta["rgb_noise"], size=rgb.shape).astype(np.float32)
+    ir = cv2.GaussianBlur(ir, (3, 3), 0) + rng.normal(0, 3, size=ir.shape).astype(np.float32)
+    boxes, objects = [], []
+    for (cls, *box), obj in labelled:
+        clipped = _clip_box(cls, tuple(box), h, w)
+        if clipped is not None:
+            boxes.append(clipped)
+            objects.append(obj)
+    return np.clip(rgb, 0, 255), np.clip(ir, 0, 255), boxes, {"scene": "hard", **meta, "objects": objects}
+
+
+def render_pair(
+    rng: np.random.Generator, h: int, w: int, scene: Scene = "easy"
+) -> tuple[np.ndarray, np.ndarray, list[tuple], dict]:
+    """One scene: (RGB float HxWx3, IR float HxW, boxes as (cls, x1, y1, x2, y2) in RGB pixels, meta).
+
+    ``meta`` says what was drawn: ``scene``, ``rgb_gain`` (exposure), ``rgb_noise`` (sigma),
+    ``washout`` (warm IR background), ``glare`` (blob count), ``ir_shift`` ((dx, dy) px) and
+    ``ir_scale`` (IR relative to RGB), and ``objects``, one dict per box: ``cls``, ``ir_contrast``
+    (temperature minus the background under it) and ``occluder`` (None, "pole", "bush" or "car").
+    """
+    if scene == "easy":
+        return _render_easy(rng, h, w)
+    if scene == "hard":
+        return _render_hard(rng, h, w)
+    raise ValueError(f"scene must be one of {', '.join(SCENES)}, got {scene!r}")
+
+def _write_pairs(
+    out: Path, split: str, indices: range, h: int, w: int, seed: int, ir_channels: int, scene: Scene = "easy"
+) -> None:
     """Render and write pairs ``indices`` of ``split`` (one worker's share; each pair is independent)."""
     dirs = [out / d / split for d in ("images", "imagesIR", "labels")]
     for i in indices:
-        rng = np.random.default_rng((seed, _SPLITS[split], i))
-        rgb, ir, boxes = render_pair(rng, h, w)
+        rgb, ir, boxes, _meta = render_pair(pair_rng(seed, split, i), h, w, scene)
         name = f"{split}_{i:05d}"
         cv2.imwrite(str(dirs[0] / f"{name}.png"), cv2.cvtColor(rgb.astype(np.uint8), cv2.COLOR_RGB2BGR))
         ir8 = ir.astype(np.uint8)
@@ -136,6 +356,7 @@ def write_synthetic_dataset(
     seed: int = 0,
     ir_channels: int = 1,
     workers: int = 1,
+    scene: Scene = "easy",
 ) -> Path:
     """Write the dataset in the YOLOFuse layout under ``out``; return the path of its ``data.yaml``.
 
@@ -143,8 +364,12 @@ def write_synthetic_dataset(
     ``ir_channels`` channels and ``data.yaml`` asks the model for the same. Pair ``i`` of a split
     depends only on ``(seed, split, i)``, so growing ``n_train`` keeps the earlier pairs, and
     ``workers`` > 1 processes write the same bytes (a 640 px pair costs ~0.06 s, mostly PNG encoding).
-    ``data.yaml`` is written last: its presence means the set is complete.
+    ``data.yaml`` is written last: its presence means the set is complete. ``scene`` picks the
+    generator setting (module docstring); a hard set's ``data.yaml`` records it under ``synth:``
+    (an easy one's stays byte-identical to earlier releases, so absence means easy).
     """
+    if scene not in SCENES:
+        raise ValueError(f"scene must be one of {', '.join(SCENES)}, got {scene!r}")
     if ir_channels not in (1, 3):
         raise ValueError(f"ir_channels must be 1 or 3, got {ir_channels}")
     if imgsz < 32:  # below this the people are a few pixels and the head/body shapes degenerate
@@ -160,7 +385,8 @@ def write_synthetic_dataset(
         for d in ("images", "imagesIR", "labels"):
             (out / d / split).mkdir(parents=True, exist_ok=True)
         chunk = max(1, -(-n // max(1, workers * 4)))  # a few chunks per worker evens out their finish
-        jobs += [(out, split, range(a, min(n, a + chunk)), h, w, seed, ir_channels) for a in range(0, n, chunk)]
+        jobs += [(out, split, range(a, min(n, a + chunk)), h, w, seed, ir_channels, scene)
+                 for a in range(0, n, chunk)]
     if workers > 1 and len(jobs) > 1:
         import multiprocessing
 
@@ -182,6 +408,9 @@ def write_synthetic_dataset(
         "ir_channels": ir_channels,
     }
     header = "# synthetic LLVIP-like RGB+IR set written by `yolofuse-scale synth`\n"
+    if scene != "easy":  # the loaders ignore keys they do not know; Ultralytics' too
+        header += f"# scene {scene}: IR is NOT registered to RGB; labels are in RGB pixels\n"
+        spec["synth"] = {"scene": scene, "seed": seed}
     data_yaml.write_text(header + yaml.safe_dump(spec, sort_keys=False))
     return data_yaml
 
@@ -207,12 +436,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="write IR as 1-channel (thermal camera) or 3-channel files; data.yaml matches (default: 1)",
     )
+    parser.add_argument(
+        "--scene",
+        choices=SCENES,
+        default="easy",
+        help="easy: people always warm in IR, IR registered to RGB; hard: small/occluded people, IR washout, "
+        "darker RGB with glare, IR shifted and scaled against RGB (default: easy)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the dataset the parsed ``args`` describe; print where ``data.yaml`` went; return 0."""
     path = write_synthetic_dataset(
-        args.out, args.train, args.val, args.imgsz, args.seed, args.ir_channels, workers=args.workers
+        args.out, args.train, args.val, args.imgsz, args.seed, args.ir_channels, workers=args.workers,
+        scene=args.scene,
     )
-    print(f"wrote {args.train} train + {args.val} val pairs: {path}")
+    print(f"wrote {args.train} train + {args.val} val {args.scene} pairs: {path}")
     return 0
