@@ -495,6 +495,7 @@ def compare(
     seed: int = 0,
     skip_steps: int = 5,
     label: str | None = None,
+    scene: str = "easy",
 ) -> dict[str, Any]:
     """Train our data-level fusion model and Ultralytics' own trainer on the same data and budget; compare.
 
@@ -529,13 +530,14 @@ def compare(
     work.mkdir(parents=True, exist_ok=True)
     s = {"model": model, "fusion": "data", "imgsz": imgsz, "batch": batch, "epochs": epochs, "workers": workers,
          "threads": threads, "lr": lr, "warmup_epochs": warmup_epochs, "close_mosaic": close_mosaic, "seed": seed,
-         "skip_steps": skip_steps, "nbs": batch, "schedule": "linear", "optimizer": "SGD"}
+         "skip_steps": skip_steps, "nbs": batch, "schedule": "linear", "optimizer": "SGD",
+         "scene": scene if data is None else None}
     if data is None:
         from yolofuse_scale.data import write_synthetic_dataset
 
-        data_yaml = write_synthetic_dataset(work / "data", train_pairs, val_pairs, imgsz, seed=0)
-        s["data"] = (f"synthetic set (yolofuse-scale synth), {train_pairs} train / {val_pairs} val pairs, "
-                     f"{imgsz}x{int(round(imgsz * 1.25 / 2) * 2)} px, 1-channel IR, seed 0")
+        data_yaml = write_synthetic_dataset(work / "data", train_pairs, val_pairs, imgsz, seed=0, scene=scene)
+        s["data"] = (f"synthetic set (yolofuse-scale synth --scene {scene}), {train_pairs} train / {val_pairs} val "
+                     f"pairs, {imgsz}x{int(round(imgsz * 1.25 / 2) * 2)} px, 1-channel IR, seed 0")
     else:
         data_yaml = Path(data).resolve()
         s["data"] = str(data_yaml)
@@ -728,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="one comparison per thread count")
     p.add_argument("--train-pairs", type=int, default=800, help="synthetic train pairs (default: 800)")
     p.add_argument("--val-pairs", type=int, default=64, help="synthetic val pairs (default: 64)")
+    p.add_argument("--scene", choices=["easy", "hard"], default="easy",
+                   help="synthetic set's generator setting (yolofuse-scale synth --scene; default: easy)")
     p.add_argument("--lr", type=float, default=0.08,
                    help="peak lr of both (default: 0.08: at nbs = batch 8 the same step as our default lr 0.01 at "
                    "nbs 64, which backpropagates 64/8 x the batch's loss)")
@@ -757,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
                         batch=args.batch, epochs=args.epochs, workers=args.workers, threads=n, data=args.data,
                         yolofuse=args.yolofuse, train_pairs=args.train_pairs, val_pairs=args.val_pairs, lr=args.lr,
                         warmup_epochs=args.warmup_epochs, close_mosaic=args.close_mosaic, seed=seed,
-                        skip_steps=args.skip_steps, label=args.label)
+                        skip_steps=args.skip_steps, label=args.label, scene=args.scene)
             per_seed.append(r)
             report.append(markdown(r))
             print(report[-1], flush=True)
