@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train", type=int, default=192, help="synthetic train pairs (default: 192)")
     p.add_argument("--val", type=int, default=128, help="synthetic val pairs (default: 128)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic set (same for every run)")
+    p.add_argument("--scene", choices=["easy", "hard"], default="easy",
+                   help="the synthetic set's generator setting (yolofuse-scale synth --scene; default: easy)")
     p.add_argument("--imgsz", type=int, default=128, help="input size; the synthetic frames are this high")
     p.add_argument("--model", default="yolov8t", help="model scale (default: yolov8t)")
     p.add_argument("--epochs", type=int, default=30)
@@ -168,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from yolofuse_scale.data import write_synthetic_dataset
 
-        data = write_synthetic_dataset(work / "data", args.train, args.val, args.imgsz, args.data_seed)
-        data_desc = (f"synthetic set (`yolofuse-scale synth`), {args.train} train / {args.val} val pairs, "
+        data = write_synthetic_dataset(work / "data", args.train, args.val, args.imgsz, args.data_seed,
+                                       scene=args.scene)
+        data_desc = (f"synthetic set (`yolofuse-scale synth --scene {args.scene}`), {args.train} train / "
+                     f"{args.val} val pairs, "
                      f"{args.imgsz}x{int(args.imgsz * 1.25)} px, seed {args.data_seed}")
     import torch
 
