@@ -1,0 +1,28 @@
+"""benchmarks/pretrained_start.py's reading of a training's output and its summary (the runs themselves
+are real trainings: `python -m benchmarks.pretrained_start`, minutes, not a test)."""
+
+from __future__ import annotations
+
+from benchmarks.pretrained_start import steps_to, summarise, val_curve
+
+OUTPUT = """12:00:01 epoch 1/3 step 1 (1/4) loss 9.1
+12:00:02 val epoch 1: mAP50 0.1000 mAP50-95 0.0500 P 0.1 R 0.2 (16 images)
+12:00:03 val epoch 2: mAP50 0.5000 mAP50-95 0.2500 P 0.5 R 0.5 (16 images)
+12:00:04 val epoch 3: mAP50 0.8000 mAP50-95 0.4000 P 0.8 R 0.7 (16 images)
+"""
+
+
+def test_val_curve_reads_each_validated_epoch_at_its_step():
+    curve = val_curve(OUTPUT, steps_per_epoch=4)
+    assert [(p["epoch"], p["step"], p["mAP50-95"]) for p in curve] == [(1, 4, 0.05), (2, 8, 0.25), (3, 12, 0.4)]
+    assert steps_to(curve, 0.25) == 8 and steps_to(curve, 0.41) is None
+
+
+def test_summary_measures_both_starts_against_the_scratch_runs_final():
+    scratch = {"seed": 0, "final": {"mAP50": 0.8, "mAP50-95": 0.4}, "curve": val_curve(OUTPUT, 4)}
+    fast = {"seed": 0, "final": {"mAP50": 0.9, "mAP50-95": 0.45},
+            "curve": [{"epoch": 1, "step": 4, "mAP50": 0.7, "mAP50-95": 0.37}]}
+    summary = summarise({"scratch": [scratch], "pretrained": [fast]})
+    assert summary["scratch"]["steps_to_90pct_of_scratch_final"] == [12]  # 0.36 first reached at epoch 3
+    assert summary["pretrained"]["steps_to_90pct_of_scratch_final"] == [4]
+    assert summary["pretrained"]["mAP50-95"]["mean"] == 0.45
