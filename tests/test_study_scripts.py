@@ -1,5 +1,5 @@
-"""benchmarks/pretrained_start.py's reading of a training's output and its summary (the runs themselves
-are real trainings: `python -m benchmarks.pretrained_start`, minutes, not a test)."""
+"""benchmarks/pretrained_start.py and benchmarks/recipe_ablation.py: what they read from a training and how
+they summarise it (the studies themselves are real trainings, minutes each: not tests)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,17 @@ def test_summary_measures_both_starts_against_the_scratch_runs_final():
     assert summary["scratch"]["steps_to_90pct_of_scratch_final"] == [12]  # 0.36 first reached at epoch 3
     assert summary["pretrained"]["steps_to_90pct_of_scratch_final"] == [4]
     assert summary["pretrained"]["mAP50-95"]["mean"] == 0.45
+
+
+def test_recipe_ablation_rows_bring_back_one_earlier_choice_each():
+    from benchmarks.recipe_ablation import ablations, summarise
+
+    table = ablations(steps_per_epoch=32, warmup_epochs=1.0)
+    assert table["partners=micro_batch"] == (["--mosaic-partners", "micro_batch"], {})
+    assert table["warmup floor"] == ([], {"warmup_epochs": 3.125})  # 100 steps of 32 an epoch
+    assert ablations(steps_per_epoch=200, warmup_epochs=1.0)["warmup floor"][1] == {"warmup_epochs": 1.0}
+    runs = {"today": [{"seed": 0, "mAP50-95": 0.5}, {"seed": 1, "mAP50-95": 0.7}],
+            "warmup floor": [{"seed": 0, "mAP50-95": 0.4}, {"seed": 1, "mAP50-95": 0.8}]}
+    s = summarise(runs, "mAP50-95")
+    assert abs(s["warmup floor"]["paired_difference"]["min"] + 0.1) < 1e-12
+    assert abs(s["warmup floor"]["paired_difference"]["mean"]) < 1e-12
