@@ -348,7 +348,13 @@ def _recipe_args(s: dict[str, Any]) -> dict[str, Any]:
     return {"epochs": s["epochs"], "imgsz": s["imgsz"], "batch": s["batch"], "workers": s["workers"],
             "optimizer": "SGD", "lr0": s["lr"], "lrf": 0.01, "momentum": 0.937, "weight_decay": 0.0005,
             "warmup_epochs": s["warmup_epochs"], "warmup_momentum": 0.8, "warmup_bias_lr": 0.1,
-            "nbs": s["batch"], "close_mosaic": s["close_mosaic"], "seed": s["seed"]}
+            "nbs": s["batch"], "close_mosaic": s["close_mosaic"], "seed": s["seed"],
+            **({"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0} if s.get("no_hsv") else {})}
+
+
+def _their_cache(s: dict[str, Any]) -> str | bool:
+    """Ultralytics' ``cache`` for ours' ``--cache``: decoded images in RAM (per process) or on disk (.npy)."""
+    return {"none": False, "ram": "ram", "disk": "disk"}[s.get("cache", "none")]
 
 
 def _ours_args(s: dict[str, Any]) -> list[str]:
@@ -359,7 +365,9 @@ def _ours_args(s: dict[str, Any]) -> list[str]:
             "--warmup-epochs", str(r["warmup_epochs"]), "--warmup-momentum", str(r["warmup_momentum"]),
             "--warmup-bias-lr", str(r["warmup_bias_lr"]), "--schedule", "linear", "--clip-grad", "10",
             "--nbs", str(r["nbs"]), "--close-mosaic", str(r["close_mosaic"]), "--seed", str(r["seed"]),
-            "--val", "--keep-last", "1", "--log-every", "1000"]
+            "--val", "--keep-last", "1", "--log-every", "1000",
+            *(["--cache", s["cache"]] if s.get("cache", "none") != "none" else []),
+            *(["--hsv-h", "0", "--hsv-s", "0", "--hsv-v", "0"] if s.get("no_hsv") else [])]
 
 
 def run_ours(data_yaml: Path, model_args: list[str], s: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -448,7 +456,7 @@ def _yolofuse(checkout: Path, data_yaml: Path, s: dict[str, Any], work: Path) ->
                                        "val": [str(p) for p in cfg.val], "nc": cfg.nc, "names": dict(cfg.names),
                                        "channels": 6}, sort_keys=False))
     args = {**_recipe_args(s), "data": str(yf_data), "ch": 6, "device": "cpu", "pretrained": False, "amp": False,
-            "plots": False, "val": True, "cache": False, "project": str(work / "yolofuse"), "name": "train",
+            "plots": False, "val": True, "cache": _their_cache(s), "project": str(work / "yolofuse"), "name": "train",
             "exist_ok": True, "verbose": False}
     theirs = run_alternative("yolofuse", args, s, work / "yolofuse", checkout=checkout, model_yaml=named)
     ours_data = _paired_yaml(data_yaml, work / "ours_data_ir3.yaml", ir_channels=3)  # YOLOFuse reads IR as 3 ch
@@ -496,6 +504,8 @@ def compare(
     skip_steps: int = 5,
     label: str | None = None,
     scene: str = "easy",
+    cache: str = "none",
+    no_hsv: bool = False,
 ) -> dict[str, Any]:
     """Train our data-level fusion model and Ultralytics' own trainer on the same data and budget; compare.
 
@@ -531,7 +541,7 @@ def compare(
     s = {"model": model, "fusion": "data", "imgsz": imgsz, "batch": batch, "epochs": epochs, "workers": workers,
          "threads": threads, "lr": lr, "warmup_epochs": warmup_epochs, "close_mosaic": close_mosaic, "seed": seed,
          "skip_steps": skip_steps, "nbs": batch, "schedule": "linear", "optimizer": "SGD",
-         "scene": scene if data is None else None}
+         "scene": scene if data is None else None, "cache": cache, "no_hsv": no_hsv}
     if data is None:
         from yolofuse_scale.data import write_synthetic_dataset
 
@@ -547,7 +557,7 @@ def compare(
     s["conversion_s"] = round(time.monotonic() - t0, 1)
 
     ul_args = {**_recipe_args(s), "model": f"{model}.yaml", "data": str(tiff_yaml), "device": "cpu",
-               "pretrained": False, "amp": False, "plots": False, "val": True, "cache": False,
+               "pretrained": False, "amp": False, "plots": False, "val": True, "cache": _their_cache(s),
                "project": str(work / "ultralytics"), "name": "train", "exist_ok": True, "verbose": False}
     ultra = run_alternative("ultralytics", ul_args, s, work / "ultralytics")
     ours = run_ours(ours_yaml, ["--model", model, "--fusion", "data"], s, work / "ours_data")
@@ -561,8 +571,12 @@ def compare(
         f"nbs = batch = {batch} in both, so every batch is one optimizer step and one EMA update in both "
         "(Ultralytics' default nbs 64 would accumulate 64/batch batches per step).",
         "Differences that remain: Ultralytics applies the LR decay per epoch, ours per step (same linear "
-        "curve); Ultralytics' RandomHSV skips 4-channel images, ours applies HSV to the RGB channels (more "
-        "work for ours); Ultralytics validates with rectangular batches, ours letterboxes to a square.",
+        "curve); " + ("HSV off in both (--no-hsv); " if no_hsv else "Ultralytics' RandomHSV skips 4-channel "
+                      "images, ours applies HSV to the RGB channels (more work for ours); ")
+        + "Ultralytics validates with rectangular batches, ours letterboxes to a square; "
+        + (f"decoded-image cache '{cache}' in both." if cache != "none" else
+           "no cache: Ultralytics takes mosaic partners from a buffer of images it already decoded, ours "
+           "decodes each of a mosaic's 4 pairs (partners drawn from the whole set by the seeded RNG)."),
         "Ultralytics forces workers=0 on CPU (engine/trainer.py:178-179): "
         + ("both load in the main process (workers=0)." if workers == 0
            else f"ours used {workers} DataLoader workers, Ultralytics 0 whatever was asked."),
@@ -730,6 +744,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="one comparison per thread count")
     p.add_argument("--train-pairs", type=int, default=800, help="synthetic train pairs (default: 800)")
     p.add_argument("--val-pairs", type=int, default=64, help="synthetic val pairs (default: 64)")
+    p.add_argument("--cache", choices=["none", "ram", "disk"], default="none",
+                   help="decoded-image cache of both trainers (ours --cache, Ultralytics' cache=): with 'ram' neither "
+                   "decodes an image twice, so their speeds compare the same work (default: none)")
+    p.add_argument("--no-hsv", action="store_true",
+                   help="HSV augmentation off in both (Ultralytics skips it on a 4-channel image anyway; ours "
+                   "applies it to the RGB channels): the like-for-like speed setting")
     p.add_argument("--scene", choices=["easy", "hard"], default="easy",
                    help="synthetic set's generator setting (yolofuse-scale synth --scene; default: easy)")
     p.add_argument("--lr", type=float, default=0.08,
@@ -761,7 +781,8 @@ def main(argv: list[str] | None = None) -> int:
                         batch=args.batch, epochs=args.epochs, workers=args.workers, threads=n, data=args.data,
                         yolofuse=args.yolofuse, train_pairs=args.train_pairs, val_pairs=args.val_pairs, lr=args.lr,
                         warmup_epochs=args.warmup_epochs, close_mosaic=args.close_mosaic, seed=seed,
-                        skip_steps=args.skip_steps, label=args.label, scene=args.scene)
+                        skip_steps=args.skip_steps, label=args.label, scene=args.scene, cache=args.cache,
+                        no_hsv=args.no_hsv)
             per_seed.append(r)
             report.append(markdown(r))
             print(report[-1], flush=True)
