@@ -28,6 +28,7 @@ Validation keeps the CPU letterbox: it is cheap next to the training recipe and 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ class Letterbox:
 
 @dataclass
 class Mosaic:
-    """A grey ``size x size`` canvas; each tile: (source, (y1a, y2a, x1a, x2a) on the canvas, (y1b, y2b, x1b, x2b) in it)."""
+    """A grey ``size x size`` canvas; tiles: (source, (y1a, y2a, x1a, x2a) on the canvas, (y1b, y2b, x1b, x2b) in it)"""
 
     size: int
     tiles: list[tuple[Source, tuple[int, int, int, int], tuple[int, int, int, int]]]
@@ -221,16 +222,17 @@ _JPEG = frozenset({".jpg", ".jpeg"})
 _TORCHVISION = frozenset({".png", ".webp", ".gif"})  # decode_image on the host's CPU
 
 
-def encoded_file(path: Path, channels: int) -> tuple[str, torch.Tensor]:
-    """``("jpeg" | "encoded", file bytes)``, or ``("raw", HWC uint8)`` decoded here for formats torchvision lacks."""
+def encoded_file(path: Path, channels: int) -> tuple[str, torch.Tensor, str]:
+    """``("jpeg" | "encoded", file bytes, path)``, or ``("raw", HWC uint8, path)`` decoded here for the formats
+    torchvision lacks (TIFF, BMP: OpenCV, as the CPU path)."""
     suffix = path.suffix.lower()
     if suffix in _JPEG or suffix in _TORCHVISION:
         try:
             data = np.fromfile(path, dtype=np.uint8)
         except OSError as e:
             raise DataError(f"{path}: cannot be read ({e})") from e
-        return ("jpeg" if suffix in _JPEG else "encoded"), torch.from_numpy(data)
-    return "raw", torch.from_numpy(read_image(path, channels))
+        return ("jpeg" if suffix in _JPEG else "encoded"), torch.from_numpy(data), str(path)
+    return "raw", torch.from_numpy(read_image(path, channels)), str(path)
 
 
 class EncodedPairDataset(PairedRGBIRDataset):
@@ -347,7 +349,7 @@ class DeviceAugment:
         self._grids: dict[tuple[int, int], torch.Tensor] = {}
 
     def __call__(self, batch: dict) -> dict:
-        pairs = self.decode(batch["files"], batch["im_file"])
+        pairs = self.decode(batch["files"])
         resized: dict[tuple, torch.Tensor] = {}
         imgs = torch.stack([self.render(p.root, pairs, resized) for p in batch["plans"]])
         img = self.photometric(imgs, batch["plans"]).to(torch.uint8)
@@ -357,7 +359,13 @@ class DeviceAugment:
         return out
 
     # decode: every file of the batch once; JPEGs in one batched call (nvJPEG on CUDA)
-    def decode(self, files: dict[int, tuple], names: list[str]) -> dict[int, torch.Tensor]:
+    def decode(self, files: dict[int, tuple]) -> dict[int, torch.Tensor]:
+        """{pair index: (3 + C_ir, H, W) float pair at its file size on the device} from ``collate_encoded``'s files."""
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders (for TorchCodec), on each call
+            warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
+            return self._decode(files)
+
+    def _decode(self, files: dict[int, tuple]) -> dict[int, torch.Tensor]:
         from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
         order = [(i, m) for i in files for m in (0, 1)]
@@ -368,12 +376,12 @@ class DeviceAugment:
             try:
                 outs = decode_jpeg([files[i][m][1] for i, m in jpegs], mode=ImageReadMode.UNCHANGED, device=dev)
             except RuntimeError:  # one bad file fails the whole batched call: find it
-                outs = [self._decode_one(decode_jpeg, files[i][m][1], i, m, names, dev) for i, m in jpegs]
+                outs = [self._decode_one(decode_jpeg, files[i][m], dev) for i, m in jpegs]
             decoded.update(zip(jpegs, outs))
         for i, m in order:
-            kind, data = files[i][m]
+            kind, data, _ = files[i][m]
             if kind == "encoded":
-                decoded[i, m] = self._decode_one(decode_image, data, i, m, names, "cpu")
+                decoded[i, m] = self._decode_one(decode_image, files[i][m], "cpu")
             elif kind == "raw":
                 decoded[i, m] = data.permute(2, 0, 1)
         pairs = {}
@@ -386,15 +394,14 @@ class DeviceAugment:
         return pairs
 
     @staticmethod
-    def _decode_one(fn, data, i, m, names, dev) -> torch.Tensor:
+    def _decode_one(fn, file: tuple[str, torch.Tensor, str], dev) -> torch.Tensor:
         from torchvision.io import ImageReadMode
 
         try:
             kw = {"device": dev} if fn.__name__ == "decode_jpeg" else {}
-            return fn(data, mode=ImageReadMode.UNCHANGED, **kw)
+            return fn(file[1], mode=ImageReadMode.UNCHANGED, **kw)
         except RuntimeError as e:
-            raise DataError(f"pair {i} ({'RGB' if m == 0 else 'IR'} file of the pair; batch files: "
-                            f"{', '.join(names[:4])}...): cannot be decoded ({e})") from e
+            raise DataError(f"{file[2]}: cannot be decoded as an image ({str(e).splitlines()[0]})") from e
 
     # render: the plan's image tree, each stage rounded to integers as the CPU path's uint8 stages
     def render(self, node: Any, pairs: dict[int, torch.Tensor], resized: dict) -> torch.Tensor:
