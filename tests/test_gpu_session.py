@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import BASE_ARGS, ENV, ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
-STEPS = ["env", "deps", "tests", "data", "scaling_strategies", "scaling_n", "scaling_s", "pack", "report"]
+STEPS = ["env", "deps", "tests", "data", "scaling_strategies", "loader", "scaling_n", "scaling_s", "pack", "report"]
 SWEEPS = ("scaling_strategies", "scaling_n", "scaling_s")
 MAX_FILES, MAX_BYTES = 8, 16 * 2**20  # the script's own limit on $OUT: a few small flat files
 
