@@ -27,6 +27,9 @@
 #                               pair) written by 14 processes into .gpu_session/data/, reused by every
 #                               sweep and by a later session; never in $OUT
 #   scaling_strategies  90 s    ddp, fsdp (FSDP2), zero2, zero3 on one GPU x (~12 s + 13 steps): ~60 s
+#   loader              60 s    benchmarks/loader.py: the mosaic recipe in CPU workers vs --loader device
+#                               (decode + augment on the GPU), 0 and 8 workers, 48 LLVIP-size JPEG pairs
+#                               written to a temp folder (~15 s) + 4 cells: ~40 s; loader.json in logs.tar.gz
 #   scaling_n          180 s    8 configurations (baseline, batch 32 and 64, bf16, fp16, RAM cache,
 #                               12 workers, torch.compile last) x (~10 s start + 25 steps at
 #                               0.05-0.25 s) + ~40 s of compile: ~150-180 s
@@ -108,6 +111,7 @@ if [[ $MODE == dry ]]; then
           --repeats 1 --workers 1 --run-timeout "$RUN_TIMEOUT")
   VARY_N="batch_size=16 precision=bf16 cache=ram workers=0"
   VARY_S="batch_size=16"
+  LOADER=(--pairs 8 --frame 64 --imgsz 64 --batch 4 --workers 0 --batches 1 --repeats 1 --device cpu)
   COMPARE=(--strategies "ddp,fsdp,zero2" --devices 1 --model yolov8t --fusion mid --imgsz "$IMGSZ" --batch-size 8
            --steps 2 --warmup 1 --repeats 1 --workers 1 --run-timeout "$RUN_TIMEOUT")
   if [[ "${GPU_SESSION_SMOKE_STALL:-0}" == 1 ]]; then  # a run that only its cap ends (see Variables)
@@ -123,6 +127,7 @@ else
           --repeats 1 --workers 8 --run-timeout "$RUN_TIMEOUT")
   VARY_N="batch_size=32,64 precision=bf16,fp16 cache=ram workers=12 compile=on"  # compile last: slowest start
   VARY_S="batch_size=32 precision=bf16 compile=on"
+  LOADER=(--pairs 48 --frame 1024 --imgsz 640 --batch 16 --workers 0 8 --batches 4 --repeats 2 --device cuda)
   COMPARE=(--strategies "ddp,fsdp,zero2,zero3" --devices 1 --model yolov8n --fusion mid --imgsz "$IMGSZ"
            --batch-size 16 --steps 10 --warmup 3 --repeats 1 --workers 8 --run-timeout "$RUN_TIMEOUT")
 fi
@@ -337,7 +342,7 @@ scaling() {  # scaling NAME CAP ARGS...: the scaling benchmark on DATA, its fold
 # ------------------------------------------------------------------------------------------- run
 if [[ $MODE != plan ]]; then
   rm -rf "$CACHE/site" "$WORK"  # a private install and the work folder are this session's own
-  mkdir -p "$WORK/logs" "$CACHE/data"
+  mkdir -p "$WORK/logs" "$WORK/loader" "$CACHE/data"
   for f in report.md sweeps.json sweeps.png steps.tsv env.txt junit_gpu.xml session.log logs.tar.gz; do
     rm -f "${OUT:?}/$f"
   done
@@ -385,6 +390,8 @@ step data 60 TERM bash -c 'make_data "$@"' make_data \
 
 # (v) one GPU: the strategies side by side (measured nowhere else), then the n and s sweeps at 640 px
 scaling scaling_strategies 90 "${COMPARE[@]}"
+# the two loader pipelines side by side on this machine (--loader cpu's recipe vs --loader device)
+step loader 60 TERM "$PY" benchmarks/loader.py --modes mosaic device "${LOADER[@]}" --out "$WORK/loader/loader.json"
 scaling scaling_n 180 "${SWEEP_N[@]}"
 scaling scaling_s 150 "${SWEEP_S[@]}"
 

@@ -128,6 +128,21 @@ def sweep_lines(name: str, results: dict[str, Any] | None, step: dict[str, str] 
     return lines
 
 
+def loader_lines(work: Path, step: dict[str, str] | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The loader step's JSON (both pipelines side by side) and its table for report.md."""
+    path = work / "loader" / "loader.json"
+    if not path.is_file():
+        return None, ([] if step is None else ["", f"## loader: no results ({step['status']})"])
+    result = json.loads(path.read_text())
+    s = result.get("settings", {})
+    lines = ["", f"## loader: CPU recipe vs --loader device ({result.get('device', '?')}; batch {s.get('batch')}, "
+             f"{s.get('imgsz')} px, {result.get('dataset', {}).get('frame_hw')} frames)", "",
+             "| pipeline | workers | device | pairs/s | images/s | PSS MiB |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['mode']} | {r['workers']} | {r.get('device', 'cpu')} | {r['pairs_per_s']:.1f} | "
+              f"{r.get('images_per_s', 2 * r['pairs_per_s']):.1f} | {r['pss_mib']:.0f} |" for r in result["rows"]]
+    return result, lines
+
+
 def memory_lines(env: str) -> list[str]:
     """Where the loader's shared memory and the RAM cache would come from (env.txt's memory section)."""
     shm = re.search(r"^shm_bytes: (\d+)", env, re.M)
@@ -208,9 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     sweeps = {name: read_sweep(work / name) for name in SWEEPS}
     notes = [line for f in sorted((work / "notes").glob("*.txt")) for line in f.read_text().splitlines() if line]
     card = card_name(env, args.mode)
+    loader, loader_table = loader_lines(work, by_step.get("loader"))
 
     summary = {"schema_version": 1, "mode": args.mode, "card": card, "budget_s": args.budget_s, "steps": steps,
                "notes": notes, "sweeps": {n: s for n, s in sweeps.items() if s is not None}}
+    if loader is not None:
+        summary["loader"] = {k: loader.get(k) for k in ("rows", "settings", "dataset", "device", "machine")}
     text = json.dumps(summary, indent=1)
     if len(text.encode()) >= MAX_BYTES:  # the per-repeat details go first: the medians are the result
         for s in summary["sweeps"].values():
@@ -237,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in SWEEPS:
         if name in by_step or sweeps[name] is not None:
             lines += sweep_lines(name, sweeps[name], by_step.get(name))
+    lines += loader_table
     if plotted:
         lines += ["", "sweeps.png: images/s of every measured configuration."]
     if notes:

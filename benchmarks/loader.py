@@ -1,16 +1,20 @@
-"""Loader benchmark: RGB+IR pairs per second, per worker and in total, for three pipelines.
+"""Loader benchmark: RGB+IR pairs per second, per worker and in total, for four pipelines.
 
     python benchmarks/loader.py                       # synthetic LLVIP-like JPEG pairs, 640 px, 0/1/2 workers
     python benchmarks/loader.py --data data.yaml --workers 0 2 4 8 --cache ram --out loader.json
     python benchmarks/loader.py --model yolov8n --fusion mid   # + what one training step consumes
+    python benchmarks/loader.py --modes mosaic device --device cuda   # the recipe on CPU workers vs the device
 
 Pipelines: ``decode`` (read both files at full size, stack; or read the cache), ``letterbox`` (the
 validation / ``--no-augment`` item, collated), ``mosaic`` (the full training recipe as the trainer
 builds it: 4 pairs per sample, reduced JPEG decode, affine, HSV, flip; collated), once per
 ``--partners`` value: ``dataset`` (the default recipe: 3 partners from the whole set, 4 decodes per
 sample without a cache) and/or ``micro_batch`` (partners from the sample's micro-batch, ~1 decode per
-sample); rows of the second are named ``mosaic_micro_batch``. Batches come from the training sampler,
-so each worker builds whole micro-batches.
+sample); rows of the second are named ``mosaic_micro_batch``. ``device`` (``--loader device``): the same
+recipe and partners, the workers only read the files and draw the parameters, and the main process
+decodes and renders each batch on ``--device`` (timed to the end of the batch: synchronised on CUDA);
+``device_micro_batch`` likewise. Batches come from the training sampler, so each worker builds whole
+micro-batches. ``images_per_s`` is 2 x pairs/s (an RGB and an IR image a pair).
 ``--ultralytics`` adds Ultralytics' own ``YOLODataset`` (its v8 recipe) on the same pairs stacked
 into 4-channel TIFFs; note that it keeps up to min(n, 8 x batch, 1000) decoded images in a per-worker
 buffer, so on a set smaller than that it stops decoding after the first pass.
@@ -55,6 +59,7 @@ from yolofuse_scale.data import (  # noqa: E402
     write_synthetic_dataset,
 )
 from yolofuse_scale.data.augment import AugmentRecipe  # noqa: E402
+from yolofuse_scale.data.device_augment import DeviceAugment, EncodedPairDataset, collate_encoded  # noqa: E402
 from yolofuse_scale.data.sampler import MicroBatchWindows, StepShardedBatchSampler  # noqa: E402
 
 
@@ -101,7 +106,14 @@ def memory(proc: psutil.Process) -> dict[str, float]:
     return {"rss_mib": rss / 2**20, "pss_mib": pss / 2**20}
 
 
-def time_cell(ds: Dataset, collate, workers: int, batch: int, batches: int, repeats: int) -> dict:
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_cell(ds: Dataset, collate, workers: int, batch: int, batches: int, repeats: int, post=None,
+              device: torch.device | None = None) -> dict:
+    """``post``: what the training process does to each batch before a step can use it (``--loader device``)."""
     # the training loop's sampler: workers build whole micro-batches, as in training
     sampler = StepShardedBatchSampler(len(ds), batch, seed=0)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
@@ -113,19 +125,25 @@ def time_cell(ds: Dataset, collate, workers: int, batch: int, batches: int, repe
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(epoch)
         it = iter(loader)
-        next(it)  # warm-up: worker start-up, first reads
+        b = next(it)  # warm-up: worker start-up, first reads (and the device's first kernels)
+        if post is not None:
+            post(b)
+        _sync(device)
         t0, n = time.perf_counter(), 0
         for _ in range(batches):
             try:
                 b = next(it)
             except StopIteration:
                 break
+            b = post(b) if post is not None else b
             n += b if isinstance(b, int) else len(b["img"])
+        _sync(device)
         rates.append(n / (time.perf_counter() - t0))
         mem = memory(psutil.Process())
         del it
     total = statistics.median(rates)
-    return {"pairs_per_s": total, "per_worker": total / max(workers, 1), "repeats": rates, **mem}
+    return {"pairs_per_s": total, "images_per_s": 2 * total, "per_worker": total / max(workers, 1),
+            "repeats": rates, **mem}
 
 
 def ultralytics_mosaic_dataset(samples, root: Path, imgsz: int, nc: int, cache: str) -> Dataset:
@@ -194,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--modes", nargs="+", default=["decode", "letterbox", "mosaic"],
-                   choices=["decode", "letterbox", "mosaic"])
+                   choices=["decode", "letterbox", "mosaic", "device"],
+                   help="device: the mosaic recipe with --loader device, rendered on --device")
     p.add_argument("--cache", choices=["none", "ram", "disk"], default="none")
     p.add_argument("--partners", nargs="+", default=["dataset"], choices=["dataset", "micro_batch"],
                    help="mosaic partner draws to time side by side (--mosaic-partners; default: dataset)")
@@ -207,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                    "skips any image that is not 3-channel)")
     p.add_argument("--model", default="", help="also time a training step of this model (yolov8n, ...)")
     p.add_argument("--fusion", default="mid")
-    p.add_argument("--device", default="", help="for --model (default: cuda if available)")
+    p.add_argument("--device", default="", help="for --model and the device pipeline (default: cuda if available)")
     p.add_argument("--bf16", action="store_true", help="for --model: bf16 autocast")
     p.add_argument("--model-steps", type=int, default=10)
     p.add_argument("--out", default="loader_benchmark.json")
@@ -220,30 +239,35 @@ def main(argv: list[str] | None = None) -> int:
     samples = scan_split(cfg, "train")
     rows = []
     cache_info = {}
-    cells = [(m, p) for m in args.modes for p in (args.partners if m == "mosaic" else ["dataset"])]
+    cells = [(m, p) for m in args.modes for p in (args.partners if m in ("mosaic", "device") else ["dataset"])]
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for mode, partners in cells:
         windows = MicroBatchWindows(len(samples), args.batch, seed=0)  # as the trainer builds it
         recipe = AugmentRecipe(hsv_h=0, hsv_s=0, hsv_v=0) if args.no_hsv else AugmentRecipe()
         recipe = replace(recipe, mosaic_partners=partners)
-        ds = PairedRGBIRDataset(samples, args.imgsz, augment=mode == "mosaic", ir_channels=cfg.ir_channels,
-                                partner_windows=windows, recipe=recipe)
+        ds_cls = EncodedPairDataset if mode == "device" else PairedRGBIRDataset
+        ds = ds_cls(samples, args.imgsz, augment=mode in ("mosaic", "device"), ir_channels=cfg.ir_channels,
+                    partner_windows=windows, recipe=recipe)
+        post = DeviceAugment(args.imgsz, cfg.ir_channels, device) if mode == "device" else None
         mode = mode if partners == "dataset" else f"{mode}_{partners}"
-        if args.cache != "none":
+        if args.cache != "none" and post is None:  # encoded files: the device pipeline reads no cache
             t0 = time.perf_counter()
             ds.use_cache(args.cache, [Path(tmp.name) / "cache"], log=lambda _m: None)
             cache_info = {"mode": args.cache, "file": str(ds.cache.data_path), "gib": ds.cache.nbytes / 2**30,
                           "open_or_build_s": time.perf_counter() - t0}
         target = DecodeOnly(ds) if mode == "decode" else ds
-        collate = _count if mode == "decode" else collate_pairs
+        collate = _count if mode == "decode" else collate_encoded if post is not None else collate_pairs
         for w in args.workers:
-            cell = time_cell(target, collate, w, args.batch, args.batches, args.repeats)
-            rows.append({"mode": mode, "workers": w, **cell})
+            cell = time_cell(target, collate, w, args.batch, args.batches, args.repeats, post,
+                             device if post is not None else None)
+            rows.append({"mode": mode, "workers": w, **cell, "device": str(device) if post is not None else "cpu"})
             print(f"{mode:>9} {w:>2} workers: {cell['pairs_per_s']:8.1f} pairs/s total, {cell['per_worker']:7.1f} "
                   f"per worker, RSS {cell['rss_mib']:7.0f} MiB, PSS {cell['pss_mib']:7.0f} MiB", flush=True)
     result = {
         "rows": rows,
         "cache": cache_info,
         "settings": {k: v for k, v in vars(args).items()},
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dataset": {"data": str(data), "pairs": len(samples), "ir_channels": cfg.ir_channels,
                     "frame_hw": list(cv2.imread(str(samples[0].rgb)).shape[:2])},
         "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
@@ -270,10 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model step ({m['model']} {m['fusion']}, {m['device']}): {m['images_per_s']:.1f} images/s; "
               f"best mosaic loader / model = {result['loader_to_model_ratio']:.2f}")
     print()
-    print(f"{'pipeline':>22} {'workers':>7} {'pairs/s':>9} {'/worker':>8} {'RSS MiB':>8} {'PSS MiB':>8}")
+    print(f"{'pipeline':>22} {'workers':>7} {'pairs/s':>9} {'images/s':>9} {'/worker':>8} {'RSS MiB':>8} "
+          f"{'PSS MiB':>8}")
     for r in rows:
-        print(f"{r['mode']:>22} {r['workers']:>7} {r['pairs_per_s']:9.1f} {r['per_worker']:8.1f} "
-              f"{r['rss_mib']:8.0f} {r['pss_mib']:8.0f}")
+        print(f"{r['mode']:>22} {r['workers']:>7} {r['pairs_per_s']:9.1f} {r['images_per_s']:9.1f} "
+              f"{r['per_worker']:8.1f} {r['rss_mib']:8.0f} {r['pss_mib']:8.0f}")
     if cache_info and not args.data:  # a cache of the temporary set: never reused, and /dev/shm is RAM
         Path(cache_info["file"]).unlink(missing_ok=True)
         Path(cache_info["file"]).with_suffix(".json").unlink(missing_ok=True)

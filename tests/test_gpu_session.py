@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import BASE_ARGS, ENV, ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
-STEPS = ["env", "deps", "tests", "data", "scaling_strategies", "scaling_n", "scaling_s", "pack", "report"]
+STEPS = ["env", "deps", "tests", "data", "scaling_strategies", "loader", "scaling_n", "scaling_s", "pack", "report"]
 SWEEPS = ("scaling_strategies", "scaling_n", "scaling_s")
 MAX_FILES, MAX_BYTES = 8, 16 * 2**20  # the script's own limit on $OUT: a few small flat files
 
@@ -230,3 +230,11 @@ def test_parallel_synth_writes_the_same_bytes_as_one_process(tmp_path):
     assert len(files) == 3 * 9 + 1
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
     assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+
+
+def test_loader_step_times_both_pipelines_on_the_gpu():
+    """The loader step: the CPU recipe and --loader device side by side, at the training size, on CUDA."""
+    cmd = plan()["loader"]
+    i = cmd.index("--modes")
+    assert cmd[i + 1: i + 3] == ["mosaic", "device"] and value(cmd, "--device") == "cuda"
+    assert value(cmd, "--imgsz") == "640" and value(cmd, "--out").endswith("loader/loader.json")

@@ -231,17 +231,29 @@ class PairAugment:
     ``load(i)`` returns Ultralytics' label dict of pair ``i`` (stacked image resized so its long side is
     ``imgsz``, ``cls``, ``instances`` normalised xywh, ``ori_shape``, ``im_file``); the result is an
     ``imgsz x imgsz`` stacked image with boxes in ``instances``.
+
+    The transform classes are class attributes so that ``device_augment.PlanAugment`` can run this very
+    composition (the same draws from the same generators, in the same order, and the same box updates)
+    with classes that record each image operation instead of doing it.
     """
+
+    mosaic_cls: type[Mosaic] = _PairMosaic
+    affine_cls: type[RandomPerspective] = RandomPerspective
+    mixup_cls: type[MixUp] = _PairMixUp
+    hsv_cls: type = _RGBHSV
+    ir_gain_cls: type = _IRGain
+    flip_cls: type[RandomFlip] = _PairFlip
 
     def __init__(self, load: Callable[[int], dict[str, Any]], n: int, imgsz: int, recipe: AugmentRecipe):
         self.partners = partners = _Partners(load, n)
-        affine = RandomPerspective(degrees=recipe.degrees, translate=recipe.translate, scale=recipe.scale,
-                                   shear=recipe.shear, perspective=recipe.perspective, size=(imgsz, imgsz))
-        mosaic = _PairMosaic(partners, imgsz=imgsz, p=recipe.mosaic)
+        affine = self.affine_cls(degrees=recipe.degrees, translate=recipe.translate, scale=recipe.scale,
+                                 shear=recipe.shear, perspective=recipe.perspective, size=(imgsz, imgsz))
+        mosaic = self.mosaic_cls(partners, imgsz=imgsz, p=recipe.mosaic)
         mosaic.buffer_enabled = False  # see the module docstring: partners from the seeded RNG only
         pre = Compose([mosaic, affine])
-        tail = [_RGBHSV(recipe), _IRGain(recipe.ir_gain), _PairFlip(direction="horizontal", p=recipe.fliplr)]
-        self.with_mosaic = Compose([pre, _PairMixUp(partners, pre_transform=pre, p=recipe.mixup), *tail])
+        tail = [self.hsv_cls(recipe), self.ir_gain_cls(recipe.ir_gain),
+                self.flip_cls(direction="horizontal", p=recipe.fliplr)]
+        self.with_mosaic = Compose([pre, self.mixup_cls(partners, pre_transform=pre, p=recipe.mixup), *tail])
         self.without_mosaic = Compose([affine, *tail])  # close_mosaic: Ultralytics also drops mixup then
 
     def __call__(self, labels: dict[str, Any], key: tuple[int, ...], mosaic: bool,

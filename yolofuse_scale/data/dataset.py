@@ -232,11 +232,7 @@ class PairedRGBIRDataset(Dataset):
             window = self.partner_windows(epoch, index) if self.partner_windows else None
             labels = self.pipeline(self.resized_labels(index), (self.seed, epoch, index), mosaic, window)
             img = labels["img"]
-            inst = labels["instances"]
-            inst.convert_bbox("xywh")
-            inst.normalize(img.shape[1], img.shape[0])
-            xywh, cls = inst.bboxes, labels["cls"].reshape(-1, 1)
-            ori_shape, ratio_pad = labels["ori_shape"], ((1.0, 1.0), (0.0, 0.0))
+            xywh, cls, ori_shape, ratio_pad = augmented_targets(labels)
         return {
             "img": chw_tensor(img),
             "cls": torch.from_numpy(np.asarray(cls, dtype=np.float32).copy()),
@@ -247,6 +243,16 @@ class PairedRGBIRDataset(Dataset):
             "ratio_pad": ratio_pad,
             "index": index,
         }
+
+
+def augmented_targets(labels: dict) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
+    """(xywh normalised to the output image, cls (N, 1), ori_shape, ratio_pad) of an augmented sample's labels
+    (``--loader device`` reads the same from its plan's labels)."""
+    img = labels["img"]
+    inst = labels["instances"]
+    inst.convert_bbox("xywh")
+    inst.normalize(img.shape[1], img.shape[0])
+    return inst.bboxes, labels["cls"].reshape(-1, 1), labels["ori_shape"], ((1.0, 1.0), (0.0, 0.0))
 
 
 def collate_pairs(batch: list[dict]) -> dict:

@@ -18,6 +18,25 @@ import torch
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 
 
+def letterbox_geometry(h: int, w: int, imgsz: int) -> tuple[int, int, int, int, float]:
+    """Where the letterbox puts an ``h x w`` image on the ``imgsz`` canvas: ``(nw, nh, left, top, r)``."""
+    r = min(imgsz / h, imgsz / w)
+    nw, nh = round(w * r), round(h * r)
+    padw, padh = (imgsz - nw) / 2, (imgsz - nh) / 2
+    return nw, nh, round(padw - 0.1), round(padh - 0.1), r
+
+
+def letterbox_boxes(boxes: np.ndarray, nw: int, nh: int, left: int, top: int, imgsz: int) -> np.ndarray:
+    """Normalised xywh boxes of the original image, normalised to the letterbox canvas (a new array)."""
+    boxes = boxes.copy()
+    if len(boxes):
+        boxes[:, 0] = (boxes[:, 0] * nw + left) / imgsz
+        boxes[:, 1] = (boxes[:, 1] * nh + top) / imgsz
+        boxes[:, 2] = boxes[:, 2] * nw / imgsz
+        boxes[:, 3] = boxes[:, 3] * nh / imgsz
+    return boxes
+
+
 def letterbox_pair(
     img: np.ndarray, boxes: np.ndarray, imgsz: int
 ) -> tuple[np.ndarray, np.ndarray, tuple[tuple[float, float], tuple[float, float]]]:
@@ -27,24 +46,15 @@ def letterbox_pair(
     (``((r, r), (padw, padh))``) for mapping boxes back to the original image.
     """
     h, w = img.shape[:2]
-    r = min(imgsz / h, imgsz / w)
-    nw, nh = round(w * r), round(h * r)
+    nw, nh, left, top, r = letterbox_geometry(h, w, imgsz)
     if (nw, nh) != (w, h):
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
         if img.ndim == 2:  # cv2 drops a singleton channel axis
             img = img[..., None]
-    padw, padh = (imgsz - nw) / 2, (imgsz - nh) / 2
-    top, left = round(padh - 0.1), round(padw - 0.1)
     # numpy padding: cv2.copyMakeBorder takes at most 4 channels, a 3+3 pair has 6
     out = np.full((imgsz, imgsz, img.shape[2]), PAD_VALUE, dtype=img.dtype)
     out[top : top + nh, left : left + nw] = img
-    boxes = boxes.copy()
-    if len(boxes):
-        boxes[:, 0] = (boxes[:, 0] * nw + left) / imgsz
-        boxes[:, 1] = (boxes[:, 1] * nh + top) / imgsz
-        boxes[:, 2] = boxes[:, 2] * nw / imgsz
-        boxes[:, 3] = boxes[:, 3] * nh / imgsz
-    return out, boxes, ((r, r), (float(left), float(top)))
+    return out, letterbox_boxes(boxes, nw, nh, left, top, imgsz), ((r, r), (float(left), float(top)))
 
 
 def chw_tensor(img: np.ndarray) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from yolofuse_scale.data import (
     scan_dataset,
     write_synthetic_dataset,
 )
+from yolofuse_scale.data.device_augment import DeviceAugment, EncodedPairDataset, collate_encoded
 from yolofuse_scale.data.sampler import MicroBatchWindows, ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine.ema import ShardedEMA
@@ -156,11 +158,16 @@ class Trainer:
             self.log.info(line)
         train_samples, val_samples = samples["train"], samples["val"]
         self.train_fingerprint = ckpt.dataset_fingerprint([(s.rgb, s.ir) for s in train_samples], self.data_cfg.root)
-        self.train_set = PairedRGBIRDataset(
+        # --loader device: the workers ship files and drawn parameters, the batch is made on acc.device
+        # (data/device_augment.py); the same draws and boxes as the CPU pipeline
+        train_cls = EncodedPairDataset if d.loader == "device" else PairedRGBIRDataset
+        self.train_set = train_cls(
             train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed,
             recipe=d.recipe, epochs=t.epochs,
             partner_windows=MicroBatchWindows(len(train_samples), t.batch_size, t.seed, d.shuffle),
         )
+        self.batch_to_device = (DeviceAugment(d.imgsz, self.data_cfg.ir_channels, acc.device) if d.loader == "device"
+                                else functools.partial(_to_device, device=acc.device))
         # every rank: the first to take the cache's lock file builds it, the others wait for it (no collective)
         self.train_set.use_cache(d.cache, (self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),
                                  self.log.info)
@@ -176,7 +183,9 @@ class Trainer:
             )
         loader_kw = {"num_workers": d.workers, "collate_fn": collate_pairs, "pin_memory": acc.device.type == "cuda",
                      "persistent_workers": d.workers > 0}
-        self.train_loader = DataLoader(self.train_set, batch_sampler=self.sampler, **loader_kw)
+        train_collate = collate_encoded if d.loader == "device" else collate_pairs
+        self.train_loader = DataLoader(self.train_set, batch_sampler=self.sampler, **{**loader_kw,
+                                                                                      "collate_fn": train_collate})
         self.val_loader = DataLoader(
             self.val_set, batch_size=t.batch_size,
             sampler=ShardSampler(len(self.val_set), acc.num_processes, acc.process_index), **loader_kw,
@@ -315,7 +324,7 @@ class Trainer:
         skip_sync = acc.no_sync if cfg.train.benchmark_skip_grad_sync else lambda _: contextlib.nullcontext()
         meter.start()
         for micro, batch in enumerate(self.train_loader):
-            batch = _to_device(batch, acc.device)
+            batch = self.batch_to_device(batch)  # --loader device: decode and augment here, in the data time
             meter.mark("data")
             if micro % accum == 0:
                 # Set before the step's first backward: under DeepSpeed the engine already steps

@@ -1,0 +1,242 @@
+"""``--loader device``: plans drawn by the CPU recipe's own composition, decoded and rendered with torch ops.
+
+Boxes must equal the CPU pipeline's for the same (seed, epoch, index); pixels may differ by interpolation
+(cv2's fixed-point bilinear vs ``grid_sample``), the HSV arithmetic and, for JPEGs, libjpeg's reduced decode.
+Everything runs on CPU tensors here; ``benchmarks/gpu_session.sh`` times the CUDA path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from ultralytics.data.augment import RandomHSV
+
+from tests.conftest import launch
+from yolofuse_scale.config import DataConfig
+from yolofuse_scale.data import (
+    DataError,
+    PairedRGBIRDataset,
+    collate_pairs,
+    load_data_config,
+    scan_split,
+    write_synthetic_dataset,
+)
+from yolofuse_scale.data.augment import AugmentRecipe, _IRGain
+from yolofuse_scale.data.dataset import jpeg_reduction
+from yolofuse_scale.data.device_augment import (
+    Blend,
+    DeviceAugment,
+    EncodedPairDataset,
+    Plan,
+    Source,
+    collate_encoded,
+    hsv_jitter,
+)
+from yolofuse_scale.errors import ConfigError
+
+S = 64
+FULL = AugmentRecipe(mixup=0.5, degrees=10, shear=4, ir_gain=0.3)
+RECIPES = {
+    "default": AugmentRecipe(),
+    "full": FULL,
+    "perspective": replace(FULL, perspective=0.001, mosaic=0.5),
+    "micro_batch": replace(FULL, mosaic_partners="micro_batch"),
+}
+
+
+@pytest.fixture(scope="module")
+def png_set(tmp_path_factory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("dev_png"), n_train=8, n_val=1, imgsz=128, seed=0)
+
+
+@pytest.fixture(scope="module")
+def jpeg_set(tmp_path_factory) -> Path:
+    """Odd-sized JPEG frames (130 x 162): the CPU path decodes them at 1/2, and libjpeg rounds the sides up."""
+    data = write_synthetic_dataset(tmp_path_factory.mktemp("dev_jpeg"), n_train=8, n_val=1, imgsz=130, seed=0)
+    for png in sorted(data.parent.glob("images*/*/*.png")):
+        cv2.imwrite(str(png.with_suffix(".jpg")), cv2.imread(str(png), cv2.IMREAD_UNCHANGED))
+        png.unlink()
+    return data
+
+
+def _both(data: Path, augment: bool, recipe: AugmentRecipe, epoch: int = 0, seed: int = 1, n: int = 8):
+    """The CPU pipeline's batch and the device pipeline's batch (rendered on CPU tensors) of the same items."""
+    cfg = load_data_config(data)
+    samples = scan_split(cfg, "train")
+    kw = {"augment": augment, "ir_channels": cfg.ir_channels, "seed": seed, "recipe": recipe, "epochs": 5}
+    from yolofuse_scale.data.sampler import MicroBatchWindows
+
+    kw["partner_windows"] = MicroBatchWindows(len(samples), 4, seed, True)
+    cpu, enc = PairedRGBIRDataset(samples, S, **kw), EncodedPairDataset(samples, S, **kw)
+    cpu.set_epoch(epoch)
+    enc.set_epoch(epoch)
+    a = collate_pairs([cpu[i] for i in range(n)])
+    b = DeviceAugment(S, cfg.ir_channels, "cpu")(collate_encoded([enc[i] for i in range(n)]))
+    return a, b, samples
+
+
+def test_letterbox_matches_the_cpu_pipeline_and_boxes_are_equal(png_set, jpeg_set):
+    for data in (png_set, jpeg_set):
+        a, b, _ = _both(data, augment=False, recipe=AugmentRecipe())
+        assert b["img"].dtype == torch.uint8 and b["img"].shape == a["img"].shape
+        assert torch.equal(a["bboxes"], b["bboxes"]) and torch.equal(a["cls"], b["cls"])
+        assert torch.equal(a["batch_idx"], b["batch_idx"]) and a["ratio_pad"] == b["ratio_pad"]
+        d = (a["img"].float() - b["img"].float()).abs()
+        assert d.max() <= 1 and d.mean() < 0.2, (d.max(), d.mean())  # both bilinear; cv2 rounds in fixed point
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_full_recipe_draws_and_boxes_equal_the_cpu_pipeline(png_set, jpeg_set, name):
+    """Same (seed, epoch, index): the same partners, matrices and flips, so the same boxes, exactly."""
+    for data, tol in ((png_set, 0.6), (jpeg_set, 2.5)):  # JPEG: libjpeg's 1/2 decode vs full decode + resize
+        a, b, samples = _both(data, augment=True, recipe=RECIPES[name])
+        if data is jpeg_set:
+            assert jpeg_reduction(samples[0], S) == 2  # the reduced-decode geometry is what is compared
+        assert len(a["bboxes"]) > 0
+        assert torch.equal(a["bboxes"], b["bboxes"]) and torch.equal(a["cls"], b["cls"])
+        assert torch.equal(a["batch_idx"], b["batch_idx"])
+        d = (a["img"].float() - b["img"].float()).abs()
+        assert d.mean() < tol, (name, data, d.mean())
+
+
+def _frame(png_set: Path) -> np.ndarray:
+    cfg = load_data_config(png_set)
+    ds = PairedRGBIRDataset(scan_split(cfg, "train"), 128, augment=False, ir_channels=cfg.ir_channels)
+    return ds.load_pair(0)[0]  # (128, 160, 4) uint8, RGB + IR
+
+
+def _matrix(perspective: float) -> np.ndarray:
+    c = np.array([[1, 0, -80], [0, 1, -64], [0, 0, 1.0]])
+    r = np.eye(3)
+    r[:2] = cv2.getRotationMatrix2D(angle=12, center=(0, 0), scale=0.8)
+    sh = np.array([[1, np.tan(np.radians(5)), 0], [0, 1, 0], [0, 0, 1.0]])
+    p = np.array([[1, 0, 0], [0, 1, 0], [perspective, -perspective / 2, 1.0]])
+    t = np.array([[1, 0, 70], [0, 1, 60], [0, 0, 1.0]])
+    return t @ sh @ r @ p @ c
+
+
+@pytest.mark.parametrize("perspective", [0.0, 0.002])
+def test_warp_matches_cv2_for_the_same_matrix(png_set, perspective):
+    img = _frame(png_set)
+    m = _matrix(perspective)
+    size = (S * 2, S * 2)
+    if perspective:
+        ref = cv2.warpPerspective(img, m, dsize=size, borderValue=(114, 114, 114, 114))
+    else:
+        ref = cv2.warpAffine(img, m[:2], dsize=size, borderValue=(114, 114, 114, 114))
+    dev = DeviceAugment(S, 1, "cpu")
+    out = dev.warp(torch.from_numpy(img).permute(2, 0, 1).float(), m, size, bool(perspective))
+    d = (torch.from_numpy(ref).permute(2, 0, 1).float() - out).abs()
+    assert (ref == 114).mean() > 0.05  # the border is in the comparison
+    assert d.mean() < 0.3 and d.max() <= 8, (d.mean(), d.max())  # cv2 quantises coordinates to 1/32 px
+
+
+def test_hsv_ir_gain_and_flip_match_the_cpu_transforms(png_set):
+    img = _frame(png_set)
+    rgb = np.ascontiguousarray(img[..., :3])
+    gains = np.array([0.012, -0.5, 0.3])
+    ref = rgb.copy()
+    hsv = RandomHSV(hgain=1, sgain=1, vgain=1)
+    np.random.seed(0)
+    draw = np.random.uniform(-1, 1, 3)
+    np.random.seed(0)
+    hsv.hgain, hsv.sgain, hsv.vgain = gains / draw  # make RandomHSV's draw land on exactly these gains
+    hsv.apply_image({"img": ref})
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+    out = hsv_jitter(x, torch.tensor(gains[None], dtype=torch.float32))
+    d = (torch.from_numpy(ref).permute(2, 0, 1).float() - out[0]).abs()
+    assert (ref != rgb).mean() > 0.5 and d.mean() < 1.0 and d.max() <= 6, (d.mean(), d.max())
+
+    np.random.seed(3)
+    cpu = _IRGain(0.4)({"img": img.copy()})["img"]
+    np.random.seed(3)
+    g = 1.0 + np.random.uniform(-0.4, 0.4)
+    root = Source(0, img.shape[:2])
+    x = torch.from_numpy(img).permute(2, 0, 1).float()[None]
+    out = DeviceAugment(S, 1, "cpu").photometric(x.clone(), [Plan(root, None, g, True)])
+    assert torch.equal(out[0], torch.from_numpy(np.ascontiguousarray(cpu[:, ::-1])).permute(2, 0, 1).float())
+
+
+def test_mixup_blend_truncates_as_ultralytics(png_set):
+    """float32 on the device, float64 in NumPy: a product landing next to an integer may floor one lower."""
+    img = _frame(png_set)
+    a, b = img, img[::-1].copy()
+    ref = (a * 0.47 + b * 0.53).astype(np.uint8)
+    dev = DeviceAugment(S, 1, "cpu")
+    pairs = {0: torch.from_numpy(a).permute(2, 0, 1).float(), 1: torch.from_numpy(b).permute(2, 0, 1).float()}
+    out = dev.render(Blend(Source(0, a.shape[:2]), Source(1, a.shape[:2]), 0.47), pairs, {})
+    d = (out - torch.from_numpy(ref).permute(2, 0, 1).float()).abs()
+    assert d.max() <= 1 and (d > 0).float().mean() < 0.005, ((d > 0).float().mean(), d.max())
+
+
+def test_same_seed_epoch_index_same_batch_and_another_epoch_differs(png_set):
+    a, b, _ = _both(png_set, augment=True, recipe=FULL, epoch=1)
+    _, b2, _ = _both(png_set, augment=True, recipe=FULL, epoch=1)
+    _, b3, _ = _both(png_set, augment=True, recipe=FULL, epoch=2)
+    assert torch.equal(b["img"], b2["img"]) and torch.equal(b["bboxes"], b2["bboxes"])
+    assert not torch.equal(b["img"], b3["img"])
+
+
+def test_undecodable_file_is_named(png_set, tmp_path):
+    cfg = load_data_config(png_set)
+    samples = scan_split(cfg, "train")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(samples[0].rgb.read_bytes()[:60])  # header only: the scan would pass it
+    samples[0] = replace(samples[0], rgb=bad)
+    enc = EncodedPairDataset(samples, S, augment=False, ir_channels=cfg.ir_channels)
+    with pytest.raises(DataError, match="bad.png: cannot be decoded"):
+        DeviceAugment(S, cfg.ir_channels, "cpu")(collate_encoded([enc[0]]))
+
+
+def test_device_loader_refuses_the_pair_cache():
+    with pytest.raises(ConfigError, match="--loader device decodes the files on the device and --cache ram"):
+        DataConfig(loader="device", cache="ram")
+
+
+# ------------------------------------------------------------------------------------- real trainings
+RUN = ["--model", "yolov8t", "--fusion", "mid", "--imgsz", "64", "--batch-size", "4", "--epochs", "3", "--no-val",
+       "--warmup-epochs", "0", "--seed", "2", "--loader", "device", "--close-mosaic", "1", "--mixup", "0.5",
+       "--degrees", "5", "--ir-gain", "0.2"]
+
+
+@pytest.fixture(scope="module")
+def run_data(tmp_path_factory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("dev_run"), n_train=16, n_val=2, imgsz=64, seed=0)
+
+
+def _losses(out: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())}
+
+
+@pytest.mark.slow
+def test_training_with_the_device_loader_resumes_exactly(run_data, tmp_path):
+    """2 workers uninterrupted vs 0 workers stopped at step 3 and resumed: the same losses, bit for bit
+    (4 steps an epoch: the resumed part crosses an epoch boundary and close-mosaic's switch)."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    launch("python", 1, ["train.py", "--data", str(run_data), *RUN, "--workers", "2", "--max-steps", "9",
+                         "--output-dir", str(full)], full)
+    launch("python", 1, ["train.py", "--data", str(run_data), *RUN, "--workers", "0", "--max-steps", "3",
+                         "--output-dir", str(part)], part)
+    resumed = launch("python", 1, ["train.py", "--data", str(run_data), *RUN, "--workers", "0", "--max-steps", "9",
+                                   "--resume", "auto", "--output-dir", str(part)], part)
+    assert "resumed from" in resumed.output
+    assert "loader: device" in (full / "config.yaml").read_text()
+    ref = _losses(full)
+    assert sorted(ref) == list(range(1, 10)) and all(v > 0 for v in ref.values())
+    assert _losses(part) == ref
+
+
+@pytest.mark.slow
+def test_ddp_with_the_device_loader(run_data, tmp_path):
+    out = tmp_path / "ddp"
+    run = launch("torchrun", 2, ["train.py", "--data", str(run_data), *RUN, "--workers", "1", "--max-steps", "2",
+                                 "--output-dir", str(out)], out)
+    log = run.log
+    assert [r["step"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)
+    assert "2 process(es)" in run.output

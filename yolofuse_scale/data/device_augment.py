@@ -1,0 +1,495 @@
+"""``--loader device``: the workers ship encoded files and an augmentation plan; the training device decodes and draws.
+
+Why: on a GPU box the CPU recipe (4 JPEG decodes, a 1280x1280 mosaic, one warp and an HSV round trip per
+sample, ~20 ms a sample on one core) needs many workers to keep a fast model fed. Here a worker does no
+pixel work: per sample it returns
+
+- a :class:`Plan`: every random choice of the recipe (partners, mosaic centre, the 3x3 matrix, mixup
+  ratio, HSV gains, IR gain, flip) and the final boxes. It is made by :class:`PlanAugment`, which *is*
+  ``augment.PairAugment``: the same composition of Ultralytics' transforms, seeded by the same
+  ``(seed, epoch, index)``, with classes that record each image operation instead of doing it. So the
+  draws, their order and the box updates (clip, ``box_candidates``) are the CPU pipeline's, exactly:
+  the boxes of a sample are equal in both pipelines, and its pixels differ only by interpolation
+  (cv2's fixed-point bilinear vs ``grid_sample``; JPEGs are decoded at full size here, where the CPU
+  path lets libjpeg decode at 1/2-1/8) and the HSV arithmetic (cv2's uint8 HSV vs float);
+- the encoded bytes of the RGB and IR files of the sample and of its partners (uint8 tensors);
+  formats torchvision cannot decode (TIFF, BMP) are decoded by the worker with OpenCV instead.
+
+Per batch the training process (:class:`DeviceAugment`) decodes every file once (``decode_jpeg`` on the
+device for JPEG; ``decode_image`` on the CPU, then a copy, for PNG/WebP), resizes, composes mosaics,
+warps each image with one ``grid_sample`` built from the inverse 3x3 matrix (so perspective works
+too), blends mixups, and applies HSV (RGB), the IR gain and the flip to the whole batch at once, with
+torch ops. It costs device time and memory (a 6-channel 1280x1280 float mosaic is 39 MB; a batch of 16
+at 640 px peaks around 0.7 GB) and it runs in the step (logged as data time), not beside it.
+
+Validation keeps the CPU letterbox: it is cheap next to the training recipe and runs once an epoch.
+``--cache`` (decoded pairs) does not combine with encoded files and is refused with this loader.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ultralytics.data.augment import MixUp, RandomFlip, RandomPerspective
+from ultralytics.utils.instance import Instances
+
+from yolofuse_scale.data.augment import PairAugment, _PairMixUp, _PairMosaic
+from yolofuse_scale.data.config import DataError
+from yolofuse_scale.data.dataset import PairedRGBIRDataset, augmented_targets, jpeg_reduction, read_image
+from yolofuse_scale.data.scan import Sample
+from yolofuse_scale.data.transforms import PAD_VALUE, letterbox_boxes, letterbox_geometry
+from yolofuse_scale.errors import ConfigError
+
+# ----------------------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Source:
+    """Pair ``index`` resized so its long side is imgsz: ``hw`` = (h, w) as the CPU path's ``resized_pair``."""
+
+    index: int
+    hw: tuple[int, int]
+
+
+@dataclass
+class Letterbox:
+    """Pair ``index`` (original ``hw``) resized to (nh, nw) and pasted at (top, left) on a grey imgsz canvas."""
+
+    index: int
+    hw: tuple[int, int]
+    nw: int
+    nh: int
+    left: int
+    top: int
+    imgsz: int
+
+
+@dataclass
+class Mosaic:
+    """A grey ``size x size`` canvas; tiles: (source, (y1a, y2a, x1a, x2a) on the canvas, (y1b, y2b, x1b, x2b) in it)"""
+
+    size: int
+    tiles: list[tuple[Source, tuple[int, int, int, int], tuple[int, int, int, int]]]
+
+
+@dataclass
+class Warp:
+    """``src`` warped by the 3x3 ``matrix`` (source -> output pixels, as cv2) to an output of ``size`` = (w, h)."""
+
+    src: Any
+    matrix: np.ndarray
+    size: tuple[int, int]
+    perspective: bool
+
+
+@dataclass
+class Blend:
+    """MixUp: ``floor(a * r + b * (1 - r))``, as Ultralytics' ``astype(np.uint8)``."""
+
+    a: Any
+    b: Any
+    r: float
+
+
+@dataclass
+class Plan:
+    """One sample: the image tree, then HSV gains (RGB; None: off), the IR gain (None: off), the flip."""
+
+    root: Any
+    hsv: np.ndarray | None = None
+    ir_gain: float | None = None
+    flip: bool = False
+    sources: list[int] = field(default_factory=list)  # the pair indices whose files the tree reads
+
+
+def _shape_only(h: int, w: int, c: int) -> np.ndarray:
+    """A zero-byte stand-in image: the transforms read its shape, never its pixels (a broadcast view)."""
+    return np.broadcast_to(np.zeros((), np.uint8), (h, w, c))
+
+
+class _PlanMosaic(_PairMosaic):
+    def apply_image(self, labels: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        tiles = [(it["labels_patch"]["plan"], (it["y1a"], it["y2a"], it["x1a"], it["x2a"]),
+                  (it["y1b"], it["y2b"], it["x1b"], it["x2b"])) for it in params["layout"]]
+        s = 2 * self.imgsz
+        labels["plan"] = Mosaic(s, tiles)
+        labels["img"] = _shape_only(s, s, labels["img"].shape[2])
+        return labels
+
+
+class _PlanPerspective(RandomPerspective):
+    def apply_image(self, labels: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        w, h = params["size"]
+        labels["plan"] = Warp(labels["plan"], np.asarray(params["M"], np.float64), (w, h), bool(self.perspective))
+        labels["img"] = _shape_only(h, w, labels["img"].shape[2])
+        labels["resized_shape"] = (h, w)
+        return labels
+
+
+class _PlanMixUp(_PairMixUp):
+    def apply_image(self, labels: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        labels["plan"] = Blend(labels["plan"], labels["mix_labels"][0]["plan"], float(params["r"]))
+        return labels
+
+
+class _PlanHSV:
+    """Ultralytics' ``RandomHSV`` draw (the same call on the same generator), recorded."""
+
+    def __init__(self, recipe):
+        self.gains = [recipe.hsv_h, recipe.hsv_s, recipe.hsv_v]
+        self.on = bool(recipe.hsv_h or recipe.hsv_s or recipe.hsv_v)
+
+    def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
+        if self.on:
+            labels["hsv"] = np.random.uniform(-1, 1, 3) * self.gains
+        return labels
+
+
+class _PlanIRGain:
+    """``augment._IRGain``'s draw, recorded."""
+
+    def __init__(self, gain: float):
+        self.gain = gain
+
+    def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
+        if self.gain:
+            labels["ir_gain"] = 1.0 + np.random.uniform(-self.gain, self.gain)
+        return labels
+
+
+class _PlanFlip(RandomFlip):
+    def apply_image(self, labels: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        labels["flip"] = bool(params["flip"]) and params["direction"] == "horizontal"
+        return labels
+
+
+class PlanAugment(PairAugment):
+    """``PairAugment`` with every image operation recorded into ``labels["plan"]`` and no pixel touched."""
+
+    mosaic_cls = _PlanMosaic
+    affine_cls = _PlanPerspective
+    mixup_cls: type[MixUp] = _PlanMixUp
+    hsv_cls = _PlanHSV
+    ir_gain_cls = _PlanIRGain
+    flip_cls = _PlanFlip
+
+
+def _sources(node: Any, out: list[int]) -> list[int]:
+    if isinstance(node, (Source, Letterbox)):
+        out.append(node.index)
+    elif isinstance(node, Mosaic):
+        for src, _, _ in node.tiles:
+            _sources(src, out)
+    elif isinstance(node, Warp):
+        _sources(node.src, out)
+    elif isinstance(node, Blend):
+        _sources(node.a, out)
+        _sources(node.b, out)
+    return out
+
+
+def header_hw(path: Path) -> tuple[int, int]:
+    """(h, w) from the image header (PIL reads the header only); for samples the scan did not size."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the image size ({e})") from e
+
+
+def resized_hw(sample: Sample, imgsz: int) -> tuple[int, int]:
+    """The shape ``PairedRGBIRDataset.resized_pair`` gives this sample, from its header size alone: a JPEG
+    decoded at 1/f (libjpeg rounds its sides up) is then resized so its long side is ``imgsz``."""
+    h, w = sample.hw or header_hw(sample.rgb)
+    f = jpeg_reduction(sample, imgsz)
+    if f > 1:
+        h, w = -(-h // f), -(-w // f)
+    r = imgsz / max(h, w)
+    return (min(round(h * r), imgsz), min(round(w * r), imgsz)) if r != 1 else (h, w)
+
+
+# --------------------------------------------------------------------------------------- the worker
+
+_JPEG = frozenset({".jpg", ".jpeg"})
+_TORCHVISION = frozenset({".png", ".webp", ".gif"})  # decode_image on the host's CPU
+
+
+def encoded_file(path: Path, channels: int) -> tuple[str, torch.Tensor, str]:
+    """``("jpeg" | "encoded", file bytes, path)``, or ``("raw", HWC uint8, path)`` decoded here for the formats
+    torchvision lacks (TIFF, BMP: OpenCV, as the CPU path)."""
+    suffix = path.suffix.lower()
+    if suffix in _JPEG or suffix in _TORCHVISION:
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as e:
+            raise DataError(f"{path}: cannot be read ({e})") from e
+        return ("jpeg" if suffix in _JPEG else "encoded"), torch.from_numpy(data), str(path)
+    return "raw", torch.from_numpy(read_image(path, channels)), str(path)
+
+
+class EncodedPairDataset(PairedRGBIRDataset):
+    """The training set of ``--loader device``: items are plans, targets and encoded files (see the module doc).
+
+    The plan and the targets are those ``PairedRGBIRDataset`` (same arguments) would draw for the same
+    ``(seed, epoch, index)``; ``set_epoch`` and the partner windows work as there.
+    """
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._recent_cap = 0  # nothing is decoded in the worker, so nothing is kept
+        if self.augment:
+            self.pipeline = PlanAugment(self.planned_labels, len(self.samples), self.imgsz, self.recipe)
+
+    def use_cache(self, mode: str, folders, log=print) -> None:
+        if mode != "none":
+            raise ConfigError(f"--cache {mode} holds decoded pairs and --loader device decodes on the device: "
+                              "use one of them")
+
+    def planned_labels(self, index: int) -> dict:
+        """``resized_labels`` without the pixels: a shape-only image and the plan leaf of the pair."""
+        s = self.samples[index]
+        h, w = resized_hw(s, self.imgsz)
+        boxes = s.boxes
+        return {"img": _shape_only(h, w, 3 + self.ir_channels), "plan": Source(index, (h, w)),
+                "cls": boxes[:, :1].copy(), "ori_shape": s.hw or (h, w), "resized_shape": (h, w),
+                "instances": Instances(boxes[:, 1:].copy(), bbox_format="xywh", normalized=True),
+                "im_file": str(s.rgb)}
+
+    def plan(self, index: int) -> tuple[Plan, np.ndarray, np.ndarray, tuple, tuple]:
+        """(plan, xywh, cls, ori_shape, ratio_pad) of a sample, as ``PairedRGBIRDataset[index]`` has them."""
+        s = self.samples[index]
+        if self.pipeline is None:
+            hw = s.hw or header_hw(s.rgb)
+            nw, nh, left, top, r = letterbox_geometry(*hw, self.imgsz)
+            root = Letterbox(index, hw, nw, nh, left, top, self.imgsz)
+            xywh = letterbox_boxes(s.boxes[:, 1:], nw, nh, left, top, self.imgsz)
+            plan = Plan(root)
+            return plan, xywh, s.boxes[:, :1], hw, ((r, r), (float(left), float(top)))
+        epoch = self.epoch
+        mosaic = self.epochs is None or self.recipe.mosaic_on(epoch, self.epochs)
+        window = self.partner_windows(epoch, index) if self.partner_windows else None
+        labels = self.pipeline(self.planned_labels(index), (self.seed, epoch, index), mosaic, window)
+        plan = Plan(labels["plan"], labels.get("hsv"), labels.get("ir_gain"), labels.get("flip", False))
+        xywh, cls, ori_shape, ratio_pad = augmented_targets(labels)
+        return plan, xywh, cls, ori_shape, ratio_pad
+
+    def __getitem__(self, index: int) -> dict:
+        plan, xywh, cls, ori_shape, ratio_pad = self.plan(index)
+        plan.sources = sorted(set(_sources(plan.root, [])))
+        files = {i: (encoded_file(self.samples[i].rgb, 3), encoded_file(self.samples[i].ir, self.ir_channels))
+                 for i in plan.sources}
+        s = self.samples[index]
+        return {"plan": plan, "files": files,
+                "cls": torch.from_numpy(np.asarray(cls, dtype=np.float32).copy()),
+                "bboxes": torch.from_numpy(np.asarray(xywh, dtype=np.float32).reshape(-1, 4)),
+                "im_file": str(s.rgb), "ir_file": str(s.ir), "ori_shape": ori_shape, "ratio_pad": ratio_pad,
+                "index": index}
+
+
+def collate_encoded(batch: list[dict]) -> dict:
+    """``collate_pairs``' targets; plans as a list; the files of every pair the batch reads, once each."""
+    files: dict[int, tuple] = {}
+    for b in batch:
+        files.update(b["files"])
+    return {
+        "plans": [b["plan"] for b in batch],
+        "files": files,
+        "cls": torch.cat([b["cls"] for b in batch]),
+        "bboxes": torch.cat([b["bboxes"] for b in batch]),
+        "batch_idx": torch.cat([torch.full((len(b["cls"]),), float(i)) for i, b in enumerate(batch)]),
+        "im_file": [b["im_file"] for b in batch],
+        "ir_file": [b["ir_file"] for b in batch],
+        "ori_shape": [b["ori_shape"] for b in batch],
+        "ratio_pad": [b["ratio_pad"] for b in batch],
+        "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
+    }
+
+
+# --------------------------------------------------------------------------------------- the device
+
+
+def conform(t: torch.Tensor, channels: int) -> torch.Tensor:
+    """A decoded (C, H, W) image (RGB order; gray(+alpha), RGB(A); 8 or 16 bit) as ``channels`` uint8
+    channels, as ``dataset.conform_channels``: 16 bit stretched min..max, alpha dropped, cv2's gray weights."""
+    if t.dtype != torch.uint8:
+        x = t.float()
+        lo, hi = x.amin(), x.amax()
+        t = ((x - lo) * (255.0 / (hi - lo).clamp_min(1e-12))).round().clamp(0, 255).to(torch.uint8)
+    if t.shape[0] in (2, 4):
+        t = t[: t.shape[0] - 1]
+    if channels == 1 and t.shape[0] == 3:
+        w = torch.tensor([0.299, 0.587, 0.114], device=t.device).view(3, 1, 1)
+        return (t.float() * w).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    if channels == 3 and t.shape[0] == 1:
+        return t.expand(3, -1, -1)
+    return t
+
+
+def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(C, H, W) float -> (C, h, w), bilinear with half-pixel centres and no antialias (cv2's INTER_LINEAR), rounded."""
+    if tuple(x.shape[1:]) == tuple(hw):
+        return x
+    return F.interpolate(x[None], size=hw, mode="bilinear", align_corners=False).round_().clamp_(0, 255)[0]
+
+
+class DeviceAugment:
+    """Turn a ``collate_encoded`` batch into ``collate_pairs``' batch on ``device``: ``img`` uint8
+    ``(B, 3 + ir_channels, imgsz, imgsz)``, targets moved. Deterministic given the plans (no RNG here)."""
+
+    def __init__(self, imgsz: int, ir_channels: int, device: torch.device | str):
+        self.imgsz, self.ir_channels, self.device = imgsz, ir_channels, torch.device(device)
+        self._grids: dict[tuple[int, int], torch.Tensor] = {}
+
+    def __call__(self, batch: dict) -> dict:
+        pairs = self.decode(batch["files"])
+        resized: dict[tuple, torch.Tensor] = {}
+        imgs = torch.stack([self.render(p.root, pairs, resized) for p in batch["plans"]])
+        img = self.photometric(imgs, batch["plans"]).to(torch.uint8)
+        out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+               for k, v in batch.items() if k not in ("plans", "files")}
+        out["img"] = img
+        return out
+
+    # decode: every file of the batch once; JPEGs in one batched call (nvJPEG on CUDA)
+    def decode(self, files: dict[int, tuple]) -> dict[int, torch.Tensor]:
+        """{pair index: (3 + C_ir, H, W) float pair at its file size on the device} from ``collate_encoded``'s files."""
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders (for TorchCodec), on each call
+            warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
+            return self._decode(files)
+
+    def _decode(self, files: dict[int, tuple]) -> dict[int, torch.Tensor]:
+        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+        order = [(i, m) for i in files for m in (0, 1)]
+        decoded: dict[tuple[int, int], torch.Tensor] = {}
+        jpegs = [(i, m) for i, m in order if files[i][m][0] == "jpeg"]
+        if jpegs:
+            dev = self.device if self.device.type == "cuda" else "cpu"
+            try:
+                outs = decode_jpeg([files[i][m][1] for i, m in jpegs], mode=ImageReadMode.UNCHANGED, device=dev)
+            except RuntimeError:  # one bad file fails the whole batched call: find it
+                outs = [self._decode_one(decode_jpeg, files[i][m], dev) for i, m in jpegs]
+            decoded.update(zip(jpegs, outs))
+        for i, m in order:
+            kind, data, _ = files[i][m]
+            if kind == "encoded":
+                decoded[i, m] = self._decode_one(decode_image, files[i][m], "cpu")
+            elif kind == "raw":
+                decoded[i, m] = data.permute(2, 0, 1)
+        pairs = {}
+        for i in files:
+            rgb = conform(decoded[i, 0].to(self.device, non_blocking=True), 3)
+            ir = conform(decoded[i, 1].to(self.device, non_blocking=True), self.ir_channels)
+            if ir.shape[1:] != rgb.shape[1:]:  # the scan reports this; stack_pair's rule otherwise
+                ir = _resize(ir.float(), tuple(rgb.shape[1:]))
+            pairs[i] = torch.cat([rgb.float(), ir.float()])
+        return pairs
+
+    @staticmethod
+    def _decode_one(fn, file: tuple[str, torch.Tensor, str], dev) -> torch.Tensor:
+        from torchvision.io import ImageReadMode
+
+        try:
+            kw = {"device": dev} if fn.__name__ == "decode_jpeg" else {}
+            return fn(file[1], mode=ImageReadMode.UNCHANGED, **kw)
+        except RuntimeError as e:
+            raise DataError(f"{file[2]}: cannot be decoded as an image ({str(e).splitlines()[0]})") from e
+
+    # render: the plan's image tree, each stage rounded to integers as the CPU path's uint8 stages
+    def render(self, node: Any, pairs: dict[int, torch.Tensor], resized: dict) -> torch.Tensor:
+        if isinstance(node, Source):
+            key = (node.index, node.hw)
+            if key not in resized:
+                resized[key] = _resize(pairs[node.index], node.hw)
+            return resized[key]
+        if isinstance(node, Letterbox):
+            x = _resize(pairs[node.index], (node.nh, node.nw))
+            out = x.new_full((x.shape[0], node.imgsz, node.imgsz), float(PAD_VALUE))
+            out[:, node.top: node.top + node.nh, node.left: node.left + node.nw] = x
+            return out
+        if isinstance(node, Mosaic):
+            srcs = [self.render(src, pairs, resized) for src, _, _ in node.tiles]
+            out = srcs[0].new_full((srcs[0].shape[0], node.size, node.size), float(PAD_VALUE))
+            for x, (_, (y1a, y2a, x1a, x2a), (y1b, y2b, x1b, x2b)) in zip(srcs, node.tiles):
+                out[:, y1a:y2a, x1a:x2a] = x[:, y1b:y2b, x1b:x2b]
+            return out
+        if isinstance(node, Warp):
+            return self.warp(self.render(node.src, pairs, resized), node.matrix, node.size, node.perspective)
+        if isinstance(node, Blend):
+            a, b = self.render(node.a, pairs, resized), self.render(node.b, pairs, resized)
+            return (a * node.r + b * (1 - node.r)).floor_()
+        raise TypeError(f"unknown plan node {type(node).__name__}")
+
+    def _grid(self, w: int, h: int) -> torch.Tensor:
+        """Homogeneous output pixel centres (3, h*w), cached per size (one allocation per run)."""
+        if (w, h) not in self._grids:
+            ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=self.device),
+                                    torch.arange(w, dtype=torch.float32, device=self.device), indexing="ij")
+            self._grids[w, h] = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(h * w, device=self.device)])
+        return self._grids[w, h]
+
+    def warp(self, x: torch.Tensor, matrix: np.ndarray, size: tuple[int, int], perspective: bool) -> torch.Tensor:
+        """cv2.warpAffine/warpPerspective(x, matrix, size, INTER_LINEAR, border 114) with one ``grid_sample``:
+        each output pixel samples the source at ``inv(matrix) @ (x, y, 1)`` (divided by its w)."""
+        w, h = size
+        inv = torch.from_numpy(np.linalg.inv(matrix)).to(torch.float32).to(self.device)
+        src = inv @ self._grid(w, h)  # (3, h*w) source pixel coordinates
+        xy = src[:2] / src[2:] if perspective else src[:2]
+        H, W = x.shape[1:]
+        scale = torch.tensor([2.0 / W, 2.0 / H], device=self.device).view(2, 1)
+        grid = ((xy + 0.5) * scale - 1).T.reshape(1, h, w, 2)  # align_corners=False: pixel i spans [i, i+1)
+        # zeros padding of (x - 114), + 114: outside the source reads as the grey border, blended at the edge
+        out = F.grid_sample((x - PAD_VALUE)[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return (out[0] + PAD_VALUE).round_().clamp_(0, 255)
+
+    # photometric: the whole batch at once (HSV on RGB, IR gain, flip)
+    def photometric(self, imgs: torch.Tensor, plans: list[Plan]) -> torch.Tensor:
+        dev = imgs.device
+        if any(p.hsv is not None for p in plans):
+            gains = torch.tensor(np.stack([p.hsv if p.hsv is not None else np.zeros(3) for p in plans]),
+                                 dtype=torch.float32, device=dev)
+            imgs[:, :3] = hsv_jitter(imgs[:, :3], gains)
+        if any(p.ir_gain is not None for p in plans):
+            g = torch.tensor([1.0 if p.ir_gain is None else p.ir_gain for p in plans], device=dev).view(-1, 1, 1, 1)
+            imgs[:, 3:] = (imgs[:, 3:] * g).clamp_(0, 255).floor_()
+        flip = torch.tensor([p.flip for p in plans], device=dev).view(-1, 1, 1, 1)
+        if bool(flip.any()):
+            imgs = torch.where(flip, imgs.flip(-1), imgs)
+        return imgs
+
+
+def hsv_jitter(x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """Ultralytics' ``RandomHSV`` look-up tables on (B, 3, H, W) float 0..255 with per-sample gains (B, 3).
+
+    As the CPU path (which hands RGB to cv2's BGR conversion), channel 0 is read as blue: the hue shift
+    runs the same way round the wheel in both pipelines. cv2's uint8 HSV (H in 0..179, S and V in
+    0..255) is reproduced with rounding, then each table, then HSV -> RGB in float, rounded.
+    """
+    b, g, r = x[:, 0], x[:, 1], x[:, 2]
+    v, vmin = x.amax(1), x.amin(1)
+    d = v - vmin
+    s = torch.where(v > 0, d * 255 / v.clamp_min(1), torch.zeros_like(v)).round()
+    dd = d.clamp_min(1e-6)
+    hue = torch.where(v == r, 60 * (g - b) / dd, torch.where(v == g, 120 + 60 * (b - r) / dd, 240 + 60 * (r - g) / dd))
+    hue = torch.where(d == 0, torch.zeros_like(hue), hue) % 360
+    h = (hue / 2).round() % 180
+    gh, gs, gv = (gains[:, i].view(-1, 1, 1) for i in range(3))
+    h = ((h + gh * 180) % 180).floor()
+    s = torch.where(s == 0, s, (s * (gs + 1)).clamp(0, 255).floor())
+    v = (v * (gv + 1)).clamp(0, 255).floor()
+    # HSV -> colour: f(n) = v - v s max(0, min(k, 4 - k, 1)), k = (n + H / 60) mod 6; (R, G, B) = f(5), f(3), f(1)
+    hd, sv = h * 2 / 60, s / 255 * v
+
+    def f(n: float) -> torch.Tensor:
+        k = (n + hd) % 6
+        return v - sv * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+    return torch.stack([f(1), f(3), f(5)], 1).round_().clamp_(0, 255)  # back in the (B, G, R) slots
