@@ -573,7 +573,9 @@ def compare(
         "Differences that remain: Ultralytics applies the LR decay per epoch, ours per step (same linear "
         "curve); " + ("HSV off in both (--no-hsv); " if no_hsv else "Ultralytics' RandomHSV skips 4-channel "
                       "images, ours applies HSV to the RGB channels (more work for ours); ")
-        + "Ultralytics validates with rectangular batches, ours letterboxes to a square; "
+        + "Ultralytics validates with rectangular batches, ours letterboxes to a square; ours warms up for at "
+        "least 100 steps (--warmup-min-steps, Ultralytics <= 8.3's floor; within epochs - 1 epochs), "
+        "Ultralytics 8.4 for warmup_epochs epochs only; "
         + (f"decoded-image cache '{cache}' in both." if cache != "none" else
            "no cache: Ultralytics takes mosaic partners from a buffer of images it already decoded, ours "
            "decodes each of a mosaic's 4 pairs (partners drawn from the whole set by the seeded RNG)."),

@@ -71,20 +71,29 @@ def _schedule(warmup_epochs: float, epochs: int, steps_per_epoch: int) -> Schedu
 
 
 @pytest.mark.parametrize(("warmup", "epochs", "per_epoch", "steps"), [
-    (3.0, 100, 10, 30),  # no 100-step floor: 3 epochs of 10 steps
-    (3.0, 2, 10, 10),  # capped at epochs - 1: the last epoch runs at the scheduled lr
+    (3.0, 100, 100, 300),  # 3 epochs of 100 steps
+    (3.0, 100, 10, 100),  # the 100-step floor (Ultralytics <= 8.3): 3 epochs of 10 steps are too few
+    (1.0, 10, 32, 100),  # the ablation's setting: 32 steps an epoch, the floor applies
+    (3.0, 2, 10, 10),  # capped at epochs - 1 (Ultralytics 8.4): the last epoch runs at the scheduled lr
     (3.0, 1, 10, 0),  # a 1-epoch run: no warm-up
-    (0.5, 10, 7, 4),  # round(3.5) = 4 (Python's round, as Ultralytics)
+    (0.5, 10, 700, 350),  # round(350.0)
     (0.0, 10, 10, 0),
 ])
-def test_warmup_is_ultralytics_8_4s(warmup, epochs, per_epoch, steps):
+def test_warmup_has_a_floor_and_leaves_the_last_epoch(warmup, epochs, per_epoch, steps):
     assert _schedule(warmup, epochs, per_epoch).warmup_steps == steps
 
 
+def test_warmup_without_its_floor_is_ultralytics_8_4s():
+    cfg = OptimConfig(warmup_epochs=3.0, warmup_min_steps=0)
+    assert Schedule(cfg, 10, 100, peak_lr=0.01).warmup_steps == 30
+    assert Schedule(cfg, 10, 2, peak_lr=0.01).warmup_steps == 10
+
+
 def test_a_short_run_reaches_the_peak_lr_after_warmup():
-    """3 epochs of 4 steps (12 steps; the old 100-step floor never ended warm-up): lr rises from 0 toward the
-    scheduled lr over the 2 capped warm-up epochs and is the scheduled lr from step 8 on; momentum is back
-    at its value then. Without decay (lrf 1) the scheduled lr is lr0 itself: the run reaches its peak."""
+    """3 epochs of 4 steps (12 steps; the 100-step floor alone would never end warm-up; the cap does): lr
+    rises from 0 toward the scheduled lr over the 2 capped warm-up epochs and is the scheduled lr from
+    step 8 on; momentum is back at its value then. Without decay (lrf 1) the scheduled lr is lr0 itself:
+    the run reaches its peak."""
     sched = _schedule(3.0, epochs=3, steps_per_epoch=4)
     opt = build_optimizer(_model(), sched.cfg, 64)
     lrs, moms = [], []

@@ -28,15 +28,19 @@ def test_summary_measures_both_starts_against_the_scratch_runs_final():
     assert summary["pretrained"]["mAP50-95"]["mean"] == 0.45
 
 
-def test_recipe_ablation_rows_bring_back_one_earlier_choice_each():
+def test_recipe_ablation_rows_bring_back_one_earlier_choice_each(tmp_path):
     from benchmarks.recipe_ablation import ablations, summarise
+    from yolofuse_scale.cli import build_train_parser
+    from yolofuse_scale.config import config_from_args
 
-    table = ablations(steps_per_epoch=32, warmup_epochs=1.0)
-    assert table["partners=micro_batch"] == (["--mosaic-partners", "micro_batch"], {})
-    assert table["warmup floor"] == ([], {"warmup_epochs": 3.125})  # 100 steps of 32 an epoch
-    assert ablations(steps_per_epoch=200, warmup_epochs=1.0)["warmup floor"][1] == {"warmup_epochs": 1.0}
+    table = ablations()
+    for name, (flags, _) in table.items():  # each row is a real setting of train.py
+        (tmp_path / "d.yaml").touch()
+        cfg = config_from_args(build_train_parser().parse_args(["--data", str(tmp_path / "d.yaml"), *flags]))
+        assert (cfg.data.recipe.mosaic_partners == "micro_batch") == ("partners" in name or name == "both")
+        assert (cfg.optim.warmup_min_steps == 0) == ("floor" in name or name == "both")
     runs = {"today": [{"seed": 0, "mAP50-95": 0.5}, {"seed": 1, "mAP50-95": 0.7}],
-            "warmup floor": [{"seed": 0, "mAP50-95": 0.4}, {"seed": 1, "mAP50-95": 0.8}]}
+            "no warm-up floor": [{"seed": 0, "mAP50-95": 0.4}, {"seed": 1, "mAP50-95": 0.8}]}
     s = summarise(runs, "mAP50-95")
-    assert abs(s["warmup floor"]["paired_difference"]["min"] + 0.1) < 1e-12
-    assert abs(s["warmup floor"]["paired_difference"]["mean"]) < 1e-12
+    assert abs(s["no warm-up floor"]["paired_difference"]["min"] + 0.1) < 1e-12
+    assert abs(s["no warm-up floor"]["paired_difference"]["mean"]) < 1e-12

@@ -148,7 +148,9 @@ class OptimConfig:
     weight_decay: float = 5e-4
     """weight decay of conv/linear weights (not BN, not biases)"""
     warmup_epochs: float = 3.0
-    """linear warm-up, in epochs (capped at epochs - 1, as Ultralytics 8.4; no step floor)"""
+    """linear warm-up, in epochs: at least --warmup-min-steps, at most epochs - 1 epochs (a 1-epoch run has none)"""
+    warmup_min_steps: int = 100
+    """the warm-up's floor in optimizer steps (Ultralytics <= 8.3: 100; 0: Ultralytics 8.4's rule, no floor)"""
     warmup_momentum: float = 0.8
     """momentum at the start of warm-up"""
     warmup_bias_lr: float = 0.1
@@ -174,7 +176,7 @@ class OptimConfig:
         for name in ("momentum", "warmup_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
-        _at_least(self, 0, "lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr", "clip_grad")
+        _at_least(self, 0, "lrf", "weight_decay", "warmup_epochs", "warmup_min_steps", "warmup_bias_lr", "clip_grad")
         _at_least(self, 1, "nbs")
 
 
