@@ -41,7 +41,13 @@ from ultralytics.utils.instance import Instances
 
 from yolofuse_scale.data.augment import PairAugment, _PairMixUp, _PairMosaic
 from yolofuse_scale.data.config import DataError
-from yolofuse_scale.data.dataset import PairedRGBIRDataset, augmented_targets, jpeg_reduction, read_image
+from yolofuse_scale.data.dataset import (
+    PairedRGBIRDataset,
+    augmented_targets,
+    collate_targets,
+    jpeg_reduction,
+    read_image,
+)
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import PAD_VALUE, letterbox_boxes, letterbox_geometry
 from yolofuse_scale.errors import ConfigError
@@ -299,18 +305,7 @@ def collate_encoded(batch: list[dict]) -> dict:
     files: dict[int, tuple] = {}
     for b in batch:
         files.update(b["files"])
-    return {
-        "plans": [b["plan"] for b in batch],
-        "files": files,
-        "cls": torch.cat([b["cls"] for b in batch]),
-        "bboxes": torch.cat([b["bboxes"] for b in batch]),
-        "batch_idx": torch.cat([torch.full((len(b["cls"]),), float(i)) for i, b in enumerate(batch)]),
-        "im_file": [b["im_file"] for b in batch],
-        "ir_file": [b["ir_file"] for b in batch],
-        "ori_shape": [b["ori_shape"] for b in batch],
-        "ratio_pad": [b["ratio_pad"] for b in batch],
-        "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
-    }
+    return {"plans": [b["plan"] for b in batch], "files": files, **collate_targets(batch)}
 
 
 # --------------------------------------------------------------------------------------- the device
