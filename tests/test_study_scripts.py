@@ -25,6 +25,8 @@ def test_summary_measures_both_starts_against_the_scratch_runs_final():
     summary = summarise({"scratch": [scratch], "pretrained": [fast]})
     assert summary["scratch"]["steps_to_90pct_of_scratch_final"] == [12]  # 0.36 first reached at epoch 3
     assert summary["pretrained"]["steps_to_90pct_of_scratch_final"] == [4]
+    assert summary["pretrained"]["steps_to_90pct_of_own_final"] == [None]  # 0.405 never reached on its curve
+    assert summary["scratch"]["steps_to_90pct_of_own_final"] == [12]
     assert summary["pretrained"]["mAP50-95"]["mean"] == 0.45
 
 
