@@ -99,7 +99,8 @@ class ModelConfig:
     """data (stacked input), early (two stems, fused at P2), mid (two backbones, fused P3-P5), dea (mid with
     cross-modal channel + spatial attention, DEYOLO's DEA, on each P3-P5 pair before its fusion), late (two
     branches, one Detect), rgb or ir (single-modality baselines); not with a model YAML, which defines its own
-    (refused)"""
+    (refused). At 640 px, yolov8n: data 3.0 M params / 8.2 GFLOPs, early 3.0/8.6, mid 4.5/11.7, dea 4.7/12.2,
+    late 6.0/16.3 (other families: README); every run prints its model's at start"""
     scale: str | None = None
     """for a YAML model: which row of its `scales` table (n/s/m/l/x)"""
     pretrained: str = ""
