@@ -74,6 +74,7 @@ def test_a_failed_run_reports_its_exit_code_and_output(tmp_path):
     assert (tmp_path / "logs" / "run.txt").read_text() == run.output
 
 
+@pytest.mark.slow  # a process tree stopped at its timeout: seconds by design
 def test_a_run_past_its_timeout_is_stopped_by_sigterm_and_reported():
     """torchrun stops its workers (in sessions of their own) only from its SIGTERM handler: the
     benchmark's per-run timeout must send that, and count the run as failed instead of crashing."""
@@ -91,6 +92,7 @@ def _alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"  # a zombie is dead, only not yet reaped by its new parent
 
 
+@pytest.mark.slow  # a process tree stopped at its timeout: seconds by design
 def test_the_timeout_kills_the_whole_tree_even_where_sigterm_is_ignored(tmp_path):
     """A launcher that ignores SIGTERM, with a child in its process group (a DataLoader worker) and one in
     a session of its own (torchrun's worker) that holds the output pipe: all three are gone afterwards."""

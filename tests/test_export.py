@@ -34,7 +34,10 @@ def _weights(tmp_path, fusion: str, ir_channels: int):
     return path, model.eval()
 
 
-@pytest.mark.parametrize(("exporter", "fusion", "ir_channels"), [("dynamo", "mid", 1), ("torchscript", "late", 3)])
+@pytest.mark.parametrize(("exporter", "fusion", "ir_channels"), [
+    pytest.param("dynamo", "mid", 1, marks=pytest.mark.slow),  # the dynamo exporter traces for ~8 s
+    ("torchscript", "late", 3),
+])
 def test_onnx_export_matches_pytorch(tmp_path, exporter, fusion, ir_channels):
     import onnx
     import onnxruntime as ort
@@ -72,6 +75,7 @@ def test_export_refuses_bad_input(tmp_path):
     assert run.proc.returncode != 0 and "none.pt: weights file not found" in run.output
 
 
+@pytest.mark.slow  # two CLI processes, ~6 s
 def test_old_command_names_still_work():
     """``export`` and ``export-weights`` (the names before 0.2) are aliases of ``export-onnx`` and
     ``checkpoint-to-weights``: scripts written for them keep working."""
