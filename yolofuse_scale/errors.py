@@ -56,20 +56,9 @@ def debug_enabled() -> bool:
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """The exception types reported as one message. Imported here, when an error is being handled,
-    so that the light commands (synth, convert) do not import torch to start."""
-    types: list[type[BaseException]] = [UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-                                        PermissionError]
-    from yolofuse_scale.data.config import DataError
-
-    types.append(DataError)
-    try:
-        from yolofuse_scale.engine.checkpoint import CheckpointError
-
-        types.append(CheckpointError)
-    except ImportError:  # torch/accelerate missing: nothing can have raised it
-        pass
-    return tuple(types)
+    """The exception types reported as one message: ours all derive from :class:`UserError`
+    (``DataError``, ``CheckpointError``, ``ConfigError``, ...), plus the OS's file errors."""
+    return (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def _rank() -> int:

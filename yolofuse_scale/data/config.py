@@ -8,8 +8,10 @@ from typing import Any
 
 import yaml
 
+from yolofuse_scale.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Bad input data. The message names the file (and line) and says what is wrong."""
 
 

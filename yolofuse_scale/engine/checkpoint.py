@@ -48,6 +48,7 @@ from safetensors.torch import load_file, save_file
 from yolofuse_scale.engine.storage import is_writer
 from yolofuse_scale.engine.strategy import resume, zero_state
 from yolofuse_scale.engine.strategy.zero_state import ZERO_FULL_STATE
+from yolofuse_scale.errors import UserError
 
 COMPLETE_MARKER = "COMPLETE"  # written last, inside the temporary folder, before the rename
 MANIFEST = "manifest.json"
@@ -62,7 +63,7 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 _OLD_DIR = re.compile(r"^\.old_step_(\d+)$")  # a re-saved step's previous copy, until the new one is in place
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used; the message says what is missing or wrong."""
 
 
