@@ -33,3 +33,28 @@ def test_ema_of_a_lower_precision_model_stays_fp32():
     model.to(torch.bfloat16)
     ema.update(model)
     assert all(v.dtype == torch.float32 for v in ema.tensors.values())
+
+
+def test_ema_averages_the_tensor_in_its_slot_even_after_it_was_replaced():
+    # The slots are found once; a buffer swapped for a new tensor (as .to() or a strategy does) must still
+    # be the one averaged, not the object seen at the first update.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    ema = ShardedEMA(model, decay=0.5, tau=1e-9)
+    ema.update(model)
+    model[1].running_mean = torch.full((4,), 8.0)  # a new object in the module's _buffers
+    before = ema.tensors["1.running_mean"].clone()
+    ema.update(model)
+    torch.testing.assert_close(ema.tensors["1.running_mean"], 0.5 * before + 0.5 * 8.0)
+
+
+def test_ema_loaded_from_a_state_dict_is_the_one_updated():
+    model = nn.Linear(4, 2)
+    ema = ShardedEMA(model, decay=0.5, tau=1e-9)
+    ema.update(model)
+    saved = {k: torch.full_like(v, 2.0) for k, v in ema.tensors.items()}
+    ema.load_full(saved, model, updates=7)
+    with torch.no_grad():
+        model.weight.fill_(4.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.tensors["weight"], torch.full((2, 4), 3.0))
+    assert ema.updates == 8

@@ -40,6 +40,29 @@ def test_variant_forward_backward(fusion, ir_channels):
     assert y.shape == (2, 4 + 2, anchors)
 
 
+@pytest.mark.parametrize("fusion", ["data", "mid"])
+def test_the_step_feeds_channels_last_images_with_the_same_loss(fusion):
+    # NHWC is the default layout the convolutions see (the speed of a CPU/GPU step); NCHW must give the
+    # same loss and gradients to float rounding.
+    seen = []
+    results = {}
+    for channels_last in (True, False):
+        torch.manual_seed(0)
+        model = build_model("yolov8t", fusion, nc=2, ir_channels=1)
+        first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        hook = first_conv.register_forward_pre_hook(lambda _m, a: seen.append(a[0]))
+        loss, _ = DetectionTask(model, channels_last=channels_last).step(model, _batch(4))
+        loss.backward()
+        hook.remove()
+        results[channels_last] = (loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()
+                                                            if p.grad is not None]))
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    assert seen[-1].stride()[-1] == 1 and not seen[-1].is_contiguous(memory_format=torch.channels_last)  # NCHW (a view)
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-5)
+    a, b = results[True][1], results[False][1]
+    assert float((a - b).norm() / b.norm()) < 1e-4  # a few near-zero elements differ more: summation order
+
+
 def test_single_modality_baselines_ignore_the_other_stream():
     x = torch.rand(1, 4, 64, 64)
     for fusion, blanked in (("rgb", slice(3, 4)), ("ir", slice(0, 3))):

@@ -106,3 +106,22 @@ def test_a_short_run_reaches_the_peak_lr_after_warmup():
     assert max(moms[:8]) < sched.cfg.momentum and moms[8:] == [sched.cfg.momentum] * 4
     flat = Schedule(OptimConfig(warmup_epochs=3.0, lrf=1.0), 4, 3, peak_lr=0.01)
     assert [flat.apply(opt, s) for s in (0, 7, 8, 11)] == pytest.approx([0.0, 0.01 * 7 / 8, 0.01, 0.01])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_update_is_one_fused_kernel_and_the_per_tensor_loops_result(optimizer):
+    # fused (one kernel over every tensor) where torch has it; FSDP2's DTensors have no fused SGD: foreach.
+    cfg = OptimConfig(optimizer=optimizer, lr=0.01, weight_decay=5e-4, nbs=NBS)
+    model = _model()
+    opt = build_optimizer(model, cfg, IMAGES)
+    assert opt.defaults["fused"] is True
+    sharded = build_optimizer(_model(), cfg, IMAGES, dtensor_params=True).defaults
+    assert (sharded["foreach"], sharded["fused"]) == ((True, None) if optimizer == "sgd" else (None, True))
+    ref = _model()
+    ref_opt = build_optimizer(ref, cfg, IMAGES)
+    for group in ref_opt.param_groups:  # torch's default on CPU: the per-tensor loop
+        group.update(fused=None, foreach=False)
+    for _ in range(3):
+        w, w_ref = _step(model, opt, 1.0), _step(ref, ref_opt, 1.0)
+    # the same rule: equal to float rounding (vectorised tails round differently, ~1e-7)
+    torch.testing.assert_close(w, w_ref, rtol=1e-5, atol=1e-7)

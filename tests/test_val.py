@@ -123,3 +123,17 @@ def test_fitness_is_map50_95_and_the_matrix_counts_detections_above_the_val_conf
     assert m["mAP50"] == pytest.approx(0.995, abs=0.01) and m["mAP50-95"] < 0.9 * m["mAP50"]
     assert m["fitness"] == m["mAP50-95"]
     assert m["confusion_matrix"] == [[1, 0, 0], [0, 0, 0], [0, 0, 0]], "the 0.1-confidence detection is a TP"
+
+
+def test_validation_nms_runs_torchvisions_kernel():
+    # Ultralytics' NMS picks torchvision's C++ kernel only if torchvision is already imported, else a
+    # Python loop (25x slower on our validation, profiled); importing the evaluator must guarantee it.
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV, ROOT
+
+    code = ("import sys, yolofuse_scale.engine.evaluate\n"
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]

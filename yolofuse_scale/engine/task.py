@@ -26,18 +26,20 @@ class DetectionTask:
         model: the *unwrapped* detector (the loss reads its Detect head and hyper-parameters).
         nbs: nominal batch size.
         epochs: the run's epochs (E2ELoss's branch weights follow them).
+        channels_last: hand the model NHWC images (``--no-channels-last``: NCHW); see :meth:`images`.
 
     Attributes:
         loss_names: what the loss items are: ``box, cls, dfl``, or ``box, cls, l1`` for a head without
             distribution focal loss (``reg_max: 1``, YOLO26).
     """
 
-    def __init__(self, model: nn.Module, nbs: int = 64, epochs: int = 100):
+    def __init__(self, model: nn.Module, nbs: int = 64, epochs: int = 100, channels_last: bool = True):
         model.args.epochs = epochs  # a per-model copy of Ultralytics' defaults (detector.py)
         self.criterion = model.init_criterion()
         names = (self.criterion.one2one if isinstance(self.criterion, E2ELoss) else self.criterion).loss_names
         self.loss_names = tuple(n.removesuffix("_loss") for n in names)
         self.nbs = nbs
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def set_epoch(self, epoch: int) -> None:
         """Put epoch-dependent loss state where an uninterrupted run has it at ``epoch`` (0-based).
@@ -50,10 +52,17 @@ class DetectionTask:
             self.criterion.updates = epoch - 1
             self.criterion.update()
 
-    @staticmethod
-    def images(batch: dict) -> torch.Tensor:
-        """uint8 stacked RGB+IR -> float in [0, 1] (on the batch's device: no host round trip)."""
-        return batch["img"].float().div_(255.0)
+    def images(self, batch: dict) -> torch.Tensor:
+        """uint8 stacked RGB+IR -> float in [0, 1] (on the batch's device: no host round trip).
+
+        Channels-last by default: every convolution then runs in NHWC, the layout oneDNN (CPU) and
+        cuDNN prefer, and the activations stay NHWC through the network. Measured on yolov8n, batch 8 at
+        128 px, one CPU thread: forward + backward 1.10-1.22x faster (``benchmarks/results/
+        step_profile_2core_cpu``). Weights stay contiguous: NHWC weights gained 1.6 % more here, and
+        FSDP2/DeepSpeed flatten them anyway. Same arithmetic, other summation order: results agree
+        to float rounding, not bit for bit, with ``--no-channels-last``.
+        """
+        return batch["img"].float().div_(255.0).contiguous(memory_format=self.memory_format)
 
     def step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward ``batch`` through the (possibly wrapped) ``model``; return (loss to backprop, loss items).

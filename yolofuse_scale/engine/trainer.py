@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object, set_seed
 from torch.utils.data import DataLoader
 
 from yolofuse_scale.config import RunConfig
@@ -236,7 +236,8 @@ class Trainer:
         self.eval_model = copy.deepcopy(model).to(acc.device).eval()
         self._gathered_at = -1
         model = prepare_model(acc, model, cfg.train, self.log)
-        optimizer = build_optimizer(model, cfg.optim, self.images_per_step)
+        optimizer = build_optimizer(model, cfg.optim, self.images_per_step,
+                                    dtensor_params=acc.distributed_type == DistributedType.FSDP)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         if self.comm is not None:
             self.comm.attach(getattr(self.model, "_orig_mod", self.model))  # under --compile: the DDP inside
@@ -246,7 +247,7 @@ class Trainer:
         # The bare model under the strategy's wrapper; the same object for the whole run (DDP, DeepSpeed and
         # compile wrap it, FSDP2 shards it in place), so it is looked up once: per step it cost ~4 ms.
         self.bare = bare = unwrap(acc, self.model)
-        self.task = DetectionTask(bare, nbs=cfg.optim.nbs, epochs=cfg.train.epochs)
+        self.task = DetectionTask(bare, nbs=cfg.optim.nbs, epochs=cfg.train.epochs, channels_last=cfg.train.channels_last)
         self.ema = ShardedEMA(bare) if cfg.optim.ema else None
         # Every step's measurements. MFU: training FLOPs per image / the device's peak (0: unknown), at the
         # precision the model computes in (DeepSpeed's is its JSON's torch_autocast: see effective_precision).
