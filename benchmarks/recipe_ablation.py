@@ -9,7 +9,14 @@ brings back one earlier choice:
 - ``no warm-up floor``: ``--warmup-min-steps 0``, Ultralytics 8.4's warm-up (min(warmup_epochs,
   epochs - 1) epochs) instead of ours, which is at least 100 steps (Ultralytics <= 8.3) within that cap;
 - ``both``: the two together (best.pt's fitness and the confusion matrix's conf do not change the final
-  mAP measured here, so they have no row).
+  mAP measured here, so they have no row);
+- ``no HSV``: ``--hsv-h 0 --hsv-s 0 --hsv-v 0``. Ours jitters hue, saturation and value of the RGB
+  channels of every pair; Ultralytics applies its HSV only to 3-channel images, so on a 4-channel
+  (RGB+IR) image it does none: this row is Ultralytics' behaviour there;
+- ``per-epoch decay``: ``--decay-every epoch``, Ultralytics' staircase (lf(epoch) held for the whole
+  epoch) instead of our per-step evaluation of the same curve.
+
+``--arms`` runs a subset (``today`` is always run: every difference is paired with it).
 
 Per ablation: mean ± sd of mAP50-95 and mAP50 over seeds and the paired difference to today's recipe,
 seed by seed. Results: ``results.json`` and ``results.md``.
@@ -39,7 +46,9 @@ def ablations() -> dict[str, tuple[list[str], dict[str, Any]]]:
     """name -> (extra train.py flags, settings overrides)."""
     old_partners, no_floor = ["--mosaic-partners", "micro_batch"], ["--warmup-min-steps", "0"]
     return {"today": ([], {}), "partners=micro_batch": (old_partners, {}), "no warm-up floor": (no_floor, {}),
-            "both": ([*old_partners, *no_floor], {})}
+            "both": ([*old_partners, *no_floor], {}),
+            "no HSV": (["--hsv-h", "0", "--hsv-s", "0", "--hsv-v", "0"], {}),
+            "per-epoch decay": (["--decay-every", "epoch"], {})}
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]], key: str) -> dict[str, Any]:
@@ -92,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--close-mosaic", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--label", default=f"{os.cpu_count()}-core CPU")
+    p.add_argument("--arms", nargs="+", choices=list(ablations()), default=None,
+                   help="rows to run besides 'today' (default: all)")
     args = p.parse_args(argv)
     from yolofuse_scale.data import write_synthetic_dataset
 
@@ -103,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     base = {"model": args.model, "imgsz": args.imgsz, "batch": args.batch, "epochs": args.epochs, "workers": 0,
             "threads": args.threads, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
             "close_mosaic": args.close_mosaic, "skip_steps": 5}
-    table = ablations()
+    table = {k: v for k, v in ablations().items() if args.arms is None or k == "today" or k in args.arms}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in table}
     for seed in args.seeds:
         for name, (flags, overrides) in table.items():

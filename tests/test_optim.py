@@ -125,3 +125,15 @@ def test_the_update_is_one_fused_kernel_and_the_per_tensor_loops_result(optimize
         w, w_ref = _step(model, opt, 1.0), _step(ref, ref_opt, 1.0)
     # the same rule: equal to float rounding (vectorised tails round differently, ~1e-7)
     torch.testing.assert_close(w, w_ref, rtol=1e-5, atol=1e-7)
+
+
+def test_per_epoch_decay_holds_ultralytics_lf_of_the_epoch():
+    # --decay-every epoch: lr0 * lf(epoch) for every step of the epoch (Ultralytics' LambdaLR); the default
+    # follows the same curve step by step.
+    cfg = OptimConfig(warmup_epochs=0, schedule="linear", lrf=0.01, decay_every="epoch")
+    sched = Schedule(cfg, steps_per_epoch=10, epochs=5, peak_lr=0.1)
+    lf = [max(1 - e / 5, 0) * 0.99 + 0.01 for e in range(5)]
+    assert [round(sched.decay(s), 12) for s in (0, 9, 10, 19, 49)] == [round(x, 12) for x in
+                                                                      (lf[0], lf[0], lf[1], lf[1], lf[4])]
+    per_step = Schedule(OptimConfig(warmup_epochs=0, schedule="linear", lrf=0.01), 10, 5, peak_lr=0.1)
+    assert per_step.decay(10) == pytest.approx(lf[1]) and per_step.decay(15) < per_step.decay(10)

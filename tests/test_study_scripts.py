@@ -41,6 +41,8 @@ def test_recipe_ablation_rows_bring_back_one_earlier_choice_each(tmp_path):
         cfg = config_from_args(build_train_parser().parse_args(["--data", str(tmp_path / "d.yaml"), *flags]))
         assert (cfg.data.recipe.mosaic_partners == "micro_batch") == ("partners" in name or name == "both")
         assert (cfg.optim.warmup_min_steps == 0) == ("floor" in name or name == "both")
+        assert (cfg.data.recipe.hsv_s == 0 and cfg.data.recipe.hsv_v == 0) == (name == "no HSV")
+        assert (cfg.optim.decay_every == "epoch") == (name == "per-epoch decay")
     runs = {"today": [{"seed": 0, "mAP50-95": 0.5}, {"seed": 1, "mAP50-95": 0.7}],
             "no warm-up floor": [{"seed": 0, "mAP50-95": 0.4}, {"seed": 1, "mAP50-95": 0.8}]}
     s = summarise(runs, "mAP50-95")

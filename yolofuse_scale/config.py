@@ -158,6 +158,9 @@ class OptimConfig:
     """bias learning rate at the start of warm-up"""
     schedule: Literal["cosine", "linear"] = "cosine"
     """cosine or linear decay over --epochs (not --max-steps)"""
+    decay_every: Literal["step", "epoch"] = "step"
+    """evaluate the decay at every optimizer step (the same curve without steps) or hold it for a whole epoch
+    (Ultralytics' per-epoch scheduler; for like-for-like comparisons and the ablation)"""
     clip_grad: float = 10.0
     """clip the global gradient norm to this value (0: off)"""
     nbs: int = 64

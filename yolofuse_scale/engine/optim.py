@@ -117,6 +117,8 @@ class Schedule:
     Ultralytics stops at ``lf(epochs - 1)``; only a run of a few epochs tells them apart.
     Ultralytics also ramps its accumulation count during warm-up; we keep it fixed because
     DeepSpeed needs a constant count and because it makes the step's batch size change mid-run.
+    ``--decay-every epoch`` gives Ultralytics' staircase (ablated in ``benchmarks/results/
+    recipe_ablation_hsv_decay_2core_cpu``).
     """
 
     cfg: OptimConfig
@@ -132,7 +134,8 @@ class Schedule:
         return min(max(round(self.cfg.warmup_epochs * self.steps_per_epoch), self.cfg.warmup_min_steps), cap)
 
     def decay(self, step: int) -> float:
-        x = min(step / self.steps_per_epoch, self.epochs)
+        per_epoch = self.cfg.decay_every == "epoch"  # Ultralytics: lf(epoch) for the whole epoch
+        x = min(step // self.steps_per_epoch if per_epoch else step / self.steps_per_epoch, self.epochs)
         if self.cfg.schedule == "cosine":
             return ((1 - math.cos(x * math.pi / self.epochs)) / 2) * (self.cfg.lrf - 1) + 1
         return max(1 - x / self.epochs, 0) * (1.0 - self.cfg.lrf) + self.cfg.lrf
