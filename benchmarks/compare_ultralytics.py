@@ -214,6 +214,10 @@ class StepTimer:
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer) -> None:
+        import torch
+
+        if torch.cuda.is_available() and trainer.device.type == "cuda":
+            torch.cuda.synchronize()  # ours ends a step on its one host read of the step's values: same boundary
         now, cpu = time.perf_counter(), time.process_time()
         self.steps.append({"epoch": int(trainer.epoch), "images": self._images, "step_time_s": now - self._prev,
                            "compute_s": now - self._start, "cpu_s": cpu - self._prev_cpu})
@@ -339,8 +343,10 @@ def _run(cmd: list[str], env: dict[str, str], folder: Path, key: Any) -> tuple[i
     return proc.returncode, proc.output[-2500:], run
 
 
-def _env(threads: int) -> dict[str, str]:
-    return common.train_env(threads, OPENCV_LOG_LEVEL="ERROR")
+def _env(threads: int, device: str = "cpu") -> dict[str, str]:
+    # --device cpu on a GPU machine: neither trainer may see the GPU (ours would take it by default)
+    return common.train_env(threads, OPENCV_LOG_LEVEL="ERROR", **({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu"
+                                                                   else {}))
 
 
 def _recipe_args(s: dict[str, Any]) -> dict[str, Any]:
@@ -382,7 +388,7 @@ def run_ours(data_yaml: Path, model_args: list[str], s: dict[str, Any], folder: 
     done = folder / "done.json"
     if done.is_file() and not (folder / "run" / "metrics.json").is_file():
         done.unlink()
-    rc, tail, run = _run(cmd, _env(s["threads"]), folder, [cmd[1:], s["threads"]])
+    rc, tail, run = _run(cmd, _env(s["threads"], s.get("device", "cpu")), folder, [cmd[1:], s["threads"]])
     rec: dict[str, Any] = {"command": "train.py " + " ".join(train_args), **run}
     if rc != 0:
         return {**rec, "status": "failed", "error": tail}
@@ -406,7 +412,7 @@ def run_alternative(kind: str, spec_args: dict[str, Any], s: dict[str, Any], fol
     cmd = [sys.executable, "-m", "benchmarks.compare_ultralytics", "--child", str(folder / "spec.json")]
     if not (folder / "child.json").is_file():
         (folder / "done.json").unlink(missing_ok=True)
-    rc, tail, run = _run(cmd, _env(s["threads"]), folder, spec)
+    rc, tail, run = _run(cmd, _env(s["threads"], s.get("device", "cpu")), folder, spec)
     rec: dict[str, Any] = {**run, "train_args": spec_args}
     if rc != 0:
         return {**rec, "status": "failed", "error": tail}
@@ -506,6 +512,7 @@ def compare(
     scene: str = "easy",
     cache: str = "none",
     no_hsv: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train our data-level fusion model and Ultralytics' own trainer on the same data and budget; compare.
 
@@ -541,7 +548,7 @@ def compare(
     s = {"model": model, "fusion": "data", "imgsz": imgsz, "batch": batch, "epochs": epochs, "workers": workers,
          "threads": threads, "lr": lr, "warmup_epochs": warmup_epochs, "close_mosaic": close_mosaic, "seed": seed,
          "skip_steps": skip_steps, "nbs": batch, "schedule": "linear", "optimizer": "SGD",
-         "scene": scene if data is None else None, "cache": cache, "no_hsv": no_hsv}
+         "scene": scene if data is None else None, "cache": cache, "no_hsv": no_hsv, "device": device}
     if data is None:
         from yolofuse_scale.data import write_synthetic_dataset
 
@@ -556,7 +563,8 @@ def compare(
     ours_yaml = _paired_yaml(data_yaml, work / "ours_data.yaml", ir_channels=1)  # 3 + 1 = the TIFF's 4 channels
     s["conversion_s"] = round(time.monotonic() - t0, 1)
 
-    ul_args = {**_recipe_args(s), "model": f"{model}.yaml", "data": str(tiff_yaml), "device": "cpu",
+    ul_args = {**_recipe_args(s), "model": f"{model}.yaml", "data": str(tiff_yaml),
+               "device": "cpu" if device == "cpu" else "0",
                "pretrained": False, "amp": False, "plots": False, "val": True, "cache": _their_cache(s),
                "project": str(work / "ultralytics"), "name": "train", "exist_ok": True, "verbose": False}
     ultra = run_alternative("ultralytics", ul_args, s, work / "ultralytics")
@@ -579,9 +587,10 @@ def compare(
         + (f"decoded-image cache '{cache}' in both." if cache != "none" else
            "no cache: Ultralytics takes mosaic partners from a buffer of images it already decoded, ours "
            "decodes each of a mosaic's 4 pairs (partners drawn from the whole set by the seeded RNG)."),
-        "Ultralytics forces workers=0 on CPU (engine/trainer.py:178-179): "
-        + ("both load in the main process (workers=0)." if workers == 0
-           else f"ours used {workers} DataLoader workers, Ultralytics 0 whatever was asked."),
+        (f"On {device}: both load with {workers} DataLoader workers; fp32 in both (Ultralytics amp=False)."
+         if device != "cpu" else "Ultralytics forces workers=0 on CPU (engine/trainer.py:178-179): "
+         + ("both load in the main process (workers=0)." if workers == 0
+           else f"ours used {workers} DataLoader workers, Ultralytics 0 whatever was asked.")),
         "mAP: EMA weights after the last epoch, same val pairs, conf 0.001 / IoU 0.7 in both (Ultralytics: its "
         "results.csv row of the last epoch; its best.pt re-validation is kept under ultralytics.best_pt).",
     ]
@@ -764,6 +773,9 @@ def main(argv: list[str] | None = None) -> int:
                    "paired difference per seed (default: 0)")
     p.add_argument("--skip-steps", type=int, default=5, help="first steps left out of the timing (default: 5)")
     p.add_argument("--label", default=None, help="machine label written with the numbers")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where both train: cpu (the GPU hidden from both), or cuda (the first GPU; fp32 in both, "
+                   "Ultralytics' amp off, ours --mixed-precision no)")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--ours-child"]:  # internal: our train.py with CPU time per step, in a fresh process
         return _ours_child(argv[1:])
@@ -784,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
                         yolofuse=args.yolofuse, train_pairs=args.train_pairs, val_pairs=args.val_pairs, lr=args.lr,
                         warmup_epochs=args.warmup_epochs, close_mosaic=args.close_mosaic, seed=seed,
                         skip_steps=args.skip_steps, label=args.label, scene=args.scene, cache=args.cache,
-                        no_hsv=args.no_hsv)
+                        no_hsv=args.no_hsv, device=args.device)
             per_seed.append(r)
             report.append(markdown(r))
             print(report[-1], flush=True)

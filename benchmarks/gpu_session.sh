@@ -30,6 +30,10 @@
 #   loader              60 s    benchmarks/loader.py: the mosaic recipe in CPU workers vs --loader device
 #                               (decode + augment on the GPU), 0 and 8 workers, 48 LLVIP-size JPEG pairs
 #                               written to a temp folder (~15 s) + 4 cells: ~40 s; loader.json in logs.tar.gz
+#   compare             90 s    ours vs Ultralytics' own trainer, yolov8n data-level (the same model doing the
+#                               same work: RAM cache, HSV off in both, fp32, 8 workers), 640 px, batch 16,
+#                               3 epochs of 160 synthetic pairs written by the benchmark (~10 s) + their
+#                               4-channel TIFFs for Ultralytics (~5 s) + 2 x (~15 s start + 30 steps + val)
 #   scaling_n          180 s    8 configurations (baseline, batch 32 and 64, bf16, fp16, RAM cache,
 #                               12 workers, torch.compile last) x (~10 s start + 25 steps at
 #                               0.05-0.25 s) + ~40 s of compile: ~150-180 s
@@ -114,6 +118,8 @@ if [[ $MODE == dry ]]; then
   LOADER=(--pairs 8 --frame 64 --imgsz 64 --batch 4 --workers 0 --batches 1 --repeats 1 --device cpu)
   COMPARE=(--strategies "ddp,fsdp,zero2" --devices 1 --model yolov8t --fusion mid --imgsz "$IMGSZ" --batch-size 8
            --steps 2 --warmup 1 --repeats 1 --workers 1 --run-timeout "$RUN_TIMEOUT")
+  TRAINERS=(--device cpu --imgsz "$IMGSZ" --batch 4 --epochs 2 --train-pairs 12 --val-pairs 4 --workers 0 --threads 1
+            --skip-steps 1)
   if [[ "${GPU_SESSION_SMOKE_STALL:-0}" == 1 ]]; then  # a run that only its cap ends (see Variables)
     VARY_N="max_steps=1000000000 $VARY_N"
     COMMON+=("--train-args=--epochs 1000000")
@@ -130,6 +136,8 @@ else
   LOADER=(--pairs 48 --frame 1024 --imgsz 640 --batch 16 --workers 0 8 --batches 4 --repeats 2 --device cuda)
   COMPARE=(--strategies "ddp,fsdp,zero2,zero3" --devices 1 --model yolov8n --fusion mid --imgsz "$IMGSZ"
            --batch-size 16 --steps 10 --warmup 3 --repeats 1 --workers 8 --run-timeout "$RUN_TIMEOUT")
+  TRAINERS=(--device cuda --imgsz "$IMGSZ" --batch 16 --epochs 3 --train-pairs 160 --val-pairs 16 --workers 8
+            --threads 4 --skip-steps 5)
 fi
 SWEEP_N=(--model "${MODELS[0]}" "${COMMON[@]}" --vary "$VARY_N")
 SWEEP_S=(--model "${MODELS[1]}" "${COMMON[@]}" --vary "$VARY_S")
@@ -392,6 +400,10 @@ step data 60 TERM bash -c 'make_data "$@"' make_data \
 scaling scaling_strategies 90 "${COMPARE[@]}"
 # the two loader pipelines side by side on this machine (--loader cpu's recipe vs --loader device)
 step loader 60 TERM "$PY" benchmarks/loader.py --modes mosaic device "${LOADER[@]}" --out "$WORK/loader/loader.json"
+# the trainer comparison (ours vs Ultralytics' DetectionTrainer) on this GPU: same model, recipe, data and cache,
+# HSV off in both; per-step overheads (host syncs, the EMA, Python) weigh more here than on a CPU
+step compare 90 TERM "$PY" -m benchmarks.compare_ultralytics "${TRAINERS[@]}" --cache ram --no-hsv --close-mosaic 1 \
+  --label "$CPUS-core GPU host" --out "$WORK/compare"
 scaling scaling_n 180 "${SWEEP_N[@]}"
 scaling scaling_s 150 "${SWEEP_S[@]}"
 

@@ -143,6 +143,29 @@ def loader_lines(work: Path, step: dict[str, str] | None) -> tuple[dict[str, Any
     return result, lines
 
 
+def compare_lines(work: Path, step: dict[str, str] | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The trainer comparison's result (ours vs Ultralytics on this GPU) and its table for report.md."""
+    path = work / "compare" / "results.json"
+    if not path.is_file():
+        return None, ([] if step is None else ["", f"## compare: no results ({step['status']})"])
+    run = json.loads(path.read_text())["runs"][0]
+    s = run["settings"]
+    lines = ["", f"## compare: ours vs Ultralytics' trainer ({s.get('device')}; {s.get('model')} data-level, "
+             f"{s.get('imgsz')} px, batch {s.get('batch')}, {s.get('epochs')} epochs, cache {s.get('cache')}, "
+             f"HSV {'off' if s.get('no_hsv') else 'on'})", "",
+             "| trainer | status | images/s median | images/CPU-s | mAP50-95 |", "|---|---|---|---|---|"]
+    for name in ("ours", "ultralytics"):
+        r = run.get(name, {})
+        lines.append(f"| {name} | {r.get('status')} | {_num(r.get('images_per_s'))} | "
+                     f"{_num(r.get('images_per_cpu_s'))} | {_num(r.get('mAP50-95'), '.3f')} |")
+    lines.append(f"\nratio ours / Ultralytics, images/s: {_num(run.get('ratio_images_per_s'), '.2f')}")
+    return run, lines
+
+
+def _num(x: Any, fmt: str = ".1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
 def memory_lines(env: str) -> list[str]:
     """Where the loader's shared memory and the RAM cache would come from (env.txt's memory section)."""
     shm = re.search(r"^shm_bytes: (\d+)", env, re.M)
@@ -224,11 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     notes = [line for f in sorted((work / "notes").glob("*.txt")) for line in f.read_text().splitlines() if line]
     card = card_name(env, args.mode)
     loader, loader_table = loader_lines(work, by_step.get("loader"))
+    trainers, compare_table = compare_lines(work, by_step.get("compare"))
 
     summary = {"schema_version": 1, "mode": args.mode, "card": card, "budget_s": args.budget_s, "steps": steps,
                "notes": notes, "sweeps": {n: s for n, s in sweeps.items() if s is not None}}
     if loader is not None:
         summary["loader"] = {k: loader.get(k) for k in ("rows", "settings", "dataset", "device", "machine")}
+    if trainers is not None:
+        summary["compare"] = {k: trainers.get(k) for k in ("settings", "ours", "ultralytics", "ratio_images_per_s",
+                                                            "ratio_images_per_cpu_s", "machine", "notes")}
     text = json.dumps(summary, indent=1)
     if len(text.encode()) >= MAX_BYTES:  # the per-repeat details go first: the medians are the result
         for s in summary["sweeps"].values():
@@ -256,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in by_step or sweeps[name] is not None:
             lines += sweep_lines(name, sweeps[name], by_step.get(name))
     lines += loader_table
+    lines += compare_table
     if plotted:
         lines += ["", "sweeps.png: images/s of every measured configuration."]
     if notes:

@@ -20,7 +20,8 @@ import pytest
 from tests.conftest import BASE_ARGS, ENV, ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
-STEPS = ["env", "deps", "tests", "data", "scaling_strategies", "loader", "scaling_n", "scaling_s", "pack", "report"]
+STEPS = ["env", "deps", "tests", "data", "scaling_strategies", "loader", "compare", "scaling_n", "scaling_s", "pack",
+         "report"]
 SWEEPS = ("scaling_strategies", "scaling_n", "scaling_s")
 MAX_FILES, MAX_BYTES = 8, 16 * 2**20  # the script's own limit on $OUT: a few small flat files
 
@@ -238,3 +239,18 @@ def test_loader_step_times_both_pipelines_on_the_gpu():
     i = cmd.index("--modes")
     assert cmd[i + 1: i + 3] == ["mosaic", "device"] and value(cmd, "--device") == "cuda"
     assert value(cmd, "--imgsz") == "640" and value(cmd, "--out").endswith("loader/loader.json")
+
+
+def test_compare_step_times_both_trainers_on_the_gpu_like_for_like():
+    """The trainer comparison of the accuracy issue on CUDA: same model doing the same work (RAM cache and
+    HSV off in both), loader workers that keep up, its flags the benchmark's own."""
+    from benchmarks.compare_ultralytics import main as _  # noqa: F401  (importable where the session runs)
+
+    cmd = plan()["compare"]
+    assert value(cmd, "--device") == "cuda" and value(cmd, "--cache") == "ram" and "--no-hsv" in cmd
+    assert value(cmd, "--imgsz") == "640" and int(value(cmd, "--workers")) >= 8
+    assert value(cmd, "--out").endswith("/compare")
+    help_text = subprocess.run([sys.executable, "-m", "benchmarks.compare_ultralytics", "--help"], cwd=ROOT, env=ENV,
+                               capture_output=True, text=True, timeout=60, check=True).stdout
+    flags = [a for a in cmd[cmd.index("benchmarks.compare_ultralytics") + 1:] if a.startswith("--")]
+    assert all(f in help_text for f in flags), [f for f in flags if f not in help_text]

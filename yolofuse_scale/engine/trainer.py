@@ -247,7 +247,8 @@ class Trainer:
         # The bare model under the strategy's wrapper; the same object for the whole run (DDP, DeepSpeed and
         # compile wrap it, FSDP2 shards it in place), so it is looked up once: per step it cost ~4 ms.
         self.bare = bare = unwrap(acc, self.model)
-        self.task = DetectionTask(bare, nbs=cfg.optim.nbs, epochs=cfg.train.epochs, channels_last=cfg.train.channels_last)
+        self.task = DetectionTask(bare, nbs=cfg.optim.nbs, epochs=cfg.train.epochs,
+                                  channels_last=cfg.train.channels_last)
         self.ema = ShardedEMA(bare) if cfg.optim.ema else None
         # Every step's measurements. MFU: training FLOPs per image / the device's peak (0: unknown), at the
         # precision the model computes in (DeepSpeed's is its JSON's torch_autocast: see effective_precision).
