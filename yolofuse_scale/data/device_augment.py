@@ -50,7 +50,6 @@ from yolofuse_scale.data.dataset import (
 )
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import PAD_VALUE, letterbox_boxes, letterbox_geometry
-from yolofuse_scale.errors import ConfigError
 
 # ----------------------------------------------------------------------------------------- the plan
 
@@ -200,6 +199,34 @@ def _sources(node: Any, out: list[int]) -> list[int]:
     return out
 
 
+def _warps(node: Any, out: list) -> list:
+    """The outermost ``Warp`` nodes of a tree (a warp's own input is rendered, nested warps included, before it)."""
+    if isinstance(node, Warp):
+        out.append(node)
+    elif isinstance(node, Mosaic):
+        for src, _, _ in node.tiles:
+            _warps(src, out)
+    elif isinstance(node, Blend):
+        _warps(node.a, out)
+        _warps(node.b, out)
+    return out
+
+
+def _hw(node: Any) -> tuple[int, int]:
+    """The (h, w) a tree renders to, read from the plan alone."""
+    if isinstance(node, Source):
+        return node.hw
+    if isinstance(node, Letterbox):
+        return node.imgsz, node.imgsz
+    if isinstance(node, Mosaic):
+        return node.size, node.size
+    if isinstance(node, Warp):
+        return node.size[1], node.size[0]
+    if isinstance(node, Blend):
+        return _hw(node.a)
+    raise TypeError(f"unknown plan node {type(node).__name__}")
+
+
 def header_hw(path: Path) -> tuple[int, int]:
     """(h, w) from the image header (PIL reads the header only); for samples the scan did not size."""
     from PIL import Image
@@ -254,31 +281,39 @@ class EncodedPairDataset(PairedRGBIRDataset):
         if self.augment:
             self.pipeline = PlanAugment(self.planned_labels, len(self.samples), self.imgsz, self.recipe)
 
-    def use_cache(self, mode: str, folders, log=print) -> None:
-        if mode != "none":
-            raise ConfigError(f"--cache {mode} holds decoded pairs and --loader device decodes on the device: "
-                              "use one of them")
+    # use_cache is PairedRGBIRDataset's: the same key, file and builder (OpenCV), so a cache written by either
+    # loader serves both, and a sample's source pixels are the CPU pipeline's bit for bit
+
+    def source_shapes(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((h, w) of the pair the recipe starts from, its original (h, w)): the cached pair's when there is a
+        cache, else what ``resized_pair`` would decode, from the header size alone."""
+        if self.cache is not None:
+            h, w = self.cache.shapes[index][:2]
+            return (h, w), tuple(self.cache.ori_shapes[index])
+        s = self.samples[index]
+        hw = resized_hw(s, self.imgsz)
+        return hw, s.hw or hw
 
     def planned_labels(self, index: int) -> dict:
         """``resized_labels`` without the pixels: a shape-only image and the plan leaf of the pair."""
         s = self.samples[index]
-        h, w = resized_hw(s, self.imgsz)
+        (h, w), ori = self.source_shapes(index)
         boxes = s.boxes
         return {"img": _shape_only(h, w, 3 + self.ir_channels), "plan": Source(index, (h, w)),
-                "cls": boxes[:, :1].copy(), "ori_shape": s.hw or (h, w), "resized_shape": (h, w),
+                "cls": boxes[:, :1].copy(), "ori_shape": ori, "resized_shape": (h, w),
                 "instances": Instances(boxes[:, 1:].copy(), bbox_format="xywh", normalized=True),
                 "im_file": str(s.rgb)}
 
     def plan(self, index: int) -> tuple[Plan, np.ndarray, np.ndarray, tuple, tuple]:
         """(plan, xywh, cls, ori_shape, ratio_pad) of a sample, as ``PairedRGBIRDataset[index]`` has them."""
         s = self.samples[index]
-        if self.pipeline is None:
-            hw = s.hw or header_hw(s.rgb)
+        if self.pipeline is None:  # with a cache, the CPU path letterboxes the cached (resized) pair too
+            hw, ori = self.source_shapes(index) if self.cache is not None else (s.hw or header_hw(s.rgb),) * 2
             nw, nh, left, top, r = letterbox_geometry(*hw, self.imgsz)
             root = Letterbox(index, hw, nw, nh, left, top, self.imgsz)
             xywh = letterbox_boxes(s.boxes[:, 1:], nw, nh, left, top, self.imgsz)
             plan = Plan(root)
-            return plan, xywh, s.boxes[:, :1], hw, ((r, r), (float(left), float(top)))
+            return plan, xywh, s.boxes[:, :1], ori, ((r, r), (float(left), float(top)))
         epoch = self.epoch
         mosaic = self.epochs is None or self.recipe.mosaic_on(epoch, self.epochs)
         window = self.partner_windows(epoch, index) if self.partner_windows else None
@@ -290,14 +325,20 @@ class EncodedPairDataset(PairedRGBIRDataset):
     def __getitem__(self, index: int) -> dict:
         plan, xywh, cls, ori_shape, ratio_pad = self.plan(index)
         plan.sources = sorted(set(_sources(plan.root, [])))
-        files = {i: (encoded_file(self.samples[i].rgb, 3), encoded_file(self.samples[i].ir, self.ir_channels))
-                 for i in plan.sources}
+        files = {i: self.payload(i) for i in plan.sources}
         s = self.samples[index]
         return {"plan": plan, "files": files,
                 "cls": torch.from_numpy(np.asarray(cls, dtype=np.float32).copy()),
                 "bboxes": torch.from_numpy(np.asarray(xywh, dtype=np.float32).reshape(-1, 4)),
                 "im_file": str(s.rgb), "ir_file": str(s.ir), "ori_shape": ori_shape, "ratio_pad": ratio_pad,
                 "index": index}
+
+    def payload(self, i: int) -> tuple:
+        """What a worker ships for pair ``i``: ``("frame", (H, W, 3 + C_ir) uint8, path)``, the cached decoded
+        pair (already resized: the device neither decodes nor resizes it), or the two encoded files."""
+        if self.cache is not None:  # a copy out of the read-only mapping: it travels to the main process
+            return "frame", torch.from_numpy(np.array(self.cache.get(i)[0])), str(self.samples[i].rgb)
+        return encoded_file(self.samples[i].rgb, 3), encoded_file(self.samples[i].ir, self.ir_channels)
 
 
 def collate_encoded(batch: list[dict]) -> dict:
@@ -345,8 +386,7 @@ class DeviceAugment:
 
     def __call__(self, batch: dict) -> dict:
         pairs = self.decode(batch["files"])
-        resized: dict[tuple, torch.Tensor] = {}
-        imgs = torch.stack([self.render(p.root, pairs, resized) for p in batch["plans"]])
+        imgs = self.render_batch([p.root for p in batch["plans"]], pairs)
         img = self.photometric(imgs, batch["plans"]).to(torch.uint8)
         out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                for k, v in batch.items() if k not in ("plans", "files")}
@@ -360,9 +400,16 @@ class DeviceAugment:
             warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
             return self._decode(files)
 
+    def upload(self, t: torch.Tensor) -> torch.Tensor:
+        """The one host -> device copy of the pixels: of uint8 images (decoded on the host, or cached) only;
+        JPEG bytes go to ``decode_jpeg`` on the device instead."""
+        return t.to(self.device, non_blocking=True)
+
     def _decode(self, files: dict[int, tuple]) -> dict[int, torch.Tensor]:
         from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
+        pairs = {i: self.upload(f[1]).permute(2, 0, 1).float() for i, f in files.items() if f[0] == "frame"}
+        files = {i: f for i, f in files.items() if f[0] != "frame"}  # the rest: encoded files, decoded here
         order = [(i, m) for i in files for m in (0, 1)]
         decoded: dict[tuple[int, int], torch.Tensor] = {}
         jpegs = [(i, m) for i, m in order if files[i][m][0] == "jpeg"]
@@ -379,10 +426,9 @@ class DeviceAugment:
                 decoded[i, m] = self._decode_one(decode_image, files[i][m], "cpu")
             elif kind == "raw":
                 decoded[i, m] = data.permute(2, 0, 1)
-        pairs = {}
         for i in files:
-            rgb = conform(decoded[i, 0].to(self.device, non_blocking=True), 3)
-            ir = conform(decoded[i, 1].to(self.device, non_blocking=True), self.ir_channels)
+            rgb = conform(self.upload(decoded[i, 0]), 3)
+            ir = conform(self.upload(decoded[i, 1]), self.ir_channels)
             if ir.shape[1:] != rgb.shape[1:]:  # the scan reports this; stack_pair's rule otherwise
                 ir = _resize(ir.float(), tuple(rgb.shape[1:]))
             pairs[i] = torch.cat([rgb.float(), ir.float()])
@@ -399,7 +445,16 @@ class DeviceAugment:
             raise DataError(f"{file[2]}: cannot be decoded as an image ({str(e).splitlines()[0]})") from e
 
     # render: the plan's image tree, each stage rounded to integers as the CPU path's uint8 stages
-    def render(self, node: Any, pairs: dict[int, torch.Tensor], resized: dict) -> torch.Tensor:
+    def render_batch(self, roots: list[Any], pairs: dict[int, torch.Tensor]) -> torch.Tensor:
+        """(B, C, imgsz, imgsz) float: the trees of a batch, every warp of the batch in one ``grid_sample`` per
+        canvas size (see :meth:`warp_all`), then the mixup blends."""
+        resized: dict[tuple, torch.Tensor] = {}
+        warped = self.warp_all([w for r in roots for w in _warps(r, [])], pairs, resized)
+        return torch.stack([self.render(r, pairs, resized, warped) for r in roots])
+
+    def render(self, node: Any, pairs: dict[int, torch.Tensor], resized: dict,
+               warped: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """One tree; ``warped``: its warps already done by :meth:`warp_all` (by ``id``), else done here."""
         if isinstance(node, Source):
             key = (node.index, node.hw)
             if key not in resized:
@@ -411,15 +466,19 @@ class DeviceAugment:
             out[:, node.top: node.top + node.nh, node.left: node.left + node.nw] = x
             return out
         if isinstance(node, Mosaic):
-            srcs = [self.render(src, pairs, resized) for src, _, _ in node.tiles]
-            out = srcs[0].new_full((srcs[0].shape[0], node.size, node.size), float(PAD_VALUE))
-            for x, (_, (y1a, y2a, x1a, x2a), (y1b, y2b, x1b, x2b)) in zip(srcs, node.tiles):
+            out = None
+            for src, (y1a, y2a, x1a, x2a), (y1b, y2b, x1b, x2b) in node.tiles:
+                x = self.render(src, pairs, resized, warped)
+                if out is None:
+                    out = x.new_full((x.shape[0], node.size, node.size), float(PAD_VALUE))
                 out[:, y1a:y2a, x1a:x2a] = x[:, y1b:y2b, x1b:x2b]
             return out
         if isinstance(node, Warp):
-            return self.warp(self.render(node.src, pairs, resized), node.matrix, node.size, node.perspective)
+            if warped is None or id(node) not in warped:
+                warped = self.warp_all([node], pairs, resized)
+            return warped[id(node)]
         if isinstance(node, Blend):
-            a, b = self.render(node.a, pairs, resized), self.render(node.b, pairs, resized)
+            a, b = self.render(node.a, pairs, resized, warped), self.render(node.b, pairs, resized, warped)
             return (a * node.r + b * (1 - node.r)).floor_()
         raise TypeError(f"unknown plan node {type(node).__name__}")
 
@@ -431,19 +490,58 @@ class DeviceAugment:
             self._grids[w, h] = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(h * w, device=self.device)])
         return self._grids[w, h]
 
-    def warp(self, x: torch.Tensor, matrix: np.ndarray, size: tuple[int, int], perspective: bool) -> torch.Tensor:
-        """cv2.warpAffine/warpPerspective(x, matrix, size, INTER_LINEAR, border 114) with one ``grid_sample``:
-        each output pixel samples the source at ``inv(matrix) @ (x, y, 1)`` (divided by its w)."""
+    def canvas_side(self, h: int, w: int) -> int:
+        """The square a warp input is padded into: the smallest multiple of imgsz that holds it (a mosaic:
+        2 x imgsz, as it is; a single pair, long side imgsz: imgsz). It depends on the input alone, so a
+        sample's pixels do not depend on what else is in its batch (world size, batch size)."""
+        return self.imgsz * max(1, -(-max(h, w) // self.imgsz))
+
+    def warp_all(self, nodes: list[Warp], pairs: dict[int, torch.Tensor], resized: dict) -> dict[int, torch.Tensor]:
+        """{id(node): warped (C, h, w)} for these warps: one ``grid_sample`` per (canvas side, output size),
+        so the kernel launches of a batch do not grow with its size (a batch holds at most two canvas sides,
+        mosaic and not). Each input is pasted at the top left of its canvas, grey beyond (what the zeros
+        padding of ``x - 114`` reads outside any source): sampling there is sampling outside the image."""
+        groups: dict[tuple, list[Warp]] = {}
+        for n in nodes:  # grouped by the plan's shapes, so each input is pasted as soon as it is rendered
+            groups.setdefault((self.canvas_side(*_hw(n.src)), n.size), []).append(n)
+        out: dict[int, torch.Tensor] = {}
+        c = 3 + self.ir_channels
+        for (side, size), group in groups.items():
+            x = torch.full((len(group), c, side, side), float(PAD_VALUE), device=self.device)
+            for j, n in enumerate(group):
+                src = self.render(n.src, pairs, resized)
+                x[j, :, : src.shape[1], : src.shape[2]] = src
+            warped = self._warp_canvases(x.sub_(PAD_VALUE), group, size)
+            out.update((id(n), warped[j]) for j, n in enumerate(group))
+        return out
+
+    def _warp_canvases(self, x: torch.Tensor, nodes: list[Warp], size: tuple[int, int]) -> torch.Tensor:
+        """cv2.warpAffine/warpPerspective(INTER_LINEAR, border 114) of (B, C, S, S) canvases (minus 114) by each
+        node's 3x3 matrix: output pixel (x, y) samples its canvas at ``inv(matrix) @ (x, y, 1)`` (divided by
+        its w). The grids of the batch come from one batched product; ``grid_sample`` runs once."""
         w, h = size
-        inv = torch.from_numpy(np.linalg.inv(matrix)).to(torch.float32).to(self.device)
-        src = inv @ self._grid(w, h)  # (3, h*w) source pixel coordinates
-        xy = src[:2] / src[2:] if perspective else src[:2]
-        H, W = x.shape[1:]
-        scale = torch.tensor([2.0 / W, 2.0 / H], device=self.device).view(2, 1)
-        grid = ((xy + 0.5) * scale - 1).T.reshape(1, h, w, 2)  # align_corners=False: pixel i spans [i, i+1)
-        # zeros padding of (x - 114), + 114: outside the source reads as the grey border, blended at the edge
-        out = F.grid_sample((x - PAD_VALUE)[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return (out[0] + PAD_VALUE).round_().clamp_(0, 255)
+        inv = np.stack([np.linalg.inv(n.matrix) for n in nodes])
+        for k, n in enumerate(nodes):
+            if not n.perspective:  # affine: the divisor is 1 exactly (inv's last row is [0, 0, 1] up to rounding)
+                inv[k, 2] = (0.0, 0.0, 1.0)
+        inv = torch.from_numpy(inv).to(torch.float32).to(self.device).unsqueeze(-1)  # (B, 3, 3, 1)
+        px, py, _ = self._grid(w, h)
+        # (B, 3, h*w) source pixel coordinates, by elementwise ops rather than a batched matmul: bmm's blocking
+        # depends on the batch size (rows differ in the last bit), and a sample must not depend on its batch
+        src = inv[:, :, 0] * px + inv[:, :, 1] * py + inv[:, :, 2]
+        xy = src[:, :2] / src[:, 2:]
+        side = x.shape[-1]
+        grid = ((xy + 0.5) * (2.0 / side) - 1).transpose(1, 2).reshape(len(nodes), h, w, 2)  # pixel i: [i, i+1)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.add_(PAD_VALUE).round_().clamp_(0, 255)
+
+    def warp(self, x: torch.Tensor, matrix: np.ndarray, size: tuple[int, int], perspective: bool) -> torch.Tensor:
+        """One (C, H, W) image warped as :meth:`warp_all` warps it in a batch (cv2.warpAffine/warpPerspective)."""
+        node = Warp(None, matrix, size, perspective)
+        side = self.canvas_side(*x.shape[1:])
+        canvas = x.new_full((1, x.shape[0], side, side), float(PAD_VALUE))
+        canvas[0, :, : x.shape[1], : x.shape[2]] = x
+        return self._warp_canvases(canvas.sub_(PAD_VALUE), [node], size)[0]
 
     # photometric: the whole batch at once (HSV on RGB, IR gain, flip)
     def photometric(self, imgs: torch.Tensor, plans: list[Plan]) -> torch.Tensor:
