@@ -1,4 +1,5 @@
-"""``--loader device``: the workers ship encoded files and an augmentation plan; the training device decodes and draws.
+"""``--loader device``: the workers ship encoded files (or cached pairs) and an augmentation plan; the training
+device decodes and draws.
 
 Why: on a GPU box the CPU recipe (4 JPEG decodes, a 1280x1280 mosaic, one warp and an HSV round trip per
 sample, ~20 ms a sample on one core) needs many workers to keep a fast model fed. Here a worker does no
@@ -12,18 +13,28 @@ pixel work: per sample it returns
   the boxes of a sample are equal in both pipelines, and its pixels differ only by interpolation
   (cv2's fixed-point bilinear vs ``grid_sample``; JPEGs are decoded at full size here, where the CPU
   path lets libjpeg decode at 1/2-1/8) and the HSV arithmetic (cv2's uint8 HSV vs float);
-- the encoded bytes of the RGB and IR files of the sample and of its partners (uint8 tensors);
-  formats torchvision cannot decode (TIFF, BMP) are decoded by the worker with OpenCV instead.
+- for every pair the plan reads (the sample and its partners), without ``--cache``: the encoded bytes of
+  its RGB and IR files (uint8 tensors; formats torchvision cannot decode, TIFF and BMP, are decoded by the
+  worker with OpenCV instead); with ``--cache ram|disk``: the cached pair itself, decoded and resized so its
+  long side is imgsz (``cache.py``: the same file, key and builder as ``--loader cpu --cache``, so either
+  loader reuses the other's cache), copied out of the mapping as one ``(H, W, 3 + C_ir)`` uint8 tensor. The
+  sources are then the CPU pipeline's bytes and only the warp's interpolation and the HSV arithmetic differ.
+  It costs bandwidth, not compute: a 640x512 RGB+IR pair is 2 MB of uint8, several times its JPEGs, on the
+  way to the main process and to the device (never floats: they become floats on the device, see
+  :meth:`DeviceAugment.upload`).
 
 Per batch the training process (:class:`DeviceAugment`) decodes every file once (``decode_jpeg`` on the
-device for JPEG; ``decode_image`` on the CPU, then a copy, for PNG/WebP), resizes, composes mosaics,
-warps each image with one ``grid_sample`` built from the inverse 3x3 matrix (so perspective works
-too), blends mixups, and applies HSV (RGB), the IR gain and the flip to the whole batch at once, with
-torch ops. It costs device time and memory (a 6-channel 1280x1280 float mosaic is 39 MB; a batch of 16
-at 640 px peaks around 0.7 GB) and it runs in the step (logged as data time), not beside it.
+device for JPEG; ``decode_image`` on the CPU, then a copy, for PNG/WebP; cached pairs are copied as they
+are), resizes (a no-op for cached pairs), composes mosaics, warps every image of the batch with one
+``grid_sample`` per canvas side (mosaics: 2 x imgsz; single pairs, pasted top-left on a grey imgsz square:
+imgsz; so one or two calls whatever the batch size, and a sample's pixels do not depend on its batch), from
+each sample's inverse 3x3 matrix (so perspective works too), blends mixups, and applies HSV (RGB), the IR
+gain and the flip to the whole batch at once, with torch ops. It costs device time and memory: the warp
+inputs of the batch are alive together (a 6-channel 1280x1280 float mosaic is 39 MB, so a batch of 16 at
+640 px holds ~0.6 GB of them, twice that with mixup on every sample, plus the grids) and it runs in the
+step (logged as data time), not beside it.
 
 Validation keeps the CPU letterbox: it is cheap next to the training recipe and runs once an epoch.
-``--cache`` (decoded pairs) does not combine with encoded files and is refused with this loader.
 """
 
 from __future__ import annotations
