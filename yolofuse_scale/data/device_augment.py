@@ -394,6 +394,7 @@ class DeviceAugment:
     def __init__(self, imgsz: int, ir_channels: int, device: torch.device | str):
         self.imgsz, self.ir_channels, self.device = imgsz, ir_channels, torch.device(device)
         self._grids: dict[tuple[int, int], torch.Tensor] = {}
+        self._buffers: dict[int, torch.Tensor] = {}  # the warp canvases of the largest batch so far, per side
 
     def __call__(self, batch: dict) -> dict:
         pairs = self.decode(batch["files"])
@@ -508,51 +509,80 @@ class DeviceAugment:
         return self.imgsz * max(1, -(-max(h, w) // self.imgsz))
 
     def warp_all(self, nodes: list[Warp], pairs: dict[int, torch.Tensor], resized: dict) -> dict[int, torch.Tensor]:
-        """{id(node): warped (C, h, w)} for these warps: one ``grid_sample`` per (canvas side, output size),
-        so the kernel launches of a batch do not grow with its size (a batch holds at most two canvas sides,
-        mosaic and not). Each input is pasted at the top left of its canvas, grey beyond (what the zeros
-        padding of ``x - 114`` reads outside any source): sampling there is sampling outside the image."""
+        """{id(node): warped (C, h, w)} for these warps: one ``grid_sample`` per (canvas side, output size,
+        perspective or not), so the kernel launches of a batch do not grow with its size (a batch holds at most
+        two canvas sides, mosaic and not; perspective is the recipe's, the same for all). Each input is written
+        minus 114 at the top left of a zeroed canvas: beyond it reads 0, what the zeros padding reads outside
+        the canvas, so sampling there is sampling outside the image (grey). A mosaic's tiles go straight into
+        its canvas, which is thereby also its mosaic (no canvas of its own, no copy)."""
         groups: dict[tuple, list[Warp]] = {}
-        for n in nodes:  # grouped by the plan's shapes, so each input is pasted as soon as it is rendered
-            groups.setdefault((self.canvas_side(*_hw(n.src)), n.size), []).append(n)
+        for n in nodes:  # grouped by the plan's shapes, so each input is written as soon as it is rendered
+            groups.setdefault((self.canvas_side(*_hw(n.src)), n.size, n.perspective), []).append(n)
         out: dict[int, torch.Tensor] = {}
-        c = 3 + self.ir_channels
-        for (side, size), group in groups.items():
-            x = torch.full((len(group), c, side, side), float(PAD_VALUE), device=self.device)
+        for (side, size, _), group in groups.items():
+            x = self._canvases(len(group), side)
             for j, n in enumerate(group):
-                src = self.render(n.src, pairs, resized)
-                x[j, :, : src.shape[1], : src.shape[2]] = src
-            warped = self._warp_canvases(x.sub_(PAD_VALUE), group, size)
+                self._paste_shifted(n.src, x[j], pairs, resized)
+            warped = self._warp_canvases(x, group, size)
             out.update((id(n), warped[j]) for j, n in enumerate(group))
         return out
 
-    def _warp_canvases(self, x: torch.Tensor, nodes: list[Warp], size: tuple[int, int]) -> torch.Tensor:
-        """cv2.warpAffine/warpPerspective(INTER_LINEAR, border 114) of (B, C, S, S) canvases (minus 114) by each
-        node's 3x3 matrix: output pixel (x, y) samples its canvas at ``inv(matrix) @ (x, y, 1)`` (divided by
-        its w). The grids of the batch come from one batched product; ``grid_sample`` runs once."""
+    def _canvases(self, n: int, side: int) -> torch.Tensor:
+        """(n, C, side, side) zeros in a buffer kept between batches (grid_sample's output is a new tensor, so
+        nothing refers to it after the call): a fresh 80-160 MB allocation a batch costs the CPU path its page
+        faults (more than the per-sample version's smaller canvases), and is cheap on CUDA either way."""
+        shape = (n, 3 + self.ir_channels, side, side)
+        buf = self._buffers.get(side)
+        if buf is None or buf.numel() < np.prod(shape):
+            buf = self._buffers[side] = torch.empty(int(np.prod(shape)), device=self.device)
+        return buf[: int(np.prod(shape))].view(shape).zero_()
+
+    def _paste_shifted(self, node: Any, canvas: torch.Tensor, pairs: dict[int, torch.Tensor], resized: dict) -> None:
+        """``node`` rendered, minus 114, into the top left of ``canvas`` (exact: the values are integers)."""
+        if isinstance(node, Mosaic):  # the tiles; the rest of the canvas stays 0, the mosaic's grey
+            for src, (y1a, y2a, x1a, x2a), (y1b, y2b, x1b, x2b) in node.tiles:
+                x = self.render(src, pairs, resized)
+                torch.sub(x[:, y1b:y2b, x1b:x2b], PAD_VALUE, out=canvas[:, y1a:y2a, x1a:x2a])
+            return
+        x = self.render(node, pairs, resized)
+        torch.sub(x, PAD_VALUE, out=canvas[:, : x.shape[1], : x.shape[2]])
+
+    def _sampling_grid(self, nodes: list[Warp], size: tuple[int, int], side: int) -> torch.Tensor:
+        """(B, h, w, 2) ``grid_sample`` coordinates on ``side``-square canvases: output pixel (x, y) samples
+        ``inv(matrix) @ (x, y, 1)`` (divided by its w under perspective), with half-pixel centres
+        (align_corners=False: pixel i spans [i, i+1), normalised by 2 / side).
+
+        Elementwise ops on the batch, not a batched matmul: bmm's blocking depends on the batch size (rows
+        differ in the last bit), and a sample must not depend on its batch. Affine: the normalisation is
+        folded into the matrix (float64, once per sample), so the grid is 2 multiply-adds a pixel."""
         w, h = size
+        px, py, _ = (t.view(1, -1, 1) for t in self._grid(w, h))  # (1, h*w, 1)
         inv = np.stack([np.linalg.inv(n.matrix) for n in nodes])
-        for k, n in enumerate(nodes):
-            if not n.perspective:  # affine: the divisor is 1 exactly (inv's last row is [0, 0, 1] up to rounding)
-                inv[k, 2] = (0.0, 0.0, 1.0)
-        inv = torch.from_numpy(inv).to(torch.float32).to(self.device).unsqueeze(-1)  # (B, 3, 3, 1)
-        px, py, _ = self._grid(w, h)
-        # (B, 3, h*w) source pixel coordinates, by elementwise ops rather than a batched matmul: bmm's blocking
-        # depends on the batch size (rows differ in the last bit), and a sample must not depend on its batch
-        src = inv[:, :, 0] * px + inv[:, :, 1] * py + inv[:, :, 2]
-        xy = src[:, :2] / src[:, 2:]
-        side = x.shape[-1]
-        grid = ((xy + 0.5) * (2.0 / side) - 1).transpose(1, 2).reshape(len(nodes), h, w, 2)  # pixel i: [i, i+1)
+        k = 2.0 / side
+        if not nodes[0].perspective:  # the group shares it (warp_all's key)
+            a = inv[:, :2] * k
+            a[:, :, 2] += k / 2 - 1
+            a = torch.from_numpy(a).to(torch.float32).to(self.device).transpose(1, 2).unsqueeze(2)  # (B, 3, 1, 2)
+            grid = px * a[:, 0] + py * a[:, 1] + a[:, 2]
+        else:
+            t = torch.from_numpy(inv).to(torch.float32).to(self.device).transpose(1, 2).unsqueeze(2)  # (B, 3, 1, 3)
+            src = px * t[:, 0] + py * t[:, 1] + t[:, 2]  # (B, h*w, 3) source pixel coordinates, homogeneous
+            grid = (src[..., :2] / src[..., 2:] + 0.5) * k - 1
+        return grid.view(len(nodes), h, w, 2)
+
+    def _warp_canvases(self, x: torch.Tensor, nodes: list[Warp], size: tuple[int, int]) -> torch.Tensor:
+        """cv2.warpAffine/warpPerspective(INTER_LINEAR, border 114) of (B, C, S, S) canvases holding images
+        minus 114 (see :meth:`warp_all`), each by its node's matrix, in one ``grid_sample``."""
+        grid = self._sampling_grid(nodes, size, x.shape[-1])
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out.add_(PAD_VALUE).round_().clamp_(0, 255)
 
     def warp(self, x: torch.Tensor, matrix: np.ndarray, size: tuple[int, int], perspective: bool) -> torch.Tensor:
         """One (C, H, W) image warped as :meth:`warp_all` warps it in a batch (cv2.warpAffine/warpPerspective)."""
-        node = Warp(None, matrix, size, perspective)
         side = self.canvas_side(*x.shape[1:])
-        canvas = x.new_full((1, x.shape[0], side, side), float(PAD_VALUE))
-        canvas[0, :, : x.shape[1], : x.shape[2]] = x
-        return self._warp_canvases(canvas.sub_(PAD_VALUE), [node], size)[0]
+        canvas = x.new_zeros((1, x.shape[0], side, side))
+        torch.sub(x, PAD_VALUE, out=canvas[0, :, : x.shape[1], : x.shape[2]])
+        return self._warp_canvases(canvas, [Warp(None, matrix, size, perspective)], size)[0]
 
     # photometric: the whole batch at once (HSV on RGB, IR gain, flip)
     def photometric(self, imgs: torch.Tensor, plans: list[Plan]) -> torch.Tensor:
