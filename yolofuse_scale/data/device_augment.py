@@ -30,9 +30,9 @@ are), resizes (a no-op for cached pairs), composes mosaics, warps every image of
 imgsz; so one or two calls whatever the batch size, and a sample's pixels do not depend on its batch), from
 each sample's inverse 3x3 matrix (so perspective works too), blends mixups, and applies HSV (RGB), the IR
 gain and the flip to the whole batch at once, with torch ops. It costs device time and memory: the warp
-inputs of the batch are alive together (a 6-channel 1280x1280 float mosaic is 39 MB, so a batch of 16 at
-640 px holds ~0.6 GB of them, twice that with mixup on every sample, plus the grids) and it runs in the
-step (logged as data time), not beside it.
+inputs of the batch are alive together, in canvases kept from one batch to the next (a 6-channel 1280x1280
+float mosaic is 39 MB, so a batch of 16 at 640 px holds ~0.6 GB of them, twice that with mixup on every
+sample, plus the grids), and it runs in the step (logged as data time), not beside it.
 
 Validation keeps the CPU letterbox: it is cheap next to the training recipe and runs once an epoch.
 """
