@@ -13,7 +13,8 @@ sample without a cache) and/or ``micro_batch`` (partners from the sample's micro
 sample); rows of the second are named ``mosaic_micro_batch``. ``device`` (``--loader device``): the same
 recipe and partners, the workers only read the files and draw the parameters, and the main process
 decodes and renders each batch on ``--device`` (timed to the end of the batch: synchronised on CUDA);
-``device_micro_batch`` likewise. Batches come from the training sampler, so each worker builds whole
+``device_micro_batch`` likewise; with ``--cache`` its workers ship the cached decoded pairs instead of the
+files, and the device skips decode and resize. Batches come from the training sampler, so each worker builds whole
 micro-batches. ``images_per_s`` is 2 x pairs/s (an RGB and an IR image a pair).
 ``--ultralytics`` adds Ultralytics' own ``YOLODataset`` (its v8 recipe) on the same pairs stacked
 into 4-channel TIFFs; note that it keeps up to min(n, 8 x batch, 1000) decoded images in a per-worker
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                     partner_windows=windows, recipe=recipe)
         post = DeviceAugment(args.imgsz, cfg.ir_channels, device) if mode == "device" else None
         mode = mode if partners == "dataset" else f"{mode}_{partners}"
-        if args.cache != "none" and post is None:  # encoded files: the device pipeline reads no cache
+        if args.cache != "none":  # the device pipeline reads the same cache: its workers ship the cached frames
             t0 = time.perf_counter()
             ds.use_cache(args.cache, [Path(tmp.name) / "cache"], log=lambda _m: None)
             cache_info = {"mode": args.cache, "file": str(ds.cache.data_path), "gib": ds.cache.nbytes / 2**30,

@@ -448,10 +448,9 @@ def test_config_file_flag_wins_over_its_bad_value(tmp_path):
     (["--strategy", "zero2", "--deepspeed", "{tmp}/ds.json"], ["--deepspeed {tmp}/ds.json and --strategy zero2"]),
     (["--model", "{assets}/yolofuse_mid_schema.yaml", "--fusion", "late"],
      ["--fusion late with --model", "defines its own fusion"]),
-    (["--loader", "device", "--cache", "ram"], ["--loader device decodes the files on the device and --cache ram"]),
 ], ids=["grad-accum-0", "negative-lr", "momentum-range", "imgsz-not-32", "log-every-0", "resume-missing",
         "data-missing", "model-yaml-missing", "unknown-model", "deepspeed-json-missing", "deepspeed-and-strategy",
-        "fusion-with-model-yaml", "device-loader-with-cache"])
+        "fusion-with-model-yaml"])
 def test_config_flags(flags, needles, tmp_path, capsys):
     fill = {"tmp": tmp_path, "assets": ROOT / "tests" / "assets"}
     flags = [f.format(**fill) for f in flags]

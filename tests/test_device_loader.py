@@ -8,6 +8,7 @@ Everything runs on CPU tensors here; ``benchmarks/gpu_session.sh`` times the CUD
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,7 +39,6 @@ from yolofuse_scale.data.device_augment import (
     collate_encoded,
     hsv_jitter,
 )
-from yolofuse_scale.errors import ConfigError
 
 S = 64
 FULL = AugmentRecipe(mixup=0.5, degrees=10, shear=4, ir_gain=0.3)
@@ -65,15 +65,20 @@ def jpeg_set(tmp_path_factory) -> Path:
     return data
 
 
-def _both(data: Path, augment: bool, recipe: AugmentRecipe, epoch: int = 0, seed: int = 1, n: int = 8):
-    """The CPU pipeline's batch and the device pipeline's batch (rendered on CPU tensors) of the same items."""
+def _both(data: Path, augment: bool, recipe: AugmentRecipe, epoch: int = 0, seed: int = 1, n: int = 8,
+          cache: Path | None = None):
+    """The CPU pipeline's batch and the device pipeline's batch (rendered on CPU tensors) of the same items;
+    ``cache``: both read the pair cache (``--cache disk``) in that folder."""
     cfg = load_data_config(data)
     samples = scan_split(cfg, "train")
-    kw = {"augment": augment, "ir_channels": cfg.ir_channels, "seed": seed, "recipe": recipe, "epochs": 5}
+    kw = {"augment": augment, "ir_channels": cfg.ir_channels, "seed": seed, "recipe": recipe, "epochs": 15}
     from yolofuse_scale.data.sampler import MicroBatchWindows
 
-    kw["partner_windows"] = MicroBatchWindows(len(samples), 4, seed, True)
+    kw["partner_windows"] = MicroBatchWindows(len(samples), 4, seed, True)  # 15 epochs: mosaic on (close_mosaic 10)
     cpu, enc = PairedRGBIRDataset(samples, S, **kw), EncodedPairDataset(samples, S, **kw)
+    if cache is not None:
+        for ds in (cpu, enc):
+            ds.use_cache("disk", [cache], log=lambda _m: None)
     cpu.set_epoch(epoch)
     enc.set_epoch(epoch)
     a = collate_pairs([cpu[i] for i in range(n)])
@@ -194,9 +199,108 @@ def test_undecodable_file_is_named(png_set, tmp_path):
         DeviceAugment(S, cfg.ir_channels, "cpu")(collate_encoded([enc[0]]))
 
 
-def test_device_loader_refuses_the_pair_cache():
-    with pytest.raises(ConfigError, match="--loader device decodes the files on the device and --cache ram"):
-        DataConfig(loader="device", cache="ram")
+# ------------------------------------------------------------------------------------ the batched warp
+def _warp_one_by_one(x: torch.Tensor, matrix: np.ndarray, size: tuple[int, int], perspective: bool) -> torch.Tensor:
+    """The per-sample warp the device path had before it was batched: one grid_sample on the unpadded image."""
+    w, h = size
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    src = torch.from_numpy(np.linalg.inv(matrix)).float() @ torch.stack([xs.flatten(), ys.flatten(), torch.ones(h * w)])
+    xy = src[:2] / src[2:] if perspective else src[:2]
+    scale = torch.tensor([2.0 / x.shape[2], 2.0 / x.shape[1]]).view(2, 1)
+    grid = ((xy + 0.5) * scale - 1).T.reshape(1, h, w, 2)
+    out = torch.nn.functional.grid_sample((x - 114)[None], grid, mode="bilinear", padding_mode="zeros",
+                                          align_corners=False)
+    return (out[0] + 114).round().clamp(0, 255)
+
+
+def test_the_warps_of_a_batch_run_in_one_grid_sample_and_equal_each_sample_alone(png_set, monkeypatch):
+    """Mosaic and non-mosaic samples (two canvas sides) with mixups: one grid_sample per side whatever the
+    batch size; each sample's pixels equal those it gets rendered alone (so they do not depend on its batch),
+    and the previous one-call-per-warp version's up to a rounding flip of a few pixels."""
+    from yolofuse_scale.data import device_augment as da
+
+    cfg = load_data_config(png_set)
+    samples = scan_split(cfg, "train")
+    recipe = replace(FULL, mosaic=0.5, perspective=0.001)
+    enc = EncodedPairDataset(samples, S, augment=True, ir_channels=cfg.ir_channels, seed=1, recipe=recipe, epochs=15)
+    batch = collate_encoded([enc[i] for i in range(8)])
+    roots = [p.root for p in batch["plans"]]
+    kinds = {type(w.src).__name__ for r in roots for w in da._warps(r, [])}
+    assert kinds == {"Mosaic", "Source"} and any(isinstance(r, Blend) for r in roots)  # both sides, and mixups
+    dev = DeviceAugment(S, cfg.ir_channels, "cpu")
+    pairs = dev.decode(batch["files"])
+    calls = []
+    real = da.F.grid_sample
+    monkeypatch.setattr(da.F, "grid_sample", lambda x, *a, **k: calls.append(len(x)) or real(x, *a, **k))
+    together = dev.render_batch(roots, pairs)
+    assert len(calls) == 2, calls  # one per canvas side (2 x imgsz: mosaics; imgsz: single pairs)
+    assert sum(calls) == sum(len(da._warps(r, [])) for r in roots)
+    calls.clear()
+    dev.render_batch(roots[:2], pairs)
+    assert len(calls) <= 2
+    alone = torch.cat([dev.render_batch([r], pairs) for r in roots])
+    assert torch.equal(together, alone)
+
+    # against the former per-warp calls, on the warps' own inputs
+    monkeypatch.setattr(da.F, "grid_sample", real)
+    for r in roots:
+        for w in da._warps(r, []):
+            x = dev.render(w.src, pairs, {})
+            d = (dev.warp(x, w.matrix, w.size, w.perspective) - _warp_one_by_one(x, w.matrix, w.size, w.perspective))
+            d = d.abs()
+            assert d.max() <= 1 and (d > 0).float().mean() < 1e-3, (d.max(), (d > 0).float().mean())
+
+
+# ------------------------------------------------------------------------------- with the pair cache
+@pytest.mark.parametrize("name", ["full", "perspective"])
+def test_with_the_pair_cache_draws_boxes_and_pixels_match_the_cpu_pipeline(png_set, jpeg_set, name, tmp_path):
+    """--cache: the workers ship the cached pairs; the same boxes as --loader cpu --cache, and, the sources being
+    the same bytes, pixels that differ by the warp's interpolation and HSV only (JPEG as close as PNG now)."""
+    assert DataConfig(loader="device", cache="ram").cache == "ram"  # no longer refused
+    for data in (png_set, jpeg_set):
+        a, b, _ = _both(data, augment=True, recipe=RECIPES[name], cache=tmp_path / data.parent.name)
+        assert len(a["bboxes"]) > 0
+        assert torch.equal(a["bboxes"], b["bboxes"]) and torch.equal(a["cls"], b["cls"])
+        assert torch.equal(a["batch_idx"], b["batch_idx"]) and a["ori_shape"] == b["ori_shape"]
+        d = (a["img"].float() - b["img"].float()).abs()
+        assert d.mean() < 0.6, (name, data, d.mean())
+
+
+def test_with_the_pair_cache_the_letterbox_is_the_cpu_pipelines_exactly(png_set, jpeg_set, tmp_path):
+    """--no-augment --cache: a cached pair has its long side at imgsz, so the letterbox only pastes: equal bytes."""
+    for data in (png_set, jpeg_set):
+        a, b, _ = _both(data, augment=False, recipe=AugmentRecipe(), cache=tmp_path / data.parent.name)
+        assert torch.equal(a["img"], b["img"]) and torch.equal(a["bboxes"], b["bboxes"])
+        assert a["ori_shape"] == b["ori_shape"] and a["ratio_pad"] == b["ratio_pad"]
+
+
+class _Uploads(DeviceAugment):
+    """Records what crosses to the device (the real path: ``upload`` is the one host -> device copy of pixels)."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.seen: list[torch.Tensor] = []
+
+    def upload(self, t):
+        self.seen.append(t)
+        return super().upload(t)
+
+
+def test_with_the_pair_cache_the_payload_is_uint8_frames_only(jpeg_set, tmp_path):
+    """The workers ship decoded uint8 frames, once per pair a batch reads, and nothing float reaches the device."""
+    cfg = load_data_config(jpeg_set)
+    samples = scan_split(cfg, "train")
+    enc = EncodedPairDataset(samples, S, augment=True, ir_channels=cfg.ir_channels, seed=1, recipe=FULL, epochs=15)
+    enc.use_cache("disk", [tmp_path], log=lambda _m: None)
+    batch = collate_encoded([enc[i] for i in range(4)])
+    assert batch["files"] and all(f[0] == "frame" and f[1].dtype == torch.uint8 for f in batch["files"].values())
+    for i, f in batch["files"].items():
+        assert tuple(f[1].shape) == tuple(enc.cache.shapes[i])  # long side imgsz: no decode, no resize left
+    dev = _Uploads(S, cfg.ir_channels, "cpu")
+    out = dev(batch)
+    assert out["img"].dtype == torch.uint8 and out["img"].shape == (4, 3 + cfg.ir_channels, S, S)
+    assert dev.seen and all(t.dtype == torch.uint8 for t in dev.seen)
+    assert sum(t.numel() for t in dev.seen) == sum(f[1].numel() for f in batch["files"].values())
 
 
 # ------------------------------------------------------------------------------------- real trainings
@@ -240,3 +344,27 @@ def test_ddp_with_the_device_loader(run_data, tmp_path):
     log = run.log
     assert [r["step"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)
     assert "2 process(es)" in run.output
+
+
+def _drop_ram_cache(output: str) -> re.Match | None:
+    """The /dev/shm cache file a run logged (None: it logged none), removed with its index: /dev/shm is RAM."""
+    made = re.search(r"pair cache: \d+ pairs, [\d.]+ GiB in (\S+),", output)
+    if made:
+        Path(made.group(1)).unlink(missing_ok=True)
+        Path(made.group(1)).with_suffix(".json").unlink(missing_ok=True)
+    return made
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher, nproc", [("python", 1), ("torchrun", 2)])
+def test_training_with_the_device_loader_and_the_ram_cache(run_data, tmp_path, launcher, nproc):
+    """--loader device --cache ram: one process builds the cache in /dev/shm (the other rank waits for it) and
+    the workers ship its frames."""
+    out = tmp_path / "cached"
+    run = launch(launcher, nproc, ["train.py", "--data", str(run_data), *RUN, "--workers", "1", "--max-steps", "2",
+                                   "--cache", "ram", "--output-dir", str(out)], out)
+    made = _drop_ram_cache(run.output)
+    assert made and made.group(1).startswith("/dev/shm/"), run.output[-2000:]
+    assert run.output.count("decoding 16 pairs") == 1
+    assert [r["step"] for r in run.log] == [1, 2] and all(r["loss"] > 0 for r in run.log)
+    assert "cache: ram" in (out / "config.yaml").read_text()

@@ -66,8 +66,9 @@ class DataConfig:
     (/dev/shm) or disk (the dataset folder, else the run folder); none: decode every time"""
     loader: Literal["cpu", "device"] = "cpu"
     """where training pairs are decoded and augmented: cpu (the DataLoader workers, OpenCV) or device (workers
-    only read the files and draw the recipe's random parameters; the training device decodes, warps and applies
-    them per batch, with the same draws and boxes; pixels differ by interpolation only; not with --cache)"""
+    only read the files, or with --cache the decoded pairs, and draw the recipe's random parameters; the training
+    device decodes, warps and applies them per batch, with the same draws and boxes; pixels differ by interpolation
+    only)"""
     recipe: AugmentRecipe = field(default_factory=AugmentRecipe, metadata={"flag_names": {"scale": "aug_scale"}})
     """the augmentation recipe (used with --augment): one flag and one data key per field (its help is the
     field's docstring in data/augment.py); ``scale`` is ``--aug-scale``, ``--scale`` being the model's"""
@@ -83,9 +84,6 @@ class DataConfig:
             if not 0 <= getattr(self.recipe, name) <= 1:
                 raise ConfigError(f"--{name} is a probability in [0, 1], got {getattr(self.recipe, name)}")
         _at_least(self.recipe, 0, "close_mosaic", "translate", "scale", "hsv_h", "hsv_s", "hsv_v", "ir_gain")
-        if self.loader == "device" and self.cache != "none":
-            raise ConfigError(f"--loader device decodes the files on the device and --cache {self.cache} holds decoded "
-                              "pairs: use one of them")
 
 
 @dataclass(kw_only=True)

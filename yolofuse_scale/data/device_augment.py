@@ -1,4 +1,5 @@
-"""``--loader device``: the workers ship encoded files and an augmentation plan; the training device decodes and draws.
+"""``--loader device``: the workers ship encoded files (or cached pairs) and an augmentation plan; the training
+device decodes and draws.
 
 Why: on a GPU box the CPU recipe (4 JPEG decodes, a 1280x1280 mosaic, one warp and an HSV round trip per
 sample, ~20 ms a sample on one core) needs many workers to keep a fast model fed. Here a worker does no
@@ -12,18 +13,28 @@ pixel work: per sample it returns
   the boxes of a sample are equal in both pipelines, and its pixels differ only by interpolation
   (cv2's fixed-point bilinear vs ``grid_sample``; JPEGs are decoded at full size here, where the CPU
   path lets libjpeg decode at 1/2-1/8) and the HSV arithmetic (cv2's uint8 HSV vs float);
-- the encoded bytes of the RGB and IR files of the sample and of its partners (uint8 tensors);
-  formats torchvision cannot decode (TIFF, BMP) are decoded by the worker with OpenCV instead.
+- for every pair the plan reads (the sample and its partners), without ``--cache``: the encoded bytes of
+  its RGB and IR files (uint8 tensors; formats torchvision cannot decode, TIFF and BMP, are decoded by the
+  worker with OpenCV instead); with ``--cache ram|disk``: the cached pair itself, decoded and resized so its
+  long side is imgsz (``cache.py``: the same file, key and builder as ``--loader cpu --cache``, so either
+  loader reuses the other's cache), copied out of the mapping as one ``(H, W, 3 + C_ir)`` uint8 tensor. The
+  sources are then the CPU pipeline's bytes and only the warp's interpolation and the HSV arithmetic differ.
+  It costs bandwidth, not compute: a 640x512 RGB+IR pair is 2 MB of uint8, several times its JPEGs, on the
+  way to the main process and to the device (never floats: they become floats on the device, see
+  :meth:`DeviceAugment.upload`).
 
 Per batch the training process (:class:`DeviceAugment`) decodes every file once (``decode_jpeg`` on the
-device for JPEG; ``decode_image`` on the CPU, then a copy, for PNG/WebP), resizes, composes mosaics,
-warps each image with one ``grid_sample`` built from the inverse 3x3 matrix (so perspective works
-too), blends mixups, and applies HSV (RGB), the IR gain and the flip to the whole batch at once, with
-torch ops. It costs device time and memory (a 6-channel 1280x1280 float mosaic is 39 MB; a batch of 16
-at 640 px peaks around 0.7 GB) and it runs in the step (logged as data time), not beside it.
+device for JPEG; ``decode_image`` on the CPU, then a copy, for PNG/WebP; cached pairs are copied as they
+are), resizes (a no-op for cached pairs), composes mosaics, warps every image of the batch with one
+``grid_sample`` per canvas side (mosaics: 2 x imgsz; single pairs, pasted top-left on a grey imgsz square:
+imgsz; so one or two calls whatever the batch size, and a sample's pixels do not depend on its batch), from
+each sample's inverse 3x3 matrix (so perspective works too), blends mixups, and applies HSV (RGB), the IR
+gain and the flip to the whole batch at once, with torch ops. It costs device time and memory: the warp
+inputs of the batch are alive together, in canvases kept from one batch to the next (a 6-channel 1280x1280
+float mosaic is 39 MB, so a batch of 16 at 640 px holds ~0.6 GB of them, twice that with mixup on every
+sample, plus the grids), and it runs in the step (logged as data time), not beside it.
 
 Validation keeps the CPU letterbox: it is cheap next to the training recipe and runs once an epoch.
-``--cache`` (decoded pairs) does not combine with encoded files and is refused with this loader.
 """
 
 from __future__ import annotations
@@ -50,7 +61,6 @@ from yolofuse_scale.data.dataset import (
 )
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import PAD_VALUE, letterbox_boxes, letterbox_geometry
-from yolofuse_scale.errors import ConfigError
 
 # ----------------------------------------------------------------------------------------- the plan
 
@@ -200,6 +210,34 @@ def _sources(node: Any, out: list[int]) -> list[int]:
     return out
 
 
+def _warps(node: Any, out: list) -> list:
+    """The outermost ``Warp`` nodes of a tree (a warp's own input is rendered, nested warps included, before it)."""
+    if isinstance(node, Warp):
+        out.append(node)
+    elif isinstance(node, Mosaic):
+        for src, _, _ in node.tiles:
+            _warps(src, out)
+    elif isinstance(node, Blend):
+        _warps(node.a, out)
+        _warps(node.b, out)
+    return out
+
+
+def _hw(node: Any) -> tuple[int, int]:
+    """The (h, w) a tree renders to, read from the plan alone."""
+    if isinstance(node, Source):
+        return node.hw
+    if isinstance(node, Letterbox):
+        return node.imgsz, node.imgsz
+    if isinstance(node, Mosaic):
+        return node.size, node.size
+    if isinstance(node, Warp):
+        return node.size[1], node.size[0]
+    if isinstance(node, Blend):
+        return _hw(node.a)
+    raise TypeError(f"unknown plan node {type(node).__name__}")
+
+
 def header_hw(path: Path) -> tuple[int, int]:
     """(h, w) from the image header (PIL reads the header only); for samples the scan did not size."""
     from PIL import Image
@@ -254,31 +292,39 @@ class EncodedPairDataset(PairedRGBIRDataset):
         if self.augment:
             self.pipeline = PlanAugment(self.planned_labels, len(self.samples), self.imgsz, self.recipe)
 
-    def use_cache(self, mode: str, folders, log=print) -> None:
-        if mode != "none":
-            raise ConfigError(f"--cache {mode} holds decoded pairs and --loader device decodes on the device: "
-                              "use one of them")
+    # use_cache is PairedRGBIRDataset's: the same key, file and builder (OpenCV), so a cache written by either
+    # loader serves both, and a sample's source pixels are the CPU pipeline's bit for bit
+
+    def source_shapes(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((h, w) of the pair the recipe starts from, its original (h, w)): the cached pair's when there is a
+        cache, else what ``resized_pair`` would decode, from the header size alone."""
+        if self.cache is not None:
+            h, w = self.cache.shapes[index][:2]
+            return (h, w), tuple(self.cache.ori_shapes[index])
+        s = self.samples[index]
+        hw = resized_hw(s, self.imgsz)
+        return hw, s.hw or hw
 
     def planned_labels(self, index: int) -> dict:
         """``resized_labels`` without the pixels: a shape-only image and the plan leaf of the pair."""
         s = self.samples[index]
-        h, w = resized_hw(s, self.imgsz)
+        (h, w), ori = self.source_shapes(index)
         boxes = s.boxes
         return {"img": _shape_only(h, w, 3 + self.ir_channels), "plan": Source(index, (h, w)),
-                "cls": boxes[:, :1].copy(), "ori_shape": s.hw or (h, w), "resized_shape": (h, w),
+                "cls": boxes[:, :1].copy(), "ori_shape": ori, "resized_shape": (h, w),
                 "instances": Instances(boxes[:, 1:].copy(), bbox_format="xywh", normalized=True),
                 "im_file": str(s.rgb)}
 
     def plan(self, index: int) -> tuple[Plan, np.ndarray, np.ndarray, tuple, tuple]:
         """(plan, xywh, cls, ori_shape, ratio_pad) of a sample, as ``PairedRGBIRDataset[index]`` has them."""
         s = self.samples[index]
-        if self.pipeline is None:
-            hw = s.hw or header_hw(s.rgb)
+        if self.pipeline is None:  # with a cache, the CPU path letterboxes the cached (resized) pair too
+            hw, ori = self.source_shapes(index) if self.cache is not None else (s.hw or header_hw(s.rgb),) * 2
             nw, nh, left, top, r = letterbox_geometry(*hw, self.imgsz)
             root = Letterbox(index, hw, nw, nh, left, top, self.imgsz)
             xywh = letterbox_boxes(s.boxes[:, 1:], nw, nh, left, top, self.imgsz)
             plan = Plan(root)
-            return plan, xywh, s.boxes[:, :1], hw, ((r, r), (float(left), float(top)))
+            return plan, xywh, s.boxes[:, :1], ori, ((r, r), (float(left), float(top)))
         epoch = self.epoch
         mosaic = self.epochs is None or self.recipe.mosaic_on(epoch, self.epochs)
         window = self.partner_windows(epoch, index) if self.partner_windows else None
@@ -290,14 +336,20 @@ class EncodedPairDataset(PairedRGBIRDataset):
     def __getitem__(self, index: int) -> dict:
         plan, xywh, cls, ori_shape, ratio_pad = self.plan(index)
         plan.sources = sorted(set(_sources(plan.root, [])))
-        files = {i: (encoded_file(self.samples[i].rgb, 3), encoded_file(self.samples[i].ir, self.ir_channels))
-                 for i in plan.sources}
+        files = {i: self.payload(i) for i in plan.sources}
         s = self.samples[index]
         return {"plan": plan, "files": files,
                 "cls": torch.from_numpy(np.asarray(cls, dtype=np.float32).copy()),
                 "bboxes": torch.from_numpy(np.asarray(xywh, dtype=np.float32).reshape(-1, 4)),
                 "im_file": str(s.rgb), "ir_file": str(s.ir), "ori_shape": ori_shape, "ratio_pad": ratio_pad,
                 "index": index}
+
+    def payload(self, i: int) -> tuple:
+        """What a worker ships for pair ``i``: ``("frame", (H, W, 3 + C_ir) uint8, path)``, the cached decoded
+        pair (already resized: the device neither decodes nor resizes it), or the two encoded files."""
+        if self.cache is not None:  # a copy out of the read-only mapping: it travels to the main process
+            return "frame", torch.from_numpy(np.array(self.cache.get(i)[0])), str(self.samples[i].rgb)
+        return encoded_file(self.samples[i].rgb, 3), encoded_file(self.samples[i].ir, self.ir_channels)
 
 
 def collate_encoded(batch: list[dict]) -> dict:
@@ -342,11 +394,11 @@ class DeviceAugment:
     def __init__(self, imgsz: int, ir_channels: int, device: torch.device | str):
         self.imgsz, self.ir_channels, self.device = imgsz, ir_channels, torch.device(device)
         self._grids: dict[tuple[int, int], torch.Tensor] = {}
+        self._buffers: dict[int, torch.Tensor] = {}  # the warp canvases of the largest batch so far, per side
 
     def __call__(self, batch: dict) -> dict:
         pairs = self.decode(batch["files"])
-        resized: dict[tuple, torch.Tensor] = {}
-        imgs = torch.stack([self.render(p.root, pairs, resized) for p in batch["plans"]])
+        imgs = self.render_batch([p.root for p in batch["plans"]], pairs)
         img = self.photometric(imgs, batch["plans"]).to(torch.uint8)
         out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                for k, v in batch.items() if k not in ("plans", "files")}
@@ -360,9 +412,16 @@ class DeviceAugment:
             warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
             return self._decode(files)
 
+    def upload(self, t: torch.Tensor) -> torch.Tensor:
+        """The one host -> device copy of the pixels: of uint8 images (decoded on the host, or cached) only;
+        JPEG bytes go to ``decode_jpeg`` on the device instead."""
+        return t.to(self.device, non_blocking=True)
+
     def _decode(self, files: dict[int, tuple]) -> dict[int, torch.Tensor]:
         from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
+        pairs = {i: self.upload(f[1]).permute(2, 0, 1).float() for i, f in files.items() if f[0] == "frame"}
+        files = {i: f for i, f in files.items() if f[0] != "frame"}  # the rest: encoded files, decoded here
         order = [(i, m) for i in files for m in (0, 1)]
         decoded: dict[tuple[int, int], torch.Tensor] = {}
         jpegs = [(i, m) for i, m in order if files[i][m][0] == "jpeg"]
@@ -379,10 +438,9 @@ class DeviceAugment:
                 decoded[i, m] = self._decode_one(decode_image, files[i][m], "cpu")
             elif kind == "raw":
                 decoded[i, m] = data.permute(2, 0, 1)
-        pairs = {}
         for i in files:
-            rgb = conform(decoded[i, 0].to(self.device, non_blocking=True), 3)
-            ir = conform(decoded[i, 1].to(self.device, non_blocking=True), self.ir_channels)
+            rgb = conform(self.upload(decoded[i, 0]), 3)
+            ir = conform(self.upload(decoded[i, 1]), self.ir_channels)
             if ir.shape[1:] != rgb.shape[1:]:  # the scan reports this; stack_pair's rule otherwise
                 ir = _resize(ir.float(), tuple(rgb.shape[1:]))
             pairs[i] = torch.cat([rgb.float(), ir.float()])
@@ -399,7 +457,16 @@ class DeviceAugment:
             raise DataError(f"{file[2]}: cannot be decoded as an image ({str(e).splitlines()[0]})") from e
 
     # render: the plan's image tree, each stage rounded to integers as the CPU path's uint8 stages
-    def render(self, node: Any, pairs: dict[int, torch.Tensor], resized: dict) -> torch.Tensor:
+    def render_batch(self, roots: list[Any], pairs: dict[int, torch.Tensor]) -> torch.Tensor:
+        """(B, C, imgsz, imgsz) float: the trees of a batch, every warp of the batch in one ``grid_sample`` per
+        canvas size (see :meth:`warp_all`), then the mixup blends."""
+        resized: dict[tuple, torch.Tensor] = {}
+        warped = self.warp_all([w for r in roots for w in _warps(r, [])], pairs, resized)
+        return torch.stack([self.render(r, pairs, resized, warped) for r in roots])
+
+    def render(self, node: Any, pairs: dict[int, torch.Tensor], resized: dict,
+               warped: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """One tree; ``warped``: its warps already done by :meth:`warp_all` (by ``id``), else done here."""
         if isinstance(node, Source):
             key = (node.index, node.hw)
             if key not in resized:
@@ -411,15 +478,19 @@ class DeviceAugment:
             out[:, node.top: node.top + node.nh, node.left: node.left + node.nw] = x
             return out
         if isinstance(node, Mosaic):
-            srcs = [self.render(src, pairs, resized) for src, _, _ in node.tiles]
-            out = srcs[0].new_full((srcs[0].shape[0], node.size, node.size), float(PAD_VALUE))
-            for x, (_, (y1a, y2a, x1a, x2a), (y1b, y2b, x1b, x2b)) in zip(srcs, node.tiles):
+            out = None
+            for src, (y1a, y2a, x1a, x2a), (y1b, y2b, x1b, x2b) in node.tiles:
+                x = self.render(src, pairs, resized, warped)
+                if out is None:
+                    out = x.new_full((x.shape[0], node.size, node.size), float(PAD_VALUE))
                 out[:, y1a:y2a, x1a:x2a] = x[:, y1b:y2b, x1b:x2b]
             return out
         if isinstance(node, Warp):
-            return self.warp(self.render(node.src, pairs, resized), node.matrix, node.size, node.perspective)
+            if warped is None or id(node) not in warped:
+                warped = self.warp_all([node], pairs, resized)
+            return warped[id(node)]
         if isinstance(node, Blend):
-            a, b = self.render(node.a, pairs, resized), self.render(node.b, pairs, resized)
+            a, b = self.render(node.a, pairs, resized, warped), self.render(node.b, pairs, resized, warped)
             return (a * node.r + b * (1 - node.r)).floor_()
         raise TypeError(f"unknown plan node {type(node).__name__}")
 
@@ -431,19 +502,87 @@ class DeviceAugment:
             self._grids[w, h] = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(h * w, device=self.device)])
         return self._grids[w, h]
 
-    def warp(self, x: torch.Tensor, matrix: np.ndarray, size: tuple[int, int], perspective: bool) -> torch.Tensor:
-        """cv2.warpAffine/warpPerspective(x, matrix, size, INTER_LINEAR, border 114) with one ``grid_sample``:
-        each output pixel samples the source at ``inv(matrix) @ (x, y, 1)`` (divided by its w)."""
+    def canvas_side(self, h: int, w: int) -> int:
+        """The square a warp input is padded into: the smallest multiple of imgsz that holds it (a mosaic:
+        2 x imgsz, as it is; a single pair, long side imgsz: imgsz). It depends on the input alone, so a
+        sample's pixels do not depend on what else is in its batch (world size, batch size)."""
+        return self.imgsz * max(1, -(-max(h, w) // self.imgsz))
+
+    def warp_all(self, nodes: list[Warp], pairs: dict[int, torch.Tensor], resized: dict) -> dict[int, torch.Tensor]:
+        """{id(node): warped (C, h, w)} for these warps: one ``grid_sample`` per (canvas side, output size,
+        perspective or not), so the kernel launches of a batch do not grow with its size (a batch holds at most
+        two canvas sides, mosaic and not; perspective is the recipe's, the same for all). Each input is written
+        minus 114 at the top left of a zeroed canvas: beyond it reads 0, what the zeros padding reads outside
+        the canvas, so sampling there is sampling outside the image (grey). A mosaic's tiles go straight into
+        its canvas, which is thereby also its mosaic (no canvas of its own, no copy)."""
+        groups: dict[tuple, list[Warp]] = {}
+        for n in nodes:  # grouped by the plan's shapes, so each input is written as soon as it is rendered
+            groups.setdefault((self.canvas_side(*_hw(n.src)), n.size, n.perspective), []).append(n)
+        out: dict[int, torch.Tensor] = {}
+        for (side, size, _), group in groups.items():
+            x = self._canvases(len(group), side)
+            for j, n in enumerate(group):
+                self._paste_shifted(n.src, x[j], pairs, resized)
+            warped = self._warp_canvases(x, group, size)
+            out.update((id(n), warped[j]) for j, n in enumerate(group))
+        return out
+
+    def _canvases(self, n: int, side: int) -> torch.Tensor:
+        """(n, C, side, side) zeros in a buffer kept between batches (grid_sample's output is a new tensor, so
+        nothing refers to it after the call): a fresh 80-160 MB allocation a batch costs the CPU path its page
+        faults (more than the per-sample version's smaller canvases), and is cheap on CUDA either way."""
+        shape = (n, 3 + self.ir_channels, side, side)
+        buf = self._buffers.get(side)
+        if buf is None or buf.numel() < np.prod(shape):
+            buf = self._buffers[side] = torch.empty(int(np.prod(shape)), device=self.device)
+        return buf[: int(np.prod(shape))].view(shape).zero_()
+
+    def _paste_shifted(self, node: Any, canvas: torch.Tensor, pairs: dict[int, torch.Tensor], resized: dict) -> None:
+        """``node`` rendered, minus 114, into the top left of ``canvas`` (exact: the values are integers)."""
+        if isinstance(node, Mosaic):  # the tiles; the rest of the canvas stays 0, the mosaic's grey
+            for src, (y1a, y2a, x1a, x2a), (y1b, y2b, x1b, x2b) in node.tiles:
+                x = self.render(src, pairs, resized)
+                torch.sub(x[:, y1b:y2b, x1b:x2b], PAD_VALUE, out=canvas[:, y1a:y2a, x1a:x2a])
+            return
+        x = self.render(node, pairs, resized)
+        torch.sub(x, PAD_VALUE, out=canvas[:, : x.shape[1], : x.shape[2]])
+
+    def _sampling_grid(self, nodes: list[Warp], size: tuple[int, int], side: int) -> torch.Tensor:
+        """(B, h, w, 2) ``grid_sample`` coordinates on ``side``-square canvases: output pixel (x, y) samples
+        ``inv(matrix) @ (x, y, 1)`` (divided by its w under perspective), with half-pixel centres
+        (align_corners=False: pixel i spans [i, i+1), normalised by 2 / side).
+
+        Elementwise ops on the batch, not a batched matmul: bmm's blocking depends on the batch size (rows
+        differ in the last bit), and a sample must not depend on its batch. Affine: the normalisation is
+        folded into the matrix (float64, once per sample), so the grid is 2 multiply-adds a pixel."""
         w, h = size
-        inv = torch.from_numpy(np.linalg.inv(matrix)).to(torch.float32).to(self.device)
-        src = inv @ self._grid(w, h)  # (3, h*w) source pixel coordinates
-        xy = src[:2] / src[2:] if perspective else src[:2]
-        H, W = x.shape[1:]
-        scale = torch.tensor([2.0 / W, 2.0 / H], device=self.device).view(2, 1)
-        grid = ((xy + 0.5) * scale - 1).T.reshape(1, h, w, 2)  # align_corners=False: pixel i spans [i, i+1)
-        # zeros padding of (x - 114), + 114: outside the source reads as the grey border, blended at the edge
-        out = F.grid_sample((x - PAD_VALUE)[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return (out[0] + PAD_VALUE).round_().clamp_(0, 255)
+        px, py, _ = (t.view(1, -1, 1) for t in self._grid(w, h))  # (1, h*w, 1)
+        inv = np.stack([np.linalg.inv(n.matrix) for n in nodes])
+        k = 2.0 / side
+        if not nodes[0].perspective:  # the group shares it (warp_all's key)
+            a = inv[:, :2] * k
+            a[:, :, 2] += k / 2 - 1
+            a = torch.from_numpy(a).to(torch.float32).to(self.device).transpose(1, 2).unsqueeze(2)  # (B, 3, 1, 2)
+            grid = px * a[:, 0] + py * a[:, 1] + a[:, 2]
+        else:
+            t = torch.from_numpy(inv).to(torch.float32).to(self.device).transpose(1, 2).unsqueeze(2)  # (B, 3, 1, 3)
+            src = px * t[:, 0] + py * t[:, 1] + t[:, 2]  # (B, h*w, 3) source pixel coordinates, homogeneous
+            grid = (src[..., :2] / src[..., 2:] + 0.5) * k - 1
+        return grid.view(len(nodes), h, w, 2)
+
+    def _warp_canvases(self, x: torch.Tensor, nodes: list[Warp], size: tuple[int, int]) -> torch.Tensor:
+        """cv2.warpAffine/warpPerspective(INTER_LINEAR, border 114) of (B, C, S, S) canvases holding images
+        minus 114 (see :meth:`warp_all`), each by its node's matrix, in one ``grid_sample``."""
+        grid = self._sampling_grid(nodes, size, x.shape[-1])
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.add_(PAD_VALUE).round_().clamp_(0, 255)
+
+    def warp(self, x: torch.Tensor, matrix: np.ndarray, size: tuple[int, int], perspective: bool) -> torch.Tensor:
+        """One (C, H, W) image warped as :meth:`warp_all` warps it in a batch (cv2.warpAffine/warpPerspective)."""
+        side = self.canvas_side(*x.shape[1:])
+        canvas = x.new_zeros((1, x.shape[0], side, side))
+        torch.sub(x, PAD_VALUE, out=canvas[0, :, : x.shape[1], : x.shape[2]])
+        return self._warp_canvases(canvas, [Warp(None, matrix, size, perspective)], size)[0]
 
     # photometric: the whole batch at once (HSV on RGB, IR gain, flip)
     def photometric(self, imgs: torch.Tensor, plans: list[Plan]) -> torch.Tensor:

@@ -158,8 +158,8 @@ class Trainer:
             self.log.info(line)
         train_samples, val_samples = samples["train"], samples["val"]
         self.train_fingerprint = ckpt.dataset_fingerprint([(s.rgb, s.ir) for s in train_samples], self.data_cfg.root)
-        # --loader device: the workers ship files and drawn parameters, the batch is made on acc.device
-        # (data/device_augment.py); the same draws and boxes as the CPU pipeline
+        # --loader device: the workers ship files (or cached pairs) and drawn parameters, the batch is made on
+        # acc.device (data/device_augment.py); the same draws and boxes as the CPU pipeline
         train_cls = EncodedPairDataset if d.loader == "device" else PairedRGBIRDataset
         self.train_set = train_cls(
             train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed,
