@@ -224,6 +224,13 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- environment
+def write_results(out: Path, result: dict[str, Any], text: str, report: str = "report.md") -> None:
+    """``out/results.json`` (the numbers) and ``out/<report>`` (the table people read), then the table on stdout."""
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / report).write_text(text)
+    print(text)
+
+
 def environment(*, threads: int | str | None = None, machine_label: str = "",
                 command: list[str] | None = None) -> dict[str, Any]:
     """Where and with what a result was measured; the same keys in every benchmark's results.

@@ -126,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"schema": SCHEMA, "settings": {**vars(args), **base}, "ablations": table, "runs": runs,
               "summary": {k: summarise(runs, k) for k in ("mAP50-95", "mAP50")},
               "environment": common.environment(threads=args.threads, machine_label=args.label)}
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "results.md").write_text(markdown(result))
-    print(markdown(result))
+    common.write_results(out, result, markdown(result), report="results.md")
     return 0
 
 

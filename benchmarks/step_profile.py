@@ -189,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"schema": SCHEMA, "settings": {**s, "label": args.label, "compare": str(args.compare)},
               "ours": split(ours, "ours", steps_ours), "ultralytics": split(theirs, "ultralytics", steps_theirs),
               "environment": common.environment(threads=threads, machine_label=args.label)}
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "report.md").write_text(markdown(result))
-    print(markdown(result))
+    common.write_results(out, result, markdown(result))
     return 0
 
 

@@ -1,7 +1,9 @@
-"""benchmarks/pretrained_start.py and benchmarks/recipe_ablation.py: what they read from a training and how
+"""benchmarks/pretrained_start.py, recipe_ablation.py and step_profile.py: what they read from a training and how
 they summarise it (the studies themselves are real trainings, minutes each: not tests)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from benchmarks.pretrained_start import steps_to, summarise, val_curve
 
@@ -48,3 +50,49 @@ def test_recipe_ablation_rows_bring_back_one_earlier_choice_each(tmp_path):
     s = summarise(runs, "mAP50-95")
     assert abs(s["no warm-up floor"]["paired_difference"]["min"] + 0.1) < 1e-12
     assert abs(s["no warm-up floor"]["paired_difference"]["mean"]) < 1e-12
+
+
+def _inner(n):
+    return sum(range(n))
+
+
+def _outer():
+    total = 0
+    for _ in range(3):  # a loop, not a comprehension: that would be a caller of its own
+        total += _inner(20_000)
+    return total
+
+
+def test_step_profile_reads_a_call_by_its_caller():
+    import cProfile
+    import pstats
+    import time
+
+    from benchmarks.step_profile import call_seconds
+
+    prof = cProfile.Profile(time.process_time)
+    prof.runcall(_outer)
+    _inner(10)  # a call from elsewhere: not counted
+    stats = pstats.Stats(prof)
+    seconds, calls = call_seconds(stats, "tests/test_study_scripts.py:_outer", "tests/test_study_scripts.py:_inner")
+    assert calls == 3 and seconds >= 0
+    assert call_seconds(stats, "tests/test_study_scripts.py:nobody", "tests/test_study_scripts.py:_inner") == (0.0, 0)
+
+
+def test_step_profile_parts_name_functions_that_exist():
+    # A part whose caller or callee was renamed (ours, Ultralytics', torch's, Accelerate's) would read 0 ms
+    # silently: every pattern must name a def in the file it names.
+    import importlib.util
+    import re
+
+    from benchmarks.step_profile import NOT_STEPS, PARTS
+
+    patterns = {p for parts in PARTS.values() for pair in parts.values() for p in pair}
+    patterns |= {p for pairs in NOT_STEPS.values() for pair in pairs for p in pair}
+    for pattern in sorted(patterns):
+        suffix, name = pattern.rsplit(":", 1)
+        package, _, rest = suffix.partition("/")
+        spec = importlib.util.find_spec(package)
+        path = Path(spec.submodule_search_locations[0]) / rest
+        assert path.is_file(), pattern
+        assert re.search(rf"^\s*def {re.escape(name)}\(", path.read_text(), re.M), pattern
