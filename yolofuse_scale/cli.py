@@ -81,6 +81,9 @@ def add_val_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--imgsz", type=int, default=None, help="input size (default: the size trained at)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch per process")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    parser.add_argument("--loader", choices=("cpu", "device"), default="cpu",
+                        help="cpu: workers decode and letterbox (default); device: they ship the encoded files and "
+                             "the device decodes and letterboxes (as training's --loader device validates)")
     parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold before NMS")
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     parser.add_argument("--max-det", type=int, default=300, help="detections kept per image")
@@ -95,7 +98,8 @@ def run_val(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from yolofuse_scale.config import TrainConfig
-    from yolofuse_scale.data import PairedRGBIRDataset, collate_pairs, load_data_config, scan_split
+    from yolofuse_scale.data import load_data_config, scan_split
+    from yolofuse_scale.data.device_augment import validation_data
     from yolofuse_scale.data.sampler import ShardSampler
     from yolofuse_scale.engine.checkpoint import CheckpointError
     from yolofuse_scale.engine.evaluate import evaluate
@@ -120,13 +124,13 @@ def run_val(args: argparse.Namespace) -> int:
         )
     model.to(acc.device)
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
-    dataset = PairedRGBIRDataset(scan_split(data_cfg, args.split), imgsz, augment=False,
-                                 ir_channels=data_cfg.ir_channels)
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_pairs,
+    dataset, collate, to_device = validation_data(scan_split(data_cfg, args.split), imgsz, data_cfg.ir_channels,
+                                                  args.loader, acc.device)
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate,
                         sampler=ShardSampler(len(dataset), acc.num_processes, acc.process_index))
     out = Path(args.out)
     metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det,
-                       plot_dir=None if args.no_plots else out)
+                       plot_dir=None if args.no_plots else out, batch_to_device=to_device)
     if is_writer(acc):  # the same rule as training's files (evaluate's plots follow it too)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))

@@ -68,7 +68,7 @@ class DataConfig:
     """where training pairs are decoded and augmented: cpu (the DataLoader workers, OpenCV) or device (workers
     only read the files, or with --cache the decoded pairs, and draw the recipe's random parameters; the training
     device decodes, warps and applies them per batch, with the same draws and boxes; pixels differ by interpolation
-    only)"""
+    only); validation follows it (device: the device decodes and letterboxes the val pairs too)"""
     recipe: AugmentRecipe = field(default_factory=AugmentRecipe, metadata={"flag_names": {"scale": "aug_scale"}})
     """the augmentation recipe (used with --augment): one flag and one data key per field (its help is the
     field's docstring in data/augment.py); ``scale`` is ``--aug-scale``, ``--scale`` being the model's"""

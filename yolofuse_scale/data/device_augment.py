@@ -34,12 +34,20 @@ inputs of the batch are alive together, in canvases kept from one batch to the n
 float mosaic is 39 MB, so a batch of 16 at 640 px holds ~0.6 GB of them, twice that with mixup on every
 sample, plus the grids), and it runs in the step (logged as data time), not beside it.
 
-Validation keeps the CPU letterbox: it is cheap next to the training recipe and runs once an epoch.
+Validation (:func:`validation_data`) takes the same road: its workers ship each sample's two encoded files and a
+``Letterbox`` plan (the CPU path's ``letterbox_geometry``, from the scan's header size) with the CPU val batch's
+targets, and :class:`DeviceLetterbox` decodes, resizes (long side imgsz) and pads (``PAD_VALUE``) on the device,
+leaving the targets on the host where ``evaluate`` reads them. The boxes are the CPU val batch's exactly; pixels
+differ by the bilinear rounding (cv2's fixed point vs float; both decode JPEGs at full size for the letterbox:
+at most 1 level on the CPU, and nvJPEG's IDCT may differ from libjpeg's by about as much). The val set is never
+cached, with either loader (``cache.py``): ``--cache`` changes nothing in validation, so both loaders validate
+the same pixels up to that rounding.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +63,7 @@ from yolofuse_scale.data.config import DataError
 from yolofuse_scale.data.dataset import (
     PairedRGBIRDataset,
     augmented_targets,
+    collate_pairs,
     collate_targets,
     jpeg_reduction,
     read_image,
@@ -627,3 +636,28 @@ def hsv_jitter(x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
         return v - sv * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
     return torch.stack([f(1), f(3), f(5)], 1).round_().clamp_(0, 255)  # back in the (B, G, R) slots
+
+
+class DeviceLetterbox(DeviceAugment):
+    """Validation's ``batch_to_device`` under ``--loader device``: a ``collate_encoded`` batch of letterbox plans
+    -> ``collate_pairs``' batch, ``img`` uint8 ``(B, 3 + ir_channels, imgsz, imgsz)`` on the device, every other
+    key as the CPU val batch has it, on the host (``evaluate`` indexes the targets there, as it always has)."""
+
+    def __call__(self, batch: dict) -> dict:
+        roots = [p.root for p in batch["plans"]]
+        if not all(isinstance(r, Letterbox) for r in roots):  # an augmented set handed to validation
+            raise ValueError("DeviceLetterbox renders letterbox plans only (a set built with augment=False)")
+        pairs = self.decode(batch["files"])
+        img = torch.stack([self.render(r, pairs, {}) for r in roots]).to(torch.uint8)
+        return {**{k: v for k, v in batch.items() if k not in ("plans", "files")}, "img": img}
+
+
+def validation_data(samples: list[Sample], imgsz: int, ir_channels: int, loader: str,
+                    device: torch.device | str) -> tuple[PairedRGBIRDataset, Callable, Callable | None]:
+    """(dataset, collate_fn, batch_to_device for ``evaluate``) of a validation split. ``loader``: ``cpu``, the
+    workers decode and letterbox with OpenCV (batch_to_device None: ``evaluate`` moves ``img``); ``device``,
+    they ship the encoded files and :class:`DeviceLetterbox` draws on ``device``. Never cached (see above)."""
+    if loader == "device":
+        dataset = EncodedPairDataset(samples, imgsz, augment=False, ir_channels=ir_channels)
+        return dataset, collate_encoded, DeviceLetterbox(imgsz, ir_channels, device)
+    return PairedRGBIRDataset(samples, imgsz, augment=False, ir_channels=ir_channels), collate_pairs, None

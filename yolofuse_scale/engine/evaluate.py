@@ -16,6 +16,7 @@ code path fetches a font.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -95,11 +96,14 @@ def evaluate(
     max_det: int = 300,
     desc: str = "val",
     plot_dir: str | Path | None = None,
+    batch_to_device: Callable[[dict], dict] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (bare, eval mode) on this rank's shard; return the job-wide metrics.
 
     With ``plot_dir`` the writing process (``storage.is_writer``) writes PR/F1/P/R curves and the
-    confusion matrix there as PNG.
+    confusion matrix there as PNG. ``batch_to_device``: turns each loader batch into one whose ``img`` is uint8
+    on the device, targets on the host (``--loader device``: ``device_augment.DeviceLetterbox`` decodes and
+    letterboxes there); None: the batch is ``collate_pairs``' and only ``img`` is moved.
     Collective: every rank must call this (two ``all_gather_object``).
     """
     was_training = model.training
@@ -111,6 +115,8 @@ def evaluate(
     device = accelerator.device
     bar = tqdm(loader, desc=desc, disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True)
     for batch in bar:
+        if batch_to_device is not None:
+            batch = batch_to_device(batch)
         imgs = batch["img"].to(device, non_blocking=True).float().div_(255.0)
         h, w = imgs.shape[2:]
         scale = torch.tensor([w, h, w, h], dtype=torch.float32)

@@ -30,7 +30,7 @@ from yolofuse_scale.data import (
     scan_dataset,
     write_synthetic_dataset,
 )
-from yolofuse_scale.data.device_augment import DeviceAugment, EncodedPairDataset, collate_encoded
+from yolofuse_scale.data.device_augment import DeviceAugment, EncodedPairDataset, collate_encoded, validation_data
 from yolofuse_scale.data.sampler import MicroBatchWindows, ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine.ema import ShardedEMA
@@ -171,7 +171,9 @@ class Trainer:
         # every rank: the first to take the cache's lock file builds it, the others wait for it (no collective)
         self.train_set.use_cache(d.cache, (self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),
                                  self.log.info)
-        self.val_set = PairedRGBIRDataset(val_samples, d.imgsz, augment=False, ir_channels=self.data_cfg.ir_channels)
+        # --loader device: validation decodes and letterboxes on acc.device too (its workers ship the files)
+        self.val_set, val_collate, self.val_to_device = validation_data(val_samples, d.imgsz, self.data_cfg.ir_channels,
+                                                                        d.loader, acc.device)
         self.sampler = StepShardedBatchSampler(
             len(self.train_set), t.batch_size, acc.num_processes, acc.process_index, t.grad_accum,
             shuffle=d.shuffle, seed=t.seed,
@@ -188,7 +190,8 @@ class Trainer:
                                                                                       "collate_fn": train_collate})
         self.val_loader = DataLoader(
             self.val_set, batch_size=t.batch_size,
-            sampler=ShardSampler(len(self.val_set), acc.num_processes, acc.process_index), **loader_kw,
+            sampler=ShardSampler(len(self.val_set), acc.num_processes, acc.process_index),
+            **{**loader_kw, "collate_fn": val_collate},
         )
 
     def _position(self) -> dict[str, Any]:
@@ -454,7 +457,8 @@ class Trainer:
         return last
 
     def _validate(self) -> dict[str, Any]:
-        metrics = evaluate(self._eval_model(), self.val_loader, self.accelerator, self.data_cfg.names)
+        metrics = evaluate(self._eval_model(), self.val_loader, self.accelerator, self.data_cfg.names,
+                           batch_to_device=self.val_to_device)
         self.log.info(
             f"val epoch {self.state.epoch + 1}: mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f} "
             f"P {metrics['precision']:.4f} R {metrics['recall']:.4f} ({metrics['images']} images)"
