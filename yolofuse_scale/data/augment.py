@@ -199,9 +199,13 @@ class _IRGain:
     def __init__(self, gain: float):
         self.gain = gain
 
+    def draw(self) -> float:
+        """The gain (one draw of the global NumPy RNG): ``--loader device``'s plan records this same draw."""
+        return 1.0 + np.random.uniform(-self.gain, self.gain)
+
     def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
         if self.gain:
-            g = 1.0 + np.random.uniform(-self.gain, self.gain)
+            g = self.draw()
             lut = np.clip(np.arange(256) * g, 0, 255).astype(np.uint8)
             img = _writable(labels["img"])
             ir = _take(img, 3, img.shape[2])

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from ultralytics.data.augment import MixUp, RandomFlip, RandomPerspective
 from ultralytics.utils.instance import Instances
 
-from yolofuse_scale.data.augment import PairAugment, _PairMixUp, _PairMosaic
+from yolofuse_scale.data.augment import PairAugment, _IRGain, _PairMixUp, _PairMosaic
 from yolofuse_scale.data.config import DataError
 from yolofuse_scale.data.dataset import (
     PairedRGBIRDataset,
@@ -176,15 +176,12 @@ class _PlanHSV:
         return labels
 
 
-class _PlanIRGain:
+class _PlanIRGain(_IRGain):
     """``augment._IRGain``'s draw, recorded."""
-
-    def __init__(self, gain: float):
-        self.gain = gain
 
     def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
         if self.gain:
-            labels["ir_gain"] = 1.0 + np.random.uniform(-self.gain, self.gain)
+            labels["ir_gain"] = self.draw()
         return labels
 
 
