@@ -77,7 +77,8 @@ def run_train(args: argparse.Namespace, callbacks: Sequence = ()) -> int:
 def add_val_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="weights file written by training (weights/best.pt)")
     parser.add_argument("--data", required=True, help="data.yaml of the dataset to evaluate on")
-    parser.add_argument("--split", default="val", help="which split of data.yaml to evaluate (val, test, train)")
+    parser.add_argument("--split", default="val",
+                        help="which split of data.yaml to evaluate (val, test, train); only its entries must exist")
     parser.add_argument("--imgsz", type=int, default=None, help="input size (default: the size trained at)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch per process")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
@@ -99,29 +100,33 @@ def run_val(args: argparse.Namespace) -> int:
 
     from yolofuse_scale.config import TrainConfig
     from yolofuse_scale.data import load_data_config, scan_split
+    from yolofuse_scale.data.config import DataError, check_classes
     from yolofuse_scale.data.device_augment import validation_data
     from yolofuse_scale.data.sampler import ShardSampler
-    from yolofuse_scale.engine.checkpoint import CheckpointError
     from yolofuse_scale.engine.evaluate import evaluate
     from yolofuse_scale.engine.storage import is_writer
     from yolofuse_scale.engine.strategy import build_accelerator
     from yolofuse_scale.inference import load_weights_model
 
     acc = build_accelerator(TrainConfig())
-    try:
-        model, payload = load_weights_model(args.weights)
-    except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad weights: the message names the file
-        raise SystemExit(f"error: {e}") from e
+    # bad weights or data (the messages name the file) end in run_entry's one message, printed once per job
+    model, payload = load_weights_model(args.weights)
     if args.nms_free:
+        from yolofuse_scale.errors import ConfigError
         from yolofuse_scale.model import use_one_to_one_head
 
-        use_one_to_one_head(model)
-    data_cfg = load_data_config(args.data)
+        try:
+            use_one_to_one_head(model)
+        except ValueError as e:  # a head without a one-to-one branch
+            raise ConfigError(f"--nms-free: {args.weights}: {e}") from None
+    data_cfg = load_data_config(args.data, splits=(args.split,))  # only --split must exist
     if data_cfg.ir_channels != payload["ir_channels"]:
-        raise SystemExit(
-            f"{args.data}: ir_channels={data_cfg.ir_channels} but {args.weights} was trained with "
-            f"{payload['ir_channels']}"
-        )
+        raise DataError(f"{data_cfg.yaml_path}: ir_channels={data_cfg.ir_channels} but {args.weights} was trained "
+                        f"with {payload['ir_channels']}")
+    names_differ = check_classes(data_cfg, payload["names"], args.weights)  # another class count: refused
+    if acc.is_main_process:  # once per job: the run goes on
+        for warning in [*data_cfg.warnings, *([names_differ] if names_differ else [])]:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     model.to(acc.device)
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
     dataset, collate, to_device = validation_data(scan_split(data_cfg, args.split), imgsz, data_cfg.ir_channels,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ class DatasetSpec:
 
     ``train`` and ``val`` hold the split entries as written (folders, ``.txt`` lists of images or
     single images), resolved against ``root``; ``extra_splits`` holds optional ones such as ``test``.
+    Only the entries of the splits the command reads are known to exist; ``warnings`` names the
+    missing entries of the others (one line each, for the start-up log).
     """
 
     yaml_path: Path
@@ -32,6 +35,7 @@ class DatasetSpec:
     images_dir: str = "images"
     ir_channels: int = 3
     extra_splits: dict[str, list[Path]] | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def nc(self) -> int:
@@ -68,18 +72,51 @@ def _names(raw: Any, where: Path) -> dict[int, str]:
     return {k: str(v) for k, v in sorted(names.items())}
 
 
-def load_data_config(path: str | Path) -> DatasetSpec:
+def _brief(names: dict[int, str], shown: int = 8) -> str:
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(list(names.values())[:shown]) + more
+
+
+def _key_line(text: str, key: str) -> str:
+    """``:LINE`` of top-level ``key`` in a YAML text (1-based), or "" when it cannot be found."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return ""
+    for k, _ in root.value if isinstance(root, yaml.MappingNode) else []:
+        if k.value == key:
+            return f":{k.start_mark.line + 1}"
+    return ""
+
+
+def _check_nc(d: dict, names: dict[int, str], path: Path, text: str) -> None:
+    """``nc:`` is optional (the count is ``names``'); when given it must be that count: a file whose
+    ``nc`` says 3 and ``names`` lists 2 was edited halfway, and which of the two is right is not ours to guess."""
+    if "nc" not in d:
+        return
+    nc = d["nc"]
+    if isinstance(nc, int) and not isinstance(nc, bool) and nc == len(names):
+        return
+    raise DataError(f"{path}{_key_line(text, 'nc')}: 'nc' is {nc!r} but 'names' lists {len(names)} class(es) "
+                    f"({_brief(names)}); make them agree, or remove 'nc' ('names' alone gives the count)")
+
+
+def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val")) -> DatasetSpec:
     """Parse and check a ``data.yaml`` (``yaml.safe_load``).
 
     ``path:`` relative to the yaml's folder (the folder itself when absent); split entries relative to
-    ``path:``. Raises :class:`DataError` naming the file for a missing key, bad ``names``, a split
-    entry that does not exist or an ``ir_channels`` other than 1 or 3.
+    ``path:``. ``splits``: the splits the command reads (training: train and val; ``val --split
+    test``: test). Raises :class:`DataError` naming the file for a missing key, bad ``names``, an
+    ``nc`` that disagrees with ``names`` (and its line), an entry of one of ``splits`` that does not
+    exist or is not in the file, or an ``ir_channels`` other than 1 or 3. A missing entry of another
+    split is not an error (nothing reads it): it becomes one line of ``warnings``.
     """
     path = Path(path).resolve()
     if not path.is_file():
         raise DataError(f"{path}: data config not found")
     try:
-        d = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        d = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(d, dict):
@@ -92,6 +129,9 @@ def load_data_config(path: str | Path) -> DatasetSpec:
     if not root.is_dir():
         raise DataError(f"{path}: 'path' {root} is not a folder")
 
+    used = tuple(splits)
+    warnings: list[str] = []
+
     def entries(key: str) -> list[Path]:
         raw = d[key]
         out = []
@@ -99,22 +139,49 @@ def load_data_config(path: str | Path) -> DatasetSpec:
             p = Path(str(item))
             p = p if p.is_absolute() else root / p
             if not p.exists():
-                raise DataError(f"{path}: '{key}' entry {item!r} -> {p} does not exist")
+                what = f"{path}: '{key}' entry {item!r} -> {p} does not exist"
+                if key in used:
+                    raise DataError(what)
+                # e.g. a test set not shipped with this copy: training never reads it (checked by val --split test)
+                warnings.append(f"{what} (not used here: this command reads {', '.join(used)})")
             out.append(p)
         return out
 
     raw_ch = d.get("ir_channels", 3)
     if raw_ch not in (1, 3) or isinstance(raw_ch, bool):  # True == 1 in Python; reject it anyway
         raise DataError(f"{path}: 'ir_channels' must be 1 or 3, got {raw_ch!r}")
+    names = _names(d["names"], path)
+    _check_nc(d, names, path, text)
     extra = {k: entries(k) for k in ("test",) if d.get(k)}
-    return DatasetSpec(
+    spec = DatasetSpec(
         yaml_path=path,
         root=root,
         train=entries("train"),
         val=entries("val"),
-        names=_names(d["names"], path),
+        names=names,
         ir_dir=str(d.get("ir_dir") or "imagesIR"),
         images_dir=str(d.get("images_dir") or "images"),
         ir_channels=int(raw_ch),
         extra_splits=extra or None,
+        warnings=tuple(warnings),
     )
+    for name in used:
+        spec.split(name)  # a split the command reads but the file lacks: named with those it has
+    return spec
+
+
+def check_classes(spec: DatasetSpec, names: dict[int, str], weights: str) -> str | None:
+    """Whether data labelled by ``spec`` can be scored with a model whose classes are ``names`` (read
+    from the weights file ``weights``): another class count is refused (a label id the model cannot
+    predict would be scored, and averaged over, as a class of its own); the same count under other names
+    is returned as one warning line (ids are what is scored; a renamed class may be intended)."""
+    if spec.nc != len(names):
+        raise DataError(f"{spec.yaml_path} names {spec.nc} class(es) ({_brief(spec.names)}) but {weights} was "
+                        f"trained on {len(names)} ({_brief(names)}): evaluate with the data.yaml it was trained "
+                        "on, or one with the same classes")
+    differ = [f"{i}: {name!r} here, {names.get(i)!r} in the weights" for i, name in spec.names.items()
+              if name != names.get(i)]
+    if not differ:
+        return None
+    return (f"{spec.yaml_path}: class names differ from {weights}'s (same count, {spec.nc}) for id(s) "
+            f"{'; '.join(differ)}; scored by id, reported under the weights' names")

@@ -38,7 +38,7 @@ from yolofuse_scale.io import write_atomic
 
 IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_REPORTED = 20  # problems shown in an error message; the rest are counted
-SCAN_VERSION = 4  # bump when the checks change: old caches then miss
+SCAN_VERSION = 5  # bump when the checks change: old caches then miss
 #: ``--on-bad-sample``: what the start-up scan does with bad pairs and labels; the tuple is derived from it.
 BadSamplePolicy = Literal["error", "skip"]
 POLICIES: tuple[str, ...] = get_args(BadSamplePolicy)
@@ -218,13 +218,55 @@ def _list_images(entry: Path, root: Path, walk: _Walk) -> list[_Listed]:
         for lineno, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if line and not line.startswith("#"):
-                p = Path(line)
-                # no resolve(): a symlinked image must keep its images/ component for pairing
-                out.append(_Listed(p if p.is_absolute() else root / p, f"{entry}:{lineno}"))
+                p = Path(line)  # Path() already drops "." components and doubled slashes
+                out.append(_Listed(_without_dotdot(p if p.is_absolute() else root / p), f"{entry}:{lineno}"))
         return out
     if entry.suffix.lower() in IMG_SUFFIXES:
         return [_Listed(entry, "")]
     raise DataError(f"{entry}: expected an image folder, a .txt list of images, or an image")
+
+
+def _without_dotdot(path: Path) -> Path:
+    """``path`` with its ``..`` components resolved lexically (``images/../images/val/x.png`` is
+    ``images/val/x.png``: one image, one sample, one pairing), where that names the same folder: after a
+    symbolic link, ``link/..`` is the parent of the link's target, so such a path is kept as written.
+    No full ``resolve()``: a symlinked image must keep its ``images/`` component for pairing. Cost: two
+    ``realpath`` calls for a path with ``..``, nothing otherwise."""
+    if ".." not in path.parts:
+        return path
+    lexical = Path(os.path.normpath(path))
+    same = os.path.realpath(lexical.parent) == os.path.realpath(path.parent)
+    return lexical if same else path
+
+
+def _same_image_key(path: Path, real_dirs: dict[str, str]) -> str:
+    """What makes two listed paths one image for the "listed twice" check: the real folder (symbolic links
+    and ``..`` resolved, as :func:`walk_images` enters each real folder once) and the file name. A file
+    that is itself a symbolic link is its own entry, as in a folder listing. ``real_dirs`` caches one
+    ``realpath`` per folder."""
+    folder = str(path.parent)
+    if folder not in real_dirs:
+        real_dirs[folder] = os.path.realpath(folder)
+    return os.path.join(real_dirs[folder], path.name)
+
+
+def _listed_twice(listed: list[_Listed]) -> tuple[list[_Listed], list[Problem]]:
+    """``listed`` without repeats (an image named twice would be trained on, or scored, twice): the first
+    spelling of each image is kept, and each later one is a problem naming both places (list file and line,
+    or the folder's path). Repeats are found by :func:`_same_image_key`."""
+    first: dict[str, _Listed] = {}
+    real_dirs: dict[str, str] = {}
+    kept, problems = [], []
+    for item in listed:
+        other = first.setdefault(_same_image_key(item.rgb, real_dirs), item)
+        if other is item:
+            kept.append(item)
+            continue
+        also = (f"at {other.origin}" if other.origin else "in a split folder") + (
+            "" if other.rgb == item.rgb else f" as {other.rgb}")
+        problems.append(Problem(f"{item.origin or item.rgb}: {item.rgb} is listed twice (also {also})",
+                                drops_pair=False, kind="listed twice"))
+    return kept, problems
 
 
 def _stat(path: Path | str) -> tuple[int, int] | None:
@@ -478,6 +520,7 @@ def scan_pairs(cfg: DatasetSpec, split: str, cache_dirs: list[Path] | tuple[Path
     if not listed:
         where = ", ".join(str(p) for p in cfg.split(split))
         raise DataError(f"{cfg.yaml_path}: split '{split}' has no images (looked in {where})")
+    in_order = list(listed)  # data.yaml's entries, a list's lines: where an image is named first
     listed.sort(key=lambda it: str(it.rgb))  # every process, every run: the same order
     key = _fingerprint(cfg, split, listed) if cache_dirs else ""
     for folder in cache_dirs:
@@ -487,14 +530,11 @@ def scan_pairs(cfg: DatasetSpec, split: str, cache_dirs: list[Path] | tuple[Path
             if hit is not None:
                 return _with_listing(hit, walk)
     scan = SplitScan(split)
-    seen: set[str] = set()
+    unique, scan.problems = _listed_twice(in_order)
+    unique.sort(key=lambda it: str(it.rgb))
+    seen = {str(item.rgb) for item in unique}
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        for item, (sample, problems) in zip(listed, pool.map(lambda it: _check_pair(cfg, it), listed)):
-            if str(item.rgb) in seen:  # a list naming an image twice would train on it twice
-                scan.problems.append(Problem(f"{item.origin or item.rgb}: {item.rgb} is listed twice",
-                                             drops_pair=False, kind="listed twice"))
-                continue
-            seen.add(str(item.rgb))
+        for sample, problems in pool.map(lambda it: _check_pair(cfg, it), unique):
             scan.problems += problems
             if sample is not None:
                 scan.samples.append(sample)

@@ -142,7 +142,9 @@ class Trainer:
             with writer_first(acc):
                 if is_writer(acc) and not Path(data_yaml).is_file():
                     write_synthetic_dataset(self.out / "synthetic", imgsz=cfg.data.imgsz, seed=cfg.train.seed)
-        self.data_cfg = load_data_config(data_yaml)
+        self.data_cfg = load_data_config(data_yaml)  # train and val must exist; a missing test entry is a warning
+        for warning in self.data_cfg.warnings:
+            self.log.info(f"warning: {warning}")
         # The scan (pairing, headers, labels; cached) runs once, on the main process, and its result,
         # errors included, is broadcast (one pickled list, ~1 MB for LLVIP): every rank trains on the
         # identical list even if the file system changes meanwhile (ranks that disagree on the dataset
