@@ -375,12 +375,9 @@ def collate_encoded(batch: list[dict]) -> dict:
 
 
 def conform(t: torch.Tensor, channels: int) -> torch.Tensor:
-    """A decoded (C, H, W) image (RGB order; gray(+alpha), RGB(A); 8 or 16 bit) as ``channels`` uint8
-    channels, as ``dataset.conform_channels``: 16 bit stretched min..max, alpha dropped, cv2's gray weights."""
-    if t.dtype != torch.uint8:
-        x = t.float()
-        lo, hi = x.amin(), x.amax()
-        t = ((x - lo) * (255.0 / (hi - lo).clamp_min(1e-12))).round().clamp(0, 255).to(torch.uint8)
+    """A decoded (C, H, W) uint8 image (RGB order; gray(+alpha), RGB(A)) as ``channels`` channels, as
+    ``dataset.conform_channels``: alpha dropped, cv2's gray weights. (16-bit files never get here: the worker
+    decodes them with the CPU loader's code, see :func:`encoded_file`.)"""
     if t.shape[0] in (2, 4):
         t = t[: t.shape[0] - 1]
     if channels == 1 and t.shape[0] == 3:
