@@ -48,11 +48,14 @@ CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
 STALE_S = 120.0  # a lock untouched this long belongs to a dead builder
 HEARTBEAT_S = 10.0  # how often a builder touches its lock (one utime call)
 SHM = Path("/dev/shm")
+#: Bump when the decoded pixels change, so caches built before are rebuilt, not trained on (2: JPEGs decoded
+#: reduced; 3: EXIF orientation applied, the decoder chosen by content).
+CACHE_VERSION = 3
 
 
 def cache_key(samples: list[Sample], imgsz: int, ir_channels: int) -> str:
     """Hash of what the cached bytes depend on: every file's path, size and mtime, the size, the channels."""
-    h = hashlib.sha256(f"v2|{imgsz}|{ir_channels}\n".encode())  # v2: JPEGs decoded reduced
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{imgsz}|{ir_channels}\n".encode())
     for s in samples:
         for p in (s.rgb, s.ir):
             st = os.stat(p)

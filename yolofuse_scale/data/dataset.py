@@ -17,28 +17,42 @@ from ultralytics.utils.instance import Instances
 from yolofuse_scale.data.augment import AugmentRecipe, PairAugment
 from yolofuse_scale.data.cache import CACHE_MODES, PairCache, cache_folder, cache_key, open_pair_cache, resize_long_side
 from yolofuse_scale.data.config import DataError
+from yolofuse_scale.data.imagefile import layout, orient, read_bytes
 from yolofuse_scale.data.sampler import MicroBatchWindows
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import chw_tensor, letterbox_pair
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
-    """Read an image as (H, W, channels) uint8: RGB order for 3 channels, grayscale for 1.
+    """Read an image as (H, W, channels) uint8: RGB order for 3 channels, grayscale for 1, upright.
 
-    Any layout on disk is accepted (gray, gray + alpha, BGR, BGRA; 8 or 16 bit), so 1-channel
-    thermal files can feed a 3-channel IR stem and vice versa. Raises :class:`DataError` if the file
-    cannot be decoded.
+    Any layout on disk is accepted (gray, gray + alpha, palette, BGR, BGRA, CMYK; 8 or 16 bit), so 1-channel
+    thermal files can feed a 3-channel IR stem and vice versa. The decoder is chosen by the content (OpenCV
+    sniffs; a PNG named ``.jpg`` is a PNG) and the EXIF orientation is applied, as Ultralytics' reader does
+    (``imagefile.py``). Raises :class:`DataError` if the file cannot be read or decoded.
     """
     try:
-        im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        data = read_bytes(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from e
+    return decode_bytes(data, channels, path)
+
+
+def decode_bytes(data: bytearray, channels: int, path: Path | str) -> np.ndarray:
+    """:func:`read_image` of a file's bytes already read (``path`` names it in messages)."""
+    try:
+        # IMREAD_UNCHANGED keeps 16 bits (stretched below) and ignores the EXIF orientation, applied here
+        # from the same parser as the device loader's and the scan's, so the three cannot disagree
+        im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     except cv2.error as e:  # some truncated files make the decoder raise instead of return None
         raise DataError(f"{path}: cannot be decoded as an image ({e})") from e
     if im is None or im.size == 0:
         raise DataError(f"{path}: cannot be decoded as an image")
     try:
-        return conform_channels(im, channels, bgr=True)
+        im = conform_channels(im, channels, bgr=True)
     except ValueError as e:
         raise DataError(f"{path}: {e}") from e
+    return orient(im, layout(data).orientation)
 
 
 def stack_pair(rgb: np.ndarray, ir: np.ndarray) -> np.ndarray:
@@ -72,7 +86,6 @@ def conform_channels(im: np.ndarray, channels: int, bgr: bool = False) -> np.nda
     return cv2.cvtColor(im, cv2.COLOR_BGR2RGB) if bgr else np.ascontiguousarray(im)
 
 
-_JPEG = frozenset({".jpg", ".jpeg"})
 _REDUCED = {  # libjpeg decodes straight to 1/2, 1/4, 1/8 of the size, skipping most of the inverse DCT
     (2, 3): cv2.IMREAD_REDUCED_COLOR_2, (4, 3): cv2.IMREAD_REDUCED_COLOR_4, (8, 3): cv2.IMREAD_REDUCED_COLOR_8,
     (2, 1): cv2.IMREAD_REDUCED_GRAYSCALE_2, (4, 1): cv2.IMREAD_REDUCED_GRAYSCALE_4,
@@ -81,21 +94,29 @@ _REDUCED = {  # libjpeg decodes straight to 1/2, 1/4, 1/8 of the size, skipping 
 
 
 def jpeg_reduction(sample: Sample, imgsz: int) -> int:
-    """The largest factor (8, 4, 2, else 1) a JPEG pair can be decoded down by and still have a long
-    side of at least ``imgsz``. LLVIP at 640 px: 2, the 1280x1024 frames decode as 640x512, ~3x faster."""
-    if sample.hw is None or sample.rgb.suffix.lower() not in _JPEG or sample.ir.suffix.lower() not in _JPEG:
+    """The largest factor (8, 4, 2, else 1) a JPEG pair (by content, as the scan read it) can be decoded down by
+    and still have a long side of at least ``imgsz``. LLVIP at 640 px: 2, the 1280x1024 frames decode as
+    640x512, ~3x faster."""
+    if sample.hw is None or sample.formats != ("jpeg", "jpeg"):
         return 1
     return next((f for f in (8, 4, 2) if max(sample.hw) // f >= imgsz), 1)
 
 
 def read_jpeg_reduced(path: Path, channels: int, factor: int) -> np.ndarray:
-    """A JPEG decoded at 1/``factor`` of its size, as :func:`read_image` returns it (RGB or 1-channel).
-
-    EXIF orientation is ignored, as by :func:`read_image` (``IMREAD_UNCHANGED``), so both agree."""
-    im = cv2.imread(str(path), _REDUCED[factor, channels] | cv2.IMREAD_IGNORE_ORIENTATION)
+    """A JPEG decoded at 1/``factor`` of its size, as :func:`read_image` returns it (RGB or 1-channel, upright:
+    OpenCV's orientation is switched off and the shared parser's applied, as there)."""
+    try:
+        data = read_bytes(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from e
+    try:
+        im = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[factor, channels] | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as e:
+        raise DataError(f"{path}: cannot be decoded as an image ({e})") from e
     if im is None or im.size == 0:
         raise DataError(f"{path}: cannot be decoded as an image")
-    return im[..., None] if channels == 1 else cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+    im = im[..., None] if channels == 1 else cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+    return orient(im, layout(data).orientation)
 
 
 class PairedRGBIRDataset(Dataset):

@@ -14,8 +14,11 @@ pixel work: per sample it returns
   (cv2's fixed-point bilinear vs ``grid_sample``; JPEGs are decoded at full size here, where the CPU
   path lets libjpeg decode at 1/2-1/8) and the HSV arithmetic (cv2's uint8 HSV vs float);
 - for every pair the plan reads (the sample and its partners), without ``--cache``: the encoded bytes of
-  its RGB and IR files (uint8 tensors; formats torchvision cannot decode, TIFF and BMP, are decoded by the
-  worker with OpenCV instead); with ``--cache ram|disk``: the cached pair itself, decoded and resized so its
+  its RGB and IR files (uint8 tensors) when they are 8-bit gray or RGB(A) JPEGs or PNGs by content, which
+  torchvision decodes to OpenCV's pixels, with their EXIF orientation (``imagefile.py``: read from the bytes
+  the worker holds anyway); every other file (palette or 16-bit PNG, CMYK JPEG, WebP, TIFF, BMP) is decoded
+  by the worker with the CPU loader's own ``read_image``, so rare layouts cost worker time, never a
+  difference; with ``--cache ram|disk``: the cached pair itself, decoded and resized so its
   long side is imgsz (``cache.py``: the same file, key and builder as ``--loader cpu --cache``, so either
   loader reuses the other's cache), copied out of the mapping as one ``(H, W, 3 + C_ir)`` uint8 tensor. The
   sources are then the CPU pipeline's bytes and only the warp's interpolation and the HSV arithmetic differ.
@@ -24,10 +27,12 @@ pixel work: per sample it returns
   :meth:`DeviceAugment.upload`).
 
 Per batch the training process (:class:`DeviceAugment`) decodes every file once (``decode_jpeg`` on the
-device for JPEG; ``decode_image`` on the CPU, then a copy, for PNG/WebP; cached pairs are copied as they
-are), resizes (a no-op for cached pairs), composes mosaics, warps every image of the batch with one
-``grid_sample`` per canvas side (mosaics: 2 x imgsz; single pairs, pasted top-left on a grey imgsz square:
-imgsz; so one or two calls whatever the batch size, and a sample's pixels do not depend on its batch), from
+device for JPEG; ``decode_image`` on the CPU, then a copy, for PNG; cached pairs are copied as they
+are), turns it upright by its EXIF orientation (a transpose and flips on the device: torchvision 0.29's
+``apply_exif_orientation`` is ignored by its CUDA decoder), resizes (a no-op for cached pairs), composes
+mosaics, warps every image of the batch with one ``grid_sample`` per canvas side (mosaics: 2 x imgsz; single
+pairs, pasted top-left on a grey imgsz square: imgsz; so one or two calls whatever the batch size, and a
+sample's pixels do not depend on its batch), from
 each sample's inverse 3x3 matrix (so perspective works too), blends mixups, and applies HSV (RGB), the IR
 gain and the flip to the whole batch at once, with torch ops. It costs device time and memory: the warp
 inputs of the batch are alive together, in canvases kept from one batch to the next (a 6-channel 1280x1280
@@ -65,9 +70,10 @@ from yolofuse_scale.data.dataset import (
     augmented_targets,
     collate_pairs,
     collate_targets,
+    decode_bytes,
     jpeg_reduction,
-    read_image,
 )
+from yolofuse_scale.data.imagefile import STEPS, layout, oriented_size, pil_orientation, read_bytes
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import PAD_VALUE, letterbox_boxes, letterbox_geometry
 
@@ -245,14 +251,16 @@ def _hw(node: Any) -> tuple[int, int]:
 
 
 def header_hw(path: Path) -> tuple[int, int]:
-    """(h, w) from the image header (PIL reads the header only); for samples the scan did not size."""
+    """(h, w) as displayed, from the image header (PIL reads the header only, the EXIF orientation is applied as
+    the scan applies it); for samples the scan did not size."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            return im.height, im.width
+            w, h = oriented_size(*im.size, pil_orientation(im, path))
     except OSError as e:
         raise DataError(f"{path}: cannot read the image size ({e})") from e
+    return h, w
 
 
 def resized_hw(sample: Sample, imgsz: int) -> tuple[int, int]:
@@ -268,21 +276,18 @@ def resized_hw(sample: Sample, imgsz: int) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------------------- the worker
 
-_JPEG = frozenset({".jpg", ".jpeg"})
-_TORCHVISION = frozenset({".png", ".webp", ".gif"})  # decode_image on the host's CPU
-
-
-def encoded_file(path: Path, channels: int) -> tuple[str, torch.Tensor, str]:
-    """``("jpeg" | "encoded", file bytes, path)``, or ``("raw", HWC uint8, path)`` decoded here for the formats
-    torchvision lacks (TIFF, BMP: OpenCV, as the CPU path)."""
-    suffix = path.suffix.lower()
-    if suffix in _JPEG or suffix in _TORCHVISION:
-        try:
-            data = np.fromfile(path, dtype=np.uint8)
-        except OSError as e:
-            raise DataError(f"{path}: cannot be read ({e})") from e
-        return ("jpeg" if suffix in _JPEG else "encoded"), torch.from_numpy(data), str(path)
-    return "raw", torch.from_numpy(read_image(path, channels)), str(path)
+def encoded_file(path: Path, channels: int) -> tuple[str, torch.Tensor, str, int]:
+    """``("jpeg" | "encoded", file bytes, path, EXIF orientation)`` for a plain JPEG or PNG by content (see
+    ``imagefile.Layout``), else ``("raw", HWC uint8 upright, path, 1)`` decoded here by the CPU loader's code."""
+    try:
+        data = read_bytes(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from e
+    head = layout(data)  # a few segment or chunk headers of the bytes just read
+    if head.plain:
+        kind = "jpeg" if head.fmt == "jpeg" else "encoded"
+        return kind, torch.frombuffer(data, dtype=torch.uint8), str(path), head.orientation
+    return "raw", torch.from_numpy(decode_bytes(data, channels, path)), str(path), 1
 
 
 class EncodedPairDataset(PairedRGBIRDataset):
@@ -370,12 +375,9 @@ def collate_encoded(batch: list[dict]) -> dict:
 
 
 def conform(t: torch.Tensor, channels: int) -> torch.Tensor:
-    """A decoded (C, H, W) image (RGB order; gray(+alpha), RGB(A); 8 or 16 bit) as ``channels`` uint8
-    channels, as ``dataset.conform_channels``: 16 bit stretched min..max, alpha dropped, cv2's gray weights."""
-    if t.dtype != torch.uint8:
-        x = t.float()
-        lo, hi = x.amin(), x.amax()
-        t = ((x - lo) * (255.0 / (hi - lo).clamp_min(1e-12))).round().clamp(0, 255).to(torch.uint8)
+    """A decoded (C, H, W) uint8 image (RGB order; gray(+alpha), RGB(A)) as ``channels`` channels, as
+    ``dataset.conform_channels``: alpha dropped, cv2's gray weights. (16-bit files never get here: the worker
+    decodes them with the CPU loader's code, see :func:`encoded_file`.)"""
     if t.shape[0] in (2, 4):
         t = t[: t.shape[0] - 1]
     if channels == 1 and t.shape[0] == 3:
@@ -384,6 +386,16 @@ def conform(t: torch.Tensor, channels: int) -> torch.Tensor:
     if channels == 3 and t.shape[0] == 1:
         return t.expand(3, -1, -1)
     return t
+
+
+def orient(t: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A decoded (C, H, W) image turned upright by its EXIF orientation (``imagefile.orient``'s steps)."""
+    if orientation not in STEPS:
+        return t
+    transpose, rows, cols = STEPS[orientation]
+    t = t.transpose(1, 2) if transpose else t
+    dims = [d for d, flip in ((1, rows), (2, cols)) if flip]
+    return t.flip(dims) if dims else t.contiguous()
 
 
 def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -439,21 +451,21 @@ class DeviceAugment:
                 outs = [self._decode_one(decode_jpeg, files[i][m], dev) for i, m in jpegs]
             decoded.update(zip(jpegs, outs))
         for i, m in order:
-            kind, data, _ = files[i][m]
+            kind, data = files[i][m][:2]
             if kind == "encoded":
                 decoded[i, m] = self._decode_one(decode_image, files[i][m], "cpu")
             elif kind == "raw":
                 decoded[i, m] = data.permute(2, 0, 1)
         for i in files:
-            rgb = conform(self.upload(decoded[i, 0]), 3)
-            ir = conform(self.upload(decoded[i, 1]), self.ir_channels)
+            rgb = conform(orient(self.upload(decoded[i, 0]), files[i][0][3]), 3)
+            ir = conform(orient(self.upload(decoded[i, 1]), files[i][1][3]), self.ir_channels)
             if ir.shape[1:] != rgb.shape[1:]:  # the scan reports this; stack_pair's rule otherwise
                 ir = _resize(ir.float(), tuple(rgb.shape[1:]))
             pairs[i] = torch.cat([rgb.float(), ir.float()])
         return pairs
 
     @staticmethod
-    def _decode_one(fn, file: tuple[str, torch.Tensor, str], dev) -> torch.Tensor:
+    def _decode_one(fn, file: tuple[str, torch.Tensor, str, int], dev) -> torch.Tensor:
         from torchvision.io import ImageReadMode
 
         try:

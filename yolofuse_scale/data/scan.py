@@ -11,8 +11,9 @@ resource forks) are ignored. A pair without a label file is a background image, 
 but a split where no pair has one (a misnamed ``labels/`` folder) is refused, and so is a validation
 split without a single box: both would train or score silently against nothing.
 
-Cost: one ``stat`` per file plus a header read (JPEG: the header and the last two bytes, the whole
-file only when those are not the end marker; PNG: the chunk CRCs, no pixel decode), on a thread
+Cost: one ``stat`` per file plus a header read (JPEG: the header, its EXIF orientation included, and the
+last two bytes, the whole file only when those are not the end marker; PNG: the chunk CRCs, then the
+chunk headers again for an ``eXIf`` chunk, no pixel decode), on a thread
 pool because on network file systems the latency, not the CPU, dominates. The result is cached in a
 JSON file keyed by a hash of every path, size and mtime, so an unchanged dataset re-scans in the time
 of the ``stat`` calls alone.
@@ -34,11 +35,12 @@ import numpy as np
 from PIL import Image
 
 from yolofuse_scale.data.config import DataError, DatasetSpec
+from yolofuse_scale.data.imagefile import PIL_FORMATS, oriented_size, pil_orientation
 from yolofuse_scale.io import write_atomic
 
 IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_REPORTED = 20  # problems shown in an error message; the rest are counted
-SCAN_VERSION = 5  # bump when the checks change: old caches then miss
+SCAN_VERSION = 6  # bump when the checks change: old caches then miss (5: list-file repeats; 6: displayed sizes, formats by content)
 #: ``--on-bad-sample``: what the start-up scan does with bad pairs and labels; the tuple is derived from it.
 BadSamplePolicy = Literal["error", "skip"]
 POLICIES: tuple[str, ...] = get_args(BadSamplePolicy)
@@ -85,7 +87,8 @@ class Sample:
     ir: Path
     label: Path | None
     boxes: np.ndarray
-    hw: tuple[int, int] | None = None  #: (height, width) from the image header, when the scan read it
+    hw: tuple[int, int] | None = None  #: (height, width) as displayed (EXIF orientation applied), from the header
+    formats: tuple[str, str] | None = None  #: (RGB, IR) format by content (``imagefile.PIL_FORMATS``' names)
 
 
 @dataclass(frozen=True)
@@ -334,27 +337,43 @@ def _jpeg_problem(path: Path) -> str | None:
     return None
 
 
-def image_header_problem(path: Path) -> tuple[tuple[int, int] | None, str | None]:
-    """``((width, height), None)`` for a decodable image, ``(None, why)`` otherwise.
+@dataclass(frozen=True)
+class Header:
+    """What the scan read from an image's header: the displayed ``size`` (width, height: EXIF orientation
+    applied, as the loaders apply it), the format by content, and the orientation."""
 
-    No pixel decode: PIL reads the header; a JPEG must reach its end-of-image marker (a truncated
-    download does not; see :func:`_jpeg_problem`), other formats go through ``Image.verify`` (PNG:
-    every chunk and its CRC).
+    size: tuple[int, int]
+    fmt: str
+    orientation: int = 1
+
+
+def image_header_problem(path: Path) -> tuple[Header | None, str | None]:
+    """``(Header, None)`` for an image every loader decodes, ``(None, why)`` otherwise.
+
+    No pixel decode: PIL reads the header (the format from the content, whatever the name says); a JPEG must
+    reach its end-of-image marker (a truncated download does not; see :func:`_jpeg_problem`), other formats go
+    through ``Image.verify`` (PNG: every chunk and its CRC). A format the loaders do not read (a GIF named
+    ``.png``) is a problem here, not a failed step hours later.
     """
     try:
         with Image.open(path) as im:
-            size, fmt = im.size, im.format
-            if fmt == "JPEG":
+            size, pil_format = im.size, im.format
+            fmt = PIL_FORMATS.get(pil_format)
+            if fmt is None:
+                return None, (f"a {pil_format} image (read from its content; the loaders read JPEG, PNG, WebP, BMP "
+                              f"and TIFF, whatever the file name says)")
+            if fmt == "jpeg":
                 why = _jpeg_problem(path)
                 if why:
                     return None, why
             else:
                 im.verify()
+            orientation = pil_orientation(im, path)
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) for bad files
         return None, f"unreadable or truncated image ({type(e).__name__}: {e})"
     if size[0] < 1 or size[1] < 1:
         return None, f"image has no pixels ({size[0]}x{size[1]})"
-    return size, None
+    return Header(oriented_size(*size, orientation), fmt, orientation), None
 
 
 def parse_label_file(path: Path, nc: int, problems: list[Problem], rgb: str | None = None) -> np.ndarray:
@@ -423,20 +442,24 @@ def _check_pair(cfg: DatasetSpec, item: _Listed) -> tuple[Sample | None, list[Pr
         return None, [Problem(f"{where} {what}", key, kind="missing image")]
     if _stat(ir) is None:
         return None, [Problem(f"{rgb}: RGB image without IR partner (expected {ir})", key, kind="no IR partner")]
-    sizes = []
+    heads = []
     for p in (rgb, ir):
-        size, why = image_header_problem(p)
+        head, why = image_header_problem(p)
         if why:
             problems.append(Problem(f"{p}: {why}", key, kind="unreadable image"))
-        sizes.append(size)
-    if sizes[0] and sizes[1] and sizes[0] != sizes[1]:
-        (w0, h0), (w1, h1) = sizes
-        problems.append(Problem(f"{rgb}: RGB is {w0}x{h0} but its IR partner {ir} is {w1}x{h1}", key,
+        heads.append(head)
+    if heads[0] and heads[1] and heads[0].size != heads[1].size:
+        (w0, h0), (w1, h1) = heads[0].size, heads[1].size
+        turned = [f"{name} turned by its EXIF orientation {h.orientation}"
+                  for name, h in (("RGB", heads[0]), ("IR", heads[1])) if h.orientation >= 5]
+        shown = f" (as displayed: {' and '.join(turned)})" if turned else ""
+        problems.append(Problem(f"{rgb}: RGB is {w0}x{h0} but its IR partner {ir} is {w1}x{h1}{shown}", key,
                                 kind="RGB/IR size mismatch"))
     has_label = _stat(label) is not None
     boxes = parse_label_file(label, cfg.nc, problems, key) if has_label else np.zeros((0, 5), np.float32)
-    hw = (sizes[0][1], sizes[0][0]) if sizes[0] else None
-    return Sample(rgb, ir, label if has_label else None, boxes, hw), problems
+    hw = (heads[0].size[1], heads[0].size[0]) if heads[0] else None
+    formats = (heads[0].fmt, heads[1].fmt) if heads[0] and heads[1] else None
+    return Sample(rgb, ir, label if has_label else None, boxes, hw, formats), problems
 
 
 def _orphan_ir(cfg: DatasetSpec, entry: Path, rgb_files: set[str]) -> list[Problem]:
@@ -485,8 +508,8 @@ def cache_file(cfg: DatasetSpec, split: str, folder: Path) -> Path:
 
 
 def _to_json(scan: SplitScan, key: str) -> str:
-    samples = [[str(s.rgb), str(s.ir), None if s.label is None else str(s.label), s.boxes.tolist(), s.hw]
-               for s in scan.samples]
+    samples = [[str(s.rgb), str(s.ir), None if s.label is None else str(s.label), s.boxes.tolist(), s.hw,
+                s.formats] for s in scan.samples]
     return json.dumps({"key": key, "samples": samples, "problems": [asdict(p) for p in scan.problems]})
 
 
@@ -496,8 +519,9 @@ def _from_json(text: str, key: str, split: str) -> SplitScan | None:
         if d.get("key") != key:
             return None
         samples = [Sample(Path(r), Path(i), None if lb is None else Path(lb),
-                          np.array(b, dtype=np.float32).reshape(-1, 5), None if hw is None else tuple(hw))
-                   for r, i, lb, b, hw in d["samples"]]
+                          np.array(b, dtype=np.float32).reshape(-1, 5), None if hw is None else tuple(hw),
+                          None if fm is None else tuple(fm))
+                   for r, i, lb, b, hw, fm in d["samples"]]
         return SplitScan(split, samples, [Problem(**p) for p in d["problems"]], from_cache=True)
     except (ValueError, KeyError, TypeError):
         return None  # a damaged or foreign cache file is only a miss
