@@ -101,6 +101,14 @@ def test_yolo26_loss_weight_continues_after_an_extension():
     assert w[:2] == before[:2] and w == pytest.approx([0.8, 0.45, *[0.45 - 0.35 * k / 8 for k in range(1, 9)]])
     task.set_epoch(5)
     assert task.criterion.o2m == w[5] and task.criterion.o2o == pytest.approx(1 - w[5])
+    from yolofuse_scale.engine.course import describe
+
+    sched = Schedule(OptimConfig(), 2, 3, 0.01, ((2, 10),))  # at step 2 (epoch 2) of a 4-step warm-up
+    line = describe(sched, 2, 3, None, task)  # no mosaic drawn
+    assert line.startswith(f"--epochs 10 (was 3) from step 2: the lr continues from {sched.lr_at(2):.3g} at step 3 "
+                           "(as before the change)") and sched.lr_at(2) == Schedule(OptimConfig(), 2, 3, 0.01).lr_at(2)
+    assert line.endswith("cosine per step, the warm-up continues to step 4 (its length is kept); YOLO26 one-to-many "
+                         "loss weight 0.45 in epoch 2 to 0.1 in epoch 10"), line
 
 
 # ------------------------------------------------------------------------------------------ the resume's checks
@@ -343,19 +351,23 @@ def test_resume_auto_past_a_lost_checkpoint_moves_the_later_weights_aside(extend
 
 
 @pytest.mark.slow
-def test_another_optimizer_or_a_mid_epoch_seed_is_refused_before_loading(base, data, tmp_path):
-    """Items 2 and 4: resuming step 3 (inside epoch 2) with --optimizer adamw (torch's KeyError traceback
-    before) and another --seed (silently accepted: 4 samples trained twice, 4 never) is one clean message
-    naming both, and the run folder is left as it was."""
+@pytest.mark.parametrize(("change", "needles"), [
+    (["--seed", "2"], ["--seed: 1 when saved, 2 now: the run stopped inside epoch 2, whose sample order is a "
+                       "permutation drawn from (seed, epoch)", "of the 4 samples it trained would be trained twice "
+                       "and as many others skipped", "change it at an epoch boundary"]),
+    (["--optimizer", "adamw"], ["--optimizer: sgd when saved, adamw now (the saved optimizer state (SGD momentum or "
+                                "AdamW moments) cannot be loaded into another optimizer)"]),
+], ids=["mid-epoch-seed", "optimizer"])
+def test_a_mid_epoch_seed_or_another_optimizer_is_refused_before_loading(base, data, tmp_path, change, needles):
+    """Items 2 and 4: resuming step 3 (inside epoch 2) with another --seed was accepted (the rest of the epoch
+    from another permutation: samples trained twice, others never), with --optimizer adamw it ended in torch's
+    KeyError traceback. Now one clean message each, and the run folder is left as it was."""
     from tests.test_bad_input import _snapshot, assert_clean_error, run_cli
 
     out = _copy(base, tmp_path / "run")
     before = _snapshot(out)
-    proc = run_cli("train.py", "--data", str(data), *RUN, "--epochs", "2", "--seed", "2", "--optimizer", "adamw",
+    proc = run_cli("train.py", "--data", str(data), *RUN, "--epochs", "2", *change,
                    "--resume", str(out / "checkpoints" / "step_3"), "--output-dir", str(out))
     assert_clean_error(proc, "this launch changes what the run's course depends on (step 3, epoch 2, 1 of its 2 "
-                       "steps done)", "--optimizer: sgd when saved, adamw now (the saved optimizer state",
-                       "--seed: 1 when saved, 2 now: the run stopped inside epoch 2",
-                       "of the 4 samples it trained would be trained twice and as many others skipped",
-                       "Resume with the saved settings")
+                       "steps done); refused before anything is loaded", *needles, "Resume with the saved settings")
     assert _snapshot(out) == before

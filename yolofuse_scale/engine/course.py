@@ -151,9 +151,10 @@ def _mid_epoch_order(saved: dict[str, Any], old: dict[str, Any], now: dict[str, 
             "epoch's end)")
 
 
-def describe(schedule: Schedule, step: int, extended_from: int | None, recipe_close_mosaic: int, e2e: Any) -> str:
+def describe(schedule: Schedule, step: int, extended_from: int | None, close_mosaic: int | None, e2e: Any) -> str:
     """One line for the log: the lr schedule from ``step`` on, and what an extension (``extended_from``: the total
-    before) does to the lr, the mosaic epochs and a YOLO26 loss weight (``e2e``: the task, or None)."""
+    before) does to the lr, the mosaic epochs (``close_mosaic``; None: no mosaic drawn) and a YOLO26 loss weight
+    (``e2e``: the task, or None)."""
     spe, total = schedule.steps_per_epoch, schedule.total_epochs
     end = total * spe
     lrf = schedule.peak_lr * schedule.cfg.lrf
@@ -165,13 +166,13 @@ def describe(schedule: Schedule, step: int, extended_from: int | None, recipe_cl
                    if schedule.extensions else ""))
     nw = schedule.warmup_steps
     warm = "no warm-up" if step >= nw else f"the warm-up continues to step {nw} (its length is kept)"
-    first_off = max(total - recipe_close_mosaic, 0)
-    mosaic = (f"mosaic in epochs {epoch + 1}-{first_off}, off in the last {recipe_close_mosaic}" if first_off > epoch
-              else f"mosaic off (the last {recipe_close_mosaic} epochs)")
     line = (f"--epochs {total} (was {extended_from}) from step {step}: the lr continues from "
-            f"{schedule.peak_lr * schedule.decay(step):.3g} at step {step + 1} (as before the change) to "
-            f"{lrf:.3g} (lrf x lr) at step {end}, {schedule.cfg.schedule} per {schedule.cfg.decay_every}, {warm}; "
-            f"{mosaic} (--close-mosaic {recipe_close_mosaic})")
+            f"{schedule.lr_at(step):.3g} at step {step + 1} (as before the change) to "
+            f"{lrf:.3g} (lrf x lr) at step {end}, {schedule.cfg.schedule} per {schedule.cfg.decay_every}, {warm}")
+    if close_mosaic is not None:
+        first_off = max(total - close_mosaic, 0)
+        line += (f"; mosaic in epochs {epoch + 1}-{first_off}, off in the last {close_mosaic}" if first_off > epoch
+                 else f"; mosaic off (the last {close_mosaic} epochs)") + f" (--close-mosaic {close_mosaic})"
     if e2e is not None:
         line += (f"; YOLO26 one-to-many loss weight {e2e.one_to_many_weight(epoch):.3g} in epoch {epoch + 1} to "
                  f"{e2e.one_to_many_weight(total - 1):.3g} in epoch {total}")

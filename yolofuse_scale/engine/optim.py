@@ -173,6 +173,12 @@ class Schedule:
             return f0
         return self._segment(x, x0, f0, end)
 
+    def lr_at(self, step: int) -> float:
+        """The lr ``apply`` gives the weights (and norm) group at optimizer step ``step``."""
+        target = self.peak_lr * self.decay(step)
+        nw = self.warmup_steps
+        return float(np.interp(step, [0, nw], [0.0, target])) if step < nw else target
+
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         """Set every group's lr (and momentum during warm-up) for optimizer step ``step``; return the lr."""
         target = self.peak_lr * self.decay(step)

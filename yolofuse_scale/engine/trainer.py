@@ -325,8 +325,10 @@ class Trainer:
         self.schedule = Schedule(self.cfg.optim, spe, recorded["first_epochs"], lr, extensions)
         self.task.epochs = recorded["first_epochs"]
         self.task.extensions = tuple((step // spe, total) for step, total in extensions)
-        self.log.info(course.describe(self.schedule, self.state.step, extended_from,
-                                      self.cfg.data.recipe.close_mosaic, self.task if self.task.end_to_end else None))
+        d = self.cfg.data
+        mosaic = d.recipe.close_mosaic if d.augment and d.recipe.mosaic > 0 else None
+        self.log.info(course.describe(self.schedule, self.state.step, extended_from, mosaic,
+                                      self.task if self.task.end_to_end else None))
 
     def _keep_best_consistent(self) -> None:
         """best_fitness describes weights/best.pt or nothing: when the resume found no best.pt of this timeline
