@@ -80,7 +80,8 @@ def test_one_lineage_per_folder(tiny_data, tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_100", "step_2", "step_3"]
     (abandoned,) = (out / "replaced").iterdir()
     assert abandoned.name.startswith("abandoned-after-step_2-")
-    assert sorted(p.name for p in abandoned.iterdir()) == ["step_3", "step_7"]  # step_3: trained again
+    # step_3: trained again; with it what step 3 wrote (the run stopped there): weights/last.pt, metrics.json
+    assert sorted(p.name for p in abandoned.iterdir()) == ["metrics.json", "step_3", "step_7", "weights"]
     assert "moved this run's later checkpoints (step 3, 7)" in again.output
     shutil.rmtree(out / "replaced")
 

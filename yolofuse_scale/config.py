@@ -187,7 +187,9 @@ class TrainConfig:
     """Run length, batch, outputs and the distributed knobs the loop itself owns."""
 
     epochs: int = 100
-    """number of epochs; fixes the LR schedule"""
+    """number of epochs; fixes the LR schedule. On --resume another value extends (or shortens) the run from the
+    resume step: the decay continues from its lr there to lrf x lr at the new end, no new warm-up
+    (docs/checkpoints.md)"""
     max_steps: int = 0
     """stop after this many optimizer steps (0: no limit); does not change the schedule"""
     batch_size: int = 16
@@ -198,7 +200,8 @@ class TrainConfig:
     """images per optimizer step at any world size: sets --grad-accum to G / (batch-size x processes), so a run
     resumed on another number of devices consumes the same micro-batches"""
     seed: int = 0
-    """seeds Python, NumPy and torch on every rank, the shuffle and the augmentation"""
+    """seeds Python, NumPy and torch on every rank, the shuffle and the augmentation; on --resume it may change at an
+    epoch boundary only"""
     output_dir: str = "runs/train"
     """run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/"""
     resume: str = ""

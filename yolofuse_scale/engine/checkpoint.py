@@ -45,6 +45,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 from safetensors.torch import load_file, save_file
 
+from yolofuse_scale.engine.course import continue_course
 from yolofuse_scale.engine.storage import is_writer
 from yolofuse_scale.engine.strategy import resume, zero_state
 from yolofuse_scale.engine.strategy.zero_state import ZERO_FULL_STATE
@@ -331,8 +332,8 @@ class Checkpointer:
         accelerator.wait_for_everyone()  # every rank has read the folder before it changes
         self.notes = [f"--overwrite: moved the previous run's outputs to {moved_to}"] if moved_to else []
         start, later = self._abandoned(train.resume)
+        dest = out / "replaced" / f"abandoned-after-step_{start}-{time.strftime('%Y%m%d-%H%M%S')}"  # later weights too
         if later:
-            dest = out / "replaced" / f"abandoned-after-step_{start}-{time.strftime('%Y%m%d-%H%M%S')}"
             self.notes.append(f"--resume {self.resume_from}: moved this run's later checkpoints (step "
                               f"{', '.join(str(_step_of(p)) for p in later)}) to {dest}: resuming from an earlier "
                               "step abandons them, and --resume auto or pruning would take them for this run's")
@@ -343,19 +344,24 @@ class Checkpointer:
                 dest.mkdir(parents=True, exist_ok=True)
                 for p in later:
                     os.replace(p, dest / p.name)
+            self.notes += _set_aside_later_outputs(out, self.resume_from, dest)
             out.mkdir(parents=True, exist_ok=True)
             (out / RUN_FILE).write_text(json.dumps({"run_id": self.run_id}) + "\n")
         if later:
             accelerator.wait_for_everyone()  # nobody lists the checkpoints while they move
         self.position: dict[str, Any] = {}
         self.run_meta: dict[str, Any] = {}
+        self.resume_notes: list[str] = []  # what the resume accepted of this launch's course (engine/course.py)
+        self.extended_from: int | None = None  # the total --epochs before this resume changed it
 
     def _abandoned(self, resume: str) -> tuple[int, list[Path]]:
-        """(the step ``--resume PATH`` restarts from, this run's checkpoints here at later steps): the
-        timeline that resume abandons. The same on every rank (the run id is the main process's)."""
-        if self.resume_from is None or resume == "auto" or self.run_id is None:
+        """(the step a resume restarts from, this run's checkpoints here at later steps): the timeline that
+        ``--resume PATH`` abandons. The same on every rank (the run id is the main process's)."""
+        if self.resume_from is None:
             return 0, []
         start = int(json.loads((self.resume_from / STATE_FILE).read_text())["step"])
+        if resume == "auto" or self.run_id is None:  # auto: the newest; later weights may still move (below)
+            return start, []
         return start, [p for p in list_checkpoints(self.root, self.run_id)
                        if _step_of(p) > start and checkpoint_run_id(p) == self.run_id]
 
@@ -374,6 +380,8 @@ class Checkpointer:
                          saved.get("model"), position.get("model"))
         repartition = resume.check_resumable(self.acc, saved, path)  # ZeRO-1/2 at another world size
         check_same_position(path, saved, position)
+        # the course (lr schedule, mosaic epochs, data order): continued, extended, or refused; saved from now on
+        position["course"], self.resume_notes, self.extended_from = continue_course(path, saved, position["course"])
         if repartition:
             self.acc.load_state(str(path), load_module_only=True)  # module and RNG; the rest:
             zero_state.load_zero_full_state(model, *load_zero_full_state(path))
@@ -391,6 +399,63 @@ class Checkpointer:
         state = {**state, "run_id": self.run_id, **self.position}
         return save_checkpoint(self.acc, self.root, step, state, self.run_meta, ema, keep_last=self.keep_last,
                                zero_full_state=zero_full_state)
+
+
+def _weights_step_and_fitness(path: Path) -> tuple[int, float | None] | None:
+    """(step, validated fitness or None) a weights file of this run records; None: absent, unreadable or written
+    before weights recorded their step (left where it is). Memory-mapped: the tensors are not read."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        fitness = (payload.get("metrics") or {}).get("fitness")
+        return int(payload["step"]), (float(fitness) if fitness is not None else None)
+    except Exception:  # noqa: BLE001 - absent, truncated, foreign: not ours to judge here
+        return None
+
+
+def later_outputs(out: Path, step: int, best_fitness: float) -> list[tuple[Path, str]]:
+    """The files of ``out``'s weights/ and its metrics.json that a resume at ``step`` (whose checkpoint records
+    ``best_fitness``, < 0: none yet) must move aside, each with what it is.
+
+    The rule (docs/checkpoints.md): the weights belong to the timeline being continued. ``last.pt`` and
+    ``best.pt`` written by a step after ``step`` belong to the one abandoned. ``best.pt`` must moreover be the
+    file the checkpoint's ``best_fitness`` describes: a best.pt of an earlier step with another fitness was
+    written by another timeline (one abandoned before), so it moves too. ``metrics.json`` moves when it
+    describes a later step or names a weights file that moved. What is left is consistent: the trainer then
+    resets a ``best_fitness`` whose best.pt is gone (``Trainer._keep_best_consistent``), so metrics.json never
+    names another timeline's file, nor a best.pt beside a null best_fitness."""
+    moved = []
+    for name in ("last.pt", "best.pt"):
+        found = _weights_step_and_fitness(out / "weights" / name)
+        if found is None:
+            continue
+        at, fitness = found
+        if at > step:
+            moved.append((out / "weights" / name, f"weights/{name} (step {at})"))
+        elif name == "best.pt" and fitness != (best_fitness if best_fitness >= 0 else None):
+            moved.append((out / "weights" / name, f"weights/best.pt (step {at}, fitness {fitness}: not the best "
+                          f"{best_fitness if best_fitness >= 0 else 'none'} this checkpoint records)"))
+    try:
+        metrics_step = json.loads((out / "metrics.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        metrics_step = None
+    if metrics_step is not None and (moved or int(metrics_step) > step):
+        moved.append((out / "metrics.json", f"metrics.json (step {metrics_step})"))
+    return moved
+
+
+def _set_aside_later_outputs(out: Path, resume_from: Path | None, dest: Path) -> list[str]:
+    """Move :func:`later_outputs` of a resume into ``dest`` (same relative paths); the notes to log (writer only)."""
+    if resume_from is None:
+        return []
+    saved = json.loads((resume_from / STATE_FILE).read_text())
+    step = int(saved["step"])
+    moved = later_outputs(out, step, float(saved.get("best_fitness", -1.0)))
+    for path, _ in moved:
+        target = dest / path.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    return [f"--resume {resume_from}: moved {', '.join(what for _, what in moved)} to {dest}: written after step "
+            f"{step} by a timeline this resume abandons"] if moved else []
 
 
 def _describe_run(out: Path) -> str | None:

@@ -1,7 +1,8 @@
 """Optimizer parameter groups and the learning-rate / momentum schedule (YOLOv8's recipe).
 
-The schedule is a pure function of the optimizer step, so resuming needs only the step count and a
-stopped run (``--max-steps``) continues on the same curve.
+The schedule is a pure function of the optimizer step (and of the steps where a resume changed
+``--epochs``, recorded in the checkpoint), so resuming needs only the step count and a stopped run
+(``--max-steps``) continues on the same curve.
 """
 
 from __future__ import annotations
@@ -119,12 +120,25 @@ class Schedule:
     DeepSpeed needs a constant count and because it makes the step's batch size change mid-run.
     ``--decay-every epoch`` gives Ultralytics' staircase (ablated in ``benchmarks/results/
     recipe_ablation_hsv_decay_2core_cpu``).
+
+    Extending (or shortening) a run: ``extensions`` lists each resume that changed ``--epochs``, as
+    (optimizer step it took effect at, the new total). From such a step on the decay continues from the
+    value it had there to ``lrf`` at the new last step, in the same shape (cosine or linear) and at the same
+    granularity (``decay_every``); the warm-up keeps the length ``epochs`` (the run's first total) gave it
+    and is never restarted. So the schedule is a function of the step and the recorded extensions only, not of
+    how many launches it took (``engine/course.py`` records them; docs/checkpoints.md states the rule).
     """
 
     cfg: OptimConfig
     steps_per_epoch: int
-    epochs: int
+    epochs: int  # the run's first --epochs: the warm-up and the first decay segment are derived from it
     peak_lr: float
+    extensions: tuple[tuple[int, int], ...] = ()  # (step, new total epochs), in step order
+
+    @property
+    def total_epochs(self) -> int:
+        """The epochs the run now ends at: its first --epochs, or the last extension's."""
+        return self.extensions[-1][1] if self.extensions else self.epochs
 
     @property
     def warmup_steps(self) -> int:
@@ -133,12 +147,37 @@ class Schedule:
         cap = max(self.epochs - 1, 0) * self.steps_per_epoch
         return min(max(round(self.cfg.warmup_epochs * self.steps_per_epoch), self.cfg.warmup_min_steps), cap)
 
-    def decay(self, step: int) -> float:
-        per_epoch = self.cfg.decay_every == "epoch"  # Ultralytics: lf(epoch) for the whole epoch
-        x = min(step // self.steps_per_epoch if per_epoch else step / self.steps_per_epoch, self.epochs)
+    def _epochs_at(self, step: int) -> float:
+        """Where ``step`` is on the decay's axis, in epochs: fractional, or whole with ``--decay-every epoch``
+        (Ultralytics: lf(epoch) for the whole epoch)."""
+        return step // self.steps_per_epoch if self.cfg.decay_every == "epoch" else step / self.steps_per_epoch
+
+    def _segment(self, x: float, x0: float, f0: float, end: int) -> float:
+        """The decay factor at ``x`` epochs on the curve from ``f0`` at ``x0`` to ``lrf`` at ``end``. With
+        (x0, f0) = (0, 1) it is YOLOv8's curve over ``end`` epochs, evaluated as it always was."""
+        x = min(x, end)
         if self.cfg.schedule == "cosine":
-            return ((1 - math.cos(x * math.pi / self.epochs)) / 2) * (self.cfg.lrf - 1) + 1
-        return max(1 - x / self.epochs, 0) * (1.0 - self.cfg.lrf) + self.cfg.lrf
+            return ((1 - math.cos((x - x0) * math.pi / (end - x0))) / 2) * (self.cfg.lrf - f0) + f0
+        return max(1 - (x - x0) / (end - x0), 0) * (f0 - self.cfg.lrf) + self.cfg.lrf
+
+    def decay(self, step: int) -> float:
+        """The lr factor (of ``peak_lr``) at optimizer step ``step``: the segment the step is in (see the class)."""
+        x0, f0, end, extended = 0, 1.0, self.epochs, False
+        for at, total in self.extensions:
+            if step < at:
+                break
+            f0 = self._segment(self._epochs_at(at), x0, f0, end)
+            x0, end, extended = self._epochs_at(at), total, True
+        x = self._epochs_at(step)
+        if extended and x == x0:  # exactly the value it continues from (linear's formula may round it by an ulp)
+            return f0
+        return self._segment(x, x0, f0, end)
+
+    def lr_at(self, step: int) -> float:
+        """The lr ``apply`` gives the weights (and norm) group at optimizer step ``step``."""
+        target = self.peak_lr * self.decay(step)
+        nw = self.warmup_steps
+        return float(np.interp(step, [0, nw], [0.0, target])) if step < nw else target
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         """Set every group's lr (and momentum during warm-up) for optimizer step ``step``; return the lr."""

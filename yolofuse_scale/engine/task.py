@@ -38,19 +38,44 @@ class DetectionTask:
         self.criterion = model.init_criterion()
         names = (self.criterion.one2one if isinstance(self.criterion, E2ELoss) else self.criterion).loss_names
         self.loss_names = tuple(n.removesuffix("_loss") for n in names)
+        self.end_to_end = isinstance(self.criterion, E2ELoss)  # YOLO26: loss weights that follow the epochs
         self.nbs = nbs
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.epochs = epochs
+        #: (epoch, new total) of each resume that changed --epochs (the trainer sets them from the checkpoint)
+        self.extensions: tuple[tuple[int, int], ...] = ()
 
     def set_epoch(self, epoch: int) -> None:
         """Put epoch-dependent loss state where an uninterrupted run has it at ``epoch`` (0-based).
 
         Ultralytics steps E2ELoss's one-to-many/one-to-one weights once per finished epoch, and on
-        resume sets them from the start epoch; here they are always a function of the epoch, so a
-        resumed or re-sharded run computes the same loss.
+        resume sets them from the start epoch; here they are always a function of the epoch (and of the
+        recorded extensions), so a resumed or re-sharded run computes the same loss.
         """
-        if isinstance(self.criterion, E2ELoss):
-            self.criterion.updates = epoch - 1
-            self.criterion.update()
+        if self.end_to_end:
+            c = self.criterion
+            c.updates = epoch  # what Ultralytics' own count would be after ``epoch`` finished epochs
+            c.o2m = self.one_to_many_weight(epoch)
+            c.o2o = max(c.total - c.o2m, 0)
+
+    def one_to_many_weight(self, epoch: int) -> float:
+        """E2ELoss's one-to-many weight at ``epoch``: linear from its start (0.8) at epoch 0 to its final (0.1) at
+        the last epoch, as Ultralytics' schedule (the same expression without extensions). A resume that changed
+        --epochs (``extensions``) continues it from the weight of the epoch it resumed in, linearly to the final
+        weight at the new last epoch: no jump, whatever the new total."""
+        c = self.criterion
+        e0, w0, last, final = 0, c.o2m_copy, self.epochs - 1, c.final_o2m
+
+        def line(e: int) -> float:
+            return max(1 - (e - e0) / max(last - e0, 1), 0) * (w0 - final) + final
+
+        extended = False
+        for at, total in self.extensions:
+            if epoch < at:
+                break
+            w0 = line(at)
+            e0, last, extended = at, total - 1, True
+        return w0 if extended and epoch == e0 else line(epoch)
 
     def images(self, batch: dict) -> torch.Tensor:
         """uint8 stacked RGB+IR -> float in [0, 1] (on the batch's device: no host round trip).

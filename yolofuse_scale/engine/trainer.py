@@ -33,6 +33,7 @@ from yolofuse_scale.data import (
 from yolofuse_scale.data.device_augment import DeviceAugment, EncodedPairDataset, collate_encoded, validation_data
 from yolofuse_scale.data.sampler import MicroBatchWindows, ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
+from yolofuse_scale.engine import course
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
@@ -202,7 +203,9 @@ class Trainer:
         return {"images_per_step": self.images_per_step, "batch_size": t.batch_size,
                 "world_size": self.accelerator.num_processes, "grad_accum": t.grad_accum,
                 "steps_per_epoch": self.sampler.steps_per_epoch, "dataset": self.train_fingerprint,
-                "model": f"--model {m.model} --fusion {m.fusion}" + (f" --scale {m.scale}" if m.scale else "")}
+                "model": f"--model {m.model} --fusion {m.fusion}" + (f" --scale {m.scale}" if m.scale else ""),
+                # what the lr schedule, mosaic epochs, loss weights and data order follow (engine/course.py)
+                "course": course.course_of(self.cfg)}
 
     def _apply_pretrained(self, model: torch.nn.Module) -> None:
         """--pretrained: every rank reads the same file into its own copy (deterministic; no collective). A
@@ -240,6 +243,7 @@ class Trainer:
         # weights (EMA or model) into it when needed; it costs one model's memory per rank.
         self.eval_model = copy.deepcopy(model).to(acc.device).eval()
         self._gathered_at = -1
+        self._validated_at = -1  # the step of the last validation: only a fresh one can make a new best.pt
         model = prepare_model(acc, model, cfg.train, self.log)
         optimizer = build_optimizer(model, cfg.optim, self.images_per_step,
                                     dtensor_params=acc.distributed_type == DistributedType.FSDP)
@@ -271,14 +275,12 @@ class Trainer:
             "model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
             "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz,
         })
-        lr, _ = effective_lr_wd(cfg.optim, self.images_per_step)
-        self.schedule = Schedule(cfg.optim, self.sampler.steps_per_epoch, cfg.train.epochs, lr)
         self.log.info(
             f"{acc.num_processes} process(es) on {acc.device.type} ({strategy_name(cfg.train)}: "
             f"{acc.distributed_type.value}, "
             f"mixed precision {effective_precision(acc)}); batch {cfg.train.batch_size}/device x "
             f"{acc.num_processes} x accumulation {cfg.train.grad_accum} = {self.images_per_step} images/step; "
-            f"{self.sampler.steps_per_epoch} steps/epoch; warm-up {self.schedule.warmup_steps} steps"
+            f"{self.sampler.steps_per_epoch} steps/epoch"
         )
 
     # ------------------------------------------------------------------------------------------ loop
@@ -307,10 +309,38 @@ class Trainer:
         if restored is not None:
             state.restore(*restored, self.bare)
             self.log.info(f"resumed from {self.checkpointer.resume_from} at step {state.step} (epoch {state.epoch})")
+            for note in self.checkpointer.resume_notes:
+                self.log.info(note)
+            self._keep_best_consistent()
+        self._follow_course(self.checkpointer.position["course"], self.checkpointer.extended_from)
         if is_writer(self.accelerator):  # once the resume is accepted: a refused one leaves the run's config as it was
             self.cfg.save(self.out / "config.yaml")
         self.log.rewind(state.step)  # the log holds each step once: later records are logged again
         return state.step
+
+    def _follow_course(self, recorded: dict[str, Any], extended_from: int | None) -> None:
+        """The lr schedule and the YOLO26 loss weights as the run's course records them (its first --epochs and
+        every extension; engine/course.py), and one log line saying what they do from here."""
+        spe = self.sampler.steps_per_epoch
+        extensions = tuple((step, total) for step, total in recorded["extensions"])
+        lr, _ = effective_lr_wd(self.cfg.optim, self.images_per_step)
+        self.schedule = Schedule(self.cfg.optim, spe, recorded["first_epochs"], lr, extensions)
+        self.task.epochs = recorded["first_epochs"]
+        self.task.extensions = tuple((step // spe, total) for step, total in extensions)
+        d = self.cfg.data
+        mosaic = d.recipe.close_mosaic if d.augment and d.recipe.mosaic > 0 else None
+        self.log.info(course.describe(self.schedule, self.state.step, extended_from, mosaic,
+                                      self.task if self.task.end_to_end else None))
+
+    def _keep_best_consistent(self) -> None:
+        """best_fitness describes weights/best.pt or nothing: when the resume found no best.pt of this timeline
+        (the Checkpointer moved a later one aside, or it is gone), the next validated epoch writes a new one."""
+        state = self.state
+        if state.best_fitness >= 0 and not (self.out / "weights" / "best.pt").exists():
+            self.log.info(f"best fitness {state.best_fitness:.4g} (recorded at step {state.step}) has no "
+                          "weights/best.pt of this timeline any more (moved aside as a later step's, or deleted): "
+                          "best_fitness restarts and the next validated epoch writes a new best.pt")
+            state.best_fitness = -1.0
 
     def _start_epoch(self) -> None:
         """Data order, augmentation and loss weights as an uninterrupted run has them at this epoch; callbacks."""
@@ -466,12 +496,14 @@ class Trainer:
             f"P {metrics['precision']:.4f} R {metrics['recall']:.4f} ({metrics['images']} images)"
         )
         self.log.metrics(metrics, self.state.step)
+        self._validated_at = self.state.step
         return metrics
 
     def _save(self, metrics: dict[str, Any], weights: bool = True) -> None:
         """Checkpoint (collective) and, at epoch ends, the portable weights (gathered, written once)."""
         acc, state = self.accelerator, self.state
-        improved = bool(metrics) and metrics["fitness"] > state.best_fitness
+        # a validation of these weights (not the last one's metrics, which a mid-epoch stop saves again)
+        improved = bool(metrics) and self._validated_at == state.step and metrics["fitness"] > state.best_fitness
         if improved:
             state.best_fitness = metrics["fitness"]
         eval_model = self._eval_model()  # syncs BatchNorm statistics and gathers the EMA (collective)
