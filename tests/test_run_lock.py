@@ -59,7 +59,10 @@ def test_a_held_lock_refuses_and_is_given_back(tmp_path):
     (lambda: _record(host="elsewhere", boot_id="x", heartbeat=time.time() - run_lock.STALE_AFTER_S - 5), True,
      "another host; no heartbeat for"),
     (lambda: "", False, "unreadable lock file"),  # being written
-], ids=["dead-pid", "reused-pid-start", "other-host-live", "other-host-silent", "empty-new"])
+    (lambda: _record(pid=0, token="../../escaped", started="x"), False, "unreadable lock file"),
+    (lambda: _record(token="../../escaped", host="h" * 600, heartbeat=1.0), True, "no heartbeat for"),
+], ids=["dead-pid", "reused-pid-start", "other-host-live", "other-host-silent", "empty-new", "not-a-record",
+        "odd-token-and-host"])
 def test_a_planted_lock_file_is_judged_by_pid_or_heartbeat(tmp_path, planted, taken_over, why):
     out = tmp_path / "run"
     out.mkdir()
@@ -74,6 +77,7 @@ def test_a_planted_lock_file_is_judged_by_pid_or_heartbeat(tmp_path, planted, ta
         with pytest.raises(run_lock.RunInUseError, match=why):
             run_lock.acquire(out)
         assert (out / "run.lock").read_text() == text  # left as it was
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["run", "run.lock"] or taken_over  # nothing else made
 
 
 def test_a_dead_holders_lock_is_taken_over_by_exactly_one_of_many(tmp_path):

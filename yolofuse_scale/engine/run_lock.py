@@ -24,7 +24,10 @@ removes it and publishes its own, and the run's log says whom it replaced.
 Given back on every exit we control: the end of the run, an exception (Trainer and Checkpointer
 release it), interpreter exit (``atexit``), SIGTERM (a handler releases it, then the signal takes its
 usual course). SIGKILL leaves the file behind; the kernel drops the flock, so the next start sees a dead
-holder and takes over. Costs: a few file operations at start and end, one small write per heartbeat.
+holder and takes over. Costs: a few file operations at start and end, one small write per heartbeat;
+and a Python SIGTERM handler runs only between bytecodes, so a process blocked in native code (a
+collective waiting for a hung peer) ends when that call returns or when the launcher's SIGKILL comes
+(torchrun: after its grace period), leaving the file to be taken over.
 Standard library only. docs/checkpoints.md states what is guaranteed on which file system.
 """
 
@@ -35,7 +38,9 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -104,12 +109,25 @@ def _flock(fd: int) -> bool | None:
 
 
 def _read_record(fd: int) -> dict[str, Any] | None:
+    """The holder's record, or None when it is not one (empty, being written, or anything else: a file
+    someone else wrote decides nothing but its age; its token names a file only when it is plain hex)."""
     try:
-        data = os.pread(fd, _RECORD_BYTES * 2, 0)
-        record = json.loads(data.decode().strip() or "null")
-    except (OSError, UnicodeDecodeError, ValueError):
+        record = json.loads(os.pread(fd, _RECORD_BYTES * 2, 0).decode().strip() or "null")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
+    if not isinstance(record, dict):
+        return None
+    pid, number = record.get("pid"), (int, float)
+    ok = (type(pid) is int and 0 < pid < 2**31 and isinstance(record.get("host"), str)
+          and all(isinstance(record.get(k), number) and not isinstance(record.get(k), bool)
+                  and math.isfinite(record[k]) for k in ("started", "heartbeat"))
+          and all(isinstance(record.get(k, ""), str) for k in ("boot_id", "token"))
+          and isinstance(record.get("pid_start"), (str, type(None))))
+    if not ok:
+        return None
+    if not re.fullmatch(r"[0-9a-f]{1,64}", record.get("token", "")):
+        record.pop("token", None)
+    return record
 
 
 def _when(t: float) -> str:
@@ -120,7 +138,7 @@ def describe(record: dict[str, Any] | None) -> str:
     """``host H, pid P, since T`` (or what is known of an unreadable record)."""
     if record is None:
         return "an unknown process (the lock file is being written, or is not a run lock)"
-    return f"host {record.get('host', '?')}, pid {record['pid']}, since {_when(float(record.get('started', 0)))}"
+    return f"host {record['host'][:100]}, pid {record['pid']}, since {_when(record['started'])}"
 
 
 @dataclass
@@ -143,8 +161,8 @@ def _judge(path: Path) -> _Verdict | None:
         record = _read_record(fd)
     finally:
         os.close(fd)
-    identity = str(record.get("token")) if record and record.get("token") else f"inode{st.st_ino}"
-    age = time.time() - (float(record.get("heartbeat", 0)) if record else st.st_mtime)
+    identity = record["token"] if record and "token" in record else f"inode{st.st_ino}"
+    age = time.time() - (record["heartbeat"] if record else st.st_mtime)
     if kernel is False:
         return _Verdict(True, record, "its flock is held", identity)
     if record is None:
@@ -180,8 +198,8 @@ class RunLock:
         _HELD.add(self)
 
     def _write(self) -> None:
-        self.record["heartbeat"] = time.time()
-        os.pwrite(self.fd, json.dumps(self.record).encode().ljust(_RECORD_BYTES - 1) + b"\n", 0)
+        self.record["heartbeat"] = round(time.time(), 3)
+        os.pwrite(self.fd, _encode(self.record), 0)
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -205,9 +223,18 @@ class RunLock:
 _HELD: set[RunLock] = set()
 
 
+def _encode(record: dict[str, Any]) -> bytes:
+    """The record at its fixed size (the command is cut so that it fits): rewrites never leave a tail."""
+    data = json.dumps(record).encode()
+    if len(data) >= _RECORD_BYTES:  # escapes take at most 2 bytes a character
+        keep = max(0, len(record["command"]) - 2 * (len(data) - _RECORD_BYTES) - 8)
+        data = json.dumps({**record, "command": record["command"][:keep]}).encode()
+    return data.ljust(_RECORD_BYTES - 1) + b"\n"
+
+
 def _publish(path: Path, record: dict[str, Any]) -> int | None:
     """Put ``record`` at ``path`` if no file is there (atomic); return an fd on it, or None if one exists."""
-    data = json.dumps(record).encode().ljust(_RECORD_BYTES - 1) + b"\n"
+    data = _encode(record)
     tmp = path.with_name(f".{LOCK_FILE}.{record['token']}")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -260,10 +287,10 @@ def acquire(out: Path) -> RunLock:
     """Take ``out``'s lock for this process (creating ``out``), or raise :class:`RunInUseError`."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
-    now = time.time()
+    now = round(time.time(), 3)
     record = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _pid_start(os.getpid()),
               "boot_id": _boot_id(), "started": now, "heartbeat": now, "token": uuid.uuid4().hex,
-              "command": " ".join(sys.argv)[:400]}
+              "command": " ".join(sys.argv).encode("ascii", "replace").decode()[:300]}
     note = None
     for _ in range(50):
         fd = _publish(path, record)
