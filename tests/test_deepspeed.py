@@ -29,6 +29,7 @@ def test_zero_matches_ddp(train_run, launcher, config):
     flag = ["--deepspeed", f"ds_configs/{config}.json"] if config else []
     ds = train_run(launcher, 2, 1, *STEPS, *flag)
     assert "(deepspeed: DEEPSPEED, mixed precision no)" in ds.output
+    assert not (ds.out / "run.lock").exists()  # the folder's lock was taken and given back under this launcher
     # DeepSpeed reduces in its own bucket order: equal within float rounding, not bit for bit.
     for a, b in zip(ddp.log, ds.log):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a, b)
