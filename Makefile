@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e ".[dev,onnx,compare]"
 	# DeepSpeed JIT-compiles its CPU communication op on first use (~90 s with g++): do it once here,
-	# into the venv, so tests and CPU runs that set TORCH_EXTENSIONS_DIR to it never pay it again.
+	# into the venv; every launch finds it there by itself (yolofuse_scale/engine/strategy/cpu_comm_op.py).
 	TORCH_EXTENSIONS_DIR=$(VENV)/torch_extensions $(BIN)/python -c \
 	  "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()" \
 	  || echo "note: DeepSpeed CPU comm op not prebuilt (it builds on first CPU DeepSpeed run)"

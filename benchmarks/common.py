@@ -9,8 +9,8 @@
     record = {"environment": common.environment(threads=1, command=[...]), ...}
 
 - :func:`train_env`: the environment a run gets: the checkout first on ``PYTHONPATH`` (a run measures
-  this tree, not another installed copy), ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` when given,
-  ``TORCH_EXTENSIONS_DIR`` defaulting to the venv's prebuilt DeepSpeed op (else it recompiles, ~90 s).
+  this tree, not another installed copy), ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` when given. (The
+  prebuilt DeepSpeed CPU op is found by the package itself: ``engine/strategy/cpu_comm_op.py``.)
 - :func:`train_command` / :func:`launcher_command`: ``python``, ``torchrun`` or ``accelerate launch``
   (with ``configs/accelerate/<config>.yaml``), or any launcher prefix a user gives, then ``train.py ARGS``.
 - :func:`run_command`: runs one command to the end or to its timeout; a run past its timeout is
@@ -48,7 +48,7 @@ STOP_GRACE_S = 40.0
 
 # ------------------------------------------------------------------------------------------ launching
 def train_env(threads: int | None = None, **extra: str) -> dict[str, str]:
-    """``os.environ`` for a launched run: the checkout first on PYTHONPATH, thread counts, extension dir.
+    """``os.environ`` for a launched run: the checkout first on PYTHONPATH, thread counts.
 
     ``threads``: OMP/MKL intra-op threads per process (None or 0: inherited). ``extra``: more variables.
     """
@@ -56,7 +56,6 @@ def train_env(threads: int | None = None, **extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".venv" / "torch_extensions"))
     return {**env, **extra}
 
 

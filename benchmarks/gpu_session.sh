@@ -87,7 +87,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
 OUT=${OUT:-$ROOT/gpu_session_out}
 [[ $MODE != plan ]] && OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
-CACHE="$ROOT/.gpu_session"          # ignored by git: private site folder, DeepSpeed's JIT builds, data
+CACHE="$ROOT/.gpu_session"          # ignored by git: private site folder, data
 WORK="$CACHE/work"                  # this session's step logs and sweep folders (packed into logs.tar.gz)
 WHEELS=${WHEELS:-$ROOT/wheels}
 if [[ -n "${PYTHON:-}" ]]; then PY=$PYTHON
@@ -102,7 +102,9 @@ CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc alone obeys OM
 
 export PY WHEELS CACHE ROOT
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"   # our package from the tree, not installed
-export TORCH_EXTENSIONS_DIR="$CACHE/torch_extensions"  # DeepSpeed's JIT-built ops stay in the tree
+# No TORCH_EXTENSIONS_DIR of our own: the package finds the DeepSpeed CPU op `make install` prebuilt
+# (<venv>/torch_extensions) and says so; a folder of the session's own made the --cpu-smoke run compile
+# it (~97 s, silently) inside scaling_strategies' 90 s cap, every time. On the GPU no CPU op is built.
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 # Sizes. The real sweeps are the scaling issue's; the smoke run keeps their shape at toy size and

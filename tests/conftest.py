@@ -27,11 +27,10 @@ sys.modules.setdefault("tests.conftest", sys.modules[__name__])
 ROOT = Path(__file__).resolve().parents[1]
 # One intra-op thread per process: 2 ranks on 2 cores do not oversubscribe, and the single-process
 # reference computes with the same kernels and thread count as each rank (needed for bitwise parity).
-# DeepSpeed's CPU communication op is JIT-compiled (~90 s) once by `make install` into the venv
-# (a TORCH_EXTENSIONS_DIR already set wins: benchmarks/gpu_session.sh keeps its build in the tree).
+# DeepSpeed's CPU communication op is compiled (~90 s) once by `make install` into the venv; launched
+# runs find it themselves (engine/strategy/cpu_comm_op.py), so no TORCH_EXTENSIONS_DIR is set here.
 # An existing PYTHONPATH is kept after the repository: the GPU script may install wheels with --target.
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-       "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".venv" / "torch_extensions")),
        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
        "TOKENIZERS_PARALLELISM": "false"}
 BIN = Path(sys.executable).parent

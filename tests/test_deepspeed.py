@@ -29,6 +29,7 @@ def test_zero_matches_ddp(train_run, launcher, config):
     flag = ["--deepspeed", f"ds_configs/{config}.json"] if config else []
     ds = train_run(launcher, 2, 1, *STEPS, *flag)
     assert "(deepspeed: DEEPSPEED, mixed precision no)" in ds.output
+    assert not (ds.out / "run.lock").exists()  # the folder's lock was taken and given back under this launcher
     # DeepSpeed reduces in its own bucket order: equal within float rounding, not bit for bit.
     for a, b in zip(ddp.log, ds.log):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a, b)
@@ -139,3 +140,100 @@ def test_a_deepspeed_cpu_run_leaves_no_shared_memory_behind(train_run):
     port = re.search(r"--master_port=(\d+)", " ".join(run.proc.args)).group(1)
     left = sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_*"))
     assert not left, left
+
+
+# ------------------------------------------------------------------------------------------ the CPU comm op
+@pytest.mark.slow
+def test_a_launch_without_an_extensions_dir_uses_the_prebuilt_op(train_run):
+    """tests/conftest.py sets no TORCH_EXTENSIONS_DIR: a DeepSpeed launch finds the op `make install` built
+    and says so, instead of compiling it (30-100 s) into torch's default folder. The run is
+    test_zero_matches_ddp's, from the cache."""
+    import os
+    import sys
+    from pathlib import Path
+
+    run = train_run("deepspeed", 2, 1, *STEPS, "--deepspeed", "ds_configs/zero2.json")
+    found = [line for line in run.output.splitlines() if line.startswith("DeepSpeed CPU comm op:")]
+    assert len(found) == 1 and found[0].startswith("DeepSpeed CPU comm op: using the prebuilt "), run.output[-3000:]
+    where = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path(sys.prefix) / "torch_extensions") / "deepspeed_shm_comm"
+    # (the deepspeed launcher starts its workers with the interpreter's resolved path: a venv symlink differs)
+    assert Path(found[0].rsplit(" ", 1)[1]).resolve() == (where / "deepspeed_shm_comm.so").resolve()
+
+
+@pytest.fixture
+def shm_builder(monkeypatch):
+    """DeepSpeed's builder of the CPU comm op, with an empty op cache for the test (restored after it)."""
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    owner = next(c for c in type(builder).__mro__ if "_loaded_ops" in vars(c))
+    monkeypatch.setattr(owner, "_loaded_ops", {})
+    return builder
+
+
+def test_the_prebuilt_op_is_handed_to_deepspeed_without_a_build(shm_builder, monkeypatch):
+    """The venv's op is imported as built (nothing in its folder is written) and DeepSpeed's load returns it."""
+    import sys
+    from pathlib import Path
+
+    from yolofuse_scale.engine.strategy import cpu_comm_op
+
+    folder = Path(sys.prefix) / "torch_extensions" / "deepspeed_shm_comm"
+    if not (folder / "deepspeed_shm_comm.so").is_file():
+        pytest.skip("no prebuilt op in this venv (make install builds it)")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "")  # recorded, so that the value prepare() sets is undone
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    said = []
+    line = cpu_comm_op.prepare(said.append)
+    assert line == f"DeepSpeed CPU comm op: using the prebuilt {folder / 'deepspeed_shm_comm.so'}"
+    assert said and shm_builder.load().__file__ == str(folder / "deepspeed_shm_comm.so")
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+def test_a_compile_is_announced_before_it_starts(shm_builder, tmp_path, monkeypatch):
+    """An extensions folder without the op: one line says what is compiled, where and about how long (the
+    compile itself, ~90 s, is DeepSpeed's and is not run here); with another process holding the build
+    lock, that this one waits for it."""
+    import fcntl
+
+    from yolofuse_scale.engine.strategy import cpu_comm_op
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    line = cpu_comm_op.prepare(lambda _: None)
+    build = tmp_path / "deepspeed_shm_comm"
+    assert line == (f"DeepSpeed CPU comm op: {build / 'deepspeed_shm_comm.so'}: not built yet; compiling "
+                    f"deepspeed_shm_comm now with the C++ compiler into {build}, about 30-100 s (once per folder; "
+                    "`make install` prebuilds it into .venv/torch_extensions, or set TORCH_EXTENSIONS_DIR to a "
+                    "folder that holds it)")
+    assert shm_builder._loaded_ops == {}  # nothing loaded: DeepSpeed builds it when it starts
+    with open(build / "lock", "w") as held:  # torch's build lock is an flock on this file
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert cpu_comm_op.prepare(lambda _: None).endswith(
+            "; another process is compiling it now (it holds the build lock): this one waits for it")
+
+
+def test_a_killed_builds_lock_file_blocks_nobody(tmp_path):
+    """What a compile cut at a time cap leaves: the `lock` file stays, but torch 2.14 locks it with flock
+    (filelock.FileLock), which dies with its process; the next build takes it at once."""
+    import subprocess
+    import sys
+
+    import filelock
+    from torch.utils._filelock import FileLock
+
+    assert issubclass(FileLock, filelock.UnixFileLock)  # what cpp_extension's build lock is
+    code = ("import sys, time\nfrom filelock import FileLock\nheld = FileLock(sys.argv[1])\nheld.acquire()\n"
+            "print('held', flush=True)\ntime.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError):  # filelock's Timeout is a TimeoutError
+            FileLock(str(tmp_path / "lock")).acquire(timeout=0.2)
+        holder.kill()
+        holder.wait()
+        assert (tmp_path / "lock").exists()
+        with FileLock(str(tmp_path / "lock")).acquire(timeout=1):
+            pass
+    finally:
+        holder.kill()

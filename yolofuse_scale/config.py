@@ -542,6 +542,15 @@ def check_paths(cfg: RunConfig) -> None:
                           "yolo11n.pt, or weights/last.pt of a run)")
     if cfg.train.deepspeed and not Path(cfg.train.deepspeed).is_file():
         raise ConfigError(f"--deepspeed {cfg.train.deepspeed}: no such file")
+    out = Path(cfg.train.output_dir)
+    for folder in (out, *out.parents):  # the first that exists must be a folder (mkdir would raise later)
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                kind = "a file" if folder.exists() else "a broken symbolic link"
+                where = "is" if folder == out else f"lies under {folder}, which is"
+                raise ConfigError(f"--output-dir {out}: {where} {kind}, not a folder (the run writes its logs, "
+                                  "checkpoints and weights into a folder; name a new or existing folder)")
+            break
     resume = cfg.train.resume
     if resume and resume != "auto" and Path(resume).is_file():
         raise ConfigError(f"--resume {resume}: a file, not a checkpoint folder (give checkpoints/step_<n>, or "

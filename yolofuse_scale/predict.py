@@ -4,13 +4,15 @@ Folders are paired by file stem (``visible/0001.jpg`` with ``infrared/0001.png``
 YOLOFuse convention; an RGB file without an IR partner is an error that names it, before any work.
 Outputs under ``--out``: ``predictions.jsonl`` (one line per pair) and, unless ``--no-images``,
 ``<stem>.jpg`` showing RGB | IR side by side with the same boxes on both. Drawing uses OpenCV's
-built-in Hershey fonts, so nothing is looked up or downloaded.
+built-in Hershey fonts, so nothing is looked up or downloaded. An ``--out`` that would write over an
+input (the input folders themselves, or any output that is an input file) is refused before any work.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -56,6 +58,40 @@ def pair_paths(rgb: Path, ir: Path) -> list[tuple[Path, Path]]:
     return [(rgbs[s], irs[s]) for s in rgbs]
 
 
+def outputs(pairs: list[tuple[Path, Path]], out: Path, images: bool) -> list[Path]:
+    """The files ``predict`` writes: ``predictions.jsonl`` and, with ``images``, one ``<RGB stem>.jpg`` a pair."""
+    return [out / "predictions.jsonl", *((out / f"{rgb.stem}.jpg" for rgb, _ in pairs) if images else ())]
+
+
+def check_out(rgb: Path, ir: Path, pairs: list[tuple[Path, Path]], out: Path, images: bool) -> None:
+    """Refuse an ``--out`` that would write over an input, before any work (``ValueError`` naming it).
+
+    ``--out`` may not be the ``--rgb`` or ``--ir`` folder (the drawings would land among the inputs, over
+    those that are JPEGs of the same stem, and a second run would pair them), and no output file may be
+    an input file, however the path reaches it (``..``, symbolic or hard links: files are compared by
+    device and inode). Costs one ``stat`` per input and per existing output.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: a file, not a folder (predictions.jsonl and the drawings go into a folder)")
+    for folder, flag in ((rgb, "--rgb"), (ir, "--ir")):
+        if folder.is_dir() and out.is_dir() and os.path.samefile(folder, out):
+            raise ValueError(f"--out {out} is the {flag} folder {folder}: the drawings would be written among the "
+                             "input images (over those of the same name); choose another --out")
+    inputs = {}
+    for pair in pairs:
+        for p in pair:
+            st = p.stat()
+            inputs[(st.st_dev, st.st_ino)] = p
+    for path in outputs(pairs, out, images):
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # not there yet: not an input
+        hit = inputs.get((st.st_dev, st.st_ino))
+        if hit is not None:
+            raise ValueError(f"--out {out}: writing {path} would overwrite the input {hit}; choose another --out")
+
+
 def draw_side_by_side(rgb: np.ndarray, ir: np.ndarray, dets) -> np.ndarray:
     """RGB | IR (IR resized to RGB's size, shown gray) with the same boxes on both; BGR for cv2.imwrite."""
     pair = stack_pair(rgb, ir)
@@ -86,7 +122,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default: 0.7)")
     parser.add_argument("--max-det", type=int, default=300, help="detections kept per pair (default: 300)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--out", default="runs/predict", help="output folder (default: runs/predict)")
+    parser.add_argument("--out", default="runs/predict",
+                        help="output folder (default: runs/predict); refused if it would write over an input (the "
+                        "--rgb or --ir folder, or a file that is an input)")
     parser.add_argument("--no-images", action="store_true", help="write predictions.jsonl only, no drawings")
     parser.add_argument("--nms-free", action="store_true",
                         help="end-to-end models (yolo26): answer from the one-to-one head, no NMS (--iou unused)")
@@ -100,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         pairs = pair_paths(Path(args.rgb), Path(args.ir))  # checked before the model is loaded
+        check_out(Path(args.rgb), Path(args.ir), pairs, Path(args.out), not args.no_images)
         det = FusionDetector.load(args.weights, device=args.device, imgsz=args.imgsz, conf=args.conf,
                                   iou=args.iou, max_det=args.max_det, nms_free=args.nms_free)
     except (FileNotFoundError, ValueError, DataError, CheckpointError) as e:  # bad input: the message names it

@@ -45,6 +45,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 from safetensors.torch import load_file, save_file
 
+from yolofuse_scale.engine import run_lock
 from yolofuse_scale.engine.course import continue_course
 from yolofuse_scale.engine.storage import is_writer
 from yolofuse_scale.engine.strategy import resume, zero_state
@@ -313,12 +314,47 @@ class Checkpointer:
     share one log) unless ``--overwrite``, which moves that run's outputs into ``replaced/<id>-<time>/``;
     ``--resume auto`` continues the folder's own run; ``--resume PATH`` continues PATH's run, into a
     folder that is empty or already that run's. Pruning and ``--resume auto`` see only this run's
-    checkpoints.
+    checkpoints. All of this happens under the folder's lock (``run_lock``), held until :meth:`release`:
+    a second training started into the folder meanwhile is refused before it reads anything.
     """
 
     def __init__(self, accelerator: Accelerator, out: Path, train: Any):
         self.acc, self.out, self.root = accelerator, out, out / "checkpoints"
         self.keep_last = train.keep_last
+        self.lock: run_lock.RunLock | None = None
+        self.notes = self._lock_folder()  # before anything reads the folder: a second start is refused here
+        try:
+            self._claim_folder(train)
+        except BaseException:
+            self.release()
+            raise
+
+    def _lock_folder(self) -> list[str]:
+        """The writer takes ``run.lock`` (every node's writer its own copy's, with node-local storage); one
+        gather (collective) gives every rank all answers, so a refusal ends every rank with the same message."""
+        refusal = note = None
+        if is_writer(self.acc):
+            try:
+                self.lock = run_lock.acquire(self.out)
+                note = self.lock.note
+            except run_lock.RunInUseError as e:
+                refusal = str(e)
+            except OSError as e:  # a read-only or full folder: refused on every rank alike, not a hang
+                refusal = f"--output-dir {self.out}: cannot write its lock file {self.out / run_lock.LOCK_FILE} ({e})"
+        answers = gather_object([(refusal, note)]) if self.acc.num_processes > 1 else [(refusal, note)]
+        refusals = [r for r, _ in answers if r]
+        if refusals:
+            self.release()
+            raise run_lock.RunInUseError(refusals[0])
+        return [n for _, n in answers if n]
+
+    def release(self) -> None:
+        """Give back the folder's lock (this process's, if it holds it): the run has ended, or failed."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _claim_folder(self, train: Any) -> None:
+        accelerator, out = self.acc, self.out
         folder_id = folder_run_id(out)
         self.resume_from = resolve_resume(train.resume, self.root, accelerator, folder_id)
         # The main process decides and every rank follows: ranks that look at a folder while rank 0
@@ -330,7 +366,8 @@ class Checkpointer:
         if error:
             raise CheckpointError(error)
         accelerator.wait_for_everyone()  # every rank has read the folder before it changes
-        self.notes = [f"--overwrite: moved the previous run's outputs to {moved_to}"] if moved_to else []
+        if moved_to:
+            self.notes.append(f"--overwrite: moved the previous run's outputs to {moved_to}")
         start, later = self._abandoned(train.resume)
         dest = out / "replaced" / f"abandoned-after-step_{start}-{time.strftime('%Y%m%d-%H%M%S')}"  # later weights too
         if later:

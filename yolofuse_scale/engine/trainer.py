@@ -125,14 +125,19 @@ class Trainer:
         acc = self.accelerator
         # Which run owns the output folder and where this one resumes from, before anything is
         # written there: a refused start changes nothing (collective).
+        # Holds the folder's lock (run_lock.py) until the run ends: every exit below gives it back.
         self.checkpointer = ckpt.Checkpointer(acc, self.out, cfg.train)
-        self.log = make_log(acc, self.out, cfg.to_dict())
-        for note in self.checkpointer.notes:
-            self.log.info(note)
-        set_seed(cfg.train.seed)  # same seed on every rank: identical initial weights everywhere
+        try:
+            self.log = make_log(acc, self.out, cfg.to_dict())
+            for note in self.checkpointer.notes:
+                self.log.info(note)
+            set_seed(cfg.train.seed)  # same seed on every rank: identical initial weights everywhere
 
-        self._build_data()
-        self._build_model()
+            self._build_data()
+            self._build_model()
+        except BaseException:
+            self.checkpointer.release()
+            raise
 
     # ----------------------------------------------------------------------------------------- setup
     def _build_data(self) -> None:
@@ -286,6 +291,14 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
         """Train from the resume point to --epochs (or --max-steps); return the last validation's metrics."""
+        try:
+            return self._fit()
+        except BaseException:  # an error, Ctrl-C: the folder's lock goes back (SIGTERM: run_lock's handler)
+            self.checkpointer.release()
+            raise
+
+    def _fit(self) -> dict[str, Any]:
+        """The loop itself (``fit`` adds the lock's release on an error)."""
         cfg, state = self.cfg, self.state
         start_step = self._load()
         max_steps = cfg.train.max_steps or math.inf
@@ -441,6 +454,7 @@ class Trainer:
                       f"{self.out / 'metrics.json'}")
         self.log.close()
         acc.wait_for_everyone()
+        self.checkpointer.release()  # every rank has written its part: another training may take the folder
         # Every rank: finishes the trackers (main process) and destroys the process group. Left to
         # interpreter exit, gloo's threads were once torn down mid-flight ("terminate called without
         # an active exception", SIGABRT after a finished run).

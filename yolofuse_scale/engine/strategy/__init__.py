@@ -12,6 +12,8 @@ by branches in the loop. One concern per module, each saying in its docstring wh
   ``prepare_model``, ``unwrap``, ``clip_grad_norm``.
 - ``deepspeed``: the DeepSpeed JSON of a run (packaged configs included) and the loop's values
   written into it.
+- ``cpu_comm_op``: DeepSpeed's CPU communication op, taken prebuilt (``make install``) or its compile
+  announced before it starts.
 - ``fsdp``: FSDP2 through Accelerate's plugin, its wrap units, and the CPU path into it.
 - ``sharded``: FSDP2 DTensors and ZeRO-3 partitions (local part, full tensor, full state dict).
 - ``zero_state``: ZeRO-1/2 optimizer state saved whole and re-partitioned at another world size.

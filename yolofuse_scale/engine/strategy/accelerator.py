@@ -40,6 +40,7 @@ from accelerate.utils import (
 from torch.distributed.tensor import DTensor
 
 from yolofuse_scale.config import OptimConfig, TrainConfig
+from yolofuse_scale.engine.strategy import cpu_comm_op
 from yolofuse_scale.engine.strategy.activation_checkpoint import apply_activation_checkpointing
 from yolofuse_scale.engine.strategy.batchnorm import convert_sync_batchnorm
 from yolofuse_scale.engine.strategy.deepspeed import deepspeed_config, deepspeed_file
@@ -83,6 +84,8 @@ def build_accelerator(
         handlers.append(InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.dist_timeout)))
     mixed_precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if ds_file:
+        if not torch.cuda.is_available():  # before DeepSpeed starts: its CPU collectives need a C++ op
+            cpu_comm_op.prepare()
         ds = deepspeed_config(ds_file, replace(cfg, mixed_precision=mixed_precision), optim or OptimConfig(),
                               launched_world_size(), origin=ds_origin)
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds)
