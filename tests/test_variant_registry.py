@@ -145,3 +145,14 @@ def test_packaged_fsdp_config_lists_no_class_and_the_model_names_its_units(monke
     assert plugin.transformer_cls_names_to_wrap is None
     model = build_model("yolov8t", "dea", nc=2, ir_channels=1)
     assert wrap_units(model, plugin.transformer_cls_names_to_wrap) == ["C2f", "SPPF", "DEAPair", "Detect"]
+
+
+def test_fsdp_refuses_a_model_without_a_block_to_shard_by():
+    """A model with none of the declared blocks (and no list in the accelerate config) is refused with what to
+    do, not sharded as one unit that every forward gathers whole."""
+    from yolofuse_scale.errors import DistributedSetupError
+
+    bare = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.BatchNorm2d(8))
+    with pytest.raises(DistributedSetupError, match="none of the blocks it is sharded by.*fsdp_transformer_layer_cls"):
+        wrap_units(bare)
+    assert wrap_units(bare, ["Conv2d"]) == ["Conv2d"]  # the user's own list names what it wraps
