@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: benchmarks/ is on sys.path, the checkout is not
 
 from benchmarks import common  # noqa: E402
+from yolofuse_scale.model.variants import FUSIONS  # noqa: E402
 
 VARIANTS = ("rgb", "ir", "data", "early", "mid", "late")
 METRICS = ("mAP50", "mAP50-95")
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/results/fusion_study", help="results.json/md and the png")
     p.add_argument("--work", default="runs/fusion_study", help="synthetic data, runs, weights and logs")
     p.add_argument("--data", default=None, help="data.yaml to use instead of the synthetic set")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=(*VARIANTS, "dea"))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=FUSIONS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds (default: 0 1)")
     p.add_argument("--train", type=int, default=192, help="synthetic train pairs (default: 192)")
     p.add_argument("--val", type=int, default=128, help="synthetic val pairs (default: 128)")

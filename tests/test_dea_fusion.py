@@ -155,14 +155,15 @@ def test_our_dea_weights_map_into_dea_whole_and_into_mid_without_the_attention(t
 def test_attention_is_an_fsdp_unit_and_recomputed_under_activation_checkpointing():
     """DEAPair is a wrap unit where it exists (and only there), and recomputing it in backward gives the
     same gradients and BatchNorm statistics as storing its activations."""
-    from yolofuse_scale.engine.strategy import CHECKPOINT_UNITS, WRAP_UNITS, apply_activation_checkpointing, wrap_units
+    from yolofuse_scale.engine.strategy import apply_activation_checkpointing, wrap_units
+    from yolofuse_scale.model.units import RECOMPUTE_UNITS
 
     model = build_model("yolov8t", "dea", nc=2, ir_channels=1)
-    assert "DEAPair" in wrap_units(model, WRAP_UNITS) and "DEAPair" in CHECKPOINT_UNITS
-    assert "DEAPair" not in wrap_units(build_model("yolov8t", "mid", nc=2, ir_channels=1), WRAP_UNITS)
+    assert "DEAPair" in wrap_units(model) and "DEAPair" in RECOMPUTE_UNITS
+    assert "DEAPair" not in wrap_units(build_model("yolov8t", "mid", nc=2, ir_channels=1))
     ac = copy.deepcopy(model)
     blocks = [m for m in ac.modules() if isinstance(m, DEAPair)]
-    assert apply_activation_checkpointing(ac) == sum(type(m).__name__ in CHECKPOINT_UNITS for m in ac.modules())
+    assert apply_activation_checkpointing(ac) == sum(type(m).__name__ in RECOMPUTE_UNITS for m in ac.modules())
     assert len(blocks) == 3 and all(isinstance(m.forward, functools.partial) for m in blocks)
     batch = _batch(4)
     for m in (model, ac):

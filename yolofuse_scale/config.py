@@ -1,7 +1,8 @@
 """Typed run configuration: one dataclass per concern, filled from defaults, then the command line.
 
 One source per knob: a setting is a dataclass field, and everything else is derived from it. The
-string literal right under a field is its ``--help`` line (read from the source with ``ast``, once);
+string literal right under a field is its ``--help`` line (read from the source with ``ast``, once; a
+field's ``help_more`` metadata appends what is computed, not typed: ``--fusion``'s variants and sizes);
 a ``Literal[...]`` type is both its argparse ``choices`` and its check; the default is shown in the
 help. The flag is the field's name with dashes (``batch_size``: ``--batch-size``), and the same name
 is its key in its section of ``config.yaml``. The augmentation recipe is ``data/augment.py``'s
@@ -34,6 +35,7 @@ from yolofuse_scale.data.augment import AugmentRecipe
 from yolofuse_scale.data.cache import CacheMode
 from yolofuse_scale.data.scan import BadSamplePolicy
 from yolofuse_scale.errors import ConfigError, add_debug_argument
+from yolofuse_scale.model.sizes import fusion_help
 from yolofuse_scale.model.variants import FAMILIES, SCALE_NAMES, SCALES, Fusion, parse_model_name
 
 #: ``--strategy``; ``zero*`` read the packaged ``yolofuse_scale/configs/deepspeed/<name>.json``
@@ -93,12 +95,9 @@ class ModelConfig:
     model: str = "yolov8n"
     """a family and scale: yolov8, yolo11 (C3k2/C2PSA) or yolo26 (end-to-end head, NMS-free capable) +
     t|n|s|m|l|x (t: tiny, for tests), e.g. yolo11s; or a model YAML (Ultralytics or YOLOFuse schema)"""
-    fusion: Fusion = "mid"
-    """data (stacked input), early (two stems, fused at P2), mid (two backbones, fused P3-P5), dea (mid with
-    cross-modal channel + spatial attention, DEYOLO's DEA, on each P3-P5 pair before its fusion), late (two
-    branches, one Detect), rgb or ir (single-modality baselines); not with a model YAML, which defines its own
-    (refused). At 640 px, yolov8n: data 3.0 M params / 8.2 GFLOPs, early 3.0/8.6, mid 4.5/11.7, dea 4.7/12.2,
-    late 6.0/16.3 (other families: README); every run prints its model's at start"""
+    fusion: Fusion = field(default="mid", metadata={"help_more": fusion_help})
+    """where the RGB and IR streams meet (model/variants.py); not with a model YAML, which defines its own
+    (refused); every run prints its model's size at start:"""
     scale: str | None = None
     """for a YAML model: which row of its `scales` table (n/s/m/l/x)"""
     pretrained: str = ""
@@ -231,8 +230,8 @@ class TrainConfig:
     """DeepSpeed JSON config (ds_configs/*.json); the deepspeed launcher passes this (or use `accelerate launch
     --config_file ...`)"""
     activation_checkpointing: bool = False
-    """recompute C2f/SPPF blocks in backward: less activation memory, ~20-30% more compute (for large scales and
-    high resolutions)"""
+    """recompute the backbone and neck blocks and the attentions in backward (model/units.py): less activation
+    memory, ~20-30% more compute (for large scales and high resolutions)"""
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     """no, fp16 or bf16 (default: the accelerate config's choice, else no)"""
     sync_bn: bool = False
@@ -448,7 +447,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(section)
         for key, knob in _knobs(cls).items():
             flag, dest, default = "--" + key.replace("_", "-"), f"{section}.{key}", knob.field.default
-            help_text = _field_docs(knob.owner).get(knob.path[-1], "").replace("%", "%%")  # argparse %-formats
+            help_text = _field_docs(knob.owner).get(knob.path[-1], "")
+            if "help_more" in knob.field.metadata:  # what the docstring cannot hold: text computed from the code
+                help_text += " " + knob.field.metadata["help_more"]()
+            help_text = help_text.replace("%", "%%")  # argparse %-formats
             if isinstance(default, bool):
                 group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
                                    help=f"{help_text} (default: {'on' if default else 'off'})")

@@ -6,34 +6,15 @@ way a model comes into being; the family's own file (read from the installed Ult
 never fetched) gives its layers, so a variant follows upstream exactly: YOLO11's C3k2/C2PSA blocks,
 YOLO26's end-to-end Detect head (``end2end: True``, ``reg_max: 1``) and its loss.
 
-Variants (named after YOLOFuse's), the same rules for every family:
-
-- ``rgb`` / ``ir``: a ``ModalitySelector`` picks one stream, then the family's model unchanged: its
-  layers and parameter count are exactly Ultralytics' model for that stream's channels.
-- ``data``: RGB and IR stacked as input channels into one model (YOLOFuse's data-level fusion).
-- ``early``: one stem per modality (the two strided convs, P1 and P2); at P2 the two maps are
-  concatenated and mixed by a 1x1 conv, and one model carries on from there (YOLOFuse's early feature
-  fusion). It costs two stems' FLOPs at the two highest resolutions, but each modality gets filters
-  of its own before they are mixed, which data-level fusion, sharing its first conv, does not.
-- ``mid``: one backbone per modality; every backbone map the head reads (P3/P4/P5) is fused by
-  concatenation and a 1x1 conv back to the single-stream width, so neck and head are the family's own.
-- ``dea``: ``mid`` with cross-modal attention first: at each of P3/P4/P5 the two streams go through
-  DEYOLO's DEA (``attention.DEAPair``: channel attention, each stream gated by the other's channel
-  descriptor and a joint one, then spatial attention, each stream gated by maps of the other), then the
-  same concatenation + 1x1 conv as ``mid`` into the family's own neck and head. See :data:`DEA_GRID`.
-
-  Why DEA and not a CFT-style transformer (RGB and IR tokens concatenated, self-attention over all of them):
-  at P3 of a 640 px image that is 2 x 80 x 80 = 12,800 tokens, a 12,800^2 = 164M-entry attention matrix per
-  head and image (0.66 GB in fp32 unless a fused kernel is used; 2 N^2 C = 21 G multiply-adds at C = 64,
-  five times the whole yolov8n), and it grows with the image area squared; CFT itself pools each map to 8 x 8
-  tokens first, which throws away the P3 detail small objects live in. DEA is linear in the pixels: per
-  pixel O(C^2) for DECA's 1x1 joint conv and O(C k^2) for DEPA's one-channel maps, no pairwise term, and
-  it still lets each stream be re-weighted by the other, per channel (global) and per pixel (local). At
-  scale n, 640 px, that is +6-8% parameters and +4-12% GFLOPs over ``mid`` (yolov8 / yolo11 / yolo26;
-  tests/test_dea_fusion.py holds the bound). A token-attention fusion remains available through a YAML's
-  ``DEFA`` rows (attention.py).
-- ``late``: two full backbone + neck branches; one ``Detect`` reads all six maps (YOLOFuse's
-  decision-level fusion), so the assigner picks the best branch per anchor.
+**The registry.** Every variant is declared once, in :data:`VARIANTS` (named after YOLOFuse's): its words
+in ``--fusion``'s help, its row in the README's table, and the function that derives it, whose docstring
+says what it builds and why. Everything else is derived from that table: ``--fusion``'s choices
+(:data:`Fusion`, config.py's field type), the sizes in the help and the docs (computed by building each
+variant: ``model/sizes.py``), the tests that run every variant (:data:`FUSIONS`), and what the distributed
+strategies shard and recompute (``model/units.py``, declared per block class, so it holds for any model).
+Adding a variant is a derivation function and an entry here, then ``python -m yolofuse_scale.model.sizes``
+to compute its size into the help and the docs; a new block class it uses goes with the modules
+(``attention.py``) and, if the strategies should treat it as a unit, into ``units.py``.
 
 Layers reference each other by absolute index (or -1 for "the previous row"), which keeps two-branch
 graphs readable.
@@ -41,12 +22,11 @@ graphs readable.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, get_args
 
-#: Where the RGB and IR streams meet (``--fusion``); the tuple is derived from it.
-Fusion = Literal["data", "early", "mid", "dea", "late", "rgb", "ir"]
-FUSIONS: tuple[str, ...] = get_args(Fusion)
 #: The image side DECA's pooling pyramid is made for (DEYOLO's: its 80/40/20 grids at P3/P4/P5 at 640 px).
 #: Other sizes are resampled to that grid first, so one model serves every image size.
 DEA_GRID = 640
@@ -118,9 +98,13 @@ def family_yaml(family: str, scale: str) -> dict[str, Any]:
 
 def fusion_yaml(fusion: str, nc: int, scale: str, family: str = "yolov8") -> dict[str, Any]:
     """Return the model dictionary for a built-in ``fusion`` variant of ``family`` at ``scale``."""
-    if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    _check_fusion(fusion)
     return derive_fusion(family_yaml(family, scale), fusion, nc)
+
+
+def _check_fusion(fusion: str) -> None:
+    if fusion not in VARIANTS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(VARIANTS)}")
 
 
 def _absolute(i: int, f: int | list[int]) -> list[int]:
@@ -172,7 +156,7 @@ def _width(row: Row) -> int:
 
 
 def derive_fusion(base: dict[str, Any], fusion: str, nc: int) -> dict[str, Any]:
-    """Derive a ``fusion`` variant (module docstring) from a single-stream detection dictionary."""
+    """Derive a ``fusion`` variant (see :data:`VARIANTS`) from a single-stream detection dictionary."""
     return _derive(base, fusion, nc)[0]
 
 
@@ -199,51 +183,150 @@ def _built_layers(rows: list[Row], origins: list[Origin | None]) -> list[Origin 
     return built
 
 
+class Derivation:
+    """A variant being derived: the single-stream rows it reads, the rows (and their origins) it writes.
+
+    ``shared`` maps a single-stream row to its copy in the one trunk both modalities reach (-1 before
+    the first copied row: the model input, or the fused map a variant puts there).
+    """
+
+    def __init__(self, base: dict[str, Any]):
+        self.rows: list[Row] = list(base["backbone"]) + list(base["head"])
+        self.backbone = len(base["backbone"])  # rows [0, backbone) are the backbone
+        self.last = len(self.rows) - 1
+        if self.rows[self.last][2] != "Detect":
+            raise ValueError(f"the last layer must be Detect, got {self.rows[self.last][2]}")
+        self.out: list[Row] = []
+        self.origins: dict[int, Origin] = {}
+        self.shared: dict[int, int] = {}
+
+    def copy(self, indices: range, mapping: dict[int, int], source: int, stream: str = "shared") -> None:
+        """Append copies of ``rows[indices]`` (see :func:`_copy_rows`)."""
+        _copy_rows(self.out, self.rows, indices, mapping, source, self.origins, stream)
+
+    def two_streams(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Start a two-stream model: the ``[rgb, ir]`` pair (row 0), RGB (row 1), IR (row 2); return the
+        (empty) row mappings of an RGB and an IR branch."""
+        self.out += [[-1, 1, "IdentityInput", []], [0, 1, "ModalitySelector", [1]], [0, 1, "ModalitySelector", [2]]]
+        return {}, {}
+
+
+def _data(d: Derivation) -> None:
+    """RGB and IR stacked as input channels into one model (YOLOFuse's data-level fusion): the family's
+    model unchanged but for its first conv, which reads 3 + C_ir channels."""
+    d.copy(range(len(d.rows)), d.shared, -1)
+
+
+def _one_stream(modality: str, d: Derivation) -> None:
+    """``rgb`` / ``ir``: a ``ModalitySelector`` picks one stream, then the family's model unchanged: its
+    layers and parameter count are exactly Ultralytics' model for that stream's channels."""
+    d.out.append([-1, 1, "ModalitySelector", [1 if modality == "rgb" else 2]])
+    d.copy(range(len(d.rows)), d.shared, 0, modality)
+
+
+def _early(d: Derivation) -> None:
+    """One stem per modality (the two strided convs, P1 and P2); at P2 the two maps are concatenated and
+    mixed by a 1x1 conv, and one model carries on from there (YOLOFuse's early feature fusion). It costs
+    two stems' FLOPs at the two highest resolutions, but each modality gets filters of its own before
+    they are mixed, which data-level fusion, sharing its first conv, does not."""
+    rows = d.rows
+    if any(rows[i][2] != "Conv" or rows[i][3][2] != 2 for i in (0, 1)):
+        raise ValueError("early fusion expects two strided Conv rows first (P1, P2)")
+    if any(0 in _absolute(i, rows[i][0]) for i in range(2, len(rows))):
+        raise ValueError("early fusion: a layer after the stem reads P1 directly")
+    a, b = d.two_streams()
+    d.copy(range(2), a, 1, "rgb")
+    d.copy(range(2), b, 2, "ir")
+    d.shared[1] = _fuse(d.out, a[1], b[1], _width(rows[1]), d.origins, 1)
+    d.copy(range(2, len(rows)), d.shared, -1)
+
+
+def _mid(d: Derivation, attend: bool = False) -> None:
+    """One backbone per modality; every backbone map the head reads (P3/P4/P5) is fused by concatenation
+    and a 1x1 conv back to the single-stream width, so neck and head are the family's own. With
+    ``attend``: the ``dea`` variant (:func:`_dea`)."""
+    a, b = d.two_streams()
+    d.copy(range(d.backbone), a, 1, "rgb")
+    d.copy(range(d.backbone), b, 2, "ir")
+    rows = d.rows
+    taps = sorted({x for i in range(d.backbone, len(rows)) for x in _absolute(i, rows[i][0]) if x < d.backbone})
+    for t in taps:
+        if attend:
+            side = DEA_GRID // _stride(rows, t)
+            d.shared[t] = _attend_and_fuse(d.out, a[t], b[t], _width(rows[t]), side, d.origins, t)
+        else:
+            d.shared[t] = _fuse(d.out, a[t], b[t], _width(rows[t]), d.origins, t)
+    d.copy(range(d.backbone, len(rows)), d.shared, -1)
+
+
+def _dea(d: Derivation) -> None:
+    """``mid`` with cross-modal attention first: at each of P3/P4/P5 the two streams go through DEYOLO's
+    DEA (``attention.DEAPair``: channel attention, each stream gated by the other's channel descriptor
+    and a joint one, then spatial attention, each stream gated by maps of the other), then the same
+    concatenation + 1x1 conv as ``mid`` into the family's own neck and head. See :data:`DEA_GRID`.
+
+    Why DEA and not a CFT-style transformer (RGB and IR tokens concatenated, self-attention over all of
+    them): at P3 of a 640 px image that is 2 x 80 x 80 = 12,800 tokens, a 12,800^2 = 164M-entry attention
+    matrix per head and image (0.66 GB in fp32 unless a fused kernel is used; 2 N^2 C = 21 G multiply-adds
+    at C = 64, five times the whole yolov8n), and it grows with the image area squared; CFT itself pools
+    each map to 8 x 8 tokens first, which throws away the P3 detail small objects live in. DEA is linear in
+    the pixels: per pixel O(C^2) for DECA's 1x1 joint conv and O(C k^2) for DEPA's one-channel maps, no
+    pairwise term, and it still lets each stream be re-weighted by the other, per channel (global) and per
+    pixel (local). At scale n, 640 px, that is +6-8% parameters and +4-12% GFLOPs over ``mid`` (yolov8 /
+    yolo11 / yolo26; tests/test_dea_fusion.py holds the bound). A token-attention fusion remains available
+    through a YAML's ``DEFA`` rows (attention.py)."""
+    _mid(d, attend=True)
+
+
+def _late(d: Derivation) -> None:
+    """Two full backbone + neck branches; one ``Detect`` reads all six maps (YOLOFuse's decision-level
+    fusion), so the assigner picks the best branch per anchor."""
+    a, b = d.two_streams()
+    d.copy(range(d.last), a, 1, "rgb")
+    d.copy(range(d.last), b, 2, "ir")
+    srcs = _absolute(d.last, d.rows[d.last][0])
+    d.origins[len(d.out)] = Origin(d.last, "shared", tuple((k, s) for s in ("rgb", "ir") for k in range(len(srcs))))
+    d.out.append([[a[x] for x in srcs] + [b[x] for x in srcs], 1, "Detect", list(d.rows[d.last][3])])
+
+
+class Variant(NamedTuple):
+    """One ``--fusion`` choice (see the module docstring)."""
+
+    brief: str
+    """a few words for ``--fusion``'s help"""
+    architecture: str
+    """what it builds: its row in the README's table"""
+    derive: Callable[[Derivation], None]
+    """writes its rows into a :class:`Derivation`; its docstring is the variant's full description"""
+
+
+#: The built-in variants, in the order ``--fusion`` lists them.
+VARIANTS: dict[str, Variant] = {
+    "data": Variant("stacked input", "RGB and IR stacked as input channels into one model (YOLOFuse's data-level "
+                    "fusion)", _data),
+    "early": Variant("two stems, fused at P2", "one stem per modality; the two stride-4 maps concatenated, then one "
+                     "trunk, neck and head", _early),
+    "mid": Variant("two backbones, fused at P3-P5", "one backbone per modality; P3/P4/P5 concatenated and mixed by a "
+                   "1x1 conv into one neck and head", _mid),
+    "dea": Variant("mid with cross-modal channel + spatial attention, DEYOLO's DEA, on each P3-P5 pair before its "
+                   "fusion", "`mid` with cross-modal attention first: each stream re-weighted by the other (DEYOLO's "
+                   "DEA: channel + spatial)", _dea),
+    "late": Variant("two branches, one Detect", "two full backbone+neck branches; one Detect over all six maps "
+                    "(decision-level fusion)", _late),
+    "rgb": Variant("RGB only: a single-modality baseline", "single-modality baseline: exactly Ultralytics' model "
+                   "behind a stream selector (RGB)", functools.partial(_one_stream, "rgb")),
+    "ir": Variant("IR only: a single-modality baseline", "single-modality baseline: exactly Ultralytics' model "
+                  "behind a stream selector (IR)", functools.partial(_one_stream, "ir")),
+}
+#: Where the RGB and IR streams meet (``--fusion``'s type, hence its choices): the registry's names.
+Fusion = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]  # built from the registry, not typed twice
+FUSIONS: tuple[str, ...] = get_args(Fusion)
+
+
 def _derive(base: dict[str, Any], fusion: str, nc: int) -> tuple[dict[str, Any], list[Origin | None]]:
-    rows = list(base["backbone"]) + list(base["head"])
-    nb, last = len(base["backbone"]), len(rows) - 1
-    if rows[last][2] != "Detect":
-        raise ValueError(f"the last layer must be Detect, got {rows[last][2]}")
-    out: list[Row] = []
-    m: dict[int, int] = {}
-    o: dict[int, Origin] = {}
-    if fusion == "data":
-        _copy_rows(out, rows, range(len(rows)), m, -1, o)
-    elif fusion in ("rgb", "ir"):
-        out.append([-1, 1, "ModalitySelector", [1 if fusion == "rgb" else 2]])
-        _copy_rows(out, rows, range(len(rows)), m, 0, o, fusion)
-    elif fusion in ("early", "mid", "dea", "late"):
-        out += [[-1, 1, "IdentityInput", []], [0, 1, "ModalitySelector", [1]], [0, 1, "ModalitySelector", [2]]]
-        a: dict[int, int] = {}
-        b: dict[int, int] = {}
-        if fusion == "early":
-            if any(rows[i][2] != "Conv" or rows[i][3][2] != 2 for i in (0, 1)):
-                raise ValueError("early fusion expects two strided Conv rows first (P1, P2)")
-            if any(0 in _absolute(i, rows[i][0]) for i in range(2, len(rows))):
-                raise ValueError("early fusion: a layer after the stem reads P1 directly")
-            _copy_rows(out, rows, range(2), a, 1, o, "rgb")
-            _copy_rows(out, rows, range(2), b, 2, o, "ir")
-            m[1] = _fuse(out, a[1], b[1], _width(rows[1]), o, 1)
-            _copy_rows(out, rows, range(2, len(rows)), m, -1, o)
-        elif fusion in ("mid", "dea"):
-            _copy_rows(out, rows, range(nb), a, 1, o, "rgb")
-            _copy_rows(out, rows, range(nb), b, 2, o, "ir")
-            taps = sorted({x for i in range(nb, len(rows)) for x in _absolute(i, rows[i][0]) if x < nb})
-            for t in taps:
-                if fusion == "mid":
-                    m[t] = _fuse(out, a[t], b[t], _width(rows[t]), o, t)
-                else:
-                    side = DEA_GRID // _stride(rows, t)
-                    m[t] = _attend_and_fuse(out, a[t], b[t], _width(rows[t]), side, o, t)
-            _copy_rows(out, rows, range(nb, len(rows)), m, -1, o)
-        else:  # late: each branch keeps its own neck; one Detect reads both branches' maps
-            _copy_rows(out, rows, range(last), a, 1, o, "rgb")
-            _copy_rows(out, rows, range(last), b, 2, o, "ir")
-            srcs = _absolute(last, rows[last][0])
-            o[len(out)] = Origin(last, "shared", tuple((k, s) for s in ("rgb", "ir") for k in range(len(srcs))))
-            out.append([[a[x] for x in srcs] + [b[x] for x in srcs], 1, "Detect", list(rows[last][3])])
-    else:
-        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    _check_fusion(fusion)
+    d = Derivation(base)
+    VARIANTS[fusion].derive(d)
     # Ultralytics' parser walks backbone + head as one list; the split is only for readers of the YAML.
     meta = {k: v for k, v in base.items() if k not in ("backbone", "head")}
-    return {**meta, "nc": nc, "backbone": out, "head": []}, [o.get(j) for j in range(len(out))]
+    return {**meta, "nc": nc, "backbone": d.out, "head": []}, [d.origins.get(j) for j in range(len(d.out))]

@@ -14,7 +14,8 @@ by branches in the loop. One concern per module, each saying in its docstring wh
   written into it.
 - ``cpu_comm_op``: DeepSpeed's CPU communication op, taken prebuilt (``make install``) or its compile
   announced before it starts.
-- ``fsdp``: FSDP2 through Accelerate's plugin, its wrap units, and the CPU path into it.
+- ``fsdp``: FSDP2 through Accelerate's plugin, its wrap units (the model's: ``model/units.py``), and the
+  CPU path into it.
 - ``sharded``: FSDP2 DTensors and ZeRO-3 partitions (local part, full tensor, full state dict).
 - ``zero_state``: ZeRO-1/2 optimizer state saved whole and re-partitioned at another world size.
 - ``batchnorm``: running statistics made equal on every rank before validation and saving; SyncBN.
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 from yolofuse_scale.engine.perf import PrecisionProbe, effective_precision, model_state_bytes
 from yolofuse_scale.engine.strategy.accelerator import build_accelerator, clip_grad_norm, prepare_model, unwrap
-from yolofuse_scale.engine.strategy.activation_checkpoint import CHECKPOINT_UNITS, apply_activation_checkpointing
+from yolofuse_scale.engine.strategy.activation_checkpoint import apply_activation_checkpointing
 from yolofuse_scale.engine.strategy.batchnorm import (
     average_running_stats,
     convert_sync_batchnorm,
@@ -39,7 +40,7 @@ from yolofuse_scale.engine.strategy.batchnorm import (
     sync_batchnorm_buffers,
 )
 from yolofuse_scale.engine.strategy.deepspeed import PACKAGED_CONFIGS, deepspeed_config, deepspeed_file
-from yolofuse_scale.engine.strategy.fsdp import WRAP_UNITS, fsdp_plugin, wrap_units
+from yolofuse_scale.engine.strategy.fsdp import fsdp_plugin, wrap_units
 from yolofuse_scale.engine.strategy.launch import (
     LAUNCH_ENV,
     check_distributed,
@@ -62,7 +63,7 @@ from yolofuse_scale.engine.strategy.zero_state import load_zero_full_state, zero
 from yolofuse_scale.errors import DistributedSetupError  # defined there; raised and imported from here too
 
 __all__ = [
-    "CHECKPOINT_UNITS", "LAUNCH_ENV", "PACKAGED_CONFIGS", "WRAP_UNITS", "DistributedSetupError", "PrecisionProbe",
+    "LAUNCH_ENV", "PACKAGED_CONFIGS", "DistributedSetupError", "PrecisionProbe",
     "apply_activation_checkpointing", "average_running_stats", "build_accelerator", "check_distributed",
     "check_resumable", "check_strategy_flags", "clip_grad_norm", "convert_sync_batchnorm", "deepspeed_config",
     "deepspeed_file", "effective_precision", "fsdp_plugin", "full_state_dict", "full_tensor",

@@ -44,7 +44,7 @@ from yolofuse_scale.engine.strategy import cpu_comm_op
 from yolofuse_scale.engine.strategy.activation_checkpoint import apply_activation_checkpointing
 from yolofuse_scale.engine.strategy.batchnorm import convert_sync_batchnorm
 from yolofuse_scale.engine.strategy.deepspeed import deepspeed_config, deepspeed_file
-from yolofuse_scale.engine.strategy.fsdp import WRAP_UNITS, _enable_fsdp_on_cpu, fsdp_plugin, wrap_units
+from yolofuse_scale.engine.strategy.fsdp import _enable_fsdp_on_cpu, fsdp_plugin, wrap_units
 from yolofuse_scale.engine.strategy.launch import (
     _single_process_group_env,
     check_distributed,
@@ -128,7 +128,9 @@ def build_accelerator(
 def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainConfig, log) -> torch.nn.Module:
     """What the strategy does to the bare model before ``accelerator.prepare``.
 
-    - ``--activation-checkpointing``: C2f/SPPF blocks recompute their forward in backward.
+    - FSDP: the units are the blocks the model declares (``model/units.py``), or those of an accelerate
+      config's ``fsdp_transformer_layer_cls_to_wrap`` the model has.
+    - ``--activation-checkpointing``: the blocks the model declares recompute their forward in backward.
     - ``--sync-bn``: SyncBatchNorm where torch allows it (CUDA, several processes).
     - FSDP under bf16: each BatchNorm becomes its own FSDP unit whose parameters and math stay fp32
       and whose output is cast back to bf16 for the block around it (FSDP2 casts at unit borders;
@@ -136,7 +138,7 @@ def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainCo
     """
     if accelerator.distributed_type == DistributedType.FSDP:
         plugin = accelerator.state.fsdp_plugin
-        plugin.transformer_cls_names_to_wrap = wrap_units(model, plugin.transformer_cls_names_to_wrap or WRAP_UNITS)
+        plugin.transformer_cls_names_to_wrap = wrap_units(model, plugin.transformer_cls_names_to_wrap)
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(model)
     if cfg.sync_bn:

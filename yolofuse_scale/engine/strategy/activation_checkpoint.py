@@ -1,5 +1,6 @@
 """``--activation-checkpointing``: recompute the backbone and neck blocks in backward instead of storing
-their activations, with BatchNorm statistics left exactly as a run without it would leave them.
+their activations, with BatchNorm statistics left exactly as a run without it would leave them. Which blocks
+is the model's to say (``model/units.py``).
 """
 
 from __future__ import annotations
@@ -9,26 +10,22 @@ import functools
 
 import torch
 
-#: Blocks recomputed in backward under --activation-checkpointing (backbone and neck, not the head).
-#: DEAPair (--fusion dea) stores about nine C x H x W maps per level (the concatenated pair, the joint
-#: conv's, the two gated pairs) for a few percent of the model's FLOPs: cheap to recompute, so it is one too.
-CHECKPOINT_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "DEAPair")
+from yolofuse_scale.model.units import recompute_units
 
 
 def apply_activation_checkpointing(model: torch.nn.Module) -> int:
-    """Recompute every C2f/SPPF block's forward during backward instead of storing its activations.
+    """Recompute the forward of every block the model declares a recompute unit during backward instead of
+    storing its activations.
 
     A recomputed BatchNorm would update its running statistics a second time; during recomputation
     the block's BatchNorms get momentum 0 (and their counters are restored), so the statistics, like
     the gradients, equal those of a run without checkpointing. Returns the number of blocks wrapped.
     """
-    count = 0
-    for m in model.modules():
-        if type(m).__name__ in CHECKPOINT_UNITS:
-            bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
-            m.forward = functools.partial(_checkpointed, m.forward, bns)
-            count += 1
-    return count
+    units = recompute_units(model)
+    for m in units:
+        bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
+        m.forward = functools.partial(_checkpointed, m.forward, bns)
+    return len(units)
 
 
 def _checkpointed(forward, bns, *args):

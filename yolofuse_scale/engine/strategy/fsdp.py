@@ -1,9 +1,9 @@
 """FSDP2 (``fully_shard``) through Accelerate's own FSDP path: the plugin, its wrap units, the CPU path.
 
 Used for ``--strategy fsdp`` or an accelerate config with ``distributed_type: FSDP``. One unit per
-C2f/SPPF/Detect block (:data:`WRAP_UNITS`) and the root; size-based wrapping is refused (it wraps
-bare containers). Under bf16 each BatchNorm is its own fp32 unit (a few extra small all-gathers per
-forward; see ``accelerator.prepare_model``). Accelerate enables FSDP only when GPUs are present; on
+block the model declares (``model/units.py``: :func:`wrap_units`) and the root; size-based wrapping is
+refused (it wraps bare containers). Under bf16 each BatchNorm is its own fp32 unit (a few extra small
+all-gathers per forward; see ``accelerator.prepare_model``). Accelerate enables FSDP only when GPUs are present; on
 CPU processes :func:`_enable_fsdp_on_cpu` switches its state to FSDP after construction, so CPU runs
 (and the tests) execute exactly the ``prepare``/``save_state``/``load_state`` code GPU runs execute.
 """
@@ -17,25 +17,20 @@ from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 from yolofuse_scale.errors import DistributedSetupError
-
-#: FSDP2 units: the blocks that hold a YOLO's parameters (YOLOv8's C2f, YOLO11/26's C3k2 and C2PSA,
-#: SPPF in backbone and neck, the Detect head) and ``--fusion dea``'s attention (DEAPair: about 2 C^2 weights
-#: per level, 0.3M in all at scale n, 2M at x, as much as a C2f; left in the root it would be gathered for the
-#: whole forward). Every other module (stem convs, the fusion concatenations) belongs to the root unit.
-#: Only the classes a model has are wrapped (wrap_units).
-WRAP_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "DEAPair", "Detect")
+from yolofuse_scale.model.units import shard_unit_names
 
 
 def fsdp_plugin() -> FullyShardedDataParallelPlugin:
-    """FSDP2 with YOLO wrap units and sharded (DCP) checkpoints; an accelerate config's FSDP_* values win.
+    """FSDP2 wrapping by block class and sharded (DCP) checkpoints; an accelerate config's FSDP_* values win.
 
     ``accelerate launch`` exports the config's ``fsdp_config`` as ``FSDP_*`` variables and the plugin
-    reads them; under ``torchrun --strategy fsdp`` our defaults fill in what is not set.
+    reads them; under ``torchrun --strategy fsdp`` our defaults fill in what is not set. The classes to
+    wrap are not among them: the model declares its own (:func:`wrap_units`, once it is built), unless an
+    accelerate config lists ``fsdp_transformer_layer_cls_to_wrap``.
     """
     defaults = {
         "FSDP_VERSION": "2",
         "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
-        "FSDP_TRANSFORMER_CLS_TO_WRAP": ",".join(WRAP_UNITS),
         "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT",  # DCP: each rank writes its shard; reshards on load
         "FSDP_RESHARD_AFTER_FORWARD": "true",
         "FSDP_CPU_RAM_EFFICIENT_LOADING": "false",  # every rank builds the same seeded model
@@ -47,8 +42,8 @@ def fsdp_plugin() -> FullyShardedDataParallelPlugin:
     if os.environ["FSDP_AUTO_WRAP_POLICY"] != "TRANSFORMER_BASED_WRAP":
         raise DistributedSetupError(
             f"fsdp_auto_wrap_policy {os.environ['FSDP_AUTO_WRAP_POLICY']}: wrap by block class instead "
-            f"(TRANSFORMER_BASED_WRAP with fsdp_transformer_layer_cls_to_wrap: {','.join(WRAP_UNITS)}); a size policy "
-            "wraps bare containers (nn.ModuleList), which FSDP2 cannot run"
+            "(TRANSFORMER_BASED_WRAP, without fsdp_transformer_layer_cls_to_wrap: the model names its blocks); a "
+            "size policy wraps bare containers (nn.ModuleList), which FSDP2 cannot run"
         )
     return FullyShardedDataParallelPlugin()
 
@@ -69,9 +64,17 @@ def _enable_fsdp_on_cpu(plugin: FullyShardedDataParallelPlugin, mixed_precision:
     state.fsdp_plugin = plugin
 
 
-def wrap_units(model: torch.nn.Module, names: list[str] | tuple[str, ...]) -> list[str]:
-    """The FSDP unit classes among ``names`` that ``model`` has (Accelerate refuses a listed class the
-    model lacks, and one accelerate config serves every family: C2f is YOLOv8's, C3k2 YOLO11's)."""
+def wrap_units(model: torch.nn.Module, names: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """The class names FSDP2 wraps as units of ``model``: those the model declares (``model/units.py``), or,
+    where an accelerate config lists ``fsdp_transformer_layer_cls_to_wrap`` (``names``), those of the list
+    the model has (Accelerate refuses a listed class the model lacks, and one config serves every family)."""
+    if names is None:
+        kept = shard_unit_names(model)
+        if not kept:
+            raise DistributedSetupError(
+                "FSDP: the model has none of the blocks it is sharded by (model/units.py); list its block classes "
+                "in the accelerate config's fsdp_transformer_layer_cls_to_wrap, or use --strategy ddp or zero3")
+        return kept
     present = {type(m).__name__ for m in model.modules()}
     kept = [n for n in names if n in present]
     if not kept:
