@@ -146,7 +146,8 @@ SWEEP_S=(--model "${MODELS[1]}" "${COMMON[@]}" --vary "$VARY_S")
 
 pairs_needed() {  # the benchmark's own count: every run of the plan ends within its first epoch
   # shellcheck disable=SC2016
-  "$PY" -c 'import sys; from benchmarks.scaling import build_parser, pairs_needed, plan
+  "$PY" -c 'import sys; from yolofuse_scale.bench.plan import pairs_needed, plan
+from yolofuse_scale.bench.sweep import build_parser
 a = build_parser().parse_args(sys.argv[1:]); print(pairs_needed(a, plan(a)))' "$@"
 }
 N_TRAIN=0

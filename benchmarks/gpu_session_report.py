@@ -53,7 +53,8 @@ def read_sweep(folder: Path) -> dict[str, Any] | None:
 def planned_configurations(config: dict[str, Any]) -> int | None:
     """How many configurations the sweep meant to measure (None if its plan cannot be rebuilt here)."""
     try:
-        from benchmarks.scaling import build_parser, plan
+        from yolofuse_scale.bench.plan import plan
+        from yolofuse_scale.bench.sweep import build_parser
 
         args = build_parser().parse_args([])
         vars(args).update(config)

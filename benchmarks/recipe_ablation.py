@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import common  # noqa: E402
-from benchmarks.compare_ultralytics import _paired_yaml, _spread, run_ours  # noqa: E402
+from benchmarks.compare.runs import run_ours  # noqa: E402
+from benchmarks.compare.seeds import spread  # noqa: E402
+from benchmarks.compare.tiff import paired_yaml  # noqa: E402
 
 SCHEMA = "recipe_ablation/1"
 
@@ -57,7 +59,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], key: str) -> dict[str, Any]
     for name, rs in runs.items():
         vals = [r[key] for r in rs if r.get(key) is not None]
         diffs = [r[key] - base[r["seed"]] for r in rs if r.get(key) is not None and r["seed"] in base]
-        out[name] = {"values": vals, **_spread(vals), "paired_difference": _spread(diffs)}
+        out[name] = {"values": vals, **spread(vals), "paired_difference": spread(diffs)}
     return out
 
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = write_synthetic_dataset(work / "data", args.train_pairs, args.val_pairs, args.imgsz, seed=0,
                                    scene=args.scene)
-    ours_yaml = _paired_yaml(data, work / "ours_data.yaml", ir_channels=1)
+    ours_yaml = paired_yaml(data, work / "ours_data.yaml", ir_channels=1)
     base = {"model": args.model, "imgsz": args.imgsz, "batch": args.batch, "epochs": args.epochs, "workers": 0,
             "threads": args.threads, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
             "close_mosaic": args.close_mosaic, "skip_steps": 5}

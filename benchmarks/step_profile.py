@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import common  # noqa: E402
-from benchmarks.compare_ultralytics import _env  # noqa: E402
+from benchmarks.compare.runs import trainer_env  # noqa: E402
 
 SCHEMA = "step_profile/1"
 # part -> (caller, callee) as "file-suffix:function"; the loop's own call for that part, per trainer.
@@ -112,7 +112,7 @@ def profile_run(module_args: list[str], threads: int, prof: Path, log: Path) -> 
     """``python -m benchmarks.compare_ultralytics MODULE_ARGS`` in a fresh process under cProfile, timed in
     process CPU seconds (``-m cProfile`` times wall seconds, which other tenants of a shared machine inflate)."""
     full = [sys.executable, "-m", "benchmarks.step_profile", "--profiled", str(prof), *module_args]
-    proc = common.run_command(full, _env(threads), log=log)
+    proc = common.run_command(full, trainer_env(threads), log=log)
     if not proc.ok:
         raise SystemExit(f"error: the profiled run failed ({proc.returncode}); see {log}:\n{proc.output[-1500:]}")
     return pstats.Stats(str(prof))

@@ -1,4 +1,5 @@
-"""benchmarks/compare_ultralytics.py machinery: the 4-channel TIFF copy, timing, the report, our CPU-time child."""
+"""benchmarks/compare_ultralytics.py and its modules (benchmarks/compare/): the 4-channel TIFF copy, timing,
+the report, our CPU-time child."""
 
 from __future__ import annotations
 
@@ -14,14 +15,11 @@ import yaml
 
 import yolofuse_scale._offline  # noqa: F401  (offline Ultralytics before anything imports it)
 from benchmarks import common
-from benchmarks.compare_ultralytics import (
-    MULTI_DEVICE_NOTE,
-    markdown,
-    seed_markdown,
-    seed_summary,
-    summarise_steps,
-    write_tiff_dataset,
-)
+from benchmarks.compare.report import markdown
+from benchmarks.compare.seeds import seed_markdown, seed_summary
+from benchmarks.compare.tiff import write_tiff_dataset
+from benchmarks.compare.timing import summarise_steps
+from benchmarks.compare_ultralytics import MULTI_DEVICE_NOTE
 from tests.conftest import ENV, ROOT
 from yolofuse_scale.data import write_synthetic_dataset
 

@@ -72,7 +72,7 @@ def test_tests_are_cut_by_sigint_with_a_per_test_timeout_inside_the_cap():
 
 
 def test_sweeps_compile_last_a_loader_that_keeps_up_and_a_timeout_per_run():
-    from benchmarks.scaling import parse_vary
+    from yolofuse_scale.bench.plan import parse_vary
 
     steps = plan()
     for name in SWEEPS:
@@ -85,8 +85,8 @@ def test_sweeps_compile_last_a_loader_that_keeps_up_and_a_timeout_per_run():
 
 
 def test_sweeps_read_one_dataset_outside_the_results_folder_sized_for_the_largest(tmp_path):
-    from benchmarks.scaling import pairs_needed
-    from benchmarks.scaling import plan as sweep_plan
+    from yolofuse_scale.bench.plan import pairs_needed
+    from yolofuse_scale.bench.plan import plan as sweep_plan
 
     out = tmp_path / "out"
     steps = plan(out)

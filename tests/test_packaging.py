@@ -1,20 +1,24 @@
 """The installed package is self-contained: a wheel built from this tree, installed outside it, runs every
-command; the configs the strategies read ship inside the package, and the checkout's ``ds_configs/`` and
-``configs/accelerate/`` are the same files (symlinks), not copies that can drift apart.
+command (the scaling benchmark included); the configs the strategies read ship inside the package, and the
+checkout's ``ds_configs/`` and ``configs/accelerate/`` are the same files (symlinks), not copies that can
+drift apart.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+import yolofuse_scale
 from tests.conftest import BIN, ENV, ROOT, free_port
 from yolofuse_scale.config import OptimConfig, TrainConfig
 from yolofuse_scale.engine.strategy import PACKAGED_CONFIGS, DistributedSetupError, deepspeed_config, deepspeed_file
@@ -101,34 +105,44 @@ def _ok(proc: subprocess.CompletedProcess) -> str:
     return out
 
 
-@pytest.mark.slow
-def test_wheel_installed_outside_the_checkout_runs_every_command(tmp_path):
-    """``pip wheel .`` -> ``pip install --target``, then every command's --help, synth, and ZeRO-2 training
-    (``--strategy zero2`` and ``accelerate launch`` with the packaged YAML) from a directory outside the
-    checkout, with only the installed copy importable. ~40 s on 2 cores."""
-    src, dist, site, work = (tmp_path / d for d in ("src", "dist", "site", "work"))
+@dataclass
+class Installed:
+    site: Path  # the wheel installed with ``pip install --target``: the only yolofuse_scale importable with env
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Installed:
+    """``pip wheel .`` of a copy of this tree -> ``pip install --no-deps --target``: built once for the tests
+    below. No network and no new venv: the dependencies are this interpreter's; only the installed copy of
+    the package is on ``PYTHONPATH``, and the commands run from folders outside the checkout."""
+    root = tmp_path_factory.mktemp("wheel")
+    src, dist, site = (root / d for d in ("src", "dist", "site"))
     _copy_tree(src)
-    work.mkdir()
     py = [sys.executable]
     _ok(_run([*py, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)],
-             tmp_path, ENV, timeout=180))
+             root, ENV, timeout=180))
     (wheel,) = dist.glob("yolofuse_scale-*.whl")
-    _ok(_run([*py, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], tmp_path, ENV))
+    _ok(_run([*py, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], root, ENV))
+    return Installed(site, {**ENV, "PYTHONPATH": str(site)})  # not the checkout: the installed copy or nothing
 
-    env = {**ENV, "PYTHONPATH": str(site)}  # not the checkout: the installed copy or nothing
+
+@pytest.mark.slow
+def test_wheel_installed_outside_the_checkout_runs_every_command(installed, tmp_path):
+    """Every command's --help, synth, and ZeRO-2 training (``--strategy zero2`` and ``accelerate launch`` with
+    the packaged YAML) from a directory outside the checkout, with only the installed copy importable.
+    ~40 s on 2 cores (the wheel's build included)."""
+    site, env, work, py = installed.site, installed.env, tmp_path, [sys.executable]
     where = _ok(_run([*py, "-c", "import yolofuse_scale; print(yolofuse_scale.__file__)"], work, env)).strip()
     assert Path(where).resolve().is_relative_to(site.resolve()), where
 
     listing = _ok(_run([*py, "-m", "yolofuse_scale", "--help"], work, env))
     listed = set(re.findall(r"^    (\S+)\s", listing.split("COMMAND", 2)[-1], flags=re.M))
     assert listed == COMMANDS, listing
-    assert re.search(r"bench\s+scaling benchmark: needs the source checkout", listing), listing
-    for command in sorted(COMMANDS - {"bench"}):
+    assert re.search(r"bench\s+scaling benchmark: throughput", listing), listing
+    for command in sorted(COMMANDS):
         assert "usage: yolofuse-scale " + command in _ok(_run([*py, "-m", "yolofuse_scale", command, "--help"],
                                                               work, env))
-    bench = _run([*py, "-m", "yolofuse_scale", "bench", "--help"], work, env)
-    assert bench.returncode != 0 and "Traceback" not in bench.stderr, bench.stderr
-    assert "from a source checkout" in bench.stderr and "clone the repository" in bench.stderr, bench.stderr
 
     _ok(_run([*py, "-m", "yolofuse_scale", "synth", "--out", "data", "--train", "8", "--val", "4", "--imgsz", "64"],
              work, env))
@@ -145,3 +159,37 @@ def test_wheel_installed_outside_the_checkout_runs_every_command(tmp_path):
                     "--main_process_port", str(free_port()), "-m", "yolofuse_scale", "train", *train,
                     "--output-dir", "accel"], work, env, timeout=180))
     assert "(deepspeed: DEEPSPEED" in out and (work / "accel" / "weights" / "last.pt").is_file(), out[-3000:]
+
+
+@pytest.mark.slow
+def test_wheel_runs_the_scaling_benchmark_outside_the_checkout(installed, tmp_path):
+    """``yolofuse-scale bench`` from the installed wheel, where neither the checkout's benchmarks/ nor its
+    train.py exist: its --help, then a one-device sweep at toy size (one torchrun process, 3 steps, one
+    repeat) whose results.json, report.md and plots hold the measured run. ~15 s on 2 cores."""
+    env, work = installed.env, tmp_path
+    probe = "import importlib.util as u; print([m for m in ('benchmarks', 'tests', 'train') if u.find_spec(m)])"
+    assert _ok(_run([sys.executable, "-c", probe], work, env)).strip() == "[]"  # the checkout is out of reach
+    bench = [str(installed.site / "bin" / "yolofuse-scale"), "bench"]  # the console script pip installed
+    usage = _ok(_run([*bench, "--help"], work, env))
+    assert "usage: yolofuse-scale bench" in usage and "--compute-from" in usage, usage
+    assert not re.search(r"^ +--compare-ultralytics", usage, re.M)  # other trainers' comparison: the checkout's
+
+    _ok(_run([*bench, "--strategies", "ddp", "--devices", "1", "--model", "yolov8t", "--imgsz", "64", "--batch-size",
+              "4", "--steps", "2", "--warmup", "1", "--repeats", "1", "--threads", "1", "--workers", "0", "--out",
+              "report"], work, env, timeout=300))
+    out = work / "report"
+    res = json.loads((out / "results.json").read_text())
+    (run,) = res["runs"]
+    assert run["label"] == "weak_ddp_n1_b4" and "error" not in run, run.get("error")
+    (rep,) = run["repeats"]
+    assert rep["steps_timed"] == 2 and run["images_per_s"]["median"] > 0 and run["step_s"] > 0
+    assert " -m yolofuse_scale train " in rep["command"] and "train.py" not in rep["command"]
+    assert res["environment"]["command"].startswith(f"{sys.executable} -m yolofuse_scale bench --strategies ddp")
+    assert res["environment"]["versions"]["yolofuse-scale"] == yolofuse_scale.__version__
+    assert res["link_fit"] is None and res["projection"]["topologies"] == {}  # one device: nothing to fit
+    report = (out / "report.md").read_text()
+    for needle in ("# Scaling report: yolov8t mid fusion, 64 px", "## Weak scaling", "| ddp | 1 | 4 | ",
+                   "Where a weak-scaling step goes", "## Projection", "## Definitions"):
+        assert needle in report, needle
+    for plot in ("throughput.png", "efficiency.png", "memory.png", "breakdown.png"):
+        assert (out / plot).stat().st_size > 1000, plot

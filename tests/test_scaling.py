@@ -1,8 +1,11 @@
-"""The scaling benchmark's machinery: projection arithmetic against hand-computed cases, the summary
-and efficiency arithmetic on made-up logs, and one tiny real run of 1 and 2 processes (never a speed)."""
+"""The scaling benchmark's machinery (``yolofuse_scale/bench/``): projection arithmetic against hand-computed
+cases, the summary and efficiency arithmetic on made-up logs, and one tiny real run of 1 and 2 processes
+through the checkout's ``python -m benchmarks.scaling`` (never a speed). The same benchmark from an
+installed wheel: tests/test_packaging.py."""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import subprocess
@@ -10,9 +13,11 @@ import sys
 
 import pytest
 
-from benchmarks import projection as proj
 from benchmarks import scaling
 from tests.conftest import ENV, ROOT
+from yolofuse_scale.bench import measure, sweep
+from yolofuse_scale.bench import plan as sweep_plan
+from yolofuse_scale.bench import projection as proj
 
 LINK = proj.Link("test", alpha_s=1e-5, beta_bytes_per_s=1e9)
 
@@ -64,17 +69,17 @@ def _log(step_s: float, n: int = 6) -> list[dict]:
 
 
 def test_summary_efficiency_and_overhead_arithmetic():
-    s1 = scaling.summarize_log(_log(0.5), warmup=1, images_per_step=8)
+    s1 = measure.summarize_log(_log(0.5), warmup=1, images_per_step=8)
     assert s1["images_per_s"] == pytest.approx(16.0) and s1["steps_timed"] == 5  # warm-up step excluded
     assert s1["phases_s"]["backward"] == pytest.approx(0.25) and s1["comm"] == {"all_reduce": [2, 1000]}
-    s2 = scaling.summarize_log(_log(0.625), warmup=1, images_per_step=16)
+    s2 = measure.summarize_log(_log(0.625), warmup=1, images_per_step=16)
     one = {"scaling": "weak", "strategy": "ddp", "devices": 1, "per_device_batch": 8,
-           **scaling.combine([{**s1, "peak_memory": []}], 1)}
+           **measure.combine([{**s1, "peak_memory": []}], 1)}
     two = {"scaling": "weak", "strategy": "ddp", "devices": 2, "per_device_batch": 8,
-           **scaling.combine([{**s2, "peak_memory": [{"rss_bytes": 5}, {"rss_bytes": 7}]}], 2)}
+           **measure.combine([{**s2, "peak_memory": [{"rss_bytes": 5}, {"rss_bytes": 7}]}], 2)}
     nosync = {"scaling": "no_sync", "strategy": "ddp", "devices": 2, "per_device_batch": 8,
-              **scaling.combine([{**scaling.summarize_log(_log(0.55), 1, 16), "peak_memory": []}], 2)}
-    scaling.derive([one, two, nosync])
+              **measure.combine([{**measure.summarize_log(_log(0.55), 1, 16), "peak_memory": []}], 2)}
+    measure.derive([one, two, nosync])
     assert two["efficiency"] == pytest.approx(25.6 / (2 * 16))  # 16 images / 0.625 s = 25.6 img/s
     assert two["overhead_vs_1_s"] == pytest.approx(0.125)
     assert two["exposed_comm_s"] == pytest.approx(0.075)
@@ -82,18 +87,36 @@ def test_summary_efficiency_and_overhead_arithmetic():
 
 
 def test_plan_vary_and_bad_items():
-    args = scaling.build_parser().parse_args(["--strategies", "ddp,zero2", "--devices", "2,1", "--scaling", "both",
+    args = sweep.build_parser().parse_args(["--strategies", "ddp,zero2", "--devices", "2,1", "--scaling", "both",
                                               "--batch-size", "4", "--vary", "batch_size=8 precision=bf16 compile=on",
                                               "--no-sync-baseline"])
-    labels = [s.label for s in scaling.plan(args)]
+    labels = [s.label for s in sweep_plan.plan(args)]
     assert labels[:4] == ["weak_ddp_n1_b4", "weak_ddp_n2_b4", "weak_zero2_n1_b4", "weak_zero2_n2_b4"]
     assert "strong_zero2_n2_b4" in labels and "strong_zero2_n1_b8" in labels  # global batch 8 kept
     assert "no_sync_ddp_n2_b4" in labels and not any(lab.startswith("no_sync_zero2") for lab in labels)
-    options = [s for s in scaling.plan(args) if s.scaling == "option"]
+    options = [s for s in sweep_plan.plan(args) if s.scaling == "option"]
     assert [(s.batch_size, s.extra) for s in options] == [(8, []), (4, ["--mixed-precision", "bf16"]),
                                                           (4, ["--compile"])]
     with pytest.raises(ValueError, match="NAME=V1"):
-        scaling.parse_vary("compile")
+        sweep_plan.parse_vary("compile")
+
+
+def test_the_package_never_imports_the_checkout_benchmarks():
+    """The benchmark ships in the wheel: nothing under yolofuse_scale/ imports benchmarks/ (before, the CLI
+    did, closing the circle cli -> benchmarks.scaling -> compare_ultralytics -> cli)."""
+    for path in sorted((ROOT / "yolofuse_scale").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not {n for n in names if n.split(".")[0] == "benchmarks"}, path
+
+
+def test_the_checkout_script_is_the_package_benchmark_plus_the_comparisons():
+    """``python -m benchmarks.scaling`` takes every flag of ``yolofuse-scale bench`` and adds only the
+    sections that need other trainers' code."""
+    ours = {a.dest: a.default for a in sweep.build_parser()._actions}
+    checkout = {a.dest: a.default for a in scaling.build_parser()._actions}
+    assert checkout.items() >= ours.items() and set(checkout) - set(ours) == {"compare_ultralytics", "yolofuse"}
 
 
 @pytest.mark.slow
@@ -123,7 +146,7 @@ def test_tiny_real_run_writes_schema_report_and_plots(tmp_path):
     # (+ the 20-byte logged-loss reduction), measured through the comm hook on the real process group
     params = two["model_state_bytes_max"] // 3  # params + grads + SGD momentum, equal sizes
     assert two["comm"]["all_reduce"][1] == pytest.approx(params, rel=0.01)
-    assert all(two["phases_s"][p] > 0 for p in scaling.PHASES)
+    assert all(two["phases_s"][p] > 0 for p in measure.PHASES)
     assert two["peak_memory_max"]["rss_bytes"] > 50 * 2**20
     assert "error" not in res["link_fit"], res["link_fit"]["error"]
     assert res["link_fit"]["backend"] == "gloo" and res["link_fit"]["beta_bytes_per_s"] > 0  # clamped by the fit

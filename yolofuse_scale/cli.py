@@ -12,7 +12,8 @@ Commands:
   checkpoint-to-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
   (the names before 0.2, ``export`` and ``export-weights``, still work)
-  bench   the scaling benchmark (= python -m benchmarks.scaling; needs the source checkout)
+  bench   the scaling benchmark: short real trainings per strategy and device count -> report.md,
+          results.json, plots, projection to larger machines (yolofuse-scale bench --help)
 
 Bad input (flags, config files, data, a missing file, a checkpoint that does not fit, a launch
 problem) ends a command with one "error: ..." line and exit code 1 (2: a usage error), printed once
@@ -164,26 +165,11 @@ def format_metrics_table(m: dict) -> str:
     return "\n".join(lines)
 
 
-def checkout_root() -> Path | None:
-    """The source checkout this package runs from (editable install or the tree itself), else None.
-
-    An installed wheel holds the package only: ``bench`` needs the checkout's benchmarks/ and train.py.
-    """
-    root = Path(__file__).resolve().parents[1]
-    return root if (root / "benchmarks" / "scaling.py").is_file() and (root / "train.py").is_file() else None
-
-
 def run_bench(argv: list[str]) -> int:
-    """``yolofuse-scale bench ...``: every flag goes to ``benchmarks/scaling.py`` (it launches train.py)."""
-    root = checkout_root()
-    if root is None:
-        raise SystemExit(f"yolofuse-scale bench runs benchmarks/scaling.py and train.py from a source checkout; "
-                         f"none beside {Path(__file__).parent} (an installed wheel has the package only): clone the "
-                         "repository and run it there (pip install -e .)")
-    sys.path.insert(0, str(root))
-    from benchmarks import scaling
+    """``yolofuse-scale bench ...``: every flag goes to the benchmark's own parser (``bench/sweep.py``)."""
+    from yolofuse_scale.bench.sweep import main as bench_main
 
-    return scaling.main(argv)
+    return bench_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,9 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step_<n>); its manifest is verified")
     exp.add_argument("out", help="output .pt file (full fp32 state dict + model config + names; weights_only)")
     exp.set_defaults(func=run_export)
-    bench_help = ("scaling benchmark: throughput, efficiency, memory, projection (yolofuse-scale bench --help)"
-                  if checkout_root() else "scaling benchmark: needs the source checkout (not in an installed wheel)")
-    sub.add_parser("bench", help=bench_help, add_help=False)
+    sub.add_parser("bench", add_help=False,
+                   help="scaling benchmark: throughput, efficiency, memory, projection (yolofuse-scale bench --help)")
 
     from yolofuse_scale import export, predict
 

@@ -40,7 +40,8 @@ from yolofuse_scale.io import write_atomic
 
 IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_REPORTED = 20  # problems shown in an error message; the rest are counted
-SCAN_VERSION = 6  # bump when the checks change: old caches then miss (5: list-file repeats; 6: displayed sizes, formats by content)
+# bump when the checks change: old caches then miss (5: list-file repeats; 6: displayed sizes, formats by content)
+SCAN_VERSION = 6
 #: ``--on-bad-sample``: what the start-up scan does with bad pairs and labels; the tuple is derived from it.
 BadSamplePolicy = Literal["error", "skip"]
 POLICIES: tuple[str, ...] = get_args(BadSamplePolicy)

@@ -1,7 +1,7 @@
 """What the loop measures about itself: phase times, bytes communicated, memory, MFU, compute dtypes.
 
 Every training run logs these per optimizer step (``train_log.jsonl``), so any real run is a data
-point; ``benchmarks/scaling.py`` only launches runs and reads the logs. The loop holds one
+point; the scaling benchmark (``bench/``) only launches runs and reads the logs. The loop holds one
 :class:`StepMeter`, which takes every measurement below and hands back the step's record. Definitions
 (the benchmark report repeats them):
 
@@ -19,7 +19,7 @@ point; ``benchmarks/scaling.py`` only launches runs and reads the logs. The loop
   free on CPU, whose kernels are synchronous).
 - ``comm``: with ``--measure-comm``, per collective kind the calls and payload bytes of this rank's
   step (payload: the full tensor being reduced or gathered; what a ring puts on the wire follows from
-  it, see ``benchmarks/projection.py``).
+  it, see ``bench/projection.py``).
 - ``model_state_bytes`` (first step): per rank, the bytes held in parameters, gradients, optimizer
   state and DeepSpeed's flat buffers (:func:`model_state_bytes`; ``benchmarks/memory.py`` tabulates it).
 - ``compute_dtypes`` (first step): the dtypes a convolution and a BatchNorm actually computed in

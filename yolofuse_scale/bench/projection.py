@@ -23,11 +23,22 @@ all-gather of updated parameters after the optimizer step cannot hide. With over
 
     exposed = max(0, t_hideable - o * window) + t_not_hideable
     efficiency(N) = T(1) / (T(1) + exposed(N))       (weak scaling: the per-device batch is fixed)
+
+:func:`projections` applies the model to a sweep's runs: per ``--topologies`` preset and strategy,
+the efficiency at each ``--project`` count and the 1-device step time each needs for
+``--target-efficiency``; with a link fitted on this machine (``collectives.py``), projection beside
+measurement and the overlap that would reproduce it.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yolofuse_scale.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ def parse_topology(spec: str, custom: dict[str, Link] | None = None) -> tuple[Li
     names = spec.split("+")
     unknown = [n for n in names if n not in table]
     if unknown or len(names) > 2:
-        raise ValueError(f"topology {spec!r}: expected INTRA[+INTER] from {', '.join(table)}")
+        raise ConfigError(f"--topologies item {spec!r}: expected INTRA[+INTER] from {', '.join(table)}")
     intra = table[names[0]]
     return intra, table[names[-1]]
 
@@ -144,3 +155,111 @@ def step_needed(strategy: str, target: float, forward_share: float, backward_sha
         mid = (lo * hi) ** 0.5
         lo, hi = (mid, hi) if eff(mid) < target else (lo, mid)
     return hi
+
+
+# ------------------------------------------------------------------------------------ a sweep's projection
+def projections(runs: list[dict[str, Any]], args: argparse.Namespace, link_fit: dict | None) -> dict[str, Any]:
+    """The report's projection section from a sweep's weak-scaling runs (see the module docstring)."""
+    weak = {(r["strategy"], r["devices"]): r for r in runs if r["scaling"] == "weak" and "error" not in r}
+    counts = project_counts(args.project)
+    compute, compute_note = _compute_source(args, weak)
+    out: dict[str, Any] = {"overlap": args.overlap, "gpus_per_node": args.gpus_per_node, "topologies": {},
+                           "target_efficiency": args.target_efficiency,
+                           "measured_vs_projected": [], "inputs": {}, "compute_from": compute_note}
+    for strategy in args.strategies.split(","):
+        one = compute.get(strategy) or compute.get("ddp")
+        multi = [weak[k] for k in sorted(weak) if k[0] == strategy and k[1] > 1]
+        if not one or not multi:
+            continue  # needs a 1-device step time and a communication measurement at N >= 2
+        comm = multi[-1]["comm"]
+        inputs = {"step_1_s": one["step_s"], "forward_s": one["phases_s"]["forward"],
+                  "backward_s": one["phases_s"]["backward"], "comm": comm, "comm_measured_at": multi[-1]["devices"],
+                  "compute_strategy": one["strategy"]}
+        out["inputs"][strategy] = inputs
+        kw = {k: inputs[k] for k in ("step_1_s", "forward_s", "backward_s", "comm")}
+        for topo in args.topologies.split(","):
+            intra, inter = parse_topology(topo)
+            rows = [project(strategy, n=n, intra=intra, inter=inter, per_node=args.gpus_per_node,
+                            overlap=args.overlap, **kw) for n in counts]
+            for row in rows:  # what a device must take per step for the target efficiency at this N
+                row["step_needed_s"] = step_needed(
+                    strategy, args.target_efficiency, kw["forward_s"] / kw["step_1_s"],
+                    kw["backward_s"] / kw["step_1_s"], comm, row["devices"], intra, inter, args.gpus_per_node,
+                    args.overlap)
+            out["topologies"].setdefault(topo, {})[strategy] = rows
+        if link_fit and "error" not in link_fit and not args.compute_from:
+            link = Link("measured", link_fit["alpha_s"], link_fit["beta_bytes_per_s"])
+            for r in multi:
+                p = project(strategy, n=r["devices"], intra=link, inter=link, per_node=r["devices"],
+                            overlap=args.overlap, **kw)
+                measured = r.get("efficiency")
+                implied = _implied_overlap(strategy, kw, r, link)
+                out["measured_vs_projected"].append({
+                    "strategy": strategy, "devices": r["devices"], "projected_efficiency": p["efficiency"],
+                    "measured_efficiency": measured,
+                    "error": None if measured is None else p["efficiency"] - measured,
+                    "implied_overlap": implied})
+    return out
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad projection flags before the sweep spends its runs: the projection is computed last."""
+    for topology in args.topologies.split(","):
+        parse_topology(topology)
+    project_counts(args.project)
+    if args.compute_from:
+        _compute_from(args)
+
+
+def project_counts(text: str) -> list[int]:
+    """``--project "8,16,64"`` -> [8, 16, 64]."""
+    try:
+        counts = [int(n) for n in text.split(",") if n]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--project {text!r}: expected a comma list of device counts >= 1, e.g. 8,16,64,256")
+    return counts
+
+
+def _compute_source(args: argparse.Namespace, weak: dict) -> tuple[dict[str, dict], str]:
+    """1-device runs per strategy: this run's, or those of ``--compute-from`` (e.g. a one-GPU session).
+
+    Payloads depend on the model only, so a CPU run's 2-process communication measurement combined
+    with a GPU's 1-device step time projects a multi-GPU machine neither run had.
+    """
+    if not args.compute_from:
+        return {s: r for (s, n), r in weak.items() if n == 1}, "this run's 1-device runs"
+    return _compute_from(args)
+
+
+def _compute_from(args: argparse.Namespace) -> tuple[dict[str, dict], str]:
+    """``--compute-from``'s 1-device weak-scaling runs per strategy, refused where they are of another setting."""
+    keys = ("model", "fusion", "imgsz", "batch_size")
+    try:
+        other = json.loads(Path(args.compute_from).read_text())
+        mismatch = [k for k in keys if other["config"].get(k) != getattr(args, k)]
+        runs = {r["strategy"]: r for r in other["runs"]
+                if r["scaling"] == "weak" and r["devices"] == 1 and "error" not in r}
+        machine = ", ".join(other["environment"]["gpus"]) or other["environment"]["cpu"]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # a file of another kind: one message
+        raise ConfigError(f"--compute-from {args.compute_from}: not a scaling benchmark's results.json "
+                          f"({type(e).__name__}: {e})") from None
+    if mismatch:
+        raise ConfigError(f"--compute-from {args.compute_from}: its {', '.join(mismatch)} differ from this run's; "
+                          "the step time must be of the same model, image size and per-device batch")
+    return runs, f"{args.compute_from} ({machine})"
+
+
+def _implied_overlap(strategy: str, kw: dict, run: dict, link: Link) -> float | None:
+    """The overlap fraction at which the model reproduces the measured step time (None: out of [0, 1])."""
+    target = run["step_s"] - kw["step_1_s"]
+    lo, hi = 0.0, 1.0
+    f = lambda o: exposed_comm(strategy, kw["comm"], run["devices"], link, kw["forward_s"],  # noqa: E731
+                               kw["backward_s"], o)["exposed_s"]
+    if not f(hi) <= target <= f(lo):
+        return None
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) > target else (lo, mid)
+    return (lo + hi) / 2

@@ -1,0 +1,158 @@
+"""Throughput and scaling efficiency per strategy and device count, as a report a team can read.
+
+    yolofuse-scale bench --strategies ddp,fsdp,zero1,zero2,zero3 --devices 1,2,4,8 \\
+        --model yolov8s --fusion mid --imgsz 640 --batch-size 16 --out reports/scaling
+    python -m benchmarks.scaling ...     # the same from a source checkout, plus --compare-ultralytics/--yolofuse
+
+Every measurement is a short real training: ``torchrun`` (or ``accelerate launch`` with the packaged
+``configs/accelerate/<strategy>.yaml``, ``--launcher accelerate``) runs ``-m yolofuse_scale train``
+with the strategy, and the loop's own per-step log (``train_log.jsonl``: step time, data wait,
+forward, backward, optimizer, collective bytes; ``metrics.json``: peak memory) is what is reported.
+On GPUs a device is a GPU; on a CPU machine a device is a process with ``--threads`` intra-op threads.
+
+Writes to ``--out``: ``results.json`` (schema below), ``report.md`` (tables, definitions, the
+environment), ``throughput.png``, ``efficiency.png``, ``memory.png``, ``breakdown.png``, and
+``runs/<label>/rep<k>/`` (each run's log, config and stdout; checkpoints are deleted).
+
+results.json (``schema_version`` 1; fields are only ever added):
+  environment   the shared record (yolofuse_scale/bench/environment.py): host, machine_label, cpu, cores,
+                gpus, threads per process, versions, git commit (+dirty), command
+  config        the benchmark's arguments
+  runs[]        one per configuration: label, strategy, devices, scaling (weak|strong|option|no_sync),
+                per_device_batch, global_batch, option, repeats[] (per repeat: images_per_s, step_s,
+                phases_s, comm, peak_memory, model_state_bytes, mfu, error), and the medians over
+                repeats: images_per_s {median,min,max}, images_per_s_per_device, step_s, phases_s,
+                data_share, comm_bytes_per_step, comm, peak_memory_max, model_state_bytes_max, mfu,
+                efficiency (vs the same strategy at 1 device), vs_ddp, overhead_vs_1_s,
+                exposed_comm_s (vs the --no-sync-baseline run), error
+  link_fit      alpha/beta fitted from all-reduce timings at the largest device count (if >= 2)
+  projection    per topology and strategy: efficiency at each --project count; measured_vs_projected
+  comparisons   optional sections (a checkout's benchmarks/scaling.py: Ultralytics' own trainer, YOLOFuse's)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from yolofuse_scale.bench import projection
+from yolofuse_scale.bench.collectives import fit_measured_link
+from yolofuse_scale.bench.environment import environment
+from yolofuse_scale.bench.measure import combine, derive, measure
+from yolofuse_scale.bench.plan import RunSpec, pairs_needed, plan
+from yolofuse_scale.bench.plots import plots
+from yolofuse_scale.bench.report import report
+from yolofuse_scale.errors import ArgumentParser
+from yolofuse_scale.io import write_atomic
+
+SCHEMA_VERSION = 1
+#: a report section of another trainer beside ours: (arguments, --out folder) -> {title: section}
+Comparisons = Callable[[argparse.Namespace, Path], dict[str, Any]]
+
+
+def build_parser(prog: str = "yolofuse-scale bench") -> argparse.ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--strategies", default="ddp", help="comma list of ddp,fsdp,zero1,zero2,zero3,zero3_offload")
+    p.add_argument("--devices", default="1,2", help="comma list of device (GPU, or CPU process) counts")
+    p.add_argument("--scaling", default="weak", choices=["weak", "strong", "both"],
+                   help="weak: fixed per-device batch; strong: fixed global batch")
+    p.add_argument("--model", default="yolov8n")
+    p.add_argument("--fusion", default="mid")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch-size", type=int, default=16, help="per-device batch (weak scaling and options)")
+    p.add_argument("--global-batch-size", type=int, default=0,
+                   help="strong scaling's global batch (default: batch-size x the largest device count)")
+    p.add_argument("--steps", type=int, default=20, help="timed optimizer steps per run")
+    p.add_argument("--warmup", type=int, default=5, help="untimed first steps per run (allocator, compile, caches)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per configuration (median and spread)")
+    p.add_argument("--launcher", default="torchrun", choices=["torchrun", "accelerate"])
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads per process (OMP_NUM_THREADS; 0: inherit); on CPU: cores / max devices")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    p.add_argument("--data", default="", help="data.yaml (default: a synthetic set in --out/data)")
+    p.add_argument("--train-pairs", type=int, default=0,
+                   help="synthetic training pairs (default: enough for every run without an epoch end)")
+    p.add_argument("--train-args", default="",
+                   help="extra `yolofuse-scale train` (= train.py) flags for every run, e.g. '--no-ema'")
+    p.add_argument("--vary", default="",
+                   help="options measured one at a time on the first strategy at the fewest devices, e.g. "
+                   "'batch_size=32,64 precision=bf16 compile=on cache=ram workers=0,8 activation_checkpointing=on'")
+    p.add_argument("--no-sync-baseline", action="store_true",
+                   help="also run DDP/FSDP at N>1 without gradient sync, to measure exposed communication")
+    p.add_argument("--project", default="8,16,64,256", help="device counts to project to")
+    p.add_argument("--topologies", default=",".join(projection.DEFAULT_TOPOLOGIES),
+                   help=f"INTRA[+INTER] link presets: {', '.join(projection.LINKS)}")
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--overlap", type=float, default=0.75, help="fraction of hideable communication hidden")
+    p.add_argument("--target-efficiency", type=float, default=0.97,
+                   help="the report gives the 1-device step time each projection needs to reach this")
+    p.add_argument("--compute-from", default="",
+                   help="results.json of another run (e.g. one GPU) whose 1-device step times the projection "
+                   "uses with this run's communication payloads (same model, imgsz, batch)")
+    p.add_argument("--run-timeout", type=int, default=1800, help="seconds before one run counts as failed")
+    p.add_argument("--machine-label", default="", help="how the report names this machine (default: hostname)")
+    p.add_argument("--out", default="reports/scaling")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``yolofuse-scale bench ARGS`` (the CLI runs it through ``errors.run_entry``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    return run(args, [sys.executable, "-m", "yolofuse_scale", "bench", *argv])
+
+
+def run(args: argparse.Namespace, command: list[str], comparisons: Comparisons | None = None) -> int:
+    """The sweep: plan, one measurement per run and repeat, ratios, link fit, projection, report, plots.
+
+    ``command``: the command line the environment record names; ``comparisons``: report sections of
+    other trainers (a checkout's ``benchmarks/scaling.py`` adds Ultralytics' and YOLOFuse's).
+    """
+    specs = plan(args)  # bad flags end here, before any run
+    projection.check_arguments(args)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data_yaml = Path(args.data).resolve() if args.data else _synthetic_data(args, specs, out)
+    results: dict[str, Any] = {"schema_version": SCHEMA_VERSION,
+                               "environment": environment(threads=args.threads, machine_label=args.machine_label,
+                                                          command=command),
+                               "config": vars(args), "runs": []}
+    for i, spec in enumerate(specs):
+        repeats = []
+        for k in range(args.repeats):
+            print(f"[{i + 1}/{len(specs)}] {spec.label} repeat {k + 1}/{args.repeats}", file=sys.stderr, flush=True)
+            repeats.append(measure(spec, args, data_yaml, out / "runs" / spec.label / f"rep{k}"))
+            if "error" in repeats[-1]:
+                print(f"  failed: {repeats[-1]['error'][-300:]}", file=sys.stderr)
+                break  # a configuration that fails once (e.g. out of memory) fails again
+        results["runs"].append({"label": spec.label, "strategy": spec.strategy, "devices": spec.devices,
+                                "scaling": spec.scaling, "per_device_batch": spec.batch_size,
+                                "global_batch": spec.batch_size * spec.devices, "option": spec.option,
+                                "repeats": repeats, **combine(repeats, spec.devices)})
+        # after every configuration: a sweep cut short by a time limit keeps what it measured
+        write_atomic(out / "results.json", json.dumps(results, indent=1))
+    derive(results["runs"])
+    n_max = max(s.devices for s in specs)
+    results["link_fit"] = fit_measured_link(n_max, args.threads, out) if n_max > 1 else None
+    results["projection"] = projection.projections(results["runs"], args, results["link_fit"])
+    results["comparisons"] = comparisons(args, out) if comparisons else {}
+    write_atomic(out / "results.json", json.dumps(results, indent=1))
+    results["plots"] = plots(results, out)
+    (out / "report.md").write_text(report(results))
+    print(report(results))
+    print(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and {len(results['plots'])} plots", file=sys.stderr)
+    return 0
+
+
+def _synthetic_data(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> Path:
+    from yolofuse_scale.data import write_synthetic_dataset
+
+    n = args.train_pairs or pairs_needed(args, specs)
+    yaml_path = out / "data" / "data.yaml"
+    if yaml_path.is_file():
+        return yaml_path
+    return write_synthetic_dataset(out / "data", n_train=n, n_val=8, imgsz=args.imgsz, seed=0)
