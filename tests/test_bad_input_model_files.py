@@ -122,7 +122,7 @@ def _cycle() -> list:
     (_bomb(30), "nested more than 8 levels deep"),  # the report's file: 2**30 values, nested 30 times
     (_bomb(2, width=2000), f"more than {MAX_NODES} values"),  # 8e9 values, as shallow as real args
     (_cycle(), "nested more than 8 levels deep"),  # a list that holds itself: endless
-], ids=["binary-30-deep", "wide-3-deep", "cycle"])
+], ids=["binary-30-deep", "wide", "cycle"])
 def test_shared_references_are_refused_by_the_check_in_milliseconds(value, needle):
     """Values reachable through shared references were walked path by path (minutes, or a RecursionError
     for a cycle); the budget stops the walk at the first value past a bound."""
@@ -252,8 +252,9 @@ def _row(d: dict, i: int, row: list) -> dict:
     (lambda d: d["backbone"].extend([[-1, 1, "Conv", [8, 1, 1]]] * 1100), "layers; at most 1024"),
     (lambda d: d.update(scales={"t": [0.33, 1e9, 512]}), "is out of bounds (depth and width in (0, 4]"),
     (lambda d: d.update(depth_multiple=1e9), "depth_multiple 1000000000.0 must be a number in (0, 4]"),
+    (lambda d: _row(d, 9, [-1, 10**5000, "C2f", [128, True]]), "backbone[9][1]: an integer of 16610 bits"),
 ], ids=["repeats-1e8", "prelu-1e18", "nc-1e6", "reg_max-1e4", "ch-1e5", "conv-width-1e6", "detect-nc-2e5",
-        "1100-rows", "width-1e9", "depth-1e9"])
+        "1100-rows", "width-1e9", "depth-1e9", "repeats-5000-digits"])
 def test_numbers_past_the_budget_are_refused_by_the_check(edit, needle):
     """Refused by the check, before anything is built: nothing here is ever allocated (the old check let
     ``repeats: 1e8`` reach the parser, 67 GB of modules, and built the PReLU while checking)."""

@@ -83,6 +83,7 @@ MAX_NODES = 20_000  #: values in one dictionary, a shared value counted each tim
 MAX_DEPTH = 8  #: nesting: dict > backbone > row > args > a list argument > ...; real ones reach 5
 MAX_STRING = 4096  #: characters of any string (a ``yaml_file`` path is the longest real one)
 MAX_WORD = 64  #: characters of a module name, a key, a word argument
+MAX_INT = 2**63 - 1  #: any integer at all (tighter bounds follow for each key and argument)
 MAX_NC = 100_000
 MAX_REG_MAX = 64
 MAX_INPUT_CHANNELS = 64
@@ -308,6 +309,9 @@ def check_budget(d: Any, source: str) -> None:
         elif isinstance(v, float):
             if not math.isfinite(v):
                 raise ModelConfigError(f"{source}:{at} {v!r} is not a finite number")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            if abs(v) > MAX_INT:  # not even printed: Python refuses to format an int of 4,300+ digits
+                raise ModelConfigError(f"{source}:{at} an integer of {v.bit_length()} bits (at most 63)")
         elif not (v is None or isinstance(v, (bool, int))):
             raise ModelConfigError(f"{source}:{at} a {type(v).__name__}; a model dictionary holds only mappings, "
                                    "lists, strings, numbers, booleans and null")
