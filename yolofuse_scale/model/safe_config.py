@@ -60,8 +60,8 @@ construction without memory: ~20 ms for a tiny model, ~100 ms at scale x, next t
 build (the first one in a process also imports PyTorch's meta kernels, ~1 s, which the training and
 inference commands have imported already); past the module budget it stops within ~0.5 s.
 Not bounded: the memory of the activations, which grows with the image size and with chains of
-upsampling layers; a model within these bounds is one a user could mean, and too large a one for the
-machine fails in the real build's first forward pass.
+upsampling layers (each one within its bound); a model within these bounds can still need more memory
+than a machine has, as a real model at a large enough image size does.
 """
 
 from __future__ import annotations
