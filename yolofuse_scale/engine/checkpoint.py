@@ -51,6 +51,7 @@ from yolofuse_scale.engine.storage import is_writer
 from yolofuse_scale.engine.strategy import resume, zero_state
 from yolofuse_scale.engine.strategy.zero_state import ZERO_FULL_STATE
 from yolofuse_scale.errors import UserError
+from yolofuse_scale.torch_load import load_weights_only, refusal_reason
 
 COMPLETE_MARKER = "COMPLETE"  # written last, inside the temporary folder, before the rename
 MANIFEST = "manifest.json"
@@ -413,8 +414,7 @@ class Checkpointer:
         if path is None:
             return None
         saved, ema = load_train_state(path)
-        check_same_model(path, plain_meta(json.loads((path / META_FILE).read_text())), run_meta,
-                         saved.get("model"), position.get("model"))
+        check_same_model(path, read_run_meta(path), run_meta, saved.get("model"), position.get("model"))
         repartition = resume.check_resumable(self.acc, saved, path)  # ZeRO-1/2 at another world size
         check_same_position(path, saved, position)
         # the course (lr schedule, mosaic epochs, data order): continued, extended, or refused; saved from now on
@@ -605,19 +605,24 @@ def write_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[st
 
 
 def read_weights(path: str | Path) -> dict[str, Any]:
-    """Load a portable weights file safely (no pickled code is ever executed)."""
+    """Load a portable weights file safely (no pickled code is ever executed); its ``model_yaml`` is checked
+    (``model.safe_config``: allow-lists and a budget) before anything copies or serialises it."""
+    from yolofuse_scale.model.safe_config import check_model_dict
+
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_weights_only(path)
     except FileNotFoundError:
         raise
-    except Exception as e:  # a truncated file or a full pickle from elsewhere
-        raise CheckpointError(f"{path}: not a yolofuse-scale weights file ({type(e).__name__}: {e})") from e
+    except Exception as e:  # a truncated file or a full pickle from elsewhere; torch's advice left out
+        raise CheckpointError(f"{path}: not a yolofuse-scale weights file ({type(e).__name__}: "
+                              f"{refusal_reason(e)})") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not a yolofuse-scale weights file (holds a {type(payload).__name__}, "
                               "not a dict)")
     missing = [k for k in ("model", "model_yaml", "rgb_channels", "ir_channels", "names") if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: weights file lacks {', '.join(missing)}")
+    check_model_dict(payload["model_yaml"], f"{path}: model_yaml")
     problem = _weights_payload_problem(payload)
     if problem:
         raise CheckpointError(f"{path}: {problem}")
@@ -652,11 +657,12 @@ def _load_dcp_model(dcp_dir: Path) -> dict[str, torch.Tensor]:
 
     with tempfile.TemporaryDirectory() as tmp:
         dcp_to_torch_save(dcp_dir, Path(tmp) / "full.pt")
-        return torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)["model"]
+        return load_weights_only(Path(tmp) / "full.pt")["model"]
 
 
-def _read_meta(folder: Path) -> dict[str, Any]:
-    """``run_meta.json`` of a verified checkpoint, its model dictionary checked like a weights file's."""
+def read_run_meta(folder: Path) -> dict[str, Any]:
+    """``run_meta.json`` of a verified checkpoint, its model dictionary checked like a weights file's (allow-lists
+    and budget, before :func:`plain_meta` serialises it: a deep or huge one is refused, not expanded)."""
     from yolofuse_scale.model.safe_config import check_model_dict
 
     path = folder / META_FILE
@@ -665,10 +671,15 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         missing = [k for k in ("model_yaml", "rgb_channels", "ir_channels", "names") if k not in meta]
         if not isinstance(meta, dict) or not isinstance(meta["names"], dict) or missing:
             raise ValueError(f"expected a mapping with model_yaml, rgb_channels, ir_channels, names; lacks {missing}")
-        meta = plain_meta(meta)
+    except RecursionError:
+        raise CheckpointError(f"{path}: unreadable (nested too deeply)") from None
     except (UnicodeDecodeError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"{path}: unreadable ({e})") from None
     check_model_dict(meta["model_yaml"], f"{path}: model_yaml")  # never copied into a weights file unchecked
+    try:
+        meta = plain_meta(meta)
+    except (ValueError, TypeError, RecursionError) as e:  # its other entries: names, metrics, ...
+        raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
     problem = _weights_payload_problem({"model": {}, **meta})
     if problem:
         raise CheckpointError(f"{path}: {problem}")
@@ -684,7 +695,7 @@ def export_weights(folder: str | Path, out: str | Path) -> Path:
     """
     folder = Path(folder)
     verify_checkpoint(folder)
-    meta = _read_meta(folder)
+    meta = read_run_meta(folder)
     _, ema = load_train_state(folder)
     if ema is not None:
         state_dict, source = ema, "EMA"

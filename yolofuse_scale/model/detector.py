@@ -28,7 +28,14 @@ from yolofuse_scale.model.fusion import (
 from yolofuse_scale.model.rgbt import EXPANDERS as RGBT_EXPANDERS
 from yolofuse_scale.model.rgbt import PARSER_LAYERS as RGBT_LAYERS
 from yolofuse_scale.model.rgbt import check_input_channels
-from yolofuse_scale.model.safe_config import ModelConfigError, check_model_dict, default_activation, parse_activation
+from yolofuse_scale.model.safe_config import (
+    BUILD_ERRORS,
+    ModelConfigError,
+    check_model_dict,
+    check_model_size,
+    default_activation,
+    parse_activation,
+)
 from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALE_NAMES, fusion_yaml, parse_model_name
 
 # Ultralytics' parse_model resolves a YAML module name through its own module namespace. Adding our
@@ -41,6 +48,11 @@ ul_tasks.ModalConcat = ModalConcat
 # YOLOv11-RGBT's input selectors and joins (rgbt.py) likewise: names its fork added to this namespace.
 for _name, _layer in {**ROW_LAYERS, **RGBT_LAYERS}.items():
     setattr(ul_tasks, _name, _layer)
+
+#: The heads whose loss this toolkit trains (Ultralytics' ``v8DetectionLoss``; ``E2ELoss`` for an end-to-end
+#: head); a model ending in another head (segmentation, pose, OBB, classification, RT-DETR, YOLO-World/YOLOE)
+#: passes the check but is not built.
+DETECTION_HEADS = frozenset({"Detect", "v10Detect"})
 
 #: Loss gains and other hyper-parameters Ultralytics' loss reads from ``model.args``: its defaults
 #: (box 7.5, cls 0.5, dfl 1.5), which the YOLO recipe's learning rates assume.
@@ -69,7 +81,7 @@ def prepare_model_dict(d: dict[str, Any], rgb_channels: int, ir_channels: int,
             if m == "ModalitySelector":
                 k = int(args[0]) if args else 1
                 if k not in widths:
-                    raise ValueError(f"ModalitySelector [{k}]: the modality must be 1 (RGB) or 2 (IR)")
+                    raise ModelConfigError(f"{source}: ModalitySelector [{k}]: the modality must be 1 (RGB) or 2 (IR)")
                 row[2], row[3] = "Index", [widths[k], k - 1]
             elif m == "ModalConcat" and isinstance(f, list) and len(f) == 1:
                 row[0] = f[0]
@@ -96,14 +108,21 @@ class FusionDetectionModel(DetectionModel):
         self.rgb_channels = rgb_channels
         self.ir_channels = ir_channels
         check_model_dict(cfg, source)  # whatever its origin: nothing in it may name code or be evaluated
+        head = _rows(cfg)[-1][2]
+        if head not in DETECTION_HEADS:
+            raise ModelConfigError(
+                f"{source}: its last layer is {head}; this toolkit trains detectors, whose last layer is "
+                f"{' or '.join(sorted(DETECTION_HEADS))} (Ultralytics' other heads need their own losses and data)")
         self.two_stream = _rows(cfg)[0][2] in STREAM_INPUT_MODULES
         parsed = prepare_model_dict(cfg, rgb_channels, ir_channels, source)
         # The parser would eval() the activation string: it gets the module built from the parsed spec instead.
         act = parse_activation(parsed.pop("activation"), source) if "activation" in parsed else None
+        # The parameters it implies, counted on the meta device before anything is allocated (safe_config).
+        check_model_size({**parsed, "nc": nc or parsed.get("nc", 80)}, rgb_channels + ir_channels, act, source)
         try:
             with default_activation(act):
                 super().__init__(parsed, ch=rgb_channels + ir_channels, nc=nc, verbose=False)
-        except (TypeError, ValueError, IndexError, KeyError, AttributeError, RuntimeError) as e:  # wrong wiring
+        except BUILD_ERRORS as e:  # wrong wiring
             raise ModelConfigError(f"{source}: Ultralytics cannot build this model ({type(e).__name__}: {e})") from e
         self.yaml = copy.deepcopy(cfg)  # keep the user's schema (portable weights rebuild from it)
         self.yaml["nc"] = self.model[-1].nc
@@ -118,6 +137,31 @@ class FusionDetectionModel(DetectionModel):
 
 
 BUILT_IN = f"{{{','.join(FAMILIES)}}}{{{','.join(SCALE_NAMES)}}}"  # for messages: {yolov8,yolo11,yolo26}{t,n,...}
+
+
+#: A model YAML larger than this is refused unread (the largest real ones are ~10 KB; PyYAML takes
+#: seconds per MB and holds it all in memory).
+MAX_YAML_BYTES = 1 << 20
+
+
+def read_model_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` of a model YAML file; anything it refuses (a ``!!python/...`` tag, bad syntax,
+    nesting deeper than its recursive parser goes) becomes one :class:`ModelConfigError` naming the line."""
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ModelConfigError(f"{path}: {size} bytes; a model YAML is at most {MAX_YAML_BYTES} bytes")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ModelConfigError(f"{path}{line}: not a plain YAML model file: {problem}") from None
+    except RecursionError:
+        raise ModelConfigError(f"{path}: nested too deeply to read (a model YAML nests a few levels)") from None
+    except UnicodeDecodeError as e:
+        raise ModelConfigError(f"{path}: not a text file ({e.reason} at byte {e.start})") from None
 
 
 def load_model_dict(model: str, fusion: str, nc: int, scale: str | None = None) -> dict[str, Any]:
@@ -138,10 +182,9 @@ def load_model_dict(model: str, fusion: str, nc: int, scale: str | None = None) 
         raise ValueError(f"--model {model!r}: expected {BUILT_IN} or a path to a .yaml file")
     if not path.is_file():
         raise FileNotFoundError(f"--model {model}: no such model YAML file")
-    with open(path) as fh:
-        d = yaml.safe_load(fh)
+    d = read_model_yaml(path)
     if not isinstance(d, dict) or not _rows(d):
-        raise ValueError(f"{path}: not an Ultralytics model YAML (no 'backbone'/'head' rows)")
+        raise ModelConfigError(f"{path}: not an Ultralytics model YAML (no 'backbone'/'head' rows)")
     check_model_dict(d, str(path))
     d["nc"] = nc
     scales = d.get("scales")

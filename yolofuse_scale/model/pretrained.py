@@ -59,6 +59,7 @@ import torch
 
 from yolofuse_scale.errors import UserError
 from yolofuse_scale.model.variants import FAMILIES, FUSIONS, Origin, derive_fusion, family_yaml, fusion_origins
+from yolofuse_scale.torch_load import load_weights_only, refusal_reason
 
 #: The classes an Ultralytics YOLOv8 / YOLO11 / YOLO26 detection checkpoint holds (found by saving one
 #: of each; ``torch.serialization.get_unsafe_globals_in_checkpoint`` lists them). Only these are rebuilt.
@@ -130,7 +131,7 @@ def safe_load(path: Path) -> Any:
     """``torch.load(path)`` with the weights-only unpickler and the allow-list; a refusal names the class."""
     try:
         with torch.serialization.safe_globals(_allow_list()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return load_weights_only(path)
     except pickle.UnpicklingError as e:
         refused = _refused_globals(path, e)
         if refused:
@@ -139,43 +140,57 @@ def safe_load(path: Path) -> Any:
                 f"{'which is' if len(refused) == 1 else 'which are'} not among the classes an "
                 f"Ultralytics detection checkpoint holds ({', '.join(n.rpartition('.')[2] for n in ALLOWED_CLASSES)}"
                 "); nothing in the file was run") from None
-        reason = _unpickler_reason(e)
+        reason = refusal_reason(e)
         if reason.startswith(("Unsupported operand", "invalid load key")):  # bytes that are no pickle at all
             raise PretrainedError(f"--pretrained {path}: not a PyTorch checkpoint ({reason})") from None
         raise PretrainedError(f"--pretrained {path}: refused by the weights-only unpickler ({reason}); "
                               "nothing in the file was run") from None
     except Exception as e:  # a truncated zip, a text file, ...
         raise PretrainedError(f"--pretrained {path}: not a PyTorch checkpoint ({type(e).__name__}: "
-                              f"{_first_line(e)})") from None
+                              f"{refusal_reason(e)})") from None
 
 
-def _unpickler_reason(e: Exception) -> str:
-    """The unpickler's own reason, without torch's advice around it (to re-run with weights_only=False)."""
-    text = str(e)
-    core = text.partition("WeightsUnpickler error:")[2].partition("Check the documentation")[0].strip()
-    return " ".join(core.split())[:300] if core else _first_line(e)
+#: Modules a checkpoint's tree may hold, a shared one counted each time it is reached (a yolov8x has ~400;
+#: Ultralytics shares one activation module among all its convs).
+MAX_TREE = 100_000
 
 
-def _first_line(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    wanted = [ln for ln in lines if "GLOBAL" in ln or "Trying" in ln or "calls" in ln]
-    return (wanted or lines or [type(e).__name__])[0][:300]
+def _table(module: Any, name: str, where: str) -> dict[str, Any]:
+    """One of a rebuilt module's tables (``_parameters``, ``_buffers``, ``_modules``): a name -> value mapping."""
+    t = vars(module).get(name)
+    if t is None:
+        return {}
+    if not isinstance(t, dict) or not all(isinstance(k, str) for k in t):
+        raise PretrainedError(f"{where or 'the model'}: its {name} is a {type(t).__name__}, not a table of names")
+    return t
 
 
-def _module_tensors(module: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """A rebuilt module's state-dict tensors, read from its tables: no method of the object runs."""
-    d = vars(module)
+def _module_tensors(root: Any) -> dict[str, torch.Tensor]:
+    """A rebuilt module's state-dict tensors, read from its tables: no method of the object runs. Walked
+    without recursion; every node must be a module with tables of the types torch gives them."""
     out: dict[str, torch.Tensor] = {}
-    transient = d.get("_non_persistent_buffers_set") or set()
-    for table in ("_parameters", "_buffers"):
-        for name, t in (d.get(table) or {}).items():
-            if t is not None and name not in transient:
-                if not isinstance(t, torch.Tensor):
-                    raise PretrainedError(f"{prefix}{name} is a {type(t).__name__}, not a tensor")
-                out[prefix + name] = t.detach()
-    for name, child in (d.get("_modules") or {}).items():
-        if child is not None:
-            out.update(_module_tensors(child, f"{prefix}{name}."))
+    stack: list[tuple[Any, str]] = [(root, "")]
+    visits = 0
+    while stack:
+        module, prefix = stack.pop()
+        visits += 1
+        where = prefix.rstrip(".") or "the model"
+        if visits > MAX_TREE:
+            raise PretrainedError(f"more than {MAX_TREE} modules in its module tree (a module that holds itself, "
+                                  "or shared ones nested to blow up: a real detector has ~400)")
+        if not isinstance(module, torch.nn.Module):
+            raise PretrainedError(f"{where} is a {type(module).__name__}, not a module")
+        transient = vars(module).get("_non_persistent_buffers_set") or set()
+        if not isinstance(transient, (set, frozenset, list, tuple)) or not all(isinstance(n, str) for n in transient):
+            raise PretrainedError(f"{where}: its _non_persistent_buffers_set is not a set of names")
+        for table in ("_parameters", "_buffers"):
+            for name, t in _table(module, table, where).items():
+                if t is not None and name not in transient:
+                    if not isinstance(t, torch.Tensor):
+                        raise PretrainedError(f"{prefix}{name} is a {type(t).__name__}, not a tensor")
+                    out[prefix + name] = t.detach()
+        children = _table(module, "_modules", where)
+        stack.extend((child, f"{prefix}{name}.") for name, child in reversed(children.items()) if child is not None)
     return out
 
 
@@ -275,26 +290,43 @@ def read_source(path: str | Path) -> Source:
 
 
 def _ultralytics(path: Path, payload: dict[str, Any], model: Any) -> Source:
-    d = vars(model)
-    single = d.get("yaml")
+    from yolofuse_scale.model.safe_config import MAX_NC, ModelConfigError, check_budget
+
+    single = vars(model).get("yaml")
     if not isinstance(single, dict):
         raise PretrainedError(f"--pretrained {path}: its DetectionModel has no model dictionary (yaml)")
-    layers = list(vars(d["_modules"]["model"])["_modules"].values())
-    tensors = _module_tensors(model)
+    try:  # compared and serialised below, never built: its size and shape are what must be bounded
+        check_budget(single, f"--pretrained {path}: its model dictionary (yaml)")
+        tensors = _module_tensors(model)
+        seq = _table(model, "_modules", "the model").get("model")
+        layers = list(_table(seq, "_modules", "model").values()) if isinstance(seq, torch.nn.Module) else []
+    except ModelConfigError as e:
+        raise PretrainedError(str(e)) from None
+    except PretrainedError as e:
+        raise PretrainedError(f"--pretrained {path}: {e}") from None
+    if not layers or not isinstance(layers[-1], torch.nn.Module):
+        raise PretrainedError(f"--pretrained {path}: its DetectionModel has no layers (model.model is empty)")
     half = any(t.dtype == torch.float16 for t in tensors.values())
     nc = vars(layers[-1]).get("nc", single.get("nc"))
+    if not (isinstance(nc, int) and not isinstance(nc, bool) and 0 < nc <= MAX_NC):
+        raise PretrainedError(f"--pretrained {path}: its head's class count nc {nc!r} is not an integer from 1 to "
+                              f"{MAX_NC}")
     version = payload.get("version")
     what = (f"Ultralytics{' ' + str(version) if isinstance(version, str) else ''} checkpoint "
             f"({single.get('yaml_file', 'model')}, scale {single.get('scale')}, {nc} class(es)"
             f"{', fp16 -> fp32' if half else ''})")
-    return Source(path, what, _fp32(tensors), int(nc), single,
+    return Source(path, what, _fp32(tensors), nc, single,
                   {(i, "shared"): (i, ()) for i in range(len(layers))})
 
 
 def _our_weights(path: Path) -> Source:
-    from yolofuse_scale.engine.checkpoint import read_weights
+    from yolofuse_scale.engine.checkpoint import CheckpointError, read_weights
+    from yolofuse_scale.model.safe_config import ModelConfigError
 
-    payload = read_weights(path)  # checks its plain entries
+    try:
+        payload = read_weights(path)  # checks its plain entries and its model_yaml (allow-lists and budget)
+    except (CheckpointError, ModelConfigError) as e:  # their message starts with the path
+        raise PretrainedError(f"--pretrained {e}") from None
     found = recognise(payload["model_yaml"])
     if found is None:
         raise PretrainedError(f"--pretrained {path}: its model_yaml is not a built-in variant "

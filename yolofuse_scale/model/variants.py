@@ -92,7 +92,7 @@ def family_yaml(family: str, scale: str) -> dict[str, Any]:
         raise ValueError(f"unknown model scale {scale!r} for {family}; choose one of {', '.join(scales)}")
     for row in d["backbone"] + d["head"]:
         row[3] = [_CONSTANTS.get(a, a) if isinstance(a, str) else a for a in row[3]]
-    d["scales"], d["scale"] = {scale: scales[scale]}, scale
+    d["scales"], d["scale"] = {scale: list(scales[scale])}, scale  # a copy: TINY_SCALES' rows stay as they are
     return d
 
 
