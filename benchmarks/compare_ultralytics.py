@@ -101,7 +101,7 @@ def write_tiff_dataset(data_yaml: str | Path, out: str | Path) -> Path:
     import yaml
 
     from yolofuse_scale.data import load_data_config, scan_split
-    from yolofuse_scale.data.dataset import read_image
+    from yolofuse_scale.data.decode import read_image
 
     cfg = load_data_config(data_yaml)
     out = Path(out)
@@ -586,8 +586,10 @@ def compare(
         "least 100 steps (--warmup-min-steps, Ultralytics <= 8.3's floor; within epochs - 1 epochs), "
         "Ultralytics 8.4 for warmup_epochs epochs only; "
         + (f"decoded-image cache '{cache}' in both." if cache != "none" else
-           "no cache: Ultralytics takes mosaic partners from a buffer of images it already decoded, ours "
-           "decodes each of a mosaic's 4 pairs (partners drawn from the whole set by the seeded RNG)."),
+           "no cache: both keep decoded images per process: Ultralytics the last min(n, 8 x batch, 1000) "
+           "images, its mosaic partners drawn from them; ours up to 256 MiB of decoded pairs (data/buffer.py), "
+           "partners drawn by the seeded RNG from the sample's micro-batch and as many other pairs "
+           "(--mosaic-partners pool: at most 2 decodes per sample, none once the set fits the buffer)."),
         (f"On {device}: both load with {workers} DataLoader workers; fp32 in both (Ultralytics amp=False)."
          if device != "cpu" else "Ultralytics forces workers=0 on CPU (engine/trainer.py:178-179): "
          + ("both load in the main process (workers=0)." if workers == 0
