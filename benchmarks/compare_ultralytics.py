@@ -164,6 +164,8 @@ def summarise_steps(steps: list[dict[str, float]], skip: int) -> dict[str, Any]:
            "slow_steps_fraction": sum(s["images"] / s["step_time_s"] < fast / 1.25 for s in timed) / len(timed)}
     if all("compute_s" in s for s in timed):
         out["compute_s_median"] = statistics.median(s["compute_s"] for s in timed)
+    if steps and all("max_rss_mib" in s for s in steps):  # the trainer process's peak resident memory
+        out["peak_rss_mib"] = max(s["max_rss_mib"] for s in steps)
     if all("cpu_s" in s for s in timed):  # process CPU time: what other tenants' load does not inflate
         cpu = statistics.median(s["cpu_s"] for s in timed)
         out["cpu_s_per_step_median"] = cpu
@@ -221,7 +223,8 @@ class StepTimer:
             torch.cuda.synchronize()  # ours ends a step on its one host read of the step's values: same boundary
         now, cpu = time.perf_counter(), time.process_time()
         self.steps.append({"epoch": int(trainer.epoch), "images": self._images, "step_time_s": now - self._prev,
-                           "compute_s": now - self._start, "cpu_s": cpu - self._prev_cpu})
+                           "compute_s": now - self._start, "cpu_s": cpu - self._prev_cpu,
+                           "max_rss_mib": peak_rss_mib()})
         self._prev, self._prev_cpu = now, cpu
 
     def on_fit_epoch_end(self, trainer) -> None:
@@ -299,8 +302,16 @@ def _child(spec_path: str) -> int:
     return 0
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (with ``workers`` 0, the loader's decoded images included)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 class CpuClock:
-    """A trainer callback: each step's process CPU time as ``cpu_s`` in its train_log.jsonl record.
+    """A trainer callback: each step's process CPU time as ``cpu_s`` in its train_log.jsonl record, and the
+    process's peak resident memory so far as ``max_rss_mib``.
 
     The clock is read where the loop's own step clock starts (entering an epoch) and where it logs a
     step, so ``cpu_s`` covers what ``step_time_s`` covers.
@@ -315,6 +326,7 @@ class CpuClock:
     def on_step_end(self, record: dict[str, Any]) -> None:
         now = time.process_time()
         record["cpu_s"], self.mark = now - self.mark, now
+        record["max_rss_mib"] = peak_rss_mib()
 
 
 def _ours_child(argv: list[str]) -> int:
@@ -394,7 +406,7 @@ def run_ours(data_yaml: Path, model_args: list[str], s: dict[str, Any], folder: 
     if rc != 0:
         return {**rec, "status": "failed", "error": tail}
     steps = [{"images": r["images_per_s"] * r["step_time_s"], "step_time_s": r["step_time_s"],
-              **({"cpu_s": r["cpu_s"]} if "cpu_s" in r else {})} for r in common.read_log(folder / "run")
+              **{k: r[k] for k in ("cpu_s", "max_rss_mib") if k in r}} for r in common.read_log(folder / "run")
              if "step_time_s" in r]
     summary = common.read_metrics(folder / "run")
     m = summary.get("metrics") or {}
@@ -531,6 +543,7 @@ def compare(
       ``params``, ``threads``, ``wall_s`` (whole process, validation and start-up included),
       ``slow_steps_fraction`` (steps 25 % slower than the fast decile), ``loadavg_1min_before`` / ``_after``,
       ``cpu_s_per_step_median`` and ``images_per_cpu_s`` (process CPU time over the same step boundaries);
+      ``peak_rss_mib`` (the training process's peak resident memory: with workers 0, the loader's too);
     - ``ratio_images_per_s``: ours / Ultralytics of the medians (None if either failed);
       ``ratio_images_per_s_p90``: of the fast-decile rates, which other tenants' load on a shared machine
       disturbs least; ``ratio_images_per_cpu_s``: of images per CPU-second, which it hardly disturbs at
@@ -679,6 +692,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"**Accuracy at equal budget**: mAP50 ours {o['mAP50']:.3f} vs Ultralytics {u['mAP50']:.3f} "
                      f"({o['mAP50'] - u['mAP50']:+.3f}); mAP50-95 {o['mAP50-95']:.3f} vs {u['mAP50-95']:.3f} "
                      f"({o['mAP50-95'] - u['mAP50-95']:+.3f}).")
+    if o.get("peak_rss_mib") is not None and u.get("peak_rss_mib") is not None:
+        lines.append(f"**Peak resident memory** of the training process (with workers 0 it is the loader too, "
+                     f"decoded images kept included): ours {o['peak_rss_mib']:.0f} MiB, Ultralytics "
+                     f"{u['peak_rss_mib']:.0f} MiB.")
     lines += ["", f"**More than one device**: {result['multi_device']['note']}", ""]
     yf = result["yolofuse"]
     if yf.get("status") == "not run":
