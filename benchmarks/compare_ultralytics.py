@@ -146,6 +146,7 @@ def compare(
       ``params``, ``threads``, ``wall_s`` (whole process, validation and start-up included),
       ``slow_steps_fraction`` (steps 25 % slower than the fast decile), ``loadavg_1min_before`` / ``_after``,
       ``cpu_s_per_step_median`` and ``images_per_cpu_s`` (process CPU time over the same step boundaries);
+      ``peak_rss_mib`` (the training process's peak resident memory: with workers 0, the loader's too);
     - ``ratio_images_per_s``: ours / Ultralytics of the medians (None if either failed);
       ``ratio_images_per_s_p90``: of the fast-decile rates, which other tenants' load on a shared machine
       disturbs least; ``ratio_images_per_cpu_s``: of images per CPU-second, which it hardly disturbs at
@@ -201,8 +202,10 @@ def compare(
         "least 100 steps (--warmup-min-steps, Ultralytics <= 8.3's floor; within epochs - 1 epochs), "
         "Ultralytics 8.4 for warmup_epochs epochs only; "
         + (f"decoded-image cache '{cache}' in both." if cache != "none" else
-           "no cache: Ultralytics takes mosaic partners from a buffer of images it already decoded, ours "
-           "decodes each of a mosaic's 4 pairs (partners drawn from the whole set by the seeded RNG)."),
+           "no cache: both keep decoded images per process: Ultralytics the last min(n, 8 x batch, 1000) "
+           "images, its mosaic partners drawn from them; ours up to 256 MiB of decoded pairs (data/buffer.py), "
+           "partners drawn by the seeded RNG from the sample's micro-batch and as many other pairs "
+           "(--mosaic-partners pool: at most 2 decodes per sample, none once the set fits the buffer)."),
         (f"On {device}: both load with {workers} DataLoader workers; fp32 in both (Ultralytics amp=False)."
          if device != "cpu" else "Ultralytics forces workers=0 on CPU (engine/trainer.py:178-179): "
          + ("both load in the main process (workers=0)." if workers == 0

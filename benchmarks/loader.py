@@ -7,15 +7,19 @@
 
 Pipelines: ``decode`` (read both files at full size, stack; or read the cache), ``letterbox`` (the
 validation / ``--no-augment`` item, collated), ``mosaic`` (the full training recipe as the trainer
-builds it: 4 pairs per sample, reduced JPEG decode, affine, HSV, flip; collated), once per
-``--partners`` value: ``dataset`` (the default recipe: 3 partners from the whole set, 4 decodes per
-sample without a cache) and/or ``micro_batch`` (partners from the sample's micro-batch, ~1 decode per
-sample); rows of the second are named ``mosaic_micro_batch``. ``device`` (``--loader device``): the same
-recipe and partners, the workers only read the files and draw the parameters, and the main process
-decodes and renders each batch on ``--device`` (timed to the end of the batch: synchronised on CUDA);
-``device_micro_batch`` likewise; with ``--cache`` its workers ship the cached decoded pairs instead of the
-files, and the device skips decode and resize. Batches come from the training sampler, so each worker builds whole
-micro-batches. ``images_per_s`` is 2 x pairs/s (an RGB and an IR image a pair).
+builds it through ``data/loaders.py``: 4 pairs per sample, reduced JPEG decode, affine, HSV, flip; collated),
+once per ``--partners`` value: ``pool`` (the default recipe: partners from the sample's micro-batch and as many
+other pairs, at most 2 decodes per sample with the per-process buffer of decoded pairs, ``data/buffer.py``),
+``dataset`` (3 partners from the whole set: 4 decodes per sample unless the set fits the buffer) and/or
+``micro_batch`` (partners from the sample's micro-batch, ~1 decode per sample); rows of the non-default ones are
+named ``mosaic_<partners>``. ``device`` (``--loader device``): the same recipe and partners, the workers only read
+the files and draw the parameters, and the main process decodes and renders each batch on ``--device`` (timed to
+the end of the batch: synchronised on CUDA); ``device_<partners>`` likewise; with ``--cache`` its workers ship the
+cached decoded pairs instead of the files, and the device skips decode and resize. Batches come from the training
+sampler, so each worker builds whole micro-batches. ``images_per_s`` is 2 x pairs/s (an RGB and an IR image a pair).
+The buffer of decoded pairs persists across repeats in each (persistent) worker: a set that fits it
+(``decoded_pair_buffer_bytes_per_process`` in the JSON) is decoded once per worker, and its later passes measure
+the recipe without decoding, as in training from the second epoch on.
 ``--ultralytics`` adds Ultralytics' own ``YOLODataset`` (its v8 recipe) on the same pairs stacked
 into 4-channel TIFFs; note that it keeps up to min(n, 8 x batch, 1000) decoded images in a per-worker
 buffer, so on a set smaller than that it stops decoding after the first pass.
@@ -38,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+import typing
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,9 +64,10 @@ from yolofuse_scale.data import (  # noqa: E402
     scan_split,
     write_synthetic_dataset,
 )
-from yolofuse_scale.data.augment import AugmentRecipe  # noqa: E402
-from yolofuse_scale.data.device_augment import DeviceAugment, EncodedPairDataset, collate_encoded  # noqa: E402
-from yolofuse_scale.data.sampler import MicroBatchWindows, StepShardedBatchSampler  # noqa: E402
+from yolofuse_scale.data.augment import AugmentRecipe, MosaicPartners  # noqa: E402
+from yolofuse_scale.data.buffer import BUFFER_BYTES  # noqa: E402
+from yolofuse_scale.data.loaders import training_feed  # noqa: E402
+from yolofuse_scale.data.sampler import StepShardedBatchSampler  # noqa: E402
 
 
 class DecodeOnly(Dataset):
@@ -216,8 +222,13 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["decode", "letterbox", "mosaic", "device"],
                    help="device: the mosaic recipe with --loader device, rendered on --device")
     p.add_argument("--cache", choices=["none", "ram", "disk"], default="none")
-    p.add_argument("--partners", nargs="+", default=["dataset"], choices=["dataset", "micro_batch"],
-                   help="mosaic partner draws to time side by side (--mosaic-partners; default: dataset)")
+    p.add_argument("--partners", nargs="+", default=[AugmentRecipe().mosaic_partners],
+                   choices=typing.get_args(MosaicPartners),
+                   help="mosaic partner draws to time side by side (--mosaic-partners; default: the recipe's, "
+                   f"{AugmentRecipe().mosaic_partners})")
+    p.add_argument("--buffer-mib", type=int, default=None,
+                   help="budget of the CPU loader's buffer of decoded pairs per process (default: the library's, "
+                   f"{BUFFER_BYTES >> 20} MiB); 0 keeps only the partner pool, as on a set far larger than the budget")
     p.add_argument("--batches", type=int, default=4, help="timed batches per pass (default: 4)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ultralytics", action="store_true",
@@ -243,30 +254,37 @@ def main(argv: list[str] | None = None) -> int:
     cells = [(m, p) for m in args.modes for p in (args.partners if m in ("mosaic", "device") else ["dataset"])]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for mode, partners in cells:
-        windows = MicroBatchWindows(len(samples), args.batch, seed=0)  # as the trainer builds it
         recipe = AugmentRecipe(hsv_h=0, hsv_s=0, hsv_v=0) if args.no_hsv else AugmentRecipe()
         recipe = replace(recipe, mosaic_partners=partners)
-        ds_cls = EncodedPairDataset if mode == "device" else PairedRGBIRDataset
-        ds = ds_cls(samples, args.imgsz, augment=mode in ("mosaic", "device"), ir_channels=cfg.ir_channels,
-                    partner_windows=windows, recipe=recipe)
-        post = DeviceAugment(args.imgsz, cfg.ir_channels, device) if mode == "device" else None
-        mode = mode if partners == "dataset" else f"{mode}_{partners}"
-        if args.cache != "none":  # the device pipeline reads the same cache: its workers ship the cached frames
-            t0 = time.perf_counter()
-            ds.use_cache(args.cache, [Path(tmp.name) / "cache"], log=lambda _m: None)
-            cache_info = {"mode": args.cache, "file": str(ds.cache.data_path), "gib": ds.cache.nbytes / 2**30,
-                          "open_or_build_s": time.perf_counter() - t0}
-        target = DecodeOnly(ds) if mode == "decode" else ds
-        collate = _count if mode == "decode" else collate_encoded if post is not None else collate_pairs
+        name = mode if partners == AugmentRecipe().mosaic_partners else f"{mode}_{partners}"
         for w in args.workers:
+            # a fresh feed per cell (the trainer's own seam: dataset, collate, to_device; partner pools from
+            # --batch), so no cell starts with the pairs an earlier one decoded into its process's buffer
+            t0 = time.perf_counter()
+            feed = training_feed("device" if mode == "device" else "cpu", samples, imgsz=args.imgsz,
+                                 ir_channels=cfg.ir_channels, device=device, augment=mode in ("mosaic", "device"),
+                                 recipe=recipe, batch_size=args.batch, cache=args.cache,
+                                 cache_folders=[Path(tmp.name) / "cache"], log=lambda _m: None)
+            ds = feed.dataset
+            if getattr(ds, "buffer", None) is not None and args.buffer_mib is not None:
+                ds.buffer.budget = args.buffer_mib * 2**20  # before the workers fork: each starts with this budget
+            if args.cache != "none" and not cache_info:  # the device pipeline reads the same cache (cached frames)
+                cache_info = {"mode": args.cache, "file": str(ds.cache.data_path), "gib": ds.cache.nbytes / 2**30,
+                              "open_or_build_s": time.perf_counter() - t0}
+            post = feed.to_device if mode == "device" else None
+            target = DecodeOnly(ds) if mode == "decode" else ds
+            collate = _count if mode == "decode" else feed.collate
             cell = time_cell(target, collate, w, args.batch, args.batches, args.repeats, post,
                              device if post is not None else None)
-            rows.append({"mode": mode, "workers": w, **cell, "device": str(device) if post is not None else "cpu"})
-            print(f"{mode:>9} {w:>2} workers: {cell['pairs_per_s']:8.1f} pairs/s total, {cell['per_worker']:7.1f} "
+            rows.append({"mode": name, "workers": w, **cell, "device": str(device) if post is not None else "cpu"})
+            print(f"{name:>9} {w:>2} workers: {cell['pairs_per_s']:8.1f} pairs/s total, {cell['per_worker']:7.1f} "
                   f"per worker, RSS {cell['rss_mib']:7.0f} MiB, PSS {cell['pss_mib']:7.0f} MiB", flush=True)
     result = {
         "rows": rows,
         "cache": cache_info,
+        # without --cache the CPU loader keeps decoded pairs per process (data/buffer.py): its memory shows in RSS/PSS
+        "decoded_pair_buffer_bytes_per_process": 0 if args.cache != "none" else BUFFER_BYTES
+        if args.buffer_mib is None else args.buffer_mib * 2**20,
         "settings": {k: v for k, v in vars(args).items()},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dataset": {"data": str(data), "pairs": len(samples), "ir_channels": cfg.ir_channels,

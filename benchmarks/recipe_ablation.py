@@ -5,7 +5,10 @@ synthetic set, validated on the same pairs), once with today's recipe and once p
 brings back one earlier choice:
 
 - ``partners=micro_batch``: mosaic/mixup partners from the sample's own micro-batch (before: 8
-  distinct images per batch of 8 mosaics, four copies of one image at batch 1); today from the whole set;
+  distinct images per batch of 8 mosaics, four copies of one image at batch 1); today from a pool of the
+  micro-batch and as many other pairs (16 distinct images per batch of 8, at most 2 decodes a sample);
+- ``partners=dataset``: partners from the whole set (the default until the pool; ~32 distinct images per batch
+  of 8, 4 decodes a mosaic unless the set fits the buffer of decoded pairs);
 - ``no warm-up floor``: ``--warmup-min-steps 0``, Ultralytics 8.4's warm-up (min(warmup_epochs,
   epochs - 1) epochs) instead of ours, which is at least 100 steps (Ultralytics <= 8.3) within that cap;
 - ``both``: the two together (best.pt's fitness and the confusion matrix's conf do not change the final
@@ -47,7 +50,8 @@ SCHEMA = "recipe_ablation/1"
 def ablations() -> dict[str, tuple[list[str], dict[str, Any]]]:
     """name -> (extra train.py flags, settings overrides)."""
     old_partners, no_floor = ["--mosaic-partners", "micro_batch"], ["--warmup-min-steps", "0"]
-    return {"today": ([], {}), "partners=micro_batch": (old_partners, {}), "no warm-up floor": (no_floor, {}),
+    return {"today": ([], {}), "partners=micro_batch": (old_partners, {}),
+            "partners=dataset": (["--mosaic-partners", "dataset"], {}), "no warm-up floor": (no_floor, {}),
             "both": ([*old_partners, *no_floor], {}),
             "no HSV": (["--hsv-h", "0", "--hsv-s", "0", "--hsv-v", "0"], {}),
             "per-epoch decay": (["--decay-every", "epoch"], {})}

@@ -415,7 +415,7 @@ def _train_config(*flags: str):
     ("data:\n  imgsz: 64\n   workers: 2\n", [":3: not a valid config YAML"]),
     ("- data\n- model\n", ["expected a mapping of sections"]),
     ("data:\n  imgsz: 64\n  mosaic_partners: buffer\n",
-     [":3: data.mosaic_partners: --mosaic-partners must be dataset or micro_batch, got 'buffer'"]),
+     [":3: data.mosaic_partners: --mosaic-partners must be pool, dataset or micro_batch, got 'buffer'"]),
 ], ids=["unknown-key", "unknown-section", "wrong-type-int", "wrong-type-bool", "yaml-boolean-for-text",
         "bad-choice-in-file", "bad-value-in-file", "section-not-mapping", "not-yaml", "not-a-mapping",
         "bad-recipe-choice-in-file"])

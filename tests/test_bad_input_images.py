@@ -28,12 +28,12 @@ from PIL import Image
 
 from tests import test_bad_input as battery
 from tests.test_bad_input import DATA_ACCEPTED, _data_error, _scan_data, _tr
-from yolofuse_scale.data import PairedRGBIRDataset, collate_pairs, load_data_config, scan_split
+from yolofuse_scale.data import PairedRGBIRDataset, load_data_config, scan_split
 from yolofuse_scale.data.augment import AugmentRecipe
 from yolofuse_scale.data.cache import resize_long_side
-from yolofuse_scale.data.dataset import read_image
-from yolofuse_scale.data.device_augment import DeviceAugment, EncodedPairDataset, collate_encoded, validation_data
+from yolofuse_scale.data.decode import read_image
 from yolofuse_scale.data.imagefile import layout, orient, pil_orientation
+from yolofuse_scale.data.loaders import training_feed, validation_feed
 
 S = 32
 small_data_template, fresh_data = battery.small_data_template, battery.fresh_data  # the battery's fixtures
@@ -275,14 +275,11 @@ def _batches(data_yaml: Path, augment: bool, cache: Path | None = None):
     """The CPU loader's and the device loader's (rendered on CPU tensors) training batch of the whole split."""
     cfg = load_data_config(data_yaml)
     samples = scan_split(cfg, "train")
-    kw = {"augment": augment, "ir_channels": cfg.ir_channels, "seed": 1, "recipe": AugmentRecipe(), "epochs": 15}
-    cpu, enc = PairedRGBIRDataset(samples, S, **kw), EncodedPairDataset(samples, S, **kw)
-    if cache is not None:
-        for ds in (cpu, enc):
-            ds.use_cache("disk", [cache], log=lambda _m: None)
-    a = collate_pairs([cpu[i] for i in range(len(samples))])
-    b = DeviceAugment(S, cfg.ir_channels, "cpu")(collate_encoded([enc[i] for i in range(len(samples))]))
-    return a, b
+    kw = {"imgsz": S, "ir_channels": cfg.ir_channels, "device": "cpu", "augment": augment, "seed": 1,
+          "recipe": AugmentRecipe(), "epochs": 15, "batch_size": 4, "log": lambda _m: None,
+          "cache": "none" if cache is None else "disk", "cache_folders": [cache]}
+    feeds = (training_feed("cpu", samples, **kw), training_feed("device", samples, **kw))
+    return tuple(f.to_device(f.collate([f.dataset[i] for i in range(len(samples))])) for f in feeds)
 
 
 def _val_batches(data_yaml: Path):
@@ -290,9 +287,8 @@ def _val_batches(data_yaml: Path):
     samples = scan_split(cfg, "train")
     out = []
     for loader in ("cpu", "device"):
-        ds, collate, to_device = validation_data(samples, S, cfg.ir_channels, loader, "cpu")
-        batch = collate([ds[i] for i in range(len(samples))])
-        out.append(batch if to_device is None else to_device(batch))
+        feed = validation_feed(loader, samples, S, cfg.ir_channels, "cpu")
+        out.append(feed.to_device(feed.collate([feed.dataset[i] for i in range(len(samples))])))
     return out
 
 

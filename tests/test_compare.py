@@ -77,6 +77,16 @@ def test_summarise_steps_leaves_out_warm_up_and_takes_the_median():
         [{"images": 8, "step_time_s": 0.2}], skip=0)
 
 
+def test_summarise_steps_reports_the_trainers_peak_memory():
+    """Memory beside speed: the peak of every step's reading (warm-up included), absent when a trainer gave none."""
+    from benchmarks.compare.timing import peak_rss_mib
+
+    steps = [{"images": 8, "step_time_s": 0.2, "max_rss_mib": m} for m in (900.0, 1200.0, 1100.0)]
+    assert summarise_steps(steps, skip=2)["peak_rss_mib"] == 1200.0
+    assert "peak_rss_mib" not in summarise_steps([{"images": 8, "step_time_s": 0.2}], skip=0)
+    assert 10 < peak_rss_mib() < 1e6  # this process, in MiB
+
+
 def _run(ips: float, map50: float) -> dict:
     return {"status": "ok", "images_per_s": ips, "images_per_s_p10": ips * 0.9, "images_per_s_p90": ips * 1.1,
             "images_per_s_aggregate": ips, "step_time_s_median": 8 / ips, "slow_steps_fraction": 0.1,

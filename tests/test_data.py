@@ -417,7 +417,7 @@ def test_bad_input_stops_every_rank_before_the_first_step(flawed_data, tmp_path)
 def test_large_jpeg_pairs_decode_reduced_for_training(tmp_path):
     """A JPEG pair >= 2x the training size is decoded at 1/2 (1/4, 1/8) by libjpeg: same geometry and
     nearly the same pixels as a full decode + bilinear resize, RGB and IR still aligned."""
-    from yolofuse_scale.data.dataset import jpeg_reduction
+    from yolofuse_scale.data.decode import jpeg_reduction
 
     rgb, ir, ok = _asymmetric_pair()
     rgb, ir = (cv2.resize(x, (320, 192), interpolation=cv2.INTER_NEAREST) for x in (rgb, ir))

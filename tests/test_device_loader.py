@@ -29,16 +29,11 @@ from yolofuse_scale.data import (
     write_synthetic_dataset,
 )
 from yolofuse_scale.data.augment import AugmentRecipe, _IRGain
-from yolofuse_scale.data.dataset import jpeg_reduction
-from yolofuse_scale.data.device_augment import (
-    Blend,
-    DeviceAugment,
-    EncodedPairDataset,
-    Plan,
-    Source,
-    collate_encoded,
-    hsv_jitter,
-)
+from yolofuse_scale.data.decode import jpeg_reduction
+from yolofuse_scale.data.device import DeviceAugment, DeviceLetterbox, EncodedPairDataset, collate_encoded
+from yolofuse_scale.data.device import render as device_render
+from yolofuse_scale.data.device.plan import Blend, Plan, Source, Warp, hsv_jitter
+from yolofuse_scale.data.loaders import move_images, training_feed, validation_feed
 from yolofuse_scale.data.transforms import letterbox_pair
 
 S = 64
@@ -48,6 +43,7 @@ RECIPES = {
     "full": FULL,
     "perspective": replace(FULL, perspective=0.001, mosaic=0.5),
     "micro_batch": replace(FULL, mosaic_partners="micro_batch"),
+    "dataset": replace(FULL, mosaic_partners="dataset"),
 }
 
 
@@ -68,23 +64,22 @@ def jpeg_set(tmp_path_factory) -> Path:
 
 def _both(data: Path, augment: bool, recipe: AugmentRecipe, epoch: int = 0, seed: int = 1, n: int = 8,
           cache: Path | None = None):
-    """The CPU pipeline's batch and the device pipeline's batch (rendered on CPU tensors) of the same items;
-    ``cache``: both read the pair cache (``--cache disk``) in that folder."""
+    """The CPU pipeline's batch and the device pipeline's batch (rendered on CPU tensors) of the same items, each
+    from its loader's training feed (data/loaders.py) as the trainer builds it (micro-batches of 4 for the
+    partner pools; 15 epochs: mosaic on, close_mosaic 10); ``cache``: both read the pair cache (``--cache disk``)
+    in that folder."""
     cfg = load_data_config(data)
     samples = scan_split(cfg, "train")
-    kw = {"augment": augment, "ir_channels": cfg.ir_channels, "seed": seed, "recipe": recipe, "epochs": 15}
-    from yolofuse_scale.data.sampler import MicroBatchWindows
-
-    kw["partner_windows"] = MicroBatchWindows(len(samples), 4, seed, True)  # 15 epochs: mosaic on (close_mosaic 10)
-    cpu, enc = PairedRGBIRDataset(samples, S, **kw), EncodedPairDataset(samples, S, **kw)
-    if cache is not None:
-        for ds in (cpu, enc):
-            ds.use_cache("disk", [cache], log=lambda _m: None)
-    cpu.set_epoch(epoch)
-    enc.set_epoch(epoch)
-    a = collate_pairs([cpu[i] for i in range(n)])
-    b = DeviceAugment(S, cfg.ir_channels, "cpu")(collate_encoded([enc[i] for i in range(n)]))
-    return a, b, samples
+    kw = {"imgsz": S, "ir_channels": cfg.ir_channels, "device": "cpu", "augment": augment, "seed": seed,
+          "recipe": recipe, "epochs": 15, "batch_size": 4, "shuffle": True, "log": lambda _m: None,
+          "cache": "none" if cache is None else "disk", "cache_folders": [cache]}
+    cpu, dev = training_feed("cpu", samples, **kw), training_feed("device", samples, **kw)
+    assert type(cpu.dataset) is PairedRGBIRDataset and isinstance(dev.dataset, EncodedPairDataset)
+    out = []
+    for feed in (cpu, dev):
+        feed.dataset.set_epoch(epoch)
+        out.append(feed.to_device(feed.collate([feed.dataset[i] for i in range(n)])))
+    return *out, samples
 
 
 def test_letterbox_matches_the_cpu_pipeline_and_boxes_are_equal(png_set, jpeg_set):
@@ -117,6 +112,12 @@ def _frame(png_set: Path) -> np.ndarray:
     return ds.load_pair(0)[0]  # (128, 160, 4) uint8, RGB + IR
 
 
+def _warp(dev: DeviceAugment, x: torch.Tensor, matrix: np.ndarray, size: tuple[int, int],
+          perspective: bool) -> torch.Tensor:
+    """One (C, H, W) image warped by the device renderer as a plan warps a pair (a leaf of the image's own size)."""
+    return dev.render(Warp(Source(0, tuple(x.shape[1:])), matrix, size, perspective), {0: x})
+
+
 def _matrix(perspective: float) -> np.ndarray:
     c = np.array([[1, 0, -80], [0, 1, -64], [0, 0, 1.0]])
     r = np.eye(3)
@@ -137,7 +138,7 @@ def test_warp_matches_cv2_for_the_same_matrix(png_set, perspective):
     else:
         ref = cv2.warpAffine(img, m[:2], dsize=size, borderValue=(114, 114, 114, 114))
     dev = DeviceAugment(S, 1, "cpu")
-    out = dev.warp(torch.from_numpy(img).permute(2, 0, 1).float(), m, size, bool(perspective))
+    out = _warp(dev, torch.from_numpy(img).permute(2, 0, 1).float(), m, size, bool(perspective))
     d = (torch.from_numpy(ref).permute(2, 0, 1).float() - out).abs()
     assert (ref == 114).mean() > 0.05  # the border is in the comparison
     assert d.mean() < 0.3 and d.max() <= 8, (d.mean(), d.max())  # cv2 quantises coordinates to 1/32 px
@@ -165,7 +166,7 @@ def test_hsv_ir_gain_and_flip_match_the_cpu_transforms(png_set):
     g = 1.0 + np.random.uniform(-0.4, 0.4)
     root = Source(0, img.shape[:2])
     x = torch.from_numpy(img).permute(2, 0, 1).float()[None]
-    out = DeviceAugment(S, 1, "cpu").photometric(x.clone(), [Plan(root, None, g, True)])
+    out = DeviceAugment(S, 1, "cpu").photometric(x.clone(), [Plan(root, {"ir_gain": g, "flip": True})])
     assert torch.equal(out[0], torch.from_numpy(np.ascontiguousarray(cpu[:, ::-1])).permute(2, 0, 1).float())
 
 
@@ -176,7 +177,7 @@ def test_mixup_blend_truncates_as_ultralytics(png_set):
     ref = (a * 0.47 + b * 0.53).astype(np.uint8)
     dev = DeviceAugment(S, 1, "cpu")
     pairs = {0: torch.from_numpy(a).permute(2, 0, 1).float(), 1: torch.from_numpy(b).permute(2, 0, 1).float()}
-    out = dev.render(Blend(Source(0, a.shape[:2]), Source(1, a.shape[:2]), 0.47), pairs, {})
+    out = dev.render(Blend(Source(0, a.shape[:2]), Source(1, a.shape[:2]), 0.47), pairs)
     d = (out - torch.from_numpy(ref).permute(2, 0, 1).float()).abs()
     assert d.max() <= 1 and (d > 0).float().mean() < 0.005, ((d > 0).float().mean(), d.max())
 
@@ -195,9 +196,9 @@ def test_undecodable_file_is_named(png_set, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(samples[0].rgb.read_bytes()[:60])  # header only: the scan would pass it
     samples[0] = replace(samples[0], rgb=bad)
-    enc = EncodedPairDataset(samples, S, augment=False, ir_channels=cfg.ir_channels)
+    feed = validation_feed("device", samples, S, cfg.ir_channels, "cpu")
     with pytest.raises(DataError, match="bad.png: cannot be decoded"):
-        DeviceAugment(S, cfg.ir_channels, "cpu")(collate_encoded([enc[0]]))
+        feed.to_device(feed.collate([feed.dataset[0]]))
 
 
 # ------------------------------------------------------------------------------------ the batched warp
@@ -218,24 +219,22 @@ def test_the_warps_of_a_batch_run_in_one_grid_sample_and_equal_each_sample_alone
     """Mosaic and non-mosaic samples (two canvas sides) with mixups: one grid_sample per side whatever the
     batch size; each sample's pixels equal those it gets rendered alone (so they do not depend on its batch),
     and the previous one-call-per-warp version's up to a rounding flip of a few pixels."""
-    from yolofuse_scale.data import device_augment as da
-
     cfg = load_data_config(png_set)
     samples = scan_split(cfg, "train")
     recipe = replace(FULL, mosaic=0.5, perspective=0.001)
     enc = EncodedPairDataset(samples, S, augment=True, ir_channels=cfg.ir_channels, seed=1, recipe=recipe, epochs=15)
     batch = collate_encoded([enc[i] for i in range(8)])
     roots = [p.root for p in batch["plans"]]
-    kinds = {type(w.src).__name__ for r in roots for w in da._warps(r, [])}
+    kinds = {type(w.src).__name__ for r in roots for w in r.warps()}
     assert kinds == {"Mosaic", "Source"} and any(isinstance(r, Blend) for r in roots)  # both sides, and mixups
     dev = DeviceAugment(S, cfg.ir_channels, "cpu")
     pairs = dev.decode(batch["files"])
     calls = []
-    real = da.F.grid_sample
-    monkeypatch.setattr(da.F, "grid_sample", lambda x, *a, **k: calls.append(len(x)) or real(x, *a, **k))
+    real = device_render.F.grid_sample
+    monkeypatch.setattr(device_render.F, "grid_sample", lambda x, *a, **k: calls.append(len(x)) or real(x, *a, **k))
     together = dev.render_batch(roots, pairs)
     assert len(calls) == 2, calls  # one per canvas side (2 x imgsz: mosaics; imgsz: single pairs)
-    assert sum(calls) == sum(len(da._warps(r, [])) for r in roots)
+    assert sum(calls) == sum(len(list(r.warps())) for r in roots)
     calls.clear()
     dev.render_batch(roots[:2], pairs)
     assert len(calls) <= 2
@@ -243,11 +242,11 @@ def test_the_warps_of_a_batch_run_in_one_grid_sample_and_equal_each_sample_alone
     assert torch.equal(together, alone)
 
     # against the former per-warp calls, on the warps' own inputs
-    monkeypatch.setattr(da.F, "grid_sample", real)
+    monkeypatch.setattr(device_render.F, "grid_sample", real)
     for r in roots:
-        for w in da._warps(r, []):
-            x = dev.render(w.src, pairs, {})
-            d = (dev.warp(x, w.matrix, w.size, w.perspective) - _warp_one_by_one(x, w.matrix, w.size, w.perspective))
+        for w in r.warps():
+            x = dev.render(w.src, pairs)
+            d = (_warp(dev, x, w.matrix, w.size, w.perspective) - _warp_one_by_one(x, w.matrix, w.size, w.perspective))
             d = d.abs()
             assert d.max() <= 1 and (d > 0).float().mean() < 1e-3, (d.max(), (d > 0).float().mean())
 
@@ -376,21 +375,20 @@ def test_training_with_the_device_loader_and_the_ram_cache(run_data, tmp_path, l
 
 # ------------------------------------------------------------------------------------------ validation
 def _val_batches(data: Path, device: str = "cpu"):
-    """The CPU val batch and the --loader device val batch (after its batch_to_device) of the same 8 pairs."""
-    from yolofuse_scale.data.device_augment import DeviceLetterbox, validation_data
-
+    """The CPU val batch and the --loader device val batch of the same 8 pairs, each after its feed's to_device."""
     cfg = load_data_config(data)
     samples = scan_split(cfg, "train")  # 8 pairs (the val split has 1): any split validates the same way
-    cpu_set, cpu_collate, cpu_to_device = validation_data(samples, S, cfg.ir_channels, "cpu", device)
-    dev_set, dev_collate, dev_to_device = validation_data(samples, S, cfg.ir_channels, "device", device)
-    # --loader cpu: the set, collate and evaluate() path it always had (evaluate moves img itself)
-    assert type(cpu_set) is PairedRGBIRDataset and cpu_collate is collate_pairs and cpu_to_device is None
-    assert isinstance(dev_set, EncodedPairDataset) and isinstance(dev_to_device, DeviceLetterbox)
-    a = cpu_collate([cpu_set[i] for i in range(len(samples))])
-    enc = dev_collate([dev_set[i] for i in range(len(samples))])
+    cpu = validation_feed("cpu", samples, S, cfg.ir_channels, device)
+    dev = validation_feed("device", samples, S, cfg.ir_channels, device)
+    # --loader cpu: the set and collate it always had; its to_device moves img only (what evaluate() did itself)
+    assert type(cpu.dataset) is PairedRGBIRDataset and cpu.collate is collate_pairs
+    assert cpu.to_device.func is move_images
+    assert isinstance(dev.dataset, EncodedPairDataset) and isinstance(dev.to_device, DeviceLetterbox)
+    a = cpu.to_device(cpu.collate([cpu.dataset[i] for i in range(len(samples))]))
+    enc = dev.collate([dev.dataset[i] for i in range(len(samples))])
     assert all(f[0][0] == ("jpeg" if data.parent.name.startswith("dev_jpeg") else "encoded")
                for f in enc["files"].values())  # encoded files, never decoded pixels
-    return a, dev_to_device(enc), samples
+    return a, dev.to_device(enc), samples
 
 
 @pytest.mark.parametrize("kind", ["png", "jpeg"])
@@ -416,9 +414,9 @@ def test_device_val_batch_is_the_cpu_val_batch(png_set, jpeg_set, kind):
 def test_device_val_leaves_the_targets_on_the_host(png_set):
     """img on the device, the targets where evaluate() indexes them (the host): on CUDA, boxes on the device
     would meet evaluate's host-side scale tensor. The meta device stands in for an accelerator here."""
-    _, b, _ = _val_batches(png_set, device="meta")
-    assert b["img"].device.type == "meta" and b["img"].dtype == torch.uint8
-    assert all(b[k].device.type == "cpu" for k in ("bboxes", "cls", "batch_idx", "index"))
+    for b in _val_batches(png_set, device="meta")[:2]:  # both loaders' validation feeds
+        assert b["img"].device.type == "meta" and b["img"].dtype == torch.uint8
+        assert all(b[k].device.type == "cpu" for k in ("bboxes", "cls", "batch_idx", "index"))
 
 
 def _val_cli(weights: Path, data: Path, out: Path, *extra: str) -> dict:

@@ -41,7 +41,9 @@ def test_recipe_ablation_rows_bring_back_one_earlier_choice_each(tmp_path):
     for name, (flags, _) in table.items():  # each row is a real setting of train.py
         (tmp_path / "d.yaml").touch()
         cfg = config_from_args(build_train_parser().parse_args(["--data", str(tmp_path / "d.yaml"), *flags]))
-        assert (cfg.data.recipe.mosaic_partners == "micro_batch") == ("partners" in name or name == "both")
+        partners = name.removeprefix("partners=") if name.startswith("partners=") else "micro_batch" if name == "both" \
+            else "pool"
+        assert cfg.data.recipe.mosaic_partners == partners, name
         assert (cfg.optim.warmup_min_steps == 0) == ("floor" in name or name == "both")
         assert (cfg.data.recipe.hsv_s == 0 and cfg.data.recipe.hsv_v == 0) == (name == "no HSV")
         assert (cfg.optim.decay_every == "epoch") == (name == "per-epoch decay")

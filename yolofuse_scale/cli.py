@@ -102,7 +102,7 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.config import TrainConfig
     from yolofuse_scale.data import load_data_config, scan_split
     from yolofuse_scale.data.config import DataError, check_classes
-    from yolofuse_scale.data.device_augment import validation_data
+    from yolofuse_scale.data.loaders import validation_feed
     from yolofuse_scale.data.sampler import ShardSampler
     from yolofuse_scale.engine.evaluate import evaluate
     from yolofuse_scale.engine.storage import is_writer
@@ -130,13 +130,12 @@ def run_val(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     model.to(acc.device)
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
-    dataset, collate, to_device = validation_data(scan_split(data_cfg, args.split), imgsz, data_cfg.ir_channels,
-                                                  args.loader, acc.device)
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate,
-                        sampler=ShardSampler(len(dataset), acc.num_processes, acc.process_index))
+    feed = validation_feed(args.loader, scan_split(data_cfg, args.split), imgsz, data_cfg.ir_channels, acc.device)
+    loader = DataLoader(feed.dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=feed.collate,
+                        sampler=ShardSampler(len(feed.dataset), acc.num_processes, acc.process_index))
     out = Path(args.out)
     metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det,
-                       plot_dir=None if args.no_plots else out, batch_to_device=to_device)
+                       plot_dir=None if args.no_plots else out, batch_to_device=feed.to_device)
     if is_writer(acc):  # the same rule as training's files (evaluate's plots follow it too)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from ultralytics.utils.ops import scale_boxes
 
-from yolofuse_scale.data.dataset import conform_channels, read_image, stack_pair
-from yolofuse_scale.data.transforms import letterbox_pair
+from yolofuse_scale.data.decode import conform_channels, read_image, stack_pair
+from yolofuse_scale.data.transforms import letterbox_pair, normalize_images
 from yolofuse_scale.engine.checkpoint import CheckpointError, read_weights
 from yolofuse_scale.engine.evaluate import detect
 from yolofuse_scale.model import FusionDetectionModel, model_from_config, use_one_to_one_head
@@ -152,7 +152,7 @@ class FusionDetector:
         stacked = stack_pair(rgb_arr, ir_arr)
         img, _, ratio_pad = letterbox_pair(stacked, np.zeros((0, 4), np.float32), self.imgsz)
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
-        return x.to(self.device).float().div_(255.0), rgb_arr.shape[:2], ratio_pad
+        return normalize_images(x.to(self.device)), rgb_arr.shape[:2], ratio_pad
 
     def __call__(
         self,

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolofuse_scale.data.dataset import read_image, stack_pair
+from yolofuse_scale.data.decode import read_image, stack_pair
 from yolofuse_scale.data.scan import IMG_SUFFIXES
 
 # BGR colours, one per class id modulo 8 (OpenCV draws in BGR).

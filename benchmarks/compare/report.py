@@ -66,6 +66,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"**Accuracy at equal budget**: mAP50 ours {o['mAP50']:.3f} vs Ultralytics {u['mAP50']:.3f} "
                      f"({o['mAP50'] - u['mAP50']:+.3f}); mAP50-95 {o['mAP50-95']:.3f} vs {u['mAP50-95']:.3f} "
                      f"({o['mAP50-95'] - u['mAP50-95']:+.3f}).")
+    if o.get("peak_rss_mib") is not None and u.get("peak_rss_mib") is not None:
+        lines.append(f"**Peak resident memory** of the training process (with workers 0 it is the loader too, "
+                     f"decoded images kept included): ours {o['peak_rss_mib']:.0f} MiB, Ultralytics "
+                     f"{u['peak_rss_mib']:.0f} MiB.")
     lines += ["", f"**More than one device**: {result['multi_device']['note']}", ""]
     yf = result["yolofuse"]
     if yf.get("status") == "not run":

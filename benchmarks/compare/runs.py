@@ -88,7 +88,7 @@ def run_ours(data_yaml: Path, model_args: list[str], s: dict[str, Any], folder: 
     if rc != 0:
         return {**rec, "status": "failed", "error": tail}
     steps = [{"images": r["images_per_s"] * r["step_time_s"], "step_time_s": r["step_time_s"],
-              **({"cpu_s": r["cpu_s"]} if "cpu_s" in r else {})} for r in common.read_log(folder / "run")
+              **{k: r[k] for k in ("cpu_s", "max_rss_mib") if k in r}} for r in common.read_log(folder / "run")
              if "step_time_s" in r]
     summary = common.read_metrics(folder / "run")
     m = summary.get("metrics") or {}

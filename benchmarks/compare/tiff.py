@@ -24,7 +24,7 @@ def write_tiff_dataset(data_yaml: str | Path, out: str | Path) -> Path:
     import yaml
 
     from yolofuse_scale.data import load_data_config, scan_split
-    from yolofuse_scale.data.dataset import read_image
+    from yolofuse_scale.data.decode import read_image
 
     cfg = load_data_config(data_yaml)
     out = Path(out)

@@ -25,6 +25,8 @@ def summarise_steps(steps: list[dict[str, float]], skip: int) -> dict[str, Any]:
            "slow_steps_fraction": sum(s["images"] / s["step_time_s"] < fast / 1.25 for s in timed) / len(timed)}
     if all("compute_s" in s for s in timed):
         out["compute_s_median"] = statistics.median(s["compute_s"] for s in timed)
+    if steps and all("max_rss_mib" in s for s in steps):  # the trainer process's peak resident memory
+        out["peak_rss_mib"] = max(s["max_rss_mib"] for s in steps)
     if all("cpu_s" in s for s in timed):  # process CPU time: what other tenants' load does not inflate
         cpu = statistics.median(s["cpu_s"] for s in timed)
         out["cpu_s_per_step_median"] = cpu
@@ -82,7 +84,8 @@ class StepTimer:
             torch.cuda.synchronize()  # ours ends a step on its one host read of the step's values: same boundary
         now, cpu = time.perf_counter(), time.process_time()
         self.steps.append({"epoch": int(trainer.epoch), "images": self._images, "step_time_s": now - self._prev,
-                           "compute_s": now - self._start, "cpu_s": cpu - self._prev_cpu})
+                           "compute_s": now - self._start, "cpu_s": cpu - self._prev_cpu,
+                           "max_rss_mib": peak_rss_mib()})
         self._prev, self._prev_cpu = now, cpu
 
     def on_fit_epoch_end(self, trainer) -> None:
@@ -91,8 +94,16 @@ class StepTimer:
                                                   if isinstance(v, (int, float))}
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (with ``workers`` 0, the loader's decoded images included)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 class CpuClock:
-    """A trainer callback: each step's process CPU time as ``cpu_s`` in its train_log.jsonl record.
+    """A trainer callback: each step's process CPU time as ``cpu_s`` in its train_log.jsonl record, and the
+    process's peak resident memory so far as ``max_rss_mib``.
 
     The clock is read where the loop's own step clock starts (entering an epoch) and where it logs a
     step, so ``cpu_s`` covers what ``step_time_s`` covers.
@@ -107,3 +118,4 @@ class CpuClock:
     def on_step_end(self, record: dict[str, Any]) -> None:
         now = time.process_time()
         record["cpu_s"], self.mark = now - self.mark, now
+        record["max_rss_mib"] = peak_rss_mib()

@@ -1,4 +1,5 @@
-"""Paired RGB+IR data: data.yaml, pairing and label scan, the dataset, transforms, sampler, synthetic set."""
+"""Paired RGB+IR data: data.yaml, pairing and label scan, the loaders (chosen in loaders.py), transforms, sampler,
+synthetic set."""
 
 from yolofuse_scale.data.config import DataError, DatasetSpec, load_data_config
 from yolofuse_scale.data.dataset import PairedRGBIRDataset, collate_pairs

@@ -19,15 +19,24 @@ Written here, and why:
   ``numpy.random`` generators, and ``Mosaic`` picks partners from a buffer of the images a worker
   loaded last (up to min(n, 8 x batch, 1000); 3 draws with replacement, the sample itself included).
   Here both global generators are re-seeded from ``(seed, epoch, index)`` around each sample (and
-  restored after, so nothing else's stream moves), and the buffer is off: partners are drawn by that
-  seeded generator (``_Partners.draw``), by default from the whole dataset, 3 distinct pairs other
-  than the sample itself (a mosaic always shows 4 different images, at any batch size, 1 included).
-  ``mosaic_partners: micro_batch`` draws them from the sample's own micro-batch instead
-  (``sampler.MicroBatchWindows``: already decoded by the worker building that micro-batch, so about
-  one decode per sample instead of four, but only batch-size distinct images per batch).
+  restored after, so nothing else's stream moves), and Ultralytics' buffer is off: partners are drawn
+  by that seeded generator (``_Partners.draw``), 3 distinct pairs other than the sample itself (a
+  mosaic always shows 4 different images, at any batch size, 1 included), from a pool that
+  ``recipe.mosaic_partners`` names (:class:`SampleDraw`, ``sampler.MicroBatchWindows``):
+
+  - ``pool`` (the default): the sample's micro-batch plus as many other pairs (at least 3) drawn from
+    the whole set by ``(seed, epoch, micro-batch)``. A DataLoader worker builds whole micro-batches, so
+    with its buffer of decoded pairs (``buffer.py``) it decodes each pool member once: at most 2
+    decodes per sample, 2 x batch-size distinct pairs per batch;
+  - ``dataset``: the whole training set (4 decodes per mosaic unless the pairs are cached or buffered;
+    about 4 x batch-size distinct pairs per batch);
+  - ``micro_batch``: the micro-batch itself (1 decode per sample, batch-size distinct pairs per batch,
+    4 copies of one image at batch size 1).
+
   A sample's augmentation then depends on nothing else: not the worker count, the world size, or
-  the order of earlier samples, which is what lets a resumed or re-sharded run see the same images.
-  Cost: two state save/restores per sample (~20 us).
+  the order of earlier samples, which is what lets a resumed or re-sharded run see the same images
+  (micro-batches are cut from one order at every world size). Cost: two state save/restores per
+  sample (~20 us).
 """
 
 from __future__ import annotations
@@ -40,10 +49,11 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+import torch
 from ultralytics.data.augment import Compose, MixUp, Mosaic, RandomFlip, RandomHSV, RandomPerspective
 
 #: ``--mosaic-partners``: where a mosaic's (and mixup's) partner pairs are drawn from.
-MosaicPartners = Literal["dataset", "micro_batch"]
+MosaicPartners = Literal["pool", "dataset", "micro_batch"]
 
 
 @dataclass(frozen=True)
@@ -80,11 +90,12 @@ class AugmentRecipe:
     """IR intensity augmentation: multiply IR by a gain in 1 +/- this (IR only)"""
     close_mosaic: int = 10
     """turn mosaic and mixup off for the last N epochs"""
-    mosaic_partners: MosaicPartners = "dataset"
-    """where mosaic and mixup partners come from, drawn from (seed, epoch, index): dataset (3 distinct other pairs
-    of the whole training set: at least Ultralytics' diversity at any batch size; without --cache each mosaic
-    decodes 4 pairs) or micro_batch (the sample's own micro-batch: about 1 decode per sample, but only batch-size
-    distinct images per batch, 4 copies of one image at --batch-size 1)"""
+    mosaic_partners: MosaicPartners = "pool"
+    """where mosaic and mixup partners come from, drawn from (seed, epoch, index): pool (the sample's micro-batch
+    plus as many other pairs of the whole set: at most 2 decodes per sample, each worker's buffer of decoded pairs
+    holds the pool), dataset (3 distinct other pairs of the whole training set: the most diverse; without --cache
+    each mosaic decodes 4 pairs unless the set fits the buffer) or micro_batch (the sample's own micro-batch: about
+    1 decode per sample, but only batch-size distinct images per batch, 4 copies of one image at --batch-size 1)"""
 
     def mosaic_on(self, epoch: int, epochs: int) -> bool:
         """Whether ``epoch`` (0-based) of ``epochs`` still uses mosaic and mixup."""
@@ -182,6 +193,10 @@ class _RGBHSV:
         self.hsv = RandomHSV(hgain=recipe.hsv_h, sgain=recipe.hsv_s, vgain=recipe.hsv_v)
         self.on = bool(recipe.hsv_h or recipe.hsv_s or recipe.hsv_v)  # RandomHSV draws nothing when off
 
+    @classmethod
+    def from_recipe(cls, recipe: AugmentRecipe) -> _RGBHSV:
+        return cls(recipe)
+
     def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
         if not self.on:  # skips the two channel copies (~0.8 ms at 640 px) around a transform that does nothing
             return labels
@@ -198,6 +213,10 @@ class _IRGain:
 
     def __init__(self, gain: float):
         self.gain = gain
+
+    @classmethod
+    def from_recipe(cls, recipe: AugmentRecipe) -> _IRGain:
+        return cls(recipe.ir_gain)
 
     def draw(self) -> float:
         """The gain (one draw of the global NumPy RNG): ``--loader device``'s plan records this same draw."""
@@ -221,6 +240,10 @@ class _PairFlip(RandomFlip):
     IR at 640 px, flip + CHW measured 0.34 ms against 0.58 ms. ``cv2.flip`` is slower than the view's
     strided copy above 4 channels (RGB + 3-channel IR), which therefore keep the view."""
 
+    @classmethod
+    def from_recipe(cls, recipe: AugmentRecipe) -> _PairFlip:
+        return cls(direction="horizontal", p=recipe.fliplr)
+
     def apply_image(self, labels: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         img = labels["img"]
         if params["flip"] and params["direction"] == "horizontal" and img.shape[2] <= 4:
@@ -229,35 +252,40 @@ class _PairFlip(RandomFlip):
         return super().apply_image(labels, params)
 
 
+@dataclass(frozen=True)
+class Transforms:
+    """The transform classes :class:`PairAugment` composes. The default does the pixel work; ``--loader device``
+    passes classes that record each image operation instead (``device/plan.py``), so both pipelines run one
+    composition: the same draws from the same generators in the same order, and the same box updates.
+    ``photometric``: the tail after mixup, in order, each built by ``cls.from_recipe(recipe)``; a new
+    photometric transform is one class added here (and its recording twin, for the device loader)."""
+
+    mosaic: type[Mosaic] = _PairMosaic
+    affine: type[RandomPerspective] = RandomPerspective
+    mixup: type[MixUp] = _PairMixUp
+    photometric: tuple[type, ...] = (_RGBHSV, _IRGain, _PairFlip)
+
+
 class PairAugment:
     """The training pipeline: mosaic -> random perspective -> mixup -> HSV (RGB) -> IR gain -> flip.
 
     ``load(i)`` returns Ultralytics' label dict of pair ``i`` (stacked image resized so its long side is
-    ``imgsz``, ``cls``, ``instances`` normalised xywh, ``ori_shape``, ``im_file``); the result is an
-    ``imgsz x imgsz`` stacked image with boxes in ``instances``.
-
-    The transform classes are class attributes so that ``device_augment.PlanAugment`` can run this very
-    composition (the same draws from the same generators, in the same order, and the same box updates)
-    with classes that record each image operation instead of doing it.
+    ``imgsz``, ``cls``, ``instances`` normalised xywh, ``ori_shape``, ``im_file``: ``labels.label_dict``); the
+    result is an ``imgsz x imgsz`` stacked image with boxes in ``instances``. ``transforms``: which classes do
+    each step (see :class:`Transforms`).
     """
 
-    mosaic_cls: type[Mosaic] = _PairMosaic
-    affine_cls: type[RandomPerspective] = RandomPerspective
-    mixup_cls: type[MixUp] = _PairMixUp
-    hsv_cls: type = _RGBHSV
-    ir_gain_cls: type = _IRGain
-    flip_cls: type[RandomFlip] = _PairFlip
-
-    def __init__(self, load: Callable[[int], dict[str, Any]], n: int, imgsz: int, recipe: AugmentRecipe):
+    def __init__(self, load: Callable[[int], dict[str, Any]], n: int, imgsz: int, recipe: AugmentRecipe,
+                 transforms: Transforms = Transforms()):
         self.partners = partners = _Partners(load, n)
-        affine = self.affine_cls(degrees=recipe.degrees, translate=recipe.translate, scale=recipe.scale,
-                                 shear=recipe.shear, perspective=recipe.perspective, size=(imgsz, imgsz))
-        mosaic = self.mosaic_cls(partners, imgsz=imgsz, p=recipe.mosaic)
+        t = transforms
+        affine = t.affine(degrees=recipe.degrees, translate=recipe.translate, scale=recipe.scale,
+                          shear=recipe.shear, perspective=recipe.perspective, size=(imgsz, imgsz))
+        mosaic = t.mosaic(partners, imgsz=imgsz, p=recipe.mosaic)
         mosaic.buffer_enabled = False  # see the module docstring: partners from the seeded RNG only
         pre = Compose([mosaic, affine])
-        tail = [self.hsv_cls(recipe), self.ir_gain_cls(recipe.ir_gain),
-                self.flip_cls(direction="horizontal", p=recipe.fliplr)]
-        self.with_mosaic = Compose([pre, self.mixup_cls(partners, pre_transform=pre, p=recipe.mixup), *tail])
+        tail = [cls.from_recipe(recipe) for cls in t.photometric]
+        self.with_mosaic = Compose([pre, t.mixup(partners, pre_transform=pre, p=recipe.mixup), *tail])
         self.without_mosaic = Compose([affine, *tail])  # close_mosaic: Ultralytics also drops mixup then
 
     def __call__(self, labels: dict[str, Any], key: tuple[int, ...], mosaic: bool,
@@ -271,3 +299,37 @@ class PairAugment:
                 return (self.with_mosaic if mosaic else self.without_mosaic)(labels)
         finally:
             p.own, p.window = -1, None
+
+
+class SampleDraw:
+    """What a sample's augmentation is drawn from in the current epoch, for both loaders: the key ``(seed, epoch,
+    index)``, whether mosaic is on (``close_mosaic``), and the partner pool of ``recipe.mosaic_partners``.
+
+    The epoch lives in shared memory: DataLoader workers (persistent ones included) hold a copy of the dataset
+    made when they started, and would otherwise keep augmenting with that epoch. ``partner_windows``: the
+    training sampler's micro-batches (``sampler.MicroBatchWindows``); without them (a dataset built outside the
+    trainer) every rule draws from the whole set.
+    """
+
+    def __init__(self, seed: int = 0, recipe: AugmentRecipe | None = None, epochs: int | None = None,
+                 partner_windows=None):
+        self.seed, self.recipe, self.epochs = seed, recipe or AugmentRecipe(), epochs
+        self.windows = partner_windows
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    def __call__(self, index: int) -> tuple[tuple[int, int, int], bool, np.ndarray | None]:
+        """(key, mosaic, window) of sample ``index``: :class:`PairAugment`'s arguments."""
+        epoch, rule = self.epoch, self.recipe.mosaic_partners
+        mosaic = self.epochs is None or self.recipe.mosaic_on(epoch, self.epochs)
+        if self.windows is None or rule == "dataset":
+            window = None
+        else:
+            window = self.windows(epoch, index) if rule == "micro_batch" else self.windows.pool(epoch, index)
+        return (self.seed, epoch, index), mosaic, window

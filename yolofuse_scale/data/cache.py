@@ -243,6 +243,18 @@ def open_pair_cache(folder: Path, key: str, n: int, load, imgsz: int, log=print,
     return cache
 
 
+def open_training_cache(mode: str, folders: list[Path] | tuple[Path, ...], samples: list[Sample], imgsz: int,
+                        ir_channels: int, decode, log=print) -> PairCache | None:
+    """``--cache``: the training set's cache (None for ``none``), opened or built from ``decode(i)`` (the CPU
+    loader's decoder, whichever loader asks: the same key, file and pixels serve both)."""
+    if mode == "none":
+        return None
+    if mode not in CACHE_MODES:
+        raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
+    key = cache_key(samples, imgsz, ir_channels)
+    return open_pair_cache(cache_folder(mode, folders), key, len(samples), decode, imgsz, log)
+
+
 def cache_folder(mode: str, candidates: list[Path] | tuple[Path, ...]) -> Path:
     """``ram``: tmpfs (``/dev/shm/yolofuse_scale-<uid>``) when the machine has it; ``disk`` (or no tmpfs):
     the first of ``candidates`` that can be written (the dataset's folder, so the next run finds it; else

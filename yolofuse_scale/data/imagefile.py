@@ -1,6 +1,6 @@
 """What an image file holds, read from its bytes: its format (by content, never by name), its EXIF orientation,
 and the layout that decides which decoder ``--loader device`` may use. Shared by the scan (sizes; a JPEG's EXIF
-block as Pillow read it with the header), the CPU loader (``dataset.read_image``) and the device loader, so the
+block as Pillow read it with the header), the CPU loader (``decode.read_image``) and the device loader, so the
 three agree by construction.
 
 Format by content: a PNG named ``.jpg`` is a PNG, as OpenCV and Pillow (and so the scan) read it.

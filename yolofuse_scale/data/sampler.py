@@ -28,31 +28,60 @@ def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -
 
 
 class MicroBatchWindows:
-    """The micro-batch of the epoch's order that holds a sample: where mosaic partners are drawn from
-    with ``--mosaic-partners micro_batch`` (the default draws from the whole dataset).
+    """The micro-batch of the epoch's order that holds a sample, and its partner pool: where mosaic partners are
+    drawn from with ``--mosaic-partners pool`` (the default) or ``micro_batch`` (``augment.SampleDraw``).
 
-    Ultralytics draws partners from a buffer of the images a worker loaded last (cheap: they are
-    decoded already; but a function of the worker's history). Drawing them from the sample's own
-    micro-batch keeps the cheapness (a DataLoader worker builds a whole micro-batch, so with a small
-    per-worker cache each pair is decoded about once, not four times) and depends only on
-    ``(seed, epoch, batch_size)``: micro-batches are cut from the same order at every world size.
-    The price is diversity: a batch of B mosaics shows only B distinct images (Ultralytics' ~4B), and
-    at batch size 1 a mosaic is four copies of one image.
+    Ultralytics draws partners from a buffer of the images a worker loaded last (cheap: they are decoded
+    already; but a function of the worker's history). A DataLoader worker builds a whole micro-batch, and which
+    worker builds which depends on the worker count and the world size; the micro-batch itself does not: it
+    depends only on ``(seed, epoch, batch_size)``, micro-batches being cut from the same order at every world
+    size. So partners drawn from a set tied to the micro-batch are decoded once by whichever worker builds it
+    and then read from its buffer (``buffer.py``), and stay a function of (seed, epoch, index).
+
+    ``micro_batch``: that set is the micro-batch alone (B distinct images per batch of B mosaics; four copies of
+    one image at batch size 1). ``pool``: the micro-batch plus ``extra`` = max(B, 3) other pairs of the whole set,
+    drawn by ``(seed, epoch, micro-batch)``: 2B distinct images per batch at most 2 decodes per sample, and 4
+    distinct images per mosaic at any batch size.
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, shuffle: bool = True):
         self.num_samples, self.batch_size, self.seed, self.shuffle = num_samples, batch_size, seed, shuffle
+        self.extra = max(batch_size, 3)
         self._epoch, self._order, self._where = -1, np.arange(0), np.arange(0)
+        self._pool_of: tuple[int, int] = (-1, -1)  # (epoch, micro-batch) of the pool below
+        self._pool = np.arange(0)
+
+    @property
+    def pool_size(self) -> int:
+        """The most pairs a pool holds: what a worker's buffer keeps at least, so each is decoded once."""
+        return self.batch_size + self.extra
 
     def __call__(self, epoch: int, index: int) -> np.ndarray:
         """Dataset indices of the micro-batch that holds ``index`` in ``epoch``."""
+        start = self._start(epoch, index)
+        return self._order[start : start + self.batch_size]
+
+    def pool(self, epoch: int, index: int) -> np.ndarray:
+        """Dataset indices of the partner pool of ``index`` in ``epoch``: its micro-batch, then the extra pairs
+        (fewer on a set too small for them). Drawn once per micro-batch and process (a worker asks B times)."""
+        start = self._start(epoch, index)
+        if self._pool_of != (epoch, start):
+            batch = self._order[start : start + self.batch_size]
+            take = min(self.extra, self.num_samples - len(batch))
+            rng = np.random.default_rng((self.seed, epoch, start, 1))  # 1: not epoch_order's stream
+            drawn = rng.choice(self.num_samples, size=min(take + len(batch), self.num_samples), replace=False)
+            self._pool = np.concatenate([batch, drawn[~np.isin(drawn, batch)][:take]])
+            self._pool_of = (epoch, start)
+        return self._pool
+
+    def _start(self, epoch: int, index: int) -> int:
+        """Position in the epoch's order of the first sample of ``index``'s micro-batch."""
         if epoch != self._epoch:  # once per epoch per process: one permutation and its inverse
             self._order = epoch_order(self.num_samples, self.seed, epoch, self.shuffle)
             self._where = np.empty_like(self._order)
             self._where[self._order] = np.arange(self.num_samples)
             self._epoch = epoch
-        start = self._where[index] // self.batch_size * self.batch_size
-        return self._order[start : start + self.batch_size]
+        return int(self._where[index] // self.batch_size * self.batch_size)
 
 
 class StepShardedBatchSampler(Sampler[list[int]]):

@@ -1,4 +1,5 @@
-"""The letterbox of a *stacked* RGB+IR pair and its boxes (validation, ``--no-augment``), and HWC -> CHW.
+"""The letterbox of a *stacked* RGB+IR pair and its boxes (validation, ``--no-augment``), HWC -> CHW, and the
+pixel scale the model reads.
 
 RGB and IR travel as one ``(H, W, 3 + C_ir)`` array through every geometric transform, so the two
 modalities cannot drift apart: identical geometry is a property of the data structure, not of two
@@ -45,8 +46,15 @@ def letterbox_pair(
     Returns the new array, the boxes normalised to the new canvas, and Ultralytics' ``ratio_pad``
     (``((r, r), (padw, padh))``) for mapping boxes back to the original image.
     """
+    nw, nh, left, top, r = letterbox_geometry(*img.shape[:2], imgsz)
+    out = letterbox_image(img, nw, nh, left, top, imgsz)
+    return out, letterbox_boxes(boxes, nw, nh, left, top, imgsz), ((r, r), (float(left), float(top)))
+
+
+def letterbox_image(img: np.ndarray, nw: int, nh: int, left: int, top: int, imgsz: int) -> np.ndarray:
+    """``img`` resized to ``nw x nh`` and pasted at (``left``, ``top``) on a grey ``imgsz`` square
+    (:func:`letterbox_geometry`'s placement)."""
     h, w = img.shape[:2]
-    nw, nh, left, top, r = letterbox_geometry(h, w, imgsz)
     if (nw, nh) != (w, h):
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
         if img.ndim == 2:  # cv2 drops a singleton channel axis
@@ -54,7 +62,14 @@ def letterbox_pair(
     # numpy padding: cv2.copyMakeBorder takes at most 4 channels, a 3+3 pair has 6
     out = np.full((imgsz, imgsz, img.shape[2]), PAD_VALUE, dtype=img.dtype)
     out[top : top + nh, left : left + nw] = img
-    return out, letterbox_boxes(boxes, nw, nh, left, top, imgsz), ((r, r), (float(left), float(top)))
+    return out
+
+
+def normalize_images(img: torch.Tensor) -> torch.Tensor:
+    """uint8 images (any shape, on any device) as float in [0, 1]: what every model here reads. The one place
+    training (``engine/task.py``), validation (``engine/evaluate.py``) and inference (``inference.py``) scale
+    pixels, so the three cannot drift apart. A new tensor (``float()`` of uint8 copies), scaled in place."""
+    return img.float().div_(255.0)
 
 
 def chw_tensor(img: np.ndarray) -> torch.Tensor:

@@ -17,6 +17,7 @@ code path fetches a font.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +35,8 @@ from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import xywh2xyxy
 
 from yolofuse_scale._offline import forbid_font_downloads
+from yolofuse_scale.data.loaders import move_images
+from yolofuse_scale.data.transforms import normalize_images
 from yolofuse_scale.engine.storage import is_writer
 
 forbid_font_downloads()
@@ -102,8 +105,8 @@ def evaluate(
 
     With ``plot_dir`` the writing process (``storage.is_writer``) writes PR/F1/P/R curves and the
     confusion matrix there as PNG. ``batch_to_device``: turns each loader batch into one whose ``img`` is uint8
-    on the device, targets on the host (``--loader device``: ``device_augment.DeviceLetterbox`` decodes and
-    letterboxes there); None: the batch is ``collate_pairs``' and only ``img`` is moved.
+    on the device, targets on the host: the validation feed's ``to_device`` (``data/loaders.py``; ``--loader
+    device`` decodes and letterboxes there); None: the batch is ``collate_pairs``' and only ``img`` is moved.
     Collective: every rank must call this (two ``all_gather_object``).
     """
     was_training = model.training
@@ -112,12 +115,11 @@ def evaluate(
     # As Ultralytics 8.4's detection validator (in training and in `val`): the matrix counts every detection
     # above the validation conf (0.001 by default, not ConfusionMatrix's own 0.25), matched at IoU > 0.45.
     confusion = ConfusionMatrix(names=dict(names))
-    device = accelerator.device
+    to_device = batch_to_device or partial(move_images, device=accelerator.device)
     bar = tqdm(loader, desc=desc, disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True)
     for batch in bar:
-        if batch_to_device is not None:
-            batch = batch_to_device(batch)
-        imgs = batch["img"].to(device, non_blocking=True).float().div_(255.0)
+        batch = to_device(batch)
+        imgs = normalize_images(batch["img"])
         h, w = imgs.shape[2:]
         scale = torch.tensor([w, h, w, h], dtype=torch.float32)
         dets = detect(model, imgs, conf, iou, max_det)

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from ultralytics.utils.loss import E2ELoss
 
+from yolofuse_scale.data.transforms import normalize_images
+
 
 class DetectionTask:
     """Detection with the model's own Ultralytics criterion and its default gains (box 7.5, cls 0.5,
@@ -87,7 +89,7 @@ class DetectionTask:
         the noise, and FSDP2/DeepSpeed flatten them anyway. Same arithmetic, other summation order: results agree
         to float rounding, not bit for bit, with ``--no-channels-last``.
         """
-        return batch["img"].float().div_(255.0).contiguous(memory_format=self.memory_format)
+        return normalize_images(batch["img"]).contiguous(memory_format=self.memory_format)
 
     def step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward ``batch`` through the (possibly wrapped) ``model``; return (loss to backprop, loss items).

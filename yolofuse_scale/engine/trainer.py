@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
 import math
 from collections.abc import Sequence
@@ -23,15 +22,9 @@ from accelerate.utils import DistributedType, broadcast_object_list, gather_obje
 from torch.utils.data import DataLoader
 
 from yolofuse_scale.config import RunConfig
-from yolofuse_scale.data import (
-    PairedRGBIRDataset,
-    collate_pairs,
-    load_data_config,
-    scan_dataset,
-    write_synthetic_dataset,
-)
-from yolofuse_scale.data.device_augment import DeviceAugment, EncodedPairDataset, collate_encoded, validation_data
-from yolofuse_scale.data.sampler import MicroBatchWindows, ShardSampler, StepShardedBatchSampler
+from yolofuse_scale.data import load_data_config, scan_dataset, write_synthetic_dataset
+from yolofuse_scale.data.loaders import training_feed, validation_feed
+from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine import course
 from yolofuse_scale.engine.ema import ShardedEMA
@@ -166,22 +159,16 @@ class Trainer:
             self.log.info(line)
         train_samples, val_samples = samples["train"], samples["val"]
         self.train_fingerprint = ckpt.dataset_fingerprint([(s.rgb, s.ir) for s in train_samples], self.data_cfg.root)
-        # --loader device: the workers ship files (or cached pairs) and drawn parameters, the batch is made on
-        # acc.device (data/device_augment.py); the same draws and boxes as the CPU pipeline
-        train_cls = EncodedPairDataset if d.loader == "device" else PairedRGBIRDataset
-        self.train_set = train_cls(
-            train_samples, d.imgsz, augment=d.augment, ir_channels=self.data_cfg.ir_channels, seed=t.seed,
-            recipe=d.recipe, epochs=t.epochs,
-            partner_windows=MicroBatchWindows(len(train_samples), t.batch_size, t.seed, d.shuffle),
-        )
-        self.batch_to_device = (DeviceAugment(d.imgsz, self.data_cfg.ir_channels, acc.device) if d.loader == "device"
-                                else functools.partial(_to_device, device=acc.device))
-        # every rank: the first to take the cache's lock file builds it, the others wait for it (no collective)
-        self.train_set.use_cache(d.cache, (self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),
-                                 self.log.info)
-        # --loader device: validation decodes and letterboxes on acc.device too (its workers ship the files)
-        self.val_set, val_collate, self.val_to_device = validation_data(val_samples, d.imgsz, self.data_cfg.ir_channels,
-                                                                        d.loader, acc.device)
+        # --loader (data/loaders.py): which pipeline decodes and augments is decided there; the loop only calls
+        # each split's to_device (--loader device: decode and augment on acc.device, in the step's data time)
+        geometry = {"imgsz": d.imgsz, "ir_channels": self.data_cfg.ir_channels, "device": acc.device}
+        train = training_feed(d.loader, train_samples, **geometry, augment=d.augment, recipe=d.recipe, seed=t.seed,
+                              epochs=t.epochs, batch_size=t.batch_size, shuffle=d.shuffle, cache=d.cache,
+                              cache_folders=(self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),
+                              log=self.log.info)
+        val = validation_feed(d.loader, val_samples, **geometry)
+        self.train_set, self.batch_to_device = train.dataset, train.to_device
+        self.val_set, self.val_to_device = val.dataset, val.to_device
         self.sampler = StepShardedBatchSampler(
             len(self.train_set), t.batch_size, acc.num_processes, acc.process_index, t.grad_accum,
             shuffle=d.shuffle, seed=t.seed,
@@ -191,15 +178,14 @@ class Trainer:
                 f"{self.data_cfg.yaml_path}: {len(self.train_set)} training pairs cannot fill one optimizer step of "
                 f"{self.images_per_step} images (batch-size x processes x grad-accum); lower them or add data"
             )
-        loader_kw = {"num_workers": d.workers, "collate_fn": collate_pairs, "pin_memory": acc.device.type == "cuda",
+        loader_kw = {"num_workers": d.workers, "pin_memory": acc.device.type == "cuda",
                      "persistent_workers": d.workers > 0}
-        train_collate = collate_encoded if d.loader == "device" else collate_pairs
-        self.train_loader = DataLoader(self.train_set, batch_sampler=self.sampler, **{**loader_kw,
-                                                                                      "collate_fn": train_collate})
+        self.train_loader = DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=train.collate,
+                                       **loader_kw)
         self.val_loader = DataLoader(
             self.val_set, batch_size=t.batch_size,
             sampler=ShardSampler(len(self.val_set), acc.num_processes, acc.process_index),
-            **{**loader_kw, "collate_fn": val_collate},
+            collate_fn=val.collate, **loader_kw,
         )
 
     def _position(self) -> dict[str, Any]:
@@ -374,7 +360,7 @@ class Trainer:
         skip_sync = acc.no_sync if cfg.train.benchmark_skip_grad_sync else lambda _: contextlib.nullcontext()
         meter.start()
         for micro, batch in enumerate(self.train_loader):
-            batch = self.batch_to_device(batch)  # --loader device: decode and augment here, in the data time
+            batch = self.batch_to_device(batch)  # the loader's own (--loader device: decodes and augments here)
             meter.mark("data")
             if micro % accum == 0:
                 # Set before the step's first backward: under DeepSpeed the engine already steps
@@ -580,6 +566,3 @@ def step_values(reduced: torch.Tensor, grad_norm: torch.Tensor | float, accum: i
     norm = values[n + 3] if norm_here else float(grad_norm)  # a Python float or a host tensor: no device sync
     return StepValues({"loss": loss, **dict(zip(names, named)), "loss_backprop": backprop}, norm, flag > 0)
 
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
