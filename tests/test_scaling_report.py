@@ -278,3 +278,17 @@ def test_the_committed_report_says_what_its_projection_is_worth():
     text = (COMMITTED.parent / "report.md").read_text()
     assert text.index("## Read this first") < text.index("## Weak scaling")
     assert "**Too few repeats**" in text and "| ddp | ≤ 1.000 | ≤ 1.000 | ≤ 1.000 | ≤ 1.000 |" in text
+
+
+def test_a_one_device_sweep_renders_without_a_projection(committed, tmp_path):
+    """``--devices 1`` (the wheel's smoke sweep): nothing to project or fit; one tick, no gap sentence."""
+    res = copy.deepcopy(committed)
+    res["runs"] = [r for r in res["runs"] if r["label"] == "weak_ddp_n1_b8"]
+    res["link_fit"] = None
+    res["projection"] = projection.projections(res["runs"], _args(strategies="ddp", devices="1"), None)
+    res["load"] = _idle_load(needed=1)
+    text = report.report(res)
+    assert "## Projection\n\nNot computed" in text and "What the projection means" not in text
+    figs = plots.figures(res)
+    assert [float(t) for t in figs["efficiency.png"].axes[0].get_xticks()] == [1.0]
+    assert plots.plots(res, tmp_path) == ["throughput.png", "efficiency.png", "memory.png", "breakdown.png"]
