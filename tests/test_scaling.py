@@ -151,10 +151,17 @@ def test_tiny_real_run_writes_schema_report_and_plots(tmp_path):
     assert "error" not in res["link_fit"], res["link_fit"]["error"]
     assert res["link_fit"]["backend"] == "gloo" and res["link_fit"]["beta_bytes_per_s"] > 0  # clamped by the fit
     assert set(res["projection"]["topologies"]["nvswitch+ib400"]["ddp"][0]) >= {"efficiency", "step_needed_s"}
+    # the machine's load, sampled before, around each run and after (the report's loaded-machine warning)
+    assert res["load"]["cores_needed"] == 2 and set(res["load"]) >= {"before", "during", "after"}
+    assert all(res["load"][w]["others_cores"] >= 0 for w in ("before", "during", "after"))
+    assert all(rep["load"]["wall_s"] > 0 for r in res["runs"] for rep in r["repeats"])
     report = (out / "report.md").read_text()
     for needle in ("## Weak scaling", "Where a weak-scaling step goes", "Projected weak-scaling efficiency",
-                   "DDP weak-scaling efficiency at 2", "## Definitions", "test box"):
+                   "DDP weak-scaling efficiency at 2", "## Definitions", "test box", "## Read this first",
+                   "**Too few timed steps**: 2 per run", "**Too few repeats**: 1 per configuration",
+                   "### Does the model fit this machine?", "**What the projection means for your cluster**"):
         assert needle in report
+    assert "warning: Too few timed steps" in proc.stderr
     assert all((out / f).stat().st_size > 1000 for f in ("throughput.png", "efficiency.png", "memory.png",
                                                           "breakdown.png"))
     assert not any(out.glob("runs/*/rep0/checkpoints"))  # raw logs kept, checkpoints dropped

@@ -28,6 +28,13 @@ all-gather of updated parameters after the optimizer step cannot hide. With over
 the efficiency at each ``--project`` count and the 1-device step time each needs for
 ``--target-efficiency``; with a link fitted on this machine (``collectives.py``), projection beside
 measurement and the overlap that would reproduce it.
+
+What a projection is worth is decided by that comparison (:func:`fit_check`). The model's only cost of
+more devices is communication, so the step time N devices added on this machine must lie between the
+exposed communication at overlap 1 and at overlap 0. Above it ("no overlap in [0, 1] fits", measured
+below the projection), more devices cost something the model has no term for (a straggler, the input
+pipeline, BatchNorm sync, on a CPU the reductions competing with compute): every projection of that
+strategy is then an upper bound, never a finding. Below it, the model counts more than was paid.
 """
 
 from __future__ import annotations
@@ -194,11 +201,64 @@ def projections(runs: list[dict[str, Any]], args: argparse.Namespace, link_fit: 
                             overlap=args.overlap, **kw)
                 measured = r.get("efficiency")
                 implied = _implied_overlap(strategy, kw, r, link)
-                out["measured_vs_projected"].append({
-                    "strategy": strategy, "devices": r["devices"], "projected_efficiency": p["efficiency"],
-                    "measured_efficiency": measured,
-                    "error": None if measured is None else p["efficiency"] - measured,
-                    "implied_overlap": implied})
+                entry = {"strategy": strategy, "devices": r["devices"], "projected_efficiency": p["efficiency"],
+                         "measured_efficiency": measured,
+                         "error": None if measured is None else p["efficiency"] - measured,
+                         "implied_overlap": implied}
+                entry.update(fit_check(entry, inputs, r, weak.get((strategy, 1)), link_fit, args.overlap))
+                out["measured_vs_projected"].append(entry)
+    return out
+
+
+# ------------------------------------------------------------------------ does the model fit the measurement
+#: what a projection is, given how the model met this machine's multi-device measurement
+VERDICTS = {
+    "fits": "the model reproduces the measurement at an overlap in [0, 1]",
+    "fits_spread": "the projection lies inside the measured efficiency's spread over repeats",
+    "upper_bound": "measured below the model even with no overlap at all: the loss is not (only) communication; "
+                   "the projection is an upper bound",
+    "lower_bound": "measured above the model even with full overlap: the model counts more communication than "
+                   "this machine paid; the projection is pessimistic",
+    "unchecked": "no measured efficiency to compare with",
+}
+
+
+def efficiency_range(run: dict[str, Any], base: dict[str, Any] | None) -> tuple[float, float] | None:
+    """The lowest and highest efficiency the repeats allow: slowest N-device repeat over fastest 1-device
+    repeat, and the other way round (one repeat each: both equal the median's efficiency)."""
+    if not base:
+        return None
+    n, ips, ips1 = run["devices"], run["images_per_s"], base["images_per_s"]
+    return ips["min"] / (n * ips1["max"]), ips["max"] / (n * ips1["min"])
+
+
+def fit_check(entry: dict[str, Any], inputs: dict[str, Any], run: dict[str, Any], base: dict[str, Any] | None,
+              link_fit: dict[str, Any], overlap: float) -> dict[str, Any]:
+    """How the model at this machine's measured link meets one measured run (``measured_vs_projected``'s entry).
+
+    ``overhead_s``: the step time N devices added (measured); ``exposed_no_overlap_s`` and
+    ``exposed_full_overlap_s``: the most and the least the model's communication can add (overlap 0 and 1).
+    An overhead outside that interval is what "no overlap fits" means (``implied_overlap`` None): above it,
+    N devices cost time the communication model has no term for; below it, less than the model's
+    communication. ``verdict``: a key of :data:`VERDICTS`.
+    """
+    link = Link("measured", link_fit["alpha_s"], link_fit["beta_bytes_per_s"])
+
+    def exposed(o: float) -> float:
+        return exposed_comm(entry["strategy"], inputs["comm"], run["devices"], link, inputs["forward_s"],
+                            inputs["backward_s"], o)["exposed_s"]
+
+    out = {"overhead_s": run["step_s"] - inputs["step_1_s"], "exposed_no_overlap_s": exposed(0.0),
+           "exposed_full_overlap_s": exposed(1.0), "exposed_assumed_s": exposed(overlap)}
+    span = efficiency_range(run, base)
+    if entry["implied_overlap"] is not None:
+        out["verdict"] = "fits"
+    elif entry["measured_efficiency"] is None:
+        out["verdict"] = "unchecked"
+    elif span and span[0] <= entry["projected_efficiency"] <= span[1]:
+        out["verdict"] = "fits_spread"
+    else:
+        out["verdict"] = "upper_bound" if entry["error"] > 0 else "lower_bound"
     return out
 
 

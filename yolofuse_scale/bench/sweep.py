@@ -10,9 +10,10 @@ with the strategy, and the loop's own per-step log (``train_log.jsonl``: step ti
 forward, backward, optimizer, collective bytes; ``metrics.json``: peak memory) is what is reported.
 On GPUs a device is a GPU; on a CPU machine a device is a process with ``--threads`` intra-op threads.
 
-Writes to ``--out``: ``results.json`` (schema below), ``report.md`` (tables, definitions, the
-environment), ``throughput.png``, ``efficiency.png``, ``memory.png``, ``breakdown.png``, and
-``runs/<label>/rep<k>/`` (each run's log, config and stdout; checkpoints are deleted).
+Writes to ``--out``: ``results.json`` (schema below), ``report.md`` (warnings first, then tables,
+definitions, the environment), ``throughput.png``, ``efficiency.png``, ``memory.png``, ``breakdown.png``,
+and ``runs/<label>/rep<k>/`` (each run's log, config and stdout; checkpoints are deleted).
+``--render-only results.json`` writes report.md and the plots again beside that file and runs nothing.
 
 results.json (``schema_version`` 1; fields are only ever added):
   environment   the shared record (yolofuse_scale/bench/environment.py): host, machine_label, cpu, cores,
@@ -20,13 +21,16 @@ results.json (``schema_version`` 1; fields are only ever added):
   config        the benchmark's arguments
   runs[]        one per configuration: label, strategy, devices, scaling (weak|strong|option|no_sync),
                 per_device_batch, global_batch, option, repeats[] (per repeat: images_per_s, step_s,
-                phases_s, comm, peak_memory, model_state_bytes, mfu, error), and the medians over
+                phases_s, comm, peak_memory, model_state_bytes, mfu, load, error), and the medians over
                 repeats: images_per_s {median,min,max}, images_per_s_per_device, step_s, phases_s,
                 data_share, comm_bytes_per_step, comm, peak_memory_max, model_state_bytes_max, mfu,
                 efficiency (vs the same strategy at 1 device), vs_ddp, overhead_vs_1_s,
                 exposed_comm_s (vs the --no-sync-baseline run), error
+  load          cores, cores the largest run needs, other processes' CPU use and steal before, during
+                and after the runs (yolofuse_scale/bench/load.py; each repeat has its own "load")
   link_fit      alpha/beta fitted from all-reduce timings at the largest device count (if >= 2)
   projection    per topology and strategy: efficiency at each --project count; measured_vs_projected
+                (with the fit check: overhead_s, exposed_no_overlap_s, exposed_full_overlap_s, verdict)
   comparisons   optional sections (a checkout's benchmarks/scaling.py: Ultralytics' own trainer, YOLOFuse's)
 """
 
@@ -39,14 +43,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from yolofuse_scale.bench import projection
+from yolofuse_scale.bench import checks, load, projection
 from yolofuse_scale.bench.collectives import fit_measured_link
 from yolofuse_scale.bench.environment import environment
 from yolofuse_scale.bench.measure import combine, derive, measure
 from yolofuse_scale.bench.plan import RunSpec, pairs_needed, plan
 from yolofuse_scale.bench.plots import plots
 from yolofuse_scale.bench.report import report
-from yolofuse_scale.errors import ArgumentParser
+from yolofuse_scale.errors import ArgumentParser, ConfigError
 from yolofuse_scale.io import write_atomic
 
 SCHEMA_VERSION = 1
@@ -96,6 +100,8 @@ def build_parser(prog: str = "yolofuse-scale bench") -> argparse.ArgumentParser:
     p.add_argument("--run-timeout", type=int, default=1800, help="seconds before one run counts as failed")
     p.add_argument("--machine-label", default="", help="how the report names this machine (default: hostname)")
     p.add_argument("--out", default="reports/scaling")
+    p.add_argument("--render-only", default="", metavar="RESULTS_JSON",
+                   help="run nothing: write report.md and the plots again from a sweep's results.json, beside it")
     return p
 
 
@@ -112,6 +118,8 @@ def run(args: argparse.Namespace, command: list[str], comparisons: Comparisons |
     ``command``: the command line the environment record names; ``comparisons``: report sections of
     other trainers (a checkout's ``benchmarks/scaling.py`` adds Ultralytics' and YOLOFuse's).
     """
+    if args.render_only:
+        return render(Path(args.render_only))
     specs = plan(args)  # bad flags end here, before any run
     projection.check_arguments(args)
     out = Path(args.out).resolve()
@@ -121,11 +129,17 @@ def run(args: argparse.Namespace, command: list[str], comparisons: Comparisons |
                                "environment": environment(threads=args.threads, machine_label=args.machine_label,
                                                           command=command),
                                "config": vars(args), "runs": []}
+    n_max = max(s.devices for s in specs)
+    # other processes' CPU use before, around each run and after (the report warns on a loaded machine)
+    results["load"] = load.start(n_max, args.threads, bool(results["environment"]["gpus"]))
+    first = load.sample()
     for i, spec in enumerate(specs):
         repeats = []
         for k in range(args.repeats):
             print(f"[{i + 1}/{len(specs)}] {spec.label} repeat {k + 1}/{args.repeats}", file=sys.stderr, flush=True)
+            before = load.sample()
             repeats.append(measure(spec, args, data_yaml, out / "runs" / spec.label / f"rep{k}"))
+            repeats[-1]["load"] = load.usage(before, load.sample())
             if "error" in repeats[-1]:
                 print(f"  failed: {repeats[-1]['error'][-300:]}", file=sys.stderr)
                 break  # a configuration that fails once (e.g. out of memory) fails again
@@ -135,17 +149,68 @@ def run(args: argparse.Namespace, command: list[str], comparisons: Comparisons |
                                 "repeats": repeats, **combine(repeats, spec.devices)})
         # after every configuration: a sweep cut short by a time limit keeps what it measured
         write_atomic(out / "results.json", json.dumps(results, indent=1))
+    results["load"]["during"] = load.usage(first, load.sample())
+    results["load"]["after"] = load.idle_window()
     derive(results["runs"])
-    n_max = max(s.devices for s in specs)
     results["link_fit"] = fit_measured_link(n_max, args.threads, out) if n_max > 1 else None
     results["projection"] = projection.projections(results["runs"], args, results["link_fit"])
     results["comparisons"] = comparisons(args, out) if comparisons else {}
     write_atomic(out / "results.json", json.dumps(results, indent=1))
-    results["plots"] = plots(results, out)
-    (out / "report.md").write_text(report(results))
-    print(report(results))
-    print(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and {len(results['plots'])} plots", file=sys.stderr)
+    write_report(results, out)
     return 0
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    """``report.md`` and the plots into ``out``; the report on stdout, its warnings again on stderr."""
+    text = report(results)  # first: a results.json that cannot be rendered writes nothing
+    names = plots(results, out)
+    write_atomic(out / "report.md", text)
+    print(text)
+    for line in checks.warnings(results):
+        print(f"warning: {line.replace('**', '')}", file=sys.stderr)
+    print(f"\nwrote {out / 'report.md'} and {len(names)} plots ({', '.join(names)}) from {out / 'results.json'}",
+          file=sys.stderr)
+
+
+#: a results.json larger than this is not a sweep's (a 1000-run sweep writes a few MiB)
+MAX_RESULTS_BYTES = 64 << 20
+
+
+def render(path: Path) -> int:
+    """``--render-only``: report.md and the plots again from a finished sweep's ``results.json``, beside it."""
+    results = load_results(path)
+    try:
+        write_report(results, path.parent)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise ConfigError(f"{path}: not a complete scaling benchmark results.json ({type(e).__name__}: {e}); "
+                          "nothing was written") from None
+    return 0
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """A sweep's ``results.json``, refused with one message naming the file (and the line) when it is not one."""
+    if not path.is_file():
+        raise ConfigError(f"--render-only {path}: no such file")
+    if path.stat().st_size > MAX_RESULTS_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes, more than a sweep's results.json "
+                          f"({MAX_RESULTS_BYTES >> 20} MiB at most)")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: not JSON ({e.msg}, column {e.colno})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested deeper than Python's JSON reader goes; not a sweep's results.json") from None
+    if not isinstance(results, dict) or "schema_version" not in results:
+        raise ConfigError(f"{path}: not a scaling benchmark results.json (no schema_version)")
+    if results["schema_version"] != SCHEMA_VERSION:
+        raise ConfigError(f"{path}: schema_version {results['schema_version']!r}; this version renders "
+                          f"{SCHEMA_VERSION}")
+    for key, kind in (("environment", dict), ("config", dict), ("runs", list)):
+        if not isinstance(results.get(key), kind):
+            raise ConfigError(f"{path}: not a scaling benchmark results.json ({key!r} is not a {kind.__name__})")
+    return results
 
 
 def _synthetic_data(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> Path:
