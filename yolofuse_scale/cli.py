@@ -61,15 +61,16 @@ def train_main(argv: list[str] | None = None) -> int:
     return run_entry(run_train, args)
 
 
-def run_train(args: argparse.Namespace, callbacks: Sequence = ()) -> int:
-    """Train as ``args`` say; ``callbacks``: engine.trainer.Callback hooks (benchmarks use them)."""
+def run_train(args: argparse.Namespace, callbacks: Sequence = (), skip_grad_sync: bool = False) -> int:
+    """Train as ``args`` say; ``callbacks``: engine.trainer.Callback hooks (benchmarks use them);
+    ``skip_grad_sync``: the scaling benchmark's no-sync baseline (``bench/no_sync.py``), no user setting."""
     from yolofuse_scale.config import config_from_args
     from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace
     from yolofuse_scale.engine.trainer import Trainer
 
     # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
     try:
-        Trainer(config_from_args(args), callbacks).fit()
+        Trainer(config_from_args(args), callbacks, skip_grad_sync).fit()
     finally:
         release_shm_workspace()
     return 0
@@ -99,7 +100,7 @@ def add_val_arguments(parser: argparse.ArgumentParser) -> None:
 def run_val(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from yolofuse_scale.config import TrainConfig
+    from yolofuse_scale.config import RunConfig
     from yolofuse_scale.data import load_data_config, scan_split
     from yolofuse_scale.data.config import DataError, check_classes
     from yolofuse_scale.data.device_augment import validation_data
@@ -109,7 +110,7 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.engine.strategy import build_accelerator
     from yolofuse_scale.inference import load_weights_model
 
-    acc = build_accelerator(TrainConfig())
+    acc = build_accelerator(RunConfig())
     # bad weights or data (the messages name the file) end in run_entry's one message, printed once per job
     model, payload = load_weights_model(args.weights)
     if args.nms_free:
