@@ -61,16 +61,15 @@ def train_main(argv: list[str] | None = None) -> int:
     return run_entry(run_train, args)
 
 
-def run_train(args: argparse.Namespace, callbacks: Sequence = (), skip_grad_sync: bool = False) -> int:
-    """Train as ``args`` say; ``callbacks``: engine.trainer.Callback hooks (benchmarks use them);
-    ``skip_grad_sync``: the scaling benchmark's no-sync baseline (``bench/no_sync.py``), no user setting."""
+def run_train(args: argparse.Namespace, callbacks: Sequence = ()) -> int:
+    """Train as ``args`` say; ``callbacks``: engine.trainer.Callback hooks (benchmarks use them)."""
     from yolofuse_scale.config import config_from_args
     from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace
     from yolofuse_scale.engine.trainer import Trainer
 
     # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
     try:
-        Trainer(config_from_args(args), callbacks, skip_grad_sync).fit()
+        Trainer(config_from_args(args), callbacks).fit()
     finally:
         release_shm_workspace()
     return 0

@@ -7,16 +7,15 @@ pair, its placeholder a value (``--epochs N``, ``--lr LR``, ``--data FILE``: the
 metadata, else N for a count and the key for anything else), never the ``section.key`` the parser stores
 it under.
 
-Why our own argparse and not a dataclass-to-CLI library (torchtitan uses ``tyro``; 1.0.16 was tried):
-tyro keeps docstrings as help and has ``--X/--no-X`` and ``Literal`` choices, but it would remove only
-the ~40 lines that build the parser and read the docstrings (it reads them from the source too, with
-``tokenize``), and it cannot do what the rest of this package does: flags without a section prefix
-need ``OmitArgPrefixes``; placeholders read ``INT``/``STR`` unless each field is annotated; a check
-runs when a default instance is built, so a ``--config`` file's bad value could not be corrected by a
-flag; its errors are framed boxes with exit code 2 instead of the one ``error: FILE:LINE: ...`` line,
-printed once per job, of ``errors.py``; it knows no file lines; Ultralytics-style ``key=value``
-arguments need a rewrite of the argument list either way. It would add tyro, docstring-parser and
-typeguard to the dependencies and to ``make wheels``' GPU wheel list.
+Why our own argparse and not a dataclass-to-CLI library (torchtitan uses ``tyro``; 1.0.16 was tried on
+these sections): tyro keeps the docstrings as help, ``--X/--no-X`` and ``Literal`` choices, and would remove
+the ~40 lines that build the parser and read the docstrings (it reads them from the source as well, with
+``tokenize``). What it costs here: unprefixed flags need ``OmitArgPrefixes`` and value placeholders an
+annotation per field (it shows ``INT``/``STR``); a ``--config`` file would be a default instance, whose checks
+run before the flags apply, so a flag could no longer correct a file's bad value; its errors are framed boxes
+with exit code 2, not the one ``error: FILE:LINE: ...`` line per job of ``errors.py``; it knows no file lines,
+so ``file.py`` stays; Ultralytics-style ``key=value`` arguments need a rewrite of the argument list either way;
+and tyro, docstring-parser and typeguard would join the dependencies and ``make wheels``' GPU wheel list.
 
 The field docstrings are read with ``ast`` from the source (:func:`field_docs`): Python keeps no
 attribute docstrings at run time, and the alternative, ``metadata={"help": ...}`` on every field, loses
@@ -105,7 +104,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                               "a fusion", settings=("model",))
         check_paths(cfg)
     except ConfigError as e:
-        at = next((from_file[home] for home in ((SECTION_OF[k], k) for k in e.settings) if home in from_file), None)
+        at = next((from_file[home] for home in ((SECTION_OF.get(k), k) for k in e.settings) if home in from_file), None)
         raise (ConfigError(f"{at}: {e}", settings=e.settings) if at else e) from None
     return cfg
 

@@ -345,6 +345,8 @@ class RunConfig:
             values: dict[str, Any] = {}
             nested: dict[str, dict[str, Any]] = {}  # the recipe's settings, by the section field holding it
             for key, value in (d.get(section) or {}).items():
+                if key not in knobs(sub_cls):
+                    raise ConfigError(f"unknown setting {section}.{key}", settings=(key,))
                 path = knobs(sub_cls)[key].path
                 if len(path) == 1:
                     values[key] = value

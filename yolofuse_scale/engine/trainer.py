@@ -116,7 +116,7 @@ class Trainer:
     without communication (``bench/no_sync.py``), DDP and FSDP only; no user setting.
     """
 
-    def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = (), skip_grad_sync: bool = False):
+    def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = (), *, skip_grad_sync: bool = False):
         self.cfg = cfg
         self.callbacks = list(callbacks)
         self.skip_grad_sync = skip_grad_sync
