@@ -463,25 +463,26 @@ def test_config_model_yaml_without_fusion_is_accepted():
 
 
 def test_config_strategy_contradicts_the_accelerate_config(capsys):
-    from yolofuse_scale.config import TrainConfig
+    from yolofuse_scale.config import ParallelConfig
     from yolofuse_scale.engine.strategy import check_strategy_flags
 
     fsdp = {"ACCELERATE_USE_FSDP": "true"}
-    assert_user_error(lambda: check_strategy_flags(TrainConfig(strategy="zero2"), fsdp),
+    assert_user_error(lambda: check_strategy_flags(ParallelConfig(strategy="zero2"), fsdp),
                       "--strategy zero2 asks for DeepSpeed but the accelerate config", "sets up FSDP", capsys=capsys)
-    assert_user_error(lambda: check_strategy_flags(TrainConfig(strategy="ddp"), {"ACCELERATE_USE_DEEPSPEED": "true"}),
+    deepspeed = {"ACCELERATE_USE_DEEPSPEED": "true"}
+    assert_user_error(lambda: check_strategy_flags(ParallelConfig(strategy="ddp"), deepspeed),
                       "--strategy ddp asks for DDP", "sets up DeepSpeed", capsys=capsys)
-    check_strategy_flags(TrainConfig(strategy="fsdp"), fsdp)  # agreeing: fine
-    check_strategy_flags(TrainConfig(), fsdp)  # auto: the launcher decides
+    check_strategy_flags(ParallelConfig(strategy="fsdp"), fsdp)  # agreeing: fine
+    check_strategy_flags(ParallelConfig(), fsdp)  # auto: the launcher decides
 
 
 def test_config_deepspeed_json_contradicts_the_batch_flags(tmp_path, capsys):
-    from yolofuse_scale.config import OptimConfig, TrainConfig
+    from yolofuse_scale.config import RunConfig, TrainConfig
     from yolofuse_scale.engine.strategy import deepspeed_config
 
     ds = tmp_path / "ds.json"
     ds.write_text('{"train_batch_size": 64, "zero_optimization": {"stage": 2}}')
-    assert_user_error(lambda: deepspeed_config(str(ds), TrainConfig(batch_size=4, grad_accum=2), OptimConfig(), 2),
+    assert_user_error(lambda: deepspeed_config(str(ds), RunConfig(train=TrainConfig(batch_size=4, grad_accum=2)), 2),
                       f"{ds}: 'train_batch_size': 64 contradicts the loop's --batch-size x processes x "
                       "--grad-accum = 16",
                       capsys=capsys)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from yolofuse_scale.config import OptimConfig, TrainConfig
+from yolofuse_scale.config import OptimConfig, ParallelConfig, RunConfig, TrainConfig
 from yolofuse_scale.engine.strategy import DistributedSetupError, deepspeed_config
 
 STEPS = ["--max-steps", "3", "--no-val", "--no-ema"]
@@ -46,8 +46,8 @@ def _cfg(tmp_path, **entries):
 
 
 def test_loop_settings_are_written_into_the_config(tmp_path):
-    train = TrainConfig(batch_size=8, grad_accum=3)
-    ds = deepspeed_config(_cfg(tmp_path, gradient_clipping="auto"), train, OptimConfig(clip_grad=10.0), world_size=2)
+    run = RunConfig(train=TrainConfig(batch_size=8, grad_accum=3), optim=OptimConfig(clip_grad=10.0))
+    ds = deepspeed_config(_cfg(tmp_path, gradient_clipping="auto"), run, world_size=2)
     assert ds["gradient_clipping"] == 10.0  # not Accelerate's auto-fill of 1.0
     assert ds["gradient_accumulation_steps"] == 3 and ds["train_batch_size"] == 48
     assert ds["train_micro_batch_size_per_gpu"] == 8
@@ -66,24 +66,24 @@ def test_loop_settings_are_written_into_the_config(tmp_path):
 def test_contradicting_configs_are_refused(tmp_path, entries, message):
     path = _cfg(tmp_path, **entries)
     with pytest.raises(DistributedSetupError) as e:
-        deepspeed_config(path, TrainConfig(), OptimConfig(), world_size=1)
+        deepspeed_config(path, RunConfig(), world_size=1)
     assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
 
 
 def test_mixed_precision_keeps_batchnorm_fp32_under_deepspeed(tmp_path):
     """bf16 becomes DeepSpeed's torch_autocast (fp32 parameters, BN included), never bf16.enabled."""
-    ds = deepspeed_config(_cfg(tmp_path), TrainConfig(mixed_precision="bf16"), OptimConfig(), world_size=2)
+    ds = deepspeed_config(_cfg(tmp_path), RunConfig(parallel=ParallelConfig(mixed_precision="bf16")), world_size=2)
     assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in ds
     for stage in (0, 2):  # stage 0 used to train in fp32 silently
         with pytest.raises(DistributedSetupError, match=rf"fp16 under ZeRO \(stage {stage}\): DeepSpeed's autocast"):
-            deepspeed_config(_cfg(tmp_path, zero_optimization={"stage": stage}), TrainConfig(mixed_precision="fp16"),
-                             OptimConfig(), world_size=2)
+            deepspeed_config(_cfg(tmp_path, zero_optimization={"stage": stage}),
+                             RunConfig(parallel=ParallelConfig(mixed_precision="fp16")), world_size=2)
 
 
 def test_offload_configs_accept_the_loops_optimizer():
     from tests.conftest import ROOT
 
-    ds = deepspeed_config(str(ROOT / "ds_configs" / "zero3_offload.json"), TrainConfig(), OptimConfig(), world_size=2)
+    ds = deepspeed_config(str(ROOT / "ds_configs" / "zero3_offload.json"), RunConfig(), world_size=2)
     assert ds["zero_force_ds_cpu_optimizer"] is False
     assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
 
@@ -92,7 +92,7 @@ def test_broken_json_names_the_line(tmp_path):
     path = tmp_path / "ds.json"
     path.write_text('{\n  "zero_optimization": {"stage": 2},\n  oops\n}')
     with pytest.raises(DistributedSetupError, match=r"ds.json:3: not valid JSON"):
-        deepspeed_config(str(path), TrainConfig(), OptimConfig(), world_size=1)
+        deepspeed_config(str(path), RunConfig(), world_size=1)
 
 
 @pytest.mark.slow

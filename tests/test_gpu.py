@@ -77,10 +77,10 @@ def assert_resumes_like(whole, resumed, rtol: float) -> None:
 #: Run under torchrun: the process group the strategy module builds, and one collective on it.
 NCCL_PROBE = """
 import torch
-from yolofuse_scale.config import TrainConfig
+from yolofuse_scale.config import RunConfig
 from yolofuse_scale.engine.strategy import build_accelerator
 
-acc = build_accelerator(TrainConfig())
+acc = build_accelerator(RunConfig())
 x = torch.ones(3, device=acc.device)
 torch.distributed.all_reduce(x)
 print(f"backend={torch.distributed.get_backend()} device={x.device.type} type={acc.distributed_type.value} "

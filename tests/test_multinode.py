@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from tests.conftest import BASE_ARGS, BIN, ENV, ROOT, Run, free_port
-from yolofuse_scale.config import OptimConfig, TrainConfig
+from yolofuse_scale.config import CheckpointConfig, ParallelConfig, RunConfig
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine.strategy import DistributedSetupError, build_accelerator, deepspeed_config
 
@@ -239,13 +239,13 @@ def test_slurm_script_starts_one_torchrun_per_node(tmp_path):
 
 # ------------------------------------------------------------------- node-local storage, in-process
 def test_node_local_storage_reaches_deepspeed_and_refuses_fsdp():
-    ds = deepspeed_config(str(ROOT / "ds_configs" / "zero2.json"), TrainConfig(save_on_each_node=True),
-                          OptimConfig(), world_size=2)
+    ds = deepspeed_config(str(ROOT / "ds_configs" / "zero2.json"),
+                          RunConfig(checkpoint=CheckpointConfig(save_on_each_node=True)), world_size=2)
     assert ds["checkpoint"] == {"use_node_local_storage": True}  # each node's local rank 0 writes model states
-    assert "checkpoint" not in deepspeed_config(str(ROOT / "ds_configs" / "zero2.json"), TrainConfig(),
-                                                OptimConfig(), world_size=2)
+    assert "checkpoint" not in deepspeed_config(str(ROOT / "ds_configs" / "zero2.json"), RunConfig(), world_size=2)
     with pytest.raises(DistributedSetupError, match="--save-on-each-node with FSDP"):
-        build_accelerator(TrainConfig(strategy="fsdp", save_on_each_node=True))
+        build_accelerator(RunConfig(parallel=ParallelConfig(strategy="fsdp"),
+                                    checkpoint=CheckpointConfig(save_on_each_node=True)))
 
 
 class _Ranks:

@@ -20,7 +20,7 @@ import yaml
 
 import yolofuse_scale
 from tests.conftest import BIN, ENV, ROOT, free_port
-from yolofuse_scale.config import OptimConfig, TrainConfig
+from yolofuse_scale.config import ParallelConfig, RunConfig
 from yolofuse_scale.engine.strategy import PACKAGED_CONFIGS, DistributedSetupError, deepspeed_config, deepspeed_file
 
 PACKAGE_CONFIGS = ROOT / "yolofuse_scale" / "configs"
@@ -47,18 +47,18 @@ def test_accelerate_configs_deepspeed_file_works_from_any_directory(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", "ds_configs/zero2.json")
-    path, origin = deepspeed_file(TrainConfig())
+    path, origin = deepspeed_file(ParallelConfig())
     assert Path(path) == PACKAGE_CONFIGS / "deepspeed" / "zero2.json"
     # a file of that name in the working directory is the user's own: it wins
     (tmp_path / "ds_configs").mkdir()
     (tmp_path / "ds_configs" / "zero2.json").write_text('{"zero_optimization": {"stage": 1}}')
-    assert deepspeed_file(TrainConfig())[0] == "ds_configs/zero2.json"
+    assert deepspeed_file(ParallelConfig())[0] == "ds_configs/zero2.json"
     # a missing file is named with where it came from (not as a --deepspeed flag the user never passed)
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", "ds_configs/nothing.json")
-    path, origin = deepspeed_file(TrainConfig())
+    path, origin = deepspeed_file(ParallelConfig())
     with pytest.raises(DistributedSetupError, match="^the accelerate config's deepspeed_config_file ds_configs/no"):
-        deepspeed_config(path, TrainConfig(), OptimConfig(), world_size=1, origin=origin)
-    assert deepspeed_file(TrainConfig(strategy="zero3"))[0] == str(PACKAGE_CONFIGS / "deepspeed" / "zero3.json")
+        deepspeed_config(path, RunConfig(), world_size=1, origin=origin)
+    assert deepspeed_file(ParallelConfig(strategy="zero3"))[0] == str(PACKAGE_CONFIGS / "deepspeed" / "zero3.json")
 
 
 def test_this_process_imports_this_checkout():

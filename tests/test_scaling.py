@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from benchmarks import scaling
-from tests.conftest import ENV, ROOT
+from tests.conftest import ENV, ROOT, launch
 from yolofuse_scale.bench import measure, sweep
 from yolofuse_scale.bench import plan as sweep_plan
 from yolofuse_scale.bench import projection as proj
@@ -165,3 +165,17 @@ def test_tiny_real_run_writes_schema_report_and_plots(tmp_path):
     assert all((out / f).stat().st_size > 1000 for f in ("throughput.png", "efficiency.png", "memory.png",
                                                           "breakdown.png"))
     assert not any(out.glob("runs/*/rep0/checkpoints"))  # raw logs kept, checkpoints dropped
+
+
+@pytest.mark.slow
+def test_the_no_sync_baseline_trains_without_gradient_communication(tiny_data, tmp_path):
+    """``--no-sync-baseline``'s program (no user flag any more): the train flags, and no gradient all-reduce
+    (2 DDP ranks; only the step's 20-byte reduction of the logged losses is left)."""
+    out = tmp_path / "nosync"
+    run = launch("torchrun", 2, ["-m", "yolofuse_scale.bench.no_sync", "--data", str(tiny_data), "--model", "yolov8t",
+                                 "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--epochs", "1",
+                                 "--max-steps", "2", "--no-val", "--warmup-epochs", "0", "--measure-comm",
+                                 "--output-dir", str(out)], out)
+    assert "WARNING skip_grad_sync (benchmark): gradients are never synchronised" in run.output
+    assert [r["step"] for r in run.log] == [1, 2]
+    assert all(r["comm"]["all_reduce"][1] < 1000 for r in run.log), [r["comm"] for r in run.log]

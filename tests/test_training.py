@@ -105,9 +105,9 @@ def test_undistributed_launch_with_world_size_refuses(monkeypatch):
 
 HANG = """
 import sys, time
-from yolofuse_scale.config import TrainConfig
+from yolofuse_scale.config import ParallelConfig, RunConfig
 from yolofuse_scale.engine.strategy import build_accelerator
-acc = build_accelerator(TrainConfig(dist_timeout=5))
+acc = build_accelerator(RunConfig(parallel=ParallelConfig(dist_timeout=5)))
 if acc.process_index == 1:
     time.sleep(120)  # a hung rank
 acc.wait_for_everyone()

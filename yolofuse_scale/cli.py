@@ -99,7 +99,7 @@ def add_val_arguments(parser: argparse.ArgumentParser) -> None:
 def run_val(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from yolofuse_scale.config import TrainConfig
+    from yolofuse_scale.config import RunConfig
     from yolofuse_scale.data import load_data_config, scan_split
     from yolofuse_scale.data.config import DataError, check_classes
     from yolofuse_scale.data.loaders import validation_feed
@@ -109,7 +109,7 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.engine.strategy import build_accelerator
     from yolofuse_scale.inference import load_weights_model
 
-    acc = build_accelerator(TrainConfig())
+    acc = build_accelerator(RunConfig())
     # bad weights or data (the messages name the file) end in run_entry's one message, printed once per job
     model, payload = load_weights_model(args.weights)
     if args.nms_free:

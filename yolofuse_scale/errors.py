@@ -44,7 +44,15 @@ class UserError(Exception):
 
 
 class ConfigError(UserError, ValueError):
-    """A bad flag, flag combination or ``--config`` file (a ValueError, as these were before)."""
+    """A bad flag, flag combination or ``--config`` file (a ValueError, as these were before).
+
+    ``settings``: the keys of the settings a check refuses (``("imgsz",)``; a cross-field check names each),
+    so the caller can say where they were set (``config/flags.py``: a ``--config`` file's line).
+    """
+
+    def __init__(self, message: str = "", *, settings: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.settings = tuple(settings)
 
 
 class DistributedSetupError(UserError, RuntimeError):

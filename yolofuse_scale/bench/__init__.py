@@ -7,6 +7,7 @@ One concern per module, in the order a sweep uses them:
 - ``plan``: which runs a sweep makes (:class:`~yolofuse_scale.bench.plan.RunSpec`) and their train flags.
 - ``launch``: launching ``-m yolofuse_scale train`` under python, torchrun, accelerate or a user's
   prefix, with its environment and a timeout that stops the whole process tree.
+- ``no_sync``: the program the no-sync baseline runs launch: the train flags, gradients never synchronised.
 - ``measure``: one run's numbers from its ``train_log.jsonl`` and ``metrics.json``, medians over
   repeats, efficiency and the ratios between runs.
 - ``collectives``: all-reduce timings on the launched ranks and the link fitted to them.

@@ -37,6 +37,8 @@ from yolofuse_scale.bench.environment import source_root
 BIN = Path(sys.executable).parent
 #: the launched program: this package's ``train`` command (``yolofuse-scale train`` = ``train.py``)
 TRAIN_MODULE = ("yolofuse_scale", "train")
+#: the same training without gradient synchronisation: the --no-sync-baseline runs (``no_sync.py``)
+NO_SYNC_MODULE = ("yolofuse_scale.bench.no_sync",)
 #: seconds a timed-out run gets between SIGTERM and SIGKILL: torchrun's own grace for its workers is 30 s
 STOP_GRACE_S = 40.0
 
@@ -98,9 +100,11 @@ def module_command(prefix: list[str], module: str, *args: str) -> list[str]:
     return [*prefix, flag, module, *args]
 
 
-def train_command(train_args: list[str], launcher: str | list[str] = "python", nproc: int = 1, **kw: Any) -> list[str]:
-    """``[launcher..., -m, yolofuse_scale, train, *train_args]`` (see :func:`launcher_command` for the rest)."""
-    return module_command(launcher_command(launcher, nproc, **kw), *TRAIN_MODULE, *train_args)
+def train_command(train_args: list[str], launcher: str | list[str] = "python", nproc: int = 1,
+                  module: tuple[str, ...] = TRAIN_MODULE, **kw: Any) -> list[str]:
+    """``[launcher..., -m, yolofuse_scale, train, *train_args]`` (``module``: another program taking the train
+    flags, e.g. :data:`NO_SYNC_MODULE`; see :func:`launcher_command` for the rest)."""
+    return module_command(launcher_command(launcher, nproc, **kw), *module, *train_args)
 
 
 @dataclass
@@ -162,10 +166,11 @@ def run_command(cmd: list[str], env: dict[str, str] | None = None, timeout: floa
 
 def run_training(train_args: list[str], *, launcher: str | list[str] = "python", nproc: int = 1,
                  threads: int | None = None, env: dict[str, str] | None = None, timeout: float | None = None,
-                 log: Path | None = None, accelerate_config: str = "ddp") -> RunResult:
-    """``yolofuse-scale train train_args`` under ``launcher``, in :func:`train_env` (or ``env``), until done or
-    ``timeout``."""
-    cmd = train_command(train_args, launcher, nproc, accelerate_config=accelerate_config)
+                 log: Path | None = None, accelerate_config: str = "ddp",
+                 module: tuple[str, ...] = TRAIN_MODULE) -> RunResult:
+    """``yolofuse-scale train train_args`` (or ``module``'s program) under ``launcher``, in :func:`train_env` (or
+    ``env``), until done or ``timeout``."""
+    cmd = train_command(train_args, launcher, nproc, module, accelerate_config=accelerate_config)
     return run_command(cmd, env if env is not None else train_env(threads), timeout, log=log)
 
 

@@ -61,7 +61,7 @@ def measure(spec: RunSpec, args: argparse.Namespace, data_yaml: Path, out: Path)
     out.mkdir(parents=True)
     run = launch.run_training(train_args(spec, args, data_yaml, out), launcher=args.launcher, nproc=spec.devices,
                               threads=args.threads, timeout=args.run_timeout, log=out / "stdout.txt",
-                              accelerate_config=spec.strategy)
+                              accelerate_config=spec.strategy, module=spec.module)
     for name in DROPPED:
         shutil.rmtree(out / name, ignore_errors=True)
     result: dict[str, Any] = {"wall_s": run.wall_s, "command": shlex.join(run.command)}

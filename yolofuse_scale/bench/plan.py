@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yolofuse_scale.bench.launch import NO_SYNC_MODULE, TRAIN_MODULE
 from yolofuse_scale.errors import ConfigError
 
 #: ``--vary`` names that are not train flags of the same name
@@ -26,6 +27,7 @@ class RunSpec:
     scaling: str  # weak | strong | option | no_sync
     option: str = ""  # "name=value" for --vary runs
     extra: list[str] = field(default_factory=list)
+    module: tuple[str, ...] = TRAIN_MODULE  # the launched program (no_sync: launch.NO_SYNC_MODULE)
 
     @property
     def label(self) -> str:
@@ -76,7 +78,7 @@ def plan(args: argparse.Namespace) -> list[RunSpec]:
                     raise ConfigError(f"--global-batch-size {g} is not divisible by {n} devices")
                 specs.append(RunSpec(s, n, g // n, "strong"))
     if args.no_sync_baseline:  # step time without gradient communication (DDP, FSDP only)
-        specs += [RunSpec(s, n, args.batch_size, "no_sync", extra=["--benchmark-skip-grad-sync"])
+        specs += [RunSpec(s, n, args.batch_size, "no_sync", module=NO_SYNC_MODULE)
                   for s in strategies if s in ("ddp", "fsdp") for n in devices if n > 1]
     for name, value in parse_vary(args.vary):  # one-factor-at-a-time, first strategy, fewest devices
         bs = int(value) if name == "batch_size" else args.batch_size

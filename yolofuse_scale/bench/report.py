@@ -43,7 +43,7 @@ DEFINITIONS = """\
 - **overhead vs 1**: step time at N minus step time at 1 device, same strategy and per-device batch:
   communication, waiting for the slowest rank, and (on a CPU) memory-bandwidth contention.
 - **exposed comm**: step time minus the step time of the same run with gradient synchronisation
-  switched off (`--benchmark-skip-grad-sync`, DDP and FSDP; `--no-sync-baseline`).
+  switched off (`--no-sync-baseline`: `python -m yolofuse_scale.bench.no_sync`, DDP and FSDP).
 - **comm/step**: payload bytes of this rank's collectives per step (whole tensors reduced or gathered,
   logged by `--measure-comm`); a ring moves 2(N-1)/N of an all-reduce's payload per rank.
 - **peak mem**: the largest rank's peak: CPU RSS (includes the Python process and libraries) or CUDA

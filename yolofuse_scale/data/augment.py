@@ -60,7 +60,7 @@ MosaicPartners = Literal["pool", "dataset", "micro_batch"]
 class AugmentRecipe:
     """The YOLOv8 hyper-parameters (Ultralytics' defaults), plus the IR jitter.
 
-    Each field's docstring is its ``--help`` line (config.py reads them); the run's data section holds
+    Each field's docstring is its ``--help`` line (config/flags.py reads them); the run's data section holds
     one recipe and names its flags after these fields (``scale`` is ``--aug-scale``: ``--scale`` is the model's).
     """
 

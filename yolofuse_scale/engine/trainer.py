@@ -48,7 +48,7 @@ from yolofuse_scale.engine.strategy.launch import launched_world_size, strategy_
 from yolofuse_scale.engine.strategy.sharded import full_state_dict
 from yolofuse_scale.engine.strategy.zero_state import zero_full_state
 from yolofuse_scale.engine.task import DetectionTask
-from yolofuse_scale.errors import ConfigError
+from yolofuse_scale.errors import ConfigError, DistributedSetupError
 from yolofuse_scale.model import build_model, model_summary
 from yolofuse_scale.model.pretrained import apply_pretrained
 
@@ -105,21 +105,27 @@ class Trainer:
     """Train a fusion detector as ``cfg`` says. ``Trainer(cfg).fit()`` returns the final metrics.
 
     ``callbacks``: :class:`Callback` objects the loop calls at epoch starts and step ends, in order.
+    ``skip_grad_sync``: never synchronise gradients (ranks train apart): the scaling benchmark's step time
+    without communication (``bench/no_sync.py``), DDP and FSDP only; no user setting.
     """
 
-    def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = ()):
+    def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = (), *, skip_grad_sync: bool = False):
         self.cfg = cfg
         self.callbacks = list(callbacks)
-        self.out = Path(cfg.train.output_dir)
+        self.skip_grad_sync = skip_grad_sync
+        self.out = Path(cfg.checkpoint.output_dir)
         cfg.train.resolve_grad_accum(launched_world_size())
         # Before the process group and the strategy exist: DeepSpeed binds collectives when it starts.
-        self.comm = CommMeter().install() if cfg.train.measure_comm else None
-        self.accelerator = build_accelerator(cfg.train, project_dir=str(self.out), optim=cfg.optim)
+        self.comm = CommMeter().install() if cfg.log.measure_comm else None
+        self.accelerator = build_accelerator(cfg, project_dir=str(self.out))
         acc = self.accelerator
+        if skip_grad_sync and acc.distributed_type == DistributedType.DEEPSPEED:
+            raise DistributedSetupError("skipping gradient synchronisation works with ddp and fsdp only (DeepSpeed's "
+                                        "engine owns the gradient reduction and has no no_sync)")
         # Which run owns the output folder and where this one resumes from, before anything is
         # written there: a refused start changes nothing (collective).
         # Holds the folder's lock (run_lock.py) until the run ends: every exit below gives it back.
-        self.checkpointer = ckpt.Checkpointer(acc, self.out, cfg.train)
+        self.checkpointer = ckpt.Checkpointer(acc, self.out, cfg.checkpoint)
         try:
             self.log = make_log(acc, self.out, cfg.to_dict())
             for note in self.checkpointer.notes:
@@ -235,28 +241,28 @@ class Trainer:
         self.eval_model = copy.deepcopy(model).to(acc.device).eval()
         self._gathered_at = -1
         self._validated_at = -1  # the step of the last validation: only a fresh one can make a new best.pt
-        model = prepare_model(acc, model, cfg.train, self.log)
+        model = prepare_model(acc, model, cfg.parallel, self.log)
         optimizer = build_optimizer(model, cfg.optim, self.images_per_step,
                                     dtensor_params=acc.distributed_type == DistributedType.FSDP)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         if self.comm is not None:
             self.comm.attach(getattr(self.model, "_orig_mod", self.model))  # under --compile: the DDP inside
-        if cfg.train.benchmark_skip_grad_sync:
-            self.log.info("WARNING --benchmark-skip-grad-sync: gradients are never synchronised, ranks train apart; "
+        if self.skip_grad_sync:
+            self.log.info("WARNING skip_grad_sync (benchmark): gradients are never synchronised, ranks train apart; "
                           "for measuring step time without communication only")
         # The bare model under the strategy's wrapper; the same object for the whole run (DDP, DeepSpeed and
         # compile wrap it, FSDP2 shards it in place), so it is looked up once: per step it cost ~4 ms.
         self.bare = bare = unwrap(acc, self.model)
         self.task = DetectionTask(bare, nbs=cfg.optim.nbs, epochs=cfg.train.epochs,
-                                  channels_last=cfg.train.channels_last)
+                                  channels_last=cfg.parallel.channels_last)
         self.ema = ShardedEMA(bare) if cfg.optim.ema else None
         # Every step's measurements. MFU: training FLOPs per image / the device's peak (0: unknown), at the
         # precision the model computes in (DeepSpeed's is its JSON's torch_autocast: see effective_precision).
         precision = precision_key(effective_precision(acc))
         self.meter = StepMeter(
-            acc.device, phases=cfg.train.time_phases, images_per_step=self.images_per_step,
+            acc.device, phases=cfg.log.time_phases, images_per_step=self.images_per_step,
             world_size=acc.num_processes, flops_per_image=train_flops_per_image(self.model_meta["gflops"]),
-            peak_flops=peak_flops(acc.device, precision, cfg.train.peak_tflops), mfu_precision=precision,
+            peak_flops=peak_flops(acc.device, precision, cfg.log.peak_tflops), mfu_precision=precision,
             comm=self.comm, probe=PrecisionProbe(bare),
             scaled_optimizer=self.optimizer if acc.scaler is not None else None,
         )
@@ -267,7 +273,7 @@ class Trainer:
             "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz,
         })
         self.log.info(
-            f"{acc.num_processes} process(es) on {acc.device.type} ({strategy_name(cfg.train)}: "
+            f"{acc.num_processes} process(es) on {acc.device.type} ({strategy_name(cfg.parallel)}: "
             f"{acc.distributed_type.value}, "
             f"mixed precision {effective_precision(acc)}); batch {cfg.train.batch_size}/device x "
             f"{acc.num_processes} x accumulation {cfg.train.grad_accum} = {self.images_per_step} images/step; "
@@ -357,7 +363,7 @@ class Trainer:
         accum, names = cfg.train.grad_accum, self.task.loss_names
         sums = torch.zeros(len(names) + 2, device=acc.device)  # loss items, backprop objective, non-finite
         files: list[str] = []
-        skip_sync = acc.no_sync if cfg.train.benchmark_skip_grad_sync else lambda _: contextlib.nullcontext()
+        skip_sync = acc.no_sync if self.skip_grad_sync else lambda _: contextlib.nullcontext()
         meter.start()
         for micro, batch in enumerate(self.train_loader):
             batch = self.batch_to_device(batch)  # the loader's own (--loader device: decodes and augments here)
@@ -400,7 +406,7 @@ class Trainer:
             state.step += 1
             state.step_in_epoch += 1
             self._log_step(meter.record(state.step, state.epoch, done.losses, lr, done.grad_norm))
-            if cfg.train.save_every_steps and state.step % cfg.train.save_every_steps == 0:
+            if cfg.checkpoint.save_every_steps and state.step % cfg.checkpoint.save_every_steps == 0:
                 self._save({}, weights=False)
             sums.zero_()
             files = []
@@ -415,7 +421,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_step_end(record)
         self.log.step(record)
-        if state.step % cfg.train.log_every == 0 or state.step == 1:
+        if state.step % cfg.log.log_every == 0 or state.step == 1:
             self.log.info(
                 f"epoch {state.epoch + 1}/{cfg.train.epochs} step {state.step} "
                 f"({state.step_in_epoch}/{self.sampler.steps_per_epoch}) loss {record['loss']:.3f} "

@@ -9,7 +9,7 @@ YOLO26's end-to-end Detect head (``end2end: True``, ``reg_max: 1``) and its loss
 **The registry.** Every variant is declared once, in :data:`VARIANTS` (named after YOLOFuse's): its words
 in ``--fusion``'s help, its row in the README's table, and the function that derives it, whose docstring
 says what it builds and why. Everything else is derived from that table: ``--fusion``'s choices
-(:data:`Fusion`, config.py's field type), the sizes in the help and the docs (computed by building each
+(:data:`Fusion`, config/sections.py's field type), the sizes in the help and the docs (computed by building each
 variant: ``model/sizes.py``), the tests that run every variant (:data:`FUSIONS`), and what the distributed
 strategies shard and recompute (``model/units.py``, declared per block class, so it holds for any model).
 Adding a variant is a derivation function and an entry here, then ``python -m yolofuse_scale.model.sizes``

@@ -39,7 +39,7 @@ from accelerate.utils import (
 )
 from torch.distributed.tensor import DTensor
 
-from yolofuse_scale.config import OptimConfig, TrainConfig
+from yolofuse_scale.config import ParallelConfig, RunConfig
 from yolofuse_scale.engine.strategy import cpu_comm_op
 from yolofuse_scale.engine.strategy.activation_checkpoint import apply_activation_checkpointing
 from yolofuse_scale.engine.strategy.batchnorm import convert_sync_batchnorm
@@ -57,18 +57,16 @@ from yolofuse_scale.engine.strategy.launch import (
 from yolofuse_scale.errors import DistributedSetupError
 
 
-def build_accelerator(
-    cfg: TrainConfig, project_dir: str | None = None, optim: OptimConfig | None = None
-) -> Accelerator:
+def build_accelerator(cfg: RunConfig, project_dir: str | None = None) -> Accelerator:
     """Create the one Accelerator of the process from the launcher's environment and ``cfg``."""
-    check_strategy_flags(cfg)
-    strategy = strategy_name(cfg)
-    if strategy == "fsdp" and cfg.save_on_each_node:
+    check_strategy_flags(cfg.parallel)
+    strategy = strategy_name(cfg.parallel)
+    if strategy == "fsdp" and cfg.checkpoint.save_on_each_node:
         raise DistributedSetupError(
             "--save-on-each-node with FSDP: its sharded (DCP) checkpoints keep one metadata file, written by global "
             "rank 0, that every rank reads on resume; put --output-dir on storage all nodes share and drop the flag"
         )
-    ds_file, ds_origin = deepspeed_file(cfg)
+    ds_file, ds_origin = deepspeed_file(cfg.parallel)
     # DeepSpeed picks its own (CPU) accelerator and Accelerate ignores DeepSpeed under cpu=True.
     cpu = not torch.cuda.is_available() and not ds_file
     handlers: list = [DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False,
@@ -79,32 +77,33 @@ def build_accelerator(
     if launched() or ds_file:
         # Only when launched: naming a backend makes Accelerate expect a process group even for
         # a single plain `python train.py` process (DeepSpeed always wants one).
-        init_elastic_process_group(cfg.dist_timeout)
+        init_elastic_process_group(cfg.parallel.dist_timeout)
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        handlers.append(InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.dist_timeout)))
-    mixed_precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        handlers.append(InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.parallel.dist_timeout)))
+    mixed_precision = cfg.parallel.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if ds_file:
         if not torch.cuda.is_available():  # before DeepSpeed starts: its CPU collectives need a C++ op
             cpu_comm_op.prepare()
-        ds = deepspeed_config(ds_file, replace(cfg, mixed_precision=mixed_precision), optim or OptimConfig(),
+        ds = deepspeed_config(ds_file, replace(cfg, parallel=replace(cfg.parallel, mixed_precision=mixed_precision)),
                               launched_world_size(), origin=ds_origin)
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds)
         mixed_precision = "no"  # precision is the JSON's torch_autocast (see deepspeed_config)
     plugin = fsdp_plugin() if strategy == "fsdp" and launched() else None
     if plugin is not None:
         kwargs["fsdp_plugin"] = plugin
-    if cfg.compile:  # Accelerate compiles after the DDP wrap (DDPOptimizer splits graphs at buckets)
+    if cfg.parallel.compile:  # Accelerate compiles after the DDP wrap (DDPOptimizer splits graphs at buckets)
         kwargs["dynamo_backend"] = "inductor"
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=mixed_precision,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=cfg.grad_accum, sync_with_dataloader=False
+            num_steps=cfg.train.grad_accum, sync_with_dataloader=False
         ),
         kwargs_handlers=handlers,
-        log_with=None if cfg.log_with == "none" else cfg.log_with,
+        log_with=None if cfg.log.log_with == "none" else cfg.log.log_with,
         # save_on_each_node: Accelerate's save_state writes on each node's local main (see storage.py)
-        project_config=ProjectConfiguration(project_dir=project_dir, save_on_each_node=cfg.save_on_each_node),
+        project_config=ProjectConfiguration(project_dir=project_dir,
+                                            save_on_each_node=cfg.checkpoint.save_on_each_node),
         **kwargs,
     )
     if plugin is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
@@ -117,15 +116,14 @@ def build_accelerator(
         accelerator.state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(
             param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     check_distributed(accelerator)
-    if (cfg.compile or cfg.benchmark_skip_grad_sync) and accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise DistributedSetupError("--compile and --benchmark-skip-grad-sync are not supported under DeepSpeed "
-                                    "(its engine owns the graph and the gradient reduction)")
-    if cfg.compile and accelerator.distributed_type == DistributedType.FSDP:
+    if cfg.parallel.compile and accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise DistributedSetupError("--compile is not supported under DeepSpeed (its engine owns the graph)")
+    if cfg.parallel.compile and accelerator.distributed_type == DistributedType.FSDP:
         raise DistributedSetupError("--compile under FSDP2 has not been tested here; use --strategy ddp")
     return accelerator
 
 
-def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainConfig, log) -> torch.nn.Module:
+def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: ParallelConfig, log) -> torch.nn.Module:
     """What the strategy does to the bare model before ``accelerator.prepare``.
 
     - FSDP: the units are the blocks the model declares (``model/units.py``), or those of an accelerate

@@ -22,7 +22,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from yolofuse_scale.config import OptimConfig, TrainConfig
+from yolofuse_scale.config import ParallelConfig, RunConfig
 from yolofuse_scale.engine.strategy.launch import strategy_name
 from yolofuse_scale.errors import DistributedSetupError
 
@@ -33,8 +33,7 @@ from yolofuse_scale.errors import DistributedSetupError
 PACKAGED_CONFIGS = resources.files("yolofuse_scale") / "configs"
 
 
-def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_size: int,
-                     origin: str = "--deepspeed") -> dict:
+def deepspeed_config(path: str, cfg: RunConfig, world_size: int, origin: str = "--deepspeed") -> dict:
     """Read a DeepSpeed JSON and write the loop's batch, accumulation, clipping and precision into it.
 
     ``origin`` names where the path came from (a flag, ``--strategy``, the accelerate config) for
@@ -63,15 +62,15 @@ def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_si
                 f"{path}: '{key}.enabled' casts the whole model, BatchNorm included, to half precision; remove it "
                 "and pass --mixed-precision bf16 (written as DeepSpeed's torch_autocast: BatchNorm stays fp32)"
             )
-    if train.mixed_precision == "bf16":
+    if cfg.parallel.mixed_precision == "bf16":
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
-    elif train.mixed_precision == "fp16":
+    elif cfg.parallel.mixed_precision == "fp16":
         # Stage 0 too: there the run used to train in fp32 without a word (nothing enables autocast).
         raise DistributedSetupError(
             f"{path}: --mixed-precision fp16 under ZeRO (stage {stage}): DeepSpeed's autocast mode has no loss scaler "
             "and its fp16 mode casts BatchNorm; use bf16 (or fp16 with DDP/FSDP, which scale the loss)"
         )
-    if train.save_on_each_node:
+    if cfg.checkpoint.save_on_each_node:
         # Each node's local rank 0 writes the engine's model-states file (by default only global
         # rank 0 does, and the other nodes could not resume from their own disk); every rank writes
         # its optimizer partition either way.
@@ -81,10 +80,10 @@ def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_si
         # its CPUAdam, a JIT-compiled op whose update differs from torch's).
         ds.setdefault("zero_force_ds_cpu_optimizer", False)
     wanted = {
-        "train_micro_batch_size_per_gpu": train.batch_size,
-        "gradient_accumulation_steps": train.grad_accum,
-        "train_batch_size": train.batch_size * train.grad_accum * world_size,
-        "gradient_clipping": float(optim.clip_grad),
+        "train_micro_batch_size_per_gpu": cfg.train.batch_size,
+        "gradient_accumulation_steps": cfg.train.grad_accum,
+        "train_batch_size": cfg.train.batch_size * cfg.train.grad_accum * world_size,
+        "gradient_clipping": float(cfg.optim.clip_grad),
     }
     flags = {"train_micro_batch_size_per_gpu": "--batch-size", "gradient_accumulation_steps": "--grad-accum",
              "train_batch_size": "--batch-size x processes x --grad-accum", "gradient_clipping": "--clip-grad"}
@@ -99,7 +98,7 @@ def deepspeed_config(path: str, train: TrainConfig, optim: OptimConfig, world_si
     return ds
 
 
-def deepspeed_file(cfg: TrainConfig) -> tuple[str, str]:
+def deepspeed_file(cfg: ParallelConfig) -> tuple[str, str]:
     """The DeepSpeed JSON of this run and where it was named: ``--deepspeed``, ``--strategy zeroN``, or
     the accelerate config's ``deepspeed_config_file``; ``("", "")`` when the run is not DeepSpeed.
 

@@ -18,7 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-from yolofuse_scale.config import TrainConfig
+from yolofuse_scale.config import ParallelConfig
 from yolofuse_scale.errors import DistributedSetupError
 
 #: What the launcher declared (``accelerate launch --config_file``), read before any Accelerator of
@@ -36,7 +36,7 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ or launched_world_size() > 1
 
 
-def strategy_name(cfg: TrainConfig) -> str:
+def strategy_name(cfg: ParallelConfig) -> str:
     """``ddp``, ``fsdp`` or ``deepspeed``: what ``--strategy``, ``--deepspeed`` or the launcher asks for."""
     if cfg.strategy.startswith("zero") or cfg.deepspeed:
         return "deepspeed"
@@ -49,7 +49,7 @@ def strategy_name(cfg: TrainConfig) -> str:
     return "ddp"
 
 
-def check_strategy_flags(cfg: TrainConfig, env: dict[str, str] | None = None) -> None:
+def check_strategy_flags(cfg: ParallelConfig, env: dict[str, str] | None = None) -> None:
     """Refuse flags that ask for another strategy than the accelerate config does.
 
     ``strategy_name`` lets a flag win, so ``--strategy zero2`` under an FSDP accelerate config ran
