@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: this pair is on local disk here; an unpinned torch drags a multi-GB download.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[dev,onnx,compare]"
+	$(BIN)/python -m pip install -q -e ".[dev,onnx,compare,trackers,ray]"
 	# DeepSpeed JIT-compiles its CPU communication op on first use (~90 s with g++): do it once here,
 	# into the venv; every launch finds it there by itself (yolofuse_scale/engine/strategy/cpu_comm_op.py).
 	TORCH_EXTENSIONS_DIR=$(VENV)/torch_extensions $(BIN)/python -c \
