@@ -26,7 +26,7 @@ from yolofuse_scale.data import load_data_config, scan_dataset, write_synthetic_
 from yolofuse_scale.data.loaders import training_feed, validation_feed
 from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
-from yolofuse_scale.engine import course
+from yolofuse_scale.engine import course, guards
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
@@ -127,7 +127,7 @@ class Trainer:
         # Holds the folder's lock (run_lock.py) until the run ends: every exit below gives it back.
         self.checkpointer = ckpt.Checkpointer(acc, self.out, cfg.checkpoint)
         try:
-            self.log = make_log(acc, self.out, cfg.to_dict())
+            self.log = make_log(acc, self.out, cfg.to_dict(), self.checkpointer.run_id, cfg.log.log_every)
             for note in self.checkpointer.notes:
                 self.log.info(note)
             set_seed(cfg.train.seed)  # same seed on every rank: identical initial weights everywhere
@@ -164,6 +164,7 @@ class Trainer:
         for line in scanned[0].summary:  # per split: pairs, boxes, background, skipped (is it the data meant?)
             self.log.info(line)
         train_samples, val_samples = samples["train"], samples["val"]
+        self.box_sides = guards.box_sides(train_samples, d.imgsz)  # for the small-box warning (guards.py)
         self.train_fingerprint = ckpt.dataset_fingerprint([(s.rgb, s.ir) for s in train_samples], self.data_cfg.root)
         # --loader (data/loaders.py): which pipeline decodes and augments is decided there; the loop only calls
         # each split's to_device (--loader device: decode and augment on acc.device, in the step's data time)
@@ -286,6 +287,7 @@ class Trainer:
         try:
             return self._fit()
         except BaseException:  # an error, Ctrl-C: the folder's lock goes back (SIGTERM: run_lock's handler)
+            self.log.interrupt()  # the live bar goes before the error's line
             self.checkpointer.release()
             raise
 
@@ -300,11 +302,13 @@ class Trainer:
             stopped = self._train_epoch(max_steps)
             if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
                 break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
-            if cfg.train.val or self._is_last_epoch(stopped):
+            validated = cfg.train.val or self._is_last_epoch(stopped)
+            if validated:
                 state.metrics = self._validate()
             state.epoch += 1
             state.step_in_epoch = 0
             self._save(state.metrics)
+            self.log.end_epoch(state.epoch, state.metrics if validated else None)  # summary line, trackers
         return self._finish(start_step, stopped)
 
     def _load(self) -> int:
@@ -336,6 +340,9 @@ class Trainer:
         mosaic = d.recipe.close_mosaic if d.augment and d.recipe.mosaic > 0 else None
         self.log.info(course.describe(self.schedule, self.state.step, extended_from, mosaic,
                                       self.task if self.task.end_to_end else None))
+        for warning in guards.small_run_warnings(self.schedule, self.state.step, self.box_sides, d.imgsz,
+                                                 int(self.bare.stride.min())):
+            self.log.info(f"warning: {warning}")  # a long warm-up, boxes under the finest stride: with the fix
 
     def _keep_best_consistent(self) -> None:
         """best_fitness describes weights/best.pt or nothing: when the resume found no best.pt of this timeline
@@ -355,6 +362,8 @@ class Trainer:
         self.task.set_epoch(epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(epoch)
+        self.log.start_epoch(epoch, self.cfg.train.epochs, self.sampler.steps_per_epoch, self.state.step_in_epoch,
+                             self.images_per_step, self.task.loss_names, self.state.best_fitness)
 
     def _train_epoch(self, max_steps: float) -> bool:
         """Train until the epoch ends or ``max_steps`` is reached; return whether training must stop."""
@@ -416,18 +425,10 @@ class Trainer:
         return False
 
     def _log_step(self, record: dict[str, Any]) -> None:
-        """Callbacks, then the record into train_log.jsonl and, every --log-every steps, one console line."""
-        state, cfg, names = self.state, self.cfg, self.task.loss_names
+        """Callbacks, then the record into train_log.jsonl and onto the console (its bar or lines: console.py)."""
         for cb in self.callbacks:
             cb.on_step_end(record)
         self.log.step(record)
-        if state.step % cfg.log.log_every == 0 or state.step == 1:
-            self.log.info(
-                f"epoch {state.epoch + 1}/{cfg.train.epochs} step {state.step} "
-                f"({state.step_in_epoch}/{self.sampler.steps_per_epoch}) loss {record['loss']:.3f} "
-                f"({' '.join(f'{k} {record[k]:.3f}' for k in names)}) lr {record['lr']:.2e} "
-                f"{record['images_per_s']:.1f} img/s" + (f" MFU {record['mfu']:.1%}" if "mfu" in record else "")
-            )
 
     def _finish(self, start_step: int, stopped: bool) -> dict[str, Any]:
         """A mid-epoch stop's checkpoint, metrics.json, the log closed and the process group ended (every rank)."""
@@ -442,8 +443,7 @@ class Trainer:
             self.log.info(f"nothing left to train at step {state.step}: checkpoints, weights and metrics.json kept")
         elif is_writer(acc):
             (self.out / "metrics.json").write_text(json.dumps(self._summary(), indent=2))
-        self.log.info(f"done: step {state.step}, weights in {self.out / 'weights'}, metrics in "
-                      f"{self.out / 'metrics.json'}")
+        self.log.done(state.step)  # time, best epoch, where the weights and metrics are
         self.log.close()
         acc.wait_for_everyone()
         self.checkpointer.release()  # every rank has written its part: another training may take the folder
@@ -501,7 +501,6 @@ class Trainer:
             f"val epoch {self.state.epoch + 1}: mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f} "
             f"P {metrics['precision']:.4f} R {metrics['recall']:.4f} ({metrics['images']} images)"
         )
-        self.log.metrics(metrics, self.state.step)
         self._validated_at = self.state.step
         return metrics
 
