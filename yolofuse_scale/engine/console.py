@@ -133,7 +133,7 @@ class Console:
         the loss items (box, cls, dfl); ``best_fitness``: best.pt's so far (-1: none)."""
         self.close()
         now = self.clock()
-        self.best_fitness = best_fitness
+        self.best_fitness = max(self.best_fitness, best_fitness)
         self.epoch = {"epoch": epoch, "epochs": epochs, "steps": steps, "done": done, "first": done,
                       "names": names, "images_per_step": images_per_step, "sums": dict.fromkeys(("loss", *names), 0.0),
                       "n": 0, "step_time": 0.0, "lr": math.nan, "started": now, "last_line": now, "record": None}
