@@ -42,8 +42,10 @@ def wandb_records(path: Path):
 
 @pytest.fixture(scope="module")
 def tracked(tiny_data, tmp_path_factory):
-    """2 epochs of 4 steps (validated) logging to all three trackers, with an image in the run folder (as the
-    validation plots and results.png will be) and an environment that asks for online W&B and a remote MLflow."""
+    """2 epochs of 4 steps (each validated) logging to all three trackers, in two launches: the first stops after
+    epoch 1 (--max-steps 4), the second resumes (--resume auto, no --max-steps: two settings MLflow already holds
+    with other values). An image lies in the run folder (as the validation plots and results.png will), and the
+    environment asks for online W&B and a remote MLflow."""
     out = tmp_path_factory.mktemp("tracked")
     cv2.imwrite(str(out / "notes.png"), np.full((48, 64, 3), (0, 128, 255), np.uint8))  # BGR: orange
     home = tmp_path_factory.mktemp("tracker_home")
@@ -53,23 +55,29 @@ def tracked(tiny_data, tmp_path_factory):
     args = ["train.py", "--data", str(tiny_data), "--model", "yolov8t", "--imgsz", "64", "--batch-size", "32",
             "--workers", "0", "--epochs", "2", "--warmup-epochs", "0", "--no-augment",
             "--log-with", "tensorboard,mlflow,wandb", "--output-dir", str(out)]
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = Run(out, proc)
+    runs = []
+    for extra in (["--max-steps", "4"], ["--resume", "auto"]):
+        # bytes, not text=True: universal newlines would turn a carriage return into a line break
+        proc = subprocess.run([sys.executable, *args, *extra], cwd=ROOT, env=env, capture_output=True, timeout=600)
+        proc.stdout, proc.stderr = proc.stdout.decode(), proc.stderr.decode()
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        runs.append(Run(out, proc))
+    assert "resumed from" in runs[1].output
     epochs = {}
-    for record in run.log:
+    for record in runs[1].log:
         epochs.setdefault(record["epoch"] + 1, []).append(record)
-    return run, json.loads((out / "run.json").read_text())["run_id"], epochs
+    return runs, json.loads((out / "run.json").read_text())["run_id"], epochs
 
 
 def test_the_console_says_where_each_tracker_writes(tracked):
-    run, _, _ = tracked
+    (run, resumed), _, _ = tracked
     out = run.out
     assert f"tracking: TensorBoard in {out / 'tensorboard'} (tensorboard --logdir {out / 'tensorboard'})" in run.output
     assert f"tracking: MLflow file store {out / 'mlruns'} (mlflow ui --backend-store-uri file://{out}/mlruns)" in (
         run.output)
     assert f"tracking: W&B offline run in {out / 'wandb'}" in run.output
-    assert "\r" not in run.output and "wandb:" not in run.output  # W&B's banner and summary table stay out
+    assert "\r" not in run.output + resumed.output  # redirected: plain lines
+    assert "wandb:" not in run.output + resumed.output  # W&B's banner and summary table stay out
     # the guard rail, in a real run: the synthetic people are ~7 px wide at 64 px
     assert "warning: 7" in run.output and "narrower than 8 px at --imgsz 64" in run.output
 
@@ -77,12 +85,12 @@ def test_the_console_says_where_each_tracker_writes(tracked):
 def test_tensorboard_holds_the_epochs_and_the_images(tracked):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run, _, epochs = tracked
+    (_, run), _, epochs = tracked
     events = EventAccumulator(str(run.out / "tensorboard" / "yolofuse-scale"), size_guidance={"images": 0}).Reload()
     tags = events.Tags()
     assert {"metrics/mAP50", "metrics/mAP50-95", "metrics/precision", "metrics/recall", "train/loss",
             "train/box_loss", "train/cls_loss", "train/dfl_loss", "lr"} <= set(tags["scalars"])
-    assert [e.step for e in events.Scalars("metrics/mAP50-95")] == [1, 2]
+    assert [e.step for e in events.Scalars("metrics/mAP50-95")] == [1, 2]  # one event file per launch, one folder
     final = json.loads((run.out / "metrics.json").read_text())["metrics"]
     assert events.Scalars("metrics/mAP50-95")[-1].value == pytest.approx(final["mAP50-95"], abs=1e-6)
     for e in events.Scalars("train/loss"):  # the epoch's mean of its steps' logged losses
@@ -98,10 +106,10 @@ def test_mlflow_holds_the_epochs_the_config_and_the_artifacts(tracked, monkeypat
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow.tracking import MlflowClient
 
-    run, run_id, epochs = tracked
+    (_, run), run_id, epochs = tracked
     client = MlflowClient(f"file://{run.out}/mlruns")
     experiment = client.get_experiment_by_name("yolofuse-scale")
-    (found,) = client.search_runs([experiment.experiment_id])
+    (found,) = client.search_runs([experiment.experiment_id])  # the resume continued the run's MLflow run
     assert found.info.run_name == run_id and found.info.status == "FINISHED"
     history = client.get_metric_history(found.info.run_id, "metrics/mAP50")
     assert [m.step for m in history] == [1, 2]
@@ -110,14 +118,19 @@ def test_mlflow_holds_the_epochs_the_config_and_the_artifacts(tracked, monkeypat
     params = found.data.params
     assert params["train.epochs"] == "2" and params["log.log_with"] == "tensorboard,mlflow,wandb"
     assert params["data.imgsz"] == "64" and params["model.fusion"] == "mid"
+    # MLflow refuses to change a parameter: the first launch's stay, the resumed launch's config is the artifact
+    assert params["train.max_steps"] == "4" and params["checkpoint.resume"] == ""
     assert {a.path for a in client.list_artifacts(found.info.run_id)} == {"config.yaml", "plots"}
     assert [a.path for a in client.list_artifacts(found.info.run_id, "plots")] == ["plots/notes.png"]
+    config = Path(client.download_artifacts(found.info.run_id, "config.yaml", str(run.out / "downloaded")))
+    assert "max_steps: 0" in config.read_text() and "resume: auto" in config.read_text()
 
 
 def test_wandb_is_offline_and_holds_the_epochs(tracked):
-    run, run_id, _ = tracked
-    (folder,) = (run.out / "wandb").glob("offline-run-*")  # offline although the environment said online
-    records = list(wandb_records(folder / f"run-{run_id}.wandb"))
+    (_, run), run_id, _ = tracked
+    folders = sorted((run.out / "wandb").glob("offline-run-*"))  # offline although the environment said online
+    assert len(folders) == 2 and all(f.name.endswith(run_id) for f in folders)  # one per launch, the run's id
+    records = [r for folder in folders for r in wandb_records(folder / f"run-{run_id}.wandb")]
     rows = []
     for record in records:
         if record.WhichOneof("record_type") == "history":
