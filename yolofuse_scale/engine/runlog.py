@@ -42,7 +42,8 @@ class RunLog:
         self.console = Console(self.info, accelerator.device, every=log_every)
         self.path = output_dir / "train_log.jsonl"
         self._fh = open(self.path, "a", buffering=1)  # line-buffered: a killed run keeps every line
-        self.trackers = bool(accelerator.log_with)
+        # the job's main process only: another writer (each node's under --save-on-each-node) tracks nothing
+        self.trackers = bool(accelerator.log_with) and accelerator.is_main_process
         if self.trackers:
             for line in trackers.start(accelerator, output_dir, run_id, tracker_config or {}):
                 self.info(line)

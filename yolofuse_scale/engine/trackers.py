@@ -91,7 +91,8 @@ def mlflow_uri(out: Path) -> str:
 
 
 def start(accelerator, out: Path, run_id: str | None, config: dict[str, Any]) -> list[str]:
-    """Start the trackers of ``accelerator`` (main process; others do nothing) and store the configuration.
+    """Start the trackers of ``accelerator`` and store the configuration: on the job's main process only (the
+    others never start them, so ``accelerator.trackers`` stays empty there and ``log_files`` does nothing).
 
     Returns the lines to log: where each writes and how to read it.
     """
