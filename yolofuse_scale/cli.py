@@ -3,12 +3,13 @@
 Commands:
   train   train a fusion detector (same flags as ``train.py``)
   val     evaluate a weights file: mAP50, mAP50-95, P, R per class as a table and one JSON line;
-          metrics.json, PR/F1/P/R curves and confusion matrices (PNG) in --out
+          metrics.json, PR/F1/P/R curves and confusion matrices (PNG) in --out; on a KAIST
+          data.yaml (`missrate:`) also KAIST's log-average miss rate (MR-2, reasonable setting)
   predict detect on an RGB+IR pair or two folders of pairs (JSONL + annotated RGB|IR images)
   export-onnx  weights -> an ONNX graph (one stacked RGB+IR input), output checked against PyTorch
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
-  convert llvip|voc SRC DST
-          turn an LLVIP (or other VOC RGB-T) release into the YOLOFuse layout + data.yaml
+  convert llvip|flir|m3fd|kaist|vedai|voc SRC DST
+          turn a benchmark release (or any VOC RGB-T set) into the YOLOFuse layout + data.yaml
   checkpoint-to-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
   (the names before 0.2, ``export`` and ``export-weights``, still work)
@@ -105,6 +106,7 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.data.loaders import validation_feed
     from yolofuse_scale.data.sampler import ShardSampler
     from yolofuse_scale.engine.evaluate import evaluate
+    from yolofuse_scale.engine.missrate import MissRate
     from yolofuse_scale.engine.storage import is_writer
     from yolofuse_scale.engine.strategy import build_accelerator
     from yolofuse_scale.inference import load_weights_model
@@ -130,12 +132,17 @@ def run_val(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     model.to(acc.device)
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
-    feed = validation_feed(args.loader, scan_split(data_cfg, args.split), imgsz, data_cfg.ir_channels, acc.device)
+    samples = scan_split(data_cfg, args.split)
+    missrate = MissRate.from_file(data_cfg.missrate) if data_cfg.missrate else None
+    if missrate is not None:  # before the model runs: an image without its KAIST annotation is named now
+        missrate.class_id(payload["names"])
+        missrate.check_covers([s.rgb for s in samples])
+    feed = validation_feed(args.loader, samples, imgsz, data_cfg.ir_channels, acc.device)
     loader = DataLoader(feed.dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=feed.collate,
                         sampler=ShardSampler(len(feed.dataset), acc.num_processes, acc.process_index))
     out = Path(args.out)
     metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det,
-                       plot_dir=None if args.no_plots else out, batch_to_device=feed.to_device)
+                       plot_dir=None if args.no_plots else out, batch_to_device=feed.to_device, missrate=missrate)
     if is_writer(acc):  # the same rule as training's files (evaluate's plots follow it too)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
@@ -161,6 +168,11 @@ def format_metrics_table(m: dict) -> str:
              for name, c in m["per_class"].items()]
     lines = [f"{'class':>12} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
     lines += [f"{r[0]:>12} {r[1]!s:>7} {r[2]!s:>7} {r[3]:7.4f} {r[4]:7.4f} {r[5]:7.4f} {r[6]:9.4f}" for r in rows]
+    mr = m.get("missrate")
+    if mr is not None:  # KAIST: its own metric under mAP's table, the number its papers quote (lower is better)
+        value = "n/a (no pedestrian counts)" if mr["MR-2"] is None else f"{100 * mr['MR-2']:.2f}%"
+        lines.append(f"{mr['protocol']}: log-average miss rate MR-2 {value} over FPPI 1e-2..1e0 "
+                     f"({mr['images']} images, {mr['pedestrians']} pedestrians, {mr['ignore_regions']} ignore regions)")
     return "\n".join(lines)
 
 

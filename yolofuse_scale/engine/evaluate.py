@@ -9,6 +9,10 @@ ordered by dataset index, and reduced into metrics on every rank: the result is 
 one-process evaluation, and every rank knows it without a broadcast. The confusion matrix is a sum of
 per-image counts: each rank adds up its own and the matrices are summed (order-free, so also exact).
 
+With a :class:`~yolofuse_scale.engine.missrate.MissRate` (a KAIST ``data.yaml``), each image's detections of its
+pedestrian class are also kept in original-image pixels and gathered with the statistics, and KAIST's log-average
+miss rate is computed from the whole gathered list on every rank (``engine/missrate.py``).
+
 Plots (PR, F1, P and R curves, confusion matrix raw and normalised) are matplotlib figures written by
 the main process only; :func:`yolofuse_scale._offline.forbid_font_downloads` makes sure no plotting
 code path fetches a font.
@@ -37,6 +41,7 @@ from ultralytics.utils.ops import xywh2xyxy
 from yolofuse_scale._offline import forbid_font_downloads
 from yolofuse_scale.data.loaders import move_images
 from yolofuse_scale.data.transforms import normalize_images
+from yolofuse_scale.engine.missrate import MissRate, unletterbox
 from yolofuse_scale.engine.storage import is_writer
 
 forbid_font_downloads()
@@ -100,6 +105,7 @@ def evaluate(
     desc: str = "val",
     plot_dir: str | Path | None = None,
     batch_to_device: Callable[[dict], dict] | None = None,
+    missrate: MissRate | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (bare, eval mode) on this rank's shard; return the job-wide metrics.
 
@@ -107,11 +113,13 @@ def evaluate(
     confusion matrix there as PNG. ``batch_to_device``: turns each loader batch into one whose ``img`` is uint8
     on the device, targets on the host: the validation feed's ``to_device`` (``data/loaders.py``; ``--loader
     device`` decodes and letterboxes there); None: the batch is ``collate_pairs``' and only ``img`` is moved.
-    Collective: every rank must call this (two ``all_gather_object``).
+    ``missrate``: also KAIST's log-average miss rate, under ``"missrate"`` (batches must carry ``ratio_pad``, as
+    both loaders' validation batches do). Collective: every rank must call this (two ``all_gather_object``).
     """
     was_training = model.training
     model.eval()
-    local: list[tuple[int, str, dict[str, np.ndarray]]] = []
+    person = missrate.class_id(names) if missrate is not None else None
+    local: list[tuple[int, str, dict[str, np.ndarray], np.ndarray | None]] = []
     # As Ultralytics 8.4's detection validator (in training and in `val`): the matrix counts every detection
     # above the validation conf (0.001 by default, not ConfusionMatrix's own 0.25), matched at IoU > 0.45.
     confusion = ConfusionMatrix(names=dict(names))
@@ -128,7 +136,8 @@ def evaluate(
             gt_xyxy = xywh2xyxy(batch["bboxes"][sel].float() * scale)
             gt_cls = batch["cls"][sel].view(-1)
             stats = image_stats(det, gt_cls, gt_xyxy)
-            local.append((int(batch["index"][i]), batch["im_file"][i], stats))
+            boxes = unletterbox(det, person, batch["ratio_pad"][i]) if missrate is not None else None
+            local.append((int(batch["index"][i]), batch["im_file"][i], stats, boxes))
             det = det.cpu()
             confusion.process_batch({"bboxes": det[:, :4], "conf": det[:, 4], "cls": det[:, 5]},
                                     {"bboxes": gt_xyxy, "cls": gt_cls}, conf=conf)
@@ -137,9 +146,9 @@ def evaluate(
     everything = sorted(gather_object(local), key=lambda t: t[0])  # collective; one-process order
     confusion.matrix = np.sum(gather_object([confusion.matrix]), axis=0)  # collective; integer counts
     metrics = DetMetrics(names=dict(names))
-    for _, im_file, stats in everything:
+    for _, im_file, stats, _ in everything:
         metrics.update_stats({**stats, "im_name": im_file})
-    n_instances = int(sum(len(s["target_cls"]) for _, _, s in everything))
+    n_instances = int(sum(len(s["target_cls"]) for _, _, s, _ in everything))
     if not everything:
         raise ValueError("validation set is empty")
     plot = plot_dir is not None and is_writer(accelerator)  # the same rule as training's files
@@ -155,6 +164,7 @@ def evaluate(
         cp, cr, c50, c5095 = (float(x) for x in metrics.class_result(j))
         per_class[names.get(int(c), str(c))] = {"precision": cp, "recall": cr, "mAP50": c50, "mAP50-95": c5095,
                                                 "instances": int(metrics.nt_per_class[int(c)])}
+    extra = {"missrate": missrate([(Path(f).stem, b) for _, f, _, b in everything])} if missrate is not None else {}
     return {
         "precision": p,
         "recall": r,
@@ -166,4 +176,5 @@ def evaluate(
         "per_class": per_class,
         # rows: predicted class (last: background), columns: true class (last: background)
         "confusion_matrix": confusion.matrix.astype(int).tolist(),
+        **extra,
     }
