@@ -17,8 +17,8 @@ from tests.conftest import launch
 
 
 def _weights(tmp_path, fusion: str, ir_channels: int):
-    from yolofuse_scale.engine.checkpoint import write_weights
     from yolofuse_scale.model import build_model
+    from yolofuse_scale.weights import write_weights
 
     torch.manual_seed(0)
     model = build_model("yolov8t", fusion, nc=2, ir_channels=ir_channels)

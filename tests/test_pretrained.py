@@ -306,7 +306,7 @@ def test_not_a_checkpoint_is_refused(tmp_path):
 
 def our_random_weights_file(tmp_path: Path, fusion: str, model: str = "yolo11t"):
     """A weights file of ours for ``model``/``fusion`` with random weights: (model, its state dict, path)."""
-    from yolofuse_scale.engine.checkpoint import plain_meta, write_weights
+    from yolofuse_scale.weights import plain_meta, write_weights
 
     src_model = build_model(model, fusion, nc=2, ir_channels=1)
     g = torch.Generator().manual_seed(1)

@@ -153,7 +153,8 @@ def run_val(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from yolofuse_scale.engine.checkpoint import CheckpointError, export_weights
+    from yolofuse_scale.engine.checkpoint import export_weights
+    from yolofuse_scale.errors import CheckpointError
 
     try:
         print(f"wrote {export_weights(args.checkpoint, args.out)}")

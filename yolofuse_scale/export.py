@@ -169,7 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, then check with onnxruntime; exit non-zero if the outputs differ beyond --tolerance."""
-    from yolofuse_scale.engine.checkpoint import CheckpointError
+    from yolofuse_scale.errors import CheckpointError
 
     try:
         path, model, imgsz = export_onnx(args.weights, args.out, args.imgsz, args.opset, args.exporter, args.nms_free)

@@ -23,9 +23,10 @@ from ultralytics.utils.ops import scale_boxes
 
 from yolofuse_scale.data.decode import conform_channels, read_image, stack_pair
 from yolofuse_scale.data.transforms import letterbox_pair, normalize_images
-from yolofuse_scale.engine.checkpoint import CheckpointError, read_weights
 from yolofuse_scale.engine.evaluate import detect
+from yolofuse_scale.errors import CheckpointError
 from yolofuse_scale.model import FusionDetectionModel, model_from_config, use_one_to_one_head
+from yolofuse_scale.weights import read_weights
 
 ImageLike = str | Path | np.ndarray
 

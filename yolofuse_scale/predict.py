@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Detect on every pair; write predictions.jsonl and the side-by-side images; print a summary."""
     from yolofuse_scale.data.config import DataError
-    from yolofuse_scale.engine.checkpoint import CheckpointError
+    from yolofuse_scale.errors import CheckpointError
     from yolofuse_scale.inference import FusionDetector
 
     try:

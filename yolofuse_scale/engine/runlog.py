@@ -35,11 +35,12 @@ class RunLog:
             self.logger.propagate = False
         self.logger.setLevel(logging.INFO)
         self.path = output_dir / "train_log.jsonl"
-        self._fh = open(self.path, "a", buffering=1)  # line-buffered: a killed run keeps every line
+        # The file and the trackers (which write into the folder too) start in rewind(), which the loop calls once
+        # the Checkpointer has taken the folder: a start refused before that leaves the folder as it was, and
+        # --overwrite has moved the previous run's log away by then.
+        self._fh = None
         self.trackers = bool(accelerator.log_with)
-        if self.trackers:
-            flat = {k: v for k, v in _flatten(tracker_config or {}).items() if isinstance(v, (int, float, str, bool))}
-            accelerator.init_trackers("yolofuse_scale", config=flat)
+        self._tracker_config: dict[str, Any] | None = tracker_config or {}  # None once the trackers are started
 
     def info(self, msg: str) -> None:
         self.logger.info(msg)
@@ -47,8 +48,9 @@ class RunLog:
     def rewind(self, step: int) -> None:
         """Keep one record per step for steps 1..``step`` (the last one written for each): the run
         continues from ``step`` (a resume, or 0: a fresh start of the folder's run) and logs the later
-        steps again. Rewritten into a temporary file and renamed; untouched when nothing changes."""
-        lines = self.path.read_text().splitlines()
+        steps again. Rewritten into a temporary file and renamed; untouched when nothing changes. Then
+        the file is open for :meth:`step` (created if absent), and the trackers are started."""
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
         kept: dict[int, str] = {}
         for line in lines:
             try:
@@ -57,13 +59,17 @@ class RunLog:
                 continue
             if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
                 kept[record["step"]] = line
-        if list(kept.values()) == lines:
-            return
-        self._fh.close()
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(kept[s] + "\n" for s in sorted(kept)))
-        os.replace(tmp, self.path)
-        self._fh = open(self.path, "a", buffering=1)
+        if list(kept.values()) != lines:
+            self.close()
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(kept[s] + "\n" for s in sorted(kept)))
+            os.replace(tmp, self.path)
+        if self._fh is None:
+            self._fh = open(self.path, "a", buffering=1)  # line-buffered: a killed run keeps every line
+        if self.trackers and self._tracker_config is not None:
+            flat = {k: v for k, v in _flatten(self._tracker_config).items() if isinstance(v, (int, float, str, bool))}
+            self.accelerator.init_trackers("yolofuse_scale", config=flat)
+            self._tracker_config = None
 
     def step(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record) + "\n")
@@ -76,7 +82,9 @@ class RunLog:
 
     def close(self) -> None:
         """Close the JSONL file; trackers finish in ``accelerator.end_training()`` (the trainer's last call)."""
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 class NullLog:

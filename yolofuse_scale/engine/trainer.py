@@ -46,11 +46,11 @@ from yolofuse_scale.engine.strategy.accelerator import build_accelerator, clip_g
 from yolofuse_scale.engine.strategy.batchnorm import sync_batchnorm_buffers
 from yolofuse_scale.engine.strategy.launch import launched_world_size, strategy_name
 from yolofuse_scale.engine.strategy.sharded import full_state_dict
-from yolofuse_scale.engine.strategy.zero_state import zero_full_state
 from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.errors import ConfigError, DistributedSetupError
 from yolofuse_scale.model import build_model, model_summary
 from yolofuse_scale.model.pretrained import apply_pretrained
+from yolofuse_scale.weights import plain_meta, write_weights
 
 
 class NonFiniteError(FloatingPointError):
@@ -73,7 +73,7 @@ class TrainState:
         return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "best_fitness": self.best_fitness, "ema_updates": self.ema.updates if self.ema else None,
                 "world_size": self.world_size, "distributed_type": self.distributed_type,
-                "metrics": ckpt.plain_meta(self.metrics)}
+                "metrics": plain_meta(self.metrics)}
 
     def restore(self, d: dict[str, Any], ema: dict[str, torch.Tensor] | None, model: torch.nn.Module) -> None:
         self.step, self.epoch, self.step_in_epoch = d["step"], d["epoch"], d["step_in_epoch"]
@@ -268,7 +268,7 @@ class Trainer:
         )
         self.state = TrainState(self.ema)
         self.state.world_size, self.state.distributed_type = acc.num_processes, acc.distributed_type.value
-        self.run_meta = ckpt.plain_meta({
+        self.run_meta = plain_meta({
             "model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
             "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz,
         })
@@ -311,6 +311,8 @@ class Trainer:
         """Resume where the Checkpointer says (nothing: a fresh start); return the step this launch starts at."""
         state = self.state
         restored = self.checkpointer.load(self.model, self._position(), self.run_meta)  # None: a fresh start
+        for note in self.checkpointer.folder_notes:  # what it moved aside, once every refusal was made
+            self.log.info(note)
         if restored is not None:
             state.restore(*restored, self.bare)
             self.log.info(f"resumed from {self.checkpointer.resume_from} at step {state.step} (epoch {state.epoch})")
@@ -514,14 +516,13 @@ class Trainer:
             state.best_fitness = metrics["fitness"]
         eval_model = self._eval_model()  # syncs BatchNorm statistics and gathers the EMA (collective)
         ema = eval_model.state_dict() if self.ema is not None else None
-        zero = zero_full_state(acc, self.model)  # collective; None unless ZeRO-1/2
-        self.checkpointer.save(state.step, state.to_json(), ema, zero)
+        self.checkpointer.save(state.step, state.to_json(), ema)  # collective (and the strategy's gathers)
         if weights and is_writer(acc):
-            meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": ckpt.plain_meta(metrics),
+            meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": plain_meta(metrics),
                     "ema": self.ema is not None}
-            ckpt.write_weights(self.out / "weights" / "last.pt", eval_model.state_dict(), meta)
+            write_weights(self.out / "weights" / "last.pt", eval_model.state_dict(), meta)
             if improved:  # validated epochs only (with --no-val the final epoch is validated)
-                ckpt.write_weights(self.out / "weights" / "best.pt", eval_model.state_dict(), meta)
+                write_weights(self.out / "weights" / "best.pt", eval_model.state_dict(), meta)
         acc.wait_for_everyone()
 
 

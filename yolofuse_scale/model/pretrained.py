@@ -320,11 +320,14 @@ def _ultralytics(path: Path, payload: dict[str, Any], model: Any) -> Source:
 
 
 def _our_weights(path: Path) -> Source:
-    from yolofuse_scale.engine.checkpoint import CheckpointError, read_weights
-    from yolofuse_scale.model.safe_config import ModelConfigError
+    from yolofuse_scale.errors import CheckpointError
+    from yolofuse_scale.model.safe_config import ModelConfigError, check_model_dict
+    from yolofuse_scale.weights import read_weights
 
     try:
-        payload = read_weights(path)  # checks its plain entries and its model_yaml (allow-lists and budget)
+        payload = read_weights(path)  # checks its plain entries
+        # its model_yaml (allow-lists and budget) before recognise() compares it with the built-in variants
+        check_model_dict(payload["model_yaml"], f"{path}: model_yaml")
     except (CheckpointError, ModelConfigError) as e:  # their message starts with the path
         raise PretrainedError(f"--pretrained {e}") from None
     found = recognise(payload["model_yaml"])
