@@ -202,7 +202,7 @@ class TrainConfig:
     """seeds Python, NumPy and torch on every rank, the shuffle and the augmentation; on --resume it may change at an
     epoch boundary only"""
     output_dir: str = "runs/train"
-    """run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/"""
+    """run folder: train_log.jsonl, results.csv, config.yaml, metrics.json, checkpoints/, weights/, plots"""
     resume: str = ""
     """'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder"""
     overwrite: bool = False
@@ -219,6 +219,10 @@ class TrainConfig:
     val: bool = True
     """validate (mAP50, mAP50-95, P, R) at the end of each epoch; --no-val validates the final epoch only.
     weights/best.pt is the best validated epoch (with --no-val: the final weights)"""
+    plots: bool = True
+    """write the run folder's pictures: results.png, labels.jpg, train_batch0-2.jpg (RGB | IR with their boxes) and
+    the final validation's PR/F1/P/R curves and confusion matrices; --no-plots: results.csv, labels.json and the
+    per-class table only"""
     log_with: Literal["tensorboard", "wandb", "mlflow", "none"] = "none"
     """experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none"""
     log_every: int = 10

@@ -47,6 +47,7 @@ from safetensors.torch import load_file, save_file
 
 from yolofuse_scale.engine import run_lock
 from yolofuse_scale.engine.course import continue_course
+from yolofuse_scale.engine.outputs import RUN_FOLDER_FILES
 from yolofuse_scale.engine.storage import is_writer
 from yolofuse_scale.engine.strategy import resume, zero_state
 from yolofuse_scale.engine.strategy.zero_state import ZERO_FULL_STATE
@@ -61,7 +62,7 @@ META_FILE = "run_meta.json"
 RUN_FILE = "run.json"  # in the output folder: the id of the run (lineage) that owns it
 LOG_FILE = "train_log.jsonl"
 #: What a run writes into its folder, moved aside together by --overwrite (caches and data stay).
-RUN_OUTPUTS = (RUN_FILE, "config.yaml", LOG_FILE, "metrics.json", "checkpoints", "weights")
+RUN_OUTPUTS = (RUN_FILE, "config.yaml", LOG_FILE, "metrics.json", "checkpoints", "weights", *RUN_FOLDER_FILES)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _OLD_DIR = re.compile(r"^\.old_step_(\d+)$")  # a re-saved step's previous copy, until the new one is in place
 
