@@ -36,7 +36,8 @@ launch it the way your cluster does; the loop is the same:
   python train.py --data data.yaml                                   # one process (CPU or one GPU)
   torchrun --nproc_per_node 2 train.py --data data.yaml              # DDP
   accelerate launch --config_file configs/accelerate/ddp.yaml train.py --data data.yaml
-outputs in --output-dir: config.yaml, train_log.jsonl, checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json
+outputs in --output-dir: config.yaml, train_log.jsonl, checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json,
+  results.csv (a row per epoch) and plots: results.png, labels.jpg, train_batch*.jpg, the final PR curves and matrices
 bad input ends the run before the first step with one "error: ..." message (exit code 1; 2 for a usage
 error), printed once per job; YOLOFUSE_DEBUG=1 or --debug adds the Python traceback
 """

@@ -230,7 +230,7 @@ class CheckpointConfig:
     """The run folder and its checkpoints: where the run writes, how often and how many it keeps, resume."""
 
     output_dir: str = field(default="runs/train", metadata=DIR)
-    """run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/"""
+    """run folder: train_log.jsonl, results.csv, config.yaml, metrics.json, checkpoints/, weights/, plots"""
     resume: str = field(default="", metadata={"metavar": "auto|DIR"})
     """'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder"""
     overwrite: bool = False
@@ -297,6 +297,10 @@ class LogConfig:
 
     log_with: Literal["tensorboard", "wandb", "mlflow", "none"] = "none"
     """experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none"""
+    plots: bool = True
+    """write the run folder's pictures: results.png, labels.jpg, train_batch0-2.jpg (RGB | IR with their boxes) and
+    the final validation's PR/F1/P/R curves and confusion matrices; --no-plots: results.csv, labels.json and the
+    per-class table only"""
     log_every: int = 10
     """print a progress line every N optimizer steps (the JSONL log gets every step)"""
     time_phases: bool = False

@@ -30,6 +30,7 @@ from yolofuse_scale.engine import course
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
+from yolofuse_scale.engine.outputs import make_outputs
 from yolofuse_scale.engine.perf import (
     CommMeter,
     PrecisionProbe,
@@ -134,6 +135,9 @@ class Trainer:
 
             self._build_data()
             self._build_model()
+            # results.csv, results.png, labels, batch previews, the final curves (engine/outputs.py; the writer's)
+            self.outputs = make_outputs(acc, self.out, self.log, self.task.loss_names, self.data_cfg.names,
+                                        cfg.log.plots)
         except BaseException:
             self.checkpointer.release()
             raise
@@ -293,6 +297,7 @@ class Trainer:
         """The loop itself (``fit`` adds the lock's release on an error)."""
         cfg, state = self.cfg, self.state
         start_step = self._load()
+        self.outputs.start(state.epoch, state.step, self.train_set.samples)  # results.csv rewound to here too
         max_steps = cfg.train.max_steps or math.inf
         stopped = state.step >= max_steps
         while state.epoch < cfg.train.epochs and not stopped:
@@ -300,8 +305,10 @@ class Trainer:
             stopped = self._train_epoch(max_steps)
             if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
                 break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
-            if cfg.train.val or self._is_last_epoch(stopped):
-                state.metrics = self._validate()
+            final = self._is_last_epoch(stopped)
+            if cfg.train.val or final:
+                state.metrics = self._validate(final)
+            self.outputs.epoch_end(state.epoch, [g["lr"] for g in self.optimizer.param_groups])  # its results.csv row
             state.epoch += 1
             state.step_in_epoch = 0
             self._save(state.metrics)
@@ -369,6 +376,8 @@ class Trainer:
         meter.start()
         for micro, batch in enumerate(self.train_loader):
             batch = self.batch_to_device(batch)  # the loader's own (--loader device: decodes and augments here)
+            if self.outputs.wants_batches:  # the run's first 3 micro-batches only: train_batch<i>.jpg (a host copy)
+                self.outputs.preview(batch)
             meter.mark("data")
             if micro % accum == 0:
                 # Set before the step's first backward: under DeepSpeed the engine already steps
@@ -444,6 +453,7 @@ class Trainer:
             self.log.info(f"nothing left to train at step {state.step}: checkpoints, weights and metrics.json kept")
         elif is_writer(acc):
             (self.out / "metrics.json").write_text(json.dumps(self._summary(), indent=2))
+        self.outputs.finish()  # results.png
         self.log.info(f"done: step {state.step}, weights in {self.out / 'weights'}, metrics in "
                       f"{self.out / 'metrics.json'}")
         self.log.close()
@@ -496,14 +506,21 @@ class Trainer:
             self.log.info("--no-val: validating the final epoch only; best.pt will be these weights")
         return last
 
-    def _validate(self) -> dict[str, Any]:
+    def _validate(self, final: bool = False) -> dict[str, Any]:
+        """Metrics of the EMA (or model) weights on the val split, and their loss; ``final``: the run's last, whose
+        curves and confusion matrices go into the run folder (``outputs.plot_dir``)."""
         metrics = evaluate(self._eval_model(), self.val_loader, self.accelerator, self.data_cfg.names,
-                           batch_to_device=self.val_to_device)
+                           plot_dir=self.outputs.plot_dir(final), batch_to_device=self.val_to_device,
+                           loss_items=self.task.loss_items)
+        losses = dict(zip((f"{n}_loss" for n in self.task.loss_names), metrics.pop("losses")))
         self.log.info(
             f"val epoch {self.state.epoch + 1}: mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f} "
-            f"P {metrics['precision']:.4f} R {metrics['recall']:.4f} ({metrics['images']} images)"
+            f"P {metrics['precision']:.4f} R {metrics['recall']:.4f} loss "
+            f"{' '.join(f'{k} {v:.3f}' for k, v in zip(self.task.loss_names, losses.values()))} "
+            f"({metrics['images']} images)"
         )
-        self.log.metrics(metrics, self.state.step)
+        self.log.metrics({**metrics, **losses}, self.state.step)  # trackers: val/box_loss, ... as Ultralytics'
+        self.outputs.validated(metrics, losses, final)
         self._validated_at = self.state.step
         return metrics
 

@@ -26,11 +26,12 @@ from typing import Any, NamedTuple
 import torch
 
 from yolofuse_scale.engine.checkpoint.folder import STATE_FILE, checkpoint_run_id, list_checkpoints, saved_step, step_of
+from yolofuse_scale.engine.outputs import RUN_FOLDER_FILES
 
 RUN_FILE = "run.json"  # in the output folder: the id of the run (lineage) that owns it
 LOG_FILE = "train_log.jsonl"
 #: What a run writes into its folder, moved aside together by --overwrite (caches and data stay).
-RUN_OUTPUTS = (RUN_FILE, "config.yaml", LOG_FILE, "metrics.json", "checkpoints", "weights")
+RUN_OUTPUTS = (RUN_FILE, "config.yaml", LOG_FILE, "metrics.json", "checkpoints", "weights", *RUN_FOLDER_FILES)
 
 
 class Claim(NamedTuple):
