@@ -225,7 +225,7 @@ def test_validation_loss_is_the_mean_of_each_images_loss_at_any_batching(tiny_da
 
 def test_overwrite_moves_the_run_folder_files_aside(tmp_path):
     """--overwrite moves a previous run's outputs into replaced/: results.csv and the pictures with them."""
-    from yolofuse_scale.engine.checkpoint import RUN_OUTPUTS, _move_aside
+    from yolofuse_scale.engine.checkpoint.ownership import RUN_OUTPUTS, _move_aside
     from yolofuse_scale.engine.outputs import RUN_FOLDER_FILES
 
     assert {"results.csv", "results.png", "labels.jpg", "train_batch0.jpg", "confusion_matrix.png"} <= set(
