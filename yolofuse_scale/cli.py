@@ -106,7 +106,7 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.data.config import DataError, check_classes
     from yolofuse_scale.data.loaders import validation_feed
     from yolofuse_scale.data.sampler import ShardSampler
-    from yolofuse_scale.engine.evaluate import evaluate
+    from yolofuse_scale.engine.evaluate import evaluate, format_metrics_table
     from yolofuse_scale.engine.missrate import MissRate
     from yolofuse_scale.engine.storage import is_writer
     from yolofuse_scale.engine.strategy import build_accelerator
@@ -162,20 +162,6 @@ def run_export(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad checkpoint: the message names the file
         raise SystemExit(f"error: {e}") from e
     return 0
-
-
-def format_metrics_table(m: dict) -> str:
-    rows = [("all", m["images"], m["instances"], m["precision"], m["recall"], m["mAP50"], m["mAP50-95"])]
-    rows += [(name, "", c.get("instances", ""), c["precision"], c["recall"], c["mAP50"], c["mAP50-95"])
-             for name, c in m["per_class"].items()]
-    lines = [f"{'class':>12} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
-    lines += [f"{r[0]:>12} {r[1]!s:>7} {r[2]!s:>7} {r[3]:7.4f} {r[4]:7.4f} {r[5]:7.4f} {r[6]:9.4f}" for r in rows]
-    mr = m.get("missrate")
-    if mr is not None:  # KAIST: its own metric under mAP's table, the number its papers quote (lower is better)
-        value = "n/a (no pedestrian counts)" if mr["MR-2"] is None else f"{100 * mr['MR-2']:.2f}%"
-        lines.append(f"{mr['protocol']}: log-average miss rate MR-2 {value} over FPPI 1e-2..1e0 "
-                     f"({mr['images']} images, {mr['pedestrians']} pedestrians, {mr['ignore_regions']} ignore regions)")
-    return "\n".join(lines)
 
 
 def run_bench(argv: list[str]) -> int:

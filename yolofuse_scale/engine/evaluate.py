@@ -221,3 +221,18 @@ def evaluate(
     if loss_items is not None:  # in dataset order: the same sum at any world size
         result["losses"] = [float(v) for v in np.mean([lo for _, _, _, _, lo in everything], axis=0)]
     return result
+
+
+def format_metrics_table(m: dict) -> str:
+    """The metrics of :func:`evaluate` as the per-class text table `val` prints and training writes at its end."""
+    rows = [("all", m["images"], m["instances"], m["precision"], m["recall"], m["mAP50"], m["mAP50-95"])]
+    rows += [(name, "", c.get("instances", ""), c["precision"], c["recall"], c["mAP50"], c["mAP50-95"])
+             for name, c in m["per_class"].items()]
+    lines = [f"{'class':>12} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
+    lines += [f"{r[0]:>12} {r[1]!s:>7} {r[2]!s:>7} {r[3]:7.4f} {r[4]:7.4f} {r[5]:7.4f} {r[6]:9.4f}" for r in rows]
+    mr = m.get("missrate")
+    if mr is not None:  # KAIST: its own metric under mAP's table, the number its papers quote (lower is better)
+        value = "n/a (no pedestrian counts)" if mr["MR-2"] is None else f"{100 * mr['MR-2']:.2f}%"
+        lines.append(f"{mr['protocol']}: log-average miss rate MR-2 {value} over FPPI 1e-2..1e0 "
+                     f"({mr['images']} images, {mr['pedestrians']} pedestrians, {mr['ignore_regions']} ignore regions)")
+    return "\n".join(lines)

@@ -47,6 +47,7 @@ import numpy as np
 from accelerate import Accelerator
 
 from yolofuse_scale.engine import plots
+from yolofuse_scale.engine.evaluate import format_metrics_table
 from yolofuse_scale.engine.optim import BIAS, NORM, WEIGHT
 from yolofuse_scale.engine.storage import is_writer
 
@@ -191,8 +192,6 @@ class RunOutputs:
         """The epoch's validation (for its row); the final one's per-class table to the console and the run folder."""
         self._validation = (metrics, losses)
         if final:
-            from yolofuse_scale.cli import format_metrics_table
-
             table = format_metrics_table(metrics)
             self.log.info("final validation (EMA weights of weights/last.pt):\n" + table)
             _write_atomically(self.out / VAL_TABLE, (table + "\n").encode())
