@@ -405,7 +405,8 @@ class LatestFrame:
     def stop(self) -> None:
         self._stop = True
         self._thread.join(timeout=5)  # a blocked read returns at the camera's next frame or its timeout
-        self.cap.release()
+        if not self._thread.is_alive():  # never release a capture under a read in progress (a crash in C++)
+            self.cap.release()
 
 
 def _stream_pairs(rgb: str, ir: str) -> PairSource:
