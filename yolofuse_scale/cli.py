@@ -5,8 +5,10 @@ Commands:
   val     evaluate a weights file: mAP50, mAP50-95, P, R per class as a table and one JSON line;
           metrics.json, PR/F1/P/R curves and confusion matrices (PNG) in --out; on a KAIST
           data.yaml (`missrate:`) also KAIST's log-average miss rate (MR-2, reasonable setting)
-  predict detect on an RGB+IR pair or two folders of pairs (JSONL + annotated RGB|IR images)
-  export-onnx  weights -> an ONNX graph (one stacked RGB+IR input), output checked against PyTorch
+  predict detect on RGB+IR pairs: two images, folders, videos or live streams (JSONL, annotated
+          RGB|IR images or video, --save-txt labels in Ultralytics' format)
+  export-onnx  weights -> one self-contained ONNX file (stacked input, or --inputs pair: rgb and ir),
+          output checked against PyTorch with onnxruntime
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
   convert llvip|flir|m3fd|kaist|vedai|voc SRC DST
           turn a benchmark release (or any VOC RGB-T set) into the YOLOFuse layout + data.yaml
@@ -208,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, aliases, module, help_text in [
         ("synth", [], synth, "write a synthetic LLVIP-like RGB+IR dataset with its data.yaml"),
         ("convert", [], convert, "LLVIP or VOC RGB-T release -> YOLOFuse layout + data.yaml (idempotent)"),
-        ("predict", [], predict, "detect on RGB+IR pairs: JSONL + side-by-side images"),
-        ("export-onnx", ["export"], export, "weights -> ONNX graph (stacked RGB+IR input), checked with onnxruntime"),
+        ("predict", [], predict, "detect on RGB+IR images, folders, videos or streams: JSONL, drawings, labels"),
+        ("export-onnx", ["export"], export, "weights -> one ONNX file (stacked or rgb+ir inputs), checked with "
+         "onnxruntime"),
     ]:
         cmd = sub.add_parser(name, aliases=aliases, help=help_text)
         module.add_arguments(cmd)
