@@ -38,7 +38,7 @@ SCHEMA = "onnx_latency/1"
 def _weights(path: Path, model_name: str, fusion: str, ir_channels: int, nc: int) -> Path:
     import torch
 
-    from yolofuse_scale.engine.checkpoint import write_weights
+    from yolofuse_scale.weights import write_weights
     from yolofuse_scale.model import build_model
 
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ import torch
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    from yolofuse_scale.engine.checkpoint import write_weights
+    from yolofuse_scale.weights import write_weights
     from yolofuse_scale.model import build_model
 
     torch.manual_seed(0)
