@@ -21,7 +21,7 @@ import yaml
 from tests.conftest import ROOT
 from tests.test_pretrained import _layer, _reference, _same
 from yolofuse_scale.model import build_model
-from yolofuse_scale.model.pretrained import PretrainedError, apply_pretrained, identify
+from yolofuse_scale.model.pretrained import apply_pretrained, identify
 from yolofuse_scale.model.variants import family_yaml
 
 ASSETS = ROOT / "tests" / "assets"
@@ -249,15 +249,3 @@ def test_class_names_are_compared_only_when_counts_agree_and_names_are_real(yolo
 ])
 def test_identify_names_family_and_scale_old_keys_included(d, said):
     assert identify(d()) == said
-
-
-def test_a_yaml_of_another_scale_is_refused_naming_both(yolov8n_83):
-    """The old-style yolov8n into a YAML built at scale t: nothing of its streams fits."""
-    model = build_model(str(ASSETS / "yolofuse_mid_schema.yaml"), nc=2, ir_channels=1, scale="t")
-    before = copy.deepcopy(model.state_dict())
-    with pytest.raises(PretrainedError, match=re.escape(
-            "only 0% of the weights of the model's streams (input to fusion) find a layer of the same type and shapes "
-            "in it (the first that does not: layer 3 Conv (rgb)). yolov8n.pt is yolov8 scale n (from depth_multiple "
-            "0.33, width_multiple 0.25); this run builds yolofuse_mid_schema.yaml at scale t [0.33, 0.125, 512]")):
-        apply_pretrained(model, yolov8n_83[0])
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
