@@ -1,5 +1,6 @@
 """Bad --pretrained files for the run at hand: a checkpoint of another family or scale than a model YAML is
-written for (new: YAMLs take --pretrained now), and the built-in variants' refusal naming what the file is.
+written for, a YAML run's weights into another model (new: YAMLs take --pretrained now), and the built-in
+variants' refusal naming what the file is.
 
 In-process through ``errors.run_entry`` (the same one ``error:`` line the entry points print, exit code 1);
 tests/test_bad_input.py launches ``train.py --pretrained`` with a wrong file as a real subprocess.
@@ -15,7 +16,7 @@ import torch
 
 from tests.conftest import ROOT
 from tests.test_bad_input import assert_user_error
-from tests.test_pretrained_yaml import model_dict, old_style, write_checkpoint
+from tests.test_pretrained_yaml import model_dict, old_style, write_checkpoint, yaml_run_weights
 from yolofuse_scale.model import build_model
 from yolofuse_scale.model.pretrained import apply_pretrained
 
@@ -66,3 +67,15 @@ def test_a_yaml_given_a_checkpoint_of_another_scale(files, capsys):
 def test_a_built_in_variants_refusal_names_the_files_family_and_scale(files, capsys, model, file, said):
     _refused_unchanged(build_model(model, "mid", nc=2, ir_channels=1), files[file], capsys, "fit " + model, said,
                        "It must be a checkpoint of the same family and scale as --model")
+
+
+@pytest.mark.parametrize("target", ["rgbt_midfusion_schema.yaml", "yolo11t"])
+def test_a_yaml_runs_weights_into_another_model(tmp_path, capsys, target):
+    """A YAML run's weights start that same YAML only: nothing says where its layers belong in another one."""
+    _src, path = yaml_run_weights(tmp_path, "rgbt_midfusion-P3_schema")
+    model = (build_model(str(ASSETS / target), nc=2, ir_channels=1, scale="t") if target.endswith(".yaml") else
+             build_model(target, "mid", nc=2, ir_channels=1))
+    builds = "rgbt_midfusion_schema.yaml at scale t [0.5, 0.125, 1024]" if target.endswith(".yaml") else \
+        "yolo11 scale t (fusion=mid)"
+    _refused_unchanged(model, path, capsys, "the weights of another model (", "the weights of a model YAML's run "
+                       "start that same YAML only (its layers match by name)", f"This run builds {builds}")

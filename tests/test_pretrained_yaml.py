@@ -249,3 +249,36 @@ def test_class_names_are_compared_only_when_counts_agree_and_names_are_real(yolo
 ])
 def test_identify_names_family_and_scale_old_keys_included(d, said):
     assert identify(d()) == said
+
+
+def yaml_run_weights(tmp_path: Path, asset: str, nc: int = 2) -> tuple[dict[str, torch.Tensor], Path]:
+    """The weights file of a run of a model YAML (random weights): its state dict and path."""
+    from yolofuse_scale.engine.checkpoint import plain_meta, write_weights
+
+    model = build_model(str(ASSETS / f"{asset}.yaml"), nc=nc, ir_channels=1, scale="t")
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.randn(t.shape, generator=g))
+    path = tmp_path / "last.pt"
+    write_weights(path, model.state_dict(), plain_meta({"model_yaml": model.yaml, "rgb_channels": 3, "ir_channels": 1,
+                                                        "names": {i: f"c{i}" for i in range(nc)}, "imgsz": 64}))
+    return model.state_dict(), path
+
+
+def test_a_yaml_runs_weights_start_the_same_yaml(tmp_path):
+    """A new run from <run>/weights/last.pt of a YAML model (what --resume's refusals advise): tensor by name."""
+    src, path = yaml_run_weights(tmp_path, "rgbt_midfusion-P3_schema", nc=3)
+    same = build_model(str(ASSETS / "rgbt_midfusion-P3_schema.yaml"), nc=3, ir_channels=1, scale="t")
+    report = apply_pretrained(same, path)
+    assert all(torch.equal(v, src[k]) for k, v in same.state_dict().items()) and report.share == 1.0
+    assert report.counts["ir"]["loaded"] == sum(len(_layer(src, j)) for j in range(10, 15))
+    fewer = build_model(str(ASSETS / "rgbt_midfusion-P3_schema.yaml"), nc=1, ir_channels=1, scale="t")
+    before = copy.deepcopy(fewer.state_dict())
+    report = apply_pretrained(fewer, path)
+    sd = fewer.state_dict()
+    for k, v in sd.items():  # the class convs (and those sized by the class count) keep their own init
+        reinit = re.match(r"model\.35\.cv3\.\d\.2\.", k) or v.shape != src[k].shape
+        assert torch.equal(v, before[k] if reinit else src[k]), k
+    assert report.reinit and all(k.startswith("model.35.cv3.") for k in report.reinit)

@@ -351,6 +351,8 @@ class Source:
     names: dict[int, str] | None = None  # its class names, where it has a valid table of them
     #: the class name of each single-stream layer (Conv, C2f, ..., Detect): what a model YAML is matched by
     kinds: list[str] = field(default_factory=list)
+    #: a weights file of a model YAML: its model dictionary (it starts that same YAML only, by name)
+    model_yaml: dict[str, Any] | None = None
 
 
 def _layer_table(origins: list[Origin | None]) -> dict[tuple[int, str], tuple[int, tuple[tuple[int, str], ...]]]:
@@ -430,12 +432,13 @@ def _our_weights(path: Path) -> Source:
     except (CheckpointError, ModelConfigError) as e:  # their message starts with the path
         raise PretrainedError(f"--pretrained {e}") from None
     found = recognise(payload["model_yaml"])
-    if found is None:
-        raise PretrainedError(f"--pretrained {path}: its model_yaml is not a built-in variant "
-                              f"({'/'.join(FAMILIES)} x t..x x {'/'.join(FUSIONS)}); --pretrained maps built-in "
-                              "models only (their layers' origins are known)")
-    family, scale, fusion, base = found
     nc = int(payload["model_yaml"].get("nc", len(payload["names"])))
+    if found is None:  # a run of a model YAML: it starts the same YAML (a new run from <run>/weights/last.pt)
+        what = f"yolofuse-scale weights of a model YAML ({nc} class(es), IR {payload['ir_channels']} channel(s))"
+        return Source(path, what, _fp32(payload["model"]), nc, payload["model_yaml"], {},
+                      "the weights of a model YAML's run", _class_names(payload.get("names"), nc),
+                      model_yaml=payload["model_yaml"])
+    family, scale, fusion, base = found
     what = (f"yolofuse-scale weights ({family}{scale} fusion={fusion}, {nc} class(es), IR "
             f"{payload['ir_channels']} channel(s))")
     return Source(path, what, _fp32(payload["model"]), nc, base, _layer_table(fusion_origins(base, fusion)),
@@ -594,10 +597,10 @@ def map_pretrained(model: torch.nn.Module, source: Source, write: bool = True) -
     the report, the model unchanged). A built-in variant by its declared origins; any other model (a model
     YAML) by structure (``pretrained_yaml.map_by_structure``)."""
     found = recognise(getattr(model, "yaml", None))
-    if found is None:
-        from yolofuse_scale.model.pretrained_yaml import map_by_structure
+    if found is None or source.model_yaml is not None:
+        from yolofuse_scale.model.pretrained_yaml import map_by_structure, map_same_model
 
-        return map_by_structure(model, source, write)
+        return (map_same_model if source.model_yaml is not None else map_by_structure)(model, source, write)
     family, scale, fusion, base = found
     origins = fusion_origins(base, fusion)
     nc_here = int(model.model[-1].nc)

@@ -55,11 +55,14 @@ from yolofuse_scale.model.pretrained import (
     Source,
     _adapt_stem,
     _average_fusion,
+    _difference,
     _effective_scale,
     _find,
+    _plain,
     _rows_of,
     _shape,
     compare_names,
+    recognise,
 )
 from yolofuse_scale.model.rgbt import (
     RGB_CHANNELS,
@@ -118,6 +121,37 @@ def _trace(layers: list[torch.nn.Module], weighted: set[int], two_stream: bool) 
                          joint=any(n.joint for n in ins) or (RGB in seen and IR in seen))
         nodes.append(node)
     return nodes
+
+
+def stream_labels(layers: list[torch.nn.Module], nodes: list[_Node], weighted: set[int]) -> dict[int, str]:
+    """The report's stream of each layer with weights: ``rgb`` / ``ir`` (one modality), ``shared`` (both: the
+    stacked or batched input, or after fusion), ``fusion`` (reads an RGB and an IR map, through layers
+    without weights), ``attention`` (DEA / DEFA)."""
+
+    def reads_both(j: int) -> bool:
+        seen, stack, found = set(), _inputs(j, layers[j].f), set()
+        while stack:
+            x = stack.pop()
+            if x < 0 or x in seen:
+                continue
+            seen.add(x)
+            if x in weighted or nodes[x].mods != BOTH or nodes[x].raw:
+                found.add(nodes[x].mods)
+            else:
+                stack.extend(_inputs(x, layers[x].f))
+        return RGB in found and IR in found
+
+    def label(j: int) -> str:
+        node = nodes[j]
+        if node.mods in (RGB, IR):
+            return "rgb" if node.mods == RGB else "ir"
+        if not node.joint:
+            return "shared"
+        if isinstance(layers[j], (DEALayer, DEFALayer)):  # DEAPair's layer is a DEALayer
+            return "attention"
+        return "fusion" if reads_both(j) else "shared"
+
+    return {j: label(j) for j in sorted(weighted)}
 
 
 def _signature(tensors: dict[str, torch.Tensor]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -242,7 +276,11 @@ def _runs(pairs: list[tuple[str, int]]) -> str:
 
 
 def _target_name(model: torch.nn.Module) -> tuple[str, str]:
-    """(how the report names the model, what it builds in words) for a model YAML."""
+    """(how the report names the model, what it builds in words): a model YAML's file name and scale (a
+    built-in variant as :func:`pretrained.identify` says it)."""
+    found = recognise(getattr(model, "yaml", None))
+    if found is not None:
+        return f"{found[0]}{found[1]} fusion={found[2]}", f"{found[0]} scale {found[1]} (fusion={found[2]})"
     source = getattr(model, "yaml_source", None)
     name = Path(source).name if isinstance(source, str) and source.endswith((".yaml", ".yml")) else "the model YAML"
     d = getattr(model, "yaml", None) or {}
@@ -315,32 +353,8 @@ def map_by_structure(model: torch.nn.Module, source: Source, write: bool = True)
         return ("part", prefix) if prefix else None
 
     # ------------------------------------------------------------------ streams, aligned in order
-    def label(j: int) -> str:
-        node = nodes[j]
-        if node.mods in (RGB, IR):
-            return "rgb" if node.mods == RGB else "ir"
-        if not node.joint:
-            return "shared"
-        if isinstance(layers[j], (DEALayer, DEFALayer)):  # DEAPair's layer is a DEALayer
-            return "attention"
-        return "fusion" if _reads_both(j) else "shared"
-
-    def _reads_both(j: int) -> bool:
-        """Whether layer j reads an RGB-only and an IR-only map (through layers without weights)."""
-        seen, stack, found = set(), _inputs(j, layers[j].f), set()
-        while stack:
-            x = stack.pop()
-            if x < 0 or x in seen:
-                continue
-            seen.add(x)
-            if x in dst or nodes[x].mods != BOTH or nodes[x].raw:
-                found.add(nodes[x].mods)
-            else:
-                stack.extend(_inputs(x, layers[x].f))
-        return RGB in found and IR in found
-
     weighted = [j for j in sorted(dst) if j != head]
-    streams = {j: label(j) for j in weighted}
+    streams = stream_labels(layers, nodes, set(dst))
     groups = {"rgb": [], "ir": [], "shared": [], "after fusion": []}
     for j in weighted:
         groups["after fusion" if nodes[j].joint else streams[j]].append(j)
@@ -475,3 +489,58 @@ def _head(report: LoadReport, layers: list[torch.nn.Module], dst: dict[str, torc
         report.unmatched.append(f"{head} {type(layers[head]).__name__} levels "
                                 f"{', '.join(str(k) for k, v in levels.items() if v is None)} (no level of the "
                                 "file's head reads a layer matched to theirs)")
+
+
+def map_same_model(model: torch.nn.Module, source: Source, write: bool = True) -> LoadReport:
+    """A weights file of a model YAML's run into the same model YAML (a new run from ``<run>/weights/last.pt``):
+    each tensor to the one of the same name where the shapes agree (the class layers as in the other paths);
+    any other model is refused, since nothing says where that file's layers belong in it."""
+    mine, theirs = ({k: v for k, v in d.items() if k != "nc"} for d in (getattr(model, "yaml", None) or {},
+                                                                        source.model_yaml or {}))
+    name, builds = _target_name(model)
+    if _plain(mine) != _plain(theirs):
+        why = _difference(source.model_yaml or {}, getattr(model, "yaml", None) or {}, "the model being trained")
+        raise PretrainedError(
+            f"--pretrained {source.path}: the weights of another model ({why or 'its settings differ'}); the weights "
+            f"of a model YAML's run start that same YAML only (its layers match by name). This run builds {builds}: "
+            "give it an RGB checkpoint (matched by structure) or a run of this YAML")
+    layers = list(model.model)
+    dst_sd = model.state_dict()
+    weighted = set(_grouped(dst_sd))
+    labels = stream_labels(layers, _trace(layers, weighted, bool(getattr(model, "two_stream", False))), weighted)
+    head = len(layers) - 1
+    nc_here = int(layers[-1].nc)
+    report = LoadReport(source.path, source.what, f"{name} ({nc_here} class(es), IR "
+                        f"{getattr(model, 'ir_channels', '?')} channel(s))", nc=(nc_here, source.nc), builds=builds)
+    compare_names(report, model, source)
+    used: set[str] = set()
+    reinit_src: set[str] = set()
+    plan = []
+    for key, t in dst_sd.items():
+        m = _KEY.match(key)
+        j, rest = (int(m.group(1)), m.group(2)) if m else (head, key)
+        c = report.counts[labels.get(j, "shared")]
+        w = source.tensors.get(key)
+        if w is None:
+            c["new"] += 1
+            report.new.append(key)
+        elif j == head and nc_here != source.nc and _CLASS_BRANCH.match(rest) and (
+                _CLASS_CONV.match(rest) or w.shape != t.shape):
+            c["reinit"] += 1
+            report.reinit.append(key)
+            reinit_src.add(key)
+        elif w.shape != t.shape:  # e.g. an IR stem of another channel count
+            c["skipped"] += 1
+            report.skipped.append(f"{key} {_shape(t)} vs {_shape(w)}")
+        else:
+            plan.append((t, w))
+            c["loaded"] += 1
+            used.add(key)
+    if write:
+        with torch.no_grad():
+            for t, value in plan:
+                t.copy_(value)
+    report.placed = len(used)
+    report.reinit_src = reinit_src - used
+    report.countable = len(set(source.tensors) - report.reinit_src)
+    return report
