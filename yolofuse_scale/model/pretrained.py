@@ -2,9 +2,10 @@
 
 The source is an Ultralytics checkpoint of the same family and scale (``yolo11n.pt``: a pickled
 ``DetectionModel`` trained on 3-channel RGB) or one of our weights files of any built-in variant
-(``weights/last.pt``). Nothing is matched by name: ``variants.fusion_origins`` says which single-stream
-layer (and which stream) each layer of the built model copies, the source's layers are placed the
-same way (an Ultralytics model: layer i is single-stream layer i; our rgb variant: layer i + 1), and
+(``weights/last.pt``; of a model YAML's run: into that same YAML, tensor by name). For a built-in
+variant nothing is matched by name: ``variants.fusion_origins`` says which single-stream layer (and which
+stream) each layer of the built model copies, the source's layers are placed the same way (an
+Ultralytics model: layer i is single-stream layer i; our rgb variant: layer i + 1), and
 ``model.{src}.<rest>`` goes to ``model.{dst}.<rest>`` where the shapes agree. Per fusion that gives:
 
 - ``rgb``: the model as is. ``ir``: the same weights, the first conv adapted to the IR channels;
@@ -35,7 +36,12 @@ Choices, and why:
   copied when it is the same.
 
 Every transfer is reported per stream (loaded, adapted, shape-skipped, re-initialised, new), and one
-that places fewer than half of the source's tensors (another family or scale) is refused.
+that places fewer than half of the source's tensors (another family or scale) is refused, saying what the
+file is (:func:`identify`: its rows against each family's, its scale row against the family's scales,
+Ultralytics 8.3's older ``depth_multiple``/``width_multiple`` keys read as the scale they build) and what
+the run builds. Class layers loaded under other names (the same count, ``cat`` in the file, ``person``
+here) get one warning naming the ids. A model that is not a built-in variant (a model YAML) declares no
+origins: ``pretrained_yaml.py`` matches its layers to the file's by structure.
 
 Ultralytics checkpoints are pickles: they are read with torch's ``weights_only`` unpickler and an
 explicit allow-list of the classes a detection checkpoint holds; anything else is refused by name.
