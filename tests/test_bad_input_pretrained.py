@@ -30,6 +30,19 @@ def files(tmp_path_factory) -> dict[str, Path]:
             "yolov8n": write_checkpoint(folder / "yolov8n.pt", old_style("yolov8", "n"))}
 
 
+@pytest.fixture(scope="module")
+def built():
+    """Built-in mid models by name, built once (a refusal changes nothing in them)."""
+    models: dict[str, torch.nn.Module] = {}
+
+    def get(name: str) -> torch.nn.Module:
+        if name not in models:
+            models[name] = build_model(name, "mid", nc=2, ir_channels=1)
+        return models[name]
+
+    return get
+
+
 def _refused_unchanged(model, path: Path, capsys, *needles: str) -> None:
     before = copy.deepcopy(model.state_dict())
     assert_user_error(lambda: apply_pretrained(model, path), f"--pretrained {path}: ", *needles, capsys=capsys)
@@ -64,18 +77,22 @@ def test_a_yaml_given_a_checkpoint_of_another_scale(files, capsys):
                            "builds yolov8 scale t (fusion=mid)"),
     ("yolov8t", "yolo11t", "yolo11t.pt is yolo11 scale t; this run builds yolov8 scale t (fusion=mid)"),
 ])
-def test_a_built_in_variants_refusal_names_the_files_family_and_scale(files, capsys, model, file, said):
-    _refused_unchanged(build_model(model, "mid", nc=2, ir_channels=1), files[file], capsys, "fit " + model, said,
+def test_a_built_in_variants_refusal_names_the_files_family_and_scale(files, built, capsys, model, file, said):
+    _refused_unchanged(built(model), files[file], capsys, "fit " + model, said,
                        "It must be a checkpoint of the same family and scale as --model")
 
 
+@pytest.fixture(scope="module")
+def yaml_run(tmp_path_factory) -> Path:
+    return yaml_run_weights(tmp_path_factory.mktemp("yaml_run"), "rgbt_midfusion-P3_schema")[2]
+
+
 @pytest.mark.parametrize("target", ["rgbt_midfusion_schema.yaml", "yolo11t"])
-def test_a_yaml_runs_weights_into_another_model(tmp_path, capsys, target):
+def test_a_yaml_runs_weights_into_another_model(yaml_run, capsys, target):
     """A YAML run's weights start that same YAML only: nothing says where its layers belong in another one."""
-    _src, path = yaml_run_weights(tmp_path, "rgbt_midfusion-P3_schema")
     model = (build_model(str(ASSETS / target), nc=2, ir_channels=1, scale="t") if target.endswith(".yaml") else
              build_model(target, "mid", nc=2, ir_channels=1))
     builds = "rgbt_midfusion_schema.yaml at scale t [0.5, 0.125, 1024]" if target.endswith(".yaml") else \
         "yolo11 scale t (fusion=mid)"
-    _refused_unchanged(model, path, capsys, "the weights of another model (", "the weights of a model YAML's run "
+    _refused_unchanged(model, yaml_run, capsys, "the weights of another model (", "the weights of a model YAML's run "
                        "start that same YAML only (its layers match by name)", f"This run builds {builds}")
