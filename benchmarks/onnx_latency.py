@@ -38,8 +38,8 @@ SCHEMA = "onnx_latency/1"
 def _weights(path: Path, model_name: str, fusion: str, ir_channels: int, nc: int) -> Path:
     import torch
 
-    from yolofuse_scale.weights import write_weights
     from yolofuse_scale.model import build_model
+    from yolofuse_scale.weights import write_weights
 
     torch.manual_seed(0)
     model = build_model(model_name, fusion, nc=nc, ir_channels=ir_channels)

@@ -20,8 +20,8 @@ import torch
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    from yolofuse_scale.weights import write_weights
     from yolofuse_scale.model import build_model
+    from yolofuse_scale.weights import write_weights
 
     torch.manual_seed(0)
     model = build_model("yolov8t", "mid", nc=2, ir_channels=1)

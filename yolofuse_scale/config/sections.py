@@ -109,8 +109,9 @@ class ModelConfig:
     RGB-trained; read without running code) or weights/*.pt of a run of that model. Every stream starts from
     it: the IR stem's first conv is the sum over the RGB input channels (1-channel IR; a gray image answers as
     in RGB), a data-level stem gets half of each, fusion convs start as the two streams' average, class layers
-    are re-initialised if the class count differs; a per-stream load report is logged. Not re-applied on
-    --resume"""
+    are re-initialised if the class count differs (a warning if their names differ); a per-stream load report
+    is logged. A model YAML (YOLOFuse, DEYOLO, YOLOv11-RGBT) takes the RGB checkpoint its layers are written
+    for, matched by structure, or weights/*.pt of a run of the same YAML. Not re-applied on --resume"""
 
     def __post_init__(self) -> None:
         _check_choices(self)
