@@ -101,8 +101,14 @@ def native_crash(proc: subprocess.CompletedProcess) -> str | None:
 
 
 def launch(launcher: str, nproc: int, args: list[str], out: Path, timeout: int = 300, check: bool = True) -> Run:
-    """Run train.py (or ``-m yolofuse_scale ...`` when args start with a command) under a real launcher."""
+    """Run train.py (or ``-m yolofuse_scale ...`` when args start with a command) under a real launcher.
+
+    A training runs with ``--no-plots`` unless its args say ``--plots`` (they come later and win): the pictures cost
+    a run 0.5-2 s of matplotlib on 2 cores; tests/test_run_folder.py asserts them."""
     _require_slow_marker(launcher, args)
+    for head in (["train.py"], ["-m", "yolofuse_scale", "train"]):
+        if args[: len(head)] == head:
+            args = [*head, "--no-plots", *args[len(head):]]
     if launcher == "python":
         assert nproc == 1
         cmd = [sys.executable, *args]

@@ -598,7 +598,7 @@ def _remove_file(folder: Path, marker: Path) -> str:
 def _code_in_run_meta(folder: Path, marker: Path) -> str:
     import json
 
-    from yolofuse_scale.engine.checkpoint import _write_manifest
+    from yolofuse_scale.engine.checkpoint.folder import _write_manifest
 
     meta = json.loads((folder / "run_meta.json").read_text())
     meta["model_yaml"]["activation"] = f"__import__('pathlib').Path({str(marker)!r}).touch() or torch.nn.SiLU()"

@@ -25,8 +25,8 @@ NAMES = {0: "person", 1: "car"}  # the template's classes (ir_channels: 1)
 def tiny_weights(tmp_path_factory) -> Path:
     """A weights file of an untrained yolov8t for the template's classes: what a training writes, without
     the training (the class checks read its names; one val run scores it)."""
-    from yolofuse_scale.engine.checkpoint import plain_meta, write_weights
     from yolofuse_scale.model import build_model
+    from yolofuse_scale.weights import plain_meta, write_weights
 
     model = build_model("yolov8t", "mid", nc=2, ir_channels=1, names=NAMES)
     path = tmp_path_factory.mktemp("weights") / "w.pt"

@@ -16,6 +16,7 @@ At ``--imgsz 32`` the frames are at least twice the size, so JPEG pairs take the
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -409,3 +410,18 @@ def test_exif_orientation_parser_agrees_with_opencv(case, tmp_path):
     f.write_bytes(data)
     with Image.open(f) as im:
         assert pil_orientation(im, f) == expected
+
+
+def test_an_unidentifiable_file_is_a_data_error_also_after_ultralytics_patched_pillow(tmp_path):
+    """Ultralytics (imported by every training and val) patches ``PIL.Image.open``: a file Pillow cannot identify
+    then raises ModuleNotFoundError (pi_heif, never installed offline) instead of an OSError. The header read of
+    a sample the scan did not size must still end in one DataError naming the file."""
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch, as any training does)
+
+    from yolofuse_scale.data import DataError
+    from yolofuse_scale.data.decode import header_hw
+
+    bad = tmp_path / "noise.png"
+    bad.write_bytes(b"not an image at all" * 8)
+    with pytest.raises(DataError, match=re.escape(str(bad))):
+        header_hw(bad)

@@ -208,7 +208,7 @@ def test_pretrained_refuses_an_ultralytics_checkpoint_with_a_huge_model_dict(tmp
 
 def _checkpoint_folder(folder: Path, meta_text: str) -> Path:
     """A checkpoint folder whose manifest matches its files (so only run_meta.json's content is left to refuse)."""
-    from yolofuse_scale.engine.checkpoint import COMPLETE_MARKER, _write_manifest
+    from yolofuse_scale.engine.checkpoint.folder import COMPLETE_MARKER, _write_manifest
 
     folder.mkdir()
     (folder / "run_meta.json").write_text(meta_text)

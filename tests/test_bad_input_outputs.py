@@ -37,8 +37,8 @@ def test_output_dir_that_cannot_be_a_folder_is_one_message(tmp_path, where, need
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """An untrained tiny model's weights file (what predict loads; detections do not matter here)."""
-    from yolofuse_scale.engine.checkpoint import write_weights
     from yolofuse_scale.model import build_model
+    from yolofuse_scale.weights import write_weights
 
     model = build_model("yolov8t", "mid", nc=1, ir_channels=1, names={0: "person"})
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"

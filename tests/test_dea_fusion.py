@@ -184,7 +184,7 @@ def test_dea_trains_under_two_process_ddp(train_run):
 
     run = train_run("torchrun", 2, 1, "--fusion", "dea", "--max-steps", "3", "--no-val")
     assert len(run.log) == 3 and all(math.isfinite(r["loss"]) for r in run.log)
-    from yolofuse_scale.engine.checkpoint import read_weights
+    from yolofuse_scale.weights import read_weights
 
     weights = read_weights(run.out / "weights" / "last.pt")
     assert recognise(weights["model_yaml"])[:3] == ("yolov8", "t", "dea")

@@ -1,11 +1,12 @@
 """One run per output folder, each step logged once, nothing of a finished run rewritten, and a
-re-saved step never missing (engine/checkpoint.py's Checkpointer). The refusals themselves (another
+re-saved step never missing (engine/checkpoint/'s Checkpointer). The refusals themselves (another
 run's folder, another batch, dataset or model) are in the bad-input battery."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -104,3 +105,109 @@ def test_one_lineage_per_folder(tiny_data, tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1"]
     assert [r["step"] for r in new.log] == [1]
     assert json.loads((out / "run.json").read_text())["run_id"] != run_id
+
+
+def folder_tree(out: Path) -> dict[str, str | None]:
+    """Every path under ``out``, folders included, with its file's SHA-256 (None: a folder)."""
+    import hashlib
+
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+            for p in sorted(out.rglob("*"))}
+
+
+def _run_at_step_3(tmp_path: Path, distributed_type: str = "NO"):
+    """A run folder as a run stopped at step 3 leaves it (checkpoints at steps 2 and 3 written by the real
+    save_checkpoint, run.json, config.yaml, train_log.jsonl, weights/last.pt and metrics.json of step 3), and
+    (accelerator, prepared model, the run's position, its run_meta): what a resume describes the run by."""
+    from accelerate import Accelerator
+
+    from yolofuse_scale.config import RunConfig
+    from yolofuse_scale.engine import checkpoint as ckpt
+    from yolofuse_scale.engine.course import course_of
+    from yolofuse_scale.model.variants import fusion_yaml
+
+    acc = Accelerator(cpu=True)
+    net = torch.nn.Linear(2, 2)
+    model, _ = acc.prepare(net, torch.optim.SGD(net.parameters(), lr=0.1))
+    out = tmp_path / "run"
+    position = {"images_per_step": 4, "batch_size": 2, "world_size": 1, "grad_accum": 2, "steps_per_epoch": 4,
+                "dataset": {"train_pairs": 16, "paths_sha256": "0123456789abcdef"},
+                "model": "--model yolov8t --fusion mid", "course": course_of(RunConfig())}
+    meta = json.loads(json.dumps({"model_yaml": fusion_yaml("mid", 2, "t"), "rgb_channels": 3, "ir_channels": 1,
+                                  "names": {0: "a", 1: "b"}, "imgsz": 64}))
+    for step in (2, 3):
+        state = {"step": step, "epoch": 0, "step_in_epoch": step, "best_fitness": -1.0, "ema_updates": None,
+                 "world_size": 1, "distributed_type": distributed_type, "metrics": {}, "run_id": "r1", **position}
+        ckpt.save_checkpoint(acc, out / "checkpoints", step, state, meta)
+    (out / "run.json").write_text('{"run_id": "r1"}\n')
+    (out / "config.yaml").write_text("train:\n  epochs: 2\n")
+    (out / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3)))
+    (out / "weights").mkdir()
+    torch.save({"model": {}, "step": 3, "metrics": {}}, out / "weights" / "last.pt")
+    (out / "metrics.json").write_text(json.dumps({"step": 3}))
+    return acc, model, position, meta
+
+
+def _changed_model(position, meta):
+    from yolofuse_scale.model.variants import fusion_yaml
+
+    return position, {**meta, "model_yaml": json.loads(json.dumps(fusion_yaml("early", 2, "t")))}
+
+
+def _changed_batch(position, meta):
+    return {**position, "images_per_step": 8, "batch_size": 4}, meta
+
+
+def _changed_optimizer(position, meta):
+    return {**position, "course": {**position["course"], "optimizer": "adamw"}}, meta
+
+
+@pytest.mark.parametrize(("change", "saved_by", "needle"), [
+    (_changed_model, "NO", "the checkpoint holds --model yolov8t --fusion mid"),
+    (None, "FSDP", "a FSDP (sharded DCP files) checkpoint cannot be resumed by a full-state (DDP) run"),
+    (_changed_batch, "NO", "images per optimizer step: 4 (batch 2 x 1 process(es) x accumulation 2) when saved"),
+    (_changed_optimizer, "NO", "--optimizer: sgd when saved, adamw now"),
+], ids=["model", "strategy-layout", "position", "course"])
+def test_a_refused_resume_of_an_earlier_step_leaves_the_folder_as_it_was(tmp_path, change, saved_by, needle):
+    """--resume checkpoints/step_2 abandons step 3 (its checkpoint, last.pt, metrics.json). Refused (another model,
+    a layout this strategy cannot load, another position, another course), the Checkpointer used to have moved
+    them into replaced/ and rewritten run.json already, in its constructor, before load() refused: now every
+    refusal comes first, and the folder is byte for byte as it was (only run.lock came and went)."""
+    from types import SimpleNamespace
+
+    from yolofuse_scale.engine.checkpoint import Checkpointer
+    from yolofuse_scale.errors import UserError
+
+    acc, model, position, meta = _run_at_step_3(tmp_path, saved_by)
+    out = tmp_path / "run"
+    before = folder_tree(out)
+    train = SimpleNamespace(resume=str(out / "checkpoints" / "step_2"), overwrite=False, keep_last=0)
+    checkpointer = Checkpointer(acc, out, train)
+    try:
+        with pytest.raises(UserError, match=re.escape(needle)):
+            checkpointer.load(model, *(change(position, meta) if change else (position, meta)))
+    finally:
+        checkpointer.release()
+    assert folder_tree(out) == before
+
+
+def test_an_accepted_resume_of_an_earlier_step_moves_the_later_timeline_aside(tmp_path):
+    """The other side of the test above, on the same folder: accepted, the resume moves step 3's files aside."""
+    from types import SimpleNamespace
+
+    from yolofuse_scale.engine.checkpoint import Checkpointer
+
+    acc, model, position, meta = _run_at_step_3(tmp_path)
+    out = tmp_path / "run"
+    checkpointer = Checkpointer(acc, out, SimpleNamespace(resume=str(out / "checkpoints" / "step_2"),
+                                                          overwrite=False, keep_last=0))
+    try:
+        saved, _ = checkpointer.load(model, position, meta)
+    finally:
+        checkpointer.release()
+    assert saved["step"] == 2 and sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2"]
+    (aside,) = (out / "replaced").iterdir()
+    assert aside.name.startswith("abandoned-after-step_2-")
+    assert sorted(p.name for p in aside.iterdir()) == ["metrics.json", "step_3", "weights"]
+    assert [p.name for p in (aside / "weights").iterdir()] == ["last.pt"] and not (out / "metrics.json").exists()
+    assert any("moved this run's later checkpoints (step 3)" in n for n in checkpointer.folder_notes)

@@ -21,7 +21,7 @@ import torch
 
 from tests.conftest import BASE_ARGS, BIN, ENV, ROOT, Run, free_port
 from yolofuse_scale.config import CheckpointConfig, ParallelConfig, RunConfig
-from yolofuse_scale.engine import checkpoint as ckpt
+from yolofuse_scale.engine.checkpoint import folder as ckpt  # resolve_resume and what it calls
 from yolofuse_scale.engine.strategy import DistributedSetupError, build_accelerator, deepspeed_config
 
 STEPS = ["--max-steps", "3", "--no-val", "--no-ema"]  # as test_ddp/test_deepspeed: their runs are shared

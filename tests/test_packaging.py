@@ -135,6 +135,7 @@ def test_wheel_installed_outside_the_checkout_runs_every_command(installed, tmp_
     site, env, work, py = installed.site, installed.env, tmp_path, [sys.executable]
     where = _ok(_run([*py, "-c", "import yolofuse_scale; print(yolofuse_scale.__file__)"], work, env)).strip()
     assert Path(where).resolve().is_relative_to(site.resolve()), where
+    assert (site / "yolofuse_scale" / "data" / "convert" / "splits" / "m3fd_val.txt").is_file(), "M3FD's split ships"
 
     listing = _ok(_run([*py, "-m", "yolofuse_scale", "--help"], work, env))
     listed = set(re.findall(r"^    (\S+)\s", listing.split("COMMAND", 2)[-1], flags=re.M))

@@ -306,7 +306,7 @@ def test_not_a_checkpoint_is_refused(tmp_path):
 
 def our_random_weights_file(tmp_path: Path, fusion: str, model: str = "yolo11t"):
     """A weights file of ours for ``model``/``fusion`` with random weights: (model, its state dict, path)."""
-    from yolofuse_scale.engine.checkpoint import plain_meta, write_weights
+    from yolofuse_scale.weights import plain_meta, write_weights
 
     src_model = build_model(model, fusion, nc=2, ir_channels=1)
     g = torch.Generator().manual_seed(1)
@@ -340,9 +340,10 @@ def test_our_weights_file_maps_by_the_same_origins(tmp_path, fusion):
     assert report.share == 1.0 and "yolofuse-scale weights (yolo11t fusion=" in report.lines()[0]
 
 
-def test_a_model_that_is_not_a_built_in_variant_is_refused(yolo11t_ckpt):
+def test_a_model_yaml_of_another_family_is_refused(yolo11t_ckpt):
+    """A model YAML is matched by structure (tests/test_pretrained_yaml.py); a YOLOv8-based one takes no yolo11."""
     model = build_model(str(ROOT / "tests" / "assets" / "yolofuse_mid_schema.yaml"), nc=1, ir_channels=1, scale="t")
-    with pytest.raises(PretrainedError, match="the model being trained is not a built-in variant"):
+    with pytest.raises(PretrainedError, match="yolo11t.pt is yolo11 scale t; this run builds yolofuse_mid_schema.yaml"):
         apply_pretrained(model, yolo11t_ckpt[0])
 
 

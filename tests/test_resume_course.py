@@ -1,5 +1,5 @@
 """What a resume may change of a run's course (engine/course.py) and which weights stay with the timeline it
-continues (engine/checkpoint.py's later_outputs): an extended run's lr continues its decay, no warm-up, exactly
+continues (engine/checkpoint/'s later_outputs): an extended run's lr continues its decay, no warm-up, exactly
 the same whether or not the extension was killed on the way; another optimizer, lr or (mid-epoch) seed is refused
 before anything loads; weights and metrics.json written after the resume point move aside with their steps.
 
@@ -185,7 +185,7 @@ def test_close_mosaic_is_accepted_and_old_checkpoints_resume_unchecked():
 
 # ------------------------------------------------------------------------------------------ weights of a timeline
 def _weights(path: Path, step: int, fitness: float | None) -> None:
-    from yolofuse_scale.engine.checkpoint import write_weights
+    from yolofuse_scale.weights import write_weights
 
     write_weights(path, {"w": torch.zeros(2)}, {"step": step, "metrics": {} if fitness is None else
                                                 {"fitness": fitness}})
@@ -371,3 +371,20 @@ def test_a_mid_epoch_seed_or_another_optimizer_is_refused_before_loading(base, d
     assert_clean_error(proc, "this launch changes what the run's course depends on (step 3, epoch 2, 1 of its 2 "
                        "steps done); refused before anything is loaded", *needles, "Resume with the saved settings")
     assert _snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_a_refused_resume_of_an_earlier_step_leaves_the_run_folder_as_it_was(base, data, tmp_path):
+    """--resume checkpoints/step_1 abandons steps 2 and 3 (their checkpoints, last.pt, best.pt, metrics.json).
+    With another --optimizer it is refused; it used to move all of them into replaced/ (and rewrite run.json)
+    first. Now every path of the folder and every byte of its files is as it was."""
+    from tests.test_bad_input import assert_clean_error, run_cli
+    from tests.test_lineage import folder_tree
+
+    out = _copy(base, tmp_path / "run")
+    before = folder_tree(out)
+    proc = run_cli("train.py", "--data", str(data), *RUN, "--epochs", "2", "--optimizer", "adamw",
+                   "--resume", str(out / "checkpoints" / "step_1"), "--output-dir", str(out))
+    assert_clean_error(proc, f"--resume {out / 'checkpoints' / 'step_1'}: this launch changes what the run's course",
+                       "--optimizer: sgd when saved, adamw now")
+    assert folder_tree(out) == before

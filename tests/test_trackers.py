@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ENV, ROOT, Run
 
-pytestmark = pytest.mark.slow  # a real training
+SLOW = pytest.mark.slow  # the tests reading the fixture's real trainings
 
 
 def wandb_records(path: Path):
@@ -69,6 +69,7 @@ def tracked(tiny_data, tmp_path_factory):
     return runs, json.loads((out / "run.json").read_text())["run_id"], epochs
 
 
+@SLOW
 def test_the_console_says_where_each_tracker_writes(tracked):
     (run, resumed), _, _ = tracked
     out = run.out
@@ -82,6 +83,7 @@ def test_the_console_says_where_each_tracker_writes(tracked):
     assert "warning: 7" in run.output and "narrower than 8 px at --imgsz 64" in run.output
 
 
+@SLOW
 def test_tensorboard_holds_the_epochs_and_the_images(tracked):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -95,13 +97,15 @@ def test_tensorboard_holds_the_epochs_and_the_images(tracked):
     assert events.Scalars("metrics/mAP50-95")[-1].value == pytest.approx(final["mAP50-95"], abs=1e-6)
     for e in events.Scalars("train/loss"):  # the epoch's mean of its steps' logged losses
         assert e.value == pytest.approx(np.mean([r["loss"] for r in epochs[e.step]]), rel=1e-5)
-    assert "plots/notes" in tags["images"]
+    assert {"plots/notes", "plots/results", "plots/BoxPR_curve", "plots/confusion_matrix_normalized"} <= set(
+        tags["images"])
     image = events.Images("plots/notes")[0]
     assert (image.width, image.height) == (64, 48)
     pixel = cv2.imdecode(np.frombuffer(image.encoded_image_string, np.uint8), cv2.IMREAD_COLOR)[0, 0]
     assert pixel.tolist() == [0, 128, 255]  # still orange: the channels reached TensorBoard in RGB order
 
 
+@SLOW
 def test_mlflow_holds_the_epochs_the_config_and_the_artifacts(tracked, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow.tracking import MlflowClient
@@ -121,11 +125,15 @@ def test_mlflow_holds_the_epochs_the_config_and_the_artifacts(tracked, monkeypat
     # MLflow refuses to change a parameter: the first launch's stay, the resumed launch's config is the artifact
     assert params["train.max_steps"] == "4" and params["checkpoint.resume"] == ""
     assert {a.path for a in client.list_artifacts(found.info.run_id)} == {"config.yaml", "plots"}
-    assert [a.path for a in client.list_artifacts(found.info.run_id, "plots")] == ["plots/notes.png"]
+    plots = {a.path for a in client.list_artifacts(found.info.run_id, "plots")}
+    # ours, and the run folder's own: results.png, the final validation's curves and matrices, labels, previews
+    assert {"plots/notes.png", "plots/results.png", "plots/BoxPR_curve.png", "plots/confusion_matrix.png",
+            "plots/labels.jpg", "plots/train_batch0.jpg"} <= plots
     config = Path(client.download_artifacts(found.info.run_id, "config.yaml", str(run.out / "downloaded")))
     assert "max_steps: 0" in config.read_text() and "resume: auto" in config.read_text()
 
 
+@SLOW
 def test_wandb_is_offline_and_holds_the_epochs(tracked):
     (_, run), run_id, _ = tracked
     folders = sorted((run.out / "wandb").glob("offline-run-*"))  # offline although the environment said online
@@ -143,3 +151,18 @@ def test_wandb_is_offline_and_holds_the_epochs(tracked):
     assert json.loads(next(i.value_json for i in config.update if i.key == "train.epochs")) == 2
     logs = "".join(p.read_text(errors="replace") for p in (run.out / "wandb").rglob("*.log"))
     assert "127.0.0.1:9" not in logs  # the base URL it was given was never contacted
+
+
+def test_overwrite_moves_the_tracker_folders_aside(tmp_path):
+    """--overwrite moves the previous run's tracker folders with its other outputs: a new run's TensorBoard curves
+    are not drawn over the old run's, nor its W&B and MLflow runs listed beside them."""
+    from yolofuse_scale.engine.checkpoint.ownership import _move_aside
+
+    for folder in ("tensorboard/yolofuse-scale", "mlruns/0", "wandb/offline-run-1-abc"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "data").write_text(folder)
+    _move_aside(tmp_path, tmp_path / "replaced" / "old")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replaced"]
+    old = tmp_path / "replaced" / "old"
+    assert all((old / f / "data").read_text() == f for f in ("tensorboard/yolofuse-scale", "mlruns/0",
+                                                            "wandb/offline-run-1-abc"))

@@ -151,6 +151,8 @@ def test_world_size_change_resumes_exactly(tiny_data, tmp_path, train_run, first
     at step 12 between FSDP2 and DDP on an AVX-512 CPU, where the two differ in the last bits; they were
     bit-identical on another CPU, which this test once assumed), so only their being finite is asserted.
     Measured: ZeRO-2 2 -> 1 is bit-identical, 1 -> 2 drifts by ~1e-7 per step, amplified by training."""
+    from yolofuse_scale.engine.outputs import read_results
+
     gbs = ["--global-batch-size", "16", "--no-val"]
     sharded = bool(strategy)
     # The reference: DDP (bitwise), or for a sharded run the same strategy at its first world size
@@ -162,6 +164,10 @@ def test_world_size_change_resumes_exactly(tiny_data, tmp_path, train_run, first
     launch(*first, [*common, "--max-steps", "5"], out)
     resumed = launch(*then, [*common, "--max-steps", "12", "--resume", "auto"], out)
     assert "at step 5" in resumed.output and f"accumulation {3 - then[1]} = 16 images/step" in resumed.output
+    # results.csv: epoch 1 (steps 1-5 at one world size, 6-8 at the other) has one row, the mean of its 8 steps
+    epoch1, rows = [r for r in resumed.log if r["epoch"] == 0], read_results(out / "results.csv")
+    assert [r["epoch"] for r in rows] == ["1"] and len(epoch1) == 8
+    assert float(rows[0]["train/cls_loss"]) == pytest.approx(sum(r["cls"] for r in epoch1) / 8, rel=1e-5)
     a = torch.load(whole.out / "weights" / "last.pt", weights_only=True)["model"]
     b = torch.load(out / "weights" / "last.pt", weights_only=True)["model"]
     params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]

@@ -3,12 +3,15 @@
 Commands:
   train   train a fusion detector (same flags as ``train.py``)
   val     evaluate a weights file: mAP50, mAP50-95, P, R per class as a table and one JSON line;
-          metrics.json, PR/F1/P/R curves and confusion matrices (PNG) in --out
-  predict detect on an RGB+IR pair or two folders of pairs (JSONL + annotated RGB|IR images)
-  export-onnx  weights -> an ONNX graph (one stacked RGB+IR input), output checked against PyTorch
+          metrics.json, PR/F1/P/R curves and confusion matrices (PNG) in --out; on a KAIST
+          data.yaml (`missrate:`) also KAIST's log-average miss rate (MR-2, reasonable setting)
+  predict detect on RGB+IR pairs: two images, folders, videos or live streams (JSONL, annotated
+          RGB|IR images or video, --save-txt labels in Ultralytics' format)
+  export-onnx  weights -> one self-contained ONNX file (stacked input, or --inputs pair: rgb and ir),
+          output checked against PyTorch with onnxruntime
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
-  convert llvip|voc SRC DST
-          turn an LLVIP (or other VOC RGB-T) release into the YOLOFuse layout + data.yaml
+  convert llvip|flir|m3fd|kaist|vedai|voc SRC DST
+          turn a benchmark release (or any VOC RGB-T set) into the YOLOFuse layout + data.yaml
   checkpoint-to-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
   (the names before 0.2, ``export`` and ``export-weights``, still work)
@@ -35,7 +38,8 @@ launch it the way your cluster does; the loop is the same:
   python train.py --data data.yaml                                   # one process (CPU or one GPU)
   torchrun --nproc_per_node 2 train.py --data data.yaml              # DDP
   accelerate launch --config_file configs/accelerate/ddp.yaml train.py --data data.yaml
-outputs in --output-dir: config.yaml, train_log.jsonl, checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json
+outputs in --output-dir: config.yaml, train_log.jsonl, checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json,
+  results.csv (a row per epoch) and plots: results.png, labels.jpg, train_batch*.jpg, the final PR curves and matrices
 bad input ends the run before the first step with one "error: ..." message (exit code 1; 2 for a usage
 error), printed once per job; YOLOFUSE_DEBUG=1 or --debug adds the Python traceback
 """
@@ -104,7 +108,8 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.data.config import DataError, check_classes
     from yolofuse_scale.data.loaders import validation_feed
     from yolofuse_scale.data.sampler import ShardSampler
-    from yolofuse_scale.engine.evaluate import evaluate
+    from yolofuse_scale.engine.evaluate import evaluate, format_metrics_table
+    from yolofuse_scale.engine.missrate import MissRate
     from yolofuse_scale.engine.storage import is_writer
     from yolofuse_scale.engine.strategy import build_accelerator
     from yolofuse_scale.inference import load_weights_model
@@ -130,12 +135,17 @@ def run_val(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     model.to(acc.device)
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
-    feed = validation_feed(args.loader, scan_split(data_cfg, args.split), imgsz, data_cfg.ir_channels, acc.device)
+    samples = scan_split(data_cfg, args.split)
+    missrate = MissRate.from_file(data_cfg.missrate) if data_cfg.missrate else None
+    if missrate is not None:  # before the model runs: an image without its KAIST annotation is named now
+        missrate.class_id(payload["names"])
+        missrate.check_covers([s.rgb for s in samples])
+    feed = validation_feed(args.loader, samples, imgsz, data_cfg.ir_channels, acc.device)
     loader = DataLoader(feed.dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=feed.collate,
                         sampler=ShardSampler(len(feed.dataset), acc.num_processes, acc.process_index))
     out = Path(args.out)
     metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det,
-                       plot_dir=None if args.no_plots else out, batch_to_device=feed.to_device)
+                       plot_dir=None if args.no_plots else out, batch_to_device=feed.to_device, missrate=missrate)
     if is_writer(acc):  # the same rule as training's files (evaluate's plots follow it too)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
@@ -146,22 +156,14 @@ def run_val(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from yolofuse_scale.engine.checkpoint import CheckpointError, export_weights
+    from yolofuse_scale.engine.checkpoint import export_weights
+    from yolofuse_scale.errors import CheckpointError
 
     try:
         print(f"wrote {export_weights(args.checkpoint, args.out)}")
     except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad checkpoint: the message names the file
         raise SystemExit(f"error: {e}") from e
     return 0
-
-
-def format_metrics_table(m: dict) -> str:
-    rows = [("all", m["images"], m["instances"], m["precision"], m["recall"], m["mAP50"], m["mAP50-95"])]
-    rows += [(name, "", c.get("instances", ""), c["precision"], c["recall"], c["mAP50"], c["mAP50-95"])
-             for name, c in m["per_class"].items()]
-    lines = [f"{'class':>12} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
-    lines += [f"{r[0]:>12} {r[1]!s:>7} {r[2]!s:>7} {r[3]:7.4f} {r[4]:7.4f} {r[5]:7.4f} {r[6]:9.4f}" for r in rows]
-    return "\n".join(lines)
 
 
 def run_bench(argv: list[str]) -> int:
@@ -208,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, aliases, module, help_text in [
         ("synth", [], synth, "write a synthetic LLVIP-like RGB+IR dataset with its data.yaml"),
         ("convert", [], convert, "LLVIP or VOC RGB-T release -> YOLOFuse layout + data.yaml (idempotent)"),
-        ("predict", [], predict, "detect on RGB+IR pairs: JSONL + side-by-side images"),
-        ("export-onnx", ["export"], export, "weights -> ONNX graph (stacked RGB+IR input), checked with onnxruntime"),
+        ("predict", [], predict, "detect on RGB+IR images, folders, videos or streams: JSONL, drawings, labels"),
+        ("export-onnx", ["export"], export, "weights -> one ONNX file (stacked or rgb+ir inputs), checked with "
+         "onnxruntime"),
     ]:
         cmd = sub.add_parser(name, aliases=aliases, help=help_text)
         module.add_arguments(cmd)

@@ -59,6 +59,12 @@ class DistributedSetupError(UserError, RuntimeError):
     """The launch environment, the flags and the Accelerator disagree about distribution."""
 
 
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint folder or a portable weights file that cannot be used; the message names the file and
+    what is missing or wrong. Defined here, below both readers: the weights file's (``weights.py``) and the
+    checkpoint folder's (``engine/checkpoint/``)."""
+
+
 def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 

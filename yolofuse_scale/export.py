@@ -1,12 +1,22 @@
 """``yolofuse-scale export-onnx``: an ONNX graph of a trained detector, checked against PyTorch.
 
-The graph has ONE input, ``images``: float32 ``(B, 3 + C_ir, S, S)`` in [0, 1], the letterboxed pair
-stacked RGB channels first, then the IR channel(s), exactly what the PyTorch model takes (two-stream
-models split it inside the graph). One input keeps every runtime's batching and I/O binding simple;
-a caller with two arrays concatenates them on the channel axis. The batch axis is dynamic, the
-image size is fixed at export (``--imgsz``, default the trained size). The output ``output0`` is
-``(B, 4 + nc, N)``: box centre x, y, width, height in input pixels, then per-class scores, before
-NMS (Ultralytics' layout). Class names, channel counts, size and layout go into the model's metadata.
+Inputs (``--inputs``), float32 in [0, 1], the letterboxed pair (one letterbox for both: the IR frame is
+resized to the RGB frame first, as in training):
+
+- ``stacked`` (default, the graph of earlier versions): ONE input ``images`` ``(B, 3 + C_ir, S, S)``, RGB
+  channels first, then the IR channel(s), exactly the tensor the PyTorch model takes;
+- ``pair``: TWO named inputs, ``rgb`` ``(B, 3, S, S)`` and ``ir`` ``(B, C_ir, S, S)``, each in its own
+  channel count, as a deployment with two cameras has them; the graph concatenates them (one ``Concat``
+  node, a copy of the input: microseconds beside the network).
+
+The batch axis is dynamic, the image size is fixed at export (``--imgsz``, default the trained size).
+The output ``output0`` is ``(B, 4 + nc, N)``: box centre x, y, width, height in input pixels, then
+per-class scores, before NMS (Ultralytics' layout). Class names, channel counts, size, inputs and
+layout go into the model's metadata.
+
+The file is self-contained: the weights are inside the ``.onnx`` (torch's ``torch.export``-based
+exporter writes them to a separate ``<file>.onnx.data`` by default, ``external_data=True``, which
+then had to travel with the graph; ONNX's 2 GB protobuf limit is far above any YOLO detector).
 
 Exporter: torch's ``torch.export``-based exporter (``dynamo=True``, the default since torch 2.9) is
 used by default: it is the maintained path, needs ``onnx`` + ``onnxscript`` (the ``onnx`` extra) and
@@ -28,6 +38,7 @@ if TYPE_CHECKING:  # torch and the model load only when an export runs: `yolofus
     from yolofuse_scale.model import FusionDetectionModel
 
 EXPORTERS = ("dynamo", "torchscript")
+INPUTS = ("stacked", "pair")
 
 
 def _require(module: str) -> None:
@@ -46,6 +57,34 @@ def onnx_ready(model: FusionDetectionModel) -> FusionDetectionModel:
     return model
 
 
+def _pair_inputs(model: FusionDetectionModel):
+    """``model`` behind two inputs, ``rgb`` and ``ir``, concatenated on the channel axis inside the graph."""
+    import torch
+
+    class PairInputs(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, rgb: torch.Tensor, ir: torch.Tensor):
+            return self.inner(torch.cat((rgb, ir), 1))
+
+    return PairInputs(model)
+
+
+def input_names(inputs: str) -> list[str]:
+    """The graph's input names for ``--inputs``."""
+    return ["rgb", "ir"] if inputs == "pair" else ["images"]
+
+
+def describe_inputs(inputs: str, rgb_channels: int, ir_channels: int, imgsz: int) -> str:
+    """The inputs in words (the CLI's report and the model's metadata)."""
+    size = f"{imgsz}, {imgsz}"
+    if inputs == "pair":
+        return f"rgb: float32 (B, {rgb_channels}, {size}) and ir: float32 (B, {ir_channels}, {size})"
+    return f"images: float32 (B, {rgb_channels}+{ir_channels}, {size}), RGB channels first then IR"
+
+
 def export_onnx(
     weights: str | Path,
     out: str | Path | None = None,
@@ -53,10 +92,12 @@ def export_onnx(
     opset: int = 18,
     exporter: str = "dynamo",
     nms_free: bool = False,
+    inputs: str = "stacked",
 ) -> tuple[Path, FusionDetectionModel, int]:
-    """Export a weights file to ONNX; return (path, the exported PyTorch model, image size).
+    """Export a weights file to one self-contained ONNX file; return (path, the exported PyTorch model, size).
 
-    ``nms_free`` (end-to-end heads, YOLO26): the graph ends in the one-to-one branch's top-k,
+    ``inputs``: ``"stacked"`` (one input ``images``) or ``"pair"`` (``rgb`` and ``ir``), see the module
+    docstring. ``nms_free`` (end-to-end heads, YOLO26): the graph ends in the one-to-one branch's top-k,
     output ``(B, max_det, 6)`` x1, y1, x2, y2, score, class, and needs no NMS after it.
     """
     import torch
@@ -66,6 +107,8 @@ def export_onnx(
 
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
     _require("onnx")
     if exporter == "dynamo":
         _require("onnxscript")
@@ -79,34 +122,42 @@ def export_onnx(
         raise ValueError(f"--imgsz {imgsz} is not a multiple of the model stride {stride}")
     out = Path(out) if out else Path(weights).with_suffix(".onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, model.rgb_channels + model.ir_channels, imgsz, imgsz)
-    kwargs: dict = {"input_names": ["images"], "output_names": ["output0"], "opset_version": opset}
+    names = input_names(inputs)
+    examples = ((torch.zeros(2, model.rgb_channels, imgsz, imgsz), torch.zeros(2, model.ir_channels, imgsz, imgsz))
+                if inputs == "pair" else (torch.zeros(2, model.rgb_channels + model.ir_channels, imgsz, imgsz),))
+    kwargs: dict = {"input_names": names, "output_names": ["output0"], "opset_version": opset}
     if exporter == "dynamo":
-        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=1024)},)
-        kwargs["dynamo"], kwargs["verbose"] = True, False
+        batch = torch.export.Dim("batch", min=1, max=1024)  # one Dim: the inputs share their batch size
+        kwargs["dynamic_shapes"] = tuple({0: batch} for _ in names)
+        # weights inside the .onnx: torch's default (True) writes them to <out>.data beside it
+        kwargs["dynamo"], kwargs["verbose"], kwargs["external_data"] = True, False, False
     else:
-        kwargs["dynamic_axes"] = {"images": {0: "batch"}, "output0": {0: "batch"}}
+        kwargs["dynamic_axes"] = {**{n: {0: "batch"} for n in names}, "output0": {0: "batch"}}
         kwargs["dynamo"] = False
     # Export a copy: torch.export leaves fake tensors in Detect's cached anchors of the module it traced,
     # and the caller's model must stay usable (the onnxruntime check runs it).
+    traced = copy.deepcopy(model)
     with torch.no_grad():
-        torch.onnx.export(copy.deepcopy(model), (example,), str(out), **kwargs)
-    _write_metadata(out, payload, model, imgsz)
+        torch.onnx.export(_pair_inputs(traced) if inputs == "pair" else traced, examples, str(out), **kwargs)
+    _write_metadata(out, payload, model, imgsz, inputs)
     return out, model, imgsz
 
 
-def _write_metadata(path: Path, payload: dict, model: FusionDetectionModel, imgsz: int) -> None:
+def _write_metadata(path: Path, payload: dict, model: FusionDetectionModel, imgsz: int, inputs: str) -> None:
     import onnx
 
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        raise RuntimeError(f"{path}: the exporter left weights outside the file; it must be self-contained")
     meta = {
         "names": json.dumps({int(k): v for k, v in payload["names"].items()}),
         "imgsz": str(imgsz),
         "stride": str(int(model.stride.max())),
         "rgb_channels": str(model.rgb_channels),
         "ir_channels": str(model.ir_channels),
-        "input": f"images: float32 (B, {model.rgb_channels}+{model.ir_channels}, {imgsz}, {imgsz}) in [0, 1], "
-                 "letterboxed (grey 114 padding), RGB channels first then IR",
+        "inputs": inputs,
+        "input": describe_inputs(inputs, model.rgb_channels, model.ir_channels, imgsz)
+        + " in [0, 1], letterboxed (grey 114 padding), IR resized to the RGB frame first",
         "output": ("output0: (B, max_det, 6) x1, y1, x2, y2 in input pixels, score, class; no NMS needed"
                    if model.end2end else
                    "output0: (B, 4 + nc, N) box cx, cy, w, h in input pixels, then class scores; before NMS"),
@@ -118,7 +169,8 @@ def _write_metadata(path: Path, payload: dict, model: FusionDetectionModel, imgs
 
 
 def check_onnx(path: str | Path, model: FusionDetectionModel, imgsz: int, batch: int = 2, seed: int = 0) -> float:
-    """Run the ONNX file with onnxruntime and the PyTorch model on the same random input.
+    """Run the ONNX file with onnxruntime and the PyTorch model on the same random input (split into
+    ``rgb`` and ``ir`` for a graph with two inputs).
 
     Returns the largest absolute difference of the outputs, relative to the largest output magnitude
     (boxes are in pixels, scores in [0, 1]: a relative measure serves both).
@@ -134,7 +186,10 @@ def check_onnx(path: str | Path, model: FusionDetectionModel, imgsz: int, batch:
         ref = model(x)
     ref = (ref[0] if isinstance(ref, (list, tuple)) else ref).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    feed = x.numpy()
+    names = [i.name for i in session.get_inputs()]
+    got = session.run(None, {"rgb": feed[:, : model.rgb_channels], "ir": feed[:, model.rgb_channels:]}
+                      if names == ["rgb", "ir"] else {names[0]: feed})[0]
     if got.shape != ref.shape:
         raise RuntimeError(f"{path}: ONNX output shape {got.shape} != PyTorch {ref.shape}")
     scale = max(float(np.abs(ref).max()), 1e-6)
@@ -158,6 +213,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output file (default: the weights path with .onnx)")
     parser.add_argument("--imgsz", type=int, default=None, help="fixed input size (default: the size trained at)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    parser.add_argument("--inputs", default="stacked", choices=INPUTS,
+                        help="stacked: one input 'images' (B, 3+C_ir, S, S) (default); pair: two named inputs 'rgb' "
+                             "(B, 3, S, S) and 'ir' (B, C_ir, S, S), one per camera")
     parser.add_argument("--exporter", default="dynamo", choices=EXPORTERS,
                         help="torch.export-based (default) or the legacy TorchScript tracer")
     parser.add_argument("--tolerance", type=float, default=1e-4,
@@ -169,16 +227,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, then check with onnxruntime; exit non-zero if the outputs differ beyond --tolerance."""
-    from yolofuse_scale.engine.checkpoint import CheckpointError
+    from yolofuse_scale.errors import CheckpointError
 
     try:
-        path, model, imgsz = export_onnx(args.weights, args.out, args.imgsz, args.opset, args.exporter, args.nms_free)
+        path, model, imgsz = export_onnx(args.weights, args.out, args.imgsz, args.opset, args.exporter, args.nms_free,
+                                         args.inputs)
     except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad input: the message names it
         raise SystemExit(f"error: {e}") from e
     output = ("(B, max_det, 6) x1 y1 x2 y2 score class, no NMS needed" if model.end2end
               else f"(B, 4+{model.model[-1].nc}, N) before NMS")
-    print(f"wrote {path}: input 'images' (B, {model.rgb_channels}+{model.ir_channels}, {imgsz}, {imgsz}) "
-          f"RGB then IR, output 'output0' {output}")
+    size_mb = path.stat().st_size / 2**20
+    print(f"wrote {path} ({size_mb:.1f} MB, weights included): input(s) "
+          f"{describe_inputs(args.inputs, model.rgb_channels, model.ir_channels, imgsz)}, output 'output0' {output}")
     if not args.no_check:
         diff = check_onnx(path, model, imgsz)
         ok = diff <= args.tolerance

@@ -4,6 +4,7 @@
     det = FusionDetector.load("runs/train/weights/best.pt")
     result = det("visible/0001.jpg", "infrared/0001.jpg")      # paths, or numpy arrays
     result.boxes, result.scores, result.classes, result.names   # xyxy in the ORIGINAL image's pixels
+    result.save("pair.jpg")                                     # RGB | IR side by side, boxes on both
 
 A pair goes through the same letterbox as validation (``letterbox_pair`` on the stacked array, so the
 two modalities share one geometry), one forward pass, Ultralytics' NMS, and ``scale_boxes`` back to
@@ -13,7 +14,7 @@ training. No distributed imports: inference is one process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from ultralytics.utils.ops import scale_boxes
 
 from yolofuse_scale.data.decode import conform_channels, read_image, stack_pair
 from yolofuse_scale.data.transforms import letterbox_pair, normalize_images
-from yolofuse_scale.engine.checkpoint import CheckpointError, read_weights
 from yolofuse_scale.engine.evaluate import detect
+from yolofuse_scale.errors import CheckpointError
 from yolofuse_scale.model import FusionDetectionModel, model_from_config, use_one_to_one_head
+from yolofuse_scale.weights import read_weights
 
 ImageLike = str | Path | np.ndarray
 
@@ -56,6 +58,8 @@ class Detections:
         classes: int64 (n,) class ids.
         names: class id -> name, for the whole model.
         shape: (height, width) of the original RGB image.
+        rgb, ir: the pair as the detector read it (RGB order; IR (H, W, C_ir)), for :meth:`plot`. They
+            are references to the arrays already read, not copies (as Ultralytics' ``Results.orig_img``).
     """
 
     boxes: np.ndarray
@@ -63,6 +67,8 @@ class Detections:
     classes: np.ndarray
     names: dict[int, str]
     shape: tuple[int, int]
+    rgb: np.ndarray | None = field(default=None, repr=False, compare=False)
+    ir: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -74,6 +80,65 @@ class Detections:
              "name": self.names.get(int(c), str(int(c)))}
             for b, s, c in zip(self.boxes, self.scores, self.classes)
         ]
+
+    def txt_lines(self, save_conf: bool = False) -> list[str]:
+        """One ``class x_center y_center width height [confidence]`` line per detection, coordinates
+        normalised by the RGB image's size: Ultralytics' ``save_txt`` format (numbers as ``%g``, float32
+        arithmetic as there), so its tools read these files as they read theirs."""
+        h, w = self.shape
+        b = self.boxes.astype(np.float32).reshape(-1, 4)
+        xywh = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+        xywhn = xywh / np.array([w, h, w, h], np.float32)
+        return [" ".join([f"{int(c)}", *(f"{float(v):g}" for v in row), *([f"{float(s):g}"] if save_conf else [])])
+                for row, s, c in zip(xywhn, self.scores, self.classes)]
+
+    def save_txt(self, path: str | Path, save_conf: bool = False) -> Path | None:
+        """Write :meth:`txt_lines` to ``path`` (replacing it; missing folders are made); return the path.
+        No detections: no file is written and None is returned, as Ultralytics' predictor leaves none."""
+        lines = self.txt_lines(save_conf)
+        if not lines:
+            return None
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(line + "\n" for line in lines))
+        return path
+
+    def plot(self, show: str = "pair", labels: bool = True, conf: bool = True,
+             line_width: int | None = None) -> np.ndarray:
+        """The pair with its detections drawn: (H, 2W, 3) uint8 in RGB order, RGB | IR side by side.
+
+        ``show``: ``"pair"`` (both, the same boxes on each), ``"rgb"`` or ``"ir"`` (one view, (H, W, 3));
+        the IR view is resized to the RGB frame (the boxes' coordinates) and grey when it has one channel.
+        ``labels``/``conf``: write class names / scores; ``line_width`` in pixels (default: by image size).
+        RGB order, as the API's inputs: for ``cv2.imwrite`` convert with ``cv2.COLOR_RGB2BGR``, or call
+        :meth:`save`.
+        """
+        from yolofuse_scale.annotate import draw_detections, side_by_side
+
+        if show not in ("pair", "rgb", "ir"):
+            raise ValueError(f"show must be 'pair', 'rgb' or 'ir', got {show!r}")
+        if self.rgb is None or self.ir is None:
+            raise ValueError("these Detections carry no images (rgb=, ir=): nothing to draw on")
+        views = side_by_side(self.rgb, self.ir)
+        drawn = [draw_detections(v, self.boxes, self.scores, self.classes, self.names, labels, conf, line_width)
+                 for v, which in zip(views, ("rgb", "ir")) if show in ("pair", which)]
+        return drawn[0] if len(drawn) == 1 else np.hstack(drawn)
+
+    def save(self, path: str | Path, **plot_options: Any) -> Path:
+        """Write :meth:`plot` (same options) to ``path`` (the format follows its suffix: .jpg, .png ...;
+        missing folders are made); return the path. A path OpenCV cannot write is a ``ValueError`` naming it."""
+        import cv2
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = cv2.cvtColor(self.plot(**plot_options), cv2.COLOR_RGB2BGR)
+        try:
+            ok = cv2.imwrite(str(path), image)
+        except cv2.error as e:  # an unknown suffix raises rather than returns False
+            raise ValueError(f"{path}: cannot be written as an image ({str(e).strip().splitlines()[-1]})") from None
+        if not ok:
+            raise ValueError(f"{path}: cannot be written as an image")
+        return path
 
 
 class FusionDetector:
@@ -147,12 +212,17 @@ class FusionDetector:
         Arrays: RGB is (H, W, 3) in RGB order (convert OpenCV's BGR first); IR is (H, W), (H, W, 1) or
         (H, W, 3) and is converted to the channel count the model was trained with.
         """
+        return self._prepare(rgb, ir)[:3]
+
+    def _prepare(self, rgb: ImageLike, ir: ImageLike) -> tuple[torch.Tensor, tuple[int, int], tuple, np.ndarray,
+                                                                 np.ndarray]:
+        """:meth:`preprocess`, plus the two arrays as read (kept by :class:`Detections` for drawing)."""
         rgb_arr = self._read(rgb, 3, "RGB")
         ir_arr = self._read(ir, self.ir_channels, "IR")
         stacked = stack_pair(rgb_arr, ir_arr)
         img, _, ratio_pad = letterbox_pair(stacked, np.zeros((0, 4), np.float32), self.imgsz)
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
-        return normalize_images(x.to(self.device)), rgb_arr.shape[:2], ratio_pad
+        return normalize_images(x.to(self.device)), rgb_arr.shape[:2], ratio_pad, rgb_arr, ir_arr
 
     def __call__(
         self,
@@ -163,7 +233,7 @@ class FusionDetector:
         max_det: int | None = None,
     ) -> Detections:
         """Detect on one pair (paths or arrays); boxes come back in the RGB image's pixel coordinates."""
-        x, shape, ratio_pad = self.preprocess(rgb, ir)
+        x, shape, ratio_pad, rgb_arr, ir_arr = self._prepare(rgb, ir)
         conf = self.conf if conf is None else conf
         iou = self.iou if iou is None else iou
         det = detect(self.model, x, conf, iou, max_det or self.max_det, multi_label=False)[0].cpu()
@@ -174,4 +244,6 @@ class FusionDetector:
             classes=det[:, 5].numpy().astype(np.int64),
             names=self.names,
             shape=(int(shape[0]), int(shape[1])),
+            rgb=rgb_arr,
+            ir=ir_arr,
         )

@@ -109,8 +109,9 @@ class ModelConfig:
     RGB-trained; read without running code) or weights/*.pt of a run of that model. Every stream starts from
     it: the IR stem's first conv is the sum over the RGB input channels (1-channel IR; a gray image answers as
     in RGB), a data-level stem gets half of each, fusion convs start as the two streams' average, class layers
-    are re-initialised if the class count differs; a per-stream load report is logged. Not re-applied on
-    --resume"""
+    are re-initialised if the class count differs (a warning if their names differ); a per-stream load report
+    is logged. A model YAML (YOLOFuse, DEYOLO, YOLOv11-RGBT) takes the RGB checkpoint its layers are written
+    for, matched by structure, or weights/*.pt of a run of the same YAML. Not re-applied on --resume"""
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -230,7 +231,7 @@ class CheckpointConfig:
     """The run folder and its checkpoints: where the run writes, how often and how many it keeps, resume."""
 
     output_dir: str = field(default="runs/train", metadata=DIR)
-    """run folder: train_log.jsonl, config.yaml, metrics.json, checkpoints/, weights/"""
+    """run folder: train_log.jsonl, results.csv, config.yaml, metrics.json, checkpoints/, weights/, plots"""
     resume: str = field(default="", metadata={"metavar": "auto|DIR"})
     """'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder"""
     overwrite: bool = False
@@ -304,6 +305,10 @@ class LogConfig:
     offline run, each inside --output-dir (engine/trackers.py); they record every epoch's losses and metrics, the
     config and the final plots; none: no tracker. A tracker's package missing is refused at start (pip install
     'yolofuse-scale[trackers]')"""
+    plots: bool = True
+    """write the run folder's pictures: results.png, labels.jpg, train_batch0-2.jpg (RGB | IR with their boxes) and
+    the final validation's PR/F1/P/R curves and confusion matrices; --no-plots: results.csv, labels.json and the
+    per-class table only"""
     log_every: int = 0
     """when the output is not a terminal (a redirected log, a Slurm .out): a progress line every N optimizer steps;
     0: automatic, the first step and each quarter of an epoch (at least every 5 minutes). On a terminal a live bar

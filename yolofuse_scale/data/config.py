@@ -36,6 +36,9 @@ class DatasetSpec:
     ir_channels: int = 3
     extra_splits: dict[str, list[Path]] | None = None
     warnings: tuple[str, ...] = ()
+    #: ``missrate:``: KAIST ground truth with occlusion and ignore labels (``data/kaist_gt.py``, written by
+    #: ``convert kaist``); ``val`` then reports KAIST's log-average miss rate beside mAP. None: mAP only.
+    missrate: Path | None = None
 
     @property
     def nc(self) -> int:
@@ -153,6 +156,10 @@ def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val"))
     names = _names(d["names"], path)
     _check_nc(d, names, path, text)
     extra = {k: entries(k) for k in ("test",) if d.get(k)}
+    missrate = d.get("missrate")
+    if missrate is not None and (not isinstance(missrate, str) or not missrate.strip()):
+        raise DataError(f"{path}{_key_line(text, 'missrate')}: 'missrate' names the KAIST annotation file "
+                        f"(e.g. kaist_annotations.json, relative to 'path'), got {missrate!r}")
     spec = DatasetSpec(
         yaml_path=path,
         root=root,
@@ -164,6 +171,7 @@ def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val"))
         ir_channels=int(raw_ch),
         extra_splits=extra or None,
         warnings=tuple(warnings),
+        missrate=(root / missrate).resolve() if missrate else None,
     )
     for name in used:
         spec.split(name)  # a split the command reads but the file lacks: named with those it has

@@ -142,8 +142,10 @@ def header_hw(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = oriented_size(*im.size, pil_orientation(im, path))
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the image size ({e})") from e
+    except (OSError, ValueError, ImportError) as e:
+        # ImportError: once Ultralytics is imported, its patched Image.open answers a file Pillow cannot identify
+        # by importing pi_heif (never installed here: YOLO_AUTOINSTALL is off), which fails with ModuleNotFoundError
+        raise DataError(f"{path}: cannot read the image size ({type(e).__name__}: {e})") from e
     return h, w
 
 

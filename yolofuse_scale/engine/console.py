@@ -214,6 +214,8 @@ class Console:
         best = ""
         if metrics:
             values.update({name: float(metrics[k]) for k, name in METRIC_NAMES.items()})
+            # the validation's loss items, when it computed them: Ultralytics' val/box_loss, val/cls_loss, ...
+            values.update({f"val/{k}": float(v) for k, v in metrics.items() if k.endswith("_loss")})
             if metrics["fitness"] > self.best_fitness:  # the trainer's rule for a new best.pt
                 self.best, self.best_fitness = (number, metrics["fitness"]), metrics["fitness"]
         if self.best is not None:

@@ -104,6 +104,13 @@ class DetectionTask:
         detached = torch.stack([items[k] for k in items]) if isinstance(items, dict) else items.detach()
         return loss.sum() * (self.nbs / bs), detached
 
+    def loss_items(self, preds, batch: dict) -> torch.Tensor:
+        """The loss items (``loss_names``' order, detached) of a model's output ``preds`` against ``batch``'s targets,
+        by the training criterion: what validation reports as its loss (``evaluate(loss_items=...)``). The
+        output of an eval-mode model works (Ultralytics' criterion takes the raw head outputs from it)."""
+        _, items = self.criterion(_to_fp32(preds), batch)
+        return torch.stack([items[k] for k in items]).detach() if isinstance(items, dict) else items.detach()
+
 
 def _to_fp32(x):
     if isinstance(x, torch.Tensor):

@@ -30,6 +30,7 @@ from yolofuse_scale.engine import course, guards
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
+from yolofuse_scale.engine.outputs import make_outputs
 from yolofuse_scale.engine.perf import (
     CommMeter,
     PrecisionProbe,
@@ -46,11 +47,11 @@ from yolofuse_scale.engine.strategy.accelerator import build_accelerator, clip_g
 from yolofuse_scale.engine.strategy.batchnorm import sync_batchnorm_buffers
 from yolofuse_scale.engine.strategy.launch import launched_world_size, strategy_name
 from yolofuse_scale.engine.strategy.sharded import full_state_dict
-from yolofuse_scale.engine.strategy.zero_state import zero_full_state
 from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.errors import ConfigError, DistributedSetupError
 from yolofuse_scale.model import build_model, model_summary
 from yolofuse_scale.model.pretrained import apply_pretrained
+from yolofuse_scale.weights import plain_meta, write_weights
 
 
 class NonFiniteError(FloatingPointError):
@@ -73,7 +74,7 @@ class TrainState:
         return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "best_fitness": self.best_fitness, "ema_updates": self.ema.updates if self.ema else None,
                 "world_size": self.world_size, "distributed_type": self.distributed_type,
-                "metrics": ckpt.plain_meta(self.metrics)}
+                "metrics": plain_meta(self.metrics)}
 
     def restore(self, d: dict[str, Any], ema: dict[str, torch.Tensor] | None, model: torch.nn.Module) -> None:
         self.step, self.epoch, self.step_in_epoch = d["step"], d["epoch"], d["step_in_epoch"]
@@ -134,6 +135,9 @@ class Trainer:
 
             self._build_data()
             self._build_model()
+            # results.csv, results.png, labels, batch previews, the final curves (engine/outputs.py; the writer's)
+            self.outputs = make_outputs(acc, self.out, self.log, self.task.loss_names, self.data_cfg.names,
+                                        cfg.log.plots)
         except BaseException:
             self.checkpointer.release()
             raise
@@ -269,7 +273,7 @@ class Trainer:
         )
         self.state = TrainState(self.ema)
         self.state.world_size, self.state.distributed_type = acc.num_processes, acc.distributed_type.value
-        self.run_meta = ckpt.plain_meta({
+        self.run_meta = plain_meta({
             "model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
             "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz,
         })
@@ -295,6 +299,7 @@ class Trainer:
         """The loop itself (``fit`` adds the lock's release on an error)."""
         cfg, state = self.cfg, self.state
         start_step = self._load()
+        self.outputs.start(state.epoch, state.step, self.train_set.samples)  # results.csv rewound to here too
         max_steps = cfg.train.max_steps or math.inf
         stopped = state.step >= max_steps
         while state.epoch < cfg.train.epochs and not stopped:
@@ -302,19 +307,22 @@ class Trainer:
             stopped = self._train_epoch(max_steps)
             if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
                 break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
-            validated = cfg.train.val or self._is_last_epoch(stopped)
-            if validated:
-                state.metrics = self._validate()
+            final = self._is_last_epoch(stopped)
+            if cfg.train.val or final:
+                state.metrics = self._validate(final)
+            self.outputs.epoch_end(state.epoch, [g["lr"] for g in self.optimizer.param_groups])  # its results.csv row
             state.epoch += 1
             state.step_in_epoch = 0
             self._save(state.metrics)
-            self.log.end_epoch(state.epoch, state.metrics if validated else None)  # summary line, trackers
+            self.log.end_epoch(state.epoch)  # the epoch's summary line; its values to the trackers
         return self._finish(start_step, stopped)
 
     def _load(self) -> int:
         """Resume where the Checkpointer says (nothing: a fresh start); return the step this launch starts at."""
         state = self.state
         restored = self.checkpointer.load(self.model, self._position(), self.run_meta)  # None: a fresh start
+        for note in self.checkpointer.folder_notes:  # what it moved aside, once every refusal was made
+            self.log.info(note)
         if restored is not None:
             state.restore(*restored, self.bare)
             self.log.info(f"resumed from {self.checkpointer.resume_from} at step {state.step} (epoch {state.epoch})")
@@ -376,6 +384,8 @@ class Trainer:
         meter.start()
         for micro, batch in enumerate(self.train_loader):
             batch = self.batch_to_device(batch)  # the loader's own (--loader device: decodes and augments here)
+            if self.outputs.wants_batches:  # the run's first 3 micro-batches only: train_batch<i>.jpg (a host copy)
+                self.outputs.preview(batch)
             meter.mark("data")
             if micro % accum == 0:
                 # Set before the step's first backward: under DeepSpeed the engine already steps
@@ -443,6 +453,7 @@ class Trainer:
             self.log.info(f"nothing left to train at step {state.step}: checkpoints, weights and metrics.json kept")
         elif is_writer(acc):
             (self.out / "metrics.json").write_text(json.dumps(self._summary(), indent=2))
+        self.outputs.finish()  # results.png
         self.log.done(state.step)  # time, best epoch, where the weights and metrics are
         self.log.close()
         acc.wait_for_everyone()
@@ -494,13 +505,21 @@ class Trainer:
             self.log.info("--no-val: validating the final epoch only; best.pt will be these weights")
         return last
 
-    def _validate(self) -> dict[str, Any]:
+    def _validate(self, final: bool = False) -> dict[str, Any]:
+        """Metrics of the EMA (or model) weights on the val split, and their loss; ``final``: the run's last, whose
+        curves and confusion matrices go into the run folder (``outputs.plot_dir``)."""
         metrics = evaluate(self._eval_model(), self.val_loader, self.accelerator, self.data_cfg.names,
-                           batch_to_device=self.val_to_device)
+                           plot_dir=self.outputs.plot_dir(final), batch_to_device=self.val_to_device,
+                           loss_items=self.task.loss_items)
+        losses = dict(zip((f"{n}_loss" for n in self.task.loss_names), metrics.pop("losses")))
         self.log.info(
             f"val epoch {self.state.epoch + 1}: mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f} "
-            f"P {metrics['precision']:.4f} R {metrics['recall']:.4f} ({metrics['images']} images)"
+            f"P {metrics['precision']:.4f} R {metrics['recall']:.4f} loss "
+            f"{' '.join(f'{k} {v:.3f}' for k, v in zip(self.task.loss_names, losses.values()))} "
+            f"({metrics['images']} images)"
         )
+        self.log.metrics({**metrics, **losses}, self.state.step)  # the epoch's summary; trackers: val/box_loss, ...
+        self.outputs.validated(metrics, losses, final)
         self._validated_at = self.state.step
         return metrics
 
@@ -513,14 +532,13 @@ class Trainer:
             state.best_fitness = metrics["fitness"]
         eval_model = self._eval_model()  # syncs BatchNorm statistics and gathers the EMA (collective)
         ema = eval_model.state_dict() if self.ema is not None else None
-        zero = zero_full_state(acc, self.model)  # collective; None unless ZeRO-1/2
-        self.checkpointer.save(state.step, state.to_json(), ema, zero)
+        self.checkpointer.save(state.step, state.to_json(), ema)  # collective (and the strategy's gathers)
         if weights and is_writer(acc):
-            meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": ckpt.plain_meta(metrics),
+            meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": plain_meta(metrics),
                     "ema": self.ema is not None}
-            ckpt.write_weights(self.out / "weights" / "last.pt", eval_model.state_dict(), meta)
+            write_weights(self.out / "weights" / "last.pt", eval_model.state_dict(), meta)
             if improved:  # validated epochs only (with --no-val the final epoch is validated)
-                ckpt.write_weights(self.out / "weights" / "best.pt", eval_model.state_dict(), meta)
+                write_weights(self.out / "weights" / "best.pt", eval_model.state_dict(), meta)
         acc.wait_for_everyone()
 
 

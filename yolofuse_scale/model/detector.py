@@ -125,6 +125,7 @@ class FusionDetectionModel(DetectionModel):
         except BUILD_ERRORS as e:  # wrong wiring
             raise ModelConfigError(f"{source}: Ultralytics cannot build this model ({type(e).__name__}: {e})") from e
         self.yaml = copy.deepcopy(cfg)  # keep the user's schema (portable weights rebuild from it)
+        self.yaml_source = source  # a YAML's path: how --pretrained's report names the model
         self.yaml["nc"] = self.model[-1].nc
         # Ultralytics' loss reads its gains (and E2ELoss the epoch count) here: a copy per model, so
         # setting one run's epochs changes no other model's defaults.

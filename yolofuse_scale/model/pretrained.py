@@ -2,9 +2,10 @@
 
 The source is an Ultralytics checkpoint of the same family and scale (``yolo11n.pt``: a pickled
 ``DetectionModel`` trained on 3-channel RGB) or one of our weights files of any built-in variant
-(``weights/last.pt``). Nothing is matched by name: ``variants.fusion_origins`` says which single-stream
-layer (and which stream) each layer of the built model copies, the source's layers are placed the
-same way (an Ultralytics model: layer i is single-stream layer i; our rgb variant: layer i + 1), and
+(``weights/last.pt``; of a model YAML's run: into that same YAML, tensor by name). For a built-in
+variant nothing is matched by name: ``variants.fusion_origins`` says which single-stream layer (and which
+stream) each layer of the built model copies, the source's layers are placed the same way (an
+Ultralytics model: layer i is single-stream layer i; our rgb variant: layer i + 1), and
 ``model.{src}.<rest>`` goes to ``model.{dst}.<rest>`` where the shapes agree. Per fusion that gives:
 
 - ``rgb``: the model as is. ``ir``: the same weights, the first conv adapted to the IR channels;
@@ -35,7 +36,12 @@ Choices, and why:
   copied when it is the same.
 
 Every transfer is reported per stream (loaded, adapted, shape-skipped, re-initialised, new), and one
-that places fewer than half of the source's tensors (another family or scale) is refused.
+that places fewer than half of the source's tensors (another family or scale) is refused, saying what the
+file is (:func:`identify`: its rows against each family's, its scale row against the family's scales,
+Ultralytics 8.3's older ``depth_multiple``/``width_multiple`` keys read as the scale they build) and what
+the run builds. Class layers loaded under other names (the same count, ``cat`` in the file, ``person``
+here) get one warning naming the ids. A model that is not a built-in variant (a model YAML) declares no
+origins: ``pretrained_yaml.py`` matches its layers to the file's by structure.
 
 Ultralytics checkpoints are pickles: they are read with torch's ``weights_only`` unpickler and an
 explicit allow-list of the classes a detection checkpoint holds; anything else is refused by name.
@@ -47,6 +53,7 @@ method of the loaded objects. Imports nothing distributed.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import pickle
@@ -58,11 +65,20 @@ from typing import Any
 import torch
 
 from yolofuse_scale.errors import UserError
-from yolofuse_scale.model.variants import FAMILIES, FUSIONS, Origin, derive_fusion, family_yaml, fusion_origins
+from yolofuse_scale.model.variants import (
+    FAMILIES,
+    FUSIONS,
+    SCALE_NAMES,
+    Origin,
+    derive_fusion,
+    family_yaml,
+    fusion_origins,
+)
 from yolofuse_scale.torch_load import load_weights_only, refusal_reason
 
-#: The classes an Ultralytics YOLOv8 / YOLO11 / YOLO26 detection checkpoint holds (found by saving one
-#: of each; ``torch.serialization.get_unsafe_globals_in_checkpoint`` lists them). Only these are rebuilt.
+#: The classes an Ultralytics YOLOv8 / YOLO11 / YOLO12 / YOLO26 detection checkpoint holds (found by saving
+#: one of each; ``torch.serialization.get_unsafe_globals_in_checkpoint`` lists them). Only these are rebuilt.
+#: YOLO12's (A2C2f, ABlock, AAttn) serve model YAMLs built on it (YOLOFuse's easy and decision-level fusion).
 ALLOWED_CLASSES = (
     "ultralytics.nn.tasks.DetectionModel",
     "ultralytics.nn.modules.conv.Conv", "ultralytics.nn.modules.conv.DWConv", "ultralytics.nn.modules.conv.Concat",
@@ -70,6 +86,7 @@ ALLOWED_CLASSES = (
     "ultralytics.nn.modules.block.Bottleneck", "ultralytics.nn.modules.block.SPPF",
     "ultralytics.nn.modules.block.C2PSA", "ultralytics.nn.modules.block.PSABlock",
     "ultralytics.nn.modules.block.Attention", "ultralytics.nn.modules.block.DFL",
+    "ultralytics.nn.modules.block.A2C2f", "ultralytics.nn.modules.block.ABlock", "ultralytics.nn.modules.block.AAttn",
     "ultralytics.nn.modules.head.Detect",
     "torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList",
     "torch.nn.modules.conv.Conv2d", "torch.nn.modules.batchnorm.BatchNorm2d",
@@ -224,17 +241,90 @@ def recognise(model_yaml: Any) -> tuple[str, str, str, dict[str, Any]] | None:
     return None
 
 
+def _rows_of(d: dict[str, Any]) -> list[list[Any]]:
+    """A model dictionary's rows, each ``[from, repeats, module, args]`` (a malformed one of a file's as
+    ``[None, None, "?", []]``: compared, never built)."""
+    rows = []
+    for section in ("backbone", "head"):
+        v = d.get(section)
+        for r in v if isinstance(v, list) else []:
+            ok = isinstance(r, (list, tuple)) and len(r) == 4 and isinstance(r[3], (list, tuple))
+            rows.append(list(r) if ok else [None, None, "?", []])
+    return rows
+
+
+def _scale_row(d: dict[str, Any]) -> tuple[list[Any] | None, bool]:
+    """The [depth, width, max_channels] a single-stream dict builds with, as Ultralytics' parser reads it: its
+    ``scales`` row (``scale``, else the first), else the older ``depth_multiple`` / ``width_multiple`` keys
+    (Ultralytics 8.3 still writes them into some checkpoints; no channel cap: None). Second: whether the old
+    keys said it."""
+    scales = d.get("scales")
+    if isinstance(scales, dict) and scales:
+        row = scales.get(d.get("scale"), next(iter(scales.values())))
+        return (list(row) if isinstance(row, (list, tuple)) else None), False
+    if "depth_multiple" in d or "width_multiple" in d:
+        return [d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0), None], True
+    return None, False
+
+
+def _effective_scale(d: dict[str, Any]) -> list[Any] | None:
+    """:func:`_scale_row` as the shapes see it: the channel cap only where it binds (at most the widest
+    width a row asks for), so ``depth_multiple: 0.33, width_multiple: 0.25`` (no cap) is yolov8's scale n
+    ``[0.33, 0.25, 1024]``, and an uncapped ``[1.0, 1.0]`` is not scale l ``[1.0, 1.0, 512]``."""
+    row, _ = _scale_row(d)
+    if row is None or len(row) != 3:
+        return row
+    widest = max([r[3][0] for r in _rows_of(d)[:-1] if r[3] and isinstance(r[3][0], int)
+                  and not isinstance(r[3][0], bool)] or [0])
+    cap = row[2]
+    return [row[0], row[1], widest if cap is None or (isinstance(cap, (int, float)) and cap > widest) else cap]
+
+
 def _signature(d: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """A single-stream dict's rows (module names without ``nn.``, YAML's None/True/False as words) and
-    the meta entries that change shapes (its scale row, reg_max, end2end)."""
+    the meta entries that change shapes (its effective scale row, reg_max, end2end)."""
     words = {None: "None", True: "True", False: "False"}
     rows = [[f, n, str(m).rpartition(".")[2], [words.get(a, a) if a is None or isinstance(a, bool) else a
                                                 for a in args]]
-            for f, n, m, args in list(d.get("backbone", [])) + list(d.get("head", []))]
-    scales = d.get("scales") or {}
-    meta = {"scale": scales.get(d.get("scale"), next(iter(scales.values()), None)),
-            "reg_max": d.get("reg_max", 16), "end2end": bool(d.get("end2end", False))}
+            for f, n, m, args in _rows_of(d)]
+    meta = {"scale": _effective_scale(d), "reg_max": d.get("reg_max", 16), "end2end": bool(d.get("end2end", False))}
     return _plain(rows), _plain(meta)
+
+
+@functools.cache
+def _family_tables() -> tuple[tuple[str, str, str], ...]:
+    """(family, scale, its signature as JSON) for every built-in family and scale (the family files, read once)."""
+    out = []
+    for family in FAMILIES:
+        for scale in SCALE_NAMES:
+            try:
+                out.append((family, scale, json.dumps(_signature(family_yaml(family, scale)), sort_keys=True)))
+            except ValueError:  # a scale the family's file does not list
+                continue
+    return tuple(out)
+
+
+def identify(single: dict[str, Any]) -> str:
+    """What a single-stream model dictionary is, in words: ``yolov8 scale s`` when its rows are a built-in
+    family's and its (effective) scale row one of that family's, else what the file says of itself."""
+    rows, meta = _signature(single)
+    row, old = _scale_row(single)
+    how = f" (from depth_multiple {row[0]}, width_multiple {row[1]})" if old and row else ""
+    family = None
+    for fam, scale, sig in _family_tables():
+        theirs = json.loads(sig)
+        if theirs[0] == rows and {k: v for k, v in theirs[1].items() if k != "scale"} == {
+                k: v for k, v in meta.items() if k != "scale"}:
+            family = fam
+            if theirs[1]["scale"] == meta["scale"]:
+                return f"{fam} scale {scale}{how}"
+    if family is not None:
+        return f"{family} at scale {meta['scale']} [depth, width, max_channels], none of {family}'s scales{how}"
+    named = str(single.get("yaml_file", ""))
+    named = Path(named).name[:60] if re.fullmatch(r"[\w./ -]{1,4096}", named) else ""
+    said = single.get("scale") if isinstance(single.get("scale"), str) and len(single["scale"]) < 8 else None
+    return (f"{named + ' ' if named else 'a model '}(not a {'/'.join(FAMILIES)} model)"
+            + (f", scale {said}" if said else f", scale {row}" if row else "") + how)
 
 
 def _difference(src: dict[str, Any], dst: dict[str, Any], dst_name: str) -> str | None:
@@ -263,6 +353,12 @@ class Source:
     single: dict[str, Any]  # its single-stream model dictionary (for the structural comparison)
     #: (single-stream layer, stream) -> (its layer index, its Detect levels when it reads two branches)
     layers: dict[tuple[int, str], tuple[int, tuple[tuple[int, str], ...]]]
+    identity: str = "a model"  # what it is, in words ("yolov8 scale s"; see :func:`identify`)
+    names: dict[int, str] | None = None  # its class names, where it has a valid table of them
+    #: the class name of each single-stream layer (Conv, C2f, ..., Detect): what a model YAML is matched by
+    kinds: list[str] = field(default_factory=list)
+    #: a weights file of a model YAML: its model dictionary (it starts that same YAML only, by name)
+    model_yaml: dict[str, Any] | None = None
 
 
 def _layer_table(origins: list[Origin | None]) -> dict[tuple[int, str], tuple[int, tuple[tuple[int, str], ...]]]:
@@ -312,31 +408,51 @@ def _ultralytics(path: Path, payload: dict[str, Any], model: Any) -> Source:
         raise PretrainedError(f"--pretrained {path}: its head's class count nc {nc!r} is not an integer from 1 to "
                               f"{MAX_NC}")
     version = payload.get("version")
-    what = (f"Ultralytics{' ' + str(version) if isinstance(version, str) else ''} checkpoint "
-            f"({single.get('yaml_file', 'model')}, scale {single.get('scale')}, {nc} class(es)"
-            f"{', fp16 -> fp32' if half else ''})")
-    return Source(path, what, _fp32(tensors), nc, single,
-                  {(i, "shared"): (i, ()) for i in range(len(layers))})
+    identity = identify(single)
+    what = (f"Ultralytics{' ' + str(version)[:20] if isinstance(version, str) else ''} checkpoint "
+            f"({identity}, {nc} class(es){', fp16 -> fp32' if half else ''})")
+    # The class of each layer as rebuilt (the allow-list named it; nothing of it runs): what it really holds.
+    kinds = [type(m).__name__ for m in layers]
+    return Source(path, what, _fp32(tensors), nc, single, {(i, "shared"): (i, ()) for i in range(len(layers))},
+                  identity, _class_names(vars(model).get("names"), nc), kinds)
+
+
+def _class_names(v: Any, nc: int) -> dict[int, str] | None:
+    """A file's class names as ``{id: name}`` when they are a table of ``nc`` of them (a list is read as one),
+    else None: they only feed a warning, so an odd table is left out rather than refused."""
+    if isinstance(v, (list, tuple)) and len(v) == nc:
+        v = dict(enumerate(v))
+    if not isinstance(v, dict) or len(v) != nc:
+        return None
+    if not all(isinstance(k, int) and not isinstance(k, bool) and isinstance(n, str) for k, n in v.items()):
+        return None
+    return {k: v[k] for k in sorted(v)}
 
 
 def _our_weights(path: Path) -> Source:
-    from yolofuse_scale.engine.checkpoint import CheckpointError, read_weights
-    from yolofuse_scale.model.safe_config import ModelConfigError
+    from yolofuse_scale.errors import CheckpointError
+    from yolofuse_scale.model.safe_config import ModelConfigError, check_model_dict
+    from yolofuse_scale.weights import read_weights
 
     try:
-        payload = read_weights(path)  # checks its plain entries and its model_yaml (allow-lists and budget)
+        payload = read_weights(path)  # checks its plain entries
+        # its model_yaml (allow-lists and budget) before recognise() compares it with the built-in variants
+        check_model_dict(payload["model_yaml"], f"{path}: model_yaml")
     except (CheckpointError, ModelConfigError) as e:  # their message starts with the path
         raise PretrainedError(f"--pretrained {e}") from None
     found = recognise(payload["model_yaml"])
-    if found is None:
-        raise PretrainedError(f"--pretrained {path}: its model_yaml is not a built-in variant "
-                              f"({'/'.join(FAMILIES)} x t..x x {'/'.join(FUSIONS)}); --pretrained maps built-in "
-                              "models only (their layers' origins are known)")
-    family, scale, fusion, base = found
     nc = int(payload["model_yaml"].get("nc", len(payload["names"])))
+    if found is None:  # a run of a model YAML: it starts the same YAML (a new run from <run>/weights/last.pt)
+        what = f"yolofuse-scale weights of a model YAML ({nc} class(es), IR {payload['ir_channels']} channel(s))"
+        return Source(path, what, _fp32(payload["model"]), nc, payload["model_yaml"], {},
+                      "the weights of a model YAML's run", _class_names(payload.get("names"), nc),
+                      model_yaml=payload["model_yaml"])
+    family, scale, fusion, base = found
     what = (f"yolofuse-scale weights ({family}{scale} fusion={fusion}, {nc} class(es), IR "
             f"{payload['ir_channels']} channel(s))")
-    return Source(path, what, _fp32(payload["model"]), nc, base, _layer_table(fusion_origins(base, fusion)))
+    return Source(path, what, _fp32(payload["model"]), nc, base, _layer_table(fusion_origins(base, fusion)),
+                  f"{family} scale {scale} (fusion={fusion})", _class_names(payload.get("names"), nc),
+                  [str(r[2]).rpartition(".")[2] for r in _rows_of(base)])
 
 
 # ------------------------------------------------------------------------------------------ mapping
@@ -371,6 +487,14 @@ class LoadReport:
     difference: str | None = None
     nc: tuple[int, int] = (0, 0)  # (here, in the file)
     reinit_src: set[str] = field(default_factory=set)  # the file's class-dependent tensors not placed
+    #: (id, name in the file, name here) of each class whose name differs while the counts agree
+    names_differ: list[tuple[int, str, str]] = field(default_factory=list)
+    #: a model YAML's transfer (no declared origins): what was matched by structure, what was not, and the
+    #: share of its streams' weights (input selectors to fusion) that start pretrained (see pretrained_yaml.py)
+    matched: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+    stream_share: float | None = None
+    builds: str = ""  # what the run builds, in the words of :func:`identify` (for a refusal)
 
     @property
     def share(self) -> float:
@@ -378,10 +502,15 @@ class LoadReport:
 
     def summary(self) -> dict[str, Any]:
         """The report's numbers as JSON (what metrics.json records)."""
-        return {"path": str(self.path), "source": self.what, "placed": self.placed, "countable": self.countable,
-                "share": self.share, "counts": {s: dict(c) for s, c in self.counts.items() if any(c.values())},
-                "adapted": list(self.adapted), "fusion_init": list(self.fusion_init),
-                "difference": self.difference}
+        out = {"path": str(self.path), "source": self.what, "placed": self.placed, "countable": self.countable,
+               "share": self.share, "counts": {s: dict(c) for s, c in self.counts.items() if any(c.values())},
+               "adapted": list(self.adapted), "fusion_init": list(self.fusion_init),
+               "difference": self.difference}
+        if self.names_differ:
+            out["class_names_differ"] = [{"id": i, "file": a, "here": b} for i, a, b in self.names_differ]
+        if self.stream_share is not None:
+            out["matched_by"], out["stream_share"] = "structure", self.stream_share
+        return out
 
     def lines(self) -> list[str]:
         """The report as logged: a headline, a table per stream, then what was adapted or left out."""
@@ -391,6 +520,14 @@ class LoadReport:
                f"tensors ({self.share:.0%}{aside})"]
         if self.difference:
             out.append(f"  WARNING another architecture ({self.difference}): transferred where the shapes match")
+        if self.stream_share is not None:
+            out.append(f"  matched by structure (a model YAML declares no layer origins): {self.stream_share:.0%} of "
+                       "its streams' weights (input to fusion) start pretrained")
+        if self.names_differ:
+            shown = "; ".join(f"id {i}: {_quote(a)} in the file, {_quote(b)} here" for i, a, b in self.names_differ[:4])
+            more = f"; ... ({len(self.names_differ)} ids in all)" if len(self.names_differ) > 4 else ""
+            out.append(f"  WARNING class names differ ({shown}{more}): the class layers are loaded all the same (the "
+                       "class counts agree), so each id starts as the file's class of that id")
         shown = [s for s in STREAMS if any(self.counts[s].values())]
         w = max([8] + [len(s) + 1 for s in shown])  # "attention" (dea) is one wider than the others
         out.append(f"  {'stream':<{w}}{'loaded':>8}{'adapted':>9}{'skipped':>9}{'re-init':>9}{'new':>6}")
@@ -404,6 +541,7 @@ class LoadReport:
         if self.attention_new:
             out.append(f"  new cross-modal attention (layers {', '.join(map(str, self.attention_new))}): the "
                        "model's own initialisation")
+        out += [f"  {m}" for m in self.matched]
         if self.reinit:
             out.append(f"  re-initialised (class-dependent; {self.nc[0]} class(es) here, {self.nc[1]} in the file): "
                        + _listing(self.reinit))
@@ -411,7 +549,27 @@ class LoadReport:
             out.append("  skipped (shapes differ; the model's own initialisation kept): " + _listing(self.skipped))
         if self.new:
             out.append("  new (not in the file; the model's own initialisation): " + _listing(self.new))
+        if self.unmatched:
+            out.append("  not matched (no layer of the file has its type and shapes; the model's own "
+                       "initialisation): " + _listing(self.unmatched, 10))
         return out
+
+
+def _quote(name: str) -> str:
+    return repr(name if len(name) <= 40 else name[:37] + "...")
+
+
+def compare_names(report: LoadReport, model: torch.nn.Module, source: Source) -> None:
+    """Note the classes whose names differ when the class counts agree (their layers are loaded, so a
+    model trained for 'cat' starts 'person' from 'cat'); a model without real names (Ultralytics' default
+    ``{0: '0', ...}``) is not compared."""
+    here = getattr(model, "names", None)
+    if source.names is None or not isinstance(here, dict) or report.nc[0] != report.nc[1]:
+        return
+    if all(str(i) == n for i, n in here.items()):
+        return
+    report.names_differ = [(i, source.names[i], str(here[i])) for i in sorted(here)
+                           if i in source.names and source.names[i] != str(here[i])]
 
 
 def _listing(items: list[str], limit: int = 6) -> str:
@@ -444,13 +602,14 @@ def _average_fusion(w: torch.Tensor) -> torch.Tensor:
 
 
 def map_pretrained(model: torch.nn.Module, source: Source, write: bool = True) -> LoadReport:
-    """Copy ``source`` into ``model`` (a built-in variant) in place, stream by stream; return the report
-    (``write=False``: only the report, the model unchanged). Refuses (:class:`PretrainedError`) a model
-    that is not a built-in variant."""
+    """Copy ``source`` into ``model`` in place, stream by stream; return the report (``write=False``: only
+    the report, the model unchanged). A built-in variant by its declared origins; any other model (a model
+    YAML) by structure (``pretrained_yaml.map_by_structure``)."""
     found = recognise(getattr(model, "yaml", None))
-    if found is None:
-        raise PretrainedError(f"--pretrained {source.path}: the model being trained is not a built-in variant "
-                              "(--model {yolov8,yolo11,yolo26}{t..x}): the layers' origins are unknown")
+    if found is None or source.model_yaml is not None:
+        from yolofuse_scale.model.pretrained_yaml import map_by_structure, map_same_model
+
+        return (map_same_model if source.model_yaml is not None else map_by_structure)(model, source, write)
     family, scale, fusion, base = found
     origins = fusion_origins(base, fusion)
     nc_here = int(model.model[-1].nc)
@@ -458,7 +617,8 @@ def map_pretrained(model: torch.nn.Module, source: Source, write: bool = True) -
               "channel(s))")
     report = LoadReport(source.path, source.what, target, difference=_difference(source.single, base,
                                                                                  f"{family}{scale}"),
-                        nc=(nc_here, source.nc))
+                        nc=(nc_here, source.nc), builds=f"{family} scale {scale} (fusion={fusion})")
+    compare_names(report, model, source)
     last = len(base["backbone"]) + len(base["head"]) - 1
     classes_differ = nc_here != source.nc
     used: set[str] = set()
@@ -529,10 +689,18 @@ def apply_pretrained(model: torch.nn.Module, path: str | Path) -> LoadReport:
     """Initialise ``model`` from ``path`` (see the module docstring); refuse one that hardly fits."""
     source = read_source(path)
     probe = map_pretrained(model, source, write=False)  # refused before any weight changes
-    if probe.share < MIN_PLACED:
+    is_what = f"{Path(path).name} is {source.identity}; this run builds {probe.builds}"
+    if probe.stream_share is not None and probe.stream_share < MIN_PLACED:
+        first = f" (the first that does not: layer {probe.unmatched[0]})" if probe.unmatched else ""
+        raise PretrainedError(
+            f"--pretrained {path}: only {probe.stream_share:.0%} of the weights of the model's streams (input to "
+            f"fusion) find a layer of the same type and shapes in it{first}. {is_what}. It must be an RGB "
+            "checkpoint of the family and scale the YAML is written for (e.g. yolov8n.pt for a YOLOv8-based YAML "
+            "at scale n)")
+    if probe.stream_share is None and probe.share < MIN_PLACED:
         why = f"; another architecture: {probe.difference}" if probe.difference else ""
         raise PretrainedError(
             f"--pretrained {path}: only {probe.placed} of its {probe.countable} tensors ({probe.share:.0%}) fit "
-            f"{probe.target}{why}. It must be a checkpoint of the same family and scale as --model "
+            f"{probe.target}{why}. {is_what}. It must be a checkpoint of the same family and scale as --model "
             f"(e.g. {probe.target.split()[0]}.pt from Ultralytics, or weights/last.pt of a run of that model)")
     return map_pretrained(model, source)

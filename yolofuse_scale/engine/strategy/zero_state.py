@@ -13,7 +13,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-#: The checkpoint file holding it (written by ``engine/checkpoint.py``, looked for by ``resume.py``).
+#: The checkpoint file holding it (written by ``engine/checkpoint/``, looked for by ``resume.py``).
 ZERO_FULL_STATE = "zero_full_state.safetensors"  # ZeRO-1/2 only: whole optimizer state, any world size
 
 def zero_full_state(accelerator: Accelerator, engine) -> tuple[dict[str, torch.Tensor], dict[str, float]] | None:
