@@ -19,16 +19,18 @@ wandb          ``wandb/offline-run-*/``: always offline         ``wandb sync <ou
 What each records: per epoch, with the epoch's number (1, 2, ...) as the tracker's step, the epoch's mean
 training losses (``train/loss``, ``train/box_loss``, ``train/cls_loss``, ``train/dfl_loss``), ``lr`` (its last
 step's), ``train/images_per_s``, ``time/epoch_s`` and, when the epoch was validated, ``metrics/precision``,
-``metrics/recall``, ``metrics/mAP50``, ``metrics/mAP50-95`` (Ultralytics' names without its ``(B)``, which
-MLflow refuses in a metric name). Once per launch, the resolved configuration as ``section.key`` parameters. At
-the end, every image the run folder holds (the validation plots, ``results.png``): as images in TensorBoard and W&B,
-as artifacts under ``plots/`` in MLflow, with ``config.yaml`` (MLflow: an artifact, TensorBoard: a text). Per-step
+``metrics/recall``, ``metrics/mAP50``, ``metrics/mAP50-95`` (results.csv's names without its ``(B)``, which
+MLflow refuses in a metric name) and ``val/box_loss``, ``val/cls_loss``, ``val/dfl_loss``. Once per launch, the
+resolved configuration as ``section.key`` parameters. At the end, every image the run folder holds (results.png,
+the final validation's curves and matrices, labels.jpg, the batch previews): images in TensorBoard and W&B,
+artifacts under ``plots/`` in MLflow, with ``config.yaml`` (MLflow: an artifact, TensorBoard: a text). Per-step
 numbers stay in ``train_log.jsonl``: trackers get epochs, the axis an Ultralytics user reads (W&B needs one
 increasing step axis, so not both).
 
-MLflow's file store is in maintenance mode since MLflow 3.7 and refused unless ``MLFLOW_ALLOW_FILE_STORE`` is
-set; its alternative, a SQLite store, needs SQLAlchemy, which ``mlflow-skinny`` (the ``trackers`` extra) does
-not install. So the run sets that variable for its own process: one folder of plain files, as TensorBoard's.
+MLflow's file store is in maintenance mode (MLflow 3.18, the version tested here, refuses it unless
+``MLFLOW_ALLOW_FILE_STORE`` is set); its alternative, a SQLite store, needs SQLAlchemy, which ``mlflow-skinny`` (the
+``trackers`` extra) does not install. So the run sets that variable for its own process: one folder of plain
+files, as TensorBoard's.
 """
 
 from __future__ import annotations
