@@ -119,7 +119,8 @@ def test_a_terminal_gets_a_live_bar_and_the_summary(capsys):
     for step in range(1, 5):
         clock.t += clock.dt
         console.step(_record(step, 0, float(step)))
-    assert console.bar.n == 4 and console.bar.postfix.startswith("loss 2.500 box 1.250 cls 0.625 dfl 0.625 | 8.0 img/s")
+    assert console.bar.n == 4
+    assert console.bar.desc.startswith("epoch 1/1 loss 2.5 box 1.25 cls 0.625 dfl 0.625 8.0 img/s rss ")
     console.end_epoch(None)
     drawn = capsys.readouterr().out
     assert "\r" in drawn and "epoch 1/1" in drawn  # tqdm redraws at most every 0.1 s: these steps took no time

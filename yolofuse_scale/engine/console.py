@@ -38,8 +38,9 @@ from tqdm import tqdm
 
 #: Redirected output with --log-every 0: at most this long between two progress lines of an epoch.
 PLAIN_MAX_GAP_S = 300.0
-#: The epoch bar: steps, time and ETA first, then the running means, images/s and memory (its postfix).
-BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}"
+#: The epoch bar, as Ultralytics lays it out: the numbers first (the description: epoch, running mean losses,
+#: images/s, memory), then the bar, which takes what width is left, then steps, elapsed time and ETA.
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]"
 #: Trackers' names for the validation metrics (Ultralytics' without "(B)": MLflow refuses parentheses).
 METRIC_NAMES = {"precision": "metrics/precision", "recall": "metrics/recall", "mAP50": "metrics/mAP50",
                 "mAP50-95": "metrics/mAP50-95"}
@@ -153,7 +154,7 @@ class Console:
         e["step_time"] += record.get("step_time_s", 0.0)
         e["lr"], e["record"] = record["lr"], record
         if self.bar is not None:
-            self.bar.set_postfix_str(self._numbers(), refresh=False)
+            self.bar.set_description_str(self._numbers(), refresh=False)
             self.bar.update(1)
         elif self._line_due(record["step"]):
             e["last_line"] = self.clock()
@@ -182,9 +183,11 @@ class Console:
         return e["n"] * e["images_per_step"] / e["step_time"] if e["step_time"] > 0 else 0.0
 
     def _numbers(self) -> str:
-        m = self.means()
-        losses = " ".join(f"{k} {m[k]:.3f}" for k in ("loss", *self.epoch["names"]))
-        return f"{losses} | {self._images_per_s():.1f} img/s | {memory_text(self.device)}"
+        """The bar's description: the epoch, its running mean losses, images/s, memory."""
+        e, m = self.epoch, self.means()
+        losses = " ".join(f"{k} {m[k]:.4g}" for k in ("loss", *e["names"]))
+        return (f"epoch {e['epoch'] + 1}/{e['epochs']} {losses} {self._images_per_s():.1f} img/s "
+                f"{memory_text(self.device)}")
 
     def _eta(self) -> float:
         """Seconds left in this epoch's training at this launch's pace in it."""
