@@ -37,7 +37,7 @@ demo: install
 	$(BIN)/yolofuse-scale synth --out $$out/data --train 384 --val 96 --imgsz 128 --seed 0; \
 	$(BIN)/torchrun --standalone --nproc_per_node $$nproc train.py --data $$out/data/data.yaml \
 	  --model yolov8n --fusion mid --imgsz 128 --batch-size 8 --epochs 12 --warmup-epochs 1 --lr 0.02 \
-	  --workers 1 --log-every 24 --output-dir $$out/train; \
+	  --workers 1 --output-dir $$out/train; \
 	$(BIN)/yolofuse-scale val --weights $$out/train/weights/best.pt --data $$out/data/data.yaml --imgsz 128; \
 	echo "weights: $$out/train/weights/{best,last}.pt  metrics: $$out/train/metrics.json  log: $$out/train/train_log.jsonl"
 

@@ -438,7 +438,7 @@ def test_config_file_flag_wins_over_its_bad_value(tmp_path):
     (["--lr", "-0.01"], ["--lr must be > 0, got -0.01"]),
     (["--momentum", "1.5"], ["--momentum must be in [0, 1), got 1.5"]),
     (["--imgsz", "100"], ["--imgsz must be a positive multiple of 32, got 100"]),
-    (["--log-every", "0"], ["--log-every must be >= 1, got 0"]),
+    (["--log-every", "-1"], ["--log-every must be >= 0, got -1"]),
     (["--resume", "{tmp}/runs/checkpoints/step_9"], ["--resume {tmp}/runs/checkpoints/step_9: no such checkpoint"]),
     (["--data", "{tmp}/nodata/data.yaml"], ["--data {tmp}/nodata/data.yaml: no such file"]),
     (["--model", "{tmp}/mine.yaml"], ["--model {tmp}/mine.yaml: no such model YAML file"]),
@@ -448,7 +448,7 @@ def test_config_file_flag_wins_over_its_bad_value(tmp_path):
     (["--strategy", "zero2", "--deepspeed", "{tmp}/ds.json"], ["--deepspeed {tmp}/ds.json and --strategy zero2"]),
     (["--model", "{assets}/yolofuse_mid_schema.yaml", "--fusion", "late"],
      ["--fusion late with --model", "defines its own fusion"]),
-], ids=["grad-accum-0", "negative-lr", "momentum-range", "imgsz-not-32", "log-every-0", "resume-missing",
+], ids=["grad-accum-0", "negative-lr", "momentum-range", "imgsz-not-32", "log-every-negative", "resume-missing",
         "data-missing", "model-yaml-missing", "unknown-model", "deepspeed-json-missing", "deepspeed-and-strategy",
         "fusion-with-model-yaml"])
 def test_config_flags(flags, needles, tmp_path, capsys):

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from yolofuse_scale.config.file import read_config_file
 from yolofuse_scale.config.sections import SECTION_OF, SECTIONS, RunConfig, allowed, is_model_file, knobs, type_hints
+from yolofuse_scale.engine.trackers import check_installed
 from yolofuse_scale.errors import ConfigError, add_debug_argument
 
 
@@ -103,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                               "own fusion (its layers); drop --fusion, or use --model yolov8n/yolo11n/yolo26n to pick "
                               "a fusion", settings=("model",))
         check_paths(cfg)
+        check_installed(cfg.log.trackers)  # --log-with's packages: one error now, not a run that tracks nothing
     except ConfigError as e:
         at = next((from_file[home] for home in ((SECTION_OF.get(k), k) for k in e.settings) if home in from_file), None)
         raise (ConfigError(f"{at}: {e}", settings=e.settings) if at else e) from None

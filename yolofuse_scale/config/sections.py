@@ -292,18 +292,27 @@ class ParallelConfig:
                     "compiling under FSDP2/DeepSpeed has not been measured or tested here")
 
 
+#: ``--log-with``'s trackers (engine/trackers.py), in the order its message lists them.
+TRACKER_NAMES = ("tensorboard", "wandb", "mlflow")
+
+
 @dataclass(kw_only=True)
 class LogConfig:
     """What the run logs and measures of itself (engine/perf.py); throughput, data wait and MFU are always logged."""
 
-    log_with: Literal["tensorboard", "wandb", "mlflow", "none"] = "none"
-    """experiment tracker through Accelerate (offline): tensorboard, wandb, mlflow or none"""
+    log_with: str = field(default="none", metadata={"metavar": "TRACKERS"})
+    """experiment trackers, comma-separated (tensorboard,mlflow): TensorBoard event files, an MLflow file store, a W&B
+    offline run, each inside --output-dir (engine/trackers.py); they record every epoch's losses and metrics, the
+    config and the final plots; none: no tracker. A tracker's package missing is refused at start (pip install
+    'yolofuse-scale[trackers]')"""
     plots: bool = True
     """write the run folder's pictures: results.png, labels.jpg, train_batch0-2.jpg (RGB | IR with their boxes) and
     the final validation's PR/F1/P/R curves and confusion matrices; --no-plots: results.csv, labels.json and the
     per-class table only"""
-    log_every: int = 10
-    """print a progress line every N optimizer steps (the JSONL log gets every step)"""
+    log_every: int = 0
+    """when the output is not a terminal (a redirected log, a Slurm .out): a progress line every N optimizer steps;
+    0: automatic, the first step and each quarter of an epoch (at least every 5 minutes). On a terminal a live bar
+    shows every step instead. Each epoch ends with a summary line either way"""
     time_phases: bool = False
     """also log forward / backward / optimizer seconds per step; synchronises the GPU at each boundary (exact, a
     few % slower)"""
@@ -316,8 +325,18 @@ class LogConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self)
-        _at_least(self, 0, "peak_tflops")
-        _at_least(self, 1, "log_every")
+        _at_least(self, 0, "peak_tflops", "log_every")
+        names = [n.strip() for n in str(self.log_with).split(",")]
+        unknown = [n for n in names if n not in (*TRACKER_NAMES, "none")]
+        if unknown or not names or ("none" in names and len(names) > 1):
+            _refuse(self, "log_with", f"--log-with must be {_either([*TRACKER_NAMES, 'none'])}, or several "
+                                      f"trackers comma-separated (tensorboard,mlflow), got {self.log_with!r}")
+        self.log_with = ",".join(dict.fromkeys(names))  # as written in config.yaml: no spaces, each name once
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The trackers ``--log-with`` names, in its order; () for none."""
+        return () if self.log_with == "none" else tuple(self.log_with.split(","))
 
 
 @dataclass(kw_only=True)

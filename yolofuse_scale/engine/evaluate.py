@@ -32,7 +32,6 @@ import torchvision  # noqa: F401  (see below)
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import nn
-from tqdm import tqdm
 from ultralytics.engine.validator import BaseValidator
 from ultralytics.utils.metrics import ConfusionMatrix, DetMetrics, box_iou
 from ultralytics.utils.nms import non_max_suppression
@@ -41,6 +40,7 @@ from ultralytics.utils.ops import xywh2xyxy
 from yolofuse_scale._offline import forbid_font_downloads
 from yolofuse_scale.data.loaders import move_images
 from yolofuse_scale.data.transforms import normalize_images
+from yolofuse_scale.engine.console import iterate
 from yolofuse_scale.engine.missrate import MissRate, unletterbox
 from yolofuse_scale.engine.storage import is_writer
 
@@ -159,8 +159,8 @@ def evaluate(
     # above the validation conf (0.001 by default, not ConfusionMatrix's own 0.25), matched at IoU > 0.45.
     confusion = ConfusionMatrix(names=dict(names))
     to_device = batch_to_device or partial(move_images, device=accelerator.device)
-    bar = tqdm(loader, desc=desc, disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True)
-    for batch in bar:
+    # a transient bar on the main process's terminal; redirected output gets none (console.py: no '\r' in a log)
+    for batch in iterate(loader, desc, enabled=accelerator.is_main_process):
         batch = to_device(batch)
         imgs = normalize_images(batch["img"])
         h, w = imgs.shape[2:]

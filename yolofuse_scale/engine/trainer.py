@@ -26,7 +26,7 @@ from yolofuse_scale.data import load_data_config, scan_dataset, write_synthetic_
 from yolofuse_scale.data.loaders import training_feed, validation_feed
 from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
-from yolofuse_scale.engine import course
+from yolofuse_scale.engine import course, guards
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
@@ -128,7 +128,7 @@ class Trainer:
         # Holds the folder's lock (run_lock.py) until the run ends: every exit below gives it back.
         self.checkpointer = ckpt.Checkpointer(acc, self.out, cfg.checkpoint)
         try:
-            self.log = make_log(acc, self.out, cfg.to_dict())
+            self.log = make_log(acc, self.out, cfg.to_dict(), self.checkpointer.run_id, cfg.log.log_every)
             for note in self.checkpointer.notes:
                 self.log.info(note)
             set_seed(cfg.train.seed)  # same seed on every rank: identical initial weights everywhere
@@ -168,6 +168,7 @@ class Trainer:
         for line in scanned[0].summary:  # per split: pairs, boxes, background, skipped (is it the data meant?)
             self.log.info(line)
         train_samples, val_samples = samples["train"], samples["val"]
+        self.box_sides = guards.box_sides(train_samples, d.imgsz)  # for the small-box warning (guards.py)
         self.train_fingerprint = ckpt.dataset_fingerprint([(s.rgb, s.ir) for s in train_samples], self.data_cfg.root)
         # --loader (data/loaders.py): which pipeline decodes and augments is decided there; the loop only calls
         # each split's to_device (--loader device: decode and augment on acc.device, in the step's data time)
@@ -290,6 +291,7 @@ class Trainer:
         try:
             return self._fit()
         except BaseException:  # an error, Ctrl-C: the folder's lock goes back (SIGTERM: run_lock's handler)
+            self.log.interrupt()  # the live bar goes before the error's line
             self.checkpointer.release()
             raise
 
@@ -312,6 +314,7 @@ class Trainer:
             state.epoch += 1
             state.step_in_epoch = 0
             self._save(state.metrics)
+            self.log.end_epoch(state.epoch)  # the epoch's summary line; its values to the trackers
         return self._finish(start_step, stopped)
 
     def _load(self) -> int:
@@ -345,6 +348,9 @@ class Trainer:
         mosaic = d.recipe.close_mosaic if d.augment and d.recipe.mosaic > 0 else None
         self.log.info(course.describe(self.schedule, self.state.step, extended_from, mosaic,
                                       self.task if self.task.end_to_end else None))
+        for warning in guards.small_run_warnings(self.schedule, self.state.step, self.box_sides, d.imgsz,
+                                                 int(self.bare.stride.min())):
+            self.log.info(f"warning: {warning}")  # a long warm-up, boxes under the finest stride: with the fix
 
     def _keep_best_consistent(self) -> None:
         """best_fitness describes weights/best.pt or nothing: when the resume found no best.pt of this timeline
@@ -364,6 +370,8 @@ class Trainer:
         self.task.set_epoch(epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(epoch)
+        self.log.start_epoch(epoch, self.cfg.train.epochs, self.sampler.steps_per_epoch, self.state.step_in_epoch,
+                             self.images_per_step, self.task.loss_names, self.state.best_fitness)
 
     def _train_epoch(self, max_steps: float) -> bool:
         """Train until the epoch ends or ``max_steps`` is reached; return whether training must stop."""
@@ -427,18 +435,10 @@ class Trainer:
         return False
 
     def _log_step(self, record: dict[str, Any]) -> None:
-        """Callbacks, then the record into train_log.jsonl and, every --log-every steps, one console line."""
-        state, cfg, names = self.state, self.cfg, self.task.loss_names
+        """Callbacks, then the record into train_log.jsonl and onto the console (its bar or lines: console.py)."""
         for cb in self.callbacks:
             cb.on_step_end(record)
         self.log.step(record)
-        if state.step % cfg.log.log_every == 0 or state.step == 1:
-            self.log.info(
-                f"epoch {state.epoch + 1}/{cfg.train.epochs} step {state.step} "
-                f"({state.step_in_epoch}/{self.sampler.steps_per_epoch}) loss {record['loss']:.3f} "
-                f"({' '.join(f'{k} {record[k]:.3f}' for k in names)}) lr {record['lr']:.2e} "
-                f"{record['images_per_s']:.1f} img/s" + (f" MFU {record['mfu']:.1%}" if "mfu" in record else "")
-            )
 
     def _finish(self, start_step: int, stopped: bool) -> dict[str, Any]:
         """A mid-epoch stop's checkpoint, metrics.json, the log closed and the process group ended (every rank)."""
@@ -454,8 +454,7 @@ class Trainer:
         elif is_writer(acc):
             (self.out / "metrics.json").write_text(json.dumps(self._summary(), indent=2))
         self.outputs.finish()  # results.png
-        self.log.info(f"done: step {state.step}, weights in {self.out / 'weights'}, metrics in "
-                      f"{self.out / 'metrics.json'}")
+        self.log.done(state.step)  # time, best epoch, where the weights and metrics are
         self.log.close()
         acc.wait_for_everyone()
         self.checkpointer.release()  # every rank has written its part: another training may take the folder
@@ -519,7 +518,7 @@ class Trainer:
             f"{' '.join(f'{k} {v:.3f}' for k, v in zip(self.task.loss_names, losses.values()))} "
             f"({metrics['images']} images)"
         )
-        self.log.metrics({**metrics, **losses}, self.state.step)  # trackers: val/box_loss, ... as Ultralytics'
+        self.log.metrics({**metrics, **losses}, self.state.step)  # the epoch's summary; trackers: val/box_loss, ...
         self.outputs.validated(metrics, losses, final)
         self._validated_at = self.state.step
         return metrics

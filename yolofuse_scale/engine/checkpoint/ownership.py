@@ -27,11 +27,14 @@ import torch
 
 from yolofuse_scale.engine.checkpoint.folder import STATE_FILE, checkpoint_run_id, list_checkpoints, saved_step, step_of
 from yolofuse_scale.engine.outputs import RUN_FOLDER_FILES
+from yolofuse_scale.engine.trackers import FOLDERS as TRACKER_FOLDERS
 
 RUN_FILE = "run.json"  # in the output folder: the id of the run (lineage) that owns it
 LOG_FILE = "train_log.jsonl"
-#: What a run writes into its folder, moved aside together by --overwrite (caches and data stay).
-RUN_OUTPUTS = (RUN_FILE, "config.yaml", LOG_FILE, "metrics.json", "checkpoints", "weights", *RUN_FOLDER_FILES)
+#: What a run writes into its folder, moved aside together by --overwrite (caches and data stay); the trackers'
+#: folders too, or a new run's curves would be drawn over the old run's.
+RUN_OUTPUTS = (RUN_FILE, "config.yaml", LOG_FILE, "metrics.json", "checkpoints", "weights", *RUN_FOLDER_FILES,
+               *TRACKER_FOLDERS.values())
 
 
 class Claim(NamedTuple):

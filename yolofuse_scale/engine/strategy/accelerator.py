@@ -43,7 +43,7 @@ from yolofuse_scale.config import ParallelConfig, RunConfig
 from yolofuse_scale.engine.strategy import cpu_comm_op
 from yolofuse_scale.engine.strategy.activation_checkpoint import apply_activation_checkpointing
 from yolofuse_scale.engine.strategy.batchnorm import convert_sync_batchnorm
-from yolofuse_scale.engine.strategy.deepspeed import deepspeed_config, deepspeed_file
+from yolofuse_scale.engine.strategy.deepspeed import deepspeed_config, deepspeed_file, quiet_deepspeed_notices
 from yolofuse_scale.engine.strategy.fsdp import _enable_fsdp_on_cpu, fsdp_plugin, wrap_units
 from yolofuse_scale.engine.strategy.launch import (
     _single_process_group_env,
@@ -54,6 +54,7 @@ from yolofuse_scale.engine.strategy.launch import (
     launched_world_size,
     strategy_name,
 )
+from yolofuse_scale.engine.trackers import accelerator_log_with
 from yolofuse_scale.errors import DistributedSetupError
 
 
@@ -67,6 +68,7 @@ def build_accelerator(cfg: RunConfig, project_dir: str | None = None) -> Acceler
             "rank 0, that every rank reads on resume; put --output-dir on storage all nodes share and drop the flag"
         )
     ds_file, ds_origin = deepspeed_file(cfg.parallel)
+    tracking = accelerator_log_with(cfg.log.trackers, project_dir)  # a tracker not installed: refused here
     # DeepSpeed picks its own (CPU) accelerator and Accelerate ignores DeepSpeed under cpu=True.
     cpu = not torch.cuda.is_available() and not ds_file
     handlers: list = [DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False,
@@ -81,6 +83,8 @@ def build_accelerator(cfg: RunConfig, project_dir: str | None = None) -> Acceler
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         handlers.append(InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.parallel.dist_timeout)))
     mixed_precision = cfg.parallel.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    # Before DeepSpeed is imported: by a DeepSpeed run, or by Accelerate's FSDP2 prepare (its unwrap imports it)
+    quiet_deepspeed_notices(cpu_only=not torch.cuda.is_available())
     if ds_file:
         if not torch.cuda.is_available():  # before DeepSpeed starts: its CPU collectives need a C++ op
             cpu_comm_op.prepare()
@@ -100,9 +104,9 @@ def build_accelerator(cfg: RunConfig, project_dir: str | None = None) -> Acceler
             num_steps=cfg.train.grad_accum, sync_with_dataloader=False
         ),
         kwargs_handlers=handlers,
-        log_with=None if cfg.log.log_with == "none" else cfg.log.log_with,
+        log_with=tracking["log_with"],
         # save_on_each_node: Accelerate's save_state writes on each node's local main (see storage.py)
-        project_config=ProjectConfiguration(project_dir=project_dir,
+        project_config=ProjectConfiguration(project_dir=project_dir, logging_dir=tracking["logging_dir"],
                                             save_on_each_node=cfg.checkpoint.save_on_each_node),
         **kwargs,
     )
@@ -155,8 +159,20 @@ def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: Paralle
 
 
 def unwrap(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
-    """The bare model under whatever wrapper the strategy added (DDP, compile, ...)."""
-    return accelerator.unwrap_model(model, keep_torch_compile=False)
+    """The bare model under whatever wrapper the strategy added (DDP, compile, ...).
+
+    Only a DeepSpeed run asks Accelerate: its ``unwrap_model`` imports ``deepspeed`` to test for a
+    DeepSpeedEngine whenever the package is installed, which under DDP, FSDP2 or one process cost ~7 s of start-up on
+    CPU and printed DeepSpeed's "Setting accelerator to CPU" into a run that never uses it. The others' wrappers are
+    peeled here: torch.compile's ``_orig_mod`` (Accelerate compiles after the DDP wrap), then DDP's ``module``;
+    FSDP2 shards the model in place (no wrapper).
+    """
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return accelerator.unwrap_model(model, keep_torch_compile=False)
+    model = getattr(model, "_orig_mod", model)
+    while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        model = model.module
+    return model
 
 
 def clip_grad_norm(accelerator: Accelerator, model: torch.nn.Module, max_norm: float) -> torch.Tensor:

@@ -29,8 +29,10 @@ compile leaves partial objects; the next build redoes them (ninja), again taking
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
+import io
 import os
 import re
 import sys
@@ -120,6 +122,7 @@ def prepare(say=print) -> str | None:
             why = f"cannot be loaded ({e})"
     if why is None:
         builder._loaded_ops[builder.name] = module  # DeepSpeed's load() returns it: no build, no write
+        _without_build_message()
         line = f"DeepSpeed CPU comm op: using the prebuilt {library}"
     else:
         wait = ("; another process is compiling it now (it holds the build lock): this one waits for it"
@@ -130,3 +133,20 @@ def prepare(say=print) -> str | None:
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         say(line)
     return line
+
+
+def _without_build_message() -> None:
+    """DeepSpeed's ``build_shm_op`` prints "DeepSpeed deepspeed.ops.comm.deepspeed_shm_comm_op built successfully"
+    (a bare ``print``, on every rank) after its ``load()`` returned the op handed over above: nothing was built,
+    and this module's line already names the file used. Its stdout alone is dropped, in that one call."""
+    ds_comm = importlib.import_module("deepspeed.comm.torch")  # (`import ... as` finds deepspeed.comm's `torch`)
+    original = ds_comm.build_shm_op
+    if getattr(original, "quiet", False):
+        return
+
+    def build_shm_op():
+        with contextlib.redirect_stdout(io.StringIO()):
+            return original()
+
+    build_shm_op.quiet = True
+    ds_comm.build_shm_op = build_shm_op

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -147,3 +148,28 @@ def release_shm_workspace(rank: int | None = None) -> None:
             f"{os.environ.get('MASTER_PORT', '')}_{rank}")
     with contextlib.suppress(OSError):
         (Path("/dev/shm") / name).unlink()
+
+
+def quiet_deepspeed_notices(cpu_only: bool) -> None:
+    """Before DeepSpeed is imported (by a DeepSpeed run, or by Accelerate's FSDP2 ``prepare``, whose unwrap imports it
+    whenever it is installed): keep out the notices that say nothing the run's own lines do not, each by its
+    message on the logger that emits it (``console.silence``), nothing else of those loggers:
+
+    - "You are using ZeRO with an untested optimizer": DeepSpeed tests only its list of Adam variants; the
+      optimizer here is the loop's own torch SGD/AdamW over its three parameter groups, which ZeRO-1/2/3 train
+      to DDP's result in this project's tests (tests/test_deepspeed.py, tests/test_strategies.py).
+    - ``cpu_only`` (no CUDA: CPU is the only accelerator there is): DeepSpeed's "Setting accelerator to CPU. If you
+      have GPU ... we were unable to detect it" (on every rank) and torch's "No CUDA runtime is found, using
+      CUDA_HOME" when DeepSpeed's op builder imports ``torch.utils.cpp_extension``. With a GPU both stay: there
+      they would mean something.
+    - DeepSpeed's ZeRO calls torch's deprecated ``all_gather_into_tensor`` (a FutureWarning per rank): a
+      dependency's deprecation, nothing to act on here; dropped by its exact message, for that category only.
+    """
+    from yolofuse_scale.engine.console import silence
+
+    silence("DeepSpeed", "You are using ZeRO with an untested optimizer")
+    if cpu_only:
+        silence("DeepSpeed", "Setting accelerator to CPU")
+        silence("torch.utils.cpp_extension", "No CUDA runtime is found")
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
+                            category=FutureWarning)
