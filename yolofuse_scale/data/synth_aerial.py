@@ -76,12 +76,19 @@ def _part(cx, cy, angle, length, width, start, end, side=1.0) -> np.ndarray:
 
 def _draw_vehicle(rgb, ir, cls, cx, cy, angle, length, width, colour, rgb_gain, sun, ir_body, ir_engine,
                   lights) -> None:
-    """The vehicle in RGB (its shadow when ``sun``; head- and tail-lights when ``lights``) and, where ``ir_body`` is
-    a temperature, in IR (its hot engine too, ``ir_engine``)."""
+    """The vehicle in RGB (its shadow when ``sun``, its windows and parts unless it is an unlit shape at night;
+    head- and tail-lights when ``lights``) and, where ``ir_body`` is a temperature, in IR (its hot engine too,
+    ``ir_engine``)."""
     body = rectangle(cx, cy, length, width, angle)
     if sun:
         _fill(rgb, body + np.array([0.25, 0.35]) * width, (rgb_gain * 25,) * 3)
     _fill(rgb, body, tuple(float(v) for v in colour * rgb_gain))
+    if sun or lights:
+        _draw_parts(rgb, cls, cx, cy, angle, length, width, colour, rgb_gain)
+    _draw_lights_and_heat(rgb, ir, body, cx, cy, angle, length, width, ir_body, ir_engine, lights)
+
+
+def _draw_parts(rgb, cls, cx, cy, angle, length, width, colour, rgb_gain) -> None:
     dark = tuple(float(v) for v in colour * rgb_gain * 0.45)
     light = tuple(float(v) for v in np.minimum(colour * 1.3 + 40, 255) * rgb_gain)
     if cls in (0, 3):  # car, van: windshield; a van's box body is lighter
@@ -98,6 +105,9 @@ def _draw_vehicle(rgb, ir, cls, cx, cy, angle, length, width, colour, rgb_gain, 
         _fill(rgb, _part(cx, cy, angle, length, width, 0.78, 0.81, 1.0), (rgb_gain * 30,) * 3)
         trailer = tuple(float(v) for v in colour * 0.8 * rgb_gain)
         _fill(rgb, _part(cx, cy, angle, length, width, 0.0, 0.77, 0.97), trailer)
+
+
+def _draw_lights_and_heat(rgb, ir, body, cx, cy, angle, length, width, ir_body, ir_engine, lights) -> None:
     if lights:  # at night: head- and tail-lights, the only way the vehicle shows in RGB
         for end, tone in ((0.98, (255, 250, 215)), (0.02, (200, 30, 20))):
             for side in (-0.3, 0.3):
@@ -161,8 +171,9 @@ def _placements(rng: np.random.Generator, h: int, w: int, ppm: float, roads: lis
 
 def render_aerial(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, list[dict], dict]:
     """One frame: (RGB float HxWx3, IR float HxW, vehicles, meta). Each vehicle is a dict: ``cls``, ``corners`` (its
-    true rectangle, pixels), ``moving``, ``lights``, ``rgb`` / ``ir`` (whether that image shows it) and
-    ``rgb_box`` / ``ir_box`` (that image's annotation, (4, 2) pixels, or None where it does not show)."""
+    true rectangle, pixels), ``moving``, ``lights``, ``rgb`` / ``ir`` (whether that image shows it), ``ground_rgb``
+    (the RGB ground under its centre, before noise) and ``rgb_box`` / ``ir_box`` (that image's annotation, (4, 2)
+    pixels, or None where it does not show)."""
     ppm = w / FRAME_METRES
     night = bool(rng.random() < NIGHT_P)
     rgb_gain = float(rng.uniform(0.12, 0.25)) if night else float(rng.uniform(0.8, 1.1))
@@ -191,6 +202,8 @@ def render_aerial(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray,
     for cls, cx, cy, angle, moving in _placements(rng, h, w, ppm, roads, lot):
         length, width = VEHICLES[cls][0] * ppm, VEHICLES[cls][1] * ppm
         colour = rng.uniform(30, 230, size=3).astype(np.float32)
+        iy, ix = min(max(int(cy), 0), h - 1), min(max(int(cx), 0), w - 1)
+        ground_rgb = rgb[iy, ix].copy()  # what RGB shows there before the vehicle (no noise yet)
         lights = night and bool(rng.random() < LIGHTS_P)
         cold = not night and not moving and bool(rng.random() < COLD_PARKED_P)
         if night:
@@ -198,13 +211,13 @@ def render_aerial(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray,
         else:
             body = None if cold else ambient + rng.uniform(-25, -12)  # shaded metal, cooler than sunny ground
             engine = (ambient + rng.uniform(40, 80)) if moving else None
-        if night and not lights:  # a dark shape on dark ground under the night's noise: not there for RGB
-            colour = colour * 0.25
+        if night and not lights:  # the ground's own shade under the night's noise: not there for RGB
+            colour = ground_rgb / rgb_gain * rng.uniform(0.85, 1.15, size=3).astype(np.float32)
         _draw_vehicle(rgb, ir, cls, cx, cy, angle, length, width, colour, rgb_gain, not night, body, engine, lights)
         show_rgb, show_ir = (lights or not night), body is not None
         vehicles.append({
             "cls": cls, "corners": rectangle(cx, cy, length, width, angle), "moving": moving, "lights": lights,
-            "rgb": show_rgb, "ir": show_ir,
+            "rgb": show_rgb, "ir": show_ir, "ground_rgb": ground_rgb,
             # each image's annotator, drawn in this order always (a vehicle's draws do not depend on what it shows)
             "rgb_box": _annotate(rng, cx, cy, angle, length, width),
             "ir_box": _annotate(rng, cx, cy, angle, length, width),
