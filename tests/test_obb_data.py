@@ -282,3 +282,23 @@ def test_kinds_round_trip_their_corners():
     assert np.allclose(c[0], [[0.4, 0.35], [0.6, 0.35], [0.6, 0.45], [0.4, 0.45]])
     obb = np.concatenate([rows[:, :1], c.reshape(1, 8)], 1)
     assert np.allclose(OrientedLabels.xywh(obb), rows[:, 1:])
+
+
+def test_the_run_folders_label_statistics_read_oriented_boxes_by_their_enclosing_boxes(tmp_path):
+    """labels.json of an OBB training set: its boxes' sizes are their enclosing boxes' (an (n, 9) row read as
+    (n, 5) rows would mix corners into sizes, or fail)."""
+    import json
+    from types import SimpleNamespace
+
+    from yolofuse_scale.data.scan import Sample
+    from yolofuse_scale.engine.outputs import RunOutputs
+
+    rows = np.array([[1, 0.2, 0.1, 0.6, 0.1, 0.6, 0.3, 0.2, 0.3]], np.float32)  # 0.4 wide, 0.2 high
+    samples = [Sample(Path("a.png"), Path("b.png"), None, rows), Sample(Path("c.png"), Path("d.png"), None,
+                                                                        np.zeros((0, 9), np.float32))]
+    log = SimpleNamespace(path=tmp_path / "train_log.jsonl", info=lambda _m: None)
+    RunOutputs(tmp_path, log, ("box", "cls", "dfl", "angle"), {0: "car", 1: "truck"}, False).start(0, 0, samples)
+    stats = json.loads((tmp_path / "labels.json").read_text())
+    assert (stats["images"], stats["background_images"], stats["instances_per_class"]) == (2, 1, {"car": 0,
+                                                                                                  "truck": 1})
+    assert stats["box_width"]["median"] == pytest.approx(0.4) and stats["box_height"]["median"] == pytest.approx(0.2)
