@@ -58,8 +58,8 @@ class PairedRGBIRDataset(Dataset):
         self.samples, self.imgsz, self.augment, self.ir_channels = samples, imgsz, augment, ir_channels
         self.draw = SampleDraw(seed, recipe, epochs, partner_windows)
         self.recipe = self.draw.recipe
-        self.pipeline = (PairAugment(self.resized_labels, len(samples), imgsz, self.recipe, obb=oriented(samples))
-                         if augment else None)
+        obb = bool(samples) and oriented(samples[0].boxes)
+        self.pipeline = PairAugment(self.resized_labels, len(samples), imgsz, self.recipe, obb=obb) if augment else None
         self.cache: PairCache | None = None
         pool = partner_windows.pool_size if partner_windows is not None else 0
         self.buffer = DecodedPairBuffer(BUFFER_BYTES, min_items=pool) if augment else None

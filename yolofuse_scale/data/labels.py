@@ -134,9 +134,10 @@ def kind_of(rows: np.ndarray):
         raise ValueError(f"label rows of shape {rows.shape}: expected (n, 5) boxes or (n, 9) oriented boxes") from None
 
 
-def oriented(samples: list[Sample]) -> bool:
-    """Whether a split's samples carry oriented boxes (one scan gives every sample of a split the same kind)."""
-    return bool(samples) and kind_of(samples[0].boxes) is OrientedLabels
+def oriented(rows: np.ndarray) -> bool:
+    """Whether a sample's label rows are oriented boxes (``cls x1 y1 ... x4 y4``: 9 columns) rather than 5 (one scan
+    gives every sample of a dataset the same kind)."""
+    return rows.ndim == 2 and rows.shape[1] == OrientedLabels.columns
 
 
 def axis_aligned(rows: np.ndarray) -> np.ndarray:

@@ -127,7 +127,7 @@ class RunOutputs:
         last = self.rows[-1]["time"] if self.rows else ""
         self._time_base = (float(last) if last else 0.0) + partial_seconds
         if fresh or not (self.out / LABELS_JSON).is_file():
-            boxes = [axis_aligned(s.boxes) for s in samples]  # oriented boxes: their enclosing boxes (labels.py)
+            boxes = [axis_aligned(s.boxes) for s in samples]  # oriented boxes: the box enclosing each
             stats = plots.label_statistics(boxes, self.names)
             _write_atomically(self.out / LABELS_JSON, (json.dumps(stats, indent=1) + "\n").encode())
             if self.plots:

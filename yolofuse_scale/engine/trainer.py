@@ -275,7 +275,8 @@ class Trainer:
         self.state.world_size, self.state.distributed_type = acc.num_processes, acc.distributed_type.value
         self.run_meta = plain_meta({
             "model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
-            "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz, "labels": self.label_record,
+            "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz,
+            "labels": self.label_record,  # the task, the IR labels, each split's label policy and counts (data/scan.py)
         })
         self.log.info(
             f"{acc.num_processes} process(es) on {acc.device.type} ({strategy_name(cfg.parallel)}: "

@@ -75,7 +75,7 @@ class EncodedPairDataset(Dataset):
         self.draw = SampleDraw(**draw)
         self.recipe = self.draw.recipe
         self.pipeline = (PairAugment(self.planned_labels, len(samples), imgsz, self.recipe, RECORDING,
-                                     obb=oriented(samples))
+                                     obb=bool(samples) and oriented(samples[0].boxes))
                          if augment else None)
         self.cache: PairCache | None = None
 
