@@ -215,7 +215,7 @@ def test_policies_keep_and_count_what_they_say():
 
 def _detect_set_with_ir_labels(root: Path) -> Path:
     """The easy synthetic set (axis-aligned) with labelsIR/: each pair's RGB boxes, the first one moved a little,
-    the second dropped, one box added; data.yaml: labels_ir, union for train, ir for val."""
+    the second dropped, two boxes added; data.yaml: labels_ir, union for train, ir for val."""
     y = write_synthetic_dataset(root, n_train=6, n_val=2, imgsz=64, seed=1)
     for split in ("train", "val"):
         (root / "labelsIR" / split).mkdir(parents=True)
@@ -223,7 +223,8 @@ def _detect_set_with_ir_labels(root: Path) -> Path:
             rows = [ln.split() for ln in f.read_text().splitlines() if ln.strip()]
             if rows:
                 rows[0][1] = f"{float(rows[0][1]) + 0.005:.6f}"
-            ir = [" ".join(r) for k, r in enumerate(rows) if k != 1] + ["0 0.05 0.05 0.04 0.04"]
+            extra = ["0 0.05 0.05 0.04 0.04", "1 0.95 0.95 0.04 0.04"]  # in the corners: no RGB box matches them
+            ir = [" ".join(r) for k, r in enumerate(rows) if k != 1] + extra
             (root / "labelsIR" / split / f.name).write_text("\n".join(ir) + "\n")
     y.write_text(y.read_text() + "labels_ir: labelsIR\nlabel_policy: {train: union, val: ir}\n")
     return y
@@ -302,3 +303,28 @@ def test_the_run_folders_label_statistics_read_oriented_boxes_by_their_enclosing
     assert (stats["images"], stats["background_images"], stats["instances_per_class"]) == (2, 1, {"car": 0,
                                                                                                   "truck": 1})
     assert stats["box_width"]["median"] == pytest.approx(0.4) and stats["box_height"]["median"] == pytest.approx(0.2)
+
+
+def test_val_says_which_ground_truth_it_scores(tmp_path, capsys):
+    """`val` on a dataset with IR labels prints the split's ground truth and writes it into metrics.json (an untrained
+    model: the labels scored against, not the score, are what is checked)."""
+    import json
+
+    from yolofuse_scale.cli import main
+    from yolofuse_scale.model import build_model
+    from yolofuse_scale.weights import plain_meta, write_weights
+
+    y = _detect_set_with_ir_labels(tmp_path / "d")
+    names = {0: "person", 1: "car"}
+    model = build_model("yolov8t", "mid", nc=2, ir_channels=1, names=names)
+    weights = tmp_path / "w.pt"
+    write_weights(weights, model.state_dict(), plain_meta({"model_yaml": model.yaml, "rgb_channels": 3,
+                                                           "ir_channels": 1, "names": names, "imgsz": 64}))
+    out = tmp_path / "val"
+    assert main(["val", "--weights", str(weights), "--data", str(y), "--imgsz", "64", "--batch-size", "2",
+                 "--workers", "0", "--no-plots", "--out", str(out)]) == 0
+    assert "val: val scored against the IR labels (labelsIR/)" in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ground_truth"] == "the IR labels (labelsIR/)"
+    ir_boxes = sum(len(_rows(f)) for f in (y.parent / "labelsIR" / "val").glob("*.txt"))
+    assert metrics["instances"] == ir_boxes != sum(len(_rows(f)) for f in (y.parent / "labels" / "val").glob("*.txt"))

@@ -138,7 +138,7 @@ def run_val(args: argparse.Namespace) -> int:
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
     samples = scan_split(data_cfg, args.split)
     scored = ground_truth(data_cfg, args.split)  # which labels: the IR image's own, the RGB's, or their union
-    if acc.is_main_process:
+    if acc.is_main_process and data_cfg.labels_ir is not None:  # one label set: nothing to choose, nothing said
         print(f"val: {args.split} scored against {scored}", file=sys.stderr, flush=True)
     missrate = MissRate.from_file(data_cfg.missrate) if data_cfg.missrate else None
     if missrate is not None:  # before the model runs: an image without its KAIST annotation is named now
