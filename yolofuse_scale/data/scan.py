@@ -1,5 +1,9 @@
 """The one-time scan of a split: pairing RGB with IR, cheap image-header checks, label validation.
 
+Label rows are checked as data.yaml's ``task:`` says (``detect``: ``cls xc yc w h``; ``obb``: four corners, see
+``_obb_row_problem``); with ``labels_ir`` the IR image's own label file is read and checked too, and the split's
+``label_policy`` picks the boxes (``modality.py``), its counts kept for the start-up summary.
+
 Every problem is collected (never the first one only) as ``FILE[:LINE]: what is wrong`` and the
 policy decides once, before the first step, what happens: ``error`` stops with the full list, ``skip``
 trains on the rest and reports what was left out. What the scan lets through cannot crash a step:
