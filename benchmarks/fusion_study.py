@@ -19,6 +19,14 @@ Scale it up with flags; with real data (``--data``) nothing is synthesised:
 
 A finished run's result is kept in ``<work>/<variant>_s<seed>/result.json`` and reused when the study
 is restarted with the same ``--work``, so an interrupted study only pays for what is missing.
+
+Oriented boxes and per-modality labels (issue 26): ``--scene aerial`` (the DroneVehicle-like synthetic set, ``task:
+obb``; ``--task obb`` is then passed to train.py), ``--label-policies rgb ir union`` (each variant trained once per
+policy, every run scored against the ``--score-policy`` labels, the IR ones by default, as DroneVehicle's papers
+score), ``--published FILE`` (published numbers on the real dataset, shown in a table of their own: other data)::
+
+    python benchmarks/fusion_study.py --scene aerial --variants rgb ir early mid late \
+        --label-policies rgb ir union --out benchmarks/results/fusion_study_aerial_2core_cpu
 """
 
 from __future__ import annotations
@@ -51,8 +59,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train", type=int, default=192, help="synthetic train pairs (default: 192)")
     p.add_argument("--val", type=int, default=128, help="synthetic val pairs (default: 128)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic set (same for every run)")
-    p.add_argument("--scene", choices=["easy", "hard"], default="easy",
-                   help="the synthetic set's generator setting (yolofuse-scale synth --scene; default: easy)")
+    p.add_argument("--scene", choices=["easy", "hard", "aerial"], default="easy",
+                   help="the synthetic set's generator setting (yolofuse-scale synth --scene; default: easy; aerial: "
+                   "oriented boxes, RGB and IR labelled each on its own)")
+    p.add_argument("--task", choices=["detect", "obb"], default=None,
+                   help="train.py --task (default: none passed; obb with --scene aerial)")
+    p.add_argument("--label-policies", nargs="+", choices=["rgb", "ir", "union"], default=None,
+                   help="train every variant once per data.yaml label_policy (the data needs labels_ir); default: "
+                   "the data.yaml's own")
+    p.add_argument("--score-policy", choices=["rgb", "ir", "union"], default="ir",
+                   help="with --label-policies: the labels every run is scored against (default: ir)")
+    p.add_argument("--published", default=None,
+                   help="JSON list of published results on the real dataset ({method, venue, modality, mAP50, "
+                   "source}), tabled apart from the study's numbers")
     p.add_argument("--imgsz", type=int, default=128, help="input size; the synthetic frames are this high")
     p.add_argument("--model", default="yolov8t", help="model scale (default: yolov8t)")
     p.add_argument("--epochs", type=int, default=30)
@@ -76,19 +95,42 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed ({result.error()[:200]}); see {log}:\n{result.output[-3000:]}")
 
 
+def policy_data(data: Path, policy: str, score: str, work: Path) -> Path:
+    """A copy of ``data`` (a data.yaml with ``labels_ir``) whose ``label_policy`` trains on ``policy`` and scores
+    against ``score``; ``path:`` made absolute so the copy finds the same files."""
+    import yaml
+
+    from yolofuse_scale.data import load_data_config
+
+    spec = yaml.safe_load(data.read_text())
+    spec["path"] = str(load_data_config(data).root)
+    spec["label_policy"] = {"train": policy, "val": score, "test": score}
+    out = work / f"data_{policy}" / "data.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# {data} with label_policy train {policy}, scored against {score}\n"
+                   + yaml.safe_dump(spec, sort_keys=False))
+    load_data_config(out)  # refused here (one message) rather than in every run
+    return out
+
+
+def train_args(args: argparse.Namespace, data: Path, variant: str, seed: int, folder: Path) -> list[str]:
+    """train.py's flags for one run (``--task`` only when the study names one)."""
+    task = ["--task", args.task] if args.task else []
+    return ["--data", str(data), "--model", args.model, "--fusion", variant, *task, "--imgsz", str(args.imgsz),
+            "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--lr", str(args.lr), "--seed",
+            str(seed), "--workers", str(args.workers), "--no-val", "--keep-last", "1", "--log-every", "1000",
+            "--output-dir", str(folder / "train"), *args.train_args.split()]
+
+
 def train_and_validate(args: argparse.Namespace, data: Path, variant: str, seed: int, folder: Path,
-                       env: dict[str, str]) -> dict:
+                       env: dict[str, str], policy: str | None = None) -> dict:
     """One run: train.py then `yolofuse-scale val` on its last weights; returns the run's record."""
     done = folder / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    run(common.train_command(["--data", str(data), "--model", args.model, "--fusion", variant, "--imgsz",
-                              str(args.imgsz), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-                              "--lr", str(args.lr), "--seed", str(seed), "--workers", str(args.workers), "--no-val",
-                              "--keep-last", "1", "--log-every", "1000", "--output-dir", str(folder / "train"),
-                              *args.train_args.split()], args.launch.split()),
+    run(common.train_command(train_args(args, data, variant, seed, folder), args.launch.split()),
         env, folder / "train.log")
     train_s = time.monotonic() - t0
     run([sys.executable, "-m", "yolofuse_scale", "val", "--weights", str(folder / "train/weights/last.pt"),
@@ -96,20 +138,22 @@ def train_and_validate(args: argparse.Namespace, data: Path, variant: str, seed:
          "--out", str(folder / "val")], env, folder / "val.log")
     metrics = common.read_metrics(folder / "val")
     summary = common.read_metrics(folder / "train")
-    record = {"variant": variant, "seed": seed, "params": summary["params"], "gflops": summary["gflops"],
+    record = {"variant": variant, "seed": seed, "policy": policy, "ground_truth": metrics.get("ground_truth"),
+              "params": summary["params"], "gflops": summary["gflops"],
               "steps": summary["step"], "train_s": round(train_s, 1), **{k: metrics[k] for k in METRICS},
               "precision": metrics["precision"], "recall": metrics["recall"], "per_class": metrics["per_class"]}
     done.write_text(json.dumps(record, indent=1))
     return record
 
 
-def summarise(records: list[dict], variants: list[str]) -> list[dict]:
-    """Per variant: mean, min, max and spread (max - min) over seeds of each metric."""
+def summarise(records: list[dict], variants: list[str], policies: list[str | None] = (None,)) -> list[dict]:
+    """Per variant (and label policy): mean, min, max and spread (max - min) over seeds of each metric."""
     rows = []
-    for v in variants:
-        rs = [r for r in records if r["variant"] == v]
-        row = {"variant": v, "params": rs[0]["params"], "gflops": rs[0]["gflops"], "seeds": [r["seed"] for r in rs],
-               "train_s": round(statistics.mean(r["train_s"] for r in rs), 1)}
+    for v, policy in ((v, p) for p in policies for v in variants):
+        rs = [r for r in records if r["variant"] == v and r.get("policy") == policy]
+        row = {"variant": v, "policy": policy, "params": rs[0]["params"], "gflops": rs[0]["gflops"],
+               "seeds": [r["seed"] for r in rs], "train_s": round(statistics.mean(r["train_s"] for r in rs), 1),
+               "ground_truth": rs[0].get("ground_truth")}
         for m in METRICS:
             vals = [r[m] for r in rs]
             row[m] = {"mean": statistics.mean(vals), "min": min(vals), "max": max(vals),
@@ -120,21 +164,34 @@ def summarise(records: list[dict], variants: list[str]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], env: dict) -> str:
+def markdown(rows: list[dict], env: dict, published: list[dict] | None = None) -> str:
     classes = [k[6:] for k in rows[0] if k.startswith("mAP50 ")]
-    head = ["fusion", "mAP50", "mAP50-95", *[f"mAP50 {c}" for c in classes], "params (M)",
-            f"GFLOPs @{env['imgsz']}", "train s"]
+    policies = any(r.get("policy") for r in rows)
+    head = ["fusion", *(["trained on"] if policies else []), "mAP50", "mAP50-95", *[f"mAP50 {c}" for c in classes],
+            "params (M)", f"GFLOPs @{env['imgsz']}", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["variant"]]
+        cells = [r["variant"], *([f"{r['policy']} labels"] if policies else [])]
         cells += [f"{r[m]['mean']:.3f} ± {r[m]['spread'] / 2:.3f}" for m in METRICS]
         cells += [f"{r[f'mAP50 {c}']:.3f}" for c in classes]
         cells += [f"{r['params'] / 1e6:.3f}", f"{r['gflops']:.3f}", f"{r['train_s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    note = (f"\nmean over seeds {rows[0]['seeds']} ± half the min..max spread; {env['data']}; {env['model']}, "
-            f"{env['epochs']} epochs of batch {env['batch_size']}; machine: {env['label']}; "
+    scored = f"; scored against {rows[0]['ground_truth']}" if rows[0].get("ground_truth") else ""
+    note = (f"\nmean over seeds {rows[0]['seeds']} ± half the min..max spread; {env['data']}{scored}; "
+            f"{env['model']}, {env['epochs']} epochs of batch {env['batch_size']}; machine: {env['label']}; "
             f"torch {env['torch']}, Python {env['python']}.\n")
-    return "\n".join(lines) + "\n" + note
+    return "\n".join(lines) + "\n" + note + published_table(published or [])
+
+
+def published_table(entries: list[dict]) -> str:
+    """The published results of ``--published``, as a table of their own: another dataset (the real one), other
+    models, schedules and input sizes; they place the study's numbers, they are not comparable with them."""
+    if not entries:
+        return ""
+    lines = ["\n**Published on the real dataset (different data: not comparable with the table above)**\n",
+             "| method | venue | modality | mAP50 | source |", "|---|---|---|---|---|"]
+    lines += [f"| {e['method']} | {e['venue']} | {e['modality']} | {e['mAP50']} | {e['source']} |" for e in entries]
+    return "\n".join(lines) + "\n"
 
 
 def bar_chart(rows: list[dict], path: Path, title: str) -> None:
@@ -150,7 +207,8 @@ def bar_chart(rows: list[dict], path: Path, title: str) -> None:
         means = [r[m]["mean"] for r in rows]
         err = [[r[m]["mean"] - r[m]["min"] for r in rows], [r[m]["max"] - r[m]["mean"] for r in rows]]
         ax.bar(xs, means, width, yerr=err, capsize=3, label=m)
-    ax.set_xticks(range(len(rows)), [r["variant"] for r in rows])
+    ax.set_xticks(range(len(rows)), [r["variant"] + (f"\n{r['policy']}" if r.get("policy") else "") for r in rows],
+                  fontsize=9 if len(rows) <= 8 else 7)
     ax.set_ylim(0, 1.12)  # headroom for the legend above the bars
     ax.set_ylabel("validation mAP")
     ax.set_title(title, fontsize=9)
@@ -176,30 +234,39 @@ def main(argv: list[str] | None = None) -> int:
         data_desc = (f"synthetic set (`yolofuse-scale synth --scene {args.scene}`), {args.train} train / "
                      f"{args.val} val pairs, "
                      f"{args.imgsz}x{int(args.imgsz * 1.25)} px, seed {args.data_seed}")
+    if args.task is None and args.scene == "aerial" and not args.data:
+        args.task = "obb"
+    policies: list[str | None] = list(args.label_policies or [None])
+    datas = {p: data if p is None else policy_data(data, p, args.score_policy, work) for p in policies}
+    published = json.loads(Path(args.published).read_text()) if args.published else []
     import torch
 
     t0 = time.monotonic()
     records = []
     for seed in args.seeds:  # seed-major: a study stopped early still has every variant for the first seed
-        for v in args.variants:
-            r = train_and_validate(args, data, v, seed, work / f"{v}_s{seed}", env)
-            print(f"{v:>6} seed {seed}: mAP50 {r['mAP50']:.3f}  mAP50-95 {r['mAP50-95']:.3f}  "
-                  f"({r['train_s']:.0f} s)", flush=True)
-            records.append(r)
-    rows = summarise(records, args.variants)
+        for policy in policies:
+            for v in args.variants:
+                name = f"{v}_s{seed}" if policy is None else f"{v}_{policy}_s{seed}"
+                r = train_and_validate(args, datas[policy], v, seed, work / name, env, policy)
+                print(f"{v:>6}{'' if policy is None else f' ({policy} labels)'} seed {seed}: mAP50 {r['mAP50']:.3f}  "
+                      f"mAP50-95 {r['mAP50-95']:.3f}  ({r['train_s']:.0f} s)", flush=True)
+                records.append(r)
+    rows = summarise(records, args.variants, policies)
     shared = common.environment(threads=args.threads, machine_label=args.label,
                                 command=[sys.executable, "benchmarks/fusion_study.py", *argv_used])
     environment = {**shared, "label": args.label, "cpu_count": os.cpu_count(), "torch": torch.__version__,
                    "data": data_desc,
                    "model": args.model, "imgsz": args.imgsz, "epochs": args.epochs, "batch_size": args.batch_size,
-                   "lr": args.lr, "threads": args.threads, "launch": args.launch or "python",
+                   "lr": args.lr, "threads": args.threads, "launch": args.launch or "python", "task": args.task,
+                   "label_policies": args.label_policies, "score_policy": args.score_policy if args.label_policies
+                   else None,
                    "train_args": args.train_args,
                    # this invocation only (finished runs are reused); train_s_total sums every run's train.py
                    "study_wall_s": round(time.monotonic() - t0, 1),
                    "train_s_total": round(sum(r["train_s"] for r in records), 1)}
-    (out / "results.json").write_text(json.dumps({"environment": environment, "summary": rows, "runs": records},
-                                                 indent=1))
-    (out / "results.md").write_text(markdown(rows, environment))
+    (out / "results.json").write_text(json.dumps({"environment": environment, "summary": rows, "runs": records,
+                                                  "published": published}, indent=1))
+    (out / "results.md").write_text(markdown(rows, environment, published))
     short = "synthetic set" if not args.data else Path(args.data).parent.name
     title = (f"{short}, {args.model} @{args.imgsz}, {args.epochs} epochs, seeds {' '.join(map(str, args.seeds))}"
              f"\n{args.label}")

@@ -107,6 +107,7 @@ def run_val(args: argparse.Namespace) -> int:
     from yolofuse_scale.data import load_data_config, scan_split
     from yolofuse_scale.data.config import DataError, check_classes
     from yolofuse_scale.data.loaders import validation_feed
+    from yolofuse_scale.data.modality import ground_truth
     from yolofuse_scale.data.sampler import ShardSampler
     from yolofuse_scale.engine.evaluate import evaluate, format_metrics_table
     from yolofuse_scale.engine.missrate import MissRate
@@ -136,6 +137,9 @@ def run_val(args: argparse.Namespace) -> int:
     model.to(acc.device)
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
     samples = scan_split(data_cfg, args.split)
+    scored = ground_truth(data_cfg, args.split)  # which labels: the IR image's own, the RGB's, or their union
+    if acc.is_main_process and data_cfg.labels_ir is not None:  # one label set: nothing to choose, nothing said
+        print(f"val: {args.split} scored against {scored}", file=sys.stderr, flush=True)
     missrate = MissRate.from_file(data_cfg.missrate) if data_cfg.missrate else None
     if missrate is not None:  # before the model runs: an image without its KAIST annotation is named now
         missrate.class_id(payload["names"])
@@ -146,6 +150,7 @@ def run_val(args: argparse.Namespace) -> int:
     out = Path(args.out)
     metrics = evaluate(model, loader, acc, payload["names"], args.conf, args.iou, args.max_det,
                        plot_dir=None if args.no_plots else out, batch_to_device=feed.to_device, missrate=missrate)
+    metrics["ground_truth"] = scored
     if is_writer(acc):  # the same rule as training's files (evaluate's plots follow it too)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))

@@ -126,6 +126,7 @@ class _Partners:
     """
 
     cache = None  # read by Mosaic.__init__ to choose the partner buffer; the buffer is switched off below
+    use_obb = False  # read by Mosaic.__init__ (preserve_obb): PairAugment sets it for oriented boxes
 
     def __init__(self, load: Callable[[int], dict[str, Any]], n: int):
         self.load, self.n = load, n
@@ -272,15 +273,20 @@ class PairAugment:
     ``load(i)`` returns Ultralytics' label dict of pair ``i`` (stacked image resized so its long side is
     ``imgsz``, ``cls``, ``instances`` normalised xywh, ``ori_shape``, ``im_file``: ``labels.label_dict``); the
     result is an ``imgsz x imgsz`` stacked image with boxes in ``instances``. ``transforms``: which classes do
-    each step (see :class:`Transforms`).
+    each step (see :class:`Transforms`). ``obb``: the instances are oriented boxes (their corners as ``segments``,
+    ``labels.OrientedLabels``), moved as Ultralytics' OBB pipeline moves them (``preserve_obb``).
     """
 
     def __init__(self, load: Callable[[int], dict[str, Any]], n: int, imgsz: int, recipe: AugmentRecipe,
-                 transforms: Transforms = Transforms()):
+                 transforms: Transforms = Transforms(), obb: bool = False):
         self.partners = partners = _Partners(load, n)
+        # oriented boxes (labels.py): Ultralytics' switch for its OBB pipeline, as v8_transforms sets it for an OBB
+        # dataset: Mosaic reads the dataset's use_obb, RandomPerspective takes preserve_obb; with it a box cut by the
+        # border keeps its angle (the rectangle of its visible part in its own axes) instead of being squashed
+        partners.use_obb = obb
         t = transforms
         affine = t.affine(degrees=recipe.degrees, translate=recipe.translate, scale=recipe.scale,
-                          shear=recipe.shear, perspective=recipe.perspective, size=(imgsz, imgsz))
+                          shear=recipe.shear, perspective=recipe.perspective, size=(imgsz, imgsz), preserve_obb=obb)
         mosaic = t.mosaic(partners, imgsz=imgsz, p=recipe.mosaic)
         mosaic.buffer_enabled = False  # see the module docstring: partners from the seeded RNG only
         pre = Compose([mosaic, affine])

@@ -1,9 +1,10 @@
-"""``data.yaml``: where the pairs are, what the classes are called, how IR is fed."""
+"""``data.yaml``: where the pairs are, what the classes are called, how IR is fed, what the labels hold (``task``)
+and, when the IR image has labels of its own, which labels each split uses (``labels_ir``, ``label_policy``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,18 @@ from yolofuse_scale.errors import UserError
 
 class DataError(UserError, ValueError):
     """Bad input data. The message names the file (and line) and says what is wrong."""
+
+
+#: ``task:``: what a dataset's label files hold (``data/labels.py`` knows each kind's rows): ``detect``, the
+#: axis-aligned ``cls xc yc w h``; ``obb``, oriented boxes as Ultralytics writes them, ``cls x1 y1 ... x4 y4``.
+TASKS = ("detect", "obb")
+#: ``label_policy:``: which labels a split trains on or is scored against when the IR image has its own
+#: (``labels_ir:``): the RGB image's, the IR image's, or their union (``data/modality.py``).
+LABEL_POLICIES = ("rgb", "ir", "union")
+#: The policy of a split that data.yaml does not name: the IR labels when there are IR labels (what the
+#: DroneVehicle papers train and score on: docs/data.md), else the one label set there is.
+DEFAULT_POLICY_WITH_IR = "ir"
+UNION_IOU = 0.5  #: ``label_union_iou:``'s default: two boxes of one object overlap at least this much
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,22 @@ class DatasetSpec:
     #: ``missrate:``: KAIST ground truth with occlusion and ignore labels (``data/kaist_gt.py``, written by
     #: ``convert kaist``); ``val`` then reports KAIST's log-average miss rate beside mAP. None: mAP only.
     missrate: Path | None = None
+    #: ``task:`` (``TASKS``): the kind of label rows; a run's ``--task`` must agree (:func:`check_task`)
+    task: str = "detect"
+    #: ``labels_ir:``: the folder name of the IR image's own labels (as ``labels`` for RGB's, same file names);
+    #: None: one label set for both images
+    labels_ir: str | None = None
+    #: ``label_policy:`` per split (``train``, ``val``, ``test``): ``LABEL_POLICIES``; see :meth:`policy`
+    label_policy: dict[str, str] = field(default_factory=dict)
+    #: ``label_union_iou:``: the rotated IoU at which an RGB and an IR box are one object (policy ``union``)
+    union_iou: float = UNION_IOU
+
+    def policy(self, split: str) -> str:
+        """Which labels ``split`` trains on or is scored against: ``rgb`` (``labels/``), ``ir`` (``labels_ir``) or
+        ``union``; ``rgb`` when the IR image has no labels of its own."""
+        if self.labels_ir is None:
+            return "rgb"
+        return self.label_policy.get(split, DEFAULT_POLICY_WITH_IR)
 
     @property
     def nc(self) -> int:
@@ -104,6 +133,72 @@ def _check_nc(d: dict, names: dict[int, str], path: Path, text: str) -> None:
                     f"({_brief(names)}); make them agree, or remove 'nc' ('names' alone gives the count)")
 
 
+def _task(d: dict, path: Path, text: str) -> str:
+    task = d.get("task", "detect")
+    if task not in TASKS:
+        raise DataError(f"{path}{_key_line(text, 'task')}: 'task' must be one of {', '.join(TASKS)} (what the label "
+                        f"files hold: detect 'cls xc yc w h', obb 'cls x1 y1 x2 y2 x3 y3 x4 y4'), got {task!r}")
+    return task
+
+
+def _labels_ir(d: dict, path: Path, text: str, images_dir: str, ir_dir: str) -> str | None:
+    """``labels_ir:``: one folder name (no path), which is none of the other roles' names."""
+    raw = d.get("labels_ir")
+    if raw is None:
+        return None
+    where = f"{path}{_key_line(text, 'labels_ir')}"
+    if not isinstance(raw, str) or not raw.strip() or raw != Path(raw).name or raw in (".", ".."):
+        raise DataError(f"{where}: 'labels_ir' names the folder of the IR images' labels, one folder name that "
+                        f"takes the place of '{images_dir}' in an image's path as 'labels' does (e.g. labelsIR), "
+                        f"got {raw!r}")
+    taken = {"labels": "the RGB labels'", images_dir: "the RGB images'", ir_dir: "the IR images'"}
+    if raw in taken:
+        raise DataError(f"{where}: 'labels_ir' is {raw!r}, which is already {taken[raw]} folder name; the IR labels "
+                        "need a folder of their own (e.g. labelsIR)")
+    return raw
+
+
+def _label_policy(d: dict, path: Path, text: str, labels_ir: str | None) -> dict[str, str]:
+    """``label_policy:``: one of ``LABEL_POLICIES`` for every split, or a mapping split -> policy."""
+    raw = d.get("label_policy")
+    if raw is None:
+        return {}
+    where = f"{path}{_key_line(text, 'label_policy')}"
+    forms = (f"one of {', '.join(LABEL_POLICIES)} for every split, or a mapping such as {{train: union, val: ir}} "
+             "(splits train, val, test)")
+    per_split = {k: raw for k in ("train", "val", "test")} if isinstance(raw, str) else raw
+    if not isinstance(per_split, dict) or not per_split or not set(map(str, per_split)) <= {"train", "val", "test"} \
+            or not all(v in LABEL_POLICIES for v in per_split.values()):
+        raise DataError(f"{where}: 'label_policy' must be {forms}; got {raw!r}")
+    if labels_ir is None and any(v != "rgb" for v in per_split.values()):
+        raise DataError(f"{where}: 'label_policy' {raw!r} needs the IR images' own labels: name their folder with "
+                        "'labels_ir' (e.g. labels_ir: labelsIR); without it both images share the labels/ files")
+    return {str(k): str(v) for k, v in per_split.items()}
+
+
+def _union_iou(d: dict, path: Path, text: str) -> float:
+    raw = d.get("label_union_iou", UNION_IOU)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw <= 1:
+        raise DataError(f"{path}{_key_line(text, 'label_union_iou')}: 'label_union_iou' must be a number in (0, 1] "
+                        f"(the rotated IoU at which an RGB box and an IR box are one object), got {raw!r}")
+    return float(raw)
+
+
+def check_task(spec: DatasetSpec, task: str | None, flag: str = "--task") -> str:
+    """The task a run trains or scores: ``task`` (the run's ``--task``, or a weights file's) must be the dataset's
+    (``task:`` in data.yaml, ``detect`` when absent), refused otherwise; None: the dataset's."""
+    if task is None or task == spec.task:
+        return spec.task
+    try:
+        text = spec.yaml_path.read_text()
+    except OSError:
+        text = ""
+    line = _key_line(text, "task")
+    stated = f"says 'task: {spec.task}'" if line else "has no 'task:' key (so its labels are 'detect' rows)"
+    raise DataError(f"{spec.yaml_path}{line}: {flag} {task} but the dataset {stated}: the label files hold one kind "
+                    f"of box; train with {flag} {spec.task}, or use a dataset whose data.yaml says 'task: {task}'")
+
+
 def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val")) -> DatasetSpec:
     """Parse and check a ``data.yaml`` (``yaml.safe_load``).
 
@@ -111,8 +206,9 @@ def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val"))
     ``path:``. ``splits``: the splits the command reads (training: train and val; ``val --split
     test``: test). Raises :class:`DataError` naming the file for a missing key, bad ``names``, an
     ``nc`` that disagrees with ``names`` (and its line), an entry of one of ``splits`` that does not
-    exist or is not in the file, or an ``ir_channels`` other than 1 or 3. A missing entry of another
-    split is not an error (nothing reads it): it becomes one line of ``warnings``.
+    exist or is not in the file, an ``ir_channels`` other than 1 or 3, or a bad ``task``, ``labels_ir``,
+    ``label_policy`` or ``label_union_iou`` (with their lines). A missing entry of another split is not an
+    error (nothing reads it): it becomes one line of ``warnings``.
     """
     path = Path(path).resolve()
     if not path.is_file():
@@ -156,6 +252,8 @@ def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val"))
     names = _names(d["names"], path)
     _check_nc(d, names, path, text)
     extra = {k: entries(k) for k in ("test",) if d.get(k)}
+    images_dir, ir_dir = str(d.get("images_dir") or "images"), str(d.get("ir_dir") or "imagesIR")
+    labels_ir = _labels_ir(d, path, text, images_dir, ir_dir)
     missrate = d.get("missrate")
     if missrate is not None and (not isinstance(missrate, str) or not missrate.strip()):
         raise DataError(f"{path}{_key_line(text, 'missrate')}: 'missrate' names the KAIST annotation file "
@@ -166,12 +264,16 @@ def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val"))
         train=entries("train"),
         val=entries("val"),
         names=names,
-        ir_dir=str(d.get("ir_dir") or "imagesIR"),
-        images_dir=str(d.get("images_dir") or "images"),
+        ir_dir=ir_dir,
+        images_dir=images_dir,
         ir_channels=int(raw_ch),
         extra_splits=extra or None,
         warnings=tuple(warnings),
         missrate=(root / missrate).resolve() if missrate else None,
+        task=_task(d, path, text),
+        labels_ir=labels_ir,
+        label_policy=_label_policy(d, path, text, labels_ir),
+        union_iou=_union_iou(d, path, text),
     )
     for name in used:
         spec.split(name)  # a split the command reads but the file lacks: named with those it has

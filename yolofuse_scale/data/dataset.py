@@ -16,7 +16,14 @@ from yolofuse_scale.data.augment import AugmentRecipe, PairAugment, SampleDraw
 from yolofuse_scale.data.buffer import BUFFER_BYTES, DecodedPairBuffer
 from yolofuse_scale.data.cache import PairCache, open_training_cache
 from yolofuse_scale.data.decode import check_pair_args, decode_pair, decode_resized
-from yolofuse_scale.data.labels import augmented_targets, collate_targets, item_targets, label_dict, letterbox_targets
+from yolofuse_scale.data.labels import (
+    augmented_targets,
+    collate_targets,
+    item_targets,
+    label_dict,
+    letterbox_targets,
+    oriented,
+)
 from yolofuse_scale.data.sampler import MicroBatchWindows
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import chw_tensor, letterbox_image
@@ -51,7 +58,8 @@ class PairedRGBIRDataset(Dataset):
         self.samples, self.imgsz, self.augment, self.ir_channels = samples, imgsz, augment, ir_channels
         self.draw = SampleDraw(seed, recipe, epochs, partner_windows)
         self.recipe = self.draw.recipe
-        self.pipeline = PairAugment(self.resized_labels, len(samples), imgsz, self.recipe) if augment else None
+        obb = bool(samples) and oriented(samples[0].boxes)
+        self.pipeline = PairAugment(self.resized_labels, len(samples), imgsz, self.recipe, obb=obb) if augment else None
         self.cache: PairCache | None = None
         pool = partner_windows.pool_size if partner_windows is not None else 0
         self.buffer = DecodedPairBuffer(BUFFER_BYTES, min_items=pool) if augment else None
@@ -103,8 +111,9 @@ class PairedRGBIRDataset(Dataset):
         """The pair (letterboxed, or augmented) with its targets.
 
         ``img`` is uint8 ``(3 + ir_channels, imgsz, imgsz)``, R, G, B then IR; ``bboxes`` are xywh
-        normalised to that canvas; ``ratio_pad`` is ``((r, r), (padw, padh))`` for ``scale_boxes``
-        (identity for an augmented sample, whose boxes do not map back to one original).
+        normalised to that canvas (oriented boxes: xywh and the angle, ``labels.py``); ``ratio_pad`` is
+        ``((r, r), (padw, padh))`` for ``scale_boxes`` (identity for an augmented sample, whose boxes do not map back
+        to one original).
         """
         sample = self.samples[index]
         if self.pipeline is None:

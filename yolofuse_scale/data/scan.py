@@ -1,5 +1,9 @@
 """The one-time scan of a split: pairing RGB with IR, cheap image-header checks, label validation.
 
+Label rows are checked as data.yaml's ``task:`` says (``detect``: ``cls xc yc w h``; ``obb``: four corners, see
+``_obb_row_problem``); with ``labels_ir`` the IR image's own label file is read and checked too, and the split's
+``label_policy`` picks the boxes (``modality.py``), its counts kept for the start-up summary.
+
 Every problem is collected (never the first one only) as ``FILE[:LINE]: what is wrong`` and the
 policy decides once, before the first step, what happens: ``error`` stops with the full list, ``skip``
 trains on the rest and reports what was left out. What the scan lets through cannot crash a step:
@@ -27,7 +31,7 @@ import math
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -36,12 +40,15 @@ from PIL import Image
 
 from yolofuse_scale.data.config import DataError, DatasetSpec
 from yolofuse_scale.data.imagefile import PIL_FORMATS, oriented_size, pil_orientation
+from yolofuse_scale.data.labels import KINDS
+from yolofuse_scale.data.modality import LabelCounts, apply_policy, ground_truth, summary_line
 from yolofuse_scale.io import write_atomic
 
 IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_REPORTED = 20  # problems shown in an error message; the rest are counted
-# bump when the checks change: old caches then miss (5: list-file repeats; 6: displayed sizes, formats by content)
-SCAN_VERSION = 6
+# bump when the checks change: old caches then miss (5: list-file repeats; 6: displayed sizes, formats by content;
+# 7: oriented boxes, the IR images' own labels)
+SCAN_VERSION = 7
 #: ``--on-bad-sample``: what the start-up scan does with bad pairs and labels; the tuple is derived from it.
 BadSamplePolicy = Literal["error", "skip"]
 POLICIES: tuple[str, ...] = get_args(BadSamplePolicy)
@@ -75,14 +82,17 @@ def ir_path_for(rgb_path: Path, images_dir: str = "images", ir_dir: str = "image
     return _swap_component(Path(rgb_path), images_dir, ir_dir)
 
 
-def label_path_for(rgb_path: Path, images_dir: str = "images") -> Path:
-    """YOLO label file of an image: ``images`` -> ``labels``, suffix -> ``.txt``."""
-    return _swap_component(Path(rgb_path), images_dir, "labels").with_suffix(".txt")
+def label_path_for(rgb_path: Path, images_dir: str = "images", labels_dir: str = "labels") -> Path:
+    """YOLO label file of an image: ``images`` -> ``labels`` (``labels_dir``: the IR images' own labels, data.yaml's
+    ``labels_ir``), suffix -> ``.txt``."""
+    return _swap_component(Path(rgb_path), images_dir, labels_dir).with_suffix(".txt")
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One pair and its validated boxes: float32 (n, 5) rows of class, xc, yc, w, h (normalised)."""
+    """One pair and its validated boxes: float32 (n, 5) rows of class, xc, yc, w, h (normalised); with ``task:
+    obb``, (n, 9) rows of class and four corners (``labels.py`` reads either). With labels of the IR image's own
+    (``labels_ir``), ``boxes`` are those the split's ``label_policy`` chose (``modality.py``)."""
 
     rgb: Path
     ir: Path
@@ -90,6 +100,9 @@ class Sample:
     boxes: np.ndarray
     hw: tuple[int, int] | None = None  #: (height, width) as displayed (EXIF orientation applied), from the header
     formats: tuple[str, str] | None = None  #: (RGB, IR) format by content (``imagefile.PIL_FORMATS``' names)
+    label_ir: Path | None = None  #: the IR image's own label file (``labels_ir``), when it has one
+    #: (RGB boxes, IR boxes, matched, kept) with ``labels_ir`` (``modality.LabelCounts``), else None
+    label_counts: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -377,25 +390,40 @@ def image_header_problem(path: Path) -> tuple[Header | None, str | None]:
     return Header(oriented_size(*size, orientation), fmt, orientation), None
 
 
-def parse_label_file(path: Path, nc: int, problems: list[Problem], rgb: str | None = None) -> np.ndarray:
-    """Parse one YOLO label file into (n, 5) float32 rows; append a :class:`Problem` per bad row.
+#: How far outside the image an oriented box's corner may lie (fraction of the side): Ultralytics' own tolerance
+#: when it checks label files (a box that touches the border is often annotated a pixel or two beyond it).
+OBB_TOLERANCE = 0.01
+_FORMS = {"detect": "'cls xc yc w h'", "obb": "'cls x1 y1 x2 y2 x3 y3 x4 y4'"}
+_COLUMNS = {"detect": 5, "obb": 9}
+
+
+def parse_label_file(path: Path, nc: int, problems: list[Problem], rgb: str | None = None,
+                     task: str = "detect") -> np.ndarray:
+    """Parse one YOLO label file into (n, 5) float32 rows (``task`` ``obb``: (n, 9)); append a :class:`Problem`
+    per bad row.
 
     A duplicate row (LLVIP's official converter appends, so a rerun duplicates every row) is reported
-    but only the row is dropped: the pair keeps its one copy of the box.
+    but only the row is dropped: the pair keeps its one copy of the box. Rows of the other task's field count (an
+    axis-aligned file in an oriented-box dataset, or the reverse) are one problem per file, naming the first.
     """
+    columns = _COLUMNS[task]
     rows: list[tuple[float, ...]] = []
     first_seen: dict[tuple[float, ...], int] = {}
     try:
         text = _read_text(path)
     except (OSError, UnicodeError) as e:
         problems.append(Problem(f"{path}: unreadable label file ({e})", rgb, kind="unreadable label file"))
-        return np.zeros((0, 5), np.float32)
+        return np.zeros((0, columns), np.float32)
+    other_kind: list[int] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
         where = f"{path}:{lineno}"
-        why = _row_problem(fields, nc)
+        if len(fields) != columns and len(fields) in _COLUMNS.values():
+            other_kind.append(lineno)
+            continue
+        why = _row_problem(fields, nc) if task == "detect" else _obb_row_problem(fields, nc)
         if why:
             problems.append(Problem(f"{where}: {why}", rgb, kind="bad label row"))
             continue
@@ -406,20 +434,40 @@ def parse_label_file(path: Path, nc: int, problems: list[Problem], rgb: str | No
             continue
         first_seen[row] = lineno
         rows.append(row)
-    return np.array(rows, dtype=np.float32).reshape(-1, 5)
+    if other_kind:
+        problems.append(Problem(_other_kind_message(path, other_kind, task), rgb, kind="label rows of another task"))
+    return np.array(rows, dtype=np.float32).reshape(-1, columns)
+
+
+def _other_kind_message(path: Path, lines: list[int], task: str) -> str:
+    more = f" (and {len(lines) - 1} more row(s) of this file)" if len(lines) > 1 else ""
+    if task == "obb":
+        return (f"{path}:{lines[0]}: 5 fields {_FORMS['detect']}, an axis-aligned box{more}, in an oriented-box dataset"
+                f" (data.yaml 'task: obb'): its rows are {_FORMS['obb']}, the four corners normalised")
+    return (f"{path}:{lines[0]}: 9 fields {_FORMS['obb']}, an oriented box{more}, in an axis-aligned dataset: if the "
+            f"labels are oriented boxes, say 'task: obb' in data.yaml (and train with --task obb)")
+
+
+def _numbers_problem(fields: list[str], nc: int) -> tuple[list[float] | None, str | None]:
+    try:
+        values = [float(x) for x in fields]
+    except ValueError:
+        return None, f"non-numeric value in {' '.join(fields)!r}"
+    if not all(math.isfinite(v) for v in values):
+        return None, f"NaN or infinite value in {' '.join(fields)!r}"
+    c = values[0]
+    if not c.is_integer() or not 0 <= c < nc:
+        return None, f"class id {fields[0]} is not an integer in 0..{nc - 1} (data.yaml names)"
+    return values, None
 
 
 def _row_problem(fields: list[str], nc: int) -> str | None:
     if len(fields) != 5:
-        return f"expected 5 fields 'cls xc yc w h', found {len(fields)}"
-    try:
-        c, xc, yc, w, h = (float(x) for x in fields)
-    except ValueError:
-        return f"non-numeric value in {' '.join(fields)!r}"
-    if not all(math.isfinite(v) for v in (c, xc, yc, w, h)):
-        return f"NaN or infinite value in {' '.join(fields)!r}"
-    if not c.is_integer() or not 0 <= c < nc:
-        return f"class id {fields[0]} is not an integer in 0..{nc - 1} (data.yaml names)"
+        return f"expected 5 fields {_FORMS['detect']}, found {len(fields)}"
+    values, why = _numbers_problem(fields, nc)
+    if why:
+        return why
+    _, xc, yc, w, h = values
     eps = 1e-6
     if w <= 0 or h <= 0:
         return f"box size w={fields[3]} h={fields[4]} is zero or negative"
@@ -428,8 +476,40 @@ def _row_problem(fields: list[str], nc: int) -> str | None:
     return None
 
 
-def _check_pair(cfg: DatasetSpec, item: _Listed) -> tuple[Sample | None, list[Problem]]:
-    """Pair one RGB image with its IR file and label; check both headers and every label row."""
+def _obb_row_problem(fields: list[str], nc: int) -> str | None:
+    """What is wrong with an oriented box's row: its count and numbers, a corner outside the image (beyond
+    :data:`OBB_TOLERANCE`), no area (repeated or collinear corners), or corners out of order (the outline crosses
+    itself: a 'bow tie' that ``cv2.minAreaRect`` would turn into some other box)."""
+    if len(fields) != 9:
+        return f"expected 9 fields {_FORMS['obb']}, found {len(fields)}"
+    values, why = _numbers_problem(fields, nc)
+    if why:
+        return why
+    pts = [(values[k], values[k + 1]) for k in (1, 3, 5, 7)]
+    for n, (x, y) in enumerate(pts, 1):
+        if not (-OBB_TOLERANCE <= x <= 1 + OBB_TOLERANCE and -OBB_TOLERANCE <= y <= 1 + OBB_TOLERANCE):
+            return (f"corner {n} ({fields[2 * n - 1]}, {fields[2 * n]}) is outside the image by more than "
+                    f"{OBB_TOLERANCE:.0%} of its side (corners must be normalised to [0, 1])")
+    if _crosses(pts[0], pts[1], pts[2], pts[3]) or _crosses(pts[1], pts[2], pts[3], pts[0]):
+        return (f"corners {' '.join(fields[1:])} are not in order around the box (its outline crosses itself); "
+                "write them in order, clockwise or counter-clockwise")
+    area = 0.5 * abs(sum(pts[k][0] * pts[k - 3][1] - pts[k - 3][0] * pts[k][1] for k in range(4)))
+    if area < 1e-9:
+        return f"corners {' '.join(fields[1:])} enclose no area (repeated or collinear corners)"
+    return None
+
+
+def _crosses(a, b, c, d) -> bool:
+    """Whether segments ab and cd cross at a point inside both (touching ends do not count)."""
+    def side(p, q, r) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+
+
+def _check_pair(cfg: DatasetSpec, item: _Listed, policy: str = "rgb") -> tuple[Sample | None, list[Problem]]:
+    """Pair one RGB image with its IR file and label; check both headers and every label row. With the IR images'
+    own labels (``labels_ir``), both label files are read and ``policy`` (the split's) decides the boxes."""
     rgb, problems = item.rgb, []
     key = str(rgb)
     try:
@@ -457,10 +537,31 @@ def _check_pair(cfg: DatasetSpec, item: _Listed) -> tuple[Sample | None, list[Pr
         problems.append(Problem(f"{rgb}: RGB is {w0}x{h0} but its IR partner {ir} is {w1}x{h1}{shown}", key,
                                 kind="RGB/IR size mismatch"))
     has_label = _stat(label) is not None
-    boxes = parse_label_file(label, cfg.nc, problems, key) if has_label else np.zeros((0, 5), np.float32)
+    boxes = _labels(label, cfg, problems, key) if has_label else _no_rows(cfg)
+    label_ir, counts = None, None
+    if cfg.labels_ir is not None:
+        boxes, label_ir, counts = _modality_labels(cfg, rgb, boxes, policy, problems, key)
     hw = (heads[0].size[1], heads[0].size[0]) if heads[0] else None
     formats = (heads[0].fmt, heads[1].fmt) if heads[0] and heads[1] else None
-    return Sample(rgb, ir, label if has_label else None, boxes, hw, formats), problems
+    return Sample(rgb, ir, label if has_label else None, boxes, hw, formats, label_ir, counts), problems
+
+
+def _no_rows(cfg: DatasetSpec) -> np.ndarray:
+    return np.zeros((0, _COLUMNS[cfg.task]), np.float32)
+
+
+def _labels(path: Path, cfg: DatasetSpec, problems: list[Problem], key: str) -> np.ndarray:
+    return parse_label_file(path, cfg.nc, problems, key, cfg.task)
+
+
+def _modality_labels(cfg: DatasetSpec, rgb: Path, rgb_rows: np.ndarray, policy: str, problems: list[Problem],
+                     key: str) -> tuple[np.ndarray, Path | None, tuple[int, int, int, int]]:
+    """(the rows ``policy`` keeps, the IR label file when there is one, ``modality.LabelCounts`` as a tuple)."""
+    path = label_path_for(rgb, cfg.images_dir, cfg.labels_ir)
+    has = _stat(path) is not None
+    ir_rows = _labels(path, cfg, problems, key) if has else _no_rows(cfg)
+    rows, counts = apply_policy(policy, rgb_rows, ir_rows, KINDS[cfg.task].corners, cfg.union_iou)
+    return rows, path if has else None, astuple(counts)
 
 
 def _orphan_ir(cfg: DatasetSpec, entry: Path, rgb_files: set[str]) -> list[Problem]:
@@ -484,12 +585,18 @@ def _fingerprint(cfg: DatasetSpec, split: str, listed: list[_Listed]) -> str:
     """Hash of everything the scan's answer depends on: the checks' version, the classes, the pairing
     folders, and path + size + mtime of every RGB, IR and label file (and the IR folder listing)."""
     h = hashlib.sha256()
-    h.update(json.dumps([SCAN_VERSION, cfg.nc, cfg.images_dir, cfg.ir_dir, split]).encode())
+    h.update(json.dumps([SCAN_VERSION, cfg.nc, cfg.images_dir, cfg.ir_dir, split, cfg.task, cfg.labels_ir,
+                         cfg.policy(split), cfg.union_iou]).encode())
     for item in listed:
         rgb = str(item.rgb)
         ir, label = _swap_str(rgb, cfg.images_dir, cfg.ir_dir), _swap_str(rgb, cfg.images_dir, "labels")
         label = None if label is None else os.path.splitext(label)[0] + ".txt"
-        h.update(f"{rgb}|{item.origin}|{_stat(rgb)}|{ir and _stat(ir)}|{label and _stat(label)}\n".encode())
+        line = f"{rgb}|{item.origin}|{_stat(rgb)}|{ir and _stat(ir)}|{label and _stat(label)}"
+        if cfg.labels_ir is not None:
+            label_ir = _swap_str(rgb, cfg.images_dir, cfg.labels_ir)
+            label_ir = None if label_ir is None else os.path.splitext(label_ir)[0] + ".txt"
+            line += f"|{label_ir and _stat(label_ir)}"
+        h.update(f"{line}\n".encode())
     for entry in cfg.split(split):
         if entry.is_dir():
             try:
@@ -510,19 +617,20 @@ def cache_file(cfg: DatasetSpec, split: str, folder: Path) -> Path:
 
 def _to_json(scan: SplitScan, key: str) -> str:
     samples = [[str(s.rgb), str(s.ir), None if s.label is None else str(s.label), s.boxes.tolist(), s.hw,
-                s.formats] for s in scan.samples]
+                s.formats, None if s.label_ir is None else str(s.label_ir), s.label_counts] for s in scan.samples]
     return json.dumps({"key": key, "samples": samples, "problems": [asdict(p) for p in scan.problems]})
 
 
-def _from_json(text: str, key: str, split: str) -> SplitScan | None:
+def _from_json(text: str, key: str, split: str, columns: int) -> SplitScan | None:
     try:
         d = json.loads(text)
         if d.get("key") != key:
             return None
         samples = [Sample(Path(r), Path(i), None if lb is None else Path(lb),
-                          np.array(b, dtype=np.float32).reshape(-1, 5), None if hw is None else tuple(hw),
-                          None if fm is None else tuple(fm))
-                   for r, i, lb, b, hw, fm in d["samples"]]
+                          np.array(b, dtype=np.float32).reshape(-1, columns), None if hw is None else tuple(hw),
+                          None if fm is None else tuple(fm), None if li is None else Path(li),
+                          None if lc is None else tuple(lc))
+                   for r, i, lb, b, hw, fm, li, lc in d["samples"]]
         return SplitScan(split, samples, [Problem(**p) for p in d["problems"]], from_cache=True)
     except (ValueError, KeyError, TypeError):
         return None  # a damaged or foreign cache file is only a miss
@@ -551,15 +659,16 @@ def scan_pairs(cfg: DatasetSpec, split: str, cache_dirs: list[Path] | tuple[Path
     for folder in cache_dirs:
         path = cache_file(cfg, split, folder)
         if path.is_file():
-            hit = _from_json(path.read_text(), key, split)
+            hit = _from_json(path.read_text(), key, split, _COLUMNS[cfg.task])
             if hit is not None:
                 return _with_listing(hit, walk)
     scan = SplitScan(split)
     unique, scan.problems = _listed_twice(in_order)
     unique.sort(key=lambda it: str(it.rgb))
     seen = {str(item.rgb) for item in unique}
+    policy = cfg.policy(split)
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        for sample, problems in pool.map(lambda it: _check_pair(cfg, it), unique):
+        for sample, problems in pool.map(lambda it: _check_pair(cfg, it, policy), unique):
             scan.problems += problems
             if sample is not None:
                 scan.samples.append(sample)
@@ -596,6 +705,9 @@ class ScanResult:
     error: str | None = None
     cached: list[str] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)  #: one line per split: pairs, boxes, background, skipped
+    #: what the splits' labels are, as the run records it: ``task``, ``labels_ir`` and per split its policy, its
+    #: ground truth in words and the counts of :func:`label_record`
+    labels: dict = field(default_factory=dict)
 
     def report(self) -> str:
         """What each split trains or scores on, for the start-up log (see :func:`split_summary`)."""
@@ -651,6 +763,18 @@ def split_summary(cfg: DatasetSpec, scan: SplitScan, used: list[Sample]) -> str:
     return line
 
 
+def label_record(cfg: DatasetSpec, split: str, used: list[Sample]) -> dict:
+    """What ``split`` trains on or is scored against, as the run records it (``ScanResult.labels``): the policy, its
+    ground truth in words, and with the IR images' own labels the boxes of each side (``modality.LabelCounts``)."""
+    record = {"policy": cfg.policy(split), "ground_truth": ground_truth(cfg, split),
+              "boxes": int(sum(len(s.boxes) for s in used))}
+    if cfg.labels_ir is not None:
+        total = sum((LabelCounts(*s.label_counts) for s in used if s.label_counts), LabelCounts())
+        record["counts"] = asdict(total)
+        record["without_ir_labels"] = sum(s.label_ir is None for s in used)
+    return record
+
+
 def _check_labels(cfg: DatasetSpec, split: str, samples: list[Sample], used: list[Sample],
                   evaluated: tuple[str, ...]) -> None:
     """Refuse what would train on background only or score against nothing, with no other sign."""
@@ -662,6 +786,12 @@ def _check_labels(cfg: DatasetSpec, split: str, samples: list[Sample], used: lis
             f"{_examples(folders)} for one .txt per image (e.g. {expected[0]}: the last '{cfg.images_dir}' folder "
             f"of the image path becomes 'labels', the suffix .txt). Is the labels folder misnamed? Images "
             f"without objects need an empty .txt each")
+    if cfg.labels_ir is not None and samples and all(s.label_ir is None for s in samples):
+        expected = label_path_for(samples[0].rgb, cfg.images_dir, cfg.labels_ir)
+        raise DataError(
+            f"{cfg.yaml_path}: split '{split}': 'labels_ir: {cfg.labels_ir}' but none of its {len(samples)} pairs has "
+            f"an IR label file (e.g. {expected}: the last '{cfg.images_dir}' folder of the image path becomes "
+            f"'{cfg.labels_ir}'). Is the folder misnamed? Without IR labels, remove 'labels_ir'")
     if split in evaluated and used and not any(len(s.boxes) for s in used):
         raise DataError(
             f"{cfg.yaml_path}: split '{split}' has no boxes at all (its {len(used)} pairs have empty or missing "
@@ -693,6 +823,13 @@ def scan_dataset(cfg: DatasetSpec, splits: tuple[str, ...], policy: str = "error
             result.samples[split] = used = kept if policy == "skip" else scan.samples
             _check_labels(cfg, split, scan.samples, used, evaluated)
             result.summary.append(split_summary(cfg, scan, used))
+            record = label_record(cfg, split, used)
+            result.labels.setdefault("task", cfg.task)
+            result.labels.setdefault("labels_ir", cfg.labels_ir)
+            result.labels.setdefault("splits", {})[split] = record
+            if cfg.labels_ir is not None:
+                counts = LabelCounts(*record["counts"].values())
+                result.summary.append(summary_line(cfg, split, counts, record["without_ir_labels"]))
     except DataError as e:
         return ScanResult(error=str(e))
     if problems and policy == "error":

@@ -34,6 +34,10 @@ depends only on those and the scene, and a seed gives the same bytes on every ma
 PNG; IR is written 1-channel by default (like LLVIP's thermal camera), and ``ir_channels`` in the
 written ``data.yaml`` says how the model reads it; a hard set's ``data.yaml`` also has
 ``synth: {scene: hard, seed: N}``.
+
+A third setting, ``aerial``, is a different scene altogether (DroneVehicle-like: top-down vehicles of five kinds,
+oriented boxes, the RGB and IR images labelled each on its own): ``synth_aerial.py`` draws it; this module only
+writes it, with the same seeding, layout and workers.
 """
 
 from __future__ import annotations
@@ -46,9 +50,11 @@ import cv2
 import numpy as np
 import yaml
 
+from yolofuse_scale.data import synth_aerial
+
 NAMES = {0: "person", 1: "car"}
 _SPLITS = {"train": 0, "val": 1}
-Scene = Literal["easy", "hard"]
+Scene = Literal["easy", "hard", "aerial"]  # aerial: synth_aerial.py (oriented boxes, per-modality labels)
 SCENES: tuple[str, ...] = get_args(Scene)
 _SODIUM = np.array([1.0, 0.85, 0.55], np.float32)  # sodium-lamp orange (RGB)
 _WASHOUT_P = 0.3  # share of hard frames with a warm (washed-out) IR background
@@ -329,6 +335,8 @@ def _write_pairs(
     out: Path, split: str, indices: range, h: int, w: int, seed: int, ir_channels: int, scene: Scene = "easy"
 ) -> None:
     """Render and write pairs ``indices`` of ``split`` (one worker's share; each pair is independent)."""
+    if scene == "aerial":
+        return synth_aerial.write_pairs(out, split, indices, h, w, seed, ir_channels)
     dirs = [out / d / split for d in ("images", "imagesIR", "labels")]
     for i in indices:
         rgb, ir, boxes, _meta = render_pair(pair_rng(seed, split, i), h, w, scene)
@@ -382,7 +390,7 @@ def write_synthetic_dataset(
     h, w = imgsz, int(round(imgsz * 1.25 / 2) * 2)  # LLVIP's 5:4 landscape frames
     jobs = []
     for split, n in (("train", n_train), ("val", n_val)):
-        for d in ("images", "imagesIR", "labels"):
+        for d in ("images", "imagesIR", "labels", *(("labelsIR",) if scene == "aerial" else ())):
             (out / d / split).mkdir(parents=True, exist_ok=True)
         chunk = max(1, -(-n // max(1, workers * 4)))  # a few chunks per worker evens out their finish
         jobs += [(out, split, range(a, min(n, a + chunk)), h, w, seed, ir_channels, scene)
@@ -399,6 +407,9 @@ def write_synthetic_dataset(
         for job in jobs:
             _write_pairs(*job)
     data_yaml = out / "data.yaml"
+    if scene == "aerial":
+        data_yaml.write_text(synth_aerial.data_yaml(ir_channels, seed))
+        return data_yaml
     spec = {
         "path": ".",  # relative to this file: the folder can be moved or copied as a whole
         "train": "images/train",
@@ -441,7 +452,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SCENES,
         default="easy",
         help="easy: people always warm in IR, IR registered to RGB; hard: small/occluded people, IR washout, "
-        "darker RGB with glare, IR shifted and scaled against RGB (default: easy)",
+        "darker RGB with glare, IR shifted and scaled against RGB; aerial: top-down roads and rotated vehicles of "
+        "five kinds (task: obb), some visible only in IR at night, the RGB and IR images labelled each on its own "
+        "(labels/, labelsIR/) (default: easy)",
     )
 
 

@@ -165,6 +165,7 @@ class Trainer:
             scanned = [scan_dataset(self.data_cfg, ("train", "val"), d.on_bad_sample, cache_dirs)]
         scanned = broadcast_object_list(scanned) if acc.num_processes > 1 else scanned
         samples = scanned[0].take(self.log.info)
+        self.label_record = scanned[0].labels  # task, IR labels, each split's label policy and counts: run_meta
         for line in scanned[0].summary:  # per split: pairs, boxes, background, skipped (is it the data meant?)
             self.log.info(line)
         train_samples, val_samples = samples["train"], samples["val"]
@@ -276,6 +277,7 @@ class Trainer:
         self.run_meta = plain_meta({
             "model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
             "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz,
+            "labels": self.label_record,  # the task, the IR labels, each split's label policy and counts (data/scan.py)
         })
         self.log.info(
             f"{acc.num_processes} process(es) on {acc.device.type} ({strategy_name(cfg.parallel)}: "
@@ -468,6 +470,7 @@ class Trainer:
         """metrics.json: where the run ended, its last validation, the model's size and memory, its weights."""
         state, best = self.state, self.out / "weights" / "best.pt"
         return {"step": state.step, "epoch": state.epoch, "metrics": state.metrics, **self.model_meta,
+                "labels": self.label_record,  # what each split trained on or was scored against (data.yaml's policy)
                 "weights": str(self.out / "weights" / "last.pt"),
                 # best.pt is chosen among validated epochs only: with --no-val, the final one
                 "validated": "each epoch" if self.cfg.train.val else "final epoch only (--no-val)",

@@ -2,16 +2,19 @@
 
 One module per release, each with its layout, classes and split in its docstring (and in docs/data.md):
 
-==========  ====================================================================================
-``llvip``   LLVIP (``voc.py``): visible/, infrared/ {train,test}, Annotations/*.xml
-``voc``     any other VOC-annotated RGB-T release, with a class and split map (``voc.py``)
-``flir``    FLIR-aligned (``flir.py``): the 5,142-pair aligned subset, person/car/bicycle, its own split
-``m3fd``    M3FD (``m3fd.py``): six classes, the fixed seeded split shipped in ``splits/``
-``kaist``   KAIST multispectral pedestrians (``kaist.py``): video-set layout, bbGt text or XML
-            annotations, occlusion and ignore labels kept for the miss-rate metric
-``vedai``   VEDAI (``vedai.py``): co-registered ``_co``/``_ir`` PNGs, one of its ten folds, oriented boxes
-            written axis-aligned
-==========  ====================================================================================
+================  ====================================================================================
+``llvip``         LLVIP (``voc.py``): visible/, infrared/ {train,test}, Annotations/*.xml
+``voc``           any other VOC-annotated RGB-T release, with a class and split map (``voc.py``)
+``flir``          FLIR-aligned (``flir.py``): the 5,142-pair aligned subset, person/car/bicycle, its own split
+``m3fd``          M3FD (``m3fd.py``): six classes, the fixed seeded split shipped in ``splits/``
+``kaist``         KAIST multispectral pedestrians (``kaist.py``): video-set layout, bbGt text or XML
+                  annotations, occlusion and ignore labels kept for the miss-rate metric
+``vedai``         VEDAI (``vedai.py``): co-registered ``_co``/``_ir`` PNGs, one of its ten folds, oriented boxes
+                  written axis-aligned
+``dronevehicle``  DroneVehicle (``dronevehicle.py``): train/val/test, RGB and IR images in a 100-px white
+                  frame (cropped), one XML per image and modality, five classes, oriented boxes (``task: obb``),
+                  both label sets (``labels/``, ``labelsIR/``)
+================  ====================================================================================
 
 Each one checks the whole copy first and refuses a broken one with every problem listed, nothing written; the
 writing (``common.py``) is idempotent: a rerun changes nothing.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from yolofuse_scale.data.convert import flir, kaist, m3fd, vedai, voc
+from yolofuse_scale.data.convert import dronevehicle, flir, kaist, m3fd, vedai, voc
 from yolofuse_scale.data.convert.common import DROP, LINK_MODES, ConvertReport
 from yolofuse_scale.data.convert.voc import LLVIP, VocSource, convert_voc
 
@@ -41,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``convert FORMAT SRC DST [options]`` under ``parser``, one sub-command per release."""
     sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     voc.add_parsers(sub, _io_arguments)
-    for module in (flir, m3fd, kaist, vedai):
+    for module in (flir, m3fd, kaist, vedai, dronevehicle):
         module.add_parser(sub, _io_arguments)
 
 

@@ -5,7 +5,9 @@ YOLO label lines, output name) while collecting every problem it finds; :func:`r
 before anything is written, so a broken copy leaves DST untouched. :func:`write_dataset` then writes the plan:
 
 - images are hard-linked (or symlinked, or copied) into ``images/<split>/`` and ``imagesIR/<split>/`` under one
-  output name, labels written to ``labels/<split>/``, then side files and ``data.yaml``;
+  output name (or, for a release whose images need a crop, decoded, cropped and encoded: ``write_cropped``), labels
+  written to ``labels/<split>/`` (and the IR image's own to ``labelsIR/<split>/``), then side files and
+  ``data.yaml``;
 - a file whose content is already right is not touched (same link, same bytes); the others are written to a
   temporary name and renamed, so a rerun changes nothing and an interrupted run leaves no half file;
 - a DST that holds images or labels this plan would not write (another fold, another release, files left from an
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +35,10 @@ from yolofuse_scale.io import write_atomic
 
 LINK_MODES = ("hard", "symlink", "copy")
 DROP = "-"  # a class-map target meaning "ignore boxes of this class"
-#: The folders of the YOLOFuse layout a conversion owns under DST.
-OUTPUT_DIRS = ("images", "imagesIR", "labels")
+#: The folders of the YOLOFuse layout a conversion owns under DST (labelsIR: the IR images' own labels, data.yaml's
+#: ``labels_ir``, written by releases that label each image on its own).
+OUTPUT_DIRS = ("images", "imagesIR", "labels", "labelsIR")
+JPEG_QUALITY = 95  #: a cropped image written as JPEG (cv2's default quality, what the public crop scripts write)
 
 
 @dataclass
@@ -50,13 +55,19 @@ class ConvertReport:
 
 @dataclass(frozen=True)
 class PlannedPair:
-    """One pair to write: our split, the RGB and IR source files, its YOLO label lines, the output file name."""
+    """One pair to write: our split, the RGB and IR source files, its YOLO label lines, the output file name.
+
+    ``ir_lines``: the IR image's own label lines (written to ``labelsIR/``), for a release that labels each image on
+    its own. ``crop``: (left, top, right, bottom) pixels cut off both images, which are then decoded and encoded
+    again (by the output name's suffix) instead of linked: RGB as 3 channels, IR as 1 (``ir_channels: 1``)."""
 
     split: str
     rgb: Path
     ir: Path
     lines: tuple[str, ...]
     name: str
+    ir_lines: tuple[str, ...] | None = None
+    crop: tuple[int, int, int, int] | None = None
 
 
 def refuse(src_root: Path, problems: list[str]) -> None:
@@ -157,9 +168,48 @@ def place_image(src: Path, dst: Path, link: str, report: ConvertReport) -> None:
     report.written += 1
 
 
-def _targets(pair: PlannedPair, dst_root: Path) -> tuple[Path, Path, Path]:
+def write_bytes(path: Path, data: bytes, report: ConvertReport) -> None:
+    """``data`` into ``path`` (a temporary file renamed) unless it already holds exactly these bytes."""
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        report.unchanged += 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    report.written += 1
+
+
+def write_cropped(src: Path, dst: Path, crop: tuple[int, int, int, int], channels: int, report: ConvertReport) -> None:
+    """``src`` decoded upright by the loaders' reader, ``crop`` (left, top, right, bottom) pixels cut off, encoded by
+    ``dst``'s suffix (JPEG at :data:`JPEG_QUALITY`, or PNG: lossless). The encoder is deterministic, so a rerun
+    compares bytes and writes nothing (cost: a decode and an encode per image, each run)."""
+    import cv2
+
+    from yolofuse_scale.data.decode import read_image  # decode.py reads scan.py: imported here, not at the top
+
+    img = read_image(src, channels)
+    left, top, right, bottom = crop
+    img = img[top: img.shape[0] - bottom, left: img.shape[1] - right]
+    if channels == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)  # read_image gives RGB; the encoder takes BGR
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if dst.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, data = cv2.imencode(dst.suffix, img, params)
+    if not ok:
+        raise DataError(f"{dst}: OpenCV could not encode the cropped image as {dst.suffix}")
+    write_bytes(dst, data.tobytes(), report)
+
+
+def _targets(pair: PlannedPair, dst_root: Path) -> tuple[Path, ...]:
+    label = f"{Path(pair.name).stem}.txt"
+    ir_label = () if pair.ir_lines is None else (dst_root / "labelsIR" / pair.split / label,)
     return (dst_root / "images" / pair.split / pair.name, dst_root / "imagesIR" / pair.split / pair.name,
-            dst_root / "labels" / pair.split / f"{Path(pair.name).stem}.txt")
+            dst_root / "labels" / pair.split / label, *ir_label)
 
 
 def _plan_problems(pairs: list[PlannedPair], dst_root: Path) -> tuple[list[str], list[str]]:
@@ -202,10 +252,16 @@ def write_dataset(src_root: Path, dst_root: Path, pairs: list[PlannedPair], name
             "folder, or remove them", stale))
     report = ConvertReport()
     for p in pairs:
-        rgb_out, ir_out, label_out = _targets(p, dst_root)
-        place_image(p.rgb, rgb_out, link, report)
-        place_image(p.ir, ir_out, link, report)
+        rgb_out, ir_out, label_out, *ir_label = _targets(p, dst_root)
+        if p.crop is None:
+            place_image(p.rgb, rgb_out, link, report)
+            place_image(p.ir, ir_out, link, report)
+        else:
+            write_cropped(p.rgb, rgb_out, p.crop, 3, report)
+            write_cropped(p.ir, ir_out, p.crop, 1, report)
         write_text(label_out, "".join(f"{x}\n" for x in p.lines), report)
+        if ir_label:
+            write_text(ir_label[0], "".join(f"{x}\n" for x in p.ir_lines), report)
         report.pairs += 1
         report.boxes += len(p.lines)
         report.splits[p.split] = report.splits.get(p.split, 0) + 1

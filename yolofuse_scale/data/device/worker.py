@@ -36,7 +36,14 @@ from yolofuse_scale.data.config import DataError
 from yolofuse_scale.data.decode import check_pair_args, decode_bytes, decode_resized, header_hw, resized_hw
 from yolofuse_scale.data.device.plan import RECORDING, Letterbox, Plan, Source, shape_only
 from yolofuse_scale.data.imagefile import layout, read_bytes
-from yolofuse_scale.data.labels import augmented_targets, collate_targets, item_targets, label_dict, letterbox_targets
+from yolofuse_scale.data.labels import (
+    augmented_targets,
+    collate_targets,
+    item_targets,
+    label_dict,
+    letterbox_targets,
+    oriented,
+)
 from yolofuse_scale.data.scan import Sample
 
 
@@ -67,7 +74,8 @@ class EncodedPairDataset(Dataset):
         self.samples, self.imgsz, self.augment, self.ir_channels = samples, imgsz, augment, ir_channels
         self.draw = SampleDraw(**draw)
         self.recipe = self.draw.recipe
-        self.pipeline = (PairAugment(self.planned_labels, len(samples), imgsz, self.recipe, RECORDING)
+        self.pipeline = (PairAugment(self.planned_labels, len(samples), imgsz, self.recipe, RECORDING,
+                                     obb=bool(samples) and oriented(samples[0].boxes))
                          if augment else None)
         self.cache: PairCache | None = None
 
