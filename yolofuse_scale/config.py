@@ -243,7 +243,8 @@ class TrainConfig:
     or one process"""
     channels_last: bool = True
     """feed the model channels-last (NHWC) images, the convolution layout oneDNN and cuDNN prefer: 1.10-1.22x
-    per forward+backward of yolov8n on one CPU thread; --no-channels-last: NCHW (same maths, other rounding)"""
+    per forward+backward of yolov8n on one CPU thread; one process and DDP keep the convolution weights
+    channels-last too; --no-channels-last: NCHW (same maths, other rounding)"""
     # What the loop measures about itself (engine/perf.py); throughput, data wait and MFU are always logged.
     time_phases: bool = False
     """also log forward / backward / optimizer seconds per step; synchronises the GPU at each boundary (exact, a
