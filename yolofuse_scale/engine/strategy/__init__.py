@@ -68,11 +68,9 @@ from yolofuse_scale.errors import DistributedSetupError  # defined there; raised
 __all__ = [
     "LAUNCH_ENV", "PACKAGED_CONFIGS", "DistributedSetupError", "PrecisionProbe",
     "apply_activation_checkpointing", "average_running_stats", "build_accelerator", "channels_last_weights",
-    "check_distributed",
-    "check_resumable", "check_strategy_flags", "clip_grad_norm", "convert_sync_batchnorm", "deepspeed_config",
-    "deepspeed_file", "effective_precision", "fsdp_plugin", "full_state_dict", "full_tensor",
+    "check_distributed", "check_resumable", "check_strategy_flags", "clip_grad_norm", "convert_sync_batchnorm",
+    "deepspeed_config", "deepspeed_file", "effective_precision", "fsdp_plugin", "full_state_dict", "full_tensor",
     "init_elastic_process_group", "is_zero3_param", "keep_optimizer_layout", "launched", "launched_world_size",
-    "load_zero_full_state",
-    "local_shard", "local_tensor", "model_state_bytes", "named_state", "needs_buffer_sync", "prepare_model",
-    "strategy_name", "sync_batchnorm_buffers", "unwrap", "wrap_units", "zero_full_state",
+    "load_zero_full_state", "local_shard", "local_tensor", "model_state_bytes", "named_state", "needs_buffer_sync",
+    "prepare_model", "strategy_name", "sync_batchnorm_buffers", "unwrap", "wrap_units", "zero_full_state",
 ]
