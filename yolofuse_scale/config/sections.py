@@ -277,7 +277,8 @@ class ParallelConfig:
     or one process"""
     channels_last: bool = True
     """feed the model channels-last (NHWC) images, the convolution layout oneDNN and cuDNN prefer: 1.10-1.22x
-    per forward+backward of yolov8n on one CPU thread; --no-channels-last: NCHW (same maths, other rounding)"""
+    per forward+backward of yolov8n on one CPU thread; one process and DDP keep the convolution weights
+    channels-last too; --no-channels-last: NCHW (same maths, other rounding)"""
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "dist_timeout")

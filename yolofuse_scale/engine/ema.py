@@ -74,7 +74,8 @@ class ShardedEMA:
             raise KeyError(f"the saved EMA lacks {len(missing)} tensor(s), e.g. {missing[:3]}")
         like = dict(named_state(model))
         for name in self.tensors:
-            self.tensors[name] = local_shard(state_dict[name], like[name]).to(self.tensors[name]).clone()
+            # in the layout the EMA has (the model's: channels-last weights, strategy/memory_format.py), not the file's
+            self.tensors[name] = torch.empty_like(self.tensors[name]).copy_(local_shard(state_dict[name], like[name]))
         self.updates = updates
         self._slots_of = None  # the EMA tensors are new objects: find the slots again
 

@@ -85,9 +85,9 @@ class DetectionTask:
         Channels-last by default: every convolution then runs in NHWC, the layout oneDNN (CPU) and
         cuDNN prefer, and the activations stay NHWC through the network. Measured on yolov8n, batch 8 at
         128 px, one CPU thread: forward + backward 1.10-1.22x faster (``benchmarks/results/
-        step_profile_2core_cpu``). Weights stay contiguous: NHWC weights measured 0-1.6 % more here, inside
-        the noise, and FSDP2/DeepSpeed flatten them anyway. Same arithmetic, other summation order: results agree
-        to float rounding, not bit for bit, with ``--no-channels-last``.
+        step_profile_2core_cpu``). The strategy lays the convolution weights out to match where it can (one
+        process, DDP: ``strategy/memory_format.py``). Same arithmetic, other summation order: results agree to
+        float rounding, not bit for bit, with ``--no-channels-last``.
         """
         return normalize_images(batch["img"]).contiguous(memory_format=self.memory_format)
 

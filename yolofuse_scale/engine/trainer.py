@@ -46,6 +46,7 @@ from yolofuse_scale.engine.storage import is_writer, writer_first
 from yolofuse_scale.engine.strategy.accelerator import build_accelerator, clip_grad_norm, prepare_model, unwrap
 from yolofuse_scale.engine.strategy.batchnorm import sync_batchnorm_buffers
 from yolofuse_scale.engine.strategy.launch import launched_world_size, strategy_name
+from yolofuse_scale.engine.strategy.memory_format import keep_optimizer_layout
 from yolofuse_scale.engine.strategy.sharded import full_state_dict
 from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.errors import ConfigError, DistributedSetupError
@@ -250,6 +251,7 @@ class Trainer:
         model = prepare_model(acc, model, cfg.parallel, self.log)
         optimizer = build_optimizer(model, cfg.optim, self.images_per_step,
                                     dtensor_params=acc.distributed_type == DistributedType.FSDP)
+        keep_optimizer_layout(optimizer)  # its state saved NCHW, loaded in the weights' layout (channels-last)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         if self.comm is not None:
             self.comm.attach(getattr(self.model, "_orig_mod", self.model))  # under --compile: the DDP inside

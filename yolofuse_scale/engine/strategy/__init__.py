@@ -18,6 +18,8 @@ by branches in the loop. One concern per module, each saying in its docstring wh
   CPU path into it.
 - ``sharded``: FSDP2 DTensors and ZeRO-3 partitions (local part, full tensor, full state dict).
 - ``zero_state``: ZeRO-1/2 optimizer state saved whole and re-partitioned at another world size.
+- ``memory_format``: convolution weights channels-last where the images are (one process, DDP), and their
+  state saved contiguous and loaded back in that layout.
 - ``batchnorm``: running statistics made equal on every rank before validation and saving; SyncBN.
 - ``activation_checkpoint``: recomputed blocks whose BatchNorm statistics stay exact.
 - ``resume``: which checkpoints this run can resume, refused before anything is loaded.
@@ -50,6 +52,7 @@ from yolofuse_scale.engine.strategy.launch import (
     launched_world_size,
     strategy_name,
 )
+from yolofuse_scale.engine.strategy.memory_format import channels_last_weights, keep_optimizer_layout
 from yolofuse_scale.engine.strategy.resume import check_resumable
 from yolofuse_scale.engine.strategy.sharded import (
     full_state_dict,
@@ -64,10 +67,10 @@ from yolofuse_scale.errors import DistributedSetupError  # defined there; raised
 
 __all__ = [
     "LAUNCH_ENV", "PACKAGED_CONFIGS", "DistributedSetupError", "PrecisionProbe",
-    "apply_activation_checkpointing", "average_running_stats", "build_accelerator", "check_distributed",
-    "check_resumable", "check_strategy_flags", "clip_grad_norm", "convert_sync_batchnorm", "deepspeed_config",
-    "deepspeed_file", "effective_precision", "fsdp_plugin", "full_state_dict", "full_tensor",
-    "init_elastic_process_group", "is_zero3_param", "launched", "launched_world_size", "load_zero_full_state",
-    "local_shard", "local_tensor", "model_state_bytes", "named_state", "needs_buffer_sync", "prepare_model",
-    "strategy_name", "sync_batchnorm_buffers", "unwrap", "wrap_units", "zero_full_state",
+    "apply_activation_checkpointing", "average_running_stats", "build_accelerator", "channels_last_weights",
+    "check_distributed", "check_resumable", "check_strategy_flags", "clip_grad_norm", "convert_sync_batchnorm",
+    "deepspeed_config", "deepspeed_file", "effective_precision", "fsdp_plugin", "full_state_dict", "full_tensor",
+    "init_elastic_process_group", "is_zero3_param", "keep_optimizer_layout", "launched", "launched_world_size",
+    "load_zero_full_state", "local_shard", "local_tensor", "model_state_bytes", "named_state", "needs_buffer_sync",
+    "prepare_model", "strategy_name", "sync_batchnorm_buffers", "unwrap", "wrap_units", "zero_full_state",
 ]

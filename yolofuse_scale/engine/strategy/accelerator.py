@@ -54,6 +54,7 @@ from yolofuse_scale.engine.strategy.launch import (
     launched_world_size,
     strategy_name,
 )
+from yolofuse_scale.engine.strategy.memory_format import channels_last_weights
 from yolofuse_scale.engine.trackers import accelerator_log_with
 from yolofuse_scale.errors import DistributedSetupError
 
@@ -137,6 +138,8 @@ def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: Paralle
     - FSDP under bf16: each BatchNorm becomes its own FSDP unit whose parameters and math stay fp32
       and whose output is cast back to bf16 for the block around it (FSDP2 casts at unit borders;
       Accelerate's FSDP2 path does not autocast).
+    - ``--channels-last`` (one process, DDP): convolution weights channels-last, the layout their gradients
+      arrive in, so DDP's bucket views match them (``memory_format.py``).
     """
     if accelerator.distributed_type == DistributedType.FSDP:
         plugin = accelerator.state.fsdp_plugin
@@ -155,6 +158,7 @@ def prepare_model(accelerator: Accelerator, model: torch.nn.Module, cfg: Paralle
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 fully_shard(m, mp_policy=fp32, reshard_after_forward=False)
+    channels_last_weights(accelerator, model, cfg)
     return model
 
 
