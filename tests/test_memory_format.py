@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator
 
 from tests.test_model import _batch
-from yolofuse_scale.config import TrainConfig
+from yolofuse_scale.config import ParallelConfig
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.strategy import keep_optimizer_layout, prepare_model
 from yolofuse_scale.engine.task import DetectionTask
@@ -24,7 +24,7 @@ def _model(family: str = "yolov8t", fusion: str = "mid", channels_last: bool | N
     model = build_model(family, fusion, nc=2, ir_channels=1)
     if channels_last is None:
         return model
-    return prepare_model(Accelerator(cpu=True), model, TrainConfig(channels_last=channels_last), log=None)
+    return prepare_model(Accelerator(cpu=True), model, ParallelConfig(channels_last=channels_last), log=None)
 
 
 def _backward(model: torch.nn.Module) -> torch.Tensor:
