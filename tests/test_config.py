@@ -114,9 +114,11 @@ def test_an_old_layout_config_yaml_loads_into_the_sections(tmp_path):
     # every setting keeps its value, in its section now; only the benchmark's switch is gone
     flat = {k: v for section in cfg.to_dict().values() for k, v in section.items()}
     before = {k: v for section in old.values() for k, v in section.items() if k != "benchmark_skip_grad_sync"}
-    assert flat == {**before, "data": "", "output_dir": "runs/x"}
+    # settings added since (Ultralytics' patience and run folder naming) take their defaults
+    added = {"patience": 100, "project": "runs", "name": "train", "exist_ok": False}
+    assert flat == {**before, "data": "", "output_dir": "runs/x", **added}
     assert set(cfg.to_dict()["train"]) == {"epochs", "max_steps", "batch_size", "grad_accum", "global_batch_size",
-                                           "seed", "val"}
+                                           "seed", "val", "patience"}
     # written back in today's layout, it reads back the same
     cfg.save(tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()

@@ -93,13 +93,14 @@ def use_in_process(devices: Devices) -> None:
     """One process: make this process see only the chosen device (before CUDA starts) and check it does."""
     import torch
 
-    os.environ["CUDA_VISIBLE_DEVICES"] = devices.visible
+    visible = devices.visible  # once: it reads the variable it then replaces
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible
     count = torch.cuda.device_count() if devices.kind == "cuda" or torch.cuda.is_available() else 0
     want = 1 if devices.kind == "cuda" else 0
     if count != want:
         if devices.kind == "cuda" and count == 0:
             raise ConfigError(f"device={devices.text}: no such CUDA device here (CUDA_VISIBLE_DEVICES="
-                              f"{devices.visible} leaves none; torch {torch.__version__}, CUDA "
+                              f"{visible} leaves none; torch {torch.__version__}, CUDA "
                               f"{torch.version.cuda or 'none'})", settings=("device",))
         raise ConfigError(f"device={devices.text}: this Python process started CUDA with {count} visible device(s) "
                           "before device= could choose them; pass device= in a fresh process (or set "
@@ -114,13 +115,14 @@ def launch(devices: Devices, worker_argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    os.environ["CUDA_VISIBLE_DEVICES"] = devices.visible
+    visible = devices.visible  # once: it reads the variable it then replaces
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible
     if devices.kind == "cuda":
         import torch
 
         if torch.cuda.device_count() != devices.nproc:
             raise ConfigError(f"device={devices.text}: {torch.cuda.device_count()} of these {devices.nproc} GPU(s) "
-                              f"are visible (CUDA_VISIBLE_DEVICES={devices.visible}); name GPUs this machine has",
+                              f"are visible (CUDA_VISIBLE_DEVICES={visible}); name GPUs this machine has",
                               settings=("device",))
     args = parse_args(["--standalone", f"--nproc_per_node={devices.nproc}", "-m", "yolofuse_scale", "train",
                        *worker_argv])

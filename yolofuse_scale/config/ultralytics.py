@@ -20,6 +20,10 @@ checks, help) is the one flag parser's. ``key=value`` and ``--flags`` mix in one
   refused, naming both: which one was meant cannot be guessed. (A flag given twice keeps argparse's rule:
   the last wins.)
 
+Ultralytics' boolean keys also stand alone for True (``resume``, ``val``, ``exist_ok``, ...), and its resume
+command, ``train resume model=<run>/weights/last.pt``, continues that run with the settings it was started with:
+``--config <run>/config.yaml --output-dir <run> --resume auto`` (other arguments still win).
+
 The model's Ultralytics file names are the other half (:func:`resolve_model_file`, called by
 ``flags.config_from_args`` for ``--model`` from any source): ``yolo11n.yaml`` means ``--model yolo11n``
 unless a file of that name is here (a local file wins, as in Ultralytics), ``yolo11n.pt`` means ``--model
@@ -105,11 +109,18 @@ def rewrite_train_args(argv: list[str], parser: argparse.ArgumentParser) -> list
     options = _options(parser)
     tokens = _tokens(argv, options)
     devices = _devices(tokens)
+    resuming = any((kind, name) == ("flag", "--resume") or (kind, name) == ("key", "resume") and
+                   str(value).lower() != "false" for kind, name, value in tokens)
     out: list[str] = []
     set_by: dict[str, list[tuple[str, bool]]] = {}  # dest -> how the command set it: ("epochs=3", key?), ...
 
     for kind, token, value in tokens:
-        if kind == "flag":
+        run = run_of_weights(value) if resuming and (kind, token) in (("key", "model"), ("flag", "--model")) else None
+        if run is not None:  # Ultralytics' `train resume model=<run>/weights/last.pt`: that run, its own settings
+            out += ["--config", str(run / "config.yaml"), "--output-dir", str(run)]
+            for dest in ("config", "checkpoint.output_dir"):
+                set_by.setdefault(dest, []).append((f"{token}={value}" if kind == "key" else token, True))
+        elif kind == "flag":
             set_by.setdefault(options[token].dest, []).append((token, False))
             out += [token] if value is None else [token, value]
         elif kind == "raw":
@@ -158,6 +169,9 @@ def _tokens(argv: list[str], options: dict[str, argparse.Action]) -> list[tuple[
                 out.append(("raw", full, None))  # argparse says "expected one argument"
             continue
         key, eq, value = token.partition("=")
+        if not eq and token in _bare_keys():  # Ultralytics' bare switch: `yolo train resume`
+            out.append(("key", token, "True"))
+            continue
         if not eq or not key:
             raise ConfigError(f"{token!r}: not a setting; write key=value (Ultralytics' form, e.g. epochs=3) or "
                               "--flag value (e.g. --epochs 3); the settings are listed by --help")
@@ -202,6 +216,22 @@ def _devices(tokens: list[tuple[str, str, str | None]]) -> Devices | None:
                 and value.strip().lower() != "none":
             return parse_devices(value)
     return None
+
+
+def run_of_weights(path: str | None) -> Path | None:
+    """The run folder of ``<run>/weights/<name>.pt`` when that run's config.yaml is there (else None)."""
+    if not path or not path.endswith(".pt"):
+        return None
+    weights = Path(path)
+    run = weights.parent.parent
+    return run if weights.parent.name == "weights" and (run / "config.yaml").is_file() else None
+
+
+@functools.cache
+def _bare_keys() -> frozenset[str]:
+    """Keys Ultralytics accepts alone for True (its boolean settings; ours by their names)."""
+    ours = {key for key in SECTION_OF if isinstance(knobs(SECTIONS[SECTION_OF[key]])[key].field.default, bool)}
+    return frozenset({"resume", "val", "exist_ok", "cos_lr", "amp", "cache", "compile", "channels_last"} | ours)
 
 
 # ---------------------------------------------------------------------------------------------------------- keys
@@ -400,9 +430,12 @@ def resolve_model_file(values: dict[str, dict[str, Any]]) -> None:
     if path.suffix != ".pt":
         return
     if name is None:
+        run = run_of_weights(model)
+        again = (f"; to continue that run: resume=True model={model} (or --resume auto --output-dir {run})"
+                 if run else "")
         raise ConfigError(f"--model {model}: a weights file, not a model; --model takes a family and scale (yolo11n) "
                           "or a model YAML. To start from these weights: --model <the model it was trained as> "
-                          f"--pretrained {model}", settings=("model",))
+                          f"--pretrained {model}{again}", settings=("model",))
     m["model"] = name
     if "pretrained" in m:  # given (even empty: from scratch): theirs
         return

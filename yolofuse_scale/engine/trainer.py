@@ -349,7 +349,7 @@ class Trainer:
             return False
         best, waited = state.early_stopping, state.epoch - 1 - state.early_stopping.best_epoch
         self.log.info(f"early stop (--patience {patience}): no better fitness in the {waited}"
-                      f" epochs since epoch {best.best_epoch + 1} (fitness {best.best_fitness:.4g}); stopping after "
+                      f" epoch(s) since epoch {best.best_epoch + 1} (fitness {best.best_fitness:.4g}); stopping after "
                       f"epoch {state.epoch} of {self.cfg.train.epochs}, weights/best.pt holds the best validated epoch")
         self.stopped_early = {"patience": patience, "epoch": state.epoch, "best_epoch": best.best_epoch + 1}
         return True
