@@ -30,7 +30,7 @@ def _usage_error(capsys, *argv: str) -> str:
     (["cls=0.5"], ["cls=0.5: Ultralytics' cls has no setting here", "loss gains"]),
     (["rect=True"], ["rect=True: Ultralytics' rect has no setting here", "square"]),
     (["save_period=5"], ["save_period=5", "closest: --save-every-steps"]),
-    (["single_cls"], ["'single_cls': not a setting; write key=value"]),
+    (["single_cls"], ["single_cls=True: Ultralytics' single_cls has no setting here"]),
     (["epoch=3"], ["epoch=3: unknown setting (did you mean epochs=?)"]),
     (["--epoks", "3"], ["unknown flag --epoks (did you mean --epochs?)"]),
     (["--warmup", "2"], ["--warmup: ambiguous, could be --warmup-bias-lr, --warmup-epochs"]),

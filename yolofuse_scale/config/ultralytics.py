@@ -169,7 +169,7 @@ def _tokens(argv: list[str], options: dict[str, argparse.Action]) -> list[tuple[
                 out.append(("raw", full, None))  # argparse says "expected one argument"
             continue
         key, eq, value = token.partition("=")
-        if not eq and token in _bare_keys():  # Ultralytics' bare switch: `yolo train resume`
+        if not eq and (token in _bare_keys() or token in UNSUPPORTED):  # Ultralytics' bare switch: `yolo train resume`
             out.append(("key", token, "True"))
             continue
         if not eq or not key:
