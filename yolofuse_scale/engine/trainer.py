@@ -91,7 +91,7 @@ class TrainState:
 
 class Callback:
     """Hooks the loop calls on every rank, in this order; subclass and override the ones you need (the rest do
-    nothing). docs/training.md ("Callbacks") lists them with what each gets.
+    nothing), or pass any object with some of these methods. docs/training.md ("Callbacks") lists them.
 
     ``on_train_start(trainer)``: once per launch, after the resume (if any) is loaded, before the first step;
     ``trainer.state`` holds the position (step, epoch), ``trainer.cfg`` the settings, ``trainer.out`` the folder.
@@ -321,8 +321,7 @@ class Trainer:
         cfg, state = self.cfg, self.state
         start_step = self._load()
         self.stopped_early: dict[str, int] | None = None  # set by _patience_exhausted, into metrics.json
-        for cb in self.callbacks:
-            cb.on_train_start(self)
+        self._call_back("on_train_start", self)
         max_steps = cfg.train.max_steps or math.inf
         stopped = state.step >= max_steps or self._patience_exhausted()  # a resume of a run that stopped there
         while state.epoch < cfg.train.epochs and not stopped:
@@ -337,10 +336,16 @@ class Trainer:
             state.epoch += 1
             state.step_in_epoch = 0
             self._save(state.metrics)
-            for cb in self.callbacks:
-                cb.on_epoch_end(state.epoch - 1, state.metrics if validated else {})
+            self._call_back("on_epoch_end", state.epoch - 1, state.metrics if validated else {})
             stopped = stopped or self._patience_exhausted()
         return self._finish(start_step, stopped)
+
+    def _call_back(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every callback that has it (a callback need not subclass :class:`Callback`)."""
+        for cb in self.callbacks:
+            hook = getattr(cb, event, None)
+            if hook is not None:
+                hook(*args)
 
     def _patience_exhausted(self) -> bool:
         """--patience: whether the finished epochs have gone without a better fitness for too long (logged)."""
@@ -400,8 +405,7 @@ class Trainer:
         self.sampler.set_epoch(epoch, start_step=self.state.step_in_epoch)
         self.train_set.set_epoch(epoch)
         self.task.set_epoch(epoch)
-        for cb in self.callbacks:
-            cb.on_epoch_start(epoch)
+        self._call_back("on_epoch_start", epoch)
 
     def _train_epoch(self, max_steps: float) -> bool:
         """Train until the epoch ends or ``max_steps`` is reached; return whether training must stop."""
@@ -465,8 +469,7 @@ class Trainer:
     def _log_step(self, record: dict[str, Any]) -> None:
         """Callbacks, then the record into train_log.jsonl and, every --log-every steps, one console line."""
         state, cfg, names = self.state, self.cfg, self.task.loss_names
-        for cb in self.callbacks:
-            cb.on_step_end(record)
+        self._call_back("on_step_end", record)
         self.log.step(record)
         if state.step % cfg.log.log_every == 0 or state.step == 1:
             self.log.info(
@@ -491,8 +494,7 @@ class Trainer:
             (self.out / "metrics.json").write_text(json.dumps(self._summary(), indent=2))
         self.log.info(f"done: step {state.step}, weights in {self.out / 'weights'}, metrics in "
                       f"{self.out / 'metrics.json'}")
-        for cb in self.callbacks:
-            cb.on_fit_end(state.metrics)
+        self._call_back("on_fit_end", state.metrics)
         self.log.close()
         acc.wait_for_everyone()
         self.checkpointer.release()  # every rank has written its part: another training may take the folder
