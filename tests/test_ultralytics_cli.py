@@ -221,10 +221,11 @@ def test_device_starts_the_ddp_job_with_the_weights_torchrun_gives(train_run, ti
 @pytest.mark.slow
 def test_patience_stops_at_its_epoch_and_a_resumed_run_stops_there_too(train_run, tmp_path):
     """--patience 1 ends the run after the first epoch without a better fitness, writing metrics.json and weights as a
-    finished run does; the same run stopped after its first epoch and resumed stops after the same epoch, with the
-    same weights. The run starts from trained weights at a vanishing lr with one image per batch: BatchNorm's running
+    finished run does; the same run resumed from its first epoch stops after the same epoch, with the same weights.
+    The run starts from trained weights at a vanishing lr with one image per batch: BatchNorm's running
     statistics then drift from the batch-of-8 ones the weights were trained with towards one image's, so the fitness
-    falls from the first epoch on (measured when written: 0.47, 0.44, 0.20, 0.06 ...)."""
+    falls from the first epoch on (measured when written: 0.47, 0.44, 0.20, 0.06 ...). The resumed run's patience
+    count comes from the checkpoint only: it has validated nothing itself before it stops."""
     from yolofuse_scale.data import write_synthetic_dataset
 
     pretrained = train_run("torchrun", 2, 1).out / "weights" / "last.pt"  # tests/test_ddp.py's trained run, cached
@@ -245,10 +246,11 @@ def test_patience_stops_at_its_epoch_and_a_resumed_run_stops_there_too(train_run
     assert expected == len(fitness) < 8, fitness  # it stopped where the rule says, before --epochs
     assert summary["stopped_early"] == {"patience": 1, "epoch": expected, "best_epoch": stop.best_epoch + 1}
     assert "early stop (--patience 1)" in whole.output and (tmp_path / "whole" / "weights" / "best.pt").is_file()
-    # the same run, stopped after its first epoch (32 steps) and resumed
-    parts = ["--output-dir", str(tmp_path / "parts")]
-    launch("python", 1, [*args, *parts, "--max-steps", "32"], tmp_path / "parts")
-    resumed = launch("python", 1, [*args, *parts, "--resume", "auto"], tmp_path / "parts")
+    # the same run resumed from its first epoch's checkpoint (step 32) into a folder of its own
+    first = tmp_path / "whole" / "checkpoints" / "step_32"
+    resumed = launch("python", 1, [*args, "--output-dir", str(tmp_path / "parts"), "--resume", str(first)],
+                     tmp_path / "parts")
+    assert f"resumed from {first} at step 32 (epoch 1)" in resumed.output
     again = json.loads((tmp_path / "parts" / "metrics.json").read_text())
     assert again["stopped_early"] == summary["stopped_early"] and again["step"] == summary["step"]
     assert "early stop (--patience 1)" in resumed.output
@@ -279,7 +281,7 @@ print("RESULT " + json.dumps({"events": events, "metrics": metrics, "val": val, 
 def test_python_api_trains_validates_exports_and_calls_back_in_order(tmp_path):
     from yolofuse_scale.data import write_synthetic_dataset
 
-    data = write_synthetic_dataset(tmp_path / "data", n_train=16, n_val=8, imgsz=64, seed=0)
+    data = write_synthetic_dataset(tmp_path / "data", n_train=8, n_val=4, imgsz=64, seed=0)
     proc = subprocess.run([sys.executable, "-c", API_SCRIPT, str(data), str(tmp_path / "runs")], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -287,7 +289,7 @@ def test_python_api_trains_validates_exports_and_calls_back_in_order(tmp_path):
     out = tmp_path / "runs" / "train"
     saved = json.loads((out / "metrics.json").read_text())["metrics"]
     fitness = [json.loads((out / "checkpoints" / f"step_{s}" / "train_state.json").read_text())["metrics"]["fitness"]
-               for s in (4, 8)]
+               for s in (2, 4)]
     assert got["events"] == [["train_start", 0, str(out)], ["epoch_start", 0], ["epoch_end", 0, fitness[0]],
                              ["epoch_start", 1], ["epoch_end", 1, fitness[1]], ["fit_end", saved["mAP50"]]]
     assert got["metrics"] == saved and got["out"] == str(out) and got["weights"] == str(out / "weights" / "best.pt")
