@@ -101,6 +101,17 @@ def test_a_gpu_this_machine_lacks_is_refused(monkeypatch, capsys):
     assert_user_error(_train("device=63"), "device=63: no such CUDA device here", capsys=capsys)
 
 
+def test_gpus_this_machine_lacks_are_refused_before_the_run_folder_exists(tmp_path, monkeypatch, capsys):
+    import torch
+
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has two GPUs (the check is for GPUs it lacks)")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored after the test (the launch sets it)
+    assert_user_error(_train("device=0,1", f"project={tmp_path / 'runs'}"), "device=0,1: ", "of these 2 GPU(s) are "
+                      "visible (CUDA_VISIBLE_DEVICES=0,1); name GPUs this machine has", capsys=capsys)
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["name=", "project=runs"], "name=: name= needs a value"),
     (["--name", " "], "--name must name a folder"),

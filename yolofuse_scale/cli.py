@@ -104,8 +104,6 @@ def train(args: argparse.Namespace, callbacks: Sequence = ()) -> TrainResult:
     (``devices.py``) and wait for them (``callbacks`` then refused: they cannot travel to other processes)."""
     from yolofuse_scale.config import config_from_args
     from yolofuse_scale.devices import parse_devices, refuse_under_launcher, use_in_process
-    from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace
-    from yolofuse_scale.engine.trainer import Trainer
 
     devices = parse_devices(args.device) if getattr(args, "device", None) else None
     if devices is not None:
@@ -116,6 +114,9 @@ def train(args: argparse.Namespace, callbacks: Sequence = ()) -> TrainResult:
         return _launch_workers(cfg, devices, args, callbacks)
     if devices is not None:
         use_in_process(devices)
+    from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace  # torch, Accelerate: after the checks
+    from yolofuse_scale.engine.trainer import Trainer
+
     try:
         trainer = Trainer(cfg, callbacks)
         metrics = trainer.fit()
@@ -126,7 +127,7 @@ def train(args: argparse.Namespace, callbacks: Sequence = ()) -> TrainResult:
 
 def _launch_workers(cfg, devices, args: argparse.Namespace, callbacks: Sequence) -> TrainResult:
     """device=0,1 / cpu:N: the run folder chosen here (numbered once for the job), then the elastic launch."""
-    from yolofuse_scale.devices import drop_device_flag, launch
+    from yolofuse_scale.devices import drop_device_flag, launch, use_for_workers
     from yolofuse_scale.engine.run_dir import resolve_output_dir
     from yolofuse_scale.errors import ConfigError
 
@@ -137,6 +138,7 @@ def _launch_workers(cfg, devices, args: argparse.Namespace, callbacks: Sequence)
     if not hasattr(args, "train_argv"):
         raise ConfigError(f"device={devices.text}: this caller gave no command line to start the workers with "
                           "(use cli.parse_train_args)", settings=("device",))
+    use_for_workers(devices)  # the GPUs are there: checked before the run folder is created
     out, note = resolve_output_dir(cfg.checkpoint)
     worker_argv = drop_device_flag(args.train_argv) + ([] if cfg.checkpoint.output_dir else ["--output-dir", str(out)])
     kind = f"GPU {','.join(map(str, devices.gpus))}" if devices.kind == "cuda" else "the CPU (gloo)"

@@ -107,14 +107,9 @@ def use_in_process(devices: Devices) -> None:
                           "CUDA_VISIBLE_DEVICES before starting Python)", settings=("device",))
 
 
-def launch(devices: Devices, worker_argv: list[str]) -> int:
-    """Start ``devices.nproc`` local workers running ``python -m yolofuse_scale train WORKER_ARGV`` through
-    torch's elastic launch (``torchrun --standalone``'s path, in this process); their exit code (0 or 1).
-
-    The parent touches CUDA only to check that the GPUs exist, under the workers' ``CUDA_VISIBLE_DEVICES``."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
-
+def use_for_workers(devices: Devices) -> None:
+    """Several processes: the workers' ``CUDA_VISIBLE_DEVICES`` (inherited), and a check that they will see every
+    listed GPU (the parent touches CUDA only for that count). Before anything is created for the job."""
     visible = devices.visible  # once: it reads the variable it then replaces
     os.environ["CUDA_VISIBLE_DEVICES"] = visible
     if devices.kind == "cuda":
@@ -124,6 +119,15 @@ def launch(devices: Devices, worker_argv: list[str]) -> int:
             raise ConfigError(f"device={devices.text}: {torch.cuda.device_count()} of these {devices.nproc} GPU(s) "
                               f"are visible (CUDA_VISIBLE_DEVICES={visible}); name GPUs this machine has",
                               settings=("device",))
+
+
+def launch(devices: Devices, worker_argv: list[str]) -> int:
+    """Start ``devices.nproc`` local workers running ``python -m yolofuse_scale train WORKER_ARGV`` through
+    torch's elastic launch (``torchrun --standalone``'s path, in this process); their exit code (0 or 1).
+    :func:`use_for_workers` first."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
     args = parse_args(["--standalone", f"--nproc_per_node={devices.nproc}", "-m", "yolofuse_scale", "train",
                        *worker_argv])
     sys.stdout.flush()
