@@ -99,6 +99,9 @@ UNSUPPORTED = {
     "dis": "distillation is not supported here",
 }
 
+# a key that became one of our settings (by its own name) is that setting, no longer refused
+UNSUPPORTED = {key: why for key, why in UNSUPPORTED.items() if key not in SECTION_OF}
+
 #: our optimizers by Ultralytics' names (case-insensitive)
 OPTIMIZERS = {"sgd": "sgd", "adamw": "adamw"}
 
