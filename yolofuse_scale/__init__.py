@@ -9,10 +9,12 @@ from yolofuse_scale import _offline  # noqa: F401  (must run before Ultralytics 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from yolofuse_scale.api import FusionYOLO
     from yolofuse_scale.inference import Detections, FusionDetector
 
 # Lazy: `import yolofuse_scale` stays a few milliseconds (no torch, no Ultralytics) until the API is used.
-_LAZY = {"FusionDetector": "yolofuse_scale.inference", "Detections": "yolofuse_scale.inference"}
+_LAZY = {"FusionDetector": "yolofuse_scale.inference", "Detections": "yolofuse_scale.inference",
+         "FusionYOLO": "yolofuse_scale.api"}
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +25,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'yolofuse_scale' has no attribute {name!r}")
 
 
-__all__ = ["Detections", "FusionDetector", "__version__"]
+__all__ = ["Detections", "FusionDetector", "FusionYOLO", "__version__"]

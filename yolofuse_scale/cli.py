@@ -30,25 +30,33 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from yolofuse_scale.errors import ArgumentParser, add_debug_argument, apply_debug_flag, run_entry
 
 TRAIN_EPILOG = """\
+Ultralytics' key=value form works for the settings both have, mixed with --flags (docs/training.md lists them):
+  yolofuse-scale train data=data.yaml model=yolo11n epochs=100 imgsz=640 batch=16 device=0,1 --fusion mid
 launch it the way your cluster does; the loop is the same:
   python train.py --data data.yaml                                   # one process (CPU or one GPU)
+  python train.py --data data.yaml --device 0,1                      # DDP, one process per GPU, started here
   torchrun --nproc_per_node 2 train.py --data data.yaml              # DDP
   accelerate launch --config_file configs/accelerate/ddp.yaml train.py --data data.yaml
-outputs in --output-dir: config.yaml, train_log.jsonl, checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json,
-  results.csv (a row per epoch) and plots: results.png, labels.jpg, train_batch*.jpg, the final PR curves and matrices
+outputs in --output-dir (default: runs/train, then runs/train-2, ...): config.yaml, train_log.jsonl,
+checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json, results.csv (a row per epoch) and plots:
+results.png, labels.jpg, train_batch*.jpg, the final PR curves and matrices
 bad input ends the run before the first step with one "error: ..." message (exit code 1; 2 for a usage
 error), printed once per job; YOLOFUSE_DEBUG=1 or --debug adds the Python traceback
 """
 
 
-def build_train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+def build_train_parser(prog: str = "train.py", parser_class: type[argparse.ArgumentParser] = ArgumentParser
+                       ) -> argparse.ArgumentParser:
+    """The training flags; ``parser_class``: how a usage error ends (the command line's: one message and exit code 2;
+    the Python API's ``api.RaisingParser``: a ConfigError)."""
     from yolofuse_scale.config import add_train_arguments
 
-    parser = ArgumentParser(
+    parser = parser_class(
         prog=prog,
         description="Train an RGB+IR fusion YOLO detector with one Accelerate loop (single process, DDP).",
         epilog=TRAIN_EPILOG,
@@ -60,23 +68,90 @@ def build_train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
 
 def train_main(argv: list[str] | None = None) -> int:
     """``python train.py ARGS``: the exit code (a user error: one message, see ``errors.py``)."""
-    args = build_train_parser().parse_args(argv)
+    parser = build_train_parser()
+    args = parse_train_args(parser, sys.argv[1:] if argv is None else argv)
     apply_debug_flag(args)
     return run_entry(run_train, args)
 
 
+def parse_train_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``train``'s arguments: Ultralytics' ``key=value`` rewritten into our flags (``config/ultralytics.py``), then
+    argparse. A key that cannot be honoured is a usage error (exit code 2), like an unknown flag. The rewritten list
+    is kept (``args.train_argv``): ``device=0,1`` starts the workers with it."""
+    from yolofuse_scale.config.ultralytics import rewrite_train_args
+    from yolofuse_scale.errors import ConfigError
+
+    try:
+        argv = rewrite_train_args(list(argv), parser)
+    except ConfigError as e:
+        parser.error(str(e))
+    args = parser.parse_args(argv)
+    args.train_argv = argv
+    return args
+
+
+class TrainResult(NamedTuple):
+    """What a training ended with: the last validation's metrics, the run folder, the exit code (0: done)."""
+
+    metrics: dict
+    out: Path
+    code: int
+
+
 def run_train(args: argparse.Namespace, callbacks: Sequence = ()) -> int:
-    """Train as ``args`` say; ``callbacks``: engine.trainer.Callback hooks (benchmarks use them)."""
+    """Train as ``args`` say; ``callbacks``: engine.trainer.Callback hooks (benchmarks use them). The exit code."""
+    return train(args, callbacks).code
+
+
+def train(args: argparse.Namespace, callbacks: Sequence = ()) -> TrainResult:
+    """Train in this process, or, for ``--device`` with several devices, start one worker process per device
+    (``devices.py``) and wait for them (``callbacks`` then refused: they cannot travel to other processes)."""
     from yolofuse_scale.config import config_from_args
-    from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace
+    from yolofuse_scale.devices import parse_devices, refuse_under_launcher, use_in_process
+
+    devices = parse_devices(args.device) if getattr(args, "device", None) else None
+    if devices is not None:
+        refuse_under_launcher(devices)
+    # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
+    cfg = config_from_args(args)
+    if devices is not None and devices.nproc > 1:
+        return _launch_workers(cfg, devices, args, callbacks)
+    if devices is not None:
+        use_in_process(devices)
+    from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace  # torch, Accelerate: after the checks
     from yolofuse_scale.engine.trainer import Trainer
 
-    # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
     try:
-        Trainer(config_from_args(args), callbacks).fit()
+        trainer = Trainer(cfg, callbacks)
+        metrics = trainer.fit()
     finally:
         release_shm_workspace()
-    return 0
+    return TrainResult(metrics, trainer.out, 0)
+
+
+def _launch_workers(cfg, devices, args: argparse.Namespace, callbacks: Sequence) -> TrainResult:
+    """device=0,1 / cpu:N: the run folder chosen here (numbered once for the job), then the elastic launch."""
+    from yolofuse_scale.devices import drop_device_flag, launch, use_for_workers
+    from yolofuse_scale.engine.run_dir import resolve_output_dir
+    from yolofuse_scale.errors import ConfigError
+
+    if callbacks:
+        raise ConfigError(f"device={devices.text} starts {devices.nproc} worker processes, and callbacks run in this "
+                          "one: train on one device here, or launch this script with torchrun (the callbacks then "
+                          "run in every process)", settings=("device",))
+    if not hasattr(args, "train_argv"):
+        raise ConfigError(f"device={devices.text}: this caller gave no command line to start the workers with "
+                          "(use cli.parse_train_args)", settings=("device",))
+    use_for_workers(devices)  # the GPUs are there: checked before the run folder is created
+    out, note = resolve_output_dir(cfg.checkpoint)
+    worker_argv = drop_device_flag(args.train_argv) + ([] if cfg.checkpoint.output_dir else ["--output-dir", str(out)])
+    kind = f"GPU {','.join(map(str, devices.gpus))}" if devices.kind == "cuda" else "the CPU (gloo)"
+    print(f"device={devices.text}: {devices.nproc} processes on {kind}, one per device (torchrun's elastic launch); "
+          f"{note or f'run folder {out}'}", flush=True)
+    code = launch(devices, worker_argv)
+    metrics_file = out / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()).get("metrics", {}) if code == 0 and metrics_file.is_file() else {}
+    return TrainResult(metrics, out, code)
 
 
 def add_val_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +176,12 @@ def add_val_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_val(args: argparse.Namespace) -> int:
+    validate(args)
+    return 0
+
+
+def validate(args: argparse.Namespace) -> dict:
+    """``val`` as ``args`` say: the metrics (also written to --out/metrics.json and printed, by the writer)."""
     from torch.utils.data import DataLoader
 
     from yolofuse_scale.config import RunConfig
@@ -157,7 +238,7 @@ def run_val(args: argparse.Namespace) -> int:
         print(format_metrics_table(metrics))
         print(json.dumps(metrics, sort_keys=True))
     acc.wait_for_everyone()
-    return 0
+    return metrics
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -223,7 +304,13 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(cmd)
         cmd.set_defaults(func=module.run)
 
-    args = parser.parse_args(argv)
+    command = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
+    if command is not None and argv[command] == "train":  # Ultralytics' key=value form, then argparse
+        args = parse_train_args(train, argv[command + 1:])
+        args.debug = "--debug" in argv[:command] or getattr(args, "debug", False)
+        args.func = run_train
+    else:
+        args = parser.parse_args(argv)
     apply_debug_flag(args)
     return run_entry(args.func, args)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from yolofuse_scale.config.file import read_config_file
 from yolofuse_scale.config.sections import SECTION_OF, SECTIONS, RunConfig, allowed, is_model_file, knobs, type_hints
+from yolofuse_scale.config.ultralytics import resolve_model_file
 from yolofuse_scale.engine.trackers import check_installed
 from yolofuse_scale.errors import ConfigError, add_debug_argument
 
@@ -44,6 +45,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     field's docstring, with the default shown and a ``Literal`` type's values as the choices."""
     parser.add_argument("--config", default="", metavar="FILE",
                         help="YAML written by an earlier run (config.yaml); flags win")
+    parser.add_argument("--device", default=None, metavar="DEVICES",
+                        help="GPUs to train on, one process each: 0, or 0,1,2,3 (starts the DDP job itself, the same "
+                             "elastic launch as torchrun); cpu; cpu:N (N CPU processes, DDP over gloo). Default: one "
+                             "process (GPU 0, else the CPU) or what a launcher started (yolofuse_scale/devices.py)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     add_debug_argument(parser)
     for section, cls in SECTIONS.items():
@@ -98,6 +103,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             flags.add((section, key))
     from_file = {home: at for home, at in where.items() if home not in flags}
     try:
+        resolve_model_file(values)  # yolo11n.pt / yolo11n.yaml: Ultralytics' names for a family and scale
         cfg = RunConfig.from_dict(values)
         if ("model", "fusion") in flags and is_model_file(cfg.model.model):
             raise ConfigError(f"--fusion {cfg.model.fusion} with --model {cfg.model.model}: a model YAML defines its "
@@ -123,15 +129,16 @@ def check_paths(cfg: RunConfig) -> None:
                           "yolo11n.pt, or weights/last.pt of a run)", settings=("pretrained",))
     if cfg.parallel.deepspeed and not Path(cfg.parallel.deepspeed).is_file():
         raise ConfigError(f"--deepspeed {cfg.parallel.deepspeed}: no such file", settings=("deepspeed",))
-    out = Path(cfg.checkpoint.output_dir)
+    c = cfg.checkpoint
+    out, flag = (Path(c.output_dir), "--output-dir") if c.output_dir else (Path(c.project), "--project")
     for folder in (out, *out.parents):  # the first that exists must be a folder (mkdir would raise later)
         if folder.exists() or folder.is_symlink():
             if not folder.is_dir():
                 kind = "a file" if folder.exists() else "a broken symbolic link"
                 where = "is" if folder == out else f"lies under {folder}, which is"
-                raise ConfigError(f"--output-dir {out}: {where} {kind}, not a folder (the run writes its logs, "
+                raise ConfigError(f"{flag} {out}: {where} {kind}, not a folder (the run writes its logs, "
                                   "checkpoints and weights into a folder; name a new or existing folder)",
-                                  settings=("output_dir",))
+                                  settings=(flag[2:].replace("-", "_"),))
             break
     resume = cfg.checkpoint.resume
     if resume and resume != "auto" and Path(resume).is_file():

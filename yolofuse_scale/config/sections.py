@@ -98,7 +98,9 @@ class ModelConfig:
 
     model: str = "yolov8n"
     """a family and scale: yolov8, yolo11 (C3k2/C2PSA) or yolo26 (end-to-end head, NMS-free capable) +
-    t|n|s|m|l|x (t: tiny, for tests), e.g. yolo11s; or a model YAML (Ultralytics or YOLOFuse schema)"""
+    t|n|s|m|l|x (t: tiny, for tests), e.g. yolo11s; or a model YAML (Ultralytics or YOLOFuse schema). Ultralytics'
+    file names mean their family and scale: yolo11n.yaml (unless such a file is here), yolo11n.pt (a file here, also
+    taken as --pretrained; nothing is downloaded)"""
     fusion: Fusion = field(default="mid", metadata={"help_more": fusion_help})
     """where the RGB and IR streams meet (model/variants.py); not with a model YAML, which defines its own
     (refused); every run prints its model's size at start:"""
@@ -209,6 +211,10 @@ class TrainConfig:
     val: bool = True
     """validate (mAP50, mAP50-95, P, R) at the end of each epoch; --no-val validates the final epoch only.
     weights/best.pt is the best validated epoch (with --no-val: the final weights)"""
+    patience: int = 100
+    """early stopping (Ultralytics' patience): end the run once N validated epochs have passed since the fitness
+    (mAP50-95) last improved, as a finished run ends (weights, metrics.json); 0: off. Its count is saved in every
+    checkpoint, so a resumed run stops where an uninterrupted one does; with --no-val it never stops early"""
 
     def resolve_grad_accum(self, world_size: int) -> None:
         """Derive ``grad_accum`` from ``global_batch_size`` for this world size (no-op when unset)."""
@@ -222,7 +228,7 @@ class TrainConfig:
         self.grad_accum = self.global_batch_size // per_pass
 
     def __post_init__(self) -> None:
-        _at_least(self, 0, "global_batch_size", "max_steps")
+        _at_least(self, 0, "global_batch_size", "max_steps", "patience")
         _at_least(self, 1, "epochs", "batch_size", "grad_accum")
 
 
@@ -230,10 +236,20 @@ class TrainConfig:
 class CheckpointConfig:
     """The run folder and its checkpoints: where the run writes, how often and how many it keeps, resume."""
 
-    output_dir: str = field(default="runs/train", metadata=DIR)
-    """run folder: train_log.jsonl, results.csv, config.yaml, metrics.json, checkpoints/, weights/, plots"""
+    output_dir: str = field(default="", metadata=DIR)
+    """run folder: train_log.jsonl, results.csv, config.yaml, metrics.json, checkpoints/, weights/, plots (default: a
+    new folder <project>/<name>, numbered as Ultralytics numbers its runs: runs/train, runs/train-2, ...)"""
+    project: str = field(default="runs", metadata=DIR)
+    """without --output-dir: the folder that holds the runs (Ultralytics' project)"""
+    name: str = field(default="train", metadata={"metavar": "NAME"})
+    """without --output-dir: the run's folder in --project; when it exists, the next number after the highest
+    (NAME-2, NAME-3, ...); --resume auto takes the newest of them that holds a checkpoint instead"""
+    exist_ok: bool = False
+    """without --output-dir: write into <project>/<name> itself, never a new numbered folder (the folder's own
+    rules still hold: another run there is refused without --resume auto or --overwrite)"""
     resume: str = field(default="", metadata={"metavar": "auto|DIR"})
-    """'auto' (newest complete checkpoint in --output-dir) or a checkpoint folder"""
+    """'auto' (newest complete checkpoint in --output-dir; without it, in the newest run of --project/--name) or a
+    checkpoint folder (without --output-dir the run continues in the folder that holds it)"""
     overwrite: bool = False
     """a fresh run (or --resume PATH of another run) into an --output-dir that holds another run's checkpoints
     or log: move that run's outputs into <output-dir>/replaced/<run id>-<time>/ first (without it: refused;
@@ -248,6 +264,8 @@ class CheckpointConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, 0, "save_every_steps", "keep_last")
+        if not self.name.strip() or self.name in (".", ".."):
+            _refuse(self, "name", f"--name must name a folder, got {self.name!r}")
         if self.overwrite and self.resume == "auto":
             _refuse(self, ("overwrite", "resume"), "--overwrite starts a new run in --output-dir and --resume auto "
                                                    "continues the one there: pass one of them")

@@ -27,6 +27,7 @@ from yolofuse_scale.data.loaders import training_feed, validation_feed
 from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine import course, guards
+from yolofuse_scale.engine.early_stop import EarlyStopping
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
@@ -41,6 +42,7 @@ from yolofuse_scale.engine.perf import (
     precision_key,
     train_flops_per_image,
 )
+from yolofuse_scale.engine.run_dir import resolve_output_dir
 from yolofuse_scale.engine.runlog import make_log
 from yolofuse_scale.engine.storage import is_writer, writer_first
 from yolofuse_scale.engine.strategy.accelerator import build_accelerator, clip_grad_norm, prepare_model, unwrap
@@ -67,6 +69,7 @@ class TrainState:
         self.epoch = 0  # current epoch
         self.step_in_epoch = 0  # optimizer steps done inside the current epoch
         self.best_fitness = -1.0
+        self.early_stopping = EarlyStopping()  # --patience's count (engine/early_stop.py)
         self.metrics: dict[str, Any] = {}  # the last validation's, for metrics.json after a resume
         self.ema = ema
         self.world_size, self.distributed_type = 1, "NO"  # of the run that writes the checkpoint
@@ -75,11 +78,12 @@ class TrainState:
         return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "best_fitness": self.best_fitness, "ema_updates": self.ema.updates if self.ema else None,
                 "world_size": self.world_size, "distributed_type": self.distributed_type,
-                "metrics": plain_meta(self.metrics)}
+                "metrics": plain_meta(self.metrics), "early_stopping": self.early_stopping.to_json()}
 
     def restore(self, d: dict[str, Any], ema: dict[str, torch.Tensor] | None, model: torch.nn.Module) -> None:
         self.step, self.epoch, self.step_in_epoch = d["step"], d["epoch"], d["step_in_epoch"]
         self.best_fitness = d["best_fitness"]
+        self.early_stopping.restore(d.get("early_stopping"), self.epoch, self.best_fitness)
         self.metrics = d.get("metrics", {})
         if self.ema is not None:
             if ema is None:
@@ -88,18 +92,35 @@ class TrainState:
 
 
 class Callback:
-    """Hooks the loop calls on every rank; subclass and override the ones you need (the rest do nothing).
+    """Hooks the loop calls on every rank, in this order; subclass and override the ones you need (the rest do
+    nothing), or pass any object with some of these methods. docs/training.md ("Callbacks") lists them.
 
+    ``on_train_start(trainer)``: once per launch, after the resume (if any) is loaded, before the first step;
+    ``trainer.state`` holds the position (step, epoch), ``trainer.cfg`` the settings, ``trainer.out`` the folder.
     ``on_epoch_start(epoch)``: entering the epoch's loop, just before its step clock starts (0-based epoch).
     ``on_step_end(record)``: after each optimizer step (and EMA update), before ``record`` is written to
     train_log.jsonl (by the main process): keys a callback adds are logged with the step. Neither hook
     runs inside a step's ``step_time_s``. benchmarks/compare_ultralytics.py reads the CPU clock in both.
+    ``on_epoch_end(epoch, metrics)``: after the epoch's validation and checkpoint (0-based epoch); ``metrics``:
+    that epoch's validation (mAP50, mAP50-95, precision, recall, fitness, per_class, ...), ``{}`` when the epoch
+    was not validated (--no-val). Not called for an epoch that --max-steps cuts short.
+    ``on_fit_end(metrics)``: once per launch, after metrics.json is written: the last validation's metrics (those
+    of metrics.json), however the run ended (its epochs, --max-steps, --patience).
     """
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        pass
 
     def on_epoch_start(self, epoch: int) -> None:
         pass
 
     def on_step_end(self, record: dict[str, Any]) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def on_fit_end(self, metrics: dict[str, Any]) -> None:
         pass
 
 
@@ -115,12 +136,16 @@ class Trainer:
         self.cfg = cfg
         self.callbacks = list(callbacks)
         self.skip_grad_sync = skip_grad_sync
-        self.out = Path(cfg.checkpoint.output_dir)
         cfg.train.resolve_grad_accum(launched_world_size())
         # Before the process group and the strategy exist: DeepSpeed binds collectives when it starts.
         self.comm = CommMeter().install() if cfg.log.measure_comm else None
-        self.accelerator = build_accelerator(cfg, project_dir=str(self.out))
+        self.accelerator = build_accelerator(cfg, project_dir=cfg.checkpoint.output_dir or None)
         acc = self.accelerator
+        # Without --output-dir: <project>/<name>, numbered, chosen by the main process (collective; run_dir.py)
+        self.out, run_dir_note = resolve_output_dir(cfg.checkpoint, acc)
+        if not cfg.checkpoint.output_dir:
+            cfg.checkpoint.output_dir = str(self.out)  # config.yaml says where the run wrote
+            acc.project_configuration.set_directories(str(self.out))  # the trackers' folder
         if skip_grad_sync and acc.distributed_type == DistributedType.DEEPSPEED:
             raise DistributedSetupError("skipping gradient synchronisation works with ddp and fsdp only (DeepSpeed's "
                                         "engine owns the gradient reduction and has no no_sync)")
@@ -130,6 +155,8 @@ class Trainer:
         self.checkpointer = ckpt.Checkpointer(acc, self.out, cfg.checkpoint)
         try:
             self.log = make_log(acc, self.out, cfg.to_dict(), self.checkpointer.run_id, cfg.log.log_every)
+            for note in [run_dir_note] if run_dir_note else []:
+                self.log.info(note)
             for note in self.checkpointer.notes:
                 self.log.info(note)
             set_seed(cfg.train.seed)  # same seed on every rank: identical initial weights everywhere
@@ -304,22 +331,47 @@ class Trainer:
         cfg, state = self.cfg, self.state
         start_step = self._load()
         self.outputs.start(state.epoch, state.step, self.train_set.samples)  # results.csv rewound to here too
+        self.stopped_early: dict[str, int] | None = None  # set by _patience_exhausted, into metrics.json
+        self._call_back("on_train_start", self)
         max_steps = cfg.train.max_steps or math.inf
-        stopped = state.step >= max_steps
+        stopped = state.step >= max_steps or self._patience_exhausted()  # a resume of a run that stopped there
         while state.epoch < cfg.train.epochs and not stopped:
             self._start_epoch()
             stopped = self._train_epoch(max_steps)
             if stopped and state.step_in_epoch < self.sampler.steps_per_epoch:
                 break  # --max-steps inside an epoch: keep the position, skip the epoch-end work
             final = self._is_last_epoch(stopped)
-            if cfg.train.val or final:
+            validated = cfg.train.val or final
+            if validated:
                 state.metrics = self._validate(final)
+                state.early_stopping.update(state.epoch, state.metrics["fitness"])
             self.outputs.epoch_end(state.epoch, [g["lr"] for g in self.optimizer.param_groups])  # its results.csv row
             state.epoch += 1
             state.step_in_epoch = 0
             self._save(state.metrics)
             self.log.end_epoch(state.epoch)  # the epoch's summary line; its values to the trackers
+            self._call_back("on_epoch_end", state.epoch - 1, state.metrics if validated else {})
+            stopped = stopped or self._patience_exhausted()
         return self._finish(start_step, stopped)
+
+    def _call_back(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every callback that has it (a callback need not subclass :class:`Callback`)."""
+        for cb in self.callbacks:
+            hook = getattr(cb, event, None)
+            if hook is not None:
+                hook(*args)
+
+    def _patience_exhausted(self) -> bool:
+        """--patience: whether the finished epochs have gone without a better fitness for too long (logged)."""
+        state, patience = self.state, self.cfg.train.patience
+        if not state.early_stopping.exhausted(state.epoch, patience) or state.epoch >= self.cfg.train.epochs:
+            return False
+        best, waited = state.early_stopping, state.epoch - 1 - state.early_stopping.best_epoch
+        self.log.info(f"early stop (--patience {patience}): no better fitness in the {waited}"
+                      f" epoch(s) since epoch {best.best_epoch + 1} (fitness {best.best_fitness:.4g}); stopping after "
+                      f"epoch {state.epoch} of {self.cfg.train.epochs}, weights/best.pt holds the best validated epoch")
+        self.stopped_early = {"patience": patience, "epoch": state.epoch, "best_epoch": best.best_epoch + 1}
+        return True
 
     def _load(self) -> int:
         """Resume where the Checkpointer says (nothing: a fresh start); return the step this launch starts at."""
@@ -372,8 +424,7 @@ class Trainer:
         self.sampler.set_epoch(epoch, start_step=self.state.step_in_epoch)
         self.train_set.set_epoch(epoch)
         self.task.set_epoch(epoch)
-        for cb in self.callbacks:
-            cb.on_epoch_start(epoch)
+        self._call_back("on_epoch_start", epoch)
         self.log.start_epoch(epoch, self.cfg.train.epochs, self.sampler.steps_per_epoch, self.state.step_in_epoch,
                              self.images_per_step, self.task.loss_names, self.state.best_fitness)
 
@@ -440,8 +491,7 @@ class Trainer:
 
     def _log_step(self, record: dict[str, Any]) -> None:
         """Callbacks, then the record into train_log.jsonl and onto the console (its bar or lines: console.py)."""
-        for cb in self.callbacks:
-            cb.on_step_end(record)
+        self._call_back("on_step_end", record)
         self.log.step(record)
 
     def _finish(self, start_step: int, stopped: bool) -> dict[str, Any]:
@@ -459,6 +509,7 @@ class Trainer:
             (self.out / "metrics.json").write_text(json.dumps(self._summary(), indent=2))
         self.outputs.finish()  # results.png
         self.log.done(state.step)  # time, best epoch, where the weights and metrics are
+        self._call_back("on_fit_end", state.metrics)
         self.log.close()
         acc.wait_for_everyone()
         self.checkpointer.release()  # every rank has written its part: another training may take the folder
@@ -477,7 +528,9 @@ class Trainer:
                 # best.pt is chosen among validated epochs only: with --no-val, the final one
                 "validated": "each epoch" if self.cfg.train.val else "final epoch only (--no-val)",
                 "best_weights": str(best) if best.exists() else None,
-                "best_fitness": state.best_fitness if state.best_fitness >= 0 else None}
+                "best_fitness": state.best_fitness if state.best_fitness >= 0 else None,
+                # --patience ended the run: after which epoch (1-based), its best epoch
+                "stopped_early": self.stopped_early}
 
     def _raise_non_finite(self, sums: torch.Tensor, files: list[str]) -> None:
         """Collective (every rank gets here together): name the step, the bad ranks and their files."""
