@@ -1,4 +1,5 @@
-"""The package's import graph, read from the source with ``ast`` (every import, in functions too): the model and
+"""The package's import graph, read from the source with ``ast`` (every import, in functions too; not those under
+``if TYPE_CHECKING:``, which never run): the model and
 the data know nothing of training (no arrow from ``model/`` or ``data/`` into ``engine/``), the ground floor
 (``weights.py`` beside ``io.py``) imports nothing above it, and no modules import each other in a circle."""
 
@@ -26,7 +27,14 @@ def _imports(path: Path) -> set[str]:
     the module X.Y when Y is one, else X."""
     found = set()
     package = _module(path) if path.name == "__init__.py" else _module(path).rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    # ``if TYPE_CHECKING:`` imports never run: they name types for annotations, not a dependency
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and getattr(block.test, "id", getattr(block.test, "attr", None)) == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):

@@ -43,6 +43,7 @@ writes it, with the same seeding, layout and workers.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -336,7 +337,8 @@ def _write_pairs(
 ) -> None:
     """Render and write pairs ``indices`` of ``split`` (one worker's share; each pair is independent)."""
     if scene == "aerial":
-        return synth_aerial.write_pairs(out, split, indices, h, w, seed, ir_channels)
+        rng = functools.partial(pair_rng, seed, split)
+        return synth_aerial.write_pairs(out, split, indices, h, w, rng, ir_channels)
     dirs = [out / d / split for d in ("images", "imagesIR", "labels")]
     for i in indices:
         rgb, ir, boxes, _meta = render_pair(pair_rng(seed, split, i), h, w, scene)

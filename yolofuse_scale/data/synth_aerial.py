@@ -32,6 +32,7 @@ what each modality shows (its ``meta``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -249,13 +250,13 @@ def obb_lines(vehicles: list[dict], key: str, w: int, h: int) -> list[str]:
     return out
 
 
-def write_pairs(out: Path, split: str, indices: range, h: int, w: int, seed: int, ir_channels: int) -> None:
-    """Render and write pairs ``indices`` of ``split`` (one worker's share)."""
-    from yolofuse_scale.data.synth import pair_rng
-
+def write_pairs(out: Path, split: str, indices: range, h: int, w: int, rng: Callable[[int], np.random.Generator],
+                ir_channels: int) -> None:
+    """Render and write pairs ``indices`` of ``split`` (one worker's share); ``rng(i)``: pair ``i``'s generator
+    (``synth.pair_rng``: the one rule of every scene, which nothing else decides)."""
     dirs = {d: out / d / split for d in ("images", "imagesIR", "labels", "labelsIR")}
     for i in indices:
-        rgb, ir, vehicles, _meta = render_aerial(pair_rng(seed, split, i), h, w)
+        rgb, ir, vehicles, _meta = render_aerial(rng(i), h, w)
         name = f"{split}_{i:05d}"
         cv2.imwrite(str(dirs["images"] / f"{name}.png"), cv2.cvtColor(rgb.astype(np.uint8), cv2.COLOR_RGB2BGR))
         ir8 = ir.astype(np.uint8)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-from yolofuse_scale.config import ParallelConfig
 from yolofuse_scale.errors import DistributedSetupError
+
+if TYPE_CHECKING:  # annotations only: the config package imports this module (devices.py)
+    from yolofuse_scale.config import ParallelConfig
 
 #: What the launcher declared (``accelerate launch --config_file``), read before any Accelerator of
 #: this process exists: constructing one with a plugin writes these variables too.
