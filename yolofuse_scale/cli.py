@@ -8,6 +8,8 @@ Commands:
   predict detect on an RGB+IR pair or two folders of pairs (JSONL + annotated RGB|IR images)
   export-onnx  weights -> an ONNX graph (one stacked RGB+IR input), output checked against PyTorch
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
+  register POINTS.csv
+          an unaligned rig: estimate data.yaml's ir_homography (IR -> RGB) from point pairs
   convert llvip|flir|m3fd|kaist|vedai|voc SRC DST
           turn a benchmark release (or any VOC RGB-T set) into the YOLOFuse layout + data.yaml
   checkpoint-to-weights CHECKPOINT_DIR OUT.pt
@@ -132,7 +134,11 @@ def run_val(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     model.to(acc.device)
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
-    samples = scan_split(data_cfg, args.split)
+    from yolofuse_scale.data.scan import trained_mapping
+
+    # 16-bit IR: mapped as the model was trained (the weights' ir_mapping, a percentile's levels included)
+    samples = scan_split(data_cfg, args.split, ir_mapping=trained_mapping(data_cfg, payload.get("ir_mapping"),
+                                                                          args.weights))
     missrate = MissRate.from_file(data_cfg.missrate) if data_cfg.missrate else None
     if missrate is not None:  # before the model runs: an image without its KAIST annotation is named now
         missrate.class_id(payload["names"])
@@ -216,12 +222,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="scaling benchmark: throughput, efficiency, memory, projection (yolofuse-scale bench --help)")
 
     from yolofuse_scale import export, predict
+    from yolofuse_scale.data import registration
 
     # Commands whose module owns its flags (add_arguments) and its entry point (run).
     for name, aliases, module, help_text in [
         ("synth", [], synth, "write a synthetic LLVIP-like RGB+IR dataset with its data.yaml"),
         ("convert", [], convert, "LLVIP or VOC RGB-T release -> YOLOFuse layout + data.yaml (idempotent)"),
         ("predict", [], predict, "detect on RGB+IR pairs: JSONL + side-by-side images"),
+        ("register", [], registration, "unaligned rig: ir_homography (IR -> RGB) from point pairs in a CSV"),
         ("export-onnx", ["export"], export, "weights -> ONNX graph (stacked RGB+IR input), checked with onnxruntime"),
     ]:
         cmd = sub.add_parser(name, aliases=aliases, help=help_text)

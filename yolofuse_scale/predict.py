@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     total = 0
     with open(out / "predictions.jsonl", "w") as fh:
         for rgb_path, ir_path in pairs:
-            rgb, ir = read_image(rgb_path, 3), read_image(ir_path, det.ir_channels)
+            rgb, ir = read_image(rgb_path, 3), read_image(ir_path, det.ir_channels, mapping=det.ir_mapping)
             result = det(rgb, ir)
             total += len(result)
             fh.write(json.dumps({"rgb": str(rgb_path), "ir": str(ir_path), "height": result.shape[0],

@@ -58,9 +58,32 @@ class IRMapping:
         return self.stated
 
     def record(self) -> dict[str, Any]:
-        """As the run records it (weights, log): plain values."""
+        """As the run records it (``run_meta.json``, weights files): plain values."""
         return {"mode": self.mode, "lo": self.lo, "hi": self.hi,
                 "percentiles": list(self.percentiles) if self.percentiles else None, "stated": self.stated}
+
+    @classmethod
+    def from_record(cls, rec: Any, where: str) -> IRMapping:
+        """The mapping a weights file records (:meth:`record`; None: the default a run without one used)."""
+        if rec is None:
+            return cls()
+        try:
+            mode, lo, hi, pct = rec["mode"], rec.get("lo"), rec.get("hi"), rec.get("percentiles")
+            ok = mode in IR_MAPPINGS and (mode in ("minmax", "shift8") or (_number(lo) and _number(hi) and lo < hi))
+            pct = tuple(float(v) for v in pct) if pct is not None else None
+        except (TypeError, KeyError, AttributeError, ValueError):
+            ok = False
+        if not ok:
+            raise DataError(f"{where}: its ir_mapping record is not one this version reads: {rec!r}")
+        return cls(mode, lo, hi, pct, str(rec.get("stated") or mode), chosen=True)
+
+    def same_rule(self, other: IRMapping) -> bool:
+        """Whether two mappings state the same rule (a percentile's levels aside: they come from the data)."""
+        if self.mode != other.mode:
+            return False
+        if self.mode == "percentile":
+            return self.percentiles == other.percentiles
+        return self.mode != "range" or (self.lo, self.hi) == (other.lo, other.hi)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -834,6 +834,21 @@ def scan_dataset(cfg: DatasetSpec, splits: tuple[str, ...], policy: str = "error
 
 
 def scan_split(cfg: DatasetSpec, split: str, on_bad_sample: str = "error",
-               cache_dirs: list[Path] | tuple[Path, ...] = ()) -> list[Sample]:
-    """The samples of one split for a single process (evaluation, tools); raises :class:`DataError`."""
-    return scan_dataset(cfg, (split,), on_bad_sample, cache_dirs).take(log=lambda _msg: None)[split]
+               cache_dirs: list[Path] | tuple[Path, ...] = (), ir_mapping: IRMapping | None = None) -> list[Sample]:
+    """The samples of one split for a single process (evaluation, tools); raises :class:`DataError`. ``ir_mapping``:
+    as :func:`scan_dataset`'s."""
+    return scan_dataset(cfg, (split,), on_bad_sample, cache_dirs, ir_mapping=ir_mapping).take(
+        log=lambda _msg: None)[split]
+
+
+def trained_mapping(cfg: DatasetSpec, record: Any, weights: str) -> IRMapping:
+    """The IR mapping to evaluate ``weights`` with: the one it was trained with (``record``, its ``ir_mapping`` entry;
+    None: the per-frame default of a run that stated none), a percentile's levels included. A data.yaml that states
+    another rule is refused, as another ``ir_channels`` is: the model learnt its pixels under its own."""
+    trained = IRMapping.from_record(record, weights)
+    stated = cfg.ir_read.mapping
+    if stated.chosen and not stated.same_rule(trained):
+        raise DataError(f"{cfg.yaml_path}: ir_mapping is {stated.stated} but {weights} was trained with "
+                        f"{trained.describe()}; evaluate with the mapping it was trained with (remove ir_mapping "
+                        "from data.yaml to take the weights' own)")
+    return trained
