@@ -64,7 +64,7 @@ def coverage(h: Matrix, ir_wh: tuple[int, int], rgb_wh: tuple[int, int]) -> tupl
     area, _ = cv2.intersectConvexConvex(cv2.convexHull(poly), frame)
     share = max(0.0, float(area)) / (rw * rh)
     if share < 1e-3:
-        box = " ".join(f"({x:.0f}, {y:.0f})" for x, y in poly)
+        box = " ".join(f"({x:.1f}, {y:.1f})" for x, y in poly)
         return share, (f"ir_homography puts the {w}x{hh} IR frame at {box}, outside the {rw}x{rh} RGB frame (is it "
                        "inverted, RGB -> IR? it maps IR pixels to RGB pixels)")
     return share, None
