@@ -20,10 +20,16 @@ import torch
 from tests import test_bad_input as battery
 from tests.test_bad_input import TINY_TRAIN, _scan_data, run_cli
 from tests.test_bad_input_images import _batches, _pixels, _png_chunk, _same_targets, _tiff_block, _val_batches
-from yolofuse_scale.data import load_data_config, scan_dataset, scan_split
-from yolofuse_scale.data.config import IRMapping
-from yolofuse_scale.data.decode import decode_pair, decode_resized, map_depth, read_ir
-from yolofuse_scale.data.synth import kelvin100, write_synthetic_dataset
+from yolofuse_scale.data import load_data_config, scan_dataset, scan_split, write_synthetic_dataset
+from yolofuse_scale.data.decode import decode_pair, decode_resized
+
+
+def kelvin100(t: np.ndarray) -> np.ndarray:
+    """Degrees Celsius as 16-bit centi-Kelvin (``synth.kelvin100``; imported where used, so that every test of this
+    file fails on its own on a version without the feature)."""
+    from yolofuse_scale.data.synth import kelvin100 as k100
+
+    return k100(t)
 
 small_data_template, fresh_data = battery.small_data_template, battery.fresh_data  # the battery's fixtures
 DEGREES = "raw_per_degree: 100, raw_at_zero: 27315"  # FLIR's radiometric files: centi-Kelvin
@@ -48,6 +54,9 @@ def _to_16bit(d: Path) -> None:
 def test_a_fixed_mapping_keeps_a_temperature_that_per_frame_minmax_moves():
     """Two frames holding a person at 35 C, one cold (-5..10 C) and one with a hot spot (120 C): under ``range`` the
     person is the same value in both, under per-frame min-max (today's default, kept bit for bit) it is not."""
+    from yolofuse_scale.data.config import IRMapping
+    from yolofuse_scale.data.decode import map_depth
+
     cold = kelvin100(np.array([[-5.0, 10.0], [35.0, 0.0]], np.float32))
     hot = kelvin100(np.array([[-5.0, 120.0], [35.0, 0.0]], np.float32))
     fixed = IRMapping("range", 27315 - 1000.0, 27315 + 6000.0)  # -10..60 C
@@ -63,6 +72,8 @@ def test_a_fixed_mapping_keeps_a_temperature_that_per_frame_minmax_moves():
 
 
 def test_ir_mapping_forms_of_data_yaml(fresh_data):
+    from yolofuse_scale.data.config import IRMapping
+
     forms = {
         "minmax": ("minmax", None, None),
         "shift8": ("shift8", None, None),
@@ -81,6 +92,8 @@ def test_16bit_ir_is_read_mapped_alike_by_both_loaders_and_the_cache(fresh_data,
     """The scan reports the depth and the mapping; every reader maps a frame exactly as ``map_depth`` does; both
     loaders give the same targets and pixels (the device loader's workers decode 16-bit with the CPU code); the
     pair cache holds the mapped pixels under a key of the mapping."""
+    from yolofuse_scale.data.decode import map_depth
+
     _to_16bit(fresh_data)
     y = _yaml(fresh_data, f"ir_mapping: {{range: [-10, 60], {DEGREES}}}")
     result = _scan_data(fresh_data)
@@ -118,6 +131,8 @@ def test_16bit_ir_without_a_mapping_keeps_per_frame_minmax_and_warns(fresh_data)
 def test_16bit_ir_with_an_exif_orientation_is_mapped_and_turned_by_every_reader(fresh_data):
     """A 16-bit IR PNG tagged with orientation 3 (turned 180 degrees): the same reader turns and maps it, for the
     CPU loader and for the device loader's workers."""
+    from yolofuse_scale.data.decode import map_depth, read_ir
+
     _to_16bit(fresh_data)
     _yaml(fresh_data, f"ir_mapping: {{range: [-10, 60], {DEGREES}}}")
     p = fresh_data / "imagesIR" / "train" / "train_00002.png"
