@@ -13,8 +13,10 @@ thread each, ~25 min on a shared 2-core CPU): 192 train / 128 val pairs at 128 p
     python benchmarks/ir_mapping_study.py --out benchmarks/results/thermal16_2core_cpu
     python benchmarks/ir_mapping_study.py --fusion mid --seeds 0 1      # a fusion model instead of IR alone
 
-Results: ``results.json`` (every run, per-mapping mean and spread, the environment) and ``results.md`` (the table).
-A finished run's record is kept in ``<work>/<mapping>_s<seed>/result.json`` and reused on a restart.
+Each run is also evaluated on the cold and on the warm validation frames apart (which kind a frame is comes from the
+generator's own draw), to show where a mapping loses people. Results: ``results.json`` (every run, per-mapping mean
+and spread, the environment) and ``results.md`` (the table). A finished run's records are kept in
+``<work>/<mapping>_s<seed>/result.json`` and ``kinds.json`` and reused on a restart.
 """
 
 from __future__ import annotations
@@ -79,6 +81,23 @@ def write_data(work: Path, args: argparse.Namespace) -> dict[str, Path]:
     return out
 
 
+def frame_kinds(base: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """``val_cold.txt`` and ``val_warm.txt`` beside ``base``: the validation frames of each kind, as the generator drew
+    them (``render_pair``'s ``meta["warm"]``, from the same ``(seed, split, index)``)."""
+    from yolofuse_scale.data.synth import pair_rng, render_pair
+
+    h, w = args.imgsz, int(round(args.imgsz * 1.25 / 2) * 2)
+    kinds: dict[str, list[str]] = {"cold": [], "warm": []}
+    for i in range(args.val):
+        warm = render_pair(pair_rng(args.data_seed, "val", i), h, w, "thermal16")[3]["warm"]
+        kinds["warm" if warm else "cold"].append(f"images/val/val_{i:05d}.png")
+    out = {}
+    for kind, names in kinds.items():
+        out[kind] = base.with_name(f"val_{kind}.txt")
+        out[kind].write_text("".join(n + "\n" for n in names))
+    return out
+
+
 def run(cmd: list[str], env: dict[str, str], log: Path) -> None:
     result = common.run_command(cmd, env, log=log)
     if not result.ok:
@@ -110,6 +129,26 @@ def train_and_validate(args: argparse.Namespace, data: Path, mapping: str, seed:
     return record
 
 
+def by_frame_kind(args: argparse.Namespace, data: Path, lists: dict[str, Path], folder: Path, env: dict[str, str]
+                  ) -> dict:
+    """The run's last weights evaluated on the cold and on the warm validation frames apart (``yolofuse-scale val``
+    with the mapping's data.yaml pointed at each list)."""
+    done = folder / "kinds.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    out = {}
+    for kind, listed in lists.items():
+        y = data.with_name(f"{data.stem}_{kind}.yaml")
+        y.write_text(data.read_text().replace("val: images/val", f"val: {listed.name}"))
+        run([sys.executable, "-m", "yolofuse_scale", "val", "--weights", str(folder / "train/weights/last.pt"),
+             "--data", str(y), "--imgsz", str(args.imgsz), "--workers", "0", "--no-plots", "--out",
+             str(folder / f"val_{kind}")], env, folder / f"val_{kind}.log")
+        metrics = common.read_metrics(folder / f"val_{kind}")
+        out[kind] = {k: metrics[k] for k in (*METRICS, "images", "instances")}
+    done.write_text(json.dumps(out, indent=1))
+    return out
+
+
 def summarise(records: list[dict], mappings: list[str]) -> list[dict]:
     rows = []
     for name in mappings:
@@ -117,17 +156,26 @@ def summarise(records: list[dict], mappings: list[str]) -> list[dict]:
         row = {"mapping": name, "stated": MAPPINGS[name], "seeds": [r["seed"] for r in rs]}
         for m in (*METRICS, "precision", "recall"):
             vals = [r[m] for r in rs]
-            row[m] = {"mean": statistics.mean(vals), "min": min(vals), "max": max(vals), "spread": max(vals) - min(vals),
-                      "per_seed": vals}
+            row[m] = {"mean": statistics.mean(vals), "min": min(vals), "max": max(vals),
+                      "spread": max(vals) - min(vals), "per_seed": vals}
+        for kind in ("cold", "warm"):
+            vals = [r["kinds"][kind]["mAP50-95"] for r in rs if "kinds" in r]
+            if vals:
+                row[f"mAP50-95 {kind}"] = {"mean": statistics.mean(vals), "spread": max(vals) - min(vals),
+                                           "per_seed": vals, "images": rs[0]["kinds"][kind]["images"]}
         rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict], env: dict) -> str:
-    lines = ["| ir_mapping | mAP50-95 | mAP50 | P | R | per seed (mAP50-95) |", "|---|---|---|---|---|---|"]
+    kinds = [k for k in ("cold", "warm") if f"mAP50-95 {k}" in rows[0]]
+    head = ["ir_mapping", "mAP50-95", "mAP50", *[f"mAP50-95 {k} frames ({rows[0][f'mAP50-95 {k}']['images']})"
+                                                  for k in kinds], "P", "R", "per seed (mAP50-95)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"`{r['stated']}`"]
-        cells += [f"{r[m]['mean']:.3f} ± {r[m]['spread'] / 2:.3f}" for m in ("mAP50-95", "mAP50")]
+        cells += [f"{r[m]['mean']:.3f} ± {r[m]['spread'] / 2:.3f}" for m in ("mAP50-95", "mAP50", *[
+            f"mAP50-95 {k}" for k in kinds])]
         cells += [f"{r[m]['mean']:.3f}" for m in ("precision", "recall")]
         cells.append(", ".join(f"{v:.3f}" for v in r["mAP50-95"]["per_seed"]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -144,12 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = common.train_env(args.threads)
     data = write_data(work, args)
+    lists = frame_kinds(next(iter(data.values())), args)
     import torch
 
     t0 = time.monotonic()
     jobs = [(name, seed) for seed in args.seeds for name in args.mappings]  # seed-major: an early stop still compares
     with ThreadPoolExecutor(max(1, args.parallel)) as pool:
-        futures = [pool.submit(train_and_validate, args, data[n], n, s, work / f"{n}_s{s}", env) for n, s in jobs]
+        def one(name: str, seed: int) -> dict:
+            folder = work / f"{name}_s{seed}"
+            record = train_and_validate(args, data[name], name, seed, folder, env)
+            return {**record, "kinds": by_frame_kind(args, data[name], lists, folder, env)}
+
+        futures = [pool.submit(one, n, s) for n, s in jobs]
         records = []
         for f in futures:
             r = f.result()

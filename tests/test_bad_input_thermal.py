@@ -105,6 +105,9 @@ def test_percentile_mapping_on_8bit_ir_is_refused(fresh_data):
 PAIRS_KINDS = {  # kind: plant(d) -> the message's needles
     "pairs CSV: wrong field count": lambda d: (_csv(d, _pair(0), _pair(1) + ",x"),
                                                ["train.csv:3: expected 2 fields (rgb,ir), found 3", "1 problem(s)"]),
+    "pairs CSV: one column, no header": lambda d: (
+        (d / "train.csv").write_text("images/train/train_00000.png\n"), _yaml(d, train="train.csv"),
+        [f"{d / 'train.csv'}:1: expected 2 or 3 fields (rgb,ir[,label]), found 1"]),
     "pairs CSV: missing IR file": lambda d: (_csv(d, _pair(0), "images/train/train_00001.png,imagesIR/train/gone.png"),
                                              [f"train.csv:3: IR image {d / 'imagesIR/train/gone.png'} does not exist"]),
     "pairs CSV: missing RGB file": lambda d: (_csv(d, "images/train/gone.png,imagesIR/train/train_00001.png"),

@@ -80,7 +80,7 @@ def test_hard_set_is_deterministic_pair_by_pair_and_loads(tmp_path):
 
 
 def test_unknown_scene_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="scene must be one of easy, hard, got 'medium'"):
+    with pytest.raises(ValueError, match="scene must be one of easy, hard, thermal16, got 'medium'"):
         write_synthetic_dataset(tmp_path, n_train=1, n_val=1, imgsz=64, scene="medium")
     assert not (tmp_path / "data.yaml").exists()
 

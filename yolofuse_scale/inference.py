@@ -91,6 +91,10 @@ class FusionDetector:
         conf, iou, max_det: NMS defaults; each call may override them.
     """
 
+    #: how a 16-bit IR frame becomes 8 bits, as the model was trained (the weights' ``ir_mapping``; the default:
+    #: each frame's min..max)
+    ir_mapping: IRMapping = IRMapping()
+
     def __init__(
         self,
         model: FusionDetectionModel,
@@ -110,7 +114,7 @@ class FusionDetector:
         self.names = dict(names)
         self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
         self.ir_channels = model.ir_channels
-        self.ir_mapping = ir_mapping or IRMapping()  # 16-bit IR -> 8 bits, as the model was trained
+        self.ir_mapping = ir_mapping or IRMapping()
 
     @classmethod
     def load(

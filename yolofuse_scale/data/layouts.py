@@ -109,14 +109,14 @@ def _rows_csv(path: Path, text: str) -> tuple[list[tuple[int, dict[str, str]]], 
         if not fields or all(not f.strip() for f in fields) or fields[0].lstrip().startswith("#"):
             continue
         names = [f.strip().lower() for f in fields]
-        if columns is None:
-            columns = ("rgb", "ir", "label")[: len(fields)]
+        if columns is None and len(fields) in (2, 3):  # the first line sets the columns: a header, or rgb,ir[,label]
+            columns = _COLUMNS[: len(fields)]
             if set(names) <= set(_COLUMNS) and {"rgb", "ir"} <= set(names) and len(set(names)) == len(names):
-                columns = tuple(names)  # a header line
+                columns = tuple(names)
                 continue
-        if len(fields) != len(columns) or len(fields) not in (2, 3):
-            problems.append(f"{path}:{line}: expected {len(columns)} fields ({','.join(columns)}), found "
-                            f"{len(fields)}")
+        if columns is None or len(fields) != len(columns):
+            want = f"{len(columns)} fields ({','.join(columns)})" if columns else "2 or 3 fields (rgb,ir[,label])"
+            problems.append(f"{path}:{line}: expected {want}, found {len(fields)}")
             continue
         row = {c: f.strip() for c, f in zip(columns, fields)}
         empty = [c for c in ("rgb", "ir") if not row[c]]
