@@ -388,3 +388,28 @@ def test_training_records_the_percentile_levels_and_val_predict_apply_them(fresh
                    "--workers", "0", "--no-plots", "--out", str(tmp_path / "val"))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "error" not in proc.stderr
+
+
+def test_the_mapping_study_splits_frames_by_the_generators_draw_and_summarises_per_kind(tmp_path):
+    """benchmarks/ir_mapping_study.py's bookkeeping: the cold/warm lists are the generator's own draws, and the
+    table's per-kind columns are the means over seeds."""
+    import argparse
+
+    from benchmarks import ir_mapping_study as study
+    from yolofuse_scale.data.synth import pair_rng, render_pair
+
+    args = argparse.Namespace(imgsz=64, val=10, data_seed=2)
+    lists = study.frame_kinds(tmp_path / "data.yaml", args)
+    warm, cold = lists["warm"].read_text().splitlines(), lists["cold"].read_text().splitlines()
+    assert sorted(warm + cold) == [f"images/val/val_{i:05d}.png" for i in range(10)]
+    assert all(render_pair(pair_rng(2, "val", int(n[-9:-4])), 64, 80, "thermal16")[3]["warm"] for n in warm)
+    runs = [{"mapping": m, "seed": s, "mAP50": v, "mAP50-95": v / 2, "precision": 1.0, "recall": 1.0,
+             "kinds": {k: {"mAP50-95": v / 2 + d, "images": 5} for k, d in (("cold", 0.1), ("warm", -0.1))}}
+            for m, vs in (("minmax", (0.2, 0.4)), ("range", (0.8, 0.9))) for s, v in zip((0, 1), vs)]
+    rows = study.summarise(runs, ["minmax", "range"])
+    assert rows[0]["mAP50-95 warm"]["mean"] == pytest.approx(0.05) and rows[1]["mAP50-95"]["spread"] == \
+        pytest.approx(0.05)
+    table = study.markdown(rows, {"data": "d", "model": "m", "fusion": "ir", "epochs": 1, "batch_size": 2,
+                                  "label": "l", "torch": "t"})
+    assert "| mAP50-95 cold frames (5) | mAP50-95 warm frames (5) |" in table
+    assert "| `minmax` | 0.150 ± 0.050 |" in table
