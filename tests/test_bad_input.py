@@ -180,9 +180,10 @@ def _plant_list_utf16(d):
 
 
 def _plant_entry_type(d):
-    (d / "train.csv").write_text("images/train/train_00000.png\n")
-    (d / "data.yaml").write_text("train: train.csv\nval: images/val\nnames: [person, car]\nir_channels: 1\n")
-    return [f"{d / 'train.csv'}: expected an image folder, a .txt list of images, or an image"]
+    (d / "train.xml").write_text("images/train/train_00000.png\n")  # (.csv and .json are pairs files)
+    (d / "data.yaml").write_text("train: train.xml\nval: images/val\nnames: [person, car]\nir_channels: 1\n")
+    return [f"{d / 'train.xml'}: expected an image folder, a .txt list of images, a .csv or .json pairs file, or an "
+            "image"]
 
 
 def _plant_no_labels(d):

@@ -10,6 +10,8 @@ Commands:
   export-onnx  weights -> one self-contained ONNX file (stacked input, or --inputs pair: rgb and ir),
           output checked against PyTorch with onnxruntime
   synth   write the synthetic LLVIP-like dataset used by the demo and the tests
+  register POINTS.csv
+          an unaligned rig: estimate data.yaml's ir_homography (IR -> RGB) from point pairs
   convert llvip|flir|m3fd|kaist|vedai|voc SRC DST
           turn a benchmark release (or any VOC RGB-T set) into the YOLOFuse layout + data.yaml
   checkpoint-to-weights CHECKPOINT_DIR OUT.pt
@@ -217,7 +219,11 @@ def validate(args: argparse.Namespace) -> dict:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     model.to(acc.device)
     imgsz = args.imgsz or int(payload.get("imgsz", 640))
-    samples = scan_split(data_cfg, args.split)
+    from yolofuse_scale.data.scan import trained_mapping
+
+    # 16-bit IR: mapped as the model was trained (the weights' ir_mapping, a percentile's levels included)
+    samples = scan_split(data_cfg, args.split, ir_mapping=trained_mapping(data_cfg, payload.get("ir_mapping"),
+                                                                          args.weights))
     scored = ground_truth(data_cfg, args.split)  # which labels: the IR image's own, the RGB's, or their union
     if acc.is_main_process and data_cfg.labels_ir is not None:  # one label set: nothing to choose, nothing said
         print(f"val: {args.split} scored against {scored}", file=sys.stderr, flush=True)
@@ -291,12 +297,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="scaling benchmark: throughput, efficiency, memory, projection (yolofuse-scale bench --help)")
 
     from yolofuse_scale import export, predict
+    from yolofuse_scale.data import registration
 
     # Commands whose module owns its flags (add_arguments) and its entry point (run).
     for name, aliases, module, help_text in [
         ("synth", [], synth, "write a synthetic LLVIP-like RGB+IR dataset with its data.yaml"),
         ("convert", [], convert, "LLVIP or VOC RGB-T release -> YOLOFuse layout + data.yaml (idempotent)"),
         ("predict", [], predict, "detect on RGB+IR images, folders, videos or streams: JSONL, drawings, labels"),
+        ("register", [], registration, "unaligned rig: ir_homography (IR -> RGB) from point pairs in a CSV"),
         ("export-onnx", ["export"], export, "weights -> one ONNX file (stacked or rgb+ir inputs), checked with "
          "onnxruntime"),
     ]:

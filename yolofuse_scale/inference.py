@@ -9,7 +9,9 @@
 A pair goes through the same letterbox as validation (``letterbox_pair`` on the stacked array, so the
 two modalities share one geometry), one forward pass, Ultralytics' NMS, and ``scale_boxes`` back to
 the RGB image's coordinates. An IR frame of another size is resized to the RGB frame first, as in
-training. No distributed imports: inference is one process.
+training. A 16-bit IR frame is mapped to 8 bits as the weights were trained (their ``ir_mapping``, data.yaml's;
+the per-frame min-max when they record none); an unaligned rig's ``ir_homography`` is not applied here: pass
+registered pairs. No distributed imports: inference is one process.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 from ultralytics.utils.ops import scale_boxes
 
+from yolofuse_scale.data.config import IRMapping
 from yolofuse_scale.data.decode import conform_channels, read_image, stack_pair
 from yolofuse_scale.data.transforms import letterbox_pair, normalize_images
 from yolofuse_scale.engine.evaluate import detect
@@ -152,6 +155,10 @@ class FusionDetector:
         conf, iou, max_det: NMS defaults; each call may override them.
     """
 
+    #: how a 16-bit IR frame becomes 8 bits, as the model was trained (the weights' ``ir_mapping``; the default:
+    #: each frame's min..max)
+    ir_mapping: IRMapping = IRMapping()
+
     def __init__(
         self,
         model: FusionDetectionModel,
@@ -161,6 +168,7 @@ class FusionDetector:
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = 300,
+        ir_mapping: IRMapping | None = None,
     ):
         stride = int(model.stride.max())
         if imgsz <= 0 or imgsz % stride:
@@ -170,6 +178,7 @@ class FusionDetector:
         self.names = dict(names)
         self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
         self.ir_channels = model.ir_channels
+        self.ir_mapping = ir_mapping or IRMapping()
 
     @classmethod
     def load(
@@ -192,16 +201,19 @@ class FusionDetector:
         # Conv+BN fused into one conv: ~20-30 % less inference time, numerically equal to float rounding.
         model.fuse(verbose=False)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model, payload["names"], imgsz or int(payload.get("imgsz", 640)), device, conf, iou, max_det)
+        mapping = IRMapping.from_record(payload.get("ir_mapping"), str(weights))
+        return cls(model, payload["names"], imgsz or int(payload.get("imgsz", 640)), device, conf, iou, max_det,
+                   mapping)
 
     def _read(self, image: ImageLike, channels: int, what: str) -> np.ndarray:
+        mapping = self.ir_mapping if what == "IR" else None  # RGB deeper than 8 bits: its own min..max, as in training
         if isinstance(image, (str, Path)):
             if not Path(image).is_file():
                 raise FileNotFoundError(f"{image}: {what} image not found")
-            return read_image(Path(image), channels)
+            return read_image(Path(image), channels, mapping=mapping)
         if isinstance(image, np.ndarray):
             try:
-                return conform_channels(image, channels, bgr=False)
+                return conform_channels(image, channels, bgr=False, mapping=mapping)
             except ValueError as e:
                 raise ValueError(f"{what} array: {e}") from e
         raise TypeError(f"{what}: expected a path or a numpy array, got {type(image).__name__}")

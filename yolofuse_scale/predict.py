@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     stopped = False
     try:
         with open(out / "predictions.jsonl", "w") as fh:
-            for pair in source.pairs(det.ir_channels):
+            for pair in source.pairs(det.ir_channels, det.ir_mapping):
                 result = det(pair.rgb, pair.ir)
                 pairs, total = pairs + 1, total + len(result)
                 fh.write(json.dumps({**pair.record, "height": result.shape[0], "width": result.shape[1],

@@ -88,13 +88,14 @@ class PairSource:
     fps: float
     inputs: list[Path]
     names: list[str]
-    _pairs: Callable[[int], Iterator[Pair]]
+    _pairs: Callable[[int, Any], Iterator[Pair]]
     _close: Callable[[], None] = lambda: None
     notes: list[str] = field(default_factory=list)
 
-    def pairs(self, ir_channels: int) -> Iterator[Pair]:
-        """The pairs, IR converted to ``ir_channels`` (the model's)."""
-        return self._pairs(ir_channels)
+    def pairs(self, ir_channels: int, ir_mapping: Any = None) -> Iterator[Pair]:
+        """The pairs, IR converted to ``ir_channels`` (the model's); a 16-bit IR image file mapped to 8 bits by
+        ``ir_mapping`` (the weights': ``data/decode.IRMapping``; video frames are 8-bit already)."""
+        return self._pairs(ir_channels, ir_mapping)
 
     def close(self) -> None:
         self._close()
@@ -236,9 +237,9 @@ def _pair_folders_by_time(rgbs: list[Path], irs: list[Path], rgb: Path, ir: Path
 def _image_pairs(rgb: Path, ir: Path, pair_by: str) -> PairSource:
     pairs = pair_paths(rgb, ir, pair_by)
 
-    def read(ir_channels: int) -> Iterator[Pair]:
+    def read(ir_channels: int, ir_mapping: Any = None) -> Iterator[Pair]:
         for rgb_path, ir_path in pairs:
-            yield Pair(read_image(rgb_path, 3), read_image(ir_path, ir_channels), rgb_path.stem,
+            yield Pair(read_image(rgb_path, 3), read_image(ir_path, ir_channels, mapping=ir_mapping), rgb_path.stem,
                        {"rgb": str(rgb_path), "ir": str(ir_path)})
 
     return PairSource("images", rgb.stem, 0.0, [p for pair in pairs for p in pair], [r.stem for r, _ in pairs],
@@ -326,7 +327,7 @@ def _video_pairs(rgb: Path, ir: Path) -> PairSource:
     tolerance = 500.0 / fps["--ir"]  # half an IR frame, ms
     counts = {flag: int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) for flag, cap in caps.items()}  # the container's claim
 
-    def read(ir_channels: int) -> Iterator[Pair]:
+    def read(ir_channels: int, ir_mapping: Any = None) -> Iterator[Pair]:
         rgb_frames = ((t, (t, n, f)) for t, n, f in _video_frames(caps["--rgb"], firsts["--rgb"], fps["--rgb"]))
         ir_frames = ((t, (t, n, f)) for t, n, f in _video_frames(caps["--ir"], firsts["--ir"], fps["--ir"]))
         skipped, total = [], 0
@@ -422,7 +423,7 @@ def _stream_pairs(rgb: str, ir: str) -> PairSource:
     fps = _fps(caps["--rgb"]) or 30.0  # the output video's rate; a camera that does not say: 30
     readers: list[LatestFrame] = []
 
-    def read(ir_channels: int) -> Iterator[Pair]:
+    def read(ir_channels: int, ir_mapping: Any = None) -> Iterator[Pair]:
         readers.extend([LatestFrame(caps["--rgb"], firsts["--rgb"]), LatestFrame(caps["--ir"], firsts["--ir"])])
         rgb_reader, ir_reader = readers
         last = 0

@@ -54,8 +54,12 @@ CACHE_VERSION = 3
 
 
 def cache_key(samples: list[Sample], imgsz: int, ir_channels: int) -> str:
-    """Hash of what the cached bytes depend on: every file's path, size and mtime, the size, the channels."""
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{imgsz}|{ir_channels}\n".encode())
+    """Hash of what the cached bytes depend on: every file's path, size and mtime, the size, the channels, and how
+    IR is read (``Sample.ir_read``: the 16-bit mapping with its levels, the homography). The cache holds the mapped,
+    registered 8-bit pairs the loaders train on (raw 16-bit would double it and map on every read): a cache built
+    under one mapping is never read under another."""
+    reads = sorted({s.ir_read.key() for s in samples})
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{imgsz}|{ir_channels}|{reads}\n".encode())
     for s in samples:
         for p in (s.rgb, s.ir):
             st = os.stat(p)

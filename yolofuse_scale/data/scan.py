@@ -25,30 +25,34 @@ of the ``stat`` calls alone.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, astuple, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
 
-from yolofuse_scale.data.config import DataError, DatasetSpec
+from yolofuse_scale.data import layouts
+from yolofuse_scale.data.config import DataError, DatasetSpec, IRMapping, IRRead
 from yolofuse_scale.data.imagefile import PIL_FORMATS, oriented_size, pil_orientation
 from yolofuse_scale.data.labels import KINDS
+from yolofuse_scale.data.layouts import PAIRS_SUFFIXES, Listed
 from yolofuse_scale.data.modality import LabelCounts, apply_policy, ground_truth, summary_line
+from yolofuse_scale.data.registration import coverage
 from yolofuse_scale.io import write_atomic
 
 IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_REPORTED = 20  # problems shown in an error message; the rest are counted
 # bump when the checks change: old caches then miss (5: list-file repeats; 6: displayed sizes, formats by content;
-# 7: oriented boxes, the IR images' own labels)
-SCAN_VERSION = 7
+# 7: oriented boxes, the IR images' own labels; 8: IR bit depth, layouts, pairs files, the homography's sizes)
+SCAN_VERSION = 8
 #: ``--on-bad-sample``: what the start-up scan does with bad pairs and labels; the tuple is derived from it.
 BadSamplePolicy = Literal["error", "skip"]
 POLICIES: tuple[str, ...] = get_args(BadSamplePolicy)
@@ -103,6 +107,11 @@ class Sample:
     label_ir: Path | None = None  #: the IR image's own label file (``labels_ir``), when it has one
     #: (RGB boxes, IR boxes, matched, kept) with ``labels_ir`` (``modality.LabelCounts``), else None
     label_counts: tuple[int, int, int, int] | None = None
+    ir_bits: int | None = None  #: bits per IR sample from the header: 8, 16, or 32 (float or 32-bit integer)
+    ir_hw: tuple[int, int] | None = None  #: the IR frame's (height, width) as displayed (``hw`` unless registered)
+    #: how the IR file is read beyond decoding (data.yaml's ``ir_mapping``, ``ir_homography``), attached by
+    #: :func:`scan_dataset` (a percentile mapping with its levels resolved): every reader of a sample applies it
+    ir_read: IRRead = field(default_factory=IRRead)
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,7 @@ class SplitScan:
     from_cache: bool = False
     hidden: int = 0  #: hidden files and folders ignored (``.*``, ``._*``)
     repeats: list[str] = field(default_factory=list)  #: symlinked folders not entered again ("link -> real")
+    renamed: int = 0  #: DEYOLO's layout: pairs (by position) whose two files are named differently
 
     def kept(self) -> list[Sample]:
         """The pairs no problem disqualifies (what ``--on-bad-sample skip`` trains on)."""
@@ -142,10 +152,7 @@ def format_problems(where: str, problems: list[str], limit: int | None = MAX_REP
 
 
 # ------------------------------------------------------------------------------------------ listing
-@dataclass(frozen=True)
-class _Listed:
-    rgb: Path
-    origin: str  # where the path came from, for messages: "list.txt:3" or "" (found in a folder)
+_Listed = Listed  # an RGB image, where it was named, and its partner and label when the listing names them
 
 
 @dataclass
@@ -217,9 +224,15 @@ def _read_text(path: Path) -> str:
     return raw.decode("utf-8-sig")
 
 
-def _list_images(entry: Path, root: Path, walk: _Walk) -> list[_Listed]:
+def _list_images(entry: Path, cfg: DatasetSpec, walk: _Walk) -> list[_Listed]:
     """Images of one split entry: a folder (searched recursively, see :func:`walk_images`; what it left
-    out is added to ``walk``), a ``.txt`` list, or one image."""
+    out is added to ``walk``), a ``.txt`` list, a pairs file (``.csv``/``.json``: ``layouts.read_pairs_file``; its
+    bad lines are added to ``walk``), or one image."""
+    root = cfg.root
+    if entry.suffix.lower() in PAIRS_SUFFIXES and entry.is_file():
+        pairs, bad = layouts.read_pairs_file(entry, cfg)
+        walk.problems += [Problem(m, kind="bad pairs-file line") for m in bad]
+        return pairs
     if entry.is_dir():
         found = walk_images(entry)
         walk.hidden += found.hidden
@@ -240,7 +253,8 @@ def _list_images(entry: Path, root: Path, walk: _Walk) -> list[_Listed]:
         return out
     if entry.suffix.lower() in IMG_SUFFIXES:
         return [_Listed(entry, "")]
-    raise DataError(f"{entry}: expected an image folder, a .txt list of images, or an image")
+    raise DataError(f"{entry}: expected an image folder, a .txt list of images, a .csv or .json pairs file, or an "
+                    "image")
 
 
 def _without_dotdot(path: Path) -> Path:
@@ -359,6 +373,23 @@ class Header:
     size: tuple[int, int]
     fmt: str
     orientation: int = 1
+    bits: int = 8  #: bits per sample: 8, 16, or 32 (float or 32-bit integer TIFFs)
+
+
+def _bits(im: Image.Image) -> int:
+    """Bits per sample of an opened image, from its header: Pillow's mode, a PNG's raw mode (a 16-bit colour PNG
+    opens as 8-bit ``RGB`` with raw mode ``RGB;16B``), a TIFF's BitsPerSample tag."""
+    raw = im.tile[0][3] if im.tile else None
+    rawmode = str(raw[0] if isinstance(raw, tuple) and raw else raw)
+    if ";16" in rawmode or im.mode.startswith("I;16"):
+        return 16
+    if im.mode in ("I", "F"):
+        return 32
+    tag = getattr(im, "tag_v2", None)
+    bps = tag.get(258) if tag is not None else None
+    if bps:
+        return int(max(bps) if isinstance(bps, tuple) else bps)
+    return 8
 
 
 def image_header_problem(path: Path) -> tuple[Header | None, str | None]:
@@ -371,7 +402,7 @@ def image_header_problem(path: Path) -> tuple[Header | None, str | None]:
     """
     try:
         with Image.open(path) as im:
-            size, pil_format = im.size, im.format
+            size, pil_format, bits = im.size, im.format, _bits(im)
             fmt = PIL_FORMATS.get(pil_format)
             if fmt is None:
                 return None, (f"a {pil_format} image (read from its content; the loaders read JPEG, PNG, WebP, BMP "
@@ -387,7 +418,7 @@ def image_header_problem(path: Path) -> tuple[Header | None, str | None]:
         return None, f"unreadable or truncated image ({type(e).__name__}: {e})"
     if size[0] < 1 or size[1] < 1:
         return None, f"image has no pixels ({size[0]}x{size[1]})"
-    return Header(oriented_size(*size, orientation), fmt, orientation), None
+    return Header(oriented_size(*size, orientation), fmt, orientation, bits), None
 
 
 #: How far outside the image an oriented box's corner may lie (fraction of the side): Ultralytics' own tolerance
@@ -512,28 +543,43 @@ def _check_pair(cfg: DatasetSpec, item: _Listed, policy: str = "rgb") -> tuple[S
     own labels (``labels_ir``), both label files are read and ``policy`` (the split's) decides the boxes."""
     rgb, problems = item.rgb, []
     key = str(rgb)
-    try:
-        ir = ir_path_for(rgb, cfg.images_dir, cfg.ir_dir)
-        label = label_path_for(rgb, cfg.images_dir)
-    except DataError as e:
-        return None, [Problem(f"{item.origin}: {e}" if item.origin else str(e), key, kind="unpairable path")]
+    if item.ir is not None:  # named by the listing (a pairs file, DEYOLO's position)
+        ir = item.ir
+    else:
+        ir_name = layouts.ir_of(cfg, key)
+        if ir_name is None:
+            why = f"{rgb}: no folder named '{cfg.images_dir}' in the path, so its partner file cannot be found"
+            return None, [Problem(f"{item.origin}: {why}" if item.origin else why, key, kind="unpairable path")]
+        ir = Path(ir_name)
+    label = item.label or Path(layouts.label_of(cfg, key))
     if _stat(rgb) is None:
         where = f"{item.origin}: image {rgb}" if item.origin else str(rgb)
         what = f"is a broken symbolic link (to {os.readlink(rgb)})" if os.path.islink(rgb) else "does not exist"
         return None, [Problem(f"{where} {what}", key, kind="missing image")]
     if _stat(ir) is None:
+        if item.ir is not None:
+            return None, [Problem(f"{item.origin}: IR image {ir} does not exist", key, kind="no IR partner")]
         return None, [Problem(f"{rgb}: RGB image without IR partner (expected {ir})", key, kind="no IR partner")]
+    if item.label is not None and _stat(label) is None:  # named in a pairs file: it must be there
+        return None, [Problem(f"{item.origin}: label file {label} does not exist (an image without objects needs an "
+                              "empty .txt)", key, kind="missing label file")]
     heads = []
     for p in (rgb, ir):
         head, why = image_header_problem(p)
         if why:
             problems.append(Problem(f"{p}: {why}", key, kind="unreadable image"))
         heads.append(head)
-    if heads[0] and heads[1] and heads[0].size != heads[1].size:
+    homography = cfg.ir_read.homography
+    if heads[0] and heads[1] and homography is not None:  # registered at read time: sizes may differ
+        _, why = _coverage(homography, heads[1].size, heads[0].size)
+        if why:
+            problems.append(Problem(f"{rgb}: {why}", key, kind="IR outside the RGB frame"))
+    elif heads[0] and heads[1] and heads[0].size != heads[1].size:
         (w0, h0), (w1, h1) = heads[0].size, heads[1].size
         turned = [f"{name} turned by its EXIF orientation {h.orientation}"
                   for name, h in (("RGB", heads[0]), ("IR", heads[1])) if h.orientation >= 5]
-        shown = f" (as displayed: {' and '.join(turned)})" if turned else ""
+        shown = f" (as displayed: {' and '.join(turned)})" if turned else (
+            "; pairs from an unaligned rig need data.yaml's ir_homography (yolofuse-scale register)")
         problems.append(Problem(f"{rgb}: RGB is {w0}x{h0} but its IR partner {ir} is {w1}x{h1}{shown}", key,
                                 kind="RGB/IR size mismatch"))
     has_label = _stat(label) is not None
@@ -543,7 +589,9 @@ def _check_pair(cfg: DatasetSpec, item: _Listed, policy: str = "rgb") -> tuple[S
         boxes, label_ir, counts = _modality_labels(cfg, rgb, boxes, policy, problems, key)
     hw = (heads[0].size[1], heads[0].size[0]) if heads[0] else None
     formats = (heads[0].fmt, heads[1].fmt) if heads[0] and heads[1] else None
-    return Sample(rgb, ir, label if has_label else None, boxes, hw, formats, label_ir, counts), problems
+    ir_hw = (heads[1].size[1], heads[1].size[0]) if heads[1] else None
+    return Sample(rgb, ir, label if has_label else None, boxes, hw, formats, label_ir=label_ir, label_counts=counts,
+                  ir_bits=heads[1] and heads[1].bits, ir_hw=ir_hw), problems
 
 
 def _no_rows(cfg: DatasetSpec) -> np.ndarray:
@@ -564,20 +612,32 @@ def _modality_labels(cfg: DatasetSpec, rgb: Path, rgb_rows: np.ndarray, policy: 
     return rows, path if has else None, astuple(counts)
 
 
+@functools.lru_cache(maxsize=64)
+def _coverage(h: tuple, ir_wh: tuple[int, int], rgb_wh: tuple[int, int]) -> tuple[float, str | None]:
+    """``registration.coverage``, once per pair of sizes (a rig has one or a few)."""
+    return coverage(h, ir_wh, rgb_wh)
+
+
 def _orphan_ir(cfg: DatasetSpec, entry: Path, rgb_files: set[str]) -> list[Problem]:
     """IR files under a split folder's IR twin whose RGB partner was not found (folders only: a .txt
-    list may name a subset on purpose)."""
-    try:
-        ir_root = ir_path_for(entry, cfg.images_dir, cfg.ir_dir)
-    except DataError:
-        return []  # the RGB side already reports the unpairable path
+    list may name a subset on purpose; DEYOLO's layout pairs by position and counts instead)."""
+    ir_root = _ir_twin(cfg, entry)
     out = []
-    if ir_root.is_dir():
+    if ir_root is not None and ir_root.is_dir():
         for ir in walk_images(ir_root).files:
-            rgb = _swap_component(ir, cfg.ir_dir, cfg.images_dir)
-            if str(rgb) not in rgb_files:
+            rgb = layouts.rgb_of(cfg, str(ir))
+            if rgb not in rgb_files:
                 out.append(Problem(f"{ir}: IR image without RGB partner (expected {rgb})", kind="no RGB partner"))
     return out
+
+
+def _ir_twin(cfg: DatasetSpec, entry: Path) -> Path | None:
+    """The IR folder of a split folder by the layout's naming rule (None: DEYOLO's, or no such folder name; the RGB
+    side reports an unpairable path)."""
+    if cfg.layout == "deyolo" or not entry.is_dir():
+        return None
+    twin = layouts.ir_of(cfg, str(entry))
+    return None if twin is None else Path(twin)
 
 
 # -------------------------------------------------------------------------------------------- cache
@@ -585,27 +645,24 @@ def _fingerprint(cfg: DatasetSpec, split: str, listed: list[_Listed]) -> str:
     """Hash of everything the scan's answer depends on: the checks' version, the classes, the pairing
     folders, and path + size + mtime of every RGB, IR and label file (and the IR folder listing)."""
     h = hashlib.sha256()
+    pairs_dirs = {k: str(v) for k, v in (cfg.pairs_dirs or {}).items()}
     h.update(json.dumps([SCAN_VERSION, cfg.nc, cfg.images_dir, cfg.ir_dir, split, cfg.task, cfg.labels_ir,
-                         cfg.policy(split), cfg.union_iou]).encode())
+                         cfg.policy(split), cfg.union_iou, cfg.layout, pairs_dirs, cfg.ir_read.homography]).encode())
     for item in listed:
         rgb = str(item.rgb)
-        ir, label = _swap_str(rgb, cfg.images_dir, cfg.ir_dir), _swap_str(rgb, cfg.images_dir, "labels")
-        label = None if label is None else os.path.splitext(label)[0] + ".txt"
-        line = f"{rgb}|{item.origin}|{_stat(rgb)}|{ir and _stat(ir)}|{label and _stat(label)}"
+        ir = str(item.ir) if item.ir is not None else layouts.ir_of(cfg, rgb)
+        label = str(item.label) if item.label is not None else layouts.label_of(cfg, rgb)
+        line = f"{rgb}|{item.origin}|{_stat(rgb)}|{ir}|{ir and _stat(ir)}|{label}|{_stat(label)}"
         if cfg.labels_ir is not None:
             label_ir = _swap_str(rgb, cfg.images_dir, cfg.labels_ir)
             label_ir = None if label_ir is None else os.path.splitext(label_ir)[0] + ".txt"
             line += f"|{label_ir and _stat(label_ir)}"
         h.update(f"{line}\n".encode())
     for entry in cfg.split(split):
-        if entry.is_dir():
-            try:
-                ir_root = ir_path_for(entry, cfg.images_dir, cfg.ir_dir)
-            except DataError:
-                continue
-            if ir_root.is_dir():
-                for p in walk_images(ir_root).files:
-                    h.update(f"ir:{p}|{_stat(p)}\n".encode())
+        ir_root = _ir_twin(cfg, entry)
+        if ir_root is not None and ir_root.is_dir():
+            for p in walk_images(ir_root).files:
+                h.update(f"ir:{p}|{_stat(p)}\n".encode())
     return h.hexdigest()
 
 
@@ -617,7 +674,8 @@ def cache_file(cfg: DatasetSpec, split: str, folder: Path) -> Path:
 
 def _to_json(scan: SplitScan, key: str) -> str:
     samples = [[str(s.rgb), str(s.ir), None if s.label is None else str(s.label), s.boxes.tolist(), s.hw,
-                s.formats, None if s.label_ir is None else str(s.label_ir), s.label_counts] for s in scan.samples]
+                s.formats, None if s.label_ir is None else str(s.label_ir), s.label_counts, s.ir_bits, s.ir_hw]
+               for s in scan.samples]
     return json.dumps({"key": key, "samples": samples, "problems": [asdict(p) for p in scan.problems]})
 
 
@@ -629,8 +687,8 @@ def _from_json(text: str, key: str, split: str, columns: int) -> SplitScan | Non
         samples = [Sample(Path(r), Path(i), None if lb is None else Path(lb),
                           np.array(b, dtype=np.float32).reshape(-1, columns), None if hw is None else tuple(hw),
                           None if fm is None else tuple(fm), None if li is None else Path(li),
-                          None if lc is None else tuple(lc))
-                   for r, i, lb, b, hw, fm, li, lc in d["samples"]]
+                          None if lc is None else tuple(lc), bits, None if ihw is None else tuple(ihw))
+                   for r, i, lb, b, hw, fm, li, lc, bits, ihw in d["samples"]]
         return SplitScan(split, samples, [Problem(**p) for p in d["problems"]], from_cache=True)
     except (ValueError, KeyError, TypeError):
         return None  # a damaged or foreign cache file is only a miss
@@ -647,7 +705,15 @@ def scan_pairs(cfg: DatasetSpec, split: str, cache_dirs: list[Path] | tuple[Path
     for entry in cfg.split(split):
         if not entry.exists():
             raise DataError(f"{cfg.yaml_path}: split '{split}' entry {entry} does not exist")
-        listed += _list_images(entry, cfg.root, walk)
+        listed += _list_images(entry, cfg, walk)
+    renamed = 0
+    if cfg.layout == "deyolo":  # train with train2, val with val2: by position (layouts.pair_by_position)
+        ir_listed: list[_Listed] = []
+        for entry in (cfg.ir_splits or {}).get(split, []):
+            if not entry.exists():
+                raise DataError(f"{cfg.yaml_path}: split '{split}2' entry {entry} does not exist")
+            ir_listed += _list_images(entry, cfg, walk)
+        listed, renamed = layouts.pair_by_position(cfg, split, listed, [it.rgb for it in ir_listed])
     if not listed and walk.problems:
         raise DataError(format_problems(f"{cfg.yaml_path}: split '{split}'", [p.message for p in walk.problems]))
     if not listed:
@@ -661,7 +727,7 @@ def scan_pairs(cfg: DatasetSpec, split: str, cache_dirs: list[Path] | tuple[Path
         if path.is_file():
             hit = _from_json(path.read_text(), key, split, _COLUMNS[cfg.task])
             if hit is not None:
-                return _with_listing(hit, walk)
+                return _with_listing(hit, walk, renamed)
     scan = SplitScan(split)
     unique, scan.problems = _listed_twice(in_order)
     unique.sort(key=lambda it: str(it.rgb))
@@ -681,13 +747,13 @@ def scan_pairs(cfg: DatasetSpec, split: str, cache_dirs: list[Path] | tuple[Path
             break
         except OSError:
             continue  # a read-only dataset folder: try the next place
-    return _with_listing(scan, walk)
+    return _with_listing(scan, walk, renamed)
 
 
-def _with_listing(scan: SplitScan, walk: _Walk) -> SplitScan:
+def _with_listing(scan: SplitScan, walk: _Walk, renamed: int = 0) -> SplitScan:
     """Add what listing the folders found (not cached: the listing runs every time anyway)."""
     scan.problems += walk.problems
-    scan.hidden, scan.repeats = walk.hidden, walk.repeats
+    scan.hidden, scan.repeats, scan.renamed = walk.hidden, walk.repeats, renamed
     return scan
 
 
@@ -708,6 +774,8 @@ class ScanResult:
     #: what the splits' labels are, as the run records it: ``task``, ``labels_ir`` and per split its policy, its
     #: ground truth in words and the counts of :func:`label_record`
     labels: dict = field(default_factory=dict)
+    #: how every sample's IR is read (data.yaml's mapping, a percentile mapping's levels resolved; the homography)
+    ir_read: IRRead = field(default_factory=IRRead)
 
     def report(self) -> str:
         """What each split trains or scores on, for the start-up log (see :func:`split_summary`)."""
@@ -740,7 +808,7 @@ def _examples(paths: list[str]) -> str:
 def split_summary(cfg: DatasetSpec, scan: SplitScan, used: list[Sample]) -> str:
     """One line saying what a split holds: pairs, boxes, background pairs (empty or missing label file,
     a few of the missing ones named), pairs skipped by kind of problem, and what listing left out."""
-    missing = [str(label_path_for(s.rgb, cfg.images_dir)) for s in used if s.label is None]
+    missing = [layouts.label_of(cfg, str(s.rgb)) for s in used if s.label is None]
     empty = sum(s.label is not None and len(s.boxes) == 0 for s in used)
     line = f"data {scan.split}: {len(used)} pairs, {sum(len(s.boxes) for s in used)} boxes, "
     line += f"{len(missing) + empty} background"
@@ -760,6 +828,14 @@ def split_summary(cfg: DatasetSpec, scan: SplitScan, used: list[Sample]) -> str:
         line += f"; {scan.hidden} hidden file(s)/folder(s) ignored (names starting with '.')"
     if scan.repeats:
         line += f"; symlinked folder(s) listed once, not entered again: {_examples(scan.repeats)}"
+    if scan.renamed:
+        line += (f"; {scan.renamed} pair(s) whose RGB and IR files are named differently (paired by position, as "
+                 "DEYOLO pairs them)")
+    bits: dict[int, int] = {}
+    for s in used:
+        bits[s.ir_bits or 8] = bits.get(s.ir_bits or 8, 0) + 1
+    if set(bits) != {8}:  # radiometric IR: its depth per split (8-bit alone, the usual case, goes unsaid)
+        line += "; IR " + ", ".join(f"{b}-bit" + (f" ({n})" if len(bits) > 1 else "") for b, n in sorted(bits.items()))
     return line
 
 
@@ -775,17 +851,64 @@ def label_record(cfg: DatasetSpec, split: str, used: list[Sample]) -> dict:
     return record
 
 
+def ir_read_report(cfg: DatasetSpec, read: IRRead, samples: dict[str, list[Sample]]) -> list[str]:
+    """The start-up log's lines on the layout and how IR is read: the layout when not the default, the 16-bit
+    mapping when any IR frame is deeper than 8 bits (a warning when data.yaml chose none), the homography's
+    coverage of RGB's frame."""
+    lines = []
+    if cfg.layout != "yolofuse" or cfg.layout_why.startswith("stated"):
+        lines.append(f"data layout: {cfg.layout} ({cfg.layout_why}); IR partner: the last '{cfg.images_dir}' folder "
+                     f"becomes '{cfg.ir_dir}'" if cfg.layout != "deyolo" else
+                     f"data layout: deyolo ({cfg.layout_why}); 'train' pairs with 'train2' by position")
+    every = [s for v in samples.values() for s in v]
+    deep = sum((s.ir_bits or 8) > 8 for s in every)
+    if deep:
+        lines.append(f"data IR: {deep} of {len(every)} IR frame(s) deeper than 8 bits, mapped to 8 bits by "
+                     f"ir_mapping {read.mapping.describe()}")
+        if not read.mapping.chosen:
+            lines.append("warning: radiometric (16-bit) IR read with the default per-frame min-max: the same "
+                         "temperature gets another value in every frame; state ir_mapping in data.yaml (range, "
+                         "percentile, shift8, or minmax to keep this; docs/data.md, '16-bit radiometric IR')")
+    elif read.mapping.chosen:
+        lines.append(f"data IR: every IR frame is 8-bit: ir_mapping ({read.mapping.stated}) has nothing to map")
+    if read.homography is not None:
+        shares = sorted({_coverage(read.homography, (s.ir_hw[1], s.ir_hw[0]), (s.hw[1], s.hw[0]))[0]
+                         for s in every if s.hw and s.ir_hw})
+        cov = f"{100 * shares[0]:.0f}" + (f"-{100 * shares[-1]:.0f}" if len(shares) > 1 else "") if shares else "?"
+        lines.append(f"data IR: warped into RGB's frame by ir_homography when read; the IR frame covers {cov} % of "
+                     "the RGB frame (outside it IR reads 0)")
+    return lines
+
+
+def _resolve_read(cfg: DatasetSpec, samples: dict[str, list[Sample]], cache_dirs, mapping: IRMapping | None
+                  ) -> IRRead:
+    """data.yaml's IR reading with a percentile mapping's levels resolved over the training split (scanned here
+    when the command reads no training split), or with ``mapping`` (the weights' own) instead."""
+    if mapping is None and cfg.ir_read.mapping.mode == "percentile":
+        from yolofuse_scale.data.levels import resolve_levels  # levels -> decode -> scan: imported when needed
+
+        train = samples.get("train")
+        if train is None:
+            try:
+                train = scan_pairs(cfg, "train", cache_dirs).kept()
+            except DataError as e:
+                raise DataError(f"{cfg.yaml_path}: ir_mapping {cfg.ir_read.mapping.stated} reads its levels from the "
+                                f"training split, which cannot be read here ({e}); evaluate with weights that record "
+                                "the levels (a training run writes them)") from None
+        mapping = resolve_levels(cfg.ir_read.mapping, train, cache_dirs, str(cfg.yaml_path))
+    return cfg.ir_read if mapping is None else replace(cfg.ir_read, mapping=mapping)
+
+
 def _check_labels(cfg: DatasetSpec, split: str, samples: list[Sample], used: list[Sample],
                   evaluated: tuple[str, ...]) -> None:
     """Refuse what would train on background only or score against nothing, with no other sign."""
     if samples and all(s.label is None for s in samples):
-        expected = [label_path_for(s.rgb, cfg.images_dir) for s in samples]
+        expected = [Path(layouts.label_of(cfg, str(s.rgb))) for s in samples]
         folders = sorted({str(p.parent) for p in expected})
         raise DataError(
             f"{cfg.yaml_path}: split '{split}': none of its {len(samples)} pairs has a label file. Looked in "
-            f"{_examples(folders)} for one .txt per image (e.g. {expected[0]}: the last '{cfg.images_dir}' folder "
-            f"of the image path becomes 'labels', the suffix .txt). Is the labels folder misnamed? Images "
-            f"without objects need an empty .txt each")
+            f"{_examples(folders)} for one .txt per image (e.g. {expected[0]}: {layouts.label_rule(cfg)}). Is the "
+            f"labels folder misnamed? Images without objects need an empty .txt each")
     if cfg.labels_ir is not None and samples and all(s.label_ir is None for s in samples):
         expected = label_path_for(samples[0].rgb, cfg.images_dir, cfg.labels_ir)
         raise DataError(
@@ -799,11 +922,13 @@ def _check_labels(cfg: DatasetSpec, split: str, samples: list[Sample], used: lis
 
 
 def scan_dataset(cfg: DatasetSpec, splits: tuple[str, ...], policy: str = "error",
-                 cache_dirs: list[Path] | tuple[Path, ...] = (), evaluated: tuple[str, ...] = ("val", "test")
-                 ) -> ScanResult:
+                 cache_dirs: list[Path] | tuple[Path, ...] = (), evaluated: tuple[str, ...] = ("val", "test"),
+                 ir_mapping: IRMapping | None = None) -> ScanResult:
     """Scan ``splits`` and apply ``policy`` (``error``: any problem fails the run, with the full list;
     ``skip``: drop the pairs with problems). A split none of whose pairs has a label file, and an
-    ``evaluated`` split without a box, fail under either policy. Never raises :class:`DataError`: see
+    ``evaluated`` split without a box, fail under either policy. Every sample gets the dataset's IR reading
+    (``Sample.ir_read``: a percentile mapping's levels resolved here, once, over the training split; ``ir_mapping``:
+    a resolved mapping to use instead, the weights' own for ``val``). Never raises :class:`DataError`: see
     :class:`ScanResult`."""
     if policy not in POLICIES:
         raise ValueError(f"--on-bad-sample must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -830,6 +955,11 @@ def scan_dataset(cfg: DatasetSpec, splits: tuple[str, ...], policy: str = "error
             if cfg.labels_ir is not None:
                 counts = LabelCounts(*record["counts"].values())
                 result.summary.append(summary_line(cfg, split, counts, record["without_ir_labels"]))
+        if not (problems and policy == "error"):
+            result.ir_read = read = _resolve_read(cfg, result.samples, cache_dirs, ir_mapping)
+            result.summary += ir_read_report(cfg, read, result.samples)
+            if read != IRRead():
+                result.samples = {k: [replace(s, ir_read=read) for s in v] for k, v in result.samples.items()}
     except DataError as e:
         return ScanResult(error=str(e))
     if problems and policy == "error":
@@ -840,6 +970,21 @@ def scan_dataset(cfg: DatasetSpec, splits: tuple[str, ...], policy: str = "error
 
 
 def scan_split(cfg: DatasetSpec, split: str, on_bad_sample: str = "error",
-               cache_dirs: list[Path] | tuple[Path, ...] = ()) -> list[Sample]:
-    """The samples of one split for a single process (evaluation, tools); raises :class:`DataError`."""
-    return scan_dataset(cfg, (split,), on_bad_sample, cache_dirs).take(log=lambda _msg: None)[split]
+               cache_dirs: list[Path] | tuple[Path, ...] = (), ir_mapping: IRMapping | None = None) -> list[Sample]:
+    """The samples of one split for a single process (evaluation, tools); raises :class:`DataError`. ``ir_mapping``:
+    as :func:`scan_dataset`'s."""
+    return scan_dataset(cfg, (split,), on_bad_sample, cache_dirs, ir_mapping=ir_mapping).take(
+        log=lambda _msg: None)[split]
+
+
+def trained_mapping(cfg: DatasetSpec, record: Any, weights: str) -> IRMapping:
+    """The IR mapping to evaluate ``weights`` with: the one it was trained with (``record``, its ``ir_mapping`` entry;
+    None: the per-frame default of a run that stated none), a percentile's levels included. A data.yaml that states
+    another rule is refused, as another ``ir_channels`` is: the model learnt its pixels under its own."""
+    trained = IRMapping.from_record(record, weights)
+    stated = cfg.ir_read.mapping
+    if stated.chosen and not stated.same_rule(trained):
+        raise DataError(f"{cfg.yaml_path}: ir_mapping is {stated.stated} but {weights} was trained with "
+                        f"{trained.describe()}; evaluate with the mapping it was trained with (remove ir_mapping "
+                        "from data.yaml to take the weights' own)")
+    return trained

@@ -1,6 +1,6 @@
 """A synthetic LLVIP-like RGB+IR dataset: night street scenes in which each modality misses things.
 
-Two generator settings (``scene``), both people (class 0) and cars (class 1):
+Three generator settings (``scene``); ``easy`` and ``hard`` draw people (class 0) and cars (class 1):
 
 ``easy`` (the default; its bytes for a seed never change):
 
@@ -29,13 +29,27 @@ So in hard mode RGB misses unlit, small and glare-hidden people, IR misses peopl
 frames and cars, both miss what an occluder covers, and a fused model must also tolerate the
 few-pixel offset between the two. ``render_pair`` returns a ``meta`` dict saying what was drawn.
 
+``thermal16`` (radiometric IR, for the 16-bit mapping study; people only, class 0):
+
+- IR is written as a 16-bit PNG of temperatures in centi-Kelvin (``raw = 100 x (T + 273.15)``, T in degrees
+  Celsius), as FLIR's radiometric TIFFs store them: people at body temperature (body 33-35.5 C, head 35-37 C);
+- half the frames are cold (background -5..10 C, a colder sky), half warm (sun-heated ground and walls at
+  27..42 C, so a person sits inside the background's range);
+- distractors of a person's size and silhouette (mannequins, statues, heated posts; never labelled) at
+  temperatures a person does not have: in cold frames 8-25 C or 45-70 C, in warm frames 18-27 C or 44-65 C; and
+  on half the frames a small hot spot (an engine, an exhaust, a lamp: 80-150 C);
+- so what tells a person from a distractor is the temperature: a fixed mapping (``ir_mapping: {range: ...}``)
+  keeps it, per-frame min-max stretching (which maps each frame's own coldest..hottest to 0..255) moves it with
+  every frame's extremes; RGB is dark and noisy, people and distractors alike in it;
+- the sensor: 0.08 C of noise (a typical microbolometer's NETD), a slight blur; IR registered to RGB.
+
 Everything is drawn from ``numpy.random.default_rng((seed, split, index))`` (``pair_rng``): a pair
 depends only on those and the scene, and a seed gives the same bytes on every machine. Images are
 PNG; IR is written 1-channel by default (like LLVIP's thermal camera), and ``ir_channels`` in the
-written ``data.yaml`` says how the model reads it; a hard set's ``data.yaml`` also has
-``synth: {scene: hard, seed: N}``.
+written ``data.yaml`` says how the model reads it; a hard or thermal16 set's ``data.yaml`` also has
+``synth: {scene: ..., seed: N}`` (a thermal16 set's states no ``ir_mapping``: the study sets it per run).
 
-A third setting, ``aerial``, is a different scene altogether (DroneVehicle-like: top-down vehicles of five kinds,
+A fourth setting, ``aerial``, is a different scene altogether (DroneVehicle-like: top-down vehicles of five kinds,
 oriented boxes, the RGB and IR images labelled each on its own): ``synth_aerial.py`` draws it; this module only
 writes it, with the same seeding, layout and workers.
 """
@@ -55,7 +69,7 @@ from yolofuse_scale.data import synth_aerial
 
 NAMES = {0: "person", 1: "car"}
 _SPLITS = {"train": 0, "val": 1}
-Scene = Literal["easy", "hard", "aerial"]  # aerial: synth_aerial.py (oriented boxes, per-modality labels)
+Scene = Literal["easy", "hard", "thermal16", "aerial"]  # aerial: synth_aerial.py (oriented boxes, per-modality labels)
 SCENES: tuple[str, ...] = get_args(Scene)
 _SODIUM = np.array([1.0, 0.85, 0.55], np.float32)  # sodium-lamp orange (RGB)
 _WASHOUT_P = 0.3  # share of hard frames with a warm (washed-out) IR background
@@ -316,6 +330,62 @@ def _render_hard(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
     return np.clip(rgb, 0, 255), np.clip(ir, 0, 255), boxes, {"scene": "hard", **meta, "objects": objects}
 
 
+def kelvin100(t_celsius: np.ndarray) -> np.ndarray:
+    """Temperatures (degrees Celsius) as 16-bit radiometric raw values, centi-Kelvin (FLIR's radiometric TIFFs)."""
+    return np.clip(np.round((t_celsius + 273.15) * 100), 0, 65535).astype(np.uint16)
+
+
+def _render_thermal16(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, list[tuple], dict]:
+    """The radiometric scene (module docstring): RGB 0..255, IR in degrees Celsius, people-only boxes."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    warm = bool(rng.random() < 0.5)
+    if warm:  # sun-heated ground and walls: a person at body temperature sits inside this range
+        ir = _smooth_field(rng, h, w, 4, 27, 42) + 3 * (yy / h)
+    else:
+        ir = _smooth_field(rng, h, w, 4, -5, 10) + 4 * (yy / h)
+        ir = np.where(yy < 0.2 * h, ir - rng.uniform(3, 8), ir).astype(np.float32)  # a colder sky at the top
+    rgb = (6 + 10 * (yy / h))[..., None] * np.ones(3, np.float32)  # dark: people and distractors alike
+    boxes: list[tuple] = []
+    placed: list[tuple] = []
+    objects: list[dict] = []
+    n_people, n_decoys = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+    for k in range(n_people + n_decoys):
+        person = k < n_people
+        for _attempt in range(10):
+            bh = rng.uniform(0.16, 0.42) * h
+            bw = bh / rng.uniform(2.2, 2.8)
+            x1, y1 = rng.uniform(0, w - bw), rng.uniform(0.15 * h, h - bh)
+            cand = (x1, y1, x1 + bw, y1 + bh)
+            if all(_iou(cand, b) < 0.1 for b in placed):
+                break
+        else:
+            continue
+        placed.append(cand)
+        shape = _person_shape(x1, y1, bw, bh)
+        if person:
+            body, head = float(rng.uniform(33, 35.5)), float(rng.uniform(35, 37))
+        elif rng.random() < 0.5:  # colder than a person
+            body = float(rng.uniform(18, 27) if warm else rng.uniform(8, 25))
+            head = body + float(rng.uniform(-1, 1))
+        else:  # hotter than a person: sun-heated metal, a warm engine
+            body = float(rng.uniform(44, 65) if warm else rng.uniform(45, 70))
+            head = body + float(rng.uniform(-1, 1))
+        _draw_person(ir, shape, body, head)
+        shade = (rgb[int(min(y1 + bh / 2, h - 1)), int(min(x1 + bw / 2, w - 1))] + rng.uniform(4, 9)).tolist()
+        _draw_person(rgb, shape, shade, shade)
+        objects.append({"cls": 0 if person else None, "body_c": body, "head_c": head})
+        if person:
+            boxes.append((0, x1, y1, x1 + bw, y1 + bh))
+    hot = bool(rng.random() < 0.5)
+    if hot:  # an engine, an exhaust, a lamp: a few pixels far hotter than anything else
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0.3 * h, h), max(1.5, rng.uniform(0.01, 0.03) * h)
+        ir = np.where((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r, np.float32(rng.uniform(80, 150)), ir)
+    rgb += rng.normal(0, 6, size=rgb.shape).astype(np.float32)
+    ir = cv2.GaussianBlur(ir.astype(np.float32), (3, 3), 0) + rng.normal(0, 0.08, size=ir.shape).astype(np.float32)
+    meta = {"scene": "thermal16", "warm": warm, "hot_spot": hot, "objects": objects}
+    return np.clip(rgb, 0, 255), ir.astype(np.float32), boxes, meta
+
+
 def render_pair(
     rng: np.random.Generator, h: int, w: int, scene: Scene = "easy"
 ) -> tuple[np.ndarray, np.ndarray, list[tuple], dict]:
@@ -330,6 +400,8 @@ def render_pair(
         return _render_easy(rng, h, w)
     if scene == "hard":
         return _render_hard(rng, h, w)
+    if scene == "thermal16":
+        return _render_thermal16(rng, h, w)
     raise ValueError(f"scene must be one of {', '.join(SCENES)}, got {scene!r}")
 
 def _write_pairs(
@@ -344,8 +416,8 @@ def _write_pairs(
         rgb, ir, boxes, _meta = render_pair(pair_rng(seed, split, i), h, w, scene)
         name = f"{split}_{i:05d}"
         cv2.imwrite(str(dirs[0] / f"{name}.png"), cv2.cvtColor(rgb.astype(np.uint8), cv2.COLOR_RGB2BGR))
-        ir8 = ir.astype(np.uint8)
-        cv2.imwrite(str(dirs[1] / f"{name}.png"), ir8 if ir_channels == 1 else cv2.merge([ir8] * 3))
+        ir_px = kelvin100(ir) if scene == "thermal16" else ir.astype(np.uint8)  # thermal16: degrees C -> 16-bit raw
+        cv2.imwrite(str(dirs[1] / f"{name}.png"), ir_px if ir_channels == 1 else cv2.merge([ir_px] * 3))
         lines = [
             f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
             for c, x1, y1, x2, y2 in boxes
@@ -416,13 +488,17 @@ def write_synthetic_dataset(
         "path": ".",  # relative to this file: the folder can be moved or copied as a whole
         "train": "images/train",
         "val": "images/val",
-        "names": dict(NAMES),
+        "names": {0: NAMES[0]} if scene == "thermal16" else dict(NAMES),
         "ir_dir": "imagesIR",
         "ir_channels": ir_channels,
     }
     header = "# synthetic LLVIP-like RGB+IR set written by `yolofuse-scale synth`\n"
-    if scene != "easy":  # the loaders ignore keys they do not know; Ultralytics' too
+    if scene == "hard":  # the loaders ignore keys they do not know; Ultralytics' too
         header += f"# scene {scene}: IR is NOT registered to RGB; labels are in RGB pixels\n"
+    if scene == "thermal16":
+        header += ("# scene thermal16: IR is 16-bit radiometric, centi-Kelvin (raw = 100 x (T_C + 273.15)); choose "
+                   "an ir_mapping (docs/data.md)\n")
+    if scene != "easy":
         spec["synth"] = {"scene": scene, "seed": seed}
     data_yaml.write_text(header + yaml.safe_dump(spec, sort_keys=False))
     return data_yaml
@@ -454,9 +530,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SCENES,
         default="easy",
         help="easy: people always warm in IR, IR registered to RGB; hard: small/occluded people, IR washout, "
-        "darker RGB with glare, IR shifted and scaled against RGB; aerial: top-down roads and rotated vehicles of "
-        "five kinds (task: obb), some visible only in IR at night, the RGB and IR images labelled each on its own "
-        "(labels/, labelsIR/) (default: easy)",
+        "darker RGB with glare, IR shifted and scaled against RGB; thermal16: 16-bit radiometric IR (centi-Kelvin), "
+        "people at body temperature in cold and in warm surroundings among person-shaped distractors at other "
+        "temperatures; aerial: top-down roads and rotated vehicles of five kinds (task: obb), some visible only in "
+        "IR at night, the RGB and IR images labelled each on its own (labels/, labelsIR/) (default: easy)",
     )
 
 

@@ -198,6 +198,7 @@ class Trainer:
             self.log.info(line)
         train_samples, val_samples = samples["train"], samples["val"]
         self.box_sides = guards.box_sides(train_samples, d.imgsz)  # for the small-box warning (guards.py)
+        self.ir_read = scanned[0].ir_read  # how IR is read (16-bit mapping, its levels; homography): recorded below
         self.train_fingerprint = ckpt.dataset_fingerprint([(s.rgb, s.ir) for s in train_samples], self.data_cfg.root)
         # --loader (data/loaders.py): which pipeline decodes and augments is decided there; the loop only calls
         # each split's to_device (--loader device: decode and augment on acc.device, in the step's data time)
@@ -307,6 +308,8 @@ class Trainer:
             "model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
             "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz,
             "labels": self.label_record,  # the task, the IR labels, each split's label policy and counts (data/scan.py)
+            # the 16-bit IR mapping the model learns from (a percentile's levels included): val and predict apply it
+            **({"ir_mapping": self.ir_read.mapping.record()} if self.ir_read.mapping.chosen else {}),
         })
         self.log.info(
             f"{acc.num_processes} process(es) on {acc.device.type} ({strategy_name(cfg.parallel)}: "

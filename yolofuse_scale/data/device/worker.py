@@ -12,7 +12,9 @@ For every pair the plan reads (the sample and its partners) a worker ships, with
 bytes of its RGB and IR files (uint8 tensors) when they are 8-bit gray or RGB(A) JPEGs or PNGs by content, which
 torchvision decodes to OpenCV's pixels, with their EXIF orientation (``imagefile.py``: read from the bytes the
 worker holds anyway); every other file (palette or 16-bit PNG, CMYK JPEG, WebP, TIFF, BMP) is decoded by the
-worker with the CPU loader's own ``decode.decode_bytes``, so rare layouts cost worker time, never a difference;
+worker with the CPU loader's own ``decode.decode_bytes``, so rare layouts cost worker time, never a difference
+(a 16-bit IR frame is mapped there by data.yaml's ``ir_mapping``, as the CPU loader maps it; an IR frame of a rig
+with an ``ir_homography`` is decoded and registered there, ``decode.read_ir``, and shipped at RGB's size);
 with ``--cache ram|disk``: the cached pair itself, decoded and resized so its long side is imgsz (``cache.py``:
 the same file, key and builder as ``--loader cpu --cache``, so either loader reuses the other's cache), copied out
 of the mapping as one ``(H, W, 3 + C_ir)`` uint8 tensor. It costs bandwidth, not compute: a 640x512 RGB+IR pair
@@ -32,8 +34,8 @@ from torch.utils.data import Dataset
 
 from yolofuse_scale.data.augment import PairAugment, SampleDraw
 from yolofuse_scale.data.cache import PairCache, open_training_cache
-from yolofuse_scale.data.config import DataError
-from yolofuse_scale.data.decode import check_pair_args, decode_bytes, decode_resized, header_hw, resized_hw
+from yolofuse_scale.data.config import DataError, IRMapping
+from yolofuse_scale.data.decode import check_pair_args, decode_bytes, decode_resized, header_hw, read_ir, resized_hw
 from yolofuse_scale.data.device.plan import RECORDING, Letterbox, Plan, Source, shape_only
 from yolofuse_scale.data.imagefile import layout, read_bytes
 from yolofuse_scale.data.labels import (
@@ -47,9 +49,10 @@ from yolofuse_scale.data.labels import (
 from yolofuse_scale.data.scan import Sample
 
 
-def encoded_file(path: Path, channels: int) -> tuple[str, torch.Tensor, str, int]:
+def encoded_file(path: Path, channels: int, mapping: IRMapping | None = None) -> tuple[str, torch.Tensor, str, int]:
     """``("jpeg" | "encoded", file bytes, path, EXIF orientation)`` for a plain JPEG or PNG by content (see
-    ``imagefile.Layout``), else ``("raw", HWC uint8 upright, path, 1)`` decoded here by the CPU loader's code."""
+    ``imagefile.Layout``), else ``("raw", HWC uint8 upright, path, 1)`` decoded here by the CPU loader's code
+    (``mapping``: an IR file's ``ir_mapping``, for frames deeper than 8 bits, which are never plain)."""
     try:
         data = read_bytes(path)
     except OSError as e:
@@ -58,7 +61,7 @@ def encoded_file(path: Path, channels: int) -> tuple[str, torch.Tensor, str, int
     if head.plain:
         kind = "jpeg" if head.fmt == "jpeg" else "encoded"
         return kind, torch.frombuffer(data, dtype=torch.uint8), str(path), head.orientation
-    return "raw", torch.from_numpy(decode_bytes(data, channels, path)), str(path), 1
+    return "raw", torch.from_numpy(decode_bytes(data, channels, path, mapping=mapping)), str(path), 1
 
 
 class EncodedPairDataset(Dataset):
@@ -129,9 +132,12 @@ class EncodedPairDataset(Dataset):
     def payload(self, i: int) -> tuple:
         """What a worker ships for pair ``i``: ``("frame", (H, W, 3 + C_ir) uint8, path)``, the cached decoded
         pair (already resized: the device neither decodes nor resizes it), or the two encoded files."""
+        s = self.samples[i]
         if self.cache is not None:  # a copy out of the read-only mapping: it travels to the main process
-            return "frame", torch.from_numpy(np.array(self.cache.get(i)[0])), str(self.samples[i].rgb)
-        return encoded_file(self.samples[i].rgb, 3), encoded_file(self.samples[i].ir, self.ir_channels)
+            return "frame", torch.from_numpy(np.array(self.cache.get(i)[0])), str(s.rgb)
+        if s.ir_read.homography is not None:  # registered here, by the CPU code, at RGB's displayed size
+            return encoded_file(s.rgb, 3), ("raw", torch.from_numpy(read_ir(s, self.ir_channels)), str(s.ir), 1)
+        return encoded_file(s.rgb, 3), encoded_file(s.ir, self.ir_channels, s.ir_read.mapping)
 
 
 def collate_encoded(batch: list[dict]) -> dict:
