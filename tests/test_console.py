@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import ROOT
 from yolofuse_scale.config import OptimConfig
-from yolofuse_scale.data.scan import Sample
+from yolofuse_scale.data.sample import Sample
 from yolofuse_scale.engine import guards
 from yolofuse_scale.engine.console import Console, iterate, silence
 from yolofuse_scale.engine.optim import Schedule

@@ -291,7 +291,7 @@ def test_the_run_folders_label_statistics_read_oriented_boxes_by_their_enclosing
     import json
     from types import SimpleNamespace
 
-    from yolofuse_scale.data.scan import Sample
+    from yolofuse_scale.data.sample import Sample
     from yolofuse_scale.engine.outputs import RunOutputs
 
     rows = np.array([[1, 0.2, 0.1, 0.6, 0.1, 0.6, 0.3, 0.2, 0.3]], np.float32)  # 0.4 wide, 0.2 high

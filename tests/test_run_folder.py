@@ -105,7 +105,7 @@ def test_a_resume_drops_later_rows_and_a_row_averages_its_whole_epoch(tmp_path):
     """In-process, on hand-written files: a resume inside epoch 2 keeps row 1 only (a row per epoch, the later
     ones written again), averages epoch 2 over the steps logged before and after the resume, counts the time of
     the earlier launch's epoch-2 steps, maps the param groups to lr/pg0..2; a fresh start drops every row."""
-    from yolofuse_scale.data.scan import Sample
+    from yolofuse_scale.data.sample import Sample
     from yolofuse_scale.engine.outputs import RunOutputs
 
     log_path = tmp_path / "train_log.jsonl"

@@ -39,7 +39,7 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 
-from yolofuse_scale.data.scan import Sample
+from yolofuse_scale.data.sample import Sample
 from yolofuse_scale.io import write_atomic
 
 #: ``--cache``: where decoded training pairs live (none: decoded every time); the tuple is derived from it.

@@ -24,8 +24,8 @@ from yolofuse_scale.data.labels import (
     letterbox_targets,
     oriented,
 )
+from yolofuse_scale.data.sample import Sample
 from yolofuse_scale.data.sampler import MicroBatchWindows
-from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import chw_tensor, letterbox_image
 
 

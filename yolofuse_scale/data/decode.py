@@ -23,7 +23,7 @@ from yolofuse_scale.data.cache import resize_long_side
 from yolofuse_scale.data.config import DataError, IRMapping
 from yolofuse_scale.data.imagefile import layout, orient, oriented_size, pil_orientation, read_bytes
 from yolofuse_scale.data.registration import register_ir
-from yolofuse_scale.data.scan import Sample
+from yolofuse_scale.data.sample import Sample
 
 _REDUCED = {  # libjpeg decodes straight to 1/2, 1/4, 1/8 of the size, skipping most of the inverse DCT
     (2, 3): cv2.IMREAD_REDUCED_COLOR_2, (4, 3): cv2.IMREAD_REDUCED_COLOR_4, (8, 3): cv2.IMREAD_REDUCED_COLOR_8,

@@ -31,7 +31,7 @@ from ultralytics.utils.ops import resample_segments, segments2boxes, xyxyxyxy2xy
 from yolofuse_scale.data.transforms import letterbox_boxes, letterbox_geometry
 
 if TYPE_CHECKING:
-    from yolofuse_scale.data.scan import Sample
+    from yolofuse_scale.data.sample import Sample
 
 #: An augmented sample's ``ratio_pad``: its boxes do not map back to one original image.
 IDENTITY_RATIO_PAD = ((1.0, 1.0), (0.0, 0.0))

@@ -24,7 +24,7 @@ import numpy as np
 from yolofuse_scale.data.config import DataError, IRMapping
 from yolofuse_scale.data.decode import decode_raw
 from yolofuse_scale.data.imagefile import read_bytes
-from yolofuse_scale.data.scan import Sample
+from yolofuse_scale.data.sample import Sample
 from yolofuse_scale.io import write_atomic
 
 MAX_FRAMES = 256  #: frames read for the levels (evenly spaced over the training split)

@@ -31,8 +31,8 @@ from torch.utils.data import Dataset
 from yolofuse_scale.data.augment import AugmentRecipe
 from yolofuse_scale.data.dataset import PairedRGBIRDataset, collate_pairs
 from yolofuse_scale.data.device import DeviceAugment, DeviceLetterbox, EncodedPairDataset, collate_encoded
+from yolofuse_scale.data.sample import Sample
 from yolofuse_scale.data.sampler import MicroBatchWindows
-from yolofuse_scale.data.scan import Sample
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def warmup_warning(schedule: Schedule, step: int = 0) -> str | None:
 
 
 def box_sides(samples: Sequence, imgsz: int) -> np.ndarray:
-    """The shorter side, in pixels at ``imgsz``, of every box of ``samples`` (``data.scan.Sample``: normalised
+    """The shorter side, in pixels at ``imgsz``, of every box of ``samples`` (``data.sample.Sample``: normalised
     xywh boxes and the image's (height, width)) after the letterbox that scales the long side to ``imgsz``."""
     sides = []
     for s in samples:

@@ -119,7 +119,7 @@ class RunOutputs:
     # ------------------------------------------------------------------------------------------- start
     def start(self, epoch: int, step: int, samples: Sequence[Any]) -> None:
         """This launch begins at optimizer ``step``, inside (or at the start of) 0-based ``epoch``; ``samples``: the
-        training set (``scan.Sample``: its ``boxes``). Call after train_log.jsonl was rewound to ``step``."""
+        training set (``data.sample.Sample``: its ``boxes``). Call after train_log.jsonl was rewound to ``step``."""
         self._t0 = time.perf_counter()
         fresh = step == 0
         self._rewind_results(epoch)

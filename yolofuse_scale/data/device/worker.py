@@ -46,7 +46,7 @@ from yolofuse_scale.data.labels import (
     letterbox_targets,
     oriented,
 )
-from yolofuse_scale.data.scan import Sample
+from yolofuse_scale.data.sample import Sample
 
 
 def encoded_file(path: Path, channels: int, mapping: IRMapping | None = None) -> tuple[str, torch.Tensor, str, int]:
