@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from accelerate import Accelerator
 
+from yolofuse_scale.data.labels import axis_aligned
 from yolofuse_scale.engine import plots
 from yolofuse_scale.engine.evaluate import format_metrics_table
 from yolofuse_scale.engine.optim import BIAS, NORM, WEIGHT
@@ -126,13 +127,14 @@ class RunOutputs:
         last = self.rows[-1]["time"] if self.rows else ""
         self._time_base = (float(last) if last else 0.0) + partial_seconds
         if fresh or not (self.out / LABELS_JSON).is_file():
-            boxes = [s.boxes for s in samples]
+            boxes = [axis_aligned(s.boxes) for s in samples]  # oriented boxes: the box enclosing each
             stats = plots.label_statistics(boxes, self.names)
             _write_atomically(self.out / LABELS_JSON, (json.dumps(stats, indent=1) + "\n").encode())
             if self.plots:
                 _write_atomically(self.out / LABELS_JPG, plots.labels_jpg(boxes, self.names))
         elif self.plots and not (self.out / LABELS_JPG).is_file():
-            _write_atomically(self.out / LABELS_JPG, plots.labels_jpg([s.boxes for s in samples], self.names))
+            _write_atomically(self.out / LABELS_JPG, plots.labels_jpg([axis_aligned(s.boxes) for s in samples],
+                                                                      self.names))
         self.wants_batches = self.plots and (fresh or not all((self.out / p).is_file() for p in PREVIEWS))
 
     def _rewind_results(self, epoch: int) -> None:
@@ -175,8 +177,9 @@ class RunOutputs:
         # host sync: the copy waits for the batch (under --loader device, its decode and augmentation)
         img = batch["img"][:n].cpu().numpy()
         idx = batch["batch_idx"].cpu().numpy()
-        targets = np.concatenate([batch["cls"].cpu().numpy().reshape(-1, 1),
-                                  batch["bboxes"].cpu().numpy().reshape(-1, 4)], axis=1)
+        boxes = batch["bboxes"].cpu().numpy()  # (n, 4) xywh, or (n, 5) with the angle: oriented boxes
+        targets = np.concatenate([batch["cls"].cpu().numpy().reshape(-1, 1), boxes.reshape(-1, boxes.shape[-1])],
+                                 axis=1)
         keep = idx < n
         picture = plots.batch_jpg(img, idx[keep], targets[keep], self.names)
         _write_atomically(self.out / PREVIEWS[self._previews], picture)
