@@ -39,6 +39,9 @@ class DatasetSpec:
     #: ``missrate:``: KAIST ground truth with occlusion and ignore labels (``data/kaist_gt.py``, written by
     #: ``convert kaist``); ``val`` then reports KAIST's log-average miss rate beside mAP. None: mAP only.
     missrate: Path | None = None
+    #: ``task:`` (``TASKS``): the kind of label rows; a run's ``--task`` must agree (:func:`check_task`).
+    #: MINIMAL OBB PATH (t2x-obbcore, issue 26): the data side (t2x-obbdata) replaces this with its own.
+    task: str = "detect"
 
     @property
     def nc(self) -> int:
@@ -102,6 +105,32 @@ def _check_nc(d: dict, names: dict[int, str], path: Path, text: str) -> None:
         return
     raise DataError(f"{path}{_key_line(text, 'nc')}: 'nc' is {nc!r} but 'names' lists {len(names)} class(es) "
                     f"({_brief(names)}); make them agree, or remove 'nc' ('names' alone gives the count)")
+
+
+# MINIMAL OBB PATH (t2x-obbcore, issue 26): ``task:`` and its check, as the model side needs them; the data side
+# (t2x-obbdata) owns them and replaces these.
+#: ``task:``: what the label files hold: ``detect`` rows ``cls xc yc w h``; ``obb`` rows ``cls x1 y1 ... x4 y4``.
+TASKS = ("detect", "obb")
+
+
+def _task(d: dict, path: Path, text: str) -> str:
+    task = d.get("task", "detect")
+    if task not in TASKS:
+        raise DataError(f"{path}{_key_line(text, 'task')}: 'task' must be one of {', '.join(TASKS)} (what the label "
+                        f"files hold: detect 'cls xc yc w h', obb 'cls x1 y1 x2 y2 x3 y3 x4 y4'), got {task!r}")
+    return task
+
+
+def check_task(spec: DatasetSpec, task: str | None, flag: str = "--task") -> str:
+    """The task a run trains: ``task`` (the run's ``--task``) must be the dataset's (``task:`` in data.yaml, detect
+    when absent), refused otherwise; None: the dataset's."""
+    if task is None or task == spec.task:
+        return spec.task
+    text = spec.yaml_path.read_text() if spec.yaml_path.is_file() else ""
+    line = _key_line(text, "task")
+    stated = f"says 'task: {spec.task}'" if line else "has no 'task:' key (so its labels are 'detect' rows)"
+    raise DataError(f"{spec.yaml_path}{line}: {flag} {task} but the dataset {stated}: the label files hold one kind "
+                    f"of box; train with {flag} {spec.task}, or use a dataset whose data.yaml says 'task: {task}'")
 
 
 def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val")) -> DatasetSpec:
@@ -172,6 +201,7 @@ def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val"))
         extra_splits=extra or None,
         warnings=tuple(warnings),
         missrate=(root / missrate).resolve() if missrate else None,
+        task=_task(d, path, text),
     )
     for name in used:
         spec.split(name)  # a split the command reads but the file lacks: named with those it has

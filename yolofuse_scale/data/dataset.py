@@ -15,8 +15,16 @@ from torch.utils.data import Dataset, default_collate
 from yolofuse_scale.data.augment import AugmentRecipe, PairAugment, SampleDraw
 from yolofuse_scale.data.buffer import BUFFER_BYTES, DecodedPairBuffer
 from yolofuse_scale.data.cache import PairCache, open_training_cache
+from yolofuse_scale.data.config import DataError
 from yolofuse_scale.data.decode import check_pair_args, decode_pair, decode_resized
-from yolofuse_scale.data.labels import augmented_targets, collate_targets, item_targets, label_dict, letterbox_targets
+from yolofuse_scale.data.labels import (
+    augmented_targets,
+    collate_targets,
+    item_targets,
+    label_dict,
+    letterbox_targets,
+    oriented,
+)
 from yolofuse_scale.data.sampler import MicroBatchWindows
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import chw_tensor, letterbox_image
@@ -48,6 +56,9 @@ class PairedRGBIRDataset(Dataset):
         partner_windows: MicroBatchWindows | None = None,
     ):
         check_pair_args(imgsz, ir_channels)
+        if augment and any(oriented(s.boxes) for s in samples[:1]):  # MINIMAL OBB PATH (labels.py)
+            raise DataError("oriented boxes (task: obb) train with --no-augment on this branch: the augmentation of "
+                            "rotated boxes comes with the data side of issue 26")
         self.samples, self.imgsz, self.augment, self.ir_channels = samples, imgsz, augment, ir_channels
         self.draw = SampleDraw(seed, recipe, epochs, partner_windows)
         self.recipe = self.draw.recipe

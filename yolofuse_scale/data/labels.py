@@ -14,12 +14,46 @@ from typing import Any
 import numpy as np
 import torch
 from ultralytics.utils.instance import Instances
+from ultralytics.utils.ops import xyxyxyxy2xywhr
 
 from yolofuse_scale.data.scan import Sample
 from yolofuse_scale.data.transforms import letterbox_boxes, letterbox_geometry
 
 #: An augmented sample's ``ratio_pad``: its boxes do not map back to one original image.
 IDENTITY_RATIO_PAD = ((1.0, 1.0), (0.0, 0.0))
+
+
+# MINIMAL OBB PATH (t2x-obbcore, issue 26): oriented boxes through the letterbox only (no augmentation), so that the
+# model side trains and validates end to end; the data side (t2x-obbdata) replaces this with its label kinds.
+def oriented(rows: np.ndarray) -> bool:
+    """Whether a sample's label rows are oriented boxes (``cls x1 y1 ... x4 y4``: 9 columns) rather than 5."""
+    return rows.ndim == 2 and rows.shape[1] == 9
+
+
+def target_width(rows: np.ndarray) -> int:
+    """The width of a sample's target rows: 4 (xywh), or 5 (xywh and the angle) for oriented boxes."""
+    return 5 if oriented(rows) else 4
+
+
+def letterboxed_rboxes(rows: np.ndarray, nw: int, nh: int, left: int, top: int, imgsz: int) -> np.ndarray:
+    """Oriented rows on the letterbox canvas as the contract's targets, Ultralytics' ``Format(return_obb=True)``:
+    (cx, cy, w, h, angle) from ``xyxyxyxy2xywhr`` of the corners in canvas pixels, cx, w / width, cy, h / height."""
+    corners = rows[:, 1:9].reshape(-1, 4, 2).astype(np.float32).copy()
+    corners[..., 0] = corners[..., 0] * nw + left
+    corners[..., 1] = corners[..., 1] * nh + top
+    boxes = xyxyxyxy2xywhr(torch.from_numpy(corners.reshape(-1, 8)))
+    boxes[:, [0, 2]] /= imgsz
+    boxes[:, [1, 3]] /= imgsz
+    return boxes.numpy()
+
+
+def axis_aligned(rows: np.ndarray) -> np.ndarray:
+    """(n, 5) rows ``cls xc yc w h`` of either kind's rows (an oriented box's enclosing box): label statistics."""
+    if not oriented(rows):
+        return rows
+    corners = rows[:, 1:9].reshape(-1, 4, 2)
+    lo, hi = corners.min(1), corners.max(1)
+    return np.concatenate([rows[:, :1], (lo + hi) / 2, hi - lo], 1).astype(rows.dtype)
 
 
 def label_dict(sample: Sample, img: np.ndarray, ori_shape: tuple[int, int], **extra: Any) -> dict[str, Any]:
@@ -44,7 +78,10 @@ def letterbox_targets(sample: Sample, hw: tuple[int, int], imgsz: int) -> tuple[
     """Where the letterbox of an ``hw`` image puts it (``(nw, nh, left, top)``), and the sample's (xywh on that
     canvas, cls (N, 1), ratio_pad ``((r, r), (padw, padh))``) for ``scale_boxes``."""
     nw, nh, left, top, r = letterbox_geometry(*hw, imgsz)
-    xywh = letterbox_boxes(sample.boxes[:, 1:], nw, nh, left, top, imgsz)
+    if oriented(sample.boxes):  # MINIMAL OBB PATH (see above)
+        xywh = letterboxed_rboxes(sample.boxes, nw, nh, left, top, imgsz)
+    else:
+        xywh = letterbox_boxes(sample.boxes[:, 1:], nw, nh, left, top, imgsz)
     return (nw, nh, left, top), xywh, sample.boxes[:, :1], ((r, r), (float(left), float(top)))
 
 
@@ -53,7 +90,7 @@ def item_targets(sample: Sample, index: int, xywh: np.ndarray, cls: np.ndarray, 
     """An item's targets and records, as tensors and plain values (both loaders' items carry these keys)."""
     return {
         "cls": torch.from_numpy(np.asarray(cls, dtype=np.float32).copy()),
-        "bboxes": torch.from_numpy(np.asarray(xywh, dtype=np.float32).reshape(-1, 4)),
+        "bboxes": torch.from_numpy(np.asarray(xywh, dtype=np.float32).reshape(-1, target_width(sample.boxes))),
         "im_file": str(sample.rgb),
         "ir_file": str(sample.ir),
         "ori_shape": ori_shape,

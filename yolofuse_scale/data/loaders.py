@@ -29,8 +29,10 @@ import torch
 from torch.utils.data import Dataset
 
 from yolofuse_scale.data.augment import AugmentRecipe
+from yolofuse_scale.data.config import DataError
 from yolofuse_scale.data.dataset import PairedRGBIRDataset, collate_pairs
 from yolofuse_scale.data.device import DeviceAugment, DeviceLetterbox, EncodedPairDataset, collate_encoded
+from yolofuse_scale.data.labels import oriented
 from yolofuse_scale.data.sampler import MicroBatchWindows
 from yolofuse_scale.data.scan import Sample
 
@@ -86,9 +88,12 @@ class DeviceLoader:
 LOADERS = {"cpu": CpuLoader, "device": DeviceLoader}
 
 
-def _kind(loader: str):
+def _kind(loader: str, samples: list[Sample] = ()):
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {', '.join(LOADERS)}, got {loader!r}")
+    if loader == "device" and any(oriented(s.boxes) for s in samples[:1]):  # MINIMAL OBB PATH (labels.py)
+        raise DataError("oriented boxes (task: obb) load with --loader cpu on this branch: the device loader's "
+                        "rotated boxes come with the data side of issue 26")
     return LOADERS[loader]
 
 
@@ -101,8 +106,8 @@ def training_feed(loader: str, samples: list[Sample], *, imgsz: int, ir_channels
     (``--cache``): the pair cache, opened or built (every process: the first to take its lock builds it, the
     others wait; no collective), in the first writable of ``cache_folders`` (``ram``: /dev/shm)."""
     windows = MicroBatchWindows(len(samples), batch_size, seed, shuffle)
-    feed = _kind(loader).train(samples, imgsz, ir_channels, device, augment=augment, seed=seed, recipe=recipe,
-                               epochs=epochs, partner_windows=windows)
+    feed = _kind(loader, samples).train(samples, imgsz, ir_channels, device, augment=augment, seed=seed,
+                                        recipe=recipe, epochs=epochs, partner_windows=windows)
     feed.dataset.use_cache(cache, cache_folders, log)
     return feed
 
@@ -110,4 +115,4 @@ def training_feed(loader: str, samples: list[Sample], *, imgsz: int, ir_channels
 def validation_feed(loader: str, samples: list[Sample], imgsz: int, ir_channels: int,
                     device: torch.device | str) -> Feed:
     """A validation split's :class:`Feed` (letterbox only; never cached, with either loader: ``cache.py``)."""
-    return _kind(loader).val(samples, imgsz, ir_channels, device)
+    return _kind(loader, samples).val(samples, imgsz, ir_channels, device)

@@ -377,25 +377,49 @@ def image_header_problem(path: Path) -> tuple[Header | None, str | None]:
     return Header(oriented_size(*size, orientation), fmt, orientation), None
 
 
-def parse_label_file(path: Path, nc: int, problems: list[Problem], rgb: str | None = None) -> np.ndarray:
-    """Parse one YOLO label file into (n, 5) float32 rows; append a :class:`Problem` per bad row.
+#: Columns of a label row per ``task:``. MINIMAL OBB PATH (t2x-obbcore, issue 26): oriented rows are parsed with
+#: the few checks the model side's tests need; the data side (t2x-obbdata) replaces this with its full checks.
+_COLUMNS = {"detect": 5, "obb": 9}
+
+
+def _obb_row_problem(fields: list[str], nc: int) -> str | None:
+    if len(fields) != 9:
+        return f"expected 9 fields 'cls x1 y1 x2 y2 x3 y3 x4 y4', found {len(fields)}"
+    try:
+        values = [float(x) for x in fields]
+    except ValueError:
+        return f"non-numeric value in {' '.join(fields)!r}"
+    if not all(math.isfinite(v) for v in values):
+        return f"NaN or infinite value in {' '.join(fields)!r}"
+    if not values[0].is_integer() or not 0 <= values[0] < nc:
+        return f"class id {fields[0]} is not an integer in 0..{nc - 1} (data.yaml names)"
+    if not all(-0.01 <= v <= 1.01 for v in values[1:]):
+        return f"corners {' '.join(fields[1:])} are outside [0, 1] (coordinates must be normalised)"
+    return None
+
+
+def parse_label_file(path: Path, nc: int, problems: list[Problem], rgb: str | None = None,
+                     task: str = "detect") -> np.ndarray:
+    """Parse one YOLO label file into (n, 5) float32 rows (``task`` obb: (n, 9)); append a :class:`Problem` per bad
+    row.
 
     A duplicate row (LLVIP's official converter appends, so a rerun duplicates every row) is reported
     but only the row is dropped: the pair keeps its one copy of the box.
     """
+    columns = _COLUMNS[task]
     rows: list[tuple[float, ...]] = []
     first_seen: dict[tuple[float, ...], int] = {}
     try:
         text = _read_text(path)
     except (OSError, UnicodeError) as e:
         problems.append(Problem(f"{path}: unreadable label file ({e})", rgb, kind="unreadable label file"))
-        return np.zeros((0, 5), np.float32)
+        return np.zeros((0, columns), np.float32)
     for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
         where = f"{path}:{lineno}"
-        why = _row_problem(fields, nc)
+        why = _row_problem(fields, nc) if task == "detect" else _obb_row_problem(fields, nc)
         if why:
             problems.append(Problem(f"{where}: {why}", rgb, kind="bad label row"))
             continue
@@ -406,7 +430,7 @@ def parse_label_file(path: Path, nc: int, problems: list[Problem], rgb: str | No
             continue
         first_seen[row] = lineno
         rows.append(row)
-    return np.array(rows, dtype=np.float32).reshape(-1, 5)
+    return np.array(rows, dtype=np.float32).reshape(-1, columns)
 
 
 def _row_problem(fields: list[str], nc: int) -> str | None:
@@ -457,7 +481,8 @@ def _check_pair(cfg: DatasetSpec, item: _Listed) -> tuple[Sample | None, list[Pr
         problems.append(Problem(f"{rgb}: RGB is {w0}x{h0} but its IR partner {ir} is {w1}x{h1}{shown}", key,
                                 kind="RGB/IR size mismatch"))
     has_label = _stat(label) is not None
-    boxes = parse_label_file(label, cfg.nc, problems, key) if has_label else np.zeros((0, 5), np.float32)
+    boxes = (parse_label_file(label, cfg.nc, problems, key, cfg.task) if has_label
+             else np.zeros((0, _COLUMNS[cfg.task]), np.float32))
     hw = (heads[0].size[1], heads[0].size[0]) if heads[0] else None
     formats = (heads[0].fmt, heads[1].fmt) if heads[0] and heads[1] else None
     return Sample(rgb, ir, label if has_label else None, boxes, hw, formats), problems
@@ -484,7 +509,8 @@ def _fingerprint(cfg: DatasetSpec, split: str, listed: list[_Listed]) -> str:
     """Hash of everything the scan's answer depends on: the checks' version, the classes, the pairing
     folders, and path + size + mtime of every RGB, IR and label file (and the IR folder listing)."""
     h = hashlib.sha256()
-    h.update(json.dumps([SCAN_VERSION, cfg.nc, cfg.images_dir, cfg.ir_dir, split]).encode())
+    h.update(json.dumps([SCAN_VERSION, cfg.nc, cfg.images_dir, cfg.ir_dir, split]
+                        + ([cfg.task] if cfg.task != "detect" else [])).encode())  # a detection scan's key unchanged
     for item in listed:
         rgb = str(item.rgb)
         ir, label = _swap_str(rgb, cfg.images_dir, cfg.ir_dir), _swap_str(rgb, cfg.images_dir, "labels")
@@ -514,13 +540,13 @@ def _to_json(scan: SplitScan, key: str) -> str:
     return json.dumps({"key": key, "samples": samples, "problems": [asdict(p) for p in scan.problems]})
 
 
-def _from_json(text: str, key: str, split: str) -> SplitScan | None:
+def _from_json(text: str, key: str, split: str, columns: int = 5) -> SplitScan | None:
     try:
         d = json.loads(text)
         if d.get("key") != key:
             return None
         samples = [Sample(Path(r), Path(i), None if lb is None else Path(lb),
-                          np.array(b, dtype=np.float32).reshape(-1, 5), None if hw is None else tuple(hw),
+                          np.array(b, dtype=np.float32).reshape(-1, columns), None if hw is None else tuple(hw),
                           None if fm is None else tuple(fm))
                    for r, i, lb, b, hw, fm in d["samples"]]
         return SplitScan(split, samples, [Problem(**p) for p in d["problems"]], from_cache=True)
@@ -551,7 +577,7 @@ def scan_pairs(cfg: DatasetSpec, split: str, cache_dirs: list[Path] | tuple[Path
     for folder in cache_dirs:
         path = cache_file(cfg, split, folder)
         if path.is_file():
-            hit = _from_json(path.read_text(), key, split)
+            hit = _from_json(path.read_text(), key, split, _COLUMNS[cfg.task])
             if hit is not None:
                 return _with_listing(hit, walk)
     scan = SplitScan(split)
