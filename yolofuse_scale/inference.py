@@ -44,8 +44,8 @@ def load_weights_model(path: str | Path) -> tuple[FusionDetectionModel, dict[str
     task = payload.get("task", "detect")  # a file written before tasks existed: detect
     if model.task != task:
         head = type(model.model[-1]).__name__
-        raise CheckpointError(f"{path}: says task {task!r}, but its model_yaml ends in a {head} head, a --task "
-                              f"{model.task} model")
+        raise CheckpointError(f"{path}: says task {task!r}, but its model_yaml's last layer is {head}, the head of a "
+                              f"--task {model.task} model")
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as e:  # names or shapes that are not this architecture's

@@ -255,8 +255,8 @@ def build_model(
     if task is not None and det.task != task:  # a model YAML: its head decides, and must be the run's task
         raise ModelConfigError(
             f"{source}: its last layer is {type(det.model[-1]).__name__}, a head for --task {det.task}, but this run "
-            f"trains --task {task} (whose heads are {' or '.join(TASK_HEADS[task])}): pass --task {det.task}, or "
-            f"give the YAML a {TASK_HEADS[task][0]} head")
+            f"trains --task {task}: pass --task {det.task}, or end the YAML in a head of --task {task} "
+            f"({' or '.join(TASK_HEADS[task])})")
     if names:
         det.names = dict(names)
     return det
