@@ -1,6 +1,6 @@
-"""Bad input of the oriented-box task (issue 26, the model side): a model name and --task that disagree, a model
-YAML whose head is another task's, a weights file whose task entry is unknown or contradicts its head, a resume
-into another task, and `val` of a model on a dataset of the other task.
+"""Bad input of the oriented-box task, the model side (issue 26; the data side's: tests/test_bad_input_obb.py): a
+model name and --task that disagree, a model YAML whose head is another task's, a weights file whose task entry is
+unknown or contradicts its head, a resume into another task, and `val` of a model on a dataset of the other task.
 
 In-process through ``errors.run_entry`` (the one ``error:`` line the entry points print, exit code 1). Six kinds.
 """
