@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from ultralytics.utils.metrics import batch_probiou, box_iou
+from ultralytics.utils.metrics import DetMetrics, OBBMetrics, batch_probiou, box_iou
 from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import scale_boxes, xywh2xyxy, xywhr2xyxyxyxy
 
@@ -34,6 +34,8 @@ class AxisAligned:
 
     #: the ``ConfusionMatrix`` task whose plots these boxes follow
     matrix_task = "detect"
+    #: Ultralytics' metrics class of its validator for these boxes
+    metrics = DetMetrics
     #: the width of a target's box row (and of :meth:`boxes`' rows)
     width = 4
 
@@ -76,6 +78,7 @@ class Rotated(AxisAligned):
     angle, as Ultralytics' rotated NMS returns them; their boxes (:meth:`boxes`) are xywhr."""
 
     matrix_task = "obb"
+    metrics = OBBMetrics  # DetMetrics' mAP50 and mAP50-95, as OBBValidator reports them
     width = 5
 
     def suppress(self, out: Any, conf: float, iou: float, max_det: int, multi_label: bool,

@@ -38,7 +38,7 @@ from accelerate.utils import gather_object
 from torch import nn
 from tqdm import tqdm
 from ultralytics.engine.validator import BaseValidator
-from ultralytics.utils.metrics import ConfusionMatrix, DetMetrics, OBBMetrics
+from ultralytics.utils.metrics import ConfusionMatrix
 
 from yolofuse_scale._offline import forbid_font_downloads
 from yolofuse_scale.data.loaders import move_images
@@ -80,8 +80,8 @@ def detect(
     ``multi_label`` keeps every class above ``conf`` per box (what mAP wants); prediction uses one
     label per box, the best class.
     """
-    return suppress(model(images), conf, iou, max_det, multi_label, boxes_of(model), bool(getattr(model, "end2end",
-                                                                                                  False)))
+    end2end = bool(getattr(model, "end2end", False))  # a one-to-one head's top-k (YOLO26 --nms-free): no NMS
+    return suppress(model(images), conf, iou, max_det, multi_label, boxes_of(model), end2end)
 
 
 def suppress(out: Any, conf: float, iou: float, max_det: int, multi_label: bool,
@@ -203,7 +203,7 @@ def evaluate(
 
     everything = sorted(gather_object(local), key=lambda t: t[0])  # collective; one-process order
     confusion.matrix = np.sum(gather_object([confusion.matrix]), axis=0)  # collective; integer counts
-    metrics = (OBBMetrics if geometry.matrix_task == "obb" else DetMetrics)(names=dict(names))
+    metrics = geometry.metrics(names=dict(names))
     for _, im_file, stats, _, _ in everything:
         metrics.update_stats({**stats, "im_name": im_file})
     n_instances = int(sum(len(s["target_cls"]) for _, _, s, _, _ in everything))
