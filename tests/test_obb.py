@@ -354,11 +354,11 @@ def test_obb_weights_of_a_run_start_another_obb_variant(tmp_path):
                                            "names": {0: "a", 1: "b"}, "task": "obb"})
     mid = build_model("yolo26t-obb", "mid", nc=2, ir_channels=1)
     report = apply_pretrained(mid, path)
-    assert "yolofuse-scale weights (yolo26t fusion=rgb" in report.what and report.tasks is None
+    assert "yolofuse-scale weights (yolo26t-obb fusion=rgb" in report.what and report.tasks is None
     assert report.placed == report.countable and report.share == 1.0
-    sd = mid.state_dict()
-    head = len(mid.model) - 1
-    assert torch.equal(sd[f"model.{head}.one2one_cv4.2.2.weight"], rgb.state_dict()[f"model.{len(rgb.model) - 1}.one2one_cv4.2.2.weight"])
+    angle = "one2one_cv4.2.2.weight"  # the one-to-one branch's angle conv at P5
+    assert torch.equal(mid.state_dict()[f"model.{len(mid.model) - 1}.{angle}"],
+                       rgb.state_dict()[f"model.{len(rgb.model) - 1}.{angle}"])
 
 
 # --------------------------------------------------------------------------------- strategies, resume, val

@@ -469,11 +469,12 @@ def _our_weights(path: Path) -> Source:
                       "the weights of a model YAML's run", _class_names(payload.get("names"), nc),
                       model_yaml=payload["model_yaml"])
     family, scale, fusion, base = found
-    what = (f"yolofuse-scale weights ({family}{scale} fusion={fusion}, {nc} class(es), IR "
+    kinds = [str(r[2]).rpartition(".")[2] for r in _rows_of(base)]
+    obb = "-obb" if head_task(kinds[-1]) == "obb" else ""  # an oriented-box variant: its family's -obb model
+    what = (f"yolofuse-scale weights ({family}{scale}{obb} fusion={fusion}, {nc} class(es), IR "
             f"{payload['ir_channels']} channel(s))")
     return Source(path, what, _fp32(payload["model"]), nc, base, _layer_table(fusion_origins(base, fusion)),
-                  f"{family} scale {scale} (fusion={fusion})", _class_names(payload.get("names"), nc),
-                  [str(r[2]).rpartition(".")[2] for r in _rows_of(base)])
+                  f"{family}{obb} scale {scale} (fusion={fusion})", _class_names(payload.get("names"), nc), kinds)
 
 
 # ------------------------------------------------------------------------------------------ mapping
