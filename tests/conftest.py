@@ -179,3 +179,40 @@ def train_yaml_briefly(data: Path, model_yaml: Path, out: Path) -> Run:
     assert (out / "weights" / "last.pt").is_file()
     return run
 
+
+
+def write_obb_copy(data_yaml: Path, out: Path) -> Path:
+    """A copy of a synthetic dataset (``write_synthetic_dataset``) whose labels are oriented boxes (``task: obb``):
+    each box written as its four corners, clockwise from the top left, Ultralytics' OBB format ``cls x1 y1 x2 y2 x3
+    y3 x4 y4`` normalised. Images are hard-linked (copied where links are refused). The model side's tests train,
+    validate and compare strategies on it; it is only as oriented as the synthetic people are (upright), which
+    is all a parity or resume test needs."""
+    import yaml
+
+    src = data_yaml.parent
+    for image in sorted(src.rglob("*.png")):
+        dst = out / image.relative_to(src)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(image, dst)
+        except OSError:
+            shutil.copy2(image, dst)
+    for label in sorted((src / "labels").rglob("*.txt")):
+        rows = []
+        for line in label.read_text().splitlines():
+            c, xc, yc, w, h = (float(v) for v in line.split())
+            x1, y1, x2, y2 = xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2
+            rows.append(" ".join([str(int(c)), *(f"{v:.6f}" for v in (x1, y1, x2, y1, x2, y2, x1, y2))]))
+        dst = out / label.relative_to(src)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text("".join(r + "\n" for r in rows))
+    spec = yaml.safe_load(data_yaml.read_text())
+    spec.pop("path", None)
+    (out / "data.yaml").write_text(yaml.safe_dump({**spec, "task": "obb"}, sort_keys=False))
+    return out / "data.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_obb_data(tiny_data, tmp_path_factory) -> Path:
+    """``tiny_data`` with oriented-box labels (``write_obb_copy``): the model side of issue 26 trains on it."""
+    return write_obb_copy(tiny_data, tmp_path_factory.mktemp("obb_data"))

@@ -443,8 +443,8 @@ def test_config_file_flag_wins_over_its_bad_value(tmp_path):
     (["--resume", "{tmp}/runs/checkpoints/step_9"], ["--resume {tmp}/runs/checkpoints/step_9: no such checkpoint"]),
     (["--data", "{tmp}/nodata/data.yaml"], ["--data {tmp}/nodata/data.yaml: no such file"]),
     (["--model", "{tmp}/mine.yaml"], ["--model {tmp}/mine.yaml: no such model YAML file"]),
-    (["--model", "yolov9n"], ["--model must be {{yolov8,yolo11,yolo26}}{{t,n,s,m,l,x}} (e.g. yolo11n) or a model "
-                              "YAML file (.yaml), got 'yolov9n'"]),
+    (["--model", "yolov9n"], ["--model must be {{yolov8,yolo11,yolo26}}{{t,n,s,m,l,x}}[-obb] (e.g. yolo11n, "
+                              "yolo11n-obb) or a model YAML file (.yaml), got 'yolov9n'"]),
     (["--deepspeed", "{tmp}/ds.json"], ["--deepspeed {tmp}/ds.json: no such file"]),
     (["--strategy", "zero2", "--deepspeed", "{tmp}/ds.json"], ["--deepspeed {tmp}/ds.json and --strategy zero2"]),
     (["--model", "{assets}/yolofuse_mid_schema.yaml", "--fusion", "late"],

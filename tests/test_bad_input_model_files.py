@@ -418,7 +418,7 @@ def test_a_config_with_another_head_passes_the_check_but_is_not_built():
     d = _tiny(two_stream(_shipped()["v8/yolov8-seg.yaml"]), "v8/yolov8-seg.yaml")
     check_model_dict(d, "seg.yaml")
     with pytest.raises(ModelConfigError, match="seg.yaml: its last layer is Segment; this toolkit trains detectors, "
-                                               "whose last layer is Detect or v10Detect"):
+                                               "whose last layer is Detect or OBB or OBB26 or v10Detect"):
         FusionDetectionModel(d, 3, 1, nc=2, source="seg.yaml")
 
 

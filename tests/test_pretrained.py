@@ -23,16 +23,17 @@ from yolofuse_scale.model.variants import Origin, family_yaml, fusion_origins
 
 
 def write_ultralytics_checkpoint(path: Path, family: str = "yolo11", scale: str = "t", nc: int = 80,
-                                 seed: int = 0, strip: bool = True) -> Path:
+                                 seed: int = 0, strip: bool = True, task: str = "detect") -> Path:
     """A checkpoint shaped as Ultralytics' releases: its trainer's last.pt dict (EMA model in fp16, the
     optimizer's state), finalised by Ultralytics' own ``strip_optimizer`` (model fp16, no optimizer;
     ``strip=False``: the last.pt as the trainer leaves it). Random weights, so that every copied tensor is
-    recognisable (BN's defaults would make many equal by chance)."""
+    recognisable (BN's defaults would make many equal by chance). ``task="obb"``: an ``-obb`` release (an
+    ``OBBModel`` of the family's ``-obb`` YAML, as ``yolo11n-obb.pt``)."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.nn.tasks import DetectionModel, OBBModel
     from ultralytics.utils.torch_utils import strip_optimizer
 
-    model = DetectionModel(family_yaml(family, scale), nc=nc, verbose=False)
+    model = (OBBModel if task == "obb" else DetectionModel)(family_yaml(family, scale, task), nc=nc, verbose=False)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for t in model.state_dict().values():

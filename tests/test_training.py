@@ -20,14 +20,19 @@ def _final_params(out):
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly(tiny_data, tmp_path, train_run):
+@pytest.mark.parametrize("task", ["detect", "obb"])
+def test_resume_continues_exactly(tiny_data, tiny_obb_data, tmp_path, train_run, task):
     """Stop mid-epoch at step 5, resume with --resume auto: same losses and weights as one run to step 12.
 
     Augmentation stays ON here: its randomness depends only on (seed, epoch, index), so the resumed
     run sees the same flips; EMA, optimizer momentum and the data position come from the checkpoint.
+    Oriented boxes (issue 26) resume yolo26t-obb with augmentation on too: its end-to-end loss weights follow the
+    epochs, the state a task adds, and rotated boxes go through the same seeded recipe.
     """
     common = [a for a in BASE_ARGS if a != "--no-augment"]
-    common = ["train.py", "--data", str(tiny_data), *common, "--epochs", "2", "--no-val"]
+    data = tiny_data if task == "detect" else tiny_obb_data
+    common = ["train.py", "--data", str(data), *common, "--epochs", "2", "--no-val",
+              *([] if task == "detect" else ["--model", "yolo26t-obb"])]
     whole = launch("python", 1, [*common, "--max-steps", "12", "--output-dir", str(tmp_path / "whole")],
                    tmp_path / "whole")
     part = tmp_path / "part"
@@ -35,6 +40,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path, train_run):
     assert [r["step"] for r in first.log] == [1, 2, 3, 4, 5]
     second = launch("python", 1, [*common, "--max-steps", "12", "--output-dir", str(part), "--resume", "auto"], part)
     assert "resumed from" in second.output and "at step 5" in second.output
+    assert all(("angle" in r) == (task == "obb") for r in second.log)
     assert [r["loss"] for r in second.log] == [r["loss"] for r in whole.log]  # log appends: steps 1..12
     a, b = _final_params(tmp_path / "whole"), _final_params(part)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -91,6 +91,8 @@ def test_the_strategy_package_and_its_configs_name_no_model_class():
     ("yolov8t", ["C2f", "SPPF", "Detect"]),
     ("yolo11t/dea", ["C3k2", "SPPF", "C2PSA", "DEAPair", "Detect"]),
     ("yolo26t/late", ["C3k2", "SPPF", "C2PSA", "Detect"]),
+    ("yolo11t-obb", ["C3k2", "SPPF", "C2PSA", "OBB"]),  # oriented boxes: the OBB head, a unit by its own name
+    ("yolo26t-obb/late", ["C3k2", "SPPF", "C2PSA", "OBB26"]),
     ("yolofuse_mid_schema.yaml", ["C2f", "SPPF", "Detect"]),
     ("deyolo_schema.yaml", ["C2f", "SPPF", "DEA", "Detect"]),  # C2f_BiFocus: its C2f
     ("defa_schema.yaml", ["C2f", "SPPF", "DEFA", "Detect"]),
@@ -108,8 +110,9 @@ def test_every_model_declares_its_units(model, units):
     assert shard_unit_names(built) == wrap_units(built) == units
     assert wrap_units(built, ["C2f", "C3k2", "Detect"]) == [u for u in ("C2f", "C3k2", "Detect") if u in units]
     recomputed = recompute_units(built)
-    assert {type(m).__name__ for m in recomputed} == set(units) - {"Detect"}
-    assert len(recomputed) == sum(type(m).__name__ in units and type(m).__name__ != "Detect" for m in built.modules())
+    heads = {"Detect", "OBB", "OBB26"}
+    assert {type(m).__name__ for m in recomputed} == set(units) - heads
+    assert len(recomputed) == sum(type(m).__name__ in set(units) - heads for m in built.modules())
 
 
 @pytest.mark.parametrize(("yaml_name", "attention"), [("deyolo_schema.yaml", DEA), ("defa_schema.yaml", DEFA)])

@@ -1,4 +1,5 @@
-"""Drawing detections: the one function that puts boxes and labels on an image, and the RGB | IR view.
+"""Drawing detections: the one function that puts boxes (axis-aligned, or oriented: their rotated outline) and
+labels on an image, and the RGB | IR view.
 
 ``Detections.plot()`` and ``yolofuse-scale predict`` (images and videos) both draw with
 :func:`draw_detections`, so what the API shows is what the command writes. Everything is drawn in RGB
@@ -65,22 +66,29 @@ def draw_detections(
     labels: bool = True,
     conf: bool = True,
     width: int | None = None,
+    corners: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw xyxy ``boxes`` (pixels of ``image``) with their labels on a copy of ``image`` (H, W, 3) uint8.
 
     ``labels``: write "name score" on each box; ``conf``: include the score; ``width``: line width in
-    pixels (default: :func:`line_width`). Returns the drawn copy, in ``image``'s colour order (RGB).
+    pixels (default: :func:`line_width`); ``corners`` (n, 4, 2): oriented boxes, each drawn as its rotated
+    outline (a closed polygon through its four corners, as Ultralytics' annotator draws OBB results), its label
+    placed at the top of its enclosing ``boxes`` row. Returns the drawn copy, in ``image``'s colour order (RGB).
     """
     canvas = np.ascontiguousarray(image, dtype=np.uint8).copy()
     lw = width or line_width(canvas.shape)
     scale = max(0.35, lw / 3, min(canvas.shape[:2]) / 900)  # readable on small frames, in step with lw
     thick = max(1, lw - 1)
-    for box, score, cls in zip(boxes, scores, classes):
+    for k, (box, score, cls) in enumerate(zip(boxes, scores, classes)):
         c = colour(int(cls))
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         # a box reaching the frame's edge (x2 == W) ends on its last pixel column, W - 1: drawn, not cut off
         x2, y2 = min(x2, canvas.shape[1] - 1), min(y2, canvas.shape[0] - 1)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), c, lw, cv2.LINE_AA)
+        if corners is None:
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), c, lw, cv2.LINE_AA)
+        else:  # OpenCV clips a polygon reaching past the frame itself
+            outline = np.round(np.asarray(corners[k], np.float64)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(canvas, [outline], True, c, lw, cv2.LINE_AA)
         if not labels:
             continue
         text = str(names.get(int(cls), int(cls))) + (f" {float(score):.2f}" if conf else "")

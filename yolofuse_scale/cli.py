@@ -2,7 +2,8 @@
 
 Commands:
   train   train a fusion detector (same flags as ``train.py``)
-  val     evaluate a weights file: mAP50, mAP50-95, P, R per class as a table and one JSON line;
+  val     evaluate a weights file: mAP50, mAP50-95, P, R per class as a table and one JSON line
+          (oriented boxes, --task obb weights: rotated IoU, as Ultralytics' OBB validator);
           metrics.json, PR/F1/P/R curves and confusion matrices (PNG) in --out; on a KAIST
           data.yaml (`missrate:`) also KAIST's log-average miss rate (MR-2, reasonable setting)
   predict detect on RGB+IR pairs: two images, folders, videos or live streams (JSONL, annotated
@@ -213,6 +214,10 @@ def validate(args: argparse.Namespace) -> dict:
     if data_cfg.ir_channels != payload["ir_channels"]:
         raise DataError(f"{data_cfg.yaml_path}: ir_channels={data_cfg.ir_channels} but {args.weights} was trained "
                         f"with {payload['ir_channels']}")
+    if data_cfg.task != model.task:  # the labels must be the kind of box the model predicts
+        raise DataError(f"{data_cfg.yaml_path}: its labels are '{data_cfg.task}' boxes (data.yaml 'task:', detect when "
+                        f"absent) but {args.weights} predicts --task {model.task} boxes: evaluate it on a "
+                        f"'task: {model.task}' dataset")
     names_differ = check_classes(data_cfg, payload["names"], args.weights)  # another class count: refused
     if acc.is_main_process:  # once per job: the run goes on
         for warning in [*data_cfg.warnings, *([names_differ] if names_differ else [])]:

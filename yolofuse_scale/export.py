@@ -11,8 +11,10 @@ resized to the RGB frame first, as in training):
 
 The batch axis is dynamic, the image size is fixed at export (``--imgsz``, default the trained size).
 The output ``output0`` is ``(B, 4 + nc, N)``: box centre x, y, width, height in input pixels, then
-per-class scores, before NMS (Ultralytics' layout). Class names, channel counts, size, inputs and
-layout go into the model's metadata.
+per-class scores, before NMS (Ultralytics' layout). An oriented-box model (``--task obb``) adds one row,
+the angle in radians: ``(B, 4 + nc + 1, N)``, Ultralytics' OBB export, for a rotated NMS after it (its
+``--nms-free`` top-k rows are x, y, w, h, score, class, angle). Class names, channel counts, size, inputs,
+task and layout go into the model's metadata.
 
 The file is self-contained: the weights are inside the ``.onnx`` (torch's ``torch.export``-based
 exporter writes them to a separate ``<file>.onnx.data`` by default, ``external_data=True``, which
@@ -98,7 +100,8 @@ def export_onnx(
 
     ``inputs``: ``"stacked"`` (one input ``images``) or ``"pair"`` (``rgb`` and ``ir``), see the module
     docstring. ``nms_free`` (end-to-end heads, YOLO26): the graph ends in the one-to-one branch's top-k,
-    output ``(B, max_det, 6)`` x1, y1, x2, y2, score, class, and needs no NMS after it.
+    output ``(B, max_det, 6)`` x1, y1, x2, y2, score, class (an oriented-box model: ``(B, max_det, 7)`` x, y, w, h,
+    score, class, angle), and needs no NMS after it.
     """
     import torch
 
@@ -158,14 +161,27 @@ def _write_metadata(path: Path, payload: dict, model: FusionDetectionModel, imgs
         "inputs": inputs,
         "input": describe_inputs(inputs, model.rgb_channels, model.ir_channels, imgsz)
         + " in [0, 1], letterboxed (grey 114 padding), IR resized to the RGB frame first",
-        "output": ("output0: (B, max_det, 6) x1, y1, x2, y2 in input pixels, score, class; no NMS needed"
-                   if model.end2end else
-                   "output0: (B, 4 + nc, N) box cx, cy, w, h in input pixels, then class scores; before NMS"),
+        "task": model.task,
+        "output": "output0: " + describe_output(model, detail=True),
     }
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
     onnx.save(proto, str(path))
+
+
+def describe_output(model: FusionDetectionModel, detail: bool = False) -> str:
+    """``output0``'s layout in words (the CLI's report; ``detail``: the metadata's longer form)."""
+    obb = model.task == "obb"
+    if model.end2end:
+        rows = "x, y, w, h, score, class, angle (radians)" if obb else "x1, y1, x2, y2, score, class"
+        return (f"(B, max_det, {7 if obb else 6}) {rows}" + (" in input pixels" if detail else "")
+                + "; no NMS needed")
+    nc = int(model.model[-1].nc)
+    if not detail:
+        return f"(B, 4+{nc}{'+1' if obb else ''}, N) before {'rotated ' if obb else ''}NMS"
+    return (f"(B, 4 + nc{' + 1' if obb else ''}, N) box cx, cy, w, h in input pixels, then class scores"
+            + (", then the angle in radians; before a rotated NMS" if obb else "; before NMS"))
 
 
 def check_onnx(path: str | Path, model: FusionDetectionModel, imgsz: int, batch: int = 2, seed: int = 0) -> float:
@@ -199,10 +215,11 @@ def check_onnx(path: str | Path, model: FusionDetectionModel, imgsz: int, batch:
     # random input has many): each of PyTorch's upper half of rows is matched to ONNX's nearest row of its
     # class, away from the k-th row, where rounding may swap which detections make the cut.
     worst = 0.0
+    keep = [i for i in range(ref.shape[-1]) if i != 5]  # every column but the class (an oriented box's angle too)
     for r, g in zip(ref, got):
         for row in r[np.argsort(-r[:, 4])][: len(r) // 2]:
             same = g[g[:, 5] == row[5]]
-            worst = max(worst, float(np.abs(same[:, :5] - row[:5]).max(1).min()) if len(same) else float("inf"))
+            worst = max(worst, float(np.abs(same[:, keep] - row[keep]).max(1).min()) if len(same) else float("inf"))
     return worst / scale
 
 
@@ -234,8 +251,7 @@ def run(args: argparse.Namespace) -> int:
                                          args.inputs)
     except (FileNotFoundError, ValueError, CheckpointError) as e:  # bad input: the message names it
         raise SystemExit(f"error: {e}") from e
-    output = ("(B, max_det, 6) x1 y1 x2 y2 score class, no NMS needed" if model.end2end
-              else f"(B, 4+{model.model[-1].nc}, N) before NMS")
+    output = describe_output(model)
     size_mb = path.stat().st_size / 2**20
     print(f"wrote {path} ({size_mb:.1f} MB, weights included): input(s) "
           f"{describe_inputs(args.inputs, model.rgb_channels, model.ir_channels, imgsz)}, output 'output0' {output}")

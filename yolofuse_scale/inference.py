@@ -4,14 +4,16 @@
     det = FusionDetector.load("runs/train/weights/best.pt")
     result = det("visible/0001.jpg", "infrared/0001.jpg")      # paths, or numpy arrays
     result.boxes, result.scores, result.classes, result.names   # xyxy in the ORIGINAL image's pixels
+    result.xywhr, result.corners                                # oriented boxes (an obb model's weights)
     result.save("pair.jpg")                                     # RGB | IR side by side, boxes on both
 
 A pair goes through the same letterbox as validation (``letterbox_pair`` on the stacked array, so the
-two modalities share one geometry), one forward pass, Ultralytics' NMS, and ``scale_boxes`` back to
-the RGB image's coordinates. An IR frame of another size is resized to the RGB frame first, as in
-training. A 16-bit IR frame is mapped to 8 bits as the weights were trained (their ``ir_mapping``, data.yaml's;
-the per-frame min-max when they record none); an unaligned rig's ``ir_homography`` is not applied here: pass
-registered pairs. No distributed imports: inference is one process.
+two modalities share one geometry), one forward pass, Ultralytics' NMS (rotated for an oriented-box
+model: ``engine/boxes.py``), and ``scale_boxes`` back to the RGB image's coordinates. An IR frame of
+another size is resized to the RGB frame first, as in training. A 16-bit IR frame is mapped to 8 bits as
+the weights were trained (their ``ir_mapping``, data.yaml's; the per-frame min-max when they record none);
+an unaligned rig's ``ir_homography`` is not applied here: pass registered pairs. No distributed imports:
+inference is one process.
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from ultralytics.utils.ops import scale_boxes
 
 from yolofuse_scale.data.config import IRMapping
 from yolofuse_scale.data.decode import conform_channels, read_image, stack_pair
 from yolofuse_scale.data.transforms import letterbox_pair, normalize_images
-from yolofuse_scale.engine.evaluate import detect
+from yolofuse_scale.engine.evaluate import boxes_of, detect
 from yolofuse_scale.errors import CheckpointError
 from yolofuse_scale.model import FusionDetectionModel, model_from_config, use_one_to_one_head
 from yolofuse_scale.weights import read_weights
@@ -43,6 +44,11 @@ def load_weights_model(path: str | Path) -> tuple[FusionDetectionModel, dict[str
     # model_yaml is checked against allow-lists before it is built (model/safe_config.py): nothing runs
     model = model_from_config(payload["model_yaml"], payload["rgb_channels"], payload["ir_channels"],
                               source=f"{path}: model_yaml")
+    task = payload.get("task", "detect")  # a file written before tasks existed: detect
+    if model.task != task:
+        head = type(model.model[-1]).__name__
+        raise CheckpointError(f"{path}: says task {task!r}, but its model_yaml's last layer is {head}, the head of a "
+                              f"--task {model.task} model")
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as e:  # names or shapes that are not this architecture's
@@ -56,11 +62,14 @@ class Detections:
     """Detections of one RGB+IR pair, in the original RGB image's pixel coordinates.
 
     Attributes:
-        boxes: float32 (n, 4) x1, y1, x2, y2.
+        boxes: float32 (n, 4) x1, y1, x2, y2; for oriented boxes, the axis-aligned box enclosing each (as
+            Ultralytics' ``OBB.xyxy``).
         scores: float32 (n,) confidences.
         classes: int64 (n,) class ids.
         names: class id -> name, for the whole model.
         shape: (height, width) of the original RGB image.
+        xywhr: float32 (n, 5) centre x, y, width, height, angle in radians (clockwise in image axes, y down), the
+            oriented boxes of a ``--task obb`` model (Ultralytics' ``OBB.xywhr``); None for axis-aligned boxes.
         rgb, ir: the pair as the detector read it (RGB order; IR (H, W, C_ir)), for :meth:`plot`. They
             are references to the arrays already read, not copies (as Ultralytics' ``Results.orig_img``).
     """
@@ -72,28 +81,56 @@ class Detections:
     shape: tuple[int, int]
     rgb: np.ndarray | None = field(default=None, repr=False, compare=False)
     ir: np.ndarray | None = field(default=None, repr=False, compare=False)
+    xywhr: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
 
+    @property
+    def oriented(self) -> bool:
+        """Whether these are oriented boxes (a ``--task obb`` model's)."""
+        return self.xywhr is not None
+
+    @property
+    def corners(self) -> np.ndarray:
+        """float32 (n, 4, 2): each box's four corners in pixels; oriented boxes as Ultralytics' ``OBB.xyxyxyxy``
+        (from the corner at +w/2, +h/2 in the box's frame), axis-aligned ones clockwise from the top left."""
+        from yolofuse_scale.engine.boxes import AXIS_ALIGNED, ROTATED
+
+        if self.oriented:
+            rows = np.concatenate([self.xywhr[:, :4], np.zeros((len(self), 2), np.float32), self.xywhr[:, 4:]], 1)
+            return ROTATED.corners(torch.from_numpy(rows)).numpy().astype(np.float32)
+        return AXIS_ALIGNED.corners(torch.from_numpy(self.boxes.reshape(-1, 4))).numpy().astype(np.float32)
+
     def to_list(self) -> list[dict[str, Any]]:
-        """One plain dict per detection (JSON-ready): box (xyxy), score, class, name."""
-        return [
+        """One plain dict per detection (JSON-ready): box (xyxy), score, class, name; oriented boxes add ``xywhr``
+        (angle in radians) and ``corners`` (four [x, y] points)."""
+        rows = [
             {"box": [round(float(v), 2) for v in b], "score": round(float(s), 5), "class": int(c),
              "name": self.names.get(int(c), str(int(c)))}
             for b, s, c in zip(self.boxes, self.scores, self.classes)
         ]
+        if self.oriented:
+            for row, r, pts in zip(rows, self.xywhr, self.corners):
+                row["xywhr"] = [*(round(float(v), 2) for v in r[:4]), round(float(r[4]), 5)]
+                row["corners"] = [[round(float(x), 2), round(float(y), 2)] for x, y in pts]
+        return rows
 
     def txt_lines(self, save_conf: bool = False) -> list[str]:
-        """One ``class x_center y_center width height [confidence]`` line per detection, coordinates
-        normalised by the RGB image's size: Ultralytics' ``save_txt`` format (numbers as ``%g``, float32
-        arithmetic as there), so its tools read these files as they read theirs."""
+        """One line per detection in Ultralytics' ``save_txt`` format (numbers as ``%g``, float32 arithmetic as
+        there), so its tools read these files as they read theirs: ``class x_center y_center width height
+        [confidence]`` normalised by the RGB image's size; for oriented boxes its OBB format, ``class x1 y1 x2 y2
+        x3 y3 x4 y4 [confidence]``, the corners (:attr:`corners`) normalised by the image's width and height."""
         h, w = self.shape
-        b = self.boxes.astype(np.float32).reshape(-1, 4)
-        xywh = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
-        xywhn = xywh / np.array([w, h, w, h], np.float32)
+        if self.oriented:
+            coords = (self.corners / np.array([w, h], np.float32)).reshape(-1, 8)
+        else:
+            b = self.boxes.astype(np.float32).reshape(-1, 4)
+            xywh = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]],
+                            1)
+            coords = xywh / np.array([w, h, w, h], np.float32)
         return [" ".join([f"{int(c)}", *(f"{float(v):g}" for v in row), *([f"{float(s):g}"] if save_conf else [])])
-                for row, s, c in zip(xywhn, self.scores, self.classes)]
+                for row, s, c in zip(coords, self.scores, self.classes)]
 
     def save_txt(self, path: str | Path, save_conf: bool = False) -> Path | None:
         """Write :meth:`txt_lines` to ``path`` (replacing it; missing folders are made); return the path.
@@ -123,8 +160,9 @@ class Detections:
         if self.rgb is None or self.ir is None:
             raise ValueError("these Detections carry no images (rgb=, ir=): nothing to draw on")
         views = side_by_side(self.rgb, self.ir)
-        drawn = [draw_detections(v, self.boxes, self.scores, self.classes, self.names, labels, conf, line_width)
-                 for v, which in zip(views, ("rgb", "ir")) if show in ("pair", which)]
+        corners = self.corners if self.oriented else None  # oriented boxes are drawn as their rotated outline
+        drawn = [draw_detections(v, self.boxes, self.scores, self.classes, self.names, labels, conf, line_width,
+                                 corners) for v, which in zip(views, ("rgb", "ir")) if show in ("pair", which)]
         return drawn[0] if len(drawn) == 1 else np.hstack(drawn)
 
     def save(self, path: str | Path, **plot_options: Any) -> Path:
@@ -249,7 +287,12 @@ class FusionDetector:
         conf = self.conf if conf is None else conf
         iou = self.iou if iou is None else iou
         det = detect(self.model, x, conf, iou, max_det or self.max_det, multi_label=False)[0].cpu()
-        boxes = scale_boxes(x.shape[2:], det[:, :4].clone(), shape, ratio_pad=ratio_pad)
+        geometry = boxes_of(self.model)
+        det = geometry.to_original(det, x.shape[2:], shape, ratio_pad)  # the RGB image's pixels
+        corners = geometry.corners(det)
+        oriented = geometry.width == 5
+        # axis-aligned: the xyxy rows themselves; oriented: the box enclosing each outline (Ultralytics' OBB.xyxy)
+        boxes = torch.cat([corners.amin(1), corners.amax(1)], 1) if oriented else det[:, :4]
         return Detections(
             boxes=boxes.numpy().astype(np.float32),
             scores=det[:, 4].numpy().astype(np.float32),
@@ -258,4 +301,5 @@ class FusionDetector:
             shape=(int(shape[0]), int(shape[1])),
             rgb=rgb_arr,
             ir=ir_arr,
+            xywhr=geometry.boxes(det).numpy().astype(np.float32) if oriented else None,
         )

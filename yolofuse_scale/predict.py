@@ -9,8 +9,12 @@ runs the detector on each pair and writes, under ``--out``:
   that), each showing RGB | IR side by side with the same boxes on both (``Detections.plot``: the API
   and this command draw with the same function);
 - with ``--save-txt``: ``labels/<stem>.txt`` (videos: ``labels/<name>_<frame>.txt``, frames from 1) in
-  Ultralytics' format, ``class xc yc w h`` normalised, ``conf`` appended with ``--save-conf``; a pair
+  Ultralytics' format, ``class xc yc w h`` normalised (an oriented-box model, ``--task obb``: its OBB format,
+  ``class x1 y1 x2 y2 x3 y3 x4 y4``, the corners normalised), ``conf`` appended with ``--save-conf``; a pair
   without detections gets no file, as in Ultralytics.
+
+An oriented-box model's detections are drawn as rotated outlines and carry ``xywhr`` and ``corners`` in
+predictions.jsonl (``Detections.to_list``).
 
 An ``--out`` that would write over an input (the input folders themselves, or any output that is an
 input file) is refused before any work.
@@ -130,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write predictions.jsonl (and labels) only, no drawings or video")
     parser.add_argument("--save-txt", action="store_true",
                         help="labels/<name>.txt per pair with detections, Ultralytics' format: class xc yc w h, "
-                             "normalised to the RGB frame")
+                             "normalised to the RGB frame (an obb model: class x1 y1 x2 y2 x3 y3 x4 y4, its corners)")
     parser.add_argument("--save-conf", action="store_true", help="with --save-txt: append each box's confidence")
     parser.add_argument("--line-width", type=int, default=None, help="box line width in pixels (default: by size)")
     parser.add_argument("--nms-free", action="store_true",

@@ -2,7 +2,7 @@
 
 One ``torch.save`` of a plain dict: ``model`` (the full fp32 state dict), ``model_yaml`` (the model dictionary),
 ``rgb_channels``, ``ir_channels``, ``names`` (class id -> name), ``imgsz``, and what the run adds (``step``,
-``epoch``, ``metrics``, ``ema``; an export adds ``exported_from`` and ``source``). It loads with
+``epoch``, ``metrics``, ``ema``, ``task``; an export adds ``exported_from`` and ``source``). It loads with
 ``torch.load(..., weights_only=True)`` (``torch_load.py``): no pickled code is ever executed.
 
 On the ground floor (torch, ``torch_load`` and ``errors`` only), so the model package (``--pretrained``), the
@@ -26,8 +26,11 @@ import torch
 from yolofuse_scale.errors import CheckpointError
 from yolofuse_scale.torch_load import load_weights_only, refusal_reason
 
-#: The entries every weights file holds (more may follow: step, epoch, metrics, ...).
+#: The entries every weights file holds (more may follow: step, epoch, metrics, ``task``, ...).
 REQUIRED = ("model", "model_yaml", "rgb_channels", "ir_channels", "names")
+#: ``task``: what the model predicts (``--task``; a file written before tasks existed holds none: detect). The
+#: model's head says it too; ``inference.load_weights_model`` refuses a file whose two disagree.
+TASKS = ("detect", "obb")
 
 
 def plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -88,4 +91,7 @@ def weights_payload_problem(payload: dict[str, Any]) -> str | None:
     imgsz = payload.get("imgsz", 640)
     if not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz <= 0:
         return f"imgsz {imgsz!r} must be a positive integer"
+    task = payload.get("task", "detect")
+    if task not in TASKS:
+        return f"task {task!r} must be one of {', '.join(TASKS)}"
     return None

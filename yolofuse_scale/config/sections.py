@@ -36,7 +36,7 @@ from yolofuse_scale.data.cache import CacheMode
 from yolofuse_scale.data.scan import BadSamplePolicy
 from yolofuse_scale.errors import ConfigError
 from yolofuse_scale.model.sizes import fusion_help
-from yolofuse_scale.model.variants import FAMILIES, SCALE_NAMES, Fusion, parse_model_name
+from yolofuse_scale.model.variants import FAMILIES, SCALE_NAMES, Fusion, model_name_task, parse_model_name
 
 #: ``--strategy``; ``zero*`` read the packaged ``yolofuse_scale/configs/deepspeed/<name>.json``
 #: (``ds_configs/`` in the checkout; see engine/strategy/deepspeed.py).
@@ -98,9 +98,14 @@ class ModelConfig:
 
     model: str = "yolov8n"
     """a family and scale: yolov8, yolo11 (C3k2/C2PSA) or yolo26 (end-to-end head, NMS-free capable) +
-    t|n|s|m|l|x (t: tiny, for tests), e.g. yolo11s; or a model YAML (Ultralytics or YOLOFuse schema). Ultralytics'
-    file names mean their family and scale: yolo11n.yaml (unless such a file is here), yolo11n.pt (a file here, also
-    taken as --pretrained; nothing is downloaded)"""
+    t|n|s|m|l|x (t: tiny, for tests), e.g. yolo11s, with -obb for oriented boxes (yolo11s-obb: --task obb); or a
+    model YAML (Ultralytics or YOLOFuse schema). Ultralytics' file names mean their family and scale: yolo11n.yaml
+    (unless such a file is here), yolo11n.pt (a file here, also taken as --pretrained; nothing is downloaded)"""
+    task: Literal["detect", "obb"] | None = None
+    """detect: axis-aligned boxes; obb: oriented boxes (centre, size, angle; the family's -obb model: OBB head,
+    v8OBBLoss, rotated NMS and IoU, labels 'cls x1 y1 x2 y2 x3 y3 x4 y4'). Default: the --model name's (-obb: obb),
+    else the dataset's (data.yaml 'task:', detect when absent), which must agree with it; a model YAML's head must
+    be the task's. Recorded in the weights: val, predict and export follow it; a resume refuses another task"""
     fusion: Fusion = field(default="mid", metadata={"help_more": fusion_help})
     """where the RGB and IR streams meet (model/variants.py); not with a model YAML, which defines its own
     (refused); every run prints its model's size at start:"""
@@ -121,8 +126,13 @@ class ModelConfig:
             return
         named = parse_model_name(self.model)
         if not named or named[1] not in SCALE_NAMES:
-            _refuse(self, "model", f"--model must be {{{','.join(FAMILIES)}}}{{{','.join(SCALE_NAMES)}}} (e.g. "
-                                   f"yolo11n) or a model YAML file (.yaml), got {self.model!r}")
+            _refuse(self, "model", f"--model must be {{{','.join(FAMILIES)}}}{{{','.join(SCALE_NAMES)}}}[-obb] (e.g. "
+                                   f"yolo11n, yolo11n-obb) or a model YAML file (.yaml), got {self.model!r}")
+        said = model_name_task(self.model)  # yolo11n-obb: obb; the name and --task must agree
+        if said is not None and self.task not in (None, said):
+            _refuse(self, ("task", "model"), f"--task {self.task} with --model {self.model}, an {said.upper()} model: "
+                                             f"drop --task, or use --model {self.model.removesuffix('-obb')}")
+        self.task = said or self.task  # None: the dataset's (data.yaml 'task:'), resolved when the data is read
         if self.scale is not None and self.scale not in SCALE_NAMES:
             _refuse(self, "scale", f"--scale must be one of {', '.join(SCALE_NAMES)} for --model {self.model}, "
                                    f"got {self.scale!r}")

@@ -2,7 +2,11 @@
 
 Detections go through Ultralytics' NMS and its prediction-to-target matching; mAP50, mAP50-95,
 precision and recall come from its ``DetMetrics``. Boxes are compared in letterboxed pixel space
-(IoU is invariant to the letterbox's uniform scale and shift, so no rescaling is needed).
+(IoU is invariant to the letterbox's uniform scale and shift, so no rescaling is needed). Which NMS and
+which IoU is the model's task's (``engine/boxes.py``): axis-aligned boxes as Ultralytics' ``DetectionValidator``
+(``box_iou``), oriented boxes (``--task obb``) as its ``OBBValidator``: rotated NMS, matching by probabilistic IoU
+(``batch_probiou``) of (cx, cy, w, h, angle), the same greedy matching at IoU 0.5:0.95, ``OBBMetrics`` (its
+mAP50 and mAP50-95 are ``DetMetrics``') and a confusion matrix of task ``obb``.
 
 Per-image statistics are gathered as Python objects (images have different numbers of detections),
 ordered by dataset index, and reduced into metrics on every rank: the result is then identical to a
@@ -33,16 +37,16 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import nn
 from ultralytics.engine.validator import BaseValidator
-from ultralytics.utils.metrics import ConfusionMatrix, DetMetrics, box_iou
-from ultralytics.utils.nms import non_max_suppression
-from ultralytics.utils.ops import xywh2xyxy
+from ultralytics.utils.metrics import ConfusionMatrix
 
 from yolofuse_scale._offline import forbid_font_downloads
 from yolofuse_scale.data.loaders import move_images
 from yolofuse_scale.data.transforms import normalize_images
+from yolofuse_scale.engine.boxes import AXIS_ALIGNED, AxisAligned
 from yolofuse_scale.engine.console import iterate
 from yolofuse_scale.engine.missrate import MissRate, unletterbox
 from yolofuse_scale.engine.storage import is_writer
+from yolofuse_scale.engine.task import TASKS
 
 forbid_font_downloads()
 # Ultralytics' NMS calls torchvision's C++ kernel only when torchvision is already imported, and
@@ -56,6 +60,11 @@ IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 _MATCHER = SimpleNamespace(iouv=IOU_THRESHOLDS)
 
 
+def boxes_of(model: nn.Module) -> AxisAligned:
+    """The box geometry of ``model``'s task (``engine/task.py``'s :data:`TASKS`; a model without a task: detect)."""
+    return TASKS[getattr(model, "task", "detect")].boxes
+
+
 @torch.inference_mode()
 def detect(
     model: nn.Module,
@@ -65,18 +74,21 @@ def detect(
     max_det: int = 300,
     multi_label: bool = True,
 ) -> list[torch.Tensor]:
-    """Run an eval-mode model on float images; return per image an (n, 6) tensor xyxy, conf, cls.
+    """Run an eval-mode model on float images; return per image an (n, 6) tensor xyxy, conf, cls (an oriented-box
+    model: (n, 7) cx, cy, w, h, conf, cls, angle; see ``engine/boxes.py``).
 
     ``multi_label`` keeps every class above ``conf`` per box (what mAP wants); prediction uses one
     label per box, the best class.
     """
-    return suppress(model(images), conf, iou, max_det, multi_label)
+    end2end = bool(getattr(model, "end2end", False))  # a one-to-one head's top-k (YOLO26 --nms-free): no NMS
+    return suppress(model(images), conf, iou, max_det, multi_label, boxes_of(model), end2end)
 
 
-def suppress(out: Any, conf: float, iou: float, max_det: int, multi_label: bool) -> list[torch.Tensor]:
-    """Ultralytics' NMS on a model's eval-mode output (its first element, the decoded boxes and scores)."""
-    preds = out[0] if isinstance(out, (list, tuple)) else out
-    return non_max_suppression(preds.float(), conf, iou, multi_label=multi_label, max_det=max_det)
+def suppress(out: Any, conf: float, iou: float, max_det: int, multi_label: bool,
+             boxes: AxisAligned = AXIS_ALIGNED, end2end: bool = False) -> list[torch.Tensor]:
+    """Ultralytics' NMS of ``boxes``' kind on a model's eval-mode output (its first element, the decoded boxes and
+    scores); ``end2end``: a one-to-one head's top-k, only filtered by ``conf``."""
+    return boxes.suppress(out, conf, iou, max_det, multi_label, end2end)
 
 
 def _image_slice(out: Any, i: int) -> Any:
@@ -106,14 +118,16 @@ def image_losses(loss_items: Callable[[Any, dict], torch.Tensor], out: Any, batc
     return torch.stack(rows)
 
 
-def image_stats(det: torch.Tensor, gt_cls: torch.Tensor, gt_xyxy: torch.Tensor) -> dict[str, np.ndarray]:
-    """Ultralytics' per-image statistics: tp (n, 10) at IoU 0.5:0.95, conf, pred_cls, target_cls."""
-    det, gt_cls, gt_xyxy = det.cpu(), gt_cls.cpu(), gt_xyxy.cpu()
+def image_stats(det: torch.Tensor, gt_cls: torch.Tensor, gt_boxes: torch.Tensor,
+                boxes: AxisAligned = AXIS_ALIGNED) -> dict[str, np.ndarray]:
+    """Ultralytics' per-image statistics: tp (n, 10) at IoU 0.5:0.95, conf, pred_cls, target_cls. ``gt_boxes`` are in
+    ``boxes``' form (xyxy; xywhr for oriented boxes) in the image's pixels, compared by ``boxes.iou``."""
+    det, gt_cls, gt_boxes = det.cpu(), gt_cls.cpu(), gt_boxes.cpu()
     n = det.shape[0]
     if n == 0 or gt_cls.numel() == 0:
         tp = np.zeros((n, len(IOU_THRESHOLDS)), dtype=bool)
     else:
-        iou = box_iou(gt_xyxy, det[:, :4])
+        iou = boxes.iou(gt_boxes, boxes.boxes(det))
         tp = BaseValidator.match_predictions(_MATCHER, det[:, 5], gt_cls, iou).numpy()
     cls = gt_cls.numpy()
     return {
@@ -149,43 +163,47 @@ def evaluate(
     both loaders' validation batches do). ``loss_items``: the training criterion's detached loss items of a model
     output against a batch's targets (``DetectionTask.loss_items``); with it the result holds ``losses``, their
     mean over the images (see :func:`image_losses`). Collective: every rank must call this (two
-    ``all_gather_object``).
+    ``all_gather_object``). The NMS and IoU are the model's task's (:func:`boxes_of`); the batches' ``bboxes`` must
+    be that task's targets (oriented boxes: (N, 5) with the angle).
     """
     was_training = model.training
     model.eval()
+    geometry, end2end = boxes_of(model), bool(getattr(model, "end2end", False))
+    if missrate is not None and geometry is not AXIS_ALIGNED:
+        raise ValueError("KAIST's miss rate (data.yaml 'missrate:') scores axis-aligned pedestrian boxes; this model "
+                         "predicts oriented boxes (--task obb)")
     person = missrate.class_id(names) if missrate is not None else None
     local: list[tuple[int, str, dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]] = []
-    # As Ultralytics 8.4's detection validator (in training and in `val`): the matrix counts every detection
+    # As Ultralytics 8.4's detection and OBB validators (in training and in `val`): the matrix counts every detection
     # above the validation conf (0.001 by default, not ConfusionMatrix's own 0.25), matched at IoU > 0.45.
-    confusion = ConfusionMatrix(names=dict(names))
+    confusion = ConfusionMatrix(names=dict(names), task=geometry.matrix_task)
     to_device = batch_to_device or partial(move_images, device=accelerator.device)
     # a transient bar on the main process's terminal; redirected output gets none (console.py: no '\r' in a log)
     for batch in iterate(loader, desc, enabled=accelerator.is_main_process):
         batch = to_device(batch)
         imgs = normalize_images(batch["img"])
         h, w = imgs.shape[2:]
-        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
         with torch.inference_mode():
             out = model(imgs)
-            dets = suppress(out, conf, iou, max_det, multi_label=True)
+            dets = suppress(out, conf, iou, max_det, True, geometry, end2end)
             # host sync: one copy of the batch's per-image loss items
             losses = image_losses(loss_items, out, batch).double().cpu().numpy() if loss_items else None
         for i, det in enumerate(dets):
             sel = batch["batch_idx"] == i
-            gt_xyxy = xywh2xyxy(batch["bboxes"][sel].float() * scale)
+            gt_boxes = geometry.targets(batch["bboxes"][sel], w, h)
             gt_cls = batch["cls"][sel].view(-1)
-            stats = image_stats(det, gt_cls, gt_xyxy)
+            stats = image_stats(det, gt_cls, gt_boxes, geometry)
             boxes = unletterbox(det, person, batch["ratio_pad"][i]) if missrate is not None else None
             local.append((int(batch["index"][i]), batch["im_file"][i], stats, boxes,
                           None if losses is None else losses[i]))
             det = det.cpu()
-            confusion.process_batch({"bboxes": det[:, :4], "conf": det[:, 4], "cls": det[:, 5]},
-                                    {"bboxes": gt_xyxy, "cls": gt_cls}, conf=conf)
+            confusion.process_batch({"bboxes": geometry.boxes(det), "conf": det[:, 4], "cls": det[:, 5]},
+                                    {"bboxes": gt_boxes, "cls": gt_cls}, conf=conf)
     model.train(was_training)
 
     everything = sorted(gather_object(local), key=lambda t: t[0])  # collective; one-process order
     confusion.matrix = np.sum(gather_object([confusion.matrix]), axis=0)  # collective; integer counts
-    metrics = DetMetrics(names=dict(names))
+    metrics = geometry.metrics(names=dict(names))
     for _, im_file, stats, _, _ in everything:
         metrics.update_stats({**stats, "im_name": im_file})
     n_instances = int(sum(len(s["target_cls"]) for _, _, s, _, _ in everything))

@@ -177,8 +177,9 @@ class RunOutputs:
         # host sync: the copy waits for the batch (under --loader device, its decode and augmentation)
         img = batch["img"][:n].cpu().numpy()
         idx = batch["batch_idx"].cpu().numpy()
-        targets = np.concatenate([batch["cls"].cpu().numpy().reshape(-1, 1),
-                                  batch["bboxes"].cpu().numpy().reshape(-1, 4)], axis=1)
+        boxes = batch["bboxes"].cpu().numpy()  # (n, 4) xywh, or (n, 5) with the angle: oriented boxes
+        targets = np.concatenate([batch["cls"].cpu().numpy().reshape(-1, 1), boxes.reshape(-1, boxes.shape[-1])],
+                                 axis=1)
         keep = idx < n
         picture = plots.batch_jpg(img, idx[keep], targets[keep], self.names)
         _write_atomically(self.out / PREVIEWS[self._previews], picture)

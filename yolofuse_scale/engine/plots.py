@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from ultralytics.utils.ops import xywhr2xyxyxyxy
 
 #: Box colours per class (BGR), the class id modulo 8: the colours of ``predict``'s side-by-side images.
 PALETTE = [(56, 56, 255), (255, 157, 151), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
@@ -165,14 +166,21 @@ def _pane(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _draw_boxes(pane: np.ndarray, boxes: np.ndarray, names: dict[int, str], tag: str) -> None:
-    """Boxes (n, 5: class, xc, yc, w, h normalised) with their class names, and ``tag`` (RGB / IR) in a corner."""
+    """Boxes (n, 5: class, xc, yc, w, h normalised; oriented boxes (n, 6) with the angle in radians, drawn as their
+    rotated outline) with their class names, and ``tag`` (RGB / IR) in a corner."""
     s = pane.shape[0]
     thick = max(1, round(s / 320))
     scale = max(0.3, s / 640)
-    for c, xc, yc, w, h in boxes:
+    for c, xc, yc, w, h, *angle in boxes:
         colour = PALETTE[int(c) % len(PALETTE)]
         x1, y1, x2, y2 = (int(round(v * s)) for v in (xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2))
-        cv2.rectangle(pane, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
+        if angle:  # Ultralytics' corners of (cx, cy, w, h, angle), in the pane's pixels
+            outline = xywhr2xyxyxyxy(np.array([[xc * s, yc * s, w * s, h * s, angle[0]]], np.float64))[0]
+            cv2.polylines(pane, [np.round(outline).astype(np.int32).reshape(-1, 1, 2)], True, colour, thick,
+                          cv2.LINE_AA)
+            x1, y1 = (int(round(v)) for v in outline.min(0))  # the name above the outline's top
+        else:
+            cv2.rectangle(pane, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
         if s >= 96:  # below, a name covers the box it names
             cv2.putText(pane, names.get(int(c), str(int(c))), (x1 + 1, max(y1 - 3, 9)), cv2.FONT_HERSHEY_SIMPLEX,
                         scale, colour, thick, cv2.LINE_AA)
@@ -195,7 +203,8 @@ def batch_jpg(img: np.ndarray, batch_idx: np.ndarray, targets: np.ndarray, names
     with the same boxes drawn on both, the first :data:`PREVIEW_SAMPLES` samples in a grid.
 
     ``img``: (B, 3 + C_ir, S, S) uint8; ``batch_idx`` (n,) the sample of each box; ``targets`` (n, 5) class, xc,
-    yc, w, h normalised (the collated batch's ``cls`` and ``bboxes``). Cells are separated by a white line."""
+    yc, w, h normalised (the collated batch's ``cls`` and ``bboxes``; oriented boxes: (n, 6) with the angle). Cells
+    are separated by a white line."""
     rows, cols, size = preview_layout(len(img), img.shape[-1])
     canvas = np.full((rows * size, cols * 2 * size, 3), 255, np.uint8)
     for i in range(min(len(img), rows * cols)):

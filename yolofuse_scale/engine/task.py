@@ -1,7 +1,11 @@
 """The task interface between the loop and the detector: ``step(model, batch) -> loss, items``.
 
 The loop never knows which fusion it trains; it hands a batch here and backpropagates what comes
-back. This is also the one place that defines what a step's gradient means.
+back. This is also the one place that defines what a step's gradient means, and the one place a task is
+chosen: :data:`TASKS` maps each ``--task`` to its class, and :func:`make_task` picks the one of a model's
+task (``FusionDetectionModel.task``, which its head says). A task class is what differs between them: its
+criterion (the model's, Ultralytics' for that head), its loss names, and its boxes (``engine/boxes.py``:
+NMS, matching and mapping back), which validation, ``val`` and prediction read as ``TASKS[task].boxes``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from torch import nn
 from ultralytics.utils.loss import E2ELoss
 
 from yolofuse_scale.data.transforms import normalize_images
+from yolofuse_scale.engine.boxes import AXIS_ALIGNED, ROTATED, AxisAligned
 
 
 class DetectionTask:
@@ -35,7 +40,16 @@ class DetectionTask:
             distribution focal loss (``reg_max: 1``, YOLO26).
     """
 
+    #: the ``--task`` this class trains (a model of another task is refused: its targets have another form)
+    name = "detect"
+    #: how this task's detections are suppressed, matched and mapped back (``engine/boxes.py``)
+    boxes: AxisAligned = AXIS_ALIGNED
+
     def __init__(self, model: nn.Module, nbs: int = 64, epochs: int = 100, channels_last: bool = True):
+        task = getattr(model, "task", "detect")
+        if task != self.name:
+            raise ValueError(f"{type(self).__name__} trains --task {self.name}; this model's head is a --task {task} "
+                             f"head ({type(model.model[-1]).__name__}): use make_task(model), which picks by it")
         model.args.epochs = epochs  # a per-model copy of Ultralytics' defaults (detector.py)
         self.criterion = model.init_criterion()
         names = (self.criterion.one2one if isinstance(self.criterion, E2ELoss) else self.criterion).loss_names
@@ -110,6 +124,31 @@ class DetectionTask:
         output of an eval-mode model works (Ultralytics' criterion takes the raw head outputs from it)."""
         _, items = self.criterion(_to_fp32(preds), batch)
         return torch.stack([items[k] for k in items]).detach() if isinstance(items, dict) else items.detach()
+
+
+class OBBTask(DetectionTask):
+    """Oriented boxes (``--task obb``): the model's ``OBB``/``OBB26`` head trained with Ultralytics' ``v8OBBLoss``
+    (YOLO26: ``E2ELoss`` over it, the same epoch-following branch weights as detection), whose items are ``box, cls,
+    dfl, angle`` (``box, cls, l1, angle`` for YOLO26). Targets are the contract's: ``bboxes`` (N, 5) cx, cy, w, h
+    normalised to the image and the angle in radians (Ultralytics' ``Format(return_obb=True)``).
+
+    Gradient semantics: :class:`DetectionTask`'s, unchanged: ``v8OBBLoss`` too returns the per-batch loss times the
+    batch size, and ``nbs`` x the per-batch loss is backpropagated. Host syncs, not ours: on top of detection's,
+    ``v8OBBLoss`` reads the image size, the summed target scores and whether any anchor matched on the host
+    (``float(imgsz)``, ``max(target_scores.sum(), 1)``, ``if fg_mask.sum()``), ~3 more waits per micro-batch on a
+    GPU. Boxes under 2 px on a side are left out of the loss by it (to stabilise training), as in Ultralytics."""
+
+    name = "obb"
+    boxes = ROTATED
+
+
+#: Every task, by its ``--task`` name: the one place a task is chosen (see the module docstring).
+TASKS: dict[str, type[DetectionTask]] = {"detect": DetectionTask, "obb": OBBTask}
+
+
+def make_task(model: nn.Module, **kwargs) -> DetectionTask:
+    """The task of ``model``'s head (``model.task``), built for the *unwrapped* model (see :class:`DetectionTask`)."""
+    return TASKS[getattr(model, "task", "detect")](model, **kwargs)
 
 
 def _to_fp32(x):

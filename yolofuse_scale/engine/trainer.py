@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from yolofuse_scale.config import RunConfig
 from yolofuse_scale.data import load_data_config, scan_dataset, write_synthetic_dataset
+from yolofuse_scale.data.config import check_task
 from yolofuse_scale.data.loaders import training_feed, validation_feed
 from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
@@ -50,7 +51,7 @@ from yolofuse_scale.engine.strategy.batchnorm import sync_batchnorm_buffers
 from yolofuse_scale.engine.strategy.launch import launched_world_size, strategy_name
 from yolofuse_scale.engine.strategy.memory_format import keep_optimizer_layout
 from yolofuse_scale.engine.strategy.sharded import full_state_dict
-from yolofuse_scale.engine.task import DetectionTask
+from yolofuse_scale.engine.task import make_task
 from yolofuse_scale.errors import ConfigError, DistributedSetupError
 from yolofuse_scale.model import build_model, model_summary
 from yolofuse_scale.model.pretrained import apply_pretrained
@@ -180,6 +181,8 @@ class Trainer:
                 if is_writer(acc) and not Path(data_yaml).is_file():
                     write_synthetic_dataset(self.out / "synthetic", imgsz=cfg.data.imgsz, seed=cfg.train.seed)
         self.data_cfg = load_data_config(data_yaml)  # train and val must exist; a missing test entry is a warning
+        # --task: the dataset's when not given (a -obb model name gives it); the two must agree
+        cfg.model.task = check_task(self.data_cfg, cfg.model.task)
         for warning in self.data_cfg.warnings:
             self.log.info(f"warning: {warning}")
         # The scan (pairing, headers, labels; cached) runs once, on the main process, and its result,
@@ -235,7 +238,8 @@ class Trainer:
         return {"images_per_step": self.images_per_step, "batch_size": t.batch_size,
                 "world_size": self.accelerator.num_processes, "grad_accum": t.grad_accum,
                 "steps_per_epoch": self.sampler.steps_per_epoch, "dataset": self.train_fingerprint,
-                "model": f"--model {m.model} --fusion {m.fusion}" + (f" --scale {m.scale}" if m.scale else ""),
+                "model": f"--model {m.model} --fusion {m.fusion}" + (f" --scale {m.scale}" if m.scale else "")
+                + (f" --task {m.task}" if m.task != "detect" else ""),  # a detection run's words as before
                 # what the lr schedule, mosaic epochs, loss weights and data order follow (engine/course.py)
                 "course": course.course_of(self.cfg)}
 
@@ -263,10 +267,10 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         m = cfg.model
         model = build_model(m.model, m.fusion, nc=self.data_cfg.nc, ir_channels=self.data_cfg.ir_channels,
-                            scale=m.scale, names=self.data_cfg.names)
+                            scale=m.scale, names=self.data_cfg.names, task=m.task)
         self._apply_pretrained(model)  # before anything copies the model (summary, eval copy, EMA, wrapper)
         params, gflops = model_summary(model, cfg.data.imgsz)
-        self.log.info(f"model {m.model} fusion={m.fusion} ir_channels={self.data_cfg.ir_channels}: "
+        self.log.info(f"model {m.model} fusion={m.fusion} task={m.task} ir_channels={self.data_cfg.ir_channels}: "
                       f"{params / 1e6:.2f} M parameters, {gflops:.2f} GFLOPs at {cfg.data.imgsz} px")
         self.model_meta = {"params": params, "gflops": gflops}
         if self.pretrained is not None:
@@ -289,8 +293,9 @@ class Trainer:
         # The bare model under the strategy's wrapper; the same object for the whole run (DDP, DeepSpeed and
         # compile wrap it, FSDP2 shards it in place), so it is looked up once: per step it cost ~4 ms.
         self.bare = bare = unwrap(acc, self.model)
-        self.task = DetectionTask(bare, nbs=cfg.optim.nbs, epochs=cfg.train.epochs,
-                                  channels_last=cfg.parallel.channels_last)
+        # the one choice of task: the model's head says it (engine/task.py's TASKS)
+        self.task = make_task(bare, nbs=cfg.optim.nbs, epochs=cfg.train.epochs,
+                              channels_last=cfg.parallel.channels_last)
         self.ema = ShardedEMA(bare) if cfg.optim.ema else None
         # Every step's measurements. MFU: training FLOPs per image / the device's peak (0: unknown), at the
         # precision the model computes in (DeepSpeed's is its JSON's torch_autocast: see effective_precision).
@@ -306,7 +311,7 @@ class Trainer:
         self.state.world_size, self.state.distributed_type = acc.num_processes, acc.distributed_type.value
         self.run_meta = plain_meta({
             "model_yaml": bare.yaml, "rgb_channels": bare.rgb_channels, "ir_channels": bare.ir_channels,
-            "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz,
+            "names": dict(self.data_cfg.names), "imgsz": cfg.data.imgsz, "task": bare.task,
             "labels": self.label_record,  # the task, the IR labels, each split's label policy and counts (data/scan.py)
             # the 16-bit IR mapping the model learns from (a percentile's levels included): val and predict apply it
             **({"ir_mapping": self.ir_read.mapping.record()} if self.ir_read.mapping.chosen else {}),

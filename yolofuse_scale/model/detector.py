@@ -15,7 +15,7 @@ import torch
 import yaml
 from ultralytics.cfg import DEFAULT_CFG_DICT
 from ultralytics.nn import tasks as ul_tasks
-from ultralytics.nn.tasks import DetectionModel
+from ultralytics.nn.tasks import DetectionModel, OBBModel
 from ultralytics.utils import IterableSimpleNamespace
 
 from yolofuse_scale.model.attention import QUADRATIC_MODULES, ROW_LAYERS, expand_rows
@@ -36,7 +36,17 @@ from yolofuse_scale.model.safe_config import (
     default_activation,
     parse_activation,
 )
-from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALE_NAMES, fusion_yaml, parse_model_name
+from yolofuse_scale.model.variants import (
+    FAMILIES,
+    FUSIONS,
+    SCALE_NAMES,
+    TASK_HEADS,
+    TASKS,
+    fusion_yaml,
+    head_task,
+    model_name_task,
+    parse_model_name,
+)
 
 # Ultralytics' parse_model resolves a YAML module name through its own module namespace. Adding our
 # two input modules there (adding names, replacing nothing) lets the unmodified parser build
@@ -49,10 +59,14 @@ ul_tasks.ModalConcat = ModalConcat
 for _name, _layer in {**ROW_LAYERS, **RGBT_LAYERS}.items():
     setattr(ul_tasks, _name, _layer)
 
-#: The heads whose loss this toolkit trains (Ultralytics' ``v8DetectionLoss``; ``E2ELoss`` for an end-to-end
-#: head); a model ending in another head (segmentation, pose, OBB, classification, RT-DETR, YOLO-World/YOLOE)
-#: passes the check but is not built.
-DETECTION_HEADS = frozenset({"Detect", "v10Detect"})
+#: The heads whose loss this toolkit trains, each a task's (``variants.TASK_HEADS``): ``Detect``/``v10Detect``
+#: (Ultralytics' ``v8DetectionLoss``; ``E2ELoss`` for an end-to-end head) and ``OBB``/``OBB26`` (``v8OBBLoss``;
+#: ``E2ELoss`` over it for YOLO26). A model ending in another head (segmentation, pose, classification, RT-DETR,
+#: YOLO-World/YOLOE) passes the check but is not built.
+DETECTION_HEADS = frozenset(h for heads in TASK_HEADS.values() for h in heads)
+#: The criterion of each task: the ``init_criterion`` of the Ultralytics model class of that task (called on our
+#: model, which has what they read: its head, ``args``), so the choice of loss is Ultralytics' own.
+CRITERIA = {"detect": DetectionModel.init_criterion, "obb": OBBModel.init_criterion}
 
 #: Loss gains and other hyper-parameters Ultralytics' loss reads from ``model.args``: its defaults
 #: (box 7.5, cls 0.5, dfl 1.5), which the YOLO recipe's learning rates assume.
@@ -113,6 +127,8 @@ class FusionDetectionModel(DetectionModel):
             raise ModelConfigError(
                 f"{source}: its last layer is {head}; this toolkit trains detectors, whose last layer is "
                 f"{' or '.join(sorted(DETECTION_HEADS))} (Ultralytics' other heads need their own losses and data)")
+        #: what the model predicts, by its head: ``detect`` (xyxy boxes) or ``obb`` (xywh + angle)
+        self.task = head_task(head)
         self.two_stream = _rows(cfg)[0][2] in STREAM_INPUT_MODULES
         parsed = prepare_model_dict(cfg, rgb_channels, ir_channels, source)
         # The parser would eval() the activation string: it gets the module built from the parsed spec instead.
@@ -130,6 +146,10 @@ class FusionDetectionModel(DetectionModel):
         # Ultralytics' loss reads its gains (and E2ELoss the epoch count) here: a copy per model, so
         # setting one run's epochs changes no other model's defaults.
         self.args = IterableSimpleNamespace(**vars(DEFAULT_HYP))
+
+    def init_criterion(self):
+        """Ultralytics' criterion for this model's task (:data:`CRITERIA`): what ``engine/task.py`` trains with."""
+        return CRITERIA[self.task](self)
 
     def _predict_once(self, x, *args, **kwargs):
         if self.two_stream and isinstance(x, torch.Tensor):
@@ -165,19 +185,34 @@ def read_model_yaml(path: Path) -> Any:
         raise ModelConfigError(f"{path}: not a text file ({e.reason} at byte {e.start})") from None
 
 
-def load_model_dict(model: str, fusion: str, nc: int, scale: str | None = None) -> dict[str, Any]:
-    """Resolve ``--model`` (a family + scale such as ``yolov8n``, ``yolo11s``, ``yolo26t``, or a YAML path)
-    and ``--fusion`` into a model dictionary.
+def resolve_task(model: str, task: str | None) -> str:
+    """The task a built-in ``--model`` name builds for: the name's own (``yolo11n-obb``: obb), else ``task`` (None:
+    detect); a name and a task that disagree are refused. (A model YAML's head says its task: :func:`build_model`.)"""
+    named = model_name_task(model)
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if named is not None and task is not None and task != named:
+        raise ValueError(f"--model {model} is an {named.upper()} model, --task {task} asks for another: drop one of "
+                         f"them (--model {model.removesuffix('-obb')} --task {task}, or --task {named})")
+    return named or task or "detect"
 
-    For a YAML file, ``fusion`` is ignored (the file *is* the architecture) and ``scale`` picks a row of
-    its ``scales`` table (default: the file's ``scale`` key, else the first scale listed).
+
+def load_model_dict(model: str, fusion: str, nc: int, scale: str | None = None,
+                    task: str | None = None) -> dict[str, Any]:
+    """Resolve ``--model`` (a family + scale such as ``yolov8n``, ``yolo11s``, ``yolo26t``, ``yolo11n-obb``, or a
+    YAML path), ``--fusion`` and ``--task`` (a built-in name: ``obb`` derives from the family's ``-obb`` file) into
+    a model dictionary.
+
+    For a YAML file, ``fusion`` and ``task`` are ignored here (the file *is* the architecture; its head says its
+    task, which :func:`build_model` checks) and ``scale`` picks a row of its ``scales`` table (default: the file's
+    ``scale`` key, else the first scale listed).
     """
     named = parse_model_name(model)
     if named is not None:
         family, name_scale = named
         if name_scale not in SCALE_NAMES:
             raise ValueError(f"unknown model {model!r}; choose {BUILT_IN} or a YAML file")
-        return fusion_yaml(fusion, nc, scale or name_scale, family)
+        return fusion_yaml(fusion, nc, scale or name_scale, family, resolve_task(model, task))
     path = Path(model)
     if path.suffix not in (".yaml", ".yml"):
         raise ValueError(f"--model {model!r}: expected {BUILT_IN} or a path to a .yaml file")
@@ -204,15 +239,24 @@ def build_model(
     ir_channels: int = 3,
     scale: str | None = None,
     names: dict[int, str] | None = None,
+    task: str | None = None,
 ) -> FusionDetectionModel:
-    """Build a fusion detector from a built-in name or a YAML file (see :func:`load_model_dict`)."""
+    """Build a fusion detector from a built-in name or a YAML file (see :func:`load_model_dict`).
+
+    ``task`` (``detect``/``obb``; None: the name's, else detect): a built-in name derives the task's variant; a
+    model YAML's head must be one of that task's (a YAML ending in ``OBB`` is built for ``task`` None or obb)."""
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
     if ir_channels not in (1, 3):
         raise ValueError(f"ir_channels must be 1 or 3, got {ir_channels}")
     source = model if parse_model_name(model) is None else "model config"
-    det = FusionDetectionModel(load_model_dict(model, fusion, nc, scale), ir_channels=ir_channels, nc=nc,
+    det = FusionDetectionModel(load_model_dict(model, fusion, nc, scale, task), ir_channels=ir_channels, nc=nc,
                                source=source)
+    if task is not None and det.task != task:  # a model YAML: its head decides, and must be the run's task
+        raise ModelConfigError(
+            f"{source}: its last layer is {type(det.model[-1]).__name__}, a head for --task {det.task}, but this run "
+            f"trains --task {task}: pass --task {det.task}, or end the YAML in a head of --task {task} "
+            f"({' or '.join(TASK_HEADS[task])})")
     if names:
         det.names = dict(names)
     return det

@@ -1,7 +1,8 @@
 """``--pretrained PATH``: start every stream of a fusion detector from one single-stream model's weights.
 
 The source is an Ultralytics checkpoint of the same family and scale (``yolo11n.pt``: a pickled
-``DetectionModel`` trained on 3-channel RGB) or one of our weights files of any built-in variant
+``DetectionModel`` trained on 3-channel RGB; ``yolo11n-obb.pt``: an ``OBBModel``, oriented boxes) or one of
+our weights files of any built-in variant
 (``weights/last.pt``; of a model YAML's run: into that same YAML, tensor by name). For a built-in
 variant nothing is matched by name: ``variants.fusion_origins`` says which single-stream layer (and which
 stream) each layer of the built model copies, the source's layers are placed the same way (an
@@ -30,6 +31,11 @@ Choices, and why:
   (output channel c = (rgb_c + ir_c) / 2), so channel c of the fused map means what channel c
   meant to the pretrained neck; the default random init would scramble the channels the pretrained
   neck and head read. Its BN and SiLU stay as built (they still act once more on the average).
+- a file of the other task (a detection checkpoint such as ``yolo11n.pt`` for ``--task obb``, or an ``-obb``
+  one for detection): backbone and neck are loaded as above, the head keeps the model's own initialisation
+  (it predicts another kind of box; the report lists it as re-initialised, and its tensors in the file are not
+  counted against the file's share, as class-dependent ones are not). An ``-obb`` checkpoint into an OBB model
+  loads the head too, its angle branch (``cv4``) level by level as the others.
 - the class-dependent Detect layers (``cv3.*`` and YOLO26's ``one2one_cv3.*``: the final class
   convs, and the convs before them whose width Ultralytics derives from the class count) keep the
   model's own initialisation (Ultralytics' class-prior bias) when the class count differs, and are
@@ -69,25 +75,29 @@ from yolofuse_scale.model.variants import (
     FAMILIES,
     FUSIONS,
     SCALE_NAMES,
+    TASKS,
     Origin,
     derive_fusion,
     family_yaml,
     fusion_origins,
+    head_task,
 )
 from yolofuse_scale.torch_load import load_weights_only, refusal_reason
 
 #: The classes an Ultralytics YOLOv8 / YOLO11 / YOLO12 / YOLO26 detection checkpoint holds (found by saving
 #: one of each; ``torch.serialization.get_unsafe_globals_in_checkpoint`` lists them). Only these are rebuilt.
 #: YOLO12's (A2C2f, ABlock, AAttn) serve model YAMLs built on it (YOLOFuse's easy and decision-level fusion).
+#: An oriented-box checkpoint (``yolo11n-obb.pt``) holds the same blocks in an ``OBBModel`` with an ``OBB`` head
+#: (YOLO26: ``OBB26``).
 ALLOWED_CLASSES = (
-    "ultralytics.nn.tasks.DetectionModel",
+    "ultralytics.nn.tasks.DetectionModel", "ultralytics.nn.tasks.OBBModel",
     "ultralytics.nn.modules.conv.Conv", "ultralytics.nn.modules.conv.DWConv", "ultralytics.nn.modules.conv.Concat",
     "ultralytics.nn.modules.block.C2f", "ultralytics.nn.modules.block.C3k2", "ultralytics.nn.modules.block.C3k",
     "ultralytics.nn.modules.block.Bottleneck", "ultralytics.nn.modules.block.SPPF",
     "ultralytics.nn.modules.block.C2PSA", "ultralytics.nn.modules.block.PSABlock",
     "ultralytics.nn.modules.block.Attention", "ultralytics.nn.modules.block.DFL",
     "ultralytics.nn.modules.block.A2C2f", "ultralytics.nn.modules.block.ABlock", "ultralytics.nn.modules.block.AAttn",
-    "ultralytics.nn.modules.head.Detect",
+    "ultralytics.nn.modules.head.Detect", "ultralytics.nn.modules.head.OBB", "ultralytics.nn.modules.head.OBB26",
     "torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList",
     "torch.nn.modules.conv.Conv2d", "torch.nn.modules.batchnorm.BatchNorm2d",
     "torch.nn.modules.activation.SiLU", "torch.nn.modules.upsampling.Upsample",
@@ -99,7 +109,7 @@ ALLOWED_DATA = ("ultralytics.utils.IterableSimpleNamespace",)
 MIN_PLACED = 0.5
 STREAMS = ("rgb", "ir", "shared", "fusion", "attention")
 _KEY = re.compile(r"^model\.(\d+)\.(.+)$")
-_LEVEL = re.compile(r"^(cv2|cv3|one2one_cv2|one2one_cv3)\.(\d+)\.(.+)$")
+_LEVEL = re.compile(r"^((?:one2one_)?cv[234])\.(\d+)\.(.+)$")  # a head's per-level branches (cv4: OBB's angle)
 _CLASS_BRANCH = re.compile(r"^(one2one_)?cv3\.\d+\.")
 _CLASS_CONV = re.compile(r"^(one2one_)?cv3\.\d+\.2\.(weight|bias)$")
 
@@ -223,15 +233,19 @@ def _plain(d: Any) -> Any:
 
 
 def recognise(model_yaml: Any) -> tuple[str, str, str, dict[str, Any]] | None:
-    """(family, scale, fusion, single-stream dict) of a built-in variant's model dictionary, else None.
+    """(family, scale, fusion, single-stream dict) of a built-in variant's model dictionary (of either task: the
+    single-stream dict is then the family's ``-obb`` one), else None.
 
     Structural, not by name: the dictionary must be exactly what ``derive_fusion`` gives for it."""
     if not isinstance(model_yaml, dict) or not isinstance(model_yaml.get("scale"), str):
         return None
     want = _plain({k: v for k, v in model_yaml.items() if k != "nc"})
+    rows = [r for k in ("backbone", "head") if isinstance(model_yaml.get(k), list) for r in model_yaml[k]]
+    last = rows[-1] if rows else None
+    task = head_task(str(last[2])) if isinstance(last, (list, tuple)) and len(last) == 4 else None
     for family in FAMILIES:
         try:
-            base = family_yaml(family, model_yaml["scale"])
+            base = family_yaml(family, model_yaml["scale"], task or "detect")
         except ValueError:
             continue
         for fusion in FUSIONS:
@@ -293,20 +307,24 @@ def _signature(d: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
 
 @functools.cache
 def _family_tables() -> tuple[tuple[str, str, str], ...]:
-    """(family, scale, its signature as JSON) for every built-in family and scale (the family files, read once)."""
+    """(family, scale, its signature as JSON) for every built-in family, task and scale (the family files, read
+    once); an oriented-box family is named with its file's suffix (``yolo11-obb``)."""
     out = []
     for family in FAMILIES:
-        for scale in SCALE_NAMES:
-            try:
-                out.append((family, scale, json.dumps(_signature(family_yaml(family, scale)), sort_keys=True)))
-            except ValueError:  # a scale the family's file does not list
-                continue
+        for task in TASKS:
+            for scale in SCALE_NAMES:
+                try:
+                    sig = json.dumps(_signature(family_yaml(family, scale, task)), sort_keys=True)
+                except ValueError:  # a scale the family's file does not list
+                    continue
+                out.append((family + ("-obb" if task == "obb" else ""), scale, sig))
     return tuple(out)
 
 
 def identify(single: dict[str, Any]) -> str:
-    """What a single-stream model dictionary is, in words: ``yolov8 scale s`` when its rows are a built-in
-    family's and its (effective) scale row one of that family's, else what the file says of itself."""
+    """What a single-stream model dictionary is, in words: ``yolov8 scale s`` (``yolov8-obb scale s`` for an
+    oriented-box one) when its rows are a built-in family's and its (effective) scale row one of that family's,
+    else what the file says of itself."""
     rows, meta = _signature(single)
     row, old = _scale_row(single)
     how = f" (from depth_multiple {row[0]}, width_multiple {row[1]})" if old and row else ""
@@ -327,9 +345,12 @@ def identify(single: dict[str, Any]) -> str:
             + (f", scale {said}" if said else f", scale {row}" if row else "") + how)
 
 
-def _difference(src: dict[str, Any], dst: dict[str, Any], dst_name: str) -> str | None:
-    """The first structural difference between two single-stream dicts, in words (None: the same)."""
+def _difference(src: dict[str, Any], dst: dict[str, Any], dst_name: str, heads: bool = True) -> str | None:
+    """The first structural difference between two single-stream dicts, in words (None: the same); ``heads``
+    False: their last layers (heads of two tasks, the report says so itself) are not compared."""
     (sr, sm), (dr, dm) = _signature(src), _signature(dst)
+    if not heads:
+        sr, dr = sr[:-1], dr[:-1]
     for key in ("scale", "reg_max", "end2end"):
         if sm[key] != dm[key]:
             what = "[depth, width, max_channels]" if key == "scale" else key
@@ -448,11 +469,12 @@ def _our_weights(path: Path) -> Source:
                       "the weights of a model YAML's run", _class_names(payload.get("names"), nc),
                       model_yaml=payload["model_yaml"])
     family, scale, fusion, base = found
-    what = (f"yolofuse-scale weights ({family}{scale} fusion={fusion}, {nc} class(es), IR "
+    kinds = [str(r[2]).rpartition(".")[2] for r in _rows_of(base)]
+    obb = "-obb" if head_task(kinds[-1]) == "obb" else ""  # an oriented-box variant: its family's -obb model
+    what = (f"yolofuse-scale weights ({family}{scale}{obb} fusion={fusion}, {nc} class(es), IR "
             f"{payload['ir_channels']} channel(s))")
     return Source(path, what, _fp32(payload["model"]), nc, base, _layer_table(fusion_origins(base, fusion)),
-                  f"{family} scale {scale} (fusion={fusion})", _class_names(payload.get("names"), nc),
-                  [str(r[2]).rpartition(".")[2] for r in _rows_of(base)])
+                  f"{family}{obb} scale {scale} (fusion={fusion})", _class_names(payload.get("names"), nc), kinds)
 
 
 # ------------------------------------------------------------------------------------------ mapping
@@ -486,7 +508,10 @@ class LoadReport:
     countable: int = 0
     difference: str | None = None
     nc: tuple[int, int] = (0, 0)  # (here, in the file)
-    reinit_src: set[str] = field(default_factory=set)  # the file's class-dependent tensors not placed
+    reinit_src: set[str] = field(default_factory=set)  # the file's class-dependent (or head) tensors not placed
+    #: (the file's task, this model's) when they differ: the head is re-initialised (:attr:`other_task`)
+    tasks: tuple[str, str] | None = None
+    other_task: list[str] = field(default_factory=list)  # this model's head tensors, re-initialised
     #: (id, name in the file, name here) of each class whose name differs while the counts agree
     names_differ: list[tuple[int, str, str]] = field(default_factory=list)
     #: a model YAML's transfer (no declared origins): what was matched by structure, what was not, and the
@@ -506,6 +531,8 @@ class LoadReport:
                "share": self.share, "counts": {s: dict(c) for s, c in self.counts.items() if any(c.values())},
                "adapted": list(self.adapted), "fusion_init": list(self.fusion_init),
                "difference": self.difference}
+        if self.tasks:
+            out["head"] = f"re-initialised: a {self.tasks[0]} file for a {self.tasks[1]} model"
         if self.names_differ:
             out["class_names_differ"] = [{"id": i, "file": a, "here": b} for i, a, b in self.names_differ]
         if self.stream_share is not None:
@@ -515,7 +542,8 @@ class LoadReport:
     def lines(self) -> list[str]:
         """The report as logged: a headline, a table per stream, then what was adapted or left out."""
         total = self.countable + len(self.reinit_src)
-        aside = f" of the {self.countable} not class-dependent" if self.reinit_src else ""
+        aside = (f" of the {self.countable} {'outside its head' if self.tasks else 'not class-dependent'}"
+                 if self.reinit_src else "")
         out = [f"--pretrained {self.path}: {self.what} -> {self.target}: placed {self.placed} of its {total} "
                f"tensors ({self.share:.0%}{aside})"]
         if self.difference:
@@ -542,6 +570,10 @@ class LoadReport:
             out.append(f"  new cross-modal attention (layers {', '.join(map(str, self.attention_new))}): the "
                        "model's own initialisation")
         out += [f"  {m}" for m in self.matched]
+        if self.tasks:
+            out.append(f"  head re-initialised (the file is a --task {self.tasks[0]} model, this run trains --task "
+                       f"{self.tasks[1]}: another kind of box; its backbone and neck are loaded, its head is not): "
+                       + _listing(self.other_task))
         if self.reinit:
             out.append(f"  re-initialised (class-dependent; {self.nc[0]} class(es) here, {self.nc[1]} in the file): "
                        + _listing(self.reinit))
@@ -613,16 +645,26 @@ def map_pretrained(model: torch.nn.Module, source: Source, write: bool = True) -
     family, scale, fusion, base = found
     origins = fusion_origins(base, fusion)
     nc_here = int(model.model[-1].nc)
-    target = (f"{family}{scale} fusion={fusion} ({nc_here} class(es), IR {getattr(model, 'ir_channels', '?')} "
+    name = f"{family}{scale}" + ("-obb" if getattr(model, "task", "detect") == "obb" else "")
+    target = (f"{name} fusion={fusion} ({nc_here} class(es), IR {getattr(model, 'ir_channels', '?')} "
               "channel(s))")
-    report = LoadReport(source.path, source.what, target, difference=_difference(source.single, base,
-                                                                                 f"{family}{scale}"),
-                        nc=(nc_here, source.nc), builds=f"{family} scale {scale} (fusion={fusion})")
-    compare_names(report, model, source)
     last = len(base["backbone"]) + len(base["head"]) - 1
+    # A file of the other task (a detection checkpoint for an OBB model, or the reverse): its head predicts another
+    # kind of box, so the head starts as the model's own and everything before it is loaded as usual.
+    task_here, task_there = getattr(model, "task", "detect"), head_task(source.kinds[-1]) if source.kinds else None
+    cross = task_there is not None and task_there != task_here
+    report = LoadReport(source.path, source.what, target,
+                        difference=_difference(source.single, base, name, heads=not cross),
+                        nc=(nc_here, source.nc),
+                        builds=f"{family}{name[len(family) + len(scale):]} scale {scale} (fusion={fusion})",
+                        tasks=(task_there, task_here) if cross else None)
+    compare_names(report, model, source)
     classes_differ = nc_here != source.nc
     used: set[str] = set()
     reinit_src: set[str] = set()
+    if cross:  # the file's head tensors are set aside, as class-dependent ones are (not counted against it)
+        heads = {j for (src, _), (j, _) in source.layers.items() if src == len(source.kinds) - 1}
+        reinit_src = {k for k in source.tensors if (m := _KEY.match(k)) and int(m.group(1)) in heads}
     dst_sd = model.state_dict()  # the model's own tensors (views): copy_ writes the weights
 
     def put(dst: torch.Tensor, value: torch.Tensor) -> None:
@@ -638,9 +680,13 @@ def map_pretrained(model: torch.nn.Module, source: Source, write: bool = True) -
                 report.new.append(key)
                 continue
             rest, stream = m.group(2), o.stream
+            if cross and o.src == last:
+                report.counts[stream]["reinit"] += 1
+                report.other_task.append(key)
+                continue
             hit = _find(source.layers, o.src, stream)
             lm = _LEVEL.match(rest) if o.src == last else None
-            if hit is not None and lm is not None:  # Detect: level k of this head <- the matching level there
+            if hit is not None and lm is not None:  # the head: level k of this head <- the matching level there
                 level, stream = o.levels[int(lm.group(2))] if o.levels else (int(lm.group(2)), stream)
                 there = {lv: k for k, lv in enumerate(hit[1])} if hit[1] else None
                 k = level if there is None else _find(there, level, stream)

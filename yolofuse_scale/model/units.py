@@ -19,12 +19,13 @@ if TYPE_CHECKING:
     from torch import nn
 
 #: FSDP2 units: the blocks that hold a YOLO's parameters (YOLOv8's C2f, YOLO11/26's C3k2 and C2PSA, SPPF in
-#: backbone and neck, the Detect head) and the cross-modal attentions: DEAPair (``--fusion dea``: about 2 C^2
+#: backbone and neck, the head: Detect, or OBB / OBB26 for oriented boxes, each a unit by its own name, as OBB
+#: subclasses Detect and OBB26 OBB) and the cross-modal attentions: DEAPair (``--fusion dea``: about 2 C^2
 #: weights per level, 0.3M in all at scale n, 2M at x, as much as a C2f), DEA (DEYOLO's YAMLs: the same
 #: attention with a 3x3 joint conv, 1.6M of DEYOLO's 6.2M parameters at n) and DEFA (1.6M of 6.1M).
 #: Left in the root unit, a block's parameters would stay gathered for the whole forward. Every
 #: other module (stem convs, the fusion concatenations and 1x1 convs, BatchNorms) belongs to the root unit.
-SHARD_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "DEA", "DEAPair", "DEFA", "Detect")
+SHARD_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "DEA", "DEAPair", "DEFA", "Detect", "OBB", "OBB26")
 #: Blocks recomputed in backward under ``--activation-checkpointing``: the backbone and neck blocks and the
 #: attentions, not the head (its outputs go straight into the loss). DEAPair stores about nine C x H x W maps
 #: per level (the concatenated pair, the joint conv's, the two gated pairs) for a few percent of the model's

@@ -4,7 +4,10 @@
 the same Ultralytics YAML schema a user's file uses and goes through the same parser, so there is one
 way a model comes into being; the family's own file (read from the installed Ultralytics package,
 never fetched) gives its layers, so a variant follows upstream exactly: YOLO11's C3k2/C2PSA blocks,
-YOLO26's end-to-end Detect head (``end2end: True``, ``reg_max: 1``) and its loss.
+YOLO26's end-to-end Detect head (``end2end: True``, ``reg_max: 1``) and its loss. For oriented boxes
+(``--task obb``, or a name such as ``yolo11n-obb``) the family's ``-obb`` file is read instead: the same
+rows, its last one Ultralytics' ``OBB`` head (YOLO26: ``OBB26``), which every variant keeps as it keeps
+``Detect`` (:data:`TASK_HEADS`).
 
 **The registry.** Every variant is declared once, in :data:`VARIANTS` (named after YOLOFuse's): its words
 in ``--fusion``'s help, its row in the README's table, and the function that derives it, whose docstring
@@ -34,6 +37,14 @@ DEA_GRID = 640
 #: family -> the single-stream detection YAML inside the installed Ultralytics package.
 FAMILY_FILES = {"yolov8": ("v8", "yolov8.yaml"), "yolo11": ("11", "yolo11.yaml"), "yolo26": ("26", "yolo26.yaml")}
 FAMILIES = tuple(FAMILY_FILES)
+#: What a model predicts (``--task``), and the heads that predict it: the last layer of a model says its task.
+#: ``detect``: axis-aligned boxes (Ultralytics' ``Detect``; ``v10Detect`` in a model YAML); ``obb``: oriented
+#: boxes, centre, size and angle (``OBB``; YOLO26's ``OBB26`` reads its angle raw, without OBB's sigmoid).
+TASK_HEADS: dict[str, tuple[str, ...]] = {"detect": ("Detect", "v10Detect"), "obb": ("OBB", "OBB26")}
+TASKS = tuple(TASK_HEADS)
+#: The file name of a task's variant of a family's YAML: Ultralytics ships ``yolo11-obb.yaml`` beside
+#: ``yolo11.yaml`` (the same rows; its last one an ``OBB``/``OBB26`` head with one angle per anchor).
+TASK_SUFFIX = {"detect": "", "obb": "-obb"}
 #: [depth_multiple, width_multiple, max_channels] of our tiny ``t`` scale beside Ultralytics' n..x. It
 #: exists only so that tests and CPU demos run in seconds: it is not a model anyone should deploy.
 #: YOLO11/26's C2PSA attention needs 128 channels at P5 (one 64-wide head), hence a wider ``t``.
@@ -72,20 +83,36 @@ class Origin(NamedTuple):
 
 
 def parse_model_name(name: str) -> tuple[str, str] | None:
-    """``yolo11n`` -> ("yolo11", "n"); None if ``name`` is not a built-in family + scale."""
-    m = re.fullmatch(r"(yolov8|yolo11|yolo26)([a-z])", name)
+    """``yolo11n`` (or ``yolo11n-obb``) -> ("yolo11", "n"); None if ``name`` is not a built-in family + scale.
+    The task a name implies is :func:`model_name_task`'s."""
+    m = re.fullmatch(r"(yolov8|yolo11|yolo26)([a-z])(-obb)?", name)
     return (m.group(1), m.group(2)) if m else None
 
 
-def family_yaml(family: str, scale: str) -> dict[str, Any]:
-    """Ultralytics' own model dictionary for ``family`` at ``scale`` (its ``scales`` cut to that row)."""
+def model_name_task(name: str) -> str | None:
+    """The task a built-in name says itself (``yolo11n-obb``: ``obb``), as Ultralytics names its models; None
+    when the name says none (``yolo11n``: the task is ``--task``'s, detect by default) or is no built-in name."""
+    return "obb" if parse_model_name(name) is not None and name.endswith("-obb") else None
+
+
+def head_task(head: str) -> str | None:
+    """The task a model whose last layer is the module ``head`` trains (:data:`TASK_HEADS`); None: no task here."""
+    return next((task for task, heads in TASK_HEADS.items() if head in heads), None)
+
+
+def family_yaml(family: str, scale: str, task: str = "detect") -> dict[str, Any]:
+    """Ultralytics' own model dictionary for ``family`` at ``scale`` (its ``scales`` cut to that row), for
+    ``task``: ``obb`` reads the family's ``-obb`` file (its ``OBB``/``OBB26`` head)."""
     import importlib.resources
 
     import yaml
 
     if family not in FAMILY_FILES:
         raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+    if task not in TASK_SUFFIX:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     folder, name = FAMILY_FILES[family]
+    name = name.replace(".yaml", f"{TASK_SUFFIX[task]}.yaml")
     d = yaml.safe_load(importlib.resources.files("ultralytics.cfg.models").joinpath(folder).joinpath(name).read_text())
     scales = {"t": TINY_SCALES[family], **d["scales"]}
     if scale not in scales:
@@ -96,10 +123,10 @@ def family_yaml(family: str, scale: str) -> dict[str, Any]:
     return d
 
 
-def fusion_yaml(fusion: str, nc: int, scale: str, family: str = "yolov8") -> dict[str, Any]:
-    """Return the model dictionary for a built-in ``fusion`` variant of ``family`` at ``scale``."""
+def fusion_yaml(fusion: str, nc: int, scale: str, family: str = "yolov8", task: str = "detect") -> dict[str, Any]:
+    """Return the model dictionary for a built-in ``fusion`` variant of ``family`` at ``scale`` for ``task``."""
     _check_fusion(fusion)
-    return derive_fusion(family_yaml(family, scale), fusion, nc)
+    return derive_fusion(family_yaml(family, scale, task), fusion, nc)
 
 
 def _check_fusion(fusion: str) -> None:
@@ -194,8 +221,10 @@ class Derivation:
         self.rows: list[Row] = list(base["backbone"]) + list(base["head"])
         self.backbone = len(base["backbone"])  # rows [0, backbone) are the backbone
         self.last = len(self.rows) - 1
-        if self.rows[self.last][2] != "Detect":
-            raise ValueError(f"the last layer must be Detect, got {self.rows[self.last][2]}")
+        self.head = str(self.rows[self.last][2])  # Detect, or OBB / OBB26: every variant keeps the family's head
+        if head_task(self.head) is None:
+            heads = " or ".join(h for hs in TASK_HEADS.values() for h in hs)
+            raise ValueError(f"the last layer must be a head ({heads}), got {self.head}")
         self.out: list[Row] = []
         self.origins: dict[int, Origin] = {}
         self.shared: dict[int, int] = {}
@@ -279,14 +308,14 @@ def _dea(d: Derivation) -> None:
 
 
 def _late(d: Derivation) -> None:
-    """Two full backbone + neck branches; one ``Detect`` reads all six maps (YOLOFuse's decision-level
-    fusion), so the assigner picks the best branch per anchor."""
+    """Two full backbone + neck branches; one head (``Detect``, or the family's OBB head) reads all six maps
+    (YOLOFuse's decision-level fusion), so the assigner picks the best branch per anchor."""
     a, b = d.two_streams()
     d.copy(range(d.last), a, 1, "rgb")
     d.copy(range(d.last), b, 2, "ir")
     srcs = _absolute(d.last, d.rows[d.last][0])
     d.origins[len(d.out)] = Origin(d.last, "shared", tuple((k, s) for s in ("rgb", "ir") for k in range(len(srcs))))
-    d.out.append([[a[x] for x in srcs] + [b[x] for x in srcs], 1, "Detect", list(d.rows[d.last][3])])
+    d.out.append([[a[x] for x in srcs] + [b[x] for x in srcs], 1, d.head, list(d.rows[d.last][3])])
 
 
 class Variant(NamedTuple):

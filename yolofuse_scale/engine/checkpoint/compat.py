@@ -3,7 +3,7 @@
 :func:`check_resume` runs them in order, before anything is loaded and before anything in the run folder
 moves (the Checkpointer calls it first in ``load``):
 
-1. the same model (``--model``/``--fusion``/``--scale``, channels, classes: ``run_meta.json``);
+1. the same model (``--model``/``--fusion``/``--scale``, channels, classes, ``--task``: ``run_meta.json``);
 2. a layout this strategy can load, and for ZeRO-1/2 at another world size the state to re-partition
    (``strategy/resume.py``);
 3. the same position: a step counts optimizer steps of a fixed number of images of a fixed training set;
@@ -47,7 +47,15 @@ def dataset_fingerprint(pairs: list[tuple[Path, Path]], root: Path) -> dict[str,
 
 def check_same_model(path: Path, saved: dict[str, Any], meta: dict[str, Any], saved_name: str | None,
                      name: str | None) -> None:
-    """Refuse a checkpoint of another architecture (--model/--fusion/--scale, channels, classes)."""
+    """Refuse a checkpoint of another architecture (--model/--fusion/--scale, channels, classes) or of another task
+    (--task: detect and obb heads, losses and targets differ; a checkpoint written before tasks existed is detect)."""
+    saved_task, task = saved.get("task", "detect"), meta.get("task", "detect")
+    if saved_task != task:
+        raise CheckpointError(
+            f"--resume {path}: the checkpoint was trained for --task {saved_task}, this run trains --task {task} "
+            f"(another head, loss and kind of box). Resume with --task {saved_task} (and its dataset), or start a "
+            "fresh run (without --resume); to start a new task from these weights, pass its weights/last.pt to "
+            "--pretrained")
     keys = ("model_yaml", "rgb_channels", "ir_channels")
     if all(saved.get(k) == meta.get(k) for k in keys):
         return
