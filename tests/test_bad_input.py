@@ -464,7 +464,7 @@ def test_config_model_yaml_without_fusion_is_accepted():
 
 def test_config_strategy_contradicts_the_accelerate_config(capsys):
     from yolofuse_scale.config import ParallelConfig
-    from yolofuse_scale.engine.strategy import check_strategy_flags
+    from yolofuse_scale.engine.strategy.launch import check_strategy_flags
 
     fsdp = {"ACCELERATE_USE_FSDP": "true"}
     assert_user_error(lambda: check_strategy_flags(ParallelConfig(strategy="zero2"), fsdp),
@@ -478,7 +478,7 @@ def test_config_strategy_contradicts_the_accelerate_config(capsys):
 
 def test_config_deepspeed_json_contradicts_the_batch_flags(tmp_path, capsys):
     from yolofuse_scale.config import RunConfig, TrainConfig
-    from yolofuse_scale.engine.strategy import deepspeed_config
+    from yolofuse_scale.engine.strategy.deepspeed import deepspeed_config
 
     ds = tmp_path / "ds.json"
     ds.write_text('{"train_batch_size": 64, "zero_optimization": {"stage": 2}}')

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from yolofuse_scale.config import OptimConfig, ParallelConfig, RunConfig, TrainConfig
-from yolofuse_scale.engine.strategy import DistributedSetupError, deepspeed_config
+from yolofuse_scale.engine.strategy.deepspeed import deepspeed_config
+from yolofuse_scale.errors import DistributedSetupError
 
 STEPS = ["--max-steps", "3", "--no-val", "--no-ema"]
 

@@ -78,7 +78,7 @@ def assert_resumes_like(whole, resumed, rtol: float) -> None:
 NCCL_PROBE = """
 import torch
 from yolofuse_scale.config import RunConfig
-from yolofuse_scale.engine.strategy import build_accelerator
+from yolofuse_scale.engine.strategy.accelerator import build_accelerator
 
 acc = build_accelerator(RunConfig())
 x = torch.ones(3, device=acc.device)

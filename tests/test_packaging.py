@@ -21,7 +21,8 @@ import yaml
 import yolofuse_scale
 from tests.conftest import BIN, ENV, ROOT, free_port
 from yolofuse_scale.config import ParallelConfig, RunConfig
-from yolofuse_scale.engine.strategy import PACKAGED_CONFIGS, DistributedSetupError, deepspeed_config, deepspeed_file
+from yolofuse_scale.engine.strategy.deepspeed import PACKAGED_CONFIGS, deepspeed_config, deepspeed_file
+from yolofuse_scale.errors import DistributedSetupError
 
 PACKAGE_CONFIGS = ROOT / "yolofuse_scale" / "configs"
 #: What ``yolofuse-scale --help`` lists; the wheel test checks the installed CLI lists exactly these.

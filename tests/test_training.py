@@ -95,7 +95,8 @@ def test_non_finite_loss_stops_every_rank_and_names_the_batch(tiny_data, tmp_pat
 def test_undistributed_launch_with_world_size_refuses(monkeypatch):
     from accelerate import Accelerator
 
-    from yolofuse_scale.engine.strategy import DistributedSetupError, check_distributed
+    from yolofuse_scale.engine.strategy.launch import check_distributed
+    from yolofuse_scale.errors import DistributedSetupError
 
     acc = Accelerator(cpu=True)  # a plain process: DistributedType.NO
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -106,7 +107,7 @@ def test_undistributed_launch_with_world_size_refuses(monkeypatch):
 HANG = """
 import sys, time
 from yolofuse_scale.config import ParallelConfig, RunConfig
-from yolofuse_scale.engine.strategy import build_accelerator
+from yolofuse_scale.engine.strategy.accelerator import build_accelerator
 acc = build_accelerator(RunConfig(parallel=ParallelConfig(dist_timeout=5)))
 if acc.process_index == 1:
     time.sleep(120)  # a hung rank
