@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import BASE_ARGS, launch
+from tests.helpers import BASE_ARGS, launch
 from tests.test_strategies import assert_bf16_keeps_batchnorm_fp32, relative_difference
 
 pytestmark = [pytest.mark.gpu,

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import torch
 
-from tests.conftest import BASE_ARGS, BIN, ENV, ROOT, Run, free_port
+from tests.helpers import BASE_ARGS, BIN, ENV, ROOT, Run, free_port
 from yolofuse_scale.config import CheckpointConfig, ParallelConfig, RunConfig
 from yolofuse_scale.engine.checkpoint import folder as ckpt  # resolve_resume and what it calls
 from yolofuse_scale.engine.strategy.accelerator import build_accelerator

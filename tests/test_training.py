@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import BASE_ARGS, ENV, ROOT, launch
+from tests.helpers import BASE_ARGS, ENV, ROOT, launch
 
 
 def _final_params(out):

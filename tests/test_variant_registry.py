@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.test_model import _batch
 from yolofuse_scale.config import ModelConfig, add_train_arguments
 from yolofuse_scale.engine.strategy.activation_checkpoint import apply_activation_checkpointing
