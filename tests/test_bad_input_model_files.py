@@ -26,7 +26,9 @@ import yaml
 from tests.bad_input_helpers import _code, assert_clean_error, assert_user_error, run_cli, small_data_template  # noqa: F401
 from tests.helpers import ROOT
 from yolofuse_scale.model import ModelConfigError
-from yolofuse_scale.model.safe_config import MAX_NODES, check_model_dict, check_model_size
+from yolofuse_scale.model.safe_config.budget import MAX_NODES
+from yolofuse_scale.model.safe_config.schema import check_model_dict
+from yolofuse_scale.model.safe_config.size import check_model_size
 
 ASSETS = ROOT / "tests" / "assets"
 TINY = ["--imgsz", "64", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--no-val"]
