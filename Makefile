@@ -44,7 +44,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest tests -q --durations=25
 
-# Tests marked slow (trainings, multi-process launches, the wheel build; tests/conftest.py refuses an
+# Tests marked slow (trainings, multi-process launches, the wheel build; launch in tests/helpers.py refuses an
 # unmarked one) are left out: what is left checks units and CLI errors in a few minutes.
 test-fast: install
 	$(BIN)/python -m pytest tests -q -m "not slow" --durations=10

@@ -155,7 +155,7 @@ def test_bad_attention_rows_are_refused_clearly(tmp_path, row, message):
 
 @pytest.mark.slow
 def test_deyolo_schema_trains_with_train_py(tiny_data, tmp_path):
-    from tests.conftest import train_yaml_briefly
+    from tests.helpers import train_yaml_briefly
 
     train_yaml_briefly(tiny_data, ASSETS / "deyolo_schema.yaml", tmp_path / "run")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_bad_input import assert_user_error
+from tests.bad_input_helpers import assert_user_error
 from yolofuse_scale.errors import ConfigError
 
 

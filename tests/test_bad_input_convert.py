@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.bad_input_helpers import assert_user_error
 from tests.benchmark_fakes import fake_flir, fake_kaist, fake_m3fd, fake_vedai, image, voc_xml, write
-from tests.test_bad_input import assert_user_error
 from tests.test_convert import _snapshot
 from yolofuse_scale.cli import main
 from yolofuse_scale.data import kaist_gt

@@ -1,6 +1,6 @@
 """Bad input around data.yaml and ``val``: the classes of the data against the weights', ``nc`` against
 ``names``, split entries a command does not read, and list files naming one image twice under two
-spellings. Same contract as tests/test_bad_input.py: one message naming the file (and line), a non-zero
+spellings. Same contract as tests/test_bad_input_data.py: one message naming the file (and line), a non-zero
 exit, no traceback; what is accepted runs and says so in one warning line. ``KINDS`` counts what this
 file plants.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_bad_input as battery
-from tests.test_bad_input import TINY_TRAIN, _data_error, _scan_data, assert_user_error, run_cli
+from tests import bad_input_helpers as battery
+from tests.bad_input_helpers import TINY_TRAIN, _data_error, _scan_data, assert_user_error, run_cli
 
 small_data_template, fresh_data = battery.small_data_template, battery.fresh_data  # the battery's fixtures
 

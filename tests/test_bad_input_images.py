@@ -27,8 +27,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tests import test_bad_input as battery
-from tests.test_bad_input import DATA_ACCEPTED, _data_error, _scan_data, _tr
+from tests import bad_input_helpers as battery
+from tests.bad_input_helpers import _data_error, _scan_data, _tr
+from tests.test_bad_input_data import DATA_ACCEPTED
 from yolofuse_scale.data import PairedRGBIRDataset, load_data_config, scan_split
 from yolofuse_scale.data.augment import AugmentRecipe
 from yolofuse_scale.data.cache import resize_long_side

@@ -1,6 +1,7 @@
 """Bad model files: model dictionaries (a ``--model`` YAML, a weights file's ``model_yaml``, a checkpoint's
 ``run_meta.json``, an Ultralytics checkpoint given to ``--pretrained``) that would hang or exhaust the
-machine, numbers past the budget, and files that used to end in a traceback; and the other side of the
+machine, numbers past the budget, and files that used to end in a traceback; a model YAML with code in it (an
+activation expression, a module that is not allowed), refused with nothing run; and the other side of the
 allow-list: every model config Ultralytics ships, as a two-stream model, passes the check.
 
 Most cases run the command's own entry in-process (``cli.main`` or ``errors.run_entry`` around the function
@@ -14,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -21,10 +23,12 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT
-from tests.test_bad_input import assert_clean_error, assert_user_error, run_cli, small_data_template  # noqa: F401
+from tests.bad_input_helpers import _code, assert_clean_error, assert_user_error, run_cli, small_data_template  # noqa: F401
+from tests.helpers import ROOT
 from yolofuse_scale.model import ModelConfigError
-from yolofuse_scale.model.safe_config import MAX_NODES, check_model_dict, check_model_size
+from yolofuse_scale.model.safe_config.budget import MAX_NODES
+from yolofuse_scale.model.safe_config.schema import check_model_dict
+from yolofuse_scale.model.safe_config.size import check_model_size
 
 ASSETS = ROOT / "tests" / "assets"
 TINY = ["--imgsz", "64", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--no-val"]
@@ -550,4 +554,35 @@ def test_a_refused_weights_file_is_not_told_to_load_it_unsafely(small_data_templ
     assert f"{bad}: not a yolofuse-scale weights file (UnpicklingError: Unsupported " in err
     for advice in ("weights_only", "safe_globals", "trust", "pickle protocol"):
         assert advice not in err, err
+    assert not marker.exists()
+
+
+def _yaml_activation_code(text: str, marker: Path) -> str:
+    return f"activation: {_code(marker) + ' or torch.nn.SiLU()'!r}\n" + text
+
+
+def _yaml_module_not_allowed(text: str, marker: Path) -> str:
+    return text.replace("[-1, 1, SPPF, [1024, 5]]", "[-1, 1, os.system, ['touch marker']]")
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (_yaml_activation_code, "is not an allowed activation"),
+    (_yaml_module_not_allowed, "module 'os.system' is not an allowed module"),
+])
+def test_model_yaml_with_code_is_refused_and_runs_nothing(small_data_template, tmp_path, edit, needle):  # noqa: F811 (the imported fixture)
+    from yolofuse_scale.model import ModelConfigError, build_model
+
+    marker = tmp_path / "marker"
+    src = (ROOT / "tests" / "assets" / "yolofuse_mid_schema.yaml").read_text()
+    bad = tmp_path / "evil.yaml"
+    bad.write_text(edit(src, marker))
+    with pytest.raises(ModelConfigError, match=re.escape(f"{bad}: ") + ".*" + re.escape(needle)):
+        build_model(str(bad), nc=2, ir_channels=1, scale="t")
+    assert not marker.exists()
+    # through `train --model FILE.yaml` too: refused by name before anything is built
+    proc = run_cli("train.py", "--data", str(small_data_template / "data.yaml"), "--model", str(bad), "--scale", "t",
+                   "--imgsz", "64", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--no-val",
+                   "--output-dir", str(tmp_path / "r"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and needle in out, out[-3000:]
     assert not marker.exists()

@@ -1,7 +1,7 @@
 """Bad input around oriented boxes and per-modality labels: OBB label rows (field count, corners outside the image,
 no area, corners out of order), a label file of the other task, data.yaml's ``task``, ``labels_ir``,
 ``label_policy`` and ``label_union_iou``, a misnamed IR label folder, a run's task against the dataset's. Same
-contract as tests/test_bad_input.py: one message naming the file and line, a non-zero exit, no traceback; what is
+contract as tests/test_bad_input_data.py: one message naming the file and line, a non-zero exit, no traceback; what is
 accepted is scanned and said. ``KINDS`` counts what this file plants.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_bad_input as battery
-from tests.test_bad_input import _data_error, _scan_data, assert_user_error
+from tests import bad_input_helpers as battery
+from tests.bad_input_helpers import _data_error, _scan_data, assert_user_error
 
 small_data_template, fresh_data = battery.small_data_template, battery.fresh_data  # the battery's fixtures (detect)
 

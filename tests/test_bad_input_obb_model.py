@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT
-from tests.test_bad_input import _train_config, assert_user_error, small_data_template  # noqa: F401 (fixture)
+from tests.bad_input_helpers import _train_config, assert_user_error, small_data_template  # noqa: F401 (fixture)
+from tests.helpers import ROOT
 from yolofuse_scale.model import build_model
 from yolofuse_scale.weights import write_weights
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.test_bad_input import _train_config, assert_user_error
+from tests.bad_input_helpers import _train_config, assert_user_error
 
 
 # ------------------------------------------------------------------------------------------ --output-dir

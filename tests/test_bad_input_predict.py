@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.test_bad_input import assert_user_error
+from tests.bad_input_helpers import assert_user_error
 from tests.test_bad_input_outputs import weights  # noqa: F401  (a module fixture: an untrained tiny model)
 
 

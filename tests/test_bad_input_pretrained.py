@@ -2,8 +2,9 @@
 written for, a YAML run's weights into another model (new: YAMLs take --pretrained now), and the built-in
 variants' refusal naming what the file is.
 
-In-process through ``errors.run_entry`` (the same one ``error:`` line the entry points print, exit code 1);
-tests/test_bad_input.py launches ``train.py --pretrained`` with a wrong file as a real subprocess.
+In-process through ``errors.run_entry`` (the same one ``error:`` line the entry points print, exit code 1); at the
+end, ``train.py --pretrained`` with a wrong file (code in a pickle, another family, text, missing) as a real
+subprocess.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT
-from tests.test_bad_input import assert_user_error
+from tests import bad_input_helpers as battery
+from tests.bad_input_helpers import _write_gadget, assert_clean_error, assert_user_error, run_cli
+from tests.helpers import ROOT
 from tests.test_pretrained_yaml import model_dict, old_style, write_checkpoint, yaml_run_weights
 from yolofuse_scale.model import build_model
 from yolofuse_scale.model.pretrained import apply_pretrained
+
+small_data_template = battery.small_data_template  # the battery's fixture
 
 ASSETS = ROOT / "tests" / "assets"
 
@@ -96,3 +100,38 @@ def test_a_yaml_runs_weights_into_another_model(yaml_run, capsys, target):
         "yolo11 scale t (fusion=mid)"
     _refused_unchanged(model, yaml_run, capsys, "the weights of another model (", "the weights of a model YAML's run "
                        "start that same YAML only (its layers match by name)", f"This run builds {builds}")
+
+
+def _pretrained_code(path: Path, marker: Path) -> str:
+    _write_gadget(path, marker)  # an object whose unpickling would create the marker
+    return "refused: it holds builtins.getattr, pathlib.Path, pathlib.PosixPath"
+
+
+def _pretrained_other_family(path: Path, marker: Path) -> str:
+    from tests.test_pretrained import write_ultralytics_checkpoint
+
+    write_ultralytics_checkpoint(path, "yolo11", "t")  # into --model yolov8t
+    return "only 76 of its 499 tensors (15%) fit yolov8t fusion=mid"
+
+
+def _pretrained_text_file(path: Path, marker: Path) -> str:
+    path.write_text("yolov8n.pt\n")
+    return "not a PyTorch checkpoint"
+
+
+def _pretrained_missing(path: Path, marker: Path) -> str:
+    return "no such file"
+
+
+@pytest.mark.parametrize("plant", [_pretrained_code, _pretrained_other_family, _pretrained_text_file,
+                                   _pretrained_missing])
+def test_bad_pretrained_file_stops_training_with_one_clean_message(small_data_template, tmp_path, plant):
+    marker = tmp_path / "marker"
+    bad = tmp_path / "yolo.pt"
+    needle = plant(bad, marker)
+    proc = run_cli("train.py", "--data", str(small_data_template / "data.yaml"), "--model", "yolov8t", "--fusion",
+                   "mid", "--imgsz", "64", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--no-val",
+                   "--pretrained", str(bad), "--output-dir", str(tmp_path / "r"))
+    assert_clean_error(proc, f"--pretrained {bad}: ", needle)
+    assert not marker.exists()
+    assert not (tmp_path / "r" / "checkpoints").exists() and not (tmp_path / "r" / "weights").exists()

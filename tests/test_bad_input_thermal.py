@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_bad_input as battery
-from tests.test_bad_input import _data_error, assert_clean_error, assert_user_error, run_cli
+from tests import bad_input_helpers as battery
+from tests.bad_input_helpers import _data_error, assert_clean_error, assert_user_error, run_cli
 
 small_data_template, fresh_data = battery.small_data_template, battery.fresh_data  # the battery's fixtures
 

@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ENV
-from tests.test_bad_input import _train_config, assert_clean_error, assert_user_error, run_cli
+from tests.bad_input_helpers import _train_config, assert_clean_error, assert_user_error, run_cli
+from tests.helpers import ENV
 
 HIDE = '''\
 import importlib.machinery

@@ -16,7 +16,7 @@ import pytest
 
 import yolofuse_scale
 from benchmarks import common
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from yolofuse_scale.bench import launch
 
 KEYS = {"host", "machine_label", "platform", "python", "cpu", "cpu_cores", "cpu_affinity", "gpus", "interconnect",

@@ -79,7 +79,7 @@ def test_a_dead_builders_lock_is_taken_over(tmp_path):
 
 @pytest.mark.slow
 def test_training_with_a_disk_cache(tiny_data, tmp_path):
-    from tests.conftest import BASE_ARGS, launch
+    from tests.helpers import BASE_ARGS, launch
 
     out = tmp_path / "run"
     args = ["train.py", "--data", str(tiny_data), *BASE_ARGS, "--max-steps", "2", "--no-val", "--cache", "disk",

@@ -20,7 +20,7 @@ from benchmarks.compare.seeds import seed_markdown, seed_summary
 from benchmarks.compare.tiff import write_tiff_dataset
 from benchmarks.compare.timing import summarise_steps
 from benchmarks.compare_ultralytics import MULTI_DEVICE_NOTE
-from tests.conftest import ENV, ROOT
+from tests.helpers import ENV, ROOT
 from yolofuse_scale.data import write_synthetic_dataset
 
 

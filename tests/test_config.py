@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import launch
+from tests.helpers import launch
 from yolofuse_scale.cli import build_train_parser
 from yolofuse_scale.config import DataConfig, LogConfig, OptimConfig, ParallelConfig, RunConfig, config_from_args
 from yolofuse_scale.data.augment import AugmentRecipe

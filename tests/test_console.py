@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from yolofuse_scale.config import OptimConfig
 from yolofuse_scale.data.sample import Sample
 from yolofuse_scale.engine import guards

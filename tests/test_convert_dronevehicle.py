@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.test_bad_input import assert_user_error
+from tests.bad_input_helpers import assert_user_error
 from tests.test_convert import _snapshot
 from yolofuse_scale.cli import main
 from yolofuse_scale.data import load_data_config, scan_dataset

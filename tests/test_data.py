@@ -388,7 +388,7 @@ TRAIN_ARGS = ["--model", "yolov8t", "--imgsz", "64", "--batch-size", "4", "--wor
 
 @pytest.mark.slow
 def test_training_skips_bad_pairs_and_logs_them(flawed_data, tmp_path):
-    from tests.conftest import launch
+    from tests.helpers import launch
 
     data, bad = flawed_data
     out = tmp_path / "skip"
@@ -402,7 +402,7 @@ def test_training_skips_bad_pairs_and_logs_them(flawed_data, tmp_path):
 @pytest.mark.slow
 def test_bad_input_stops_every_rank_before_the_first_step(flawed_data, tmp_path):
     """Two ranks: rank 0 scans and fails; rank 1 must raise the same error, not hang in the broadcast."""
-    from tests.conftest import launch
+    from tests.helpers import launch
 
     data, bad = flawed_data
     out = tmp_path / "error"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import launch
+from tests.helpers import launch
 
 pytestmark = pytest.mark.slow
 

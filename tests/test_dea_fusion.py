@@ -155,7 +155,8 @@ def test_our_dea_weights_map_into_dea_whole_and_into_mid_without_the_attention(t
 def test_attention_is_an_fsdp_unit_and_recomputed_under_activation_checkpointing():
     """DEAPair is a wrap unit where it exists (and only there), and recomputing it in backward gives the
     same gradients and BatchNorm statistics as storing its activations."""
-    from yolofuse_scale.engine.strategy import apply_activation_checkpointing, wrap_units
+    from yolofuse_scale.engine.strategy.activation_checkpoint import apply_activation_checkpointing
+    from yolofuse_scale.engine.strategy.fsdp import wrap_units
     from yolofuse_scale.model.units import RECOMPUTE_UNITS
 
     model = build_model("yolov8t", "dea", nc=2, ir_channels=1)

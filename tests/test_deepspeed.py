@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from yolofuse_scale.config import OptimConfig, ParallelConfig, RunConfig, TrainConfig
-from yolofuse_scale.engine.strategy import DistributedSetupError, deepspeed_config
+from yolofuse_scale.engine.strategy.deepspeed import deepspeed_config
+from yolofuse_scale.errors import DistributedSetupError
 
 STEPS = ["--max-steps", "3", "--no-val", "--no-ema"]
 
@@ -81,7 +82,7 @@ def test_mixed_precision_keeps_batchnorm_fp32_under_deepspeed(tmp_path):
 
 
 def test_offload_configs_accept_the_loops_optimizer():
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     ds = deepspeed_config(str(ROOT / "ds_configs" / "zero3_offload.json"), RunConfig(), world_size=2)
     assert ds["zero_force_ds_cpu_optimizer"] is False
@@ -100,7 +101,7 @@ def test_zero2_ranks_validate_and_save_one_model(train_run, tiny_data):
     """DeepSpeed never syncs BatchNorm buffers: without the averaging before validation and saving, each
     rank would evaluate its shard with its own running statistics and the run's mAP would not be the
     mAP of the saved weights. With it, a one-process `val` of weights/last.pt reproduces metrics.json."""
-    from tests.conftest import launch
+    from tests.helpers import launch
 
     run = train_run("torchrun", 2, 1, "--deepspeed", "ds_configs/zero2.json")
     logged = json.loads((run.out / "metrics.json").read_text())["metrics"]
@@ -115,7 +116,7 @@ def test_zero2_ranks_validate_and_save_one_model(train_run, tiny_data):
 @pytest.mark.slow
 def test_zero3_checkpoint_at_another_world_size_is_refused_up_front(train_run, tiny_data, tmp_path):
     """ZeRO-1/2 checkpoints re-partition (test_training.py); ZeRO-3's cannot yet, and say so before loading."""
-    from tests.conftest import BASE_ARGS, launch
+    from tests.helpers import BASE_ARGS, launch
 
     steps = ["--max-steps", "5", "--no-val", "--lr", "0.002", "--strategy", "zero3"]
     run = train_run("torchrun", 2, 1, *steps)
@@ -145,7 +146,7 @@ def test_a_deepspeed_cpu_run_leaves_no_shared_memory_behind(train_run):
 # ------------------------------------------------------------------------------------------ the CPU comm op
 @pytest.mark.slow
 def test_a_launch_without_an_extensions_dir_uses_the_prebuilt_op(train_run):
-    """tests/conftest.py sets no TORCH_EXTENSIONS_DIR: a DeepSpeed launch finds the op `make install` built
+    """tests/helpers.py sets no TORCH_EXTENSIONS_DIR: a DeepSpeed launch finds the op `make install` built
     and says so, instead of compiling it (30-100 s) into torch's default folder. The run is
     test_zero_matches_ddp's, from the cache."""
     import os

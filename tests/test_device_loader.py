@@ -18,7 +18,7 @@ import pytest
 import torch
 from ultralytics.data.augment import RandomHSV
 
-from tests.conftest import launch
+from tests.helpers import launch
 from yolofuse_scale.config import DataConfig
 from yolofuse_scale.data import (
     DataError,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ENV, ROOT, free_port
+from tests.helpers import BIN, ENV, ROOT, free_port
 
 BAD_LABEL = "class id 7 is not an integer in 0..1"
 
@@ -160,8 +160,8 @@ def test_run_entry_reports_user_errors_and_keeps_bugs(capsys, monkeypatch):
 def test_native_crash_prints_a_python_stack_and_is_told_from_a_python_error():
     """A segfault inside a command prints where in Python it happened (``run_entry`` enables
     faulthandler), and the suite's launcher tells such a crash from an ordinary failure (it reruns the
-    first kind once: tests/conftest.py)."""
-    from tests.conftest import native_crash
+    first kind once: tests/helpers.py)."""
+    from tests.helpers import native_crash
 
     crash = ("import ctypes\nfrom yolofuse_scale.errors import run_entry\n"
              "def segfaulting_step():\n    ctypes.string_at(0)\nrun_entry(segfaulting_step)\n")

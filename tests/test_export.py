@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import launch
+from tests.helpers import launch
 
 
 def _weights(tmp_path, fusion: str, ir_channels: int):
@@ -92,7 +92,7 @@ def _check_deployment_example(onnx_path, weights):
 
     import cv2
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
     from yolofuse_scale import FusionDetector
 
     text = (ROOT / "docs" / "inference.md").read_text()
@@ -137,7 +137,7 @@ def test_old_command_names_still_work():
     import subprocess
     import sys
 
-    from tests.conftest import ENV, ROOT
+    from tests.helpers import ENV, ROOT
 
     for old, new in (("export", "export-onnx"), ("export-weights", "checkpoint-to-weights")):
         r = subprocess.run([sys.executable, "-m", "yolofuse_scale", old, "--help"], cwd=ROOT, env=ENV,

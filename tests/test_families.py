@@ -124,7 +124,7 @@ def test_yolo26_trains_validates_predicts_and_exports_nms_free(train_run, tiny_d
     import subprocess
     import sys
 
-    from tests.conftest import ENV, ROOT
+    from tests.helpers import ENV, ROOT
     from yolofuse_scale import FusionDetector
 
     run = train_run("torchrun", 2, 1, "--model", "yolo26t", "--max-steps", "8", "--epochs", "2")

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import torch
 
-from tests.conftest import BASE_ARGS, BIN, ENV, ROOT, free_port
+from tests.helpers import BASE_ARGS, BIN, ENV, ROOT, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ENV, ROOT
+from tests.helpers import ENV, ROOT
 
 pytestmark = pytest.mark.slow  # real train.py and val runs
 

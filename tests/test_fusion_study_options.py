@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from yolofuse_scale.data import load_data_config, write_synthetic_dataset
 
 sys.path.insert(0, str(ROOT))

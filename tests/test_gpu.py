@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import BASE_ARGS, launch
+from tests.helpers import BASE_ARGS, launch
 from tests.test_strategies import assert_bf16_keeps_batchnorm_fp32, relative_difference
 
 pytestmark = [pytest.mark.gpu,
@@ -78,7 +78,7 @@ def assert_resumes_like(whole, resumed, rtol: float) -> None:
 NCCL_PROBE = """
 import torch
 from yolofuse_scale.config import RunConfig
-from yolofuse_scale.engine.strategy import build_accelerator
+from yolofuse_scale.engine.strategy.accelerator import build_accelerator
 
 acc = build_accelerator(RunConfig())
 x = torch.ones(3, device=acc.device)

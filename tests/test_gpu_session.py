@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_ARGS, ENV, ROOT
+from tests.helpers import BASE_ARGS, ENV, ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
 STEPS = ["env", "deps", "tests", "data", "scaling_strategies", "loader", "compare", "scaling_n", "scaling_s", "pack",

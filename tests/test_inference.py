@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ENV, ROOT
+from tests.helpers import ENV, ROOT
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

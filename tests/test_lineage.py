@@ -1,6 +1,6 @@
 """One run per output folder, each step logged once, nothing of a finished run rewritten, and a
 re-saved step never missing (engine/checkpoint/'s Checkpointer). The refusals themselves (another
-run's folder, another batch, dataset or model) are in the bad-input battery."""
+run's folder, another batch, dataset or model) are in tests/test_bad_input_checkpoints.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import BASE_ARGS, launch
+from tests.helpers import BASE_ARGS, launch
 
 
 def test_resaving_a_step_never_leaves_it_missing(tmp_path, monkeypatch):

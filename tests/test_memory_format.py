@@ -13,7 +13,8 @@ from accelerate import Accelerator
 from tests.test_model import _batch
 from yolofuse_scale.config import ParallelConfig
 from yolofuse_scale.engine.ema import ShardedEMA
-from yolofuse_scale.engine.strategy import keep_optimizer_layout, prepare_model
+from yolofuse_scale.engine.strategy.accelerator import prepare_model
+from yolofuse_scale.engine.strategy.memory_format import keep_optimizer_layout
 from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.model import build_model
 

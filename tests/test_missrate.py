@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import launch
+from tests.helpers import launch
 from yolofuse_scale.data import kaist_gt
 from yolofuse_scale.data.kaist_gt import KaistImage
 from yolofuse_scale.data.kaist_gt import KaistObject as O

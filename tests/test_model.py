@@ -138,7 +138,7 @@ def test_allowed_activation_is_built_from_its_parsed_form(tmp_path):
                                   "torch.nn.modules.ReLU()", "nn.ReLU(); 1"])
 def test_activation_outside_the_allow_list_is_refused(spec):
     from yolofuse_scale.model import ModelConfigError
-    from yolofuse_scale.model.safe_config import parse_activation
+    from yolofuse_scale.model.safe_config.activation import parse_activation
 
     with pytest.raises(ModelConfigError, match=r"src: activation .* is not an allowed activation \(allowed: nn\.CELU"):
         parse_activation(spec, "src")
@@ -146,7 +146,7 @@ def test_activation_outside_the_allow_list_is_refused(spec):
 
 def test_every_built_in_variant_passes_the_check():
     from yolofuse_scale.model import SCALES, fusion_yaml
-    from yolofuse_scale.model.safe_config import check_model_dict
+    from yolofuse_scale.model.safe_config.schema import check_model_dict
 
     for fusion in FUSIONS:
         for scale in SCALES:

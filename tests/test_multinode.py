@@ -19,10 +19,12 @@ import psutil
 import pytest
 import torch
 
-from tests.conftest import BASE_ARGS, BIN, ENV, ROOT, Run, free_port
+from tests.helpers import BASE_ARGS, BIN, ENV, ROOT, Run, free_port
 from yolofuse_scale.config import CheckpointConfig, ParallelConfig, RunConfig
 from yolofuse_scale.engine.checkpoint import folder as ckpt  # resolve_resume and what it calls
-from yolofuse_scale.engine.strategy import DistributedSetupError, build_accelerator, deepspeed_config
+from yolofuse_scale.engine.strategy.accelerator import build_accelerator
+from yolofuse_scale.engine.strategy.deepspeed import deepspeed_config
+from yolofuse_scale.errors import DistributedSetupError
 
 STEPS = ["--max-steps", "3", "--no-val", "--no-ema"]  # as test_ddp/test_deepspeed: their runs are shared
 ZERO2 = ["--deepspeed", "ds_configs/zero2.json"]

@@ -388,7 +388,7 @@ def test_obb_run_validates_identically_at_one_and_two_processes(train_run, tiny_
     """A DDP run on oriented boxes learns them (mAP50 well above an untrained model's 0), and `val` of its
     last.pt gives, with 1 and with 2 processes, exactly the metrics the run reported: the rotated NMS and
     matching are per image, gathered in dataset order."""
-    from tests.conftest import launch
+    from tests.helpers import launch
 
     # 12 epochs as the detection run (test_ddp.py): BatchNorm's running statistics (momentum 0.03) need ~100 steps
     # to leave their initial values; at 6 epochs the eval-mode model still scored 0

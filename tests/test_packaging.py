@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 import yolofuse_scale
-from tests.conftest import BIN, ENV, ROOT, free_port
+from tests.helpers import BIN, ENV, ROOT, free_port
 from yolofuse_scale.config import ParallelConfig, RunConfig
-from yolofuse_scale.engine.strategy import PACKAGED_CONFIGS, DistributedSetupError, deepspeed_config, deepspeed_file
+from yolofuse_scale.engine.strategy.deepspeed import PACKAGED_CONFIGS, deepspeed_config, deepspeed_file
+from yolofuse_scale.errors import DistributedSetupError
 
 PACKAGE_CONFIGS = ROOT / "yolofuse_scale" / "configs"
 #: What ``yolofuse-scale --help`` lists; the wheel test checks the installed CLI lists exactly these.
@@ -68,7 +69,7 @@ def test_this_process_imports_this_checkout():
 
 
 def test_bare_pytest_imports_this_checkout():
-    """``pytest`` (not only ``python -m pytest``) from the root: the tests import ``tests.conftest`` and this
+    """``pytest`` (not only ``python -m pytest``) from the root: the tests import ``tests.helpers`` and this
     tree's package, not another (editable) install's; pyproject's ``pythonpath = ["."]`` provides both."""
     env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
     r = _run([str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "tests/test_packaging.py", "-k",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, launch
+from tests.helpers import ROOT, launch
 from yolofuse_scale.model import build_model
 from yolofuse_scale.model.pretrained import PretrainedError, apply_pretrained
 from yolofuse_scale.model.variants import Origin, family_yaml, fusion_origins

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.test_pretrained import _layer, _reference, _same
 from yolofuse_scale.model import build_model
 from yolofuse_scale.model.pretrained import apply_pretrained, identify, map_pretrained, read_source

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import launch
+from tests.helpers import launch
 from yolofuse_scale.config import OptimConfig, RunConfig, TrainConfig
 from yolofuse_scale.engine.course import continue_course, course_of
 from yolofuse_scale.engine.optim import Schedule
@@ -362,7 +362,7 @@ def test_a_mid_epoch_seed_or_another_optimizer_is_refused_before_loading(base, d
     """Items 2 and 4: resuming step 3 (inside epoch 2) with another --seed was accepted (the rest of the epoch
     from another permutation: samples trained twice, others never), with --optimizer adamw it ended in torch's
     KeyError traceback. Now one clean message each, and the run folder is left as it was."""
-    from tests.test_bad_input import _snapshot, assert_clean_error, run_cli
+    from tests.bad_input_helpers import _snapshot, assert_clean_error, run_cli
 
     out = _copy(base, tmp_path / "run")
     before = _snapshot(out)
@@ -378,7 +378,7 @@ def test_a_refused_resume_of_an_earlier_step_leaves_the_run_folder_as_it_was(bas
     """--resume checkpoints/step_1 abandons steps 2 and 3 (their checkpoints, last.pt, best.pt, metrics.json).
     With another --optimizer it is refused; it used to move all of them into replaced/ (and rewrite run.json)
     first. Now every path of the folder and every byte of its files is as it was."""
-    from tests.test_bad_input import assert_clean_error, run_cli
+    from tests.bad_input_helpers import assert_clean_error, run_cli
     from tests.test_lineage import folder_tree
 
     out = _copy(base, tmp_path / "run")

@@ -206,6 +206,6 @@ def test_bad_rgbt_rows_are_refused_clearly(tmp_path, mode, old, new, message):
 
 @pytest.mark.slow
 def test_rgbt_share_config_trains_with_train_py(tiny_data, tmp_path):
-    from tests.conftest import train_yaml_briefly
+    from tests.helpers import train_yaml_briefly
 
     train_yaml_briefly(tiny_data, _asset("share"), tmp_path / "run")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import launch
+from tests.helpers import launch
 
 COLUMNS = ["epoch", "time", "train/box_loss", "train/cls_loss", "train/dfl_loss", "metrics/precision(B)",
            "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)", "val/box_loss", "val/cls_loss",
@@ -44,7 +44,7 @@ def test_results_csv_has_one_row_per_epoch_across_a_resume_and_a_world_size_chan
     found them missing: that run had --no-plots)."""
     import shutil
 
-    from tests.conftest import BASE_ARGS
+    from tests.helpers import BASE_ARGS
 
     gbs = ["--global-batch-size", "16", "--no-val"]
     out = tmp_path / "run"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ENV, ROOT, free_port
-from tests.test_bad_input import small_data_template  # noqa: F401 (a fixture)
+from tests.bad_input_helpers import small_data_template  # noqa: F401 (a fixture)
+from tests.helpers import BIN, ENV, ROOT, free_port
 from yolofuse_scale.engine import run_lock
 
 #: the tiny run of the working rules: 8 pairs at 64 px, 2 steps, one save at the end

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from benchmarks import scaling
-from tests.conftest import ENV, ROOT, launch
+from tests.helpers import ENV, ROOT, launch
 from yolofuse_scale.bench import measure, sweep
 from yolofuse_scale.bench import plan as sweep_plan
 from yolofuse_scale.bench import projection as proj

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from yolofuse_scale.bench import checks, load, measure, plots, projection, report, sweep
 from yolofuse_scale.cli import main
 

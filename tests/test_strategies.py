@@ -126,7 +126,7 @@ def test_sharded_ema_run_reports_the_saved_weights_metrics(train_run, tiny_data,
     averaged before validation and saving: the run's final metrics are `val` of its last.pt, exactly.
     (DDP: test_ddp.py; ZeRO-2: test_deepspeed.py. ZeRO-3 stores the EMA as FSDP2 does, through the same
     local_tensor/full_tensor; its 12-epoch run takes over 5 minutes on 2 shared cores, so it is not here.)"""
-    from tests.conftest import launch
+    from tests.helpers import launch
 
     run = train_run("torchrun", 2, 1, "--strategy", strategy)  # EMA and validation on, 12 epochs
     reported = json.loads((run.out / "metrics.json").read_text())["metrics"]

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests import test_bad_input as battery
-from tests.test_bad_input import TINY_TRAIN, _scan_data, run_cli
+from tests import bad_input_helpers as battery
+from tests.bad_input_helpers import TINY_TRAIN, _scan_data, run_cli
 from tests.test_bad_input_images import _batches, _pixels, _png_chunk, _same_targets, _tiff_block, _val_batches
 from yolofuse_scale.data import load_data_config, scan_dataset, scan_split, write_synthetic_dataset
 from yolofuse_scale.data.decode import decode_pair, decode_resized

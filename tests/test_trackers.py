@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import ENV, ROOT, Run
+from tests.helpers import ENV, ROOT, Run
 
 SLOW = pytest.mark.slow  # the tests reading the fixture's real trainings
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import BASE_ARGS, ENV, ROOT, launch
+from tests.helpers import BASE_ARGS, ENV, ROOT, launch
 
 
 def _final_params(out):
@@ -101,7 +101,8 @@ def test_non_finite_loss_stops_every_rank_and_names_the_batch(tiny_data, tmp_pat
 def test_undistributed_launch_with_world_size_refuses(monkeypatch):
     from accelerate import Accelerator
 
-    from yolofuse_scale.engine.strategy import DistributedSetupError, check_distributed
+    from yolofuse_scale.engine.strategy.launch import check_distributed
+    from yolofuse_scale.errors import DistributedSetupError
 
     acc = Accelerator(cpu=True)  # a plain process: DistributedType.NO
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -112,7 +113,7 @@ def test_undistributed_launch_with_world_size_refuses(monkeypatch):
 HANG = """
 import sys, time
 from yolofuse_scale.config import ParallelConfig, RunConfig
-from yolofuse_scale.engine.strategy import build_accelerator
+from yolofuse_scale.engine.strategy.accelerator import build_accelerator
 acc = build_accelerator(RunConfig(parallel=ParallelConfig(dist_timeout=5)))
 if acc.process_index == 1:
     time.sleep(120)  # a hung rank

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import BASE_ARGS, ENV, ROOT, launch
+from tests.helpers import BASE_ARGS, ENV, ROOT, launch
 from yolofuse_scale.cli import build_train_parser, parse_train_args
 from yolofuse_scale.config import RunConfig, config_from_args
 from yolofuse_scale.config.ultralytics import rewrite_train_args

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import launch
+from tests.helpers import launch
 
 
 def test_val_writes_table_json_and_plots(train_run, tiny_data, tmp_path):
@@ -131,7 +131,7 @@ def test_validation_nms_runs_torchvisions_kernel():
     import subprocess
     import sys
 
-    from tests.conftest import ENV, ROOT
+    from tests.helpers import ENV, ROOT
 
     code = ("import sys, yolofuse_scale.engine.evaluate\n"
             "print('torchvision' in sys.modules)")

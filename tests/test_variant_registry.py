@@ -14,10 +14,11 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.test_model import _batch
 from yolofuse_scale.config import ModelConfig, add_train_arguments
-from yolofuse_scale.engine.strategy import apply_activation_checkpointing, fsdp_plugin, wrap_units
+from yolofuse_scale.engine.strategy.activation_checkpoint import apply_activation_checkpointing
+from yolofuse_scale.engine.strategy.fsdp import fsdp_plugin, wrap_units
 from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.errors import ConfigError
 from yolofuse_scale.model import build_model, sizes

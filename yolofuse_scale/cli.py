@@ -196,7 +196,7 @@ def validate(args: argparse.Namespace) -> dict:
     from yolofuse_scale.engine.evaluate import evaluate, format_metrics_table
     from yolofuse_scale.engine.missrate import MissRate
     from yolofuse_scale.engine.storage import is_writer
-    from yolofuse_scale.engine.strategy import build_accelerator
+    from yolofuse_scale.engine.strategy.accelerator import build_accelerator
     from yolofuse_scale.inference import load_weights_model
 
     acc = build_accelerator(RunConfig())

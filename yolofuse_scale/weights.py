@@ -8,7 +8,7 @@ One ``torch.save`` of a plain dict: ``model`` (the full fp32 state dict), ``mode
 On the ground floor (torch, ``torch_load`` and ``errors`` only), so the model package (``--pretrained``), the
 inference API and the checkpoint package all read it without importing each other. What it does not check is
 ``model_yaml`` beyond its presence: a model dictionary is judged by the model package
-(``model/safe_config.check_model_dict``: allow-lists and a budget), where it is used: ``model_from_config``
+(``model/safe_config/schema.check_model_dict``: allow-lists and a budget), where it is used: ``model_from_config``
 checks it before building, ``--pretrained`` before comparing it with the built-in variants, a checkpoint's
 ``run_meta.json`` reader before copying it into a weights file. Until then nothing may copy, serialise or
 walk it (a crafted one can be exponentially large to anything that does).

@@ -8,7 +8,7 @@ from yolofuse_scale.model.detector import (
     model_summary,
     use_one_to_one_head,
 )
-from yolofuse_scale.model.safe_config import ModelConfigError
+from yolofuse_scale.model.safe_config.limits import ModelConfigError
 from yolofuse_scale.model.variants import FAMILIES, FUSIONS, SCALES, fusion_yaml
 
 __all__ = [

@@ -35,7 +35,7 @@ from torch import nn
 from ultralytics.nn.modules import C2f, Conv
 from ultralytics.utils.ops import make_divisible
 
-from yolofuse_scale.model.safe_config import ModelConfigError
+from yolofuse_scale.model.safe_config.limits import ModelConfigError
 
 # ----------------------------------------------------------------------------------------------------
 # DEYOLO: DECA, DEPA, DEA

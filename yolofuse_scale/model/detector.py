@@ -28,14 +28,10 @@ from yolofuse_scale.model.fusion import (
 from yolofuse_scale.model.rgbt import EXPANDERS as RGBT_EXPANDERS
 from yolofuse_scale.model.rgbt import PARSER_LAYERS as RGBT_LAYERS
 from yolofuse_scale.model.rgbt import check_input_channels
-from yolofuse_scale.model.safe_config import (
-    BUILD_ERRORS,
-    ModelConfigError,
-    check_model_dict,
-    check_model_size,
-    default_activation,
-    parse_activation,
-)
+from yolofuse_scale.model.safe_config.activation import default_activation, parse_activation
+from yolofuse_scale.model.safe_config.limits import ModelConfigError
+from yolofuse_scale.model.safe_config.schema import check_model_dict
+from yolofuse_scale.model.safe_config.size import BUILD_ERRORS, check_model_size
 from yolofuse_scale.model.variants import (
     FAMILIES,
     FUSIONS,

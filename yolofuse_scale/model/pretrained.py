@@ -407,7 +407,8 @@ def read_source(path: str | Path) -> Source:
 
 
 def _ultralytics(path: Path, payload: dict[str, Any], model: Any) -> Source:
-    from yolofuse_scale.model.safe_config import MAX_NC, ModelConfigError, check_budget
+    from yolofuse_scale.model.safe_config.budget import check_budget
+    from yolofuse_scale.model.safe_config.limits import MAX_NC, ModelConfigError
 
     single = vars(model).get("yaml")
     if not isinstance(single, dict):
@@ -452,7 +453,8 @@ def _class_names(v: Any, nc: int) -> dict[int, str] | None:
 
 def _our_weights(path: Path) -> Source:
     from yolofuse_scale.errors import CheckpointError
-    from yolofuse_scale.model.safe_config import ModelConfigError, check_model_dict
+    from yolofuse_scale.model.safe_config.limits import ModelConfigError
+    from yolofuse_scale.model.safe_config.schema import check_model_dict
     from yolofuse_scale.weights import read_weights
 
     try:

@@ -71,7 +71,7 @@ from yolofuse_scale.model.rgbt import (
     Silence,
     SilenceChannelLayer,
 )
-from yolofuse_scale.model.safe_config import MAX_ROWS
+from yolofuse_scale.model.safe_config.limits import MAX_ROWS
 
 RGB, IR = frozenset({"rgb"}), frozenset({"ir"})
 BOTH = RGB | IR

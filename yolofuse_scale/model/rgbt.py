@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolofuse_scale.model.safe_config import ModelConfigError
+from yolofuse_scale.model.safe_config.limits import ModelConfigError
 
 RGB_CHANNELS = 3  # their ChannelToNumber, like this project, takes the first three channels as RGB
 

@@ -195,7 +195,7 @@ def load_zero_full_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[st
 def read_run_meta(folder: Path) -> dict[str, Any]:
     """``run_meta.json`` of a verified checkpoint, its model dictionary checked like a weights file's (allow-lists
     and budget, before :func:`plain_meta` serialises it: a deep or huge one is refused, not expanded)."""
-    from yolofuse_scale.model.safe_config import check_model_dict
+    from yolofuse_scale.model.safe_config.schema import check_model_dict
 
     path = folder / META_FILE
     try:

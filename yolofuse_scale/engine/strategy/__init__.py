@@ -25,52 +25,7 @@ by branches in the loop. One concern per module, each saying in its docstring wh
 - ``resume``: which checkpoints this run can resume, refused before anything is loaded.
 
 Memory accounting (``model_state_bytes``) and the precision probe (``PrecisionProbe``,
-``effective_precision``) are measurements and live in ``engine/perf.py``. Every public name of the
-package's modules (and those two) is re-exported here, so ``from yolofuse_scale.engine.strategy
-import X`` keeps working.
+``effective_precision``) are measurements and live in ``engine/perf.py``. Nothing is re-exported here:
+a caller imports a name from the module that defines it (``from yolofuse_scale.engine.strategy.accelerator
+import build_accelerator``), so the module a name lives in is the one the import names.
 """
-
-from __future__ import annotations
-
-from yolofuse_scale.engine.perf import PrecisionProbe, effective_precision, model_state_bytes
-from yolofuse_scale.engine.strategy.accelerator import build_accelerator, clip_grad_norm, prepare_model, unwrap
-from yolofuse_scale.engine.strategy.activation_checkpoint import apply_activation_checkpointing
-from yolofuse_scale.engine.strategy.batchnorm import (
-    average_running_stats,
-    convert_sync_batchnorm,
-    needs_buffer_sync,
-    sync_batchnorm_buffers,
-)
-from yolofuse_scale.engine.strategy.deepspeed import PACKAGED_CONFIGS, deepspeed_config, deepspeed_file
-from yolofuse_scale.engine.strategy.fsdp import fsdp_plugin, wrap_units
-from yolofuse_scale.engine.strategy.launch import (
-    LAUNCH_ENV,
-    check_distributed,
-    check_strategy_flags,
-    init_elastic_process_group,
-    launched,
-    launched_world_size,
-    strategy_name,
-)
-from yolofuse_scale.engine.strategy.memory_format import channels_last_weights, keep_optimizer_layout
-from yolofuse_scale.engine.strategy.resume import check_resumable
-from yolofuse_scale.engine.strategy.sharded import (
-    full_state_dict,
-    full_tensor,
-    is_zero3_param,
-    local_shard,
-    local_tensor,
-    named_state,
-)
-from yolofuse_scale.engine.strategy.zero_state import load_zero_full_state, zero_full_state
-from yolofuse_scale.errors import DistributedSetupError  # defined there; raised and imported from here too
-
-__all__ = [
-    "LAUNCH_ENV", "PACKAGED_CONFIGS", "DistributedSetupError", "PrecisionProbe",
-    "apply_activation_checkpointing", "average_running_stats", "build_accelerator", "channels_last_weights",
-    "check_distributed", "check_resumable", "check_strategy_flags", "clip_grad_norm", "convert_sync_batchnorm",
-    "deepspeed_config", "deepspeed_file", "effective_precision", "fsdp_plugin", "full_state_dict", "full_tensor",
-    "init_elastic_process_group", "is_zero3_param", "keep_optimizer_layout", "launched", "launched_world_size",
-    "load_zero_full_state", "local_shard", "local_tensor", "model_state_bytes", "named_state", "needs_buffer_sync",
-    "prepare_model", "strategy_name", "sync_batchnorm_buffers", "unwrap", "wrap_units", "zero_full_state",
-]
