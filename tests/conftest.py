@@ -9,6 +9,8 @@ file as ``conftest``, and a test module importing ``tests.conftest`` would get a
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
