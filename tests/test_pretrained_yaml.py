@@ -22,7 +22,9 @@ import yaml
 from tests.conftest import ROOT
 from tests.test_pretrained import _layer, _reference, _same
 from yolofuse_scale.model import build_model
-from yolofuse_scale.model.pretrained import apply_pretrained, identify, map_pretrained, read_source
+from yolofuse_scale.model.pretrained import apply_pretrained, map_pretrained
+from yolofuse_scale.model.pretrained.checkpoint import read_source
+from yolofuse_scale.model.pretrained.identify import identify
 from yolofuse_scale.model.variants import family_yaml
 
 ASSETS = ROOT / "tests" / "assets"
