@@ -1,7 +1,7 @@
 """Thermal data as it comes: 16-bit radiometric IR under a stated mapping, unaligned rigs (pairs files, a read-time
 homography, ``register``), the peers' own layouts (YOLOv11-RGBT, DEYOLO), the radiometric synthetic scene.
 
-Every check reads through the loaders' own readers (``decode.py``, ``imagefile.py``, ``scan.py``) and compares the
+Every check reads through the loaders' own readers (``decode.py``, ``imagefile.py``, ``scan/``) and compares the
 CPU and the device loader (``--loader device`` decodes 16-bit and registered IR in its workers with the CPU code).
 Bad input of these features: tests/test_bad_input_thermal.py.
 """

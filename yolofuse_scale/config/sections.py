@@ -33,7 +33,7 @@ import yaml
 
 from yolofuse_scale.data.augment import AugmentRecipe
 from yolofuse_scale.data.cache import CacheMode
-from yolofuse_scale.data.scan import BadSamplePolicy
+from yolofuse_scale.data.scan.records import BadSamplePolicy
 from yolofuse_scale.errors import ConfigError
 from yolofuse_scale.model.sizes import fusion_help
 from yolofuse_scale.model.variants import FAMILIES, SCALE_NAMES, Fusion, model_name_task, parse_model_name
