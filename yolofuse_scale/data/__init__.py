@@ -1,7 +1,8 @@
 """Paired RGB+IR data: data.yaml, pairing and label scan, the loaders (chosen in loaders.py), transforms, sampler,
 synthetic set."""
 
-from yolofuse_scale.data.config import DataError, DatasetSpec, load_data_config
+from yolofuse_scale.data.config import DataError, DatasetSpec
+from yolofuse_scale.data.data_yaml import load_data_config
 from yolofuse_scale.data.dataset import PairedRGBIRDataset, collate_pairs
 from yolofuse_scale.data.sample import Sample
 from yolofuse_scale.data.scan import ScanResult, scan_dataset, scan_split
