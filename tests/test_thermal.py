@@ -25,9 +25,9 @@ from yolofuse_scale.data.decode import decode_pair, decode_resized
 
 
 def kelvin100(t: np.ndarray) -> np.ndarray:
-    """Degrees Celsius as 16-bit centi-Kelvin (``synth.kelvin100``; imported where used, so that every test of this
+    """Degrees Celsius as 16-bit centi-Kelvin (``thermal16.kelvin100``; imported where used, so that every test of this
     file fails on its own on a version without the feature)."""
-    from yolofuse_scale.data.synth import kelvin100 as k100
+    from yolofuse_scale.data.synth.thermal16 import kelvin100 as k100
 
     return k100(t)
 
@@ -396,7 +396,8 @@ def test_the_mapping_study_splits_frames_by_the_generators_draw_and_summarises_p
     import argparse
 
     from benchmarks import ir_mapping_study as study
-    from yolofuse_scale.data.synth import pair_rng, render_pair
+    from yolofuse_scale.data.synth import render_pair
+    from yolofuse_scale.data.synth.common import pair_rng
 
     args = argparse.Namespace(imgsz=64, val=10, data_seed=2)
     lists = study.frame_kinds(tmp_path / "data.yaml", args)
