@@ -50,7 +50,7 @@ class Listed:
     label: Path | None = None
 
 
-def _swap(path: str, old: str, new: str) -> str | None:
+def swap_str(path: str, old: str, new: str) -> str | None:
     """``path`` with its last component named ``old`` (nearest the file) renamed ``new``; None when there is none.
     On strings: the cached scan does this for every file, and pathlib costs ~10x more."""
     parts = path.split(os.sep)
@@ -63,12 +63,12 @@ def _swap(path: str, old: str, new: str) -> str | None:
 
 def ir_of(cfg: DatasetSpec, rgb: str) -> str | None:
     """The IR partner of an RGB path by the layout's naming rule (None: the path has no ``images_dir`` folder)."""
-    return _swap(rgb, cfg.images_dir, cfg.ir_dir)
+    return swap_str(rgb, cfg.images_dir, cfg.ir_dir)
 
 
 def rgb_of(cfg: DatasetSpec, ir: str) -> str | None:
     """The inverse of :func:`ir_of` (what an IR file's RGB partner would be called)."""
-    return _swap(ir, cfg.ir_dir, cfg.images_dir)
+    return swap_str(ir, cfg.ir_dir, cfg.images_dir)
 
 
 def label_of(cfg: DatasetSpec, rgb: str) -> str:
@@ -81,7 +81,7 @@ def label_of(cfg: DatasetSpec, rgb: str) -> str:
         if not rel.startswith(".."):
             return os.path.splitext(os.path.join(str(dirs["labels"]), rel))[0] + ".txt"
     folder = cfg.images_dir if cfg.layout == "yolofuse" else "images"  # YOLOv11-RGBT, DEYOLO: Ultralytics' rule
-    swapped = _swap(rgb, folder, "labels")
+    swapped = swap_str(rgb, folder, "labels")
     return os.path.splitext(swapped if swapped is not None else rgb)[0] + ".txt"
 
 

@@ -14,9 +14,9 @@ import numpy as np
 
 from yolofuse_scale.data import layouts
 from yolofuse_scale.data.config import DatasetSpec
-from yolofuse_scale.data.layouts import Listed
+from yolofuse_scale.data.layouts import Listed, swap_str
 from yolofuse_scale.data.sample import Sample
-from yolofuse_scale.data.scan.listing import file_stat, ir_twin, swap_str, walk_images
+from yolofuse_scale.data.scan.listing import file_stat, ir_twin, walk_images
 from yolofuse_scale.data.scan.records import Problem, SplitScan
 
 # bump when the checks change: old caches then miss (5: list-file repeats; 6: displayed sizes, formats by content;

@@ -16,21 +16,10 @@ from pathlib import Path
 
 from yolofuse_scale.data import layouts
 from yolofuse_scale.data.config import DataError, DatasetSpec
-from yolofuse_scale.data.layouts import PAIRS_SUFFIXES, Listed
+from yolofuse_scale.data.layouts import PAIRS_SUFFIXES, Listed, swap_str
 from yolofuse_scale.data.scan.records import Problem
 
 IMG_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-
-
-def swap_str(path: str, old: str, new: str) -> str | None:
-    """``path`` with its LAST component named ``old`` (nearest the file) renamed ``new``; None if none is.
-    On strings: the cached scan does this for every file, and pathlib costs ~10x more."""
-    parts = path.split(os.sep)
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == old:
-            parts[i] = new
-            return os.sep.join(parts)
-    return None
 
 
 def _swap_component(path: Path, old: str, new: str) -> Path:

@@ -130,7 +130,5 @@ def map_by_origins(model: torch.nn.Module, source: Source, found: tuple[str, str
                 continue
             c["skipped"] += 1
             report.skipped.append(f"{key} {shape_of(dst)} vs {src_key} {shape_of(w)}")
-    report.placed = len(used)
-    report.reinit_src = reinit_src - used
-    report.countable = len(set(source.tensors) - report.reinit_src)
+    report.settle(used, reinit_src, source.tensors)
     return report

@@ -11,7 +11,7 @@ from yolofuse_scale.model.pretrained.checkpoint import PretrainedError, Source
 from yolofuse_scale.model.pretrained.identify import first_difference, plain, target_name
 from yolofuse_scale.model.pretrained.report import LoadReport, compare_names
 from yolofuse_scale.model.pretrained.streams import stream_labels, trace_streams
-from yolofuse_scale.model.pretrained.transfer import CLASS_BRANCH, CLASS_CONV, KEY, grouped, shape_of
+from yolofuse_scale.model.pretrained.transfer import CLASS_BRANCH, CLASS_CONV, KEY, grouped, shape_of, write_plan
 
 
 def map_same_model(model: torch.nn.Module, source: Source, write: bool = True) -> LoadReport:
@@ -60,10 +60,6 @@ def map_same_model(model: torch.nn.Module, source: Source, write: bool = True) -
             c["loaded"] += 1
             used.add(key)
     if write:
-        with torch.no_grad():
-            for t, value in plan:
-                t.copy_(value)
-    report.placed = len(used)
-    report.reinit_src = reinit_src - used
-    report.countable = len(set(source.tensors) - report.reinit_src)
+        write_plan(plan)
+    report.settle(used, reinit_src, source.tensors)
     return report

@@ -53,6 +53,7 @@ from yolofuse_scale.model.pretrained.transfer import (
     find_by_stream,
     grouped,
     shape_of,
+    write_plan,
 )
 from yolofuse_scale.model.safe_config import MAX_ROWS
 
@@ -299,12 +300,8 @@ def map_by_structure(model: torch.nn.Module, source: Source, write: bool = True)
           src_head, kinds, head_from, pairs, plan, used, reinit_src)
 
     if write:
-        with torch.no_grad():
-            for t, value in plan:
-                t.copy_(value)
-    report.placed = len(used)
-    report.reinit_src = reinit_src - used
-    report.countable = len(set(source.tensors) - report.reinit_src)
+        write_plan(plan)
+    report.settle(used, reinit_src, source.tensors)
     report.stream_share = branch_numel[0] / branch_numel[1] if branch_numel[1] else 0.0
     return report
 

@@ -50,6 +50,14 @@ class LoadReport:
     stream_share: float | None = None
     builds: str = ""  # what the run builds, in the words of ``identify.py`` (for a refusal)
 
+    def settle(self, used: set[str], reinit_src: set[str], tensors: dict[str, torch.Tensor]) -> None:
+        """The counts of a finished transfer: the file's tensors placed (``used``), and those set aside
+        (class-dependent, or another task's head: ``reinit_src``, less any placed after all), which are not counted
+        against the file."""
+        self.placed = len(used)
+        self.reinit_src = reinit_src - used
+        self.countable = len(set(tensors) - self.reinit_src)
+
     @property
     def share(self) -> float:
         return self.placed / self.countable if self.countable else 0.0

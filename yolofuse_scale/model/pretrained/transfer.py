@@ -80,3 +80,10 @@ def average_fusion(w: torch.Tensor) -> torch.Tensor:
     c = w.shape[0]
     eye = torch.eye(c, dtype=w.dtype, device=w.device)
     return (torch.cat([eye, eye], 1) * 0.5).reshape(w.shape)
+
+
+def write_plan(plan: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Copy each (model tensor, value) pair of a mapping's plan, in order, without recording gradients."""
+    with torch.no_grad():
+        for t, value in plan:
+            t.copy_(value)
