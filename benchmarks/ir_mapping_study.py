@@ -2,7 +2,7 @@
 
 The data: ``yolofuse-scale synth --scene thermal16`` (16-bit IR in centi-Kelvin; people at body temperature in cold
 and in warm surroundings, among person-shaped distractors at temperatures a person does not have, and hot spots on
-half the frames; yolofuse_scale/data/synth.py). Each mapping gets its own data.yaml over the same files
+half the frames; yolofuse_scale/data/synth/thermal16.py). Each mapping gets its own data.yaml over the same files
 (``ir_mapping:`` is the only difference), and every run goes through the real entry points, as a user runs them:
 ``train.py`` in a fresh process, then ``yolofuse-scale val`` on its ``weights/last.pt`` (which maps IR as it was
 trained: the weights record the mapping, a percentile's levels included).
@@ -84,7 +84,8 @@ def write_data(work: Path, args: argparse.Namespace) -> dict[str, Path]:
 def frame_kinds(base: Path, args: argparse.Namespace) -> dict[str, Path]:
     """``val_cold.txt`` and ``val_warm.txt`` beside ``base``: the validation frames of each kind, as the generator drew
     them (``render_pair``'s ``meta["warm"]``, from the same ``(seed, split, index)``)."""
-    from yolofuse_scale.data.synth import pair_rng, render_pair
+    from yolofuse_scale.data.synth import render_pair
+    from yolofuse_scale.data.synth.common import pair_rng
 
     h, w = args.imgsz, int(round(args.imgsz * 1.25 / 2) * 2)
     kinds: dict[str, list[str]] = {"cold": [], "warm": []}

@@ -13,11 +13,12 @@ from tests.benchmark_fakes import fake_flir, fake_kaist, fake_m3fd, fake_vedai, 
 from tests.test_convert import _snapshot
 from yolofuse_scale.cli import main
 from yolofuse_scale.data import kaist_gt
-from yolofuse_scale.data.config import DataError, load_data_config
+from yolofuse_scale.data.config import DataError
 from yolofuse_scale.data.convert.flir import convert_flir
 from yolofuse_scale.data.convert.kaist import convert_kaist
 from yolofuse_scale.data.convert.m3fd import convert_m3fd
 from yolofuse_scale.data.convert.vedai import convert_vedai
+from yolofuse_scale.data.data_yaml import load_data_config
 from yolofuse_scale.data.kaist_gt import KaistImage, KaistObject
 from yolofuse_scale.engine.missrate import MissRate
 

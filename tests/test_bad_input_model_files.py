@@ -174,7 +174,7 @@ def test_train_refuses_a_2kb_model_yaml_with_anchors_and_aliases(small_data_temp
 def test_pretrained_refuses_our_weights_file_with_a_huge_model_dict_before_serialising_it(tmp_path, capsys):
     """--pretrained compared the file's model_yaml with the built-in variants through json.dumps (2**30 values
     until MemoryError); it is checked first. (4 million values here: past the budget, harmless to old code.)"""
-    from yolofuse_scale.model.pretrained import read_source
+    from yolofuse_scale.model.pretrained.checkpoint import read_source
 
     bad = _weights_file(tmp_path / "last.pt", _with_arg(_variant(), _bomb(1, width=2000)))
     t = time.perf_counter()
@@ -514,7 +514,7 @@ def _nc_a_string(model) -> None:
 def test_a_crafted_ultralytics_checkpoint_is_one_message(tmp_path, capsys, edit, needle):
     """--pretrained reads an Ultralytics checkpoint's module tree from its tables, running nothing: a table
     of the wrong type, or a head whose class count is no number, used to end in a traceback."""
-    from yolofuse_scale.model.pretrained import read_source
+    from yolofuse_scale.model.pretrained.checkpoint import read_source
 
     bad = _ultralytics_checkpoint(tmp_path / "yolov8t.pt", edit)
     assert_user_error(lambda: read_source(bad), f"--pretrained {bad}: ", needle, capsys=capsys)

@@ -568,7 +568,7 @@ def test_jpeg_cut_before_its_end_marker_stays_an_error(tmp_path, cut):
 
 def test_jpeg_end_walk_skips_markers_inside_segments():
     """An ``FF D9`` inside an APP segment (an EXIF thumbnail's end) is not the image's end."""
-    from yolofuse_scale.data.scan import jpeg_end
+    from yolofuse_scale.data.scan.pair_checks import jpeg_end
 
     ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))
     raw = buf.tobytes()

@@ -28,7 +28,8 @@ from tests.test_pretrained import (
 from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.model import build_model, model_summary
 from yolofuse_scale.model.attention import DEAPair, DEAPairLayer
-from yolofuse_scale.model.pretrained import apply_pretrained, recognise
+from yolofuse_scale.model.pretrained import apply_pretrained
+from yolofuse_scale.model.pretrained.identify import recognise
 from yolofuse_scale.model.variants import Origin, family_yaml, fusion_origins
 
 FAMILIES = ("yolov8", "yolo11", "yolo26")

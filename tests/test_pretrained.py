@@ -18,7 +18,8 @@ import torch
 
 from tests.helpers import ROOT, launch
 from yolofuse_scale.model import build_model
-from yolofuse_scale.model.pretrained import PretrainedError, apply_pretrained
+from yolofuse_scale.model.pretrained import apply_pretrained
+from yolofuse_scale.model.pretrained.checkpoint import PretrainedError
 from yolofuse_scale.model.variants import Origin, family_yaml, fusion_origins
 
 

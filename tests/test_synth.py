@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from yolofuse_scale.data import load_data_config, scan_split, write_synthetic_dataset
-from yolofuse_scale.data.synth import pair_rng, render_pair
+from yolofuse_scale.data.synth import render_pair
+from yolofuse_scale.data.synth.common import pair_rng
 
 H, W = 128, 160  # a 128 px frame (width 1.25x), where "small" means under 16 px tall
 
@@ -112,13 +113,13 @@ def test_hard_has_smaller_grouped_and_occluded_people(scenes):
     kinds = {o["occluder"] for _, o in hard}
     assert {"pole", "bush", "car"} <= kinds and all(o["occluder"] is None for _, o in easy)
     # groups: people whose boxes overlap another person's (easy keeps IoU under 0.2)
-    from yolofuse_scale.data.synth import _iou
+    from yolofuse_scale.data.synth.common import iou
 
     def overlapping(pairs):
         n = 0
         for _, _, boxes, _ in pairs:
             ppl = [b[1:] for b in boxes if b[0] == 0]
-            n += sum(any(_iou(p, q) > 0.2 for q in ppl if q is not p) for p in ppl)
+            n += sum(any(iou(p, q) > 0.2 for q in ppl if q is not p) for p in ppl)
         return n
 
     assert overlapping(scenes["hard"]) > 20 and overlapping(scenes["easy"]) == 0

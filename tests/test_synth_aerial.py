@@ -13,8 +13,8 @@ import yaml
 
 from yolofuse_scale.cli import main
 from yolofuse_scale.data import load_data_config, scan_dataset, write_synthetic_dataset
-from yolofuse_scale.data.synth import pair_rng
-from yolofuse_scale.data.synth_aerial import NAMES, obb_lines, render_aerial
+from yolofuse_scale.data.synth.aerial import NAMES, obb_lines, render_aerial
+from yolofuse_scale.data.synth.common import pair_rng
 
 H, W = 96, 120
 

@@ -1,7 +1,7 @@
 """Thermal data as it comes: 16-bit radiometric IR under a stated mapping, unaligned rigs (pairs files, a read-time
 homography, ``register``), the peers' own layouts (YOLOv11-RGBT, DEYOLO), the radiometric synthetic scene.
 
-Every check reads through the loaders' own readers (``decode.py``, ``imagefile.py``, ``scan.py``) and compares the
+Every check reads through the loaders' own readers (``decode.py``, ``imagefile.py``, ``scan/``) and compares the
 CPU and the device loader (``--loader device`` decodes 16-bit and registered IR in its workers with the CPU code).
 Bad input of these features: tests/test_bad_input_thermal.py.
 """
@@ -25,9 +25,9 @@ from yolofuse_scale.data.decode import decode_pair, decode_resized
 
 
 def kelvin100(t: np.ndarray) -> np.ndarray:
-    """Degrees Celsius as 16-bit centi-Kelvin (``synth.kelvin100``; imported where used, so that every test of this
+    """Degrees Celsius as 16-bit centi-Kelvin (``thermal16.kelvin100``; imported where used, so that every test of this
     file fails on its own on a version without the feature)."""
-    from yolofuse_scale.data.synth import kelvin100 as k100
+    from yolofuse_scale.data.synth.thermal16 import kelvin100 as k100
 
     return k100(t)
 
@@ -396,7 +396,8 @@ def test_the_mapping_study_splits_frames_by_the_generators_draw_and_summarises_p
     import argparse
 
     from benchmarks import ir_mapping_study as study
-    from yolofuse_scale.data.synth import pair_rng, render_pair
+    from yolofuse_scale.data.synth import render_pair
+    from yolofuse_scale.data.synth.common import pair_rng
 
     args = argparse.Namespace(imgsz=64, val=10, data_seed=2)
     lists = study.frame_kinds(tmp_path / "data.yaml", args)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from yolofuse_scale.config.ultralytics import builtin_model
+from yolofuse_scale.config.model_file import builtin_model
 from yolofuse_scale.engine.trainer import Callback
 from yolofuse_scale.errors import ConfigError, UserError
 

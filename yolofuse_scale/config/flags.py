@@ -34,8 +34,8 @@ import textwrap
 from pathlib import Path
 
 from yolofuse_scale.config.file import read_config_file
+from yolofuse_scale.config.model_file import resolve_model_file
 from yolofuse_scale.config.sections import SECTION_OF, SECTIONS, RunConfig, allowed, is_model_file, knobs, type_hints
-from yolofuse_scale.config.ultralytics import resolve_model_file
 from yolofuse_scale.engine.trackers import check_installed
 from yolofuse_scale.errors import ConfigError, add_debug_argument
 

@@ -17,6 +17,12 @@ A check refuses a value with a :class:`ConfigError` whose ``settings`` name the 
 cross-field check names each), so ``flags.py`` can say which line of a ``--config`` file set them without
 reading the message. A benchmark-only switch is no setting: the scaling benchmark passes it to the
 Trainer itself (``bench/no_sync.py``).
+
+Why one module of ~500 lines: it is one schema, long by nature. Each setting is a field with its help text (the
+``--help`` itself), and ``flags.py``, ``file.py`` and ``ultralytics.py`` read the sections as one table
+(:data:`SECTIONS`, :func:`knobs`); the checks at the end name a refused setting by its flag through that table
+(the recipe's renamed keys), so the table and the sections cannot sit in two modules without importing each other,
+and seven section modules would scatter what a reader compares side by side. Adding a setting stays one field here.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import yaml
 
 from yolofuse_scale.data.augment import AugmentRecipe
 from yolofuse_scale.data.cache import CacheMode
-from yolofuse_scale.data.scan import BadSamplePolicy
+from yolofuse_scale.data.scan.records import BadSamplePolicy
 from yolofuse_scale.errors import ConfigError
 from yolofuse_scale.model.sizes import fusion_help
 from yolofuse_scale.model.variants import FAMILIES, SCALE_NAMES, Fusion, model_name_task, parse_model_name

@@ -1,6 +1,6 @@
 """``--loader cpu``'s dataset: a scanned pair decoded, augmented (or letterboxed) and stacked, in a DataLoader worker.
 
-Which pairs exist and whether they are sound is decided beforehand by ``scan.py``; how files become pixels is
+Which pairs exist and whether they are sound is decided beforehand by ``scan/``; how files become pixels is
 ``decode.py``; the label dict and the targets are ``labels.py`` (shared with ``--loader device``, whose workers
 draw the same recipe, ``device/worker.py``); which loader a run uses is chosen in ``loaders.py``.
 """

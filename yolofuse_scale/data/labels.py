@@ -121,7 +121,8 @@ class OrientedLabels:
         return np.concatenate([(lo + hi) / 2, hi - lo], 1).astype(rows.dtype)
 
 
-#: ``task:`` -> its label kind; a new kind is one class above and one entry here (and its row checks in ``scan.py``).
+#: ``task:`` -> its label kind; a new kind is one class above and one entry here (and its row checks in
+#: ``scan/label_rows.py``).
 KINDS = {k.name: k for k in (DetectLabels, OrientedLabels)}
 _BY_COLUMNS = {k.columns: k for k in KINDS.values()}
 

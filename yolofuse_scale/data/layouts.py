@@ -1,6 +1,6 @@
 """Which file pairs with which, and where a pair's labels are: each layout read as its users already have it.
 
-``layout:`` in data.yaml (``config.LAYOUTS``), recognised when absent (``config._layout``):
+``layout:`` in data.yaml (``config.LAYOUTS``), recognised when absent (:func:`recognise_layout`):
 
 - ``yolofuse`` (the default): ``.../images/.../x.jpg`` pairs with ``.../imagesIR/.../x.jpg`` (the last path
   component named ``images_dir`` becomes ``ir_dir``); its label is ``.../labels/.../x.txt``.
@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from yolofuse_scale.data.config import DataError, DatasetSpec
+from yolofuse_scale.data.config import LAYOUTS, DataError, DatasetSpec, key_line
 
 PAIRS_SUFFIXES = (".csv", ".json")
 _COLUMNS = ("rgb", "ir", "label")
@@ -50,7 +50,7 @@ class Listed:
     label: Path | None = None
 
 
-def _swap(path: str, old: str, new: str) -> str | None:
+def swap_str(path: str, old: str, new: str) -> str | None:
     """``path`` with its last component named ``old`` (nearest the file) renamed ``new``; None when there is none.
     On strings: the cached scan does this for every file, and pathlib costs ~10x more."""
     parts = path.split(os.sep)
@@ -63,12 +63,12 @@ def _swap(path: str, old: str, new: str) -> str | None:
 
 def ir_of(cfg: DatasetSpec, rgb: str) -> str | None:
     """The IR partner of an RGB path by the layout's naming rule (None: the path has no ``images_dir`` folder)."""
-    return _swap(rgb, cfg.images_dir, cfg.ir_dir)
+    return swap_str(rgb, cfg.images_dir, cfg.ir_dir)
 
 
 def rgb_of(cfg: DatasetSpec, ir: str) -> str | None:
     """The inverse of :func:`ir_of` (what an IR file's RGB partner would be called)."""
-    return _swap(ir, cfg.ir_dir, cfg.images_dir)
+    return swap_str(ir, cfg.ir_dir, cfg.images_dir)
 
 
 def label_of(cfg: DatasetSpec, rgb: str) -> str:
@@ -81,7 +81,7 @@ def label_of(cfg: DatasetSpec, rgb: str) -> str:
         if not rel.startswith(".."):
             return os.path.splitext(os.path.join(str(dirs["labels"]), rel))[0] + ".txt"
     folder = cfg.images_dir if cfg.layout == "yolofuse" else "images"  # YOLOv11-RGBT, DEYOLO: Ultralytics' rule
-    swapped = _swap(rgb, folder, "labels")
+    swapped = swap_str(rgb, folder, "labels")
     return os.path.splitext(swapped if swapped is not None else rgb)[0] + ".txt"
 
 
@@ -215,3 +215,80 @@ def pair_by_position(cfg: DatasetSpec, split: str, rgb: list[Listed], ir: list[P
                         f"must match (the first without a partner: {extra})")
     pairs = [Listed(r.rgb, r.origin, i) for r, i in zip(rgb, ir)]
     return pairs, sum(r.rgb.name != i.name for r, i in zip(rgb, ir))
+
+
+# ------------------------------------------------------------ data.yaml's layout: stated or recognised
+def _first_listed(entry: Path, root: Path) -> Path | None:
+    """The first image a ``.txt`` split list names (what the layout is recognised from), or None."""
+    try:
+        with open(entry, encoding="utf-8-sig", errors="replace") as fh:
+            for _, line in zip(range(1000), fh):  # a list that starts with 1000 comments is not worth more
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    p = Path(line)
+                    return p if p.is_absolute() else root / p
+    except OSError:
+        return None
+    return None
+
+
+def _swapped(p: Path, old: str, new: str) -> Path | None:
+    parts = list(p.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == old:
+            parts[i] = new
+            return Path(*parts)
+    return None
+
+
+def _looks_like_rgbt(d: dict, root: Path) -> bool:
+    """YOLOv11-RGBT's layout: every train/val entry (or a list's first image) has a ``visible`` folder whose
+    ``infrared`` twin exists, and no ``imagesIR`` twin of an ``images`` folder (YOLOFuse's) does."""
+    seen = False
+    for key in ("train", "val"):
+        raw = d.get(key)
+        for item in raw if isinstance(raw, list) else [raw]:
+            p = Path(str(item))
+            p = p if p.is_absolute() else root / p
+            if p.suffix == ".txt" and p.is_file():
+                p = _first_listed(p, root) or p
+            rgbt, ours = _swapped(p, "visible", "infrared"), _swapped(p, "images", "imagesIR")
+            if rgbt is None or not rgbt.exists() or (ours is not None and ours.exists()):
+                return False
+            seen = True
+    return seen
+
+
+def recognise_layout(d: dict, path: Path, text: str, root: Path) -> tuple[str, str]:
+    """(layout, why) of a data.yaml: ``layout:`` when stated, else recognised from the peers' own keys and folders
+    (DEYOLO's ``train2``/``val2``; YOLOv11-RGBT's ``visible``/``infrared`` twins), else YOLOFuse's."""
+    if "layout" in d:
+        layout = d["layout"]
+        if layout not in LAYOUTS:
+            raise DataError(f"{path}{key_line(text, 'layout')}: 'layout' must be one of {', '.join(LAYOUTS)}, "
+                            f"got {layout!r}")
+        return layout, "stated (layout:)"
+    if any(k in d for k in ("train2", "val2")):
+        return "deyolo", "recognised: 'train2'/'val2' name the IR images, as DEYOLO's data.yaml does"
+    if "ir_dir" not in d and "images_dir" not in d and _looks_like_rgbt(d, root):
+        return "yolov11-rgbt", "recognised: 'visible' folders with 'infrared' twins, as YOLOv11-RGBT's layout"
+    return "yolofuse", "the default"
+
+
+def parse_pairs_dirs(d: dict, path: Path, text: str, root: Path) -> dict[str, Path] | None:
+    raw = d.get("pairs_dirs")
+    if raw is None:
+        return None
+    where = f"{path}{key_line(text, 'pairs_dirs')}"
+    if not isinstance(raw, dict) or not raw or not set(raw) <= {"rgb", "ir", "labels"}:
+        raise DataError(f"{where}: 'pairs_dirs' maps rgb, ir and/or labels to folders (relative to 'path'), "
+                        f"got {raw!r}")
+    out = {}
+    for k, v in raw.items():
+        if not isinstance(v, str) or not v.strip():
+            raise DataError(f"{where}: 'pairs_dirs' {k}: expected a folder, got {v!r}")
+        p = Path(v) if Path(v).is_absolute() else root / v
+        if not p.is_dir():
+            raise DataError(f"{where}: 'pairs_dirs' {k}: {p} is not a folder")
+        out[k] = p
+    return out

@@ -19,7 +19,7 @@ and is not an area ratio. Cost: it runs in the start-up scan, once (its result i
 whose enclosing boxes overlap are intersected, a few per box. The same code serves axis-aligned boxes (their four
 corners), so the policies work for ``task: detect`` too.
 
-The scan (``scan.py``) parses both files of every pair, applies the split's policy here and keeps the counts
+The scan (``scan/pair_checks.py``) parses both files of every pair, applies the split's policy here and keeps the counts
 (:class:`LabelCounts`); :func:`summary_line` is what the run prints at start, per split.
 """
 

@@ -1,7 +1,7 @@
 """One scanned pair: its files, its validated boxes and what the scan read of its headers.
 
 Its own module, on the floor below the scan: the readers of a pair (``decode.py``, ``cache.py``, ``levels.py``, the
-loaders) need the record, not the scan that makes it (``scan.py`` imports them back for the percentile levels).
+loaders) need the record, not the scan that makes it (``scan/`` imports them back for the percentile levels).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ import numpy as np
 
 from yolofuse_scale.data import kaist_gt
 from yolofuse_scale.data.config import DataError
-from yolofuse_scale.data.scan import format_problems
+from yolofuse_scale.data.scan.records import format_problems
 
 #: FPPI points of MR-2: 9 log-spaced from 10^-2 to 10^0 (MATLAB's ``10.^(-2:.25:0)``).
 FPPI_POINTS = tuple(float(v) for v in 10.0 ** (np.arange(9) / 4 - 2))

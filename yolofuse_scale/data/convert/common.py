@@ -13,7 +13,7 @@ before anything is written, so a broken copy leaves DST untouched. :func:`write_
 - a DST that holds images or labels this plan would not write (another fold, another release, files left from an
   earlier conversion) is refused before anything is written: they would be trained on silently.
 
-Images are read by the training scan's own reader (``scan.image_header_problem``: the format by content, the EXIF
+Images are read by the training scan's own reader (``pair_checks.image_header_problem``: the format by content, the EXIF
 orientation applied as both loaders apply it, a truncated JPEG or a PNG failing its CRC refused), so a converted
 box is normalised by the size the loaders will see, and a copy the scan would refuse is refused here already.
 Cost: every image's header and its end (a JPEG's end marker, a PNG's chunks) are read once.
@@ -30,7 +30,8 @@ from pathlib import Path
 import yaml
 
 from yolofuse_scale.data.config import DataError
-from yolofuse_scale.data.scan import format_problems, image_header_problem
+from yolofuse_scale.data.scan.pair_checks import image_header_problem
+from yolofuse_scale.data.scan.records import format_problems
 from yolofuse_scale.io import write_atomic
 
 LINK_MODES = ("hard", "symlink", "copy")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from yolofuse_scale.data.convert.common import ConvertReport, PlannedPair, pair_size, refuse, write_dataset
 from yolofuse_scale.data.convert.voc import release_voc_lines
-from yolofuse_scale.data.scan import IMG_SUFFIXES
+from yolofuse_scale.data.scan.listing import IMG_SUFFIXES
 
 NAMES = ["People", "Car", "Bus", "Motorcycle", "Lamp", "Truck"]
 SPLIT_SEED = 0

@@ -40,7 +40,7 @@ from yolofuse_scale.data.convert.common import (
     write_dataset,
     yolo_line,
 )
-from yolofuse_scale.data.scan import IMG_SUFFIXES
+from yolofuse_scale.data.scan.listing import IMG_SUFFIXES
 
 __all__ = ["DROP", "LINK_MODES", "LLVIP", "ConvertReport", "VocSource", "convert_voc", "read_voc", "voc_lines"]
 

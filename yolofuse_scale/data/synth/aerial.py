@@ -1,7 +1,7 @@
 """A synthetic DroneVehicle-like aerial scene (``synth --scene aerial``): top-down RGB + IR, rotated vehicles of five
 kinds, and per-modality labels that differ as DroneVehicle's do.
 
-What a frame holds (drawn from ``synth.pair_rng(seed, split, index)``, so a pair depends on nothing else):
+What a frame holds (drawn from ``common.pair_rng(seed, split, index)``, so a pair depends on nothing else):
 
 - ground seen from above: grass or bare soil with a smooth texture, 1-2 straight asphalt roads at random angles
   (lane markings in RGB), sometimes a parking lot (a concrete rectangle);
@@ -39,6 +39,8 @@ import cv2
 import numpy as np
 import yaml
 
+from yolofuse_scale.data.synth.common import smooth_field
+
 NAMES = {0: "car", 1: "truck", 2: "bus", 3: "van", 4: "freight_car"}
 #: class -> (length, width) in metres, and how often it is drawn (DroneVehicle: mostly cars)
 VEHICLES = {0: (4.5, 1.8, 0.6), 1: (8.0, 2.5, 0.1), 2: (12.0, 2.6, 0.08), 3: (5.0, 2.0, 0.12), 4: (15.0, 2.6, 0.1)}
@@ -46,11 +48,6 @@ FRAME_METRES = 60.0  #: the frame's width on the ground
 NIGHT_P = 0.4  #: share of night frames
 LIGHTS_P = 0.35  #: share of vehicles with their lights on at night (visible in RGB)
 COLD_PARKED_P = 0.1  #: share of parked vehicles at the ground's temperature by day (invisible in IR)
-
-
-def _field(rng: np.random.Generator, h: int, w: int, cells: int, lo: float, hi: float) -> np.ndarray:
-    coarse = rng.uniform(lo, hi, size=(cells, cells)).astype(np.float32)
-    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 def rectangle(cx: float, cy: float, length: float, width: float, angle: float) -> np.ndarray:
@@ -180,9 +177,9 @@ def render_aerial(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray,
     rgb_gain = float(rng.uniform(0.12, 0.25)) if night else float(rng.uniform(0.8, 1.1))
     grass = bool(rng.random() < 0.6)
     ground = np.array([70, 110, 55] if grass else [140, 120, 95], np.float32)
-    rgb = (_field(rng, h, w, 6, 0.8, 1.2)[..., None] * ground) * rgb_gain
+    rgb = (smooth_field(rng, h, w, 6, 0.8, 1.2)[..., None] * ground) * rgb_gain
     ambient = 40.0 if night else 120.0  # the IR of the ground: cooled at night, sun-warmed by day
-    ir = _field(rng, h, w, 5, ambient - 10, ambient + 10)
+    ir = smooth_field(rng, h, w, 5, ambient - 10, ambient + 10)
     roads = []
     for _ in range(int(rng.integers(1, 3))):
         px, py, angle = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h, rng.uniform(0, math.pi)
@@ -253,7 +250,7 @@ def obb_lines(vehicles: list[dict], key: str, w: int, h: int) -> list[str]:
 def write_pairs(out: Path, split: str, indices: range, h: int, w: int, rng: Callable[[int], np.random.Generator],
                 ir_channels: int) -> None:
     """Render and write pairs ``indices`` of ``split`` (one worker's share); ``rng(i)``: pair ``i``'s generator
-    (``synth.pair_rng``: the one rule of every scene, which nothing else decides)."""
+    (``common.pair_rng``: the one rule of every scene, which nothing else decides)."""
     dirs = {d: out / d / split for d in ("images", "imagesIR", "labels", "labelsIR")}
     for i in indices:
         rgb, ir, vehicles, _meta = render_aerial(rng(i), h, w)

@@ -4,18 +4,16 @@ A built-in variant records which single-stream layer each of its layers copies (
 a YAML written by someone else records nothing of the kind. Its layers are matched to the pretrained
 single-stream model's by what they are instead:
 
-1. **Streams**, traced through the built graph from its input selectors: a layer fed only by
-   ``ModalitySelector [1]`` / ``SilenceChannel [0, 3]`` is on the RGB stream, only by ``[2]`` / ``[3, 4]`` on
-   the IR stream; one fed by the whole stacked input (data-level: a first ``Conv``, ``ModalConcat``,
-   ``SilenceChannel [0, 4]``) or by ``ChannelToNumber`` (both modalities as batch items, shared weights) is
-   ``shared``; everything computed from an RGB map and an IR map together is *after fusion*.
+1. **Streams**, traced through the built graph from its input selectors (``streams.py``): a layer on one
+   modality is on the RGB or the IR stream, one fed by both images (stacked, or as batch items) ``shared``,
+   one computed from an RGB map and an IR map together *after fusion*.
 2. **Alignment**, per stream, in order: the stream's layers with weights against the file's layers (its
    head aside), keeping their order and matching as many as possible (a longest common subsequence), where
    two layers match when they are the same class with the same tensors of the same shapes (the argument
    signature as built: widths, kernels, repeats, attention heads). The layers after fusion align with the
    file's layers after the last one a stream used (neck layers never take backbone weights). Where a
    stream reads the image itself, its first conv may differ in input channels and is adapted as for the
-   built-in variants (``pretrained._adapt_stem``: a 1-channel IR stem gets the sum over the RGB input
+   built-in variants (``transfer.adapt_stem``: a 1-channel IR stem gets the sum over the RGB input
    channels; a stacked 4/6-channel stem half the RGB weights and half the IR-adapted ones). A layer that
    *contains* one of the file's layers (DEYOLO's ``C2f_BiFocus`` is a ``C2f`` then a BiFocus) takes it in
    that part and keeps its own initialisation in the rest.
@@ -37,135 +35,34 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from ultralytics.nn.modules import Conv, Index
 
-from yolofuse_scale.model.attention import DEALayer, DEFALayer
-from yolofuse_scale.model.fusion import IdentityInput, ModalConcat
-from yolofuse_scale.model.pretrained import (
-    _CLASS_BRANCH,
-    _CLASS_CONV,
-    _KEY,
-    _LEVEL,
-    LoadReport,
-    PretrainedError,
-    Source,
-    _adapt_stem,
-    _average_fusion,
-    _difference,
-    _effective_scale,
-    _find,
-    _plain,
-    _rows_of,
-    _shape,
-    compare_names,
-    recognise,
-)
-from yolofuse_scale.model.rgbt import (
-    RGB_CHANNELS,
-    ChannelToNumberLayer,
-    NumberToChannelLayer,
-    Silence,
-    SilenceChannelLayer,
+from yolofuse_scale.model.pretrained.checkpoint import PretrainedError, Source
+from yolofuse_scale.model.pretrained.identify import rows_of, target_name
+from yolofuse_scale.model.pretrained.report import LoadReport, compare_names
+from yolofuse_scale.model.pretrained.streams import IR, RGB, layer_inputs, stream_labels, trace_streams
+from yolofuse_scale.model.pretrained.transfer import (
+    CLASS_BRANCH,
+    CLASS_CONV,
+    LEVEL,
+    adapt_stem,
+    average_fusion,
+    find_by_stream,
+    grouped,
+    shape_of,
+    write_plan,
 )
 from yolofuse_scale.model.safe_config.limits import MAX_ROWS
 
-RGB, IR = frozenset({"rgb"}), frozenset({"ir"})
-BOTH = RGB | IR
 #: A head's tensors go by unit: a conv with its BN (``cv2.0.0.conv.weight``, ``cv2.0.0.bn.*`` -> ``cv2.0.0.``).
 _UNIT = re.compile(r"^(.*?)(?:(?:conv|bn)\.)?[^.]+$")
 
 
-@dataclass
-class _Node:
-    """What one built layer's output carries: modalities, and whether it is the ``[rgb, ir]`` pair, the image
-    itself (no weights on the way), or computed from RGB and IR maps together (after fusion)."""
-
-    mods: frozenset[str]
-    pair: bool = False
-    raw: bool = False
-    joint: bool = False
-
-
-def _inputs(j: int, f: Any) -> list[int]:
-    """Layer ``j``'s inputs as absolute indices, -1 for the model input."""
-    return [max(j + x, -1) if x < 0 else x for x in (f if isinstance(f, list) else [f])]
-
-
-def _trace(layers: list[torch.nn.Module], weighted: set[int], two_stream: bool) -> list[_Node]:
-    """Each layer's :class:`_Node`, in build order (a layer reads only earlier ones)."""
-    start = _Node(BOTH, pair=two_stream, raw=True)
-    nodes: list[_Node] = []
-    for j, layer in enumerate(layers):
-        ins = [start if x < 0 else nodes[x] for x in _inputs(j, layer.f)]
-        one = ins[0] if len(ins) == 1 else None
-        if isinstance(layer, Index) and one is not None and one.pair and layer.index in (0, 1):
-            node = _Node((RGB, IR)[layer.index], raw=True)  # ModalitySelector [1] / [2]
-        elif isinstance(layer, ModalConcat):
-            node = _Node(BOTH, raw=True)
-        elif isinstance(layer, SilenceChannelLayer):
-            rgb, ir = layer.start < RGB_CHANNELS, layer.end > RGB_CHANNELS
-            node = _Node(BOTH if rgb == ir else RGB if rgb else IR, raw=True)
-        elif isinstance(layer, ChannelToNumberLayer):
-            node = _Node(BOTH, raw=True)  # both images as batch items: what follows is one shared stream
-        elif isinstance(layer, NumberToChannelLayer):
-            node = _Node(BOTH, joint=True)  # the batch halves side by side on channels: RGB and IR meet
-        else:
-            seen = [n.mods for n in ins]
-            passthrough = j not in weighted and isinstance(layer, (IdentityInput, Silence, Index))
-            node = _Node(frozenset().union(*seen), pair=passthrough and one is not None and one.pair,
-                         raw=j not in weighted and all(n.raw for n in ins),
-                         joint=any(n.joint for n in ins) or (RGB in seen and IR in seen))
-        nodes.append(node)
-    return nodes
-
-
-def stream_labels(layers: list[torch.nn.Module], nodes: list[_Node], weighted: set[int]) -> dict[int, str]:
-    """The report's stream of each layer with weights: ``rgb`` / ``ir`` (one modality), ``shared`` (both: the
-    stacked or batched input, or after fusion), ``fusion`` (reads an RGB and an IR map, through layers
-    without weights), ``attention`` (DEA / DEFA)."""
-
-    def reads_both(j: int) -> bool:
-        seen, stack, found = set(), _inputs(j, layers[j].f), set()
-        while stack:
-            x = stack.pop()
-            if x < 0 or x in seen:
-                continue
-            seen.add(x)
-            if x in weighted or nodes[x].mods != BOTH or nodes[x].raw:
-                found.add(nodes[x].mods)
-            else:
-                stack.extend(_inputs(x, layers[x].f))
-        return RGB in found and IR in found
-
-    def label(j: int) -> str:
-        node = nodes[j]
-        if node.mods in (RGB, IR):
-            return "rgb" if node.mods == RGB else "ir"
-        if not node.joint:
-            return "shared"
-        if isinstance(layers[j], (DEALayer, DEFALayer)):  # DEAPair's layer is a DEALayer
-            return "attention"
-        return "fusion" if reads_both(j) else "shared"
-
-    return {j: label(j) for j in sorted(weighted)}
-
-
 def _signature(tensors: dict[str, torch.Tensor]) -> tuple[tuple[str, tuple[int, ...]], ...]:
     return tuple(sorted((k, tuple(v.shape)) for k, v in tensors.items()))
-
-
-def _grouped(sd: dict[str, torch.Tensor]) -> dict[int, dict[str, str]]:
-    """``model.{i}.{rest}`` keys by layer: ``{i: {rest: key}}``."""
-    out: dict[int, dict[str, str]] = {}
-    for key in sd:
-        m = _KEY.match(key)
-        if m:
-            out.setdefault(int(m.group(1)), {})[m.group(2)] = key
-    return out
 
 
 @dataclass
@@ -203,30 +100,30 @@ def single_view(source: Source) -> SingleView:
     layers its head reads, and where its rows say each layer sits. An Ultralytics checkpoint is one; a weights
     file of ours is read through its origins, the RGB stream's copy of each layer first (a late-fusion
     Detect: its RGB branch's levels)."""
-    groups = _grouped(source.tensors)
+    groups = grouped(source.tensors)
     view: list[dict[str, str]] = []
     for i in range(len(source.kinds)):
-        hit = _find(source.layers, i, "rgb")
+        hit = find_by_stream(source.layers, i, "rgb")
         layer: dict[str, str] = {}
         if hit is not None:
             j, levels = hit
             there = {lv: k for k, lv in enumerate(levels)}
             for rest, key in groups.get(j, {}).items():
-                lm = _LEVEL.match(rest) if levels else None
+                lm = LEVEL.match(rest) if levels else None
                 if lm is None:
                     layer[rest] = key
                 else:  # built level k reads (lv, stream): keep the one the RGB stream prefers for each lv
                     lv = levels[int(lm.group(2))]
-                    if _find(there, lv[0], "rgb") == int(lm.group(2)):
+                    if find_by_stream(there, lv[0], "rgb") == int(lm.group(2)):
                         layer[f"{lm.group(1)}.{lv[0]}.{lm.group(3)}"] = key
         view.append(layer)
-    rows = _rows_of(source.single)
+    rows = rows_of(source.single)
 
     def inputs(i: int) -> list[int] | None:
         f = rows[i][0]
         ok = (isinstance(f, int) and not isinstance(f, bool)) or (
             isinstance(f, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in f))
-        return _inputs(i, f) if ok else None  # -1: the image
+        return layer_inputs(i, f) if ok else None  # -1: the image
 
     head_from = [x for x in inputs(len(rows) - 1) or [] if x >= 0] if rows else []
     places: list[tuple[Any, ...] | None] = [None] * len(source.kinds)
@@ -275,21 +172,6 @@ def _runs(pairs: list[tuple[str, int]]) -> str:
     return ", ".join(f"{a}<-{c}" if a == b else f"{a}-{b}<-{c}-{d}" for a, b, c, d in out)
 
 
-def _target_name(model: torch.nn.Module) -> tuple[str, str]:
-    """(how the report names the model, what it builds in words): a model YAML's file name and scale (a
-    built-in variant as :func:`pretrained.identify` says it)."""
-    found = recognise(getattr(model, "yaml", None))
-    if found is not None:
-        return f"{found[0]}{found[1]} fusion={found[2]}", f"{found[0]} scale {found[1]} (fusion={found[2]})"
-    source = getattr(model, "yaml_source", None)
-    name = Path(source).name if isinstance(source, str) and source.endswith((".yaml", ".yml")) else "the model YAML"
-    d = getattr(model, "yaml", None) or {}
-    scale = d.get("scale")
-    row = _effective_scale(d)
-    return (f"{name}{f' scale {scale}' if scale else ''}",
-            f"{name}{f' at scale {scale}' if scale else ''}{f' {row}' if row else ''}")
-
-
 def map_by_structure(model: torch.nn.Module, source: Source, write: bool = True) -> LoadReport:
     """Copy ``source`` into a model built from a YAML (see the module docstring); the report says what went
     where. ``write=False``: only the report."""
@@ -299,13 +181,13 @@ def map_by_structure(model: torch.nn.Module, source: Source, write: bool = True)
         raise PretrainedError(f"--pretrained {source.path}: {len(kinds)} layers; a detector has at most {MAX_ROWS}")
     layers = list(model.model)
     dst_sd = model.state_dict()
-    dst_groups = _grouped(dst_sd)
+    dst_groups = grouped(dst_sd)
     dst = {j: {rest: dst_sd[key] for rest, key in g.items()} for j, g in dst_groups.items()}
     src = {i: {rest: source.tensors[key] for rest, key in g.items()} for i, g in enumerate(view) if g}
-    nodes = _trace(layers, set(dst), bool(getattr(model, "two_stream", False)))
+    nodes = trace_streams(layers, set(dst), bool(getattr(model, "two_stream", False)))
     head, src_head = len(layers) - 1, len(kinds) - 1
     nc_here = int(layers[-1].nc)
-    name, builds = _target_name(model)
+    name, builds = target_name(model)
     report = LoadReport(source.path, source.what, f"{name} ({nc_here} class(es), IR "
                         f"{getattr(model, 'ir_channels', '?')} channel(s))", nc=(nc_here, source.nc), builds=builds)
     compare_names(report, model, source)
@@ -325,13 +207,14 @@ def map_by_structure(model: torch.nn.Module, source: Source, write: bool = True)
     sig_dst = {j: (type(layers[j]).__name__, _signature(t)) for j, t in dst.items()}
     graph = _Places()
     for j, layer in enumerate(layers):
-        graph.add(_inputs(j, layer.f), type(layer).__name__, layer.conv.stride[0] if isinstance(layer, Conv) else None,
+        graph.add(layer_inputs(j, layer.f), type(layer).__name__,
+                  layer.conv.stride[0] if isinstance(layer, Conv) else None,
                   layer.scale_factor if isinstance(layer, torch.nn.Upsample) else None)
     places = graph.places
 
     def stem_kind(j: int) -> str | None:
-        """The modality a layer reading the image itself sees (``_adapt_stem``'s stream), else None."""
-        ins = [x for x in _inputs(j, layers[j].f)]
+        """The modality a layer reading the image itself sees (``adapt_stem``'s stream), else None."""
+        ins = [x for x in layer_inputs(j, layers[j].f)]
         if not all(x < 0 or nodes[x].raw for x in ins):
             return None
         mods = nodes[j].mods
@@ -346,7 +229,7 @@ def map_by_structure(model: torch.nn.Module, source: Source, write: bool = True)
         if sig_dst[j] == sig_src[i]:
             return "whole", ""
         if stems.get(j) and sig_dst[j][0] == kinds[i] and set(dst[j]) == set(src[i]) and all(
-                t.shape == src[i][r].shape or (r == "conv.weight" and _adapt_stem(src[i][r], t, stems[j]) is not None)
+                t.shape == src[i][r].shape or (r == "conv.weight" and adapt_stem(src[i][r], t, stems[j]) is not None)
                 for r, t in dst[j].items()):
             return "whole", ""
         prefix = subs.get(j, {}).get(sig_src[i])
@@ -395,10 +278,10 @@ def map_by_structure(model: torch.nn.Module, source: Source, write: bool = True)
                 plan.append((t, w))
                 c["loaded"] += 1
             else:
-                adapted = _adapt_stem(w, t, stems[j])
+                adapted = adapt_stem(w, t, stems[j])
                 plan.append((t, adapted[0]))
                 c["adapted"] += 1
-                report.adapted.append(f"{key} {_shape(t)} <- {src_key} {_shape(w)}: {adapted[1]}")
+                report.adapted.append(f"{key} {shape_of(t)} <- {src_key} {shape_of(w)}: {adapted[1]}")
         if hit is None:
             layer = layers[j]
             w = dst[j].get("conv.weight")
@@ -406,7 +289,7 @@ def map_by_structure(model: torch.nn.Module, source: Source, write: bool = True)
                 report.attention_new.append(j)
             elif (streams[j] == "fusion" and isinstance(layer, Conv) and w is not None and w.ndim == 4
                   and w.shape[1] == 2 * w.shape[0] and w.shape[2:] == (1, 1)):
-                plan.append((w, _average_fusion(w)))
+                plan.append((w, average_fusion(w)))
                 report.fusion_init.append(j)
             else:
                 report.unmatched.append(f"{j} {type(layer).__name__} ({streams[j]})")
@@ -417,12 +300,8 @@ def map_by_structure(model: torch.nn.Module, source: Source, write: bool = True)
           src_head, kinds, head_from, pairs, plan, used, reinit_src)
 
     if write:
-        with torch.no_grad():
-            for t, value in plan:
-                t.copy_(value)
-    report.placed = len(used)
-    report.reinit_src = reinit_src - used
-    report.countable = len(set(source.tensors) - report.reinit_src)
+        write_plan(plan)
+    report.settle(used, reinit_src, source.tensors)
     report.stream_share = branch_numel[0] / branch_numel[1] if branch_numel[1] else 0.0
     return report
 
@@ -440,25 +319,25 @@ def _head(report: LoadReport, layers: list[torch.nn.Module], dst: dict[str, torc
         report.unmatched.append(f"{head} {type(layers[head]).__name__} (the file's last layer is "
                                 f"{kinds[src_head] if kinds else 'missing'})")
         return
-    ins = _inputs(head, layers[head].f)
+    ins = layer_inputs(head, layers[head].f)
     nl_src = len(head_from)
     levels: dict[int, int | None] = {}
     for k, x in enumerate(ins):
-        while x >= 0 and x not in pairs and isinstance(layers[x], Index) and len(_inputs(x, layers[x].f)) == 1:
-            x = _inputs(x, layers[x].f)[0]  # the Index after one of our expanded layers passes its map on
+        while x >= 0 and x not in pairs and isinstance(layers[x], Index) and len(layer_inputs(x, layers[x].f)) == 1:
+            x = layer_inputs(x, layers[x].f)[0]  # the Index after one of our expanded layers passes its map on
         i = pairs.get(x, (None,))[0]
         levels[k] = head_from.index(i) if i in head_from else k if len(ins) == nl_src else None
     classes_differ = report.nc[0] != report.nc[1]
     status: dict[str, tuple[str, str | None]] = {}
     for rest, t in dst.items():
-        lm = _LEVEL.match(rest)
+        lm = LEVEL.match(rest)
         there = rest
         if lm is not None:
             k = levels.get(int(lm.group(2)))
             there = f"{lm.group(1)}.{k}.{lm.group(3)}" if k is not None else None
         if there is None or there not in src:
             status[rest] = ("new", None)
-        elif classes_differ and _CLASS_BRANCH.match(rest) and (_CLASS_CONV.match(rest) or src[there].shape != t.shape):
+        elif classes_differ and CLASS_BRANCH.match(rest) and (CLASS_CONV.match(rest) or src[there].shape != t.shape):
             status[rest] = ("reinit", there)
         elif src[there].shape != t.shape:
             status[rest] = ("skipped", there)
@@ -479,7 +358,7 @@ def _head(report: LoadReport, layers: list[torch.nn.Module], dst: dict[str, torc
             reinit_src.add(keys[there])
         elif s == "skipped":
             c["skipped"] += 1
-            report.skipped.append(f"{key} {_shape(dst[rest])} vs model.{src_head}.{there} {_shape(src[there])}")
+            report.skipped.append(f"{key} {shape_of(dst[rest])} vs model.{src_head}.{there} {shape_of(src[there])}")
         else:
             c["new"] += 1
     shown = ", ".join(f"{k}<-{v}" for k, v in levels.items() if v is not None)
@@ -489,58 +368,3 @@ def _head(report: LoadReport, layers: list[torch.nn.Module], dst: dict[str, torc
         report.unmatched.append(f"{head} {type(layers[head]).__name__} levels "
                                 f"{', '.join(str(k) for k, v in levels.items() if v is None)} (no level of the "
                                 "file's head reads a layer matched to theirs)")
-
-
-def map_same_model(model: torch.nn.Module, source: Source, write: bool = True) -> LoadReport:
-    """A weights file of a model YAML's run into the same model YAML (a new run from ``<run>/weights/last.pt``):
-    each tensor to the one of the same name where the shapes agree (the class layers as in the other paths);
-    any other model is refused, since nothing says where that file's layers belong in it."""
-    mine, theirs = ({k: v for k, v in d.items() if k != "nc"} for d in (getattr(model, "yaml", None) or {},
-                                                                        source.model_yaml or {}))
-    name, builds = _target_name(model)
-    if _plain(mine) != _plain(theirs):
-        why = _difference(source.model_yaml or {}, getattr(model, "yaml", None) or {}, "the model being trained")
-        raise PretrainedError(
-            f"--pretrained {source.path}: the weights of another model ({why or 'its settings differ'}); the weights "
-            f"of a model YAML's run start that same YAML only (its layers match by name). This run builds {builds}: "
-            "give it an RGB checkpoint (matched by structure) or a run of this YAML")
-    layers = list(model.model)
-    dst_sd = model.state_dict()
-    weighted = set(_grouped(dst_sd))
-    labels = stream_labels(layers, _trace(layers, weighted, bool(getattr(model, "two_stream", False))), weighted)
-    head = len(layers) - 1
-    nc_here = int(layers[-1].nc)
-    report = LoadReport(source.path, source.what, f"{name} ({nc_here} class(es), IR "
-                        f"{getattr(model, 'ir_channels', '?')} channel(s))", nc=(nc_here, source.nc), builds=builds)
-    compare_names(report, model, source)
-    used: set[str] = set()
-    reinit_src: set[str] = set()
-    plan = []
-    for key, t in dst_sd.items():
-        m = _KEY.match(key)
-        j, rest = (int(m.group(1)), m.group(2)) if m else (head, key)
-        c = report.counts[labels.get(j, "shared")]
-        w = source.tensors.get(key)
-        if w is None:
-            c["new"] += 1
-            report.new.append(key)
-        elif j == head and nc_here != source.nc and _CLASS_BRANCH.match(rest) and (
-                _CLASS_CONV.match(rest) or w.shape != t.shape):
-            c["reinit"] += 1
-            report.reinit.append(key)
-            reinit_src.add(key)
-        elif w.shape != t.shape:  # e.g. an IR stem of another channel count
-            c["skipped"] += 1
-            report.skipped.append(f"{key} {_shape(t)} vs {_shape(w)}")
-        else:
-            plan.append((t, w))
-            c["loaded"] += 1
-            used.add(key)
-    if write:
-        with torch.no_grad():
-            for t, value in plan:
-                t.copy_(value)
-    report.placed = len(used)
-    report.reinit_src = reinit_src - used
-    report.countable = len(set(source.tensors) - report.reinit_src)
-    return report
