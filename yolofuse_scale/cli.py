@@ -38,6 +38,7 @@ launch it the way your cluster does; the loop is the same:
   python train.py --data data.yaml                                   # one process (CPU or one GPU)
   torchrun --nproc_per_node 2 train.py --data data.yaml              # DDP
   accelerate launch --config_file configs/accelerate/ddp.yaml train.py --data data.yaml
+  yolofuse-scale train --data data.yaml --engine ray --ray-workers 2 # Ray Train workers (docs/multinode.md)
 outputs in --output-dir: config.yaml, train_log.jsonl, checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json,
   results.csv (a row per epoch) and plots: results.png, labels.jpg, train_batch*.jpg, the final PR curves and matrices
 bad input ends the run before the first step with one "error: ..." message (exit code 1; 2 for a usage
@@ -46,6 +47,7 @@ error), printed once per job; YOLOFUSE_DEBUG=1 or --debug adds the Python traceb
 
 
 def build_train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    from yolofuse_scale.cluster.settings import add_ray_arguments
     from yolofuse_scale.config import add_train_arguments
 
     parser = ArgumentParser(
@@ -55,6 +57,7 @@ def build_train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_train_arguments(parser)
+    add_ray_arguments(parser)
     return parser
 
 
@@ -72,8 +75,21 @@ def run_train(args: argparse.Namespace, callbacks: Sequence = ()) -> int:
     from yolofuse_scale.engine.trainer import Trainer
 
     # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
+    cfg = config_from_args(args)
+    if getattr(args, "engine", "launcher") == "ray":  # Ray Train workers run this same loop (cluster/driver.py)
+        from yolofuse_scale.cluster.driver import run_on_ray
+        from yolofuse_scale.cluster.settings import ray_settings
+
+        run_on_ray(cfg, ray_settings(args), callbacks)
+        return 0
+    from yolofuse_scale.cluster.settings import ray_flags_given
+    from yolofuse_scale.errors import ConfigError
+
+    if ray_flags_given(args):
+        raise ConfigError(f"{', '.join(ray_flags_given(args))} without --engine ray: they size a Ray launch; add "
+                          "--engine ray, or drop them")
     try:
-        Trainer(config_from_args(args), callbacks).fit()
+        Trainer(cfg, callbacks).fit()
     finally:
         release_shm_workspace()
     return 0
@@ -190,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     from yolofuse_scale.config import add_train_arguments
 
     add_train_arguments(train)
+    from yolofuse_scale.cluster.settings import add_ray_arguments
+
+    add_ray_arguments(train)
     train.set_defaults(func=run_train)
 
     val = sub.add_parser("val", help="evaluate weights on a dataset (1 or N processes, identical numbers)")

@@ -93,12 +93,20 @@ class Callback:
     ``on_step_end(record)``: after each optimizer step (and EMA update), before ``record`` is written to
     train_log.jsonl (by the main process): keys a callback adds are logged with the step. Neither hook
     runs inside a step's ``step_time_s``. benchmarks/compare_ultralytics.py reads the CPU clock in both.
+    ``on_checkpoint(path, state, metrics)``: after each checkpoint is complete on every rank (epoch ends,
+    ``--save-every-steps``, a ``--max-steps`` stop): ``path`` its ``checkpoints/step_<n>`` folder, ``state`` the
+    loop position (``step``, ``epoch``: epochs done, ``step_in_epoch``: 0 at an epoch end), ``metrics`` the
+    validation of these very weights (``{}`` when this step was not validated). The Ray engine reports each
+    checkpoint to Ray Train from here (``cluster/report.py``); a callback may leave this hook out.
     """
 
     def on_epoch_start(self, epoch: int) -> None:
         pass
 
     def on_step_end(self, record: dict[str, Any]) -> None:
+        pass
+
+    def on_checkpoint(self, path: Path, state: TrainState, metrics: dict[str, Any]) -> None:
         pass
 
 
@@ -533,7 +541,7 @@ class Trainer:
             state.best_fitness = metrics["fitness"]
         eval_model = self._eval_model()  # syncs BatchNorm statistics and gathers the EMA (collective)
         ema = eval_model.state_dict() if self.ema is not None else None
-        self.checkpointer.save(state.step, state.to_json(), ema)  # collective (and the strategy's gathers)
+        path = self.checkpointer.save(state.step, state.to_json(), ema)  # collective (and the strategy's gathers)
         if weights and is_writer(acc):
             meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": plain_meta(metrics),
                     "ema": self.ema is not None}
@@ -541,6 +549,11 @@ class Trainer:
             if improved:  # validated epochs only (with --no-val the final epoch is validated)
                 write_weights(self.out / "weights" / "best.pt", eval_model.state_dict(), meta)
         acc.wait_for_everyone()
+        fresh = metrics if metrics and self._validated_at == state.step else {}  # a validation of these weights
+        for cb in self.callbacks:  # a callback may define only some events
+            hook = getattr(cb, "on_checkpoint", None)
+            if hook is not None:
+                hook(path, state, fresh)
 
 
 def non_finite(objective: torch.Tensor, grad_norm: torch.Tensor | float, check_norm: bool) -> torch.Tensor:
