@@ -15,6 +15,8 @@ Commands:
   checkpoint-to-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
   (the names before 0.2, ``export`` and ``export-weights``, still work)
+  tune    a sweep on Ray Tune: --space FILE (settings to vary, metric, scheduler, trial resources) over the
+          training flags; every trial a multi-worker Ray Train run; results.csv/md and best/config.yaml
   bench   the scaling benchmark: short real trainings per strategy and device count -> report.md,
           results.json, plots, projection to larger machines (yolofuse-scale bench --help)
 
@@ -224,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="scaling benchmark: throughput, efficiency, memory, projection (yolofuse-scale bench --help)")
 
     from yolofuse_scale import export, predict
+    from yolofuse_scale.cluster import tune
 
     # Commands whose module owns its flags (add_arguments) and its entry point (run).
     for name, aliases, module, help_text in [
@@ -232,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         ("predict", [], predict, "detect on RGB+IR images, folders, videos or streams: JSONL, drawings, labels"),
         ("export-onnx", ["export"], export, "weights -> one ONNX file (stacked or rgb+ir inputs), checked with "
          "onnxruntime"),
+        ("tune", [], tune, "a Ray Tune sweep (YAML search space, ASHA/median stopping), each trial a Ray Train run "
+         "of the loop: results table, best config.yaml"),
     ]:
         cmd = sub.add_parser(name, aliases=aliases, help=help_text)
         module.add_arguments(cmd)

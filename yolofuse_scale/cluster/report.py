@@ -1,11 +1,12 @@
 """The loop's events told to Ray, from inside each Ray Train worker: a :class:`~yolofuse_scale.engine.trainer.Callback`.
 
 - **Every checkpoint is reported to Ray Train** (``ray.train.report``), once it is complete on every rank. The
-  checkpoint folder already lies in Ray's experiment folder (the run folder is that folder: ``train.py``), so it
-  is reported as it is (``CheckpointUploadMode.NO_UPLOAD``: nothing copied) by rank 0, with the loop position
-  and, at a validated epoch end, the validation's scalar metrics (mAP50, mAP50-95, precision, recall, fitness):
-  the per-epoch metric a Tune scheduler reads. ``ray.train.report`` is a barrier of all workers, and every rank
-  passes here the same number of times (``on_checkpoint`` follows the collective save).
+  checkpoint folder already lies in Ray's experiment folder (the run folder is that folder: ``driver.py``), so
+  it is reported as it is (``CheckpointUploadMode.NO_UPLOAD``: nothing copied) by rank 0, with the loop position
+  and, at a validated epoch end, the validation's scalar metrics (mAP50, mAP50-95, precision, recall, fitness)
+  and losses (``val_loss``: their sum; ``val_box_loss``, ...): the per-epoch metric a Tune scheduler reads.
+  ``ray.train.report`` is a barrier of all workers, and every rank passes here the same number of times
+  (``on_checkpoint`` follows the collective save).
 - **Under Tune** (``validated_only``) only validated epoch ends are reported: Tune refuses a result without the
   scheduler's metric, and a restart resumes from the folder's newest checkpoint anyway (``worker.py``).
 - **This launch took the folder**: at the first epoch start (after the resume was accepted and the folder
@@ -62,6 +63,9 @@ class RayReporter(Callback):
             return
         record = {"step": state.step, "epoch": state.epoch, "epoch_end": state.step_in_epoch == 0,
                   **{k: float(metrics[k]) for k in REPORTED_METRICS if k in metrics}}
+        losses = {f"val_{k}": float(v) for k, v in metrics.items() if k.endswith("_loss")}
+        if losses:  # the validation's loss, Ultralytics' val/box_loss + cls_loss + dfl_loss: lower is better
+            record.update(losses, val_loss=sum(losses.values()))
         checkpoint = ray.train.Checkpoint.from_directory(str(path)) if self.rank == 0 else None
         ray.train.report(record, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoints/{path.name}",
                          checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD)

@@ -96,7 +96,8 @@ class Callback:
     ``on_checkpoint(path, state, metrics)``: after each checkpoint is complete on every rank (epoch ends,
     ``--save-every-steps``, a ``--max-steps`` stop): ``path`` its ``checkpoints/step_<n>`` folder, ``state`` the
     loop position (``step``, ``epoch``: epochs done, ``step_in_epoch``: 0 at an epoch end), ``metrics`` the
-    validation of these very weights (``{}`` when this step was not validated). The Ray engine reports each
+    validation of these very weights, its losses included (``box_loss``, ...; ``{}`` when this step was not
+    validated). The Ray engine reports each
     checkpoint to Ray Train from here (``cluster/report.py``); a callback may leave this hook out.
     """
 
@@ -253,6 +254,7 @@ class Trainer:
         self.eval_model = copy.deepcopy(model).to(acc.device).eval()
         self._gathered_at = -1
         self._validated_at = -1  # the step of the last validation: only a fresh one can make a new best.pt
+        self._val_losses: dict[str, float] = {}
         model = prepare_model(acc, model, cfg.parallel, self.log)
         optimizer = build_optimizer(model, cfg.optim, self.images_per_step,
                                     dtensor_params=acc.distributed_type == DistributedType.FSDP)
@@ -530,6 +532,7 @@ class Trainer:
         self.log.metrics({**metrics, **losses}, self.state.step)  # trackers: val/box_loss, ... as Ultralytics'
         self.outputs.validated(metrics, losses, final)
         self._validated_at = self.state.step
+        self._val_losses = losses  # for on_checkpoint (not in metrics.json, which `val` reproduces)
         return metrics
 
     def _save(self, metrics: dict[str, Any], weights: bool = True) -> None:
@@ -549,7 +552,8 @@ class Trainer:
             if improved:  # validated epochs only (with --no-val the final epoch is validated)
                 write_weights(self.out / "weights" / "best.pt", eval_model.state_dict(), meta)
         acc.wait_for_everyone()
-        fresh = metrics if metrics and self._validated_at == state.step else {}  # a validation of these weights
+        # a validation of these weights (and its losses: box_loss, cls_loss, dfl_loss), else nothing
+        fresh = {**metrics, **self._val_losses} if metrics and self._validated_at == state.step else {}
         for cb in self.callbacks:  # a callback may define only some events
             hook = getattr(cb, "on_checkpoint", None)
             if hook is not None:
