@@ -19,6 +19,13 @@ Scale it up with flags; with real data (``--data``) nothing is synthesised:
 
 A finished run's result is kept in ``<work>/<variant>_s<seed>/result.json`` and reused when the study
 is restarted with the same ``--work``, so an interrupted study only pays for what is missing.
+
+``--engine ray`` runs the variants x seeds as one Ray Tune experiment instead (``benchmarks/sweeps.py``): every
+run a Ray Train run of ``--ray-workers`` workers, side by side on a cluster (``--ray-address``), then the same
+``val`` of each run's last weights. With one worker per run the numbers equal the sequential runner's for the
+same seeds (tests/test_fusion_study.py); an interrupted sweep continues when restarted with the same ``--work``.
+
+    python benchmarks/fusion_study.py --engine ray --ray-address auto --ray-workers 8 --data LLVIP/data.yaml ...
 """
 
 from __future__ import annotations
@@ -66,7 +73,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", default=f"{os.cpu_count()}-core CPU", help="machine label written with the numbers")
     p.add_argument("--train-args", default="--warmup-epochs 1",
                    help="extra train.py flags (default: '--warmup-epochs 1', as in the committed study)")
-    return p.parse_args(argv)
+    p.add_argument("--engine", choices=["sequential", "ray"], default="sequential",
+                   help="sequential: one run after another here (default); ray: all runs as one Ray Tune experiment")
+    p.add_argument("--ray-workers", type=int, default=1, help="--engine ray: Ray Train workers per run (default: 1)")
+    p.add_argument("--ray-address", default=None, help="--engine ray: the Ray cluster (default: a local one)")
+    args = p.parse_args(argv)
+    if args.engine == "ray" and args.launch:
+        p.error("--launch starts the sequential runs; with --engine ray give --ray-workers")
+    return args
 
 
 def run(cmd: list[str], env: dict[str, str], log: Path) -> None:
@@ -74,6 +88,13 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> None:
     result = common.run_command(cmd, env, log=log)
     if not result.ok:
         raise RuntimeError(f"{' '.join(cmd)} failed ({result.error()[:200]}); see {log}:\n{result.output[-3000:]}")
+
+
+def train_flags(args: argparse.Namespace, data: Path) -> list[str]:
+    """The train flags every run shares (``--fusion`` and ``--seed`` come per run)."""
+    return ["--data", str(data), "--model", args.model, "--imgsz", str(args.imgsz), "--batch-size",
+            str(args.batch_size), "--epochs", str(args.epochs), "--lr", str(args.lr), "--workers", str(args.workers),
+            "--no-val", "--keep-last", "1", "--log-every", "1000", *args.train_args.split()]
 
 
 def train_and_validate(args: argparse.Namespace, data: Path, variant: str, seed: int, folder: Path,
@@ -84,23 +105,45 @@ def train_and_validate(args: argparse.Namespace, data: Path, variant: str, seed:
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    run(common.train_command(["--data", str(data), "--model", args.model, "--fusion", variant, "--imgsz",
-                              str(args.imgsz), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-                              "--lr", str(args.lr), "--seed", str(seed), "--workers", str(args.workers), "--no-val",
-                              "--keep-last", "1", "--log-every", "1000", "--output-dir", str(folder / "train"),
-                              *args.train_args.split()], args.launch.split()),
+    run(common.train_command([*train_flags(args, data), "--fusion", variant, "--seed", str(seed), "--output-dir",
+                              str(folder / "train")], args.launch.split()),
         env, folder / "train.log")
-    train_s = time.monotonic() - t0
-    run([sys.executable, "-m", "yolofuse_scale", "val", "--weights", str(folder / "train/weights/last.pt"),
+    return validate(args, data, variant, seed, folder / "train", folder, env, time.monotonic() - t0)
+
+
+def validate(args: argparse.Namespace, data: Path, variant: str, seed: int, train_dir: Path, folder: Path,
+             env: dict[str, str], train_s: float) -> dict:
+    """`yolofuse-scale val` on a finished run's last weights (into ``folder/val``); the run's record."""
+    run([sys.executable, "-m", "yolofuse_scale", "val", "--weights", str(train_dir / "weights/last.pt"),
          "--data", str(data), "--imgsz", str(args.imgsz), "--workers", str(args.workers), "--no-plots",
          "--out", str(folder / "val")], env, folder / "val.log")
     metrics = common.read_metrics(folder / "val")
-    summary = common.read_metrics(folder / "train")
+    summary = common.read_metrics(train_dir)
     record = {"variant": variant, "seed": seed, "params": summary["params"], "gflops": summary["gflops"],
               "steps": summary["step"], "train_s": round(train_s, 1), **{k: metrics[k] for k in METRICS},
               "precision": metrics["precision"], "recall": metrics["recall"], "per_class": metrics["per_class"]}
-    done.write_text(json.dumps(record, indent=1))
+    (folder / "result.json").write_text(json.dumps(record, indent=1))
     return record
+
+
+def sweep_records(args: argparse.Namespace, data: Path, work: Path, env: dict[str, str]) -> list[dict]:
+    """--engine ray: every (variant, seed) as a trial of one Tune experiment, then each run's `val`."""
+    from benchmarks.sweeps import run_study
+
+    os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in env})  # the workers'
+    rows = run_study(train_flags(args, data), {"fusion": args.variants, "seed": args.seeds}, work,
+                     workers=args.ray_workers, threads=args.threads, address=args.ray_address)
+    failed = [r for r in rows if r["status"] != "done"]
+    if failed:
+        points = [(r["fusion"], r["seed"], r["status"]) for r in failed]
+        raise RuntimeError(f"{len(failed)} run(s) did not finish: {points}")
+    by_point = {(r["fusion"], r["seed"]): r for r in rows}
+    records = []
+    for seed in args.seeds:  # the sequential runner's order
+        for v in args.variants:
+            row = by_point[(v, seed)]
+            records.append(validate(args, data, v, seed, Path(row["run"]), work / f"{v}_s{seed}", env, row["wall_s"]))
+    return records
 
 
 def summarise(records: list[dict], variants: list[str]) -> list[dict]:
@@ -179,20 +222,25 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     t0 = time.monotonic()
-    records = []
-    for seed in args.seeds:  # seed-major: a study stopped early still has every variant for the first seed
-        for v in args.variants:
-            r = train_and_validate(args, data, v, seed, work / f"{v}_s{seed}", env)
-            print(f"{v:>6} seed {seed}: mAP50 {r['mAP50']:.3f}  mAP50-95 {r['mAP50-95']:.3f}  "
-                  f"({r['train_s']:.0f} s)", flush=True)
-            records.append(r)
+    def say(r: dict) -> dict:
+        print(f"{r['variant']:>6} seed {r['seed']}: mAP50 {r['mAP50']:.3f}  mAP50-95 {r['mAP50-95']:.3f}  "
+              f"({r['train_s']:.0f} s)", flush=True)
+        return r
+
+    if args.engine == "ray":
+        records = [say(r) for r in sweep_records(args, data, work, env)]
+    else:  # seed-major: a study stopped early still has every variant for the first seed
+        records = [say(train_and_validate(args, data, v, seed, work / f"{v}_s{seed}", env))
+                   for seed in args.seeds for v in args.variants]
     rows = summarise(records, args.variants)
     shared = common.environment(threads=args.threads, machine_label=args.label,
                                 command=[sys.executable, "benchmarks/fusion_study.py", *argv_used])
     environment = {**shared, "label": args.label, "cpu_count": os.cpu_count(), "torch": torch.__version__,
                    "data": data_desc,
                    "model": args.model, "imgsz": args.imgsz, "epochs": args.epochs, "batch_size": args.batch_size,
-                   "lr": args.lr, "threads": args.threads, "launch": args.launch or "python",
+                   "lr": args.lr, "threads": args.threads,
+                   "launch": f"ray ({args.ray_workers} worker(s) per run)" if args.engine == "ray" else
+                   args.launch or "python",
                    "train_args": args.train_args,
                    # this invocation only (finished runs are reused); train_s_total sums every run's train.py
                    "study_wall_s": round(time.monotonic() - t0, 1),
