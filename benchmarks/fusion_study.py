@@ -27,6 +27,12 @@ score), ``--published FILE`` (published numbers on the real dataset, shown in a 
 
     python benchmarks/fusion_study.py --scene aerial --variants rgb ir early mid late \
         --label-policies rgb ir union --out benchmarks/results/fusion_study_aerial_2core_cpu
+``--engine ray`` runs the variants x seeds as one Ray Tune experiment instead (``benchmarks/sweeps.py``): every
+run a Ray Train run of ``--ray-workers`` workers, side by side on a cluster (``--ray-address``), then the same
+``val`` of each run's last weights. With one worker per run the numbers equal the sequential runner's for the
+same seeds (tests/test_fusion_study.py); an interrupted sweep continues when restarted with the same ``--work``.
+
+    python benchmarks/fusion_study.py --engine ray --ray-address auto --ray-workers 8 --data LLVIP/data.yaml ...
 """
 
 from __future__ import annotations
@@ -85,7 +91,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", default=f"{os.cpu_count()}-core CPU", help="machine label written with the numbers")
     p.add_argument("--train-args", default="--warmup-epochs 1",
                    help="extra train.py flags (default: '--warmup-epochs 1', as in the committed study)")
-    return p.parse_args(argv)
+    p.add_argument("--engine", choices=["sequential", "ray"], default="sequential",
+                   help="sequential: one run after another here (default); ray: all runs as one Ray Tune experiment")
+    p.add_argument("--ray-workers", type=int, default=1, help="--engine ray: Ray Train workers per run (default: 1)")
+    p.add_argument("--ray-address", default=None, help="--engine ray: the Ray cluster (default: a local one)")
+    args = p.parse_args(argv)
+    if args.engine == "ray" and args.launch:
+        p.error("--launch starts the sequential runs; with --engine ray give --ray-workers")
+    if args.engine == "ray" and args.label_policies:
+        p.error("--label-policies runs with the sequential engine only (one sweep per data.yaml is not written yet)")
+    return args
 
 
 def run(cmd: list[str], env: dict[str, str], log: Path) -> None:
@@ -113,13 +128,13 @@ def policy_data(data: Path, policy: str, score: str, work: Path) -> Path:
     return out
 
 
-def train_args(args: argparse.Namespace, data: Path, variant: str, seed: int, folder: Path) -> list[str]:
-    """train.py's flags for one run (``--task`` only when the study names one)."""
+def train_flags(args: argparse.Namespace, data: Path) -> list[str]:
+    """The train flags every run shares (``--fusion`` and ``--seed`` come per run; ``--task`` only when the study
+    names one)."""
     task = ["--task", args.task] if args.task else []
-    return ["--data", str(data), "--model", args.model, "--fusion", variant, *task, "--imgsz", str(args.imgsz),
-            "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--lr", str(args.lr), "--seed",
-            str(seed), "--workers", str(args.workers), "--no-val", "--keep-last", "1", "--log-every", "1000",
-            "--output-dir", str(folder / "train"), *args.train_args.split()]
+    return ["--data", str(data), "--model", args.model, *task, "--imgsz", str(args.imgsz), "--batch-size",
+            str(args.batch_size), "--epochs", str(args.epochs), "--lr", str(args.lr), "--workers", str(args.workers),
+            "--no-val", "--keep-last", "1", "--log-every", "1000", *args.train_args.split()]
 
 
 def train_and_validate(args: argparse.Namespace, data: Path, variant: str, seed: int, folder: Path,
@@ -130,20 +145,46 @@ def train_and_validate(args: argparse.Namespace, data: Path, variant: str, seed:
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    run(common.train_command(train_args(args, data, variant, seed, folder), args.launch.split()),
+    run(common.train_command([*train_flags(args, data), "--fusion", variant, "--seed", str(seed), "--output-dir",
+                              str(folder / "train")], args.launch.split()),
         env, folder / "train.log")
-    train_s = time.monotonic() - t0
-    run([sys.executable, "-m", "yolofuse_scale", "val", "--weights", str(folder / "train/weights/last.pt"),
+    return validate(args, data, variant, seed, folder / "train", folder, env, time.monotonic() - t0, policy)
+
+
+def validate(args: argparse.Namespace, data: Path, variant: str, seed: int, train_dir: Path, folder: Path,
+             env: dict[str, str], train_s: float, policy: str | None = None) -> dict:
+    """`yolofuse-scale val` on a finished run's last weights (into ``folder/val``); the run's record."""
+    run([sys.executable, "-m", "yolofuse_scale", "val", "--weights", str(train_dir / "weights/last.pt"),
          "--data", str(data), "--imgsz", str(args.imgsz), "--workers", str(args.workers), "--no-plots",
          "--out", str(folder / "val")], env, folder / "val.log")
     metrics = common.read_metrics(folder / "val")
-    summary = common.read_metrics(folder / "train")
+    summary = common.read_metrics(train_dir)
     record = {"variant": variant, "seed": seed, "policy": policy, "ground_truth": metrics.get("ground_truth"),
               "params": summary["params"], "gflops": summary["gflops"],
               "steps": summary["step"], "train_s": round(train_s, 1), **{k: metrics[k] for k in METRICS},
               "precision": metrics["precision"], "recall": metrics["recall"], "per_class": metrics["per_class"]}
-    done.write_text(json.dumps(record, indent=1))
+    (folder / "result.json").write_text(json.dumps(record, indent=1))
     return record
+
+
+def sweep_records(args: argparse.Namespace, data: Path, work: Path, env: dict[str, str]) -> list[dict]:
+    """--engine ray: every (variant, seed) as a trial of one Tune experiment, then each run's `val`."""
+    from benchmarks.sweeps import run_study
+
+    os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in env})  # the workers'
+    rows = run_study(train_flags(args, data), {"fusion": args.variants, "seed": args.seeds}, work,
+                     workers=args.ray_workers, threads=args.threads, address=args.ray_address)
+    failed = [r for r in rows if r["status"] != "done"]
+    if failed:
+        points = [(r["fusion"], r["seed"], r["status"]) for r in failed]
+        raise RuntimeError(f"{len(failed)} run(s) did not finish: {points}")
+    by_point = {(r["fusion"], r["seed"]): r for r in rows}
+    records = []
+    for seed in args.seeds:  # the sequential runner's order
+        for v in args.variants:
+            row = by_point[(v, seed)]
+            records.append(validate(args, data, v, seed, Path(row["run"]), work / f"{v}_s{seed}", env, row["wall_s"]))
+    return records
 
 
 def summarise(records: list[dict], variants: list[str], policies: list[str | None] = (None,)) -> list[dict]:
@@ -242,22 +283,27 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     t0 = time.monotonic()
-    records = []
-    for seed in args.seeds:  # seed-major: a study stopped early still has every variant for the first seed
-        for policy in policies:
-            for v in args.variants:
-                name = f"{v}_s{seed}" if policy is None else f"{v}_{policy}_s{seed}"
-                r = train_and_validate(args, datas[policy], v, seed, work / name, env, policy)
-                print(f"{v:>6}{'' if policy is None else f' ({policy} labels)'} seed {seed}: mAP50 {r['mAP50']:.3f}  "
-                      f"mAP50-95 {r['mAP50-95']:.3f}  ({r['train_s']:.0f} s)", flush=True)
-                records.append(r)
+    def say(r: dict) -> dict:
+        policy = r.get("policy")
+        print(f"{r['variant']:>6}{'' if policy is None else f' ({policy} labels)'} seed {r['seed']}: mAP50 "
+              f"{r['mAP50']:.3f}  mAP50-95 {r['mAP50-95']:.3f}  ({r['train_s']:.0f} s)", flush=True)
+        return r
+
+    if args.engine == "ray":
+        records = [say(r) for r in sweep_records(args, data, work, env)]
+    else:  # seed-major: a study stopped early still has every variant for the first seed
+        records = [say(train_and_validate(args, datas[p], v, seed, work / (f"{v}_s{seed}" if p is None else
+                                                                            f"{v}_{p}_s{seed}"), env, p))
+                   for seed in args.seeds for p in policies for v in args.variants]
     rows = summarise(records, args.variants, policies)
     shared = common.environment(threads=args.threads, machine_label=args.label,
                                 command=[sys.executable, "benchmarks/fusion_study.py", *argv_used])
     environment = {**shared, "label": args.label, "cpu_count": os.cpu_count(), "torch": torch.__version__,
                    "data": data_desc,
                    "model": args.model, "imgsz": args.imgsz, "epochs": args.epochs, "batch_size": args.batch_size,
-                   "lr": args.lr, "threads": args.threads, "launch": args.launch or "python", "task": args.task,
+                   "lr": args.lr, "threads": args.threads, "task": args.task,
+                   "launch": f"ray ({args.ray_workers} worker(s) per run)" if args.engine == "ray" else
+                   args.launch or "python",
                    "label_policies": args.label_policies, "score_policy": args.score_policy if args.label_policies
                    else None,
                    "train_args": args.train_args,

@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     for mode, partners in cells:
         recipe = AugmentRecipe(hsv_h=0, hsv_s=0, hsv_v=0) if args.no_hsv else AugmentRecipe()
         recipe = replace(recipe, mosaic_partners=partners)
-        name = mode if partners == AugmentRecipe().mosaic_partners else f"{mode}_{partners}"
+        # decode and letterbox draw no partners: their name carries none
+        plain = mode not in ("mosaic", "device") or partners == AugmentRecipe().mosaic_partners
+        name = mode if plain else f"{mode}_{partners}"
         for w in args.workers:
             # a fresh feed per cell (the trainer's own seam: dataset, collate, to_device; partner pools from
             # --batch), so no cell starts with the pairs an earlier one decoded into its process's buffer

@@ -25,6 +25,10 @@ Per ablation: mean ± sd of mAP50-95 and mAP50 over seeds and the paired differe
 seed by seed. Results: ``results.json`` and ``results.md``.
 
     python -m benchmarks.recipe_ablation --out benchmarks/results/recipe_ablation_2core_cpu --seeds 0 1 2
+
+``--engine ray`` runs the arms x seeds as one Ray Tune experiment (``benchmarks/sweeps.py``; each arm a bundle
+of settings in the sweep file), side by side on a cluster (``--ray-address``), each run a Ray Train run of
+``--ray-workers`` workers; with one worker the numbers are the sequential runner's for the same seeds.
 """
 
 from __future__ import annotations
@@ -90,6 +94,30 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sweep_runs(args: argparse.Namespace, data_yaml: Path, base: dict[str, Any], table: dict, work: Path
+               ) -> dict[str, list[dict[str, Any]]]:
+    """--engine ray: the arms (bundles of settings) x seeds as one Tune experiment; per arm, its runs' metrics."""
+    from benchmarks.compare.runs import _ours_args
+    from benchmarks.sweeps import flags_to_overrides, run_study
+
+    os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))  # the workers'
+    arms = {name: flags_to_overrides(flags) for name, (flags, _) in table.items()}
+    base_flags = ["--data", str(data_yaml), "--model", args.model, "--fusion", "data",
+                  *_ours_args({**base, "seed": args.seeds[0]})]
+    rows = run_study(base_flags, {"recipe": list(arms.values()), "seed": args.seeds}, work,
+                     workers=args.ray_workers, threads=args.threads, address=args.ray_address)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in table}
+    for seed in args.seeds:
+        for name, overrides in arms.items():
+            row = next(r for r in rows if r["seed"] == seed and r["recipe"] == overrides)
+            metrics = (common.read_metrics(Path(row["run"])).get("metrics") or {}) if row["status"] == "done" else {}
+            runs[name].append({"seed": seed, "status": "ok" if row["status"] == "done" else "failed",
+                               "mAP50": metrics.get("mAP50"), "mAP50-95": metrics.get("mAP50-95"),
+                               "command": f"ray trial {row['trial']} ({row['run']})",
+                               "error": None if row["status"] == "done" else row["status"]})
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="benchmarks/results/recipe_ablation")
@@ -109,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", default=f"{os.cpu_count()}-core CPU")
     p.add_argument("--arms", nargs="+", choices=list(ablations()), default=None,
                    help="rows to run besides 'today' (default: all)")
+    p.add_argument("--engine", choices=["sequential", "ray"], default="sequential",
+                   help="sequential: one run after another here (default); ray: all runs as one Ray Tune experiment")
+    p.add_argument("--ray-workers", type=int, default=1, help="--engine ray: Ray Train workers per run (default: 1)")
+    p.add_argument("--ray-address", default=None, help="--engine ray: the Ray cluster (default: a local one)")
     args = p.parse_args(argv)
     from yolofuse_scale.data import write_synthetic_dataset
 
@@ -122,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             "close_mosaic": args.close_mosaic, "skip_steps": 5}
     table = {k: v for k, v in ablations().items() if args.arms is None or k == "today" or k in args.arms}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in table}
-    for seed in args.seeds:
+    if args.engine == "ray":
+        runs = sweep_runs(args, ours_yaml, base, table, work)
+    for seed in args.seeds if args.engine == "sequential" else []:
         for name, (flags, overrides) in table.items():
             s = {**base, **overrides, "seed": seed}
             r = run_ours(ours_yaml, ["--model", args.model, "--fusion", "data", *flags], s,

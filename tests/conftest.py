@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ pytest.register_assert_rewrite("tests.helpers", "tests.bad_input_helpers")
 
 from tests import helpers  # noqa: E402  (after the rewrite hook is registered)
 from tests.bad_input_helpers import run_cli  # noqa: E402
-from tests.helpers import BASE_ARGS, Run, launch  # noqa: E402
+from tests.helpers import BASE_ARGS, ENV, ROOT, Run, launch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -114,3 +117,42 @@ def write_obb_copy(data_yaml: Path, out: Path) -> Path:
 def tiny_obb_data(tiny_data, tmp_path_factory) -> Path:
     """``tiny_data`` with oriented-box labels (``write_obb_copy``): the model side of issue 26 trains on it."""
     return write_obb_copy(tiny_data, tmp_path_factory.mktemp("obb_data"))
+
+
+#: Ray's test cluster: one local cluster per session (Ray starts in seconds, not milliseconds), 2 CPUs
+_RAY_HOLDER = """
+import os, sys
+import ray
+ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, logging_level="ERROR")
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # until the session ends (the fixture closes stdin)
+ray.shutdown()
+"""
+
+
+@dataclass
+class RayCluster:
+    address: str
+    env: dict  # ENV for a driver that joins it (Ray Train's metrics export and preemption watcher off, as locally)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster for the session's Ray tests (tests/test_ray.py, the fusion study's sweep), held by a
+    child process of its own: drivers join it with ``--ray-address``; it is shut down at the session's end."""
+    # RAY_AUTH_MODE=token: a joining driver sends the token (~/.ray/auth_token) the local cluster was started with
+    env = {**ENV, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_METRICS_ENABLED": "0",
+           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_AUTH_MODE": "token"}
+    holder = subprocess.Popen([sys.executable, "-c", _RAY_HOLDER, "2"], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        address = holder.stdout.readline().strip()
+        assert address, "the Ray test cluster did not start"
+        yield RayCluster(address, env)
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # its cluster's processes are in its session: end them with it
+            os.killpg(holder.pid, 9)
+            holder.wait()

@@ -26,7 +26,8 @@ from yolofuse_scale.errors import DistributedSetupError
 
 PACKAGE_CONFIGS = ROOT / "yolofuse_scale" / "configs"
 #: What ``yolofuse-scale --help`` lists; the wheel test checks the installed CLI lists exactly these.
-COMMANDS = {"train", "val", "checkpoint-to-weights", "bench", "synth", "convert", "predict", "export-onnx"}
+COMMANDS = {"train", "val", "checkpoint-to-weights", "bench", "synth", "convert", "register", "predict", "export-onnx",
+            "tune"}
 
 
 def test_checkout_config_folders_are_the_packaged_ones():

@@ -18,6 +18,8 @@ Commands:
   checkpoint-to-weights CHECKPOINT_DIR OUT.pt
           consolidate a saved checkpoint into a portable weights file (offline)
   (the names before 0.2, ``export`` and ``export-weights``, still work)
+  tune    a sweep on Ray Tune: --space FILE (settings to vary, metric, scheduler, trial resources) over the
+          training flags; every trial a multi-worker Ray Train run; results.csv/md and best/config.yaml
   bench   the scaling benchmark: short real trainings per strategy and device count -> report.md,
           results.json, plots, projection to larger machines (yolofuse-scale bench --help)
 
@@ -45,6 +47,7 @@ launch it the way your cluster does; the loop is the same:
   python train.py --data data.yaml --device 0,1                      # DDP, one process per GPU, started here
   torchrun --nproc_per_node 2 train.py --data data.yaml              # DDP
   accelerate launch --config_file configs/accelerate/ddp.yaml train.py --data data.yaml
+  yolofuse-scale train --data data.yaml --engine ray --ray-workers 2 # Ray Train workers (docs/multinode.md)
 outputs in --output-dir (default: runs/train, then runs/train-2, ...): config.yaml, train_log.jsonl,
 checkpoints/step_<n>/, weights/{last,best}.pt, metrics.json, results.csv (a row per epoch) and plots:
 results.png, labels.jpg, train_batch*.jpg, the final PR curves and matrices
@@ -57,6 +60,7 @@ def build_train_parser(prog: str = "train.py", parser_class: type[argparse.Argum
                        ) -> argparse.ArgumentParser:
     """The training flags; ``parser_class``: how a usage error ends (the command line's: one message and exit code 2;
     the Python API's ``api.RaisingParser``: a ConfigError)."""
+    from yolofuse_scale.cluster.settings import add_ray_arguments
     from yolofuse_scale.config import add_train_arguments
 
     parser = parser_class(
@@ -66,6 +70,7 @@ def build_train_parser(prog: str = "train.py", parser_class: type[argparse.Argum
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_train_arguments(parser)
+    add_ray_arguments(parser)
     return parser
 
 
@@ -117,6 +122,14 @@ def train(args: argparse.Namespace, callbacks: Sequence = ()) -> TrainResult:
         refuse_under_launcher(devices)
     # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
     cfg = config_from_args(args)
+    if getattr(args, "engine", "launcher") == "ray":  # Ray Train workers run this same loop (cluster/driver.py)
+        return _train_on_ray(cfg, args, devices, callbacks)
+    from yolofuse_scale.cluster.settings import ray_flags_given
+    from yolofuse_scale.errors import ConfigError
+
+    if ray_flags_given(args):
+        raise ConfigError(f"{', '.join(ray_flags_given(args))} without --engine ray: they size a Ray launch; add "
+                          "--engine ray, or drop them")
     if devices is not None and devices.nproc > 1:
         return _launch_workers(cfg, devices, args, callbacks)
     if devices is not None:
@@ -130,6 +143,19 @@ def train(args: argparse.Namespace, callbacks: Sequence = ()) -> TrainResult:
     finally:
         release_shm_workspace()
     return TrainResult(metrics, trainer.out, 0)
+
+
+def _train_on_ray(cfg, args: argparse.Namespace, devices, callbacks: Sequence) -> TrainResult:
+    """--engine ray: this process is Ray's driver; Ray places the workers (``--ray-workers``, not ``device=``)."""
+    from yolofuse_scale.cluster.driver import run_on_ray
+    from yolofuse_scale.cluster.settings import ray_settings
+    from yolofuse_scale.errors import ConfigError
+
+    if devices is not None:
+        raise ConfigError(f"device={devices.text} with --engine ray: Ray places the workers; size them with "
+                          "--ray-workers and --ray-gpus-per-worker instead", settings=("device",))
+    metrics, out = run_on_ray(cfg, ray_settings(args), callbacks)
+    return TrainResult(metrics, out, 0)
 
 
 def _launch_workers(cfg, devices, args: argparse.Namespace, callbacks: Sequence) -> TrainResult:
@@ -287,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     from yolofuse_scale.config import add_train_arguments
 
     add_train_arguments(train)
+    from yolofuse_scale.cluster.settings import add_ray_arguments
+
+    add_ray_arguments(train)
     train.set_defaults(func=run_train)
 
     val = sub.add_parser("val", help="evaluate weights on a dataset (1 or N processes, identical numbers)")
@@ -302,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="scaling benchmark: throughput, efficiency, memory, projection (yolofuse-scale bench --help)")
 
     from yolofuse_scale import export, predict
+    from yolofuse_scale.cluster import tune
     from yolofuse_scale.data import registration
 
     # Commands whose module owns its flags (add_arguments) and its entry point (run).
@@ -312,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         ("register", [], registration, "unaligned rig: ir_homography (IR -> RGB) from point pairs in a CSV"),
         ("export-onnx", ["export"], export, "weights -> one ONNX file (stacked or rgb+ir inputs), checked with "
          "onnxruntime"),
+        ("tune", [], tune, "a Ray Tune sweep (YAML search space, ASHA/median stopping), each trial a Ray Train run "
+         "of the loop: results table, best config.yaml"),
     ]:
         cmd = sub.add_parser(name, aliases=aliases, help=help_text)
         module.add_arguments(cmd)

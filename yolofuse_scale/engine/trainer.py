@@ -25,6 +25,7 @@ from yolofuse_scale.config import RunConfig
 from yolofuse_scale.data import load_data_config, scan_dataset, write_synthetic_dataset
 from yolofuse_scale.data.config import check_task
 from yolofuse_scale.data.loaders import training_feed, validation_feed
+from yolofuse_scale.data.modality import ground_truth
 from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine import course, guards
@@ -107,6 +108,12 @@ class Callback:
     was not validated (--no-val). Not called for an epoch that --max-steps cuts short.
     ``on_fit_end(metrics)``: once per launch, after metrics.json is written: the last validation's metrics (those
     of metrics.json), however the run ended (its epochs, --max-steps, --patience).
+    ``on_checkpoint(path, state, metrics)``: after each checkpoint is complete on every rank (epoch ends,
+    ``--save-every-steps``, a ``--max-steps`` stop): ``path`` its ``checkpoints/step_<n>`` folder, ``state`` the
+    loop position (``step``, ``epoch``: epochs done, ``step_in_epoch``: 0 at an epoch end), ``metrics`` the
+    validation of these very weights, its losses included (``box_loss``, ...; ``{}`` when this step was not
+    validated). The Ray engine reports each
+    checkpoint to Ray Train from here (``cluster/report.py``); a callback may leave this hook out.
     """
 
     def on_train_start(self, trainer: Trainer) -> None:
@@ -122,6 +129,9 @@ class Callback:
         pass
 
     def on_fit_end(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def on_checkpoint(self, path: Path, state: TrainState, metrics: dict[str, Any]) -> None:
         pass
 
 
@@ -280,6 +290,7 @@ class Trainer:
         self.eval_model = copy.deepcopy(model).to(acc.device).eval()
         self._gathered_at = -1
         self._validated_at = -1  # the step of the last validation: only a fresh one can make a new best.pt
+        self._val_losses: dict[str, float] = {}
         model = prepare_model(acc, model, cfg.parallel, self.log)
         optimizer = build_optimizer(model, cfg.optim, self.images_per_step,
                                     dtensor_params=acc.distributed_type == DistributedType.FSDP)
@@ -587,6 +598,9 @@ class Trainer:
         self.log.metrics({**metrics, **losses}, self.state.step)  # the epoch's summary; trackers: val/box_loss, ...
         self.outputs.validated(metrics, losses, final)
         self._validated_at = self.state.step
+        self._val_losses = losses  # for on_checkpoint (not in metrics.json, which `val` reproduces)
+        # which labels scored it, as `val` records it (after the trackers and results.csv, which take numbers)
+        metrics["ground_truth"] = ground_truth(self.data_cfg, "val")
         return metrics
 
     def _save(self, metrics: dict[str, Any], weights: bool = True) -> None:
@@ -598,7 +612,7 @@ class Trainer:
             state.best_fitness = metrics["fitness"]
         eval_model = self._eval_model()  # syncs BatchNorm statistics and gathers the EMA (collective)
         ema = eval_model.state_dict() if self.ema is not None else None
-        self.checkpointer.save(state.step, state.to_json(), ema)  # collective (and the strategy's gathers)
+        path = self.checkpointer.save(state.step, state.to_json(), ema)  # collective (and the strategy's gathers)
         if weights and is_writer(acc):
             meta = {**self.run_meta, "step": state.step, "epoch": state.epoch, "metrics": plain_meta(metrics),
                     "ema": self.ema is not None}
@@ -606,6 +620,12 @@ class Trainer:
             if improved:  # validated epochs only (with --no-val the final epoch is validated)
                 write_weights(self.out / "weights" / "best.pt", eval_model.state_dict(), meta)
         acc.wait_for_everyone()
+        # a validation of these weights (and its losses: box_loss, cls_loss, dfl_loss), else nothing
+        fresh = {**metrics, **self._val_losses} if metrics and self._validated_at == state.step else {}
+        for cb in self.callbacks:  # a callback may define only some events
+            hook = getattr(cb, "on_checkpoint", None)
+            if hook is not None:
+                hook(path, state, fresh)
 
 
 def non_finite(objective: torch.Tensor, grad_norm: torch.Tensor | float, check_norm: bool) -> torch.Tensor:
