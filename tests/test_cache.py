@@ -202,3 +202,13 @@ def test_ram_cache_folder_is_private_to_its_user(tmp_path, monkeypatch):
         os.chown(folder, 12345, 12345)
         with pytest.raises(PermissionError, match="owned by uid 12345"):
             cache.cache_folder("ram", [])
+
+
+def test_the_builder_says_it_is_decoding_where_it_is_told(tmp_path):
+    """Whichever process takes the lock builds, not always the one whose log prints (a training's main process):
+    the builder's line goes to ``build_log``, which a training prints on every rank, the summary to ``log``."""
+    said, built = [], []
+    open_pair_cache(tmp_path, "k", 2, lambda i: (np.full((4, 4, 4), i, np.uint8), (4, 4)), imgsz=4,
+                    log=said.append, build_log=built.append, poll_s=0.02)
+    assert len(built) == 1 and built[0].startswith("pair cache: decoding 2 pairs")
+    assert len(said) == 1 and said[0].startswith("pair cache: 2 pairs")

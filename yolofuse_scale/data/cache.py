@@ -220,11 +220,13 @@ def _build(path: Path, n: int, load, imgsz: int, lock: Path, threads: int) -> No
 
 
 def open_pair_cache(folder: Path, key: str, n: int, load, imgsz: int, log=print, threads: int = 8,
-                    poll_s: float = 0.5) -> PairCache:
+                    poll_s: float = 0.5, build_log=None) -> PairCache:
     """Open the cache ``key`` in ``folder``, building it first if no process has (see module docstring).
 
     ``load(i)`` returns (stacked pair, original (h, w)), at any size (resized here so its long side is
     ``imgsz``, a no-op if it is already); it is called ``n`` times by the one process that builds.
+    ``build_log`` (default ``log``): where the builder says it is decoding. The builder is whichever process
+    takes the lock first, not always the one whose ``log`` prints: a training passes one every rank prints with.
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"pairs-{key}.u8"
@@ -237,7 +239,7 @@ def open_pair_cache(folder: Path, key: str, n: int, load, imgsz: int, log=print,
             continue
         try:
             if not PairCache.index_path(path).is_file():  # another builder may have finished meanwhile
-                log(f"pair cache: decoding {n} pairs into {path} ...")
+                (build_log or log)(f"pair cache: decoding {n} pairs into {path} ...")
                 _build(path, n, load, imgsz, lock, threads)
         finally:
             _release(lock, token)
@@ -248,7 +250,7 @@ def open_pair_cache(folder: Path, key: str, n: int, load, imgsz: int, log=print,
 
 
 def open_training_cache(mode: str, folders: list[Path] | tuple[Path, ...], samples: list[Sample], imgsz: int,
-                        ir_channels: int, decode, log=print) -> PairCache | None:
+                        ir_channels: int, decode, log=print, build_log=None) -> PairCache | None:
     """``--cache``: the training set's cache (None for ``none``), opened or built from ``decode(i)`` (the CPU
     loader's decoder, whichever loader asks: the same key, file and pixels serve both)."""
     if mode == "none":
@@ -256,7 +258,7 @@ def open_training_cache(mode: str, folders: list[Path] | tuple[Path, ...], sampl
     if mode not in CACHE_MODES:
         raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
     key = cache_key(samples, imgsz, ir_channels)
-    return open_pair_cache(cache_folder(mode, folders), key, len(samples), decode, imgsz, log)
+    return open_pair_cache(cache_folder(mode, folders), key, len(samples), decode, imgsz, log, build_log=build_log)
 
 
 def cache_folder(mode: str, candidates: list[Path] | tuple[Path, ...]) -> Path:

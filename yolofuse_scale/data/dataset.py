@@ -83,13 +83,13 @@ class PairedRGBIRDataset(Dataset):
         """The stacked (H, W, 3 + C_ir) pair at its original size."""
         return decode_pair(self.samples[index], self.ir_channels)
 
-    def use_cache(self, mode: str, folders: list[Path] | tuple[Path, ...], log=print) -> None:
+    def use_cache(self, mode: str, folders: list[Path] | tuple[Path, ...], log=print, build_log=None) -> None:
         """Read pairs from the node's shared decoded-pair cache (``ram`` or ``disk``; see ``cache.py``),
         building it first if no process has. Training sets only: cached pairs are resized, so the
         ``ratio_pad`` of a letterboxed item no longer maps to the original image."""
         self.cache = None  # build from the decoder itself
         self.cache = open_training_cache(mode, folders, self.samples, self.imgsz, self.ir_channels,
-                                         self._decode_resized, log)
+                                         self._decode_resized, log, build_log)
 
     def resized_pair(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
         """The stacked pair resized so its long side is ``imgsz``, and its original (h, w)."""

@@ -95,15 +95,16 @@ def _kind(loader: str):
 def training_feed(loader: str, samples: list[Sample], *, imgsz: int, ir_channels: int, device: torch.device | str,
                   augment: bool = True, recipe: AugmentRecipe | None = None, seed: int = 0, epochs: int | None = None,
                   batch_size: int = 16, shuffle: bool = True, cache: str = "none",
-                  cache_folders: list[Path] | tuple[Path, ...] = (), log=print) -> Feed:
+                  cache_folders: list[Path] | tuple[Path, ...] = (), log=print, build_log=None) -> Feed:
     """The training split's :class:`Feed`. ``batch_size`` and ``shuffle`` must be the training sampler's: mosaic
     partners are drawn from pools cut from its micro-batches (``sampler.MicroBatchWindows``). ``cache``
     (``--cache``): the pair cache, opened or built (every process: the first to take its lock builds it, the
-    others wait; no collective), in the first writable of ``cache_folders`` (``ram``: /dev/shm)."""
+    others wait; no collective), in the first writable of ``cache_folders`` (``ram``: /dev/shm); ``build_log``: the
+    builder's line (``cache.open_pair_cache``)."""
     windows = MicroBatchWindows(len(samples), batch_size, seed, shuffle)
     feed = _kind(loader).train(samples, imgsz, ir_channels, device, augment=augment, seed=seed, recipe=recipe,
                                epochs=epochs, partner_windows=windows)
-    feed.dataset.use_cache(cache, cache_folders, log)
+    feed.dataset.use_cache(cache, cache_folders, log, build_log)
     return feed
 
 

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import json
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -219,7 +220,7 @@ class Trainer:
         train = training_feed(d.loader, train_samples, **geometry, augment=d.augment, recipe=d.recipe, seed=t.seed,
                               epochs=t.epochs, batch_size=t.batch_size, shuffle=d.shuffle, cache=d.cache,
                               cache_folders=(self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),
-                              log=self.log.info)
+                              log=self.log.info, build_log=self._any_rank)
         val = validation_feed(d.loader, val_samples, **geometry)
         self.train_set, self.batch_to_device = train.dataset, train.to_device
         self.val_set, self.val_to_device = val.dataset, val.to_device
@@ -573,6 +574,13 @@ class Trainer:
             self.eval_model.load_state_dict(sd)
             self._gathered_at = self.state.step
         return self.eval_model
+
+    def _any_rank(self, msg: str) -> None:
+        """A line any rank prints (the run log prints the main process's only): for what only the rank that does it
+        can say, e.g. which process is decoding the pair cache while the others wait for it."""
+        acc = self.accelerator
+        who = f" [rank {acc.process_index}]" if acc.num_processes > 1 else ""
+        print(f"{time.strftime('%H:%M:%S')}{who} {msg}", flush=True)
 
     def _is_last_epoch(self, stopped: bool) -> bool:
         """Whether the epoch ending now is the run's last: the last of --epochs, or --max-steps ends here.

@@ -89,11 +89,12 @@ class EncodedPairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def use_cache(self, mode: str, folders: list[Path] | tuple[Path, ...], log=print) -> None:
+    def use_cache(self, mode: str, folders: list[Path] | tuple[Path, ...], log=print, build_log=None) -> None:
         """As ``PairedRGBIRDataset.use_cache``: the same key, file and builder (OpenCV), so a cache written by
         either loader serves both, and a sample's source pixels are the CPU pipeline's bit for bit."""
         self.cache = open_training_cache(mode, folders, self.samples, self.imgsz, self.ir_channels,
-                                         lambda i: decode_resized(self.samples[i], self.imgsz, self.ir_channels), log)
+                                         lambda i: decode_resized(self.samples[i], self.imgsz, self.ir_channels), log,
+                                         build_log)
 
     def source_shapes(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """((h, w) of the pair the recipe starts from, its original (h, w)): the cached pair's when there is a

@@ -1,0 +1,243 @@
+"""What Ray costs against torchrun, measured side by side in one run on this machine (issue 27).
+
+    python benchmarks/ray_overhead.py --out benchmarks/results/ray_overhead_2core_cpu
+
+**Launch**: the same 2-process training (same data, model, flags, seed) started three ways, alternated
+``--repeats`` times so a drift of the machine falls on every launcher alike:
+
+- ``torchrun --nproc_per_node 2 -m yolofuse_scale train ...``
+- ``yolofuse-scale train ... --engine ray --ray-workers 2`` with a local Ray cluster the command starts and stops
+  (what a user without a cluster pays), and
+- the same against an already running local cluster (``--ray-address``: what a run on a standing cluster pays).
+
+Per run: the wall time, the **time to the first step** (from the command's start until ``train_log.jsonl`` holds
+its first step, polled every 20 ms: interpreter, imports, Ray's start and worker group, process group, data
+scan, model build), and the median images/s of the steps after ``--warmup`` (the loop itself; Ray adds nothing
+inside a step, so the ratio should be ~1).
+
+**Sweep**: 4 trials (``--lr`` over 4 values, ``--sweep-epochs`` epochs, validated every epoch) run by
+``yolofuse-scale tune`` with ASHA (grace 1 epoch, reduction factor 2, 2 trials at a time, 1 worker and 1 thread
+each) against the sequential runner (the 4 trainings one after another, each with both threads). The wall
+times and the epochs each spent: ASHA stops trials that fall behind, so it trains fewer epochs.
+
+Results: ``results.json`` and ``report.md`` in ``--out``. CPU only (gloo); each process 1 thread, so 2 processes
+use the 2 cores of the machine this was written on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_METRICS_ENABLED": "0",
+           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_AUTH_MODE": "token"}
+
+#: a local cluster held by a child process for the "standing cluster" arm (as tests/conftest.py's)
+HOLDER = """
+import sys
+import ray
+ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, logging_level="ERROR")
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/ray_overhead"))
+    p.add_argument("--work", type=Path, default=None, help="run folders (default: <out>/work, removed at the end)")
+    p.add_argument("--model", default="yolov8n")
+    p.add_argument("--imgsz", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8, help="per process")
+    p.add_argument("--steps", type=int, default=30, help="training steps of each launch run")
+    p.add_argument("--warmup", type=int, default=5, help="steps left out of the images/s median")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--sweep-epochs", type=int, default=4)
+    p.add_argument("--skip-sweep", action="store_true")
+    p.add_argument("--label", default="", help="the machine, for the report")
+    return p.parse_args(argv)
+
+
+def timed_run(cmd: list[str], env: dict[str, str], run_dir: Path, log: Path, timeout: float = 900) -> dict:
+    """Run ``cmd``; its wall time and the time until ``run_dir/train_log.jsonl`` holds a line."""
+    first = None
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        train_log = run_dir / "train_log.jsonl"
+        while proc.poll() is None:
+            if first is None and train_log.is_file() and train_log.stat().st_size > 0:
+                first = time.perf_counter() - t0
+            if time.perf_counter() - t0 > timeout:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise RuntimeError(f"{' '.join(cmd)} ran past {timeout} s; see {log}")
+            time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")
+    return {"wall_s": round(wall, 2), "first_step_s": round(first, 2) if first is not None else None}
+
+
+def launch_arms(args: argparse.Namespace, data: Path, work: Path, env: dict[str, str]) -> list[dict]:
+    """Every (launcher, repeat) run, alternated."""
+    flags = ["--data", str(data), "--model", args.model, "--imgsz", str(args.imgsz), "--batch-size",
+             str(args.batch_size), "--max-steps", str(args.steps), "--epochs", "100", "--no-val", "--workers", "0",
+             "--seed", "0", "--log-every", "1000"]
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "2"], env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    address = holder.stdout.readline().strip()
+    if not address:
+        raise RuntimeError("the standing Ray cluster did not start")
+    rows = []
+    try:
+        for r in range(args.repeats):
+            for arm in ("torchrun", "ray_local", "ray_standing"):
+                out = work / f"{arm}_{r}"
+                shutil.rmtree(out, ignore_errors=True)
+                if arm == "torchrun":
+                    cmd = common.train_command([*flags, "--output-dir", str(out)], "torchrun", 2)
+                else:
+                    ray = ["--engine", "ray", "--ray-workers", "2", "--ray-cpus-per-worker", "1"]
+                    if arm == "ray_standing":
+                        ray += ["--ray-address", address]
+                    cmd = common.train_command([*flags, *ray, "--output-dir", str(out)], "python", 1)
+                work.mkdir(parents=True, exist_ok=True)
+                row = {"arm": arm, "repeat": r, **timed_run(cmd, env, out, work / f"{arm}_{r}.log")}
+                steps = common.read_log(out)
+                row.update(images_per_s=round(common.summarize_log(steps, args.warmup, 2 * args.batch_size)
+                                              ["images_per_s"], 1), steps=len(steps))
+                print(f"{arm:>13} repeat {r}: wall {row['wall_s']:6.1f} s, first step at {row['first_step_s']:5.1f} s, "
+                      f"{row['images_per_s']:6.1f} images/s", flush=True)
+                rows.append(row)
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(holder.pid, signal.SIGKILL)
+    return rows
+
+
+def sweep_arms(args: argparse.Namespace, data: Path, work: Path, env: dict[str, str]) -> dict:
+    """The 4-trial ASHA sweep and the sequential runner of the same 4 trainings."""
+    lrs = [0.002, 0.005, 0.01, 0.02]
+    flags = ["--data", str(data), "--model", args.model, "--imgsz", str(args.imgsz), "--batch-size",
+             str(args.batch_size), "--epochs", str(args.sweep_epochs), "--workers", "0", "--seed", "0",
+             "--log-every", "1000", "--warmup-epochs", "0"]
+    seq_dir = work / "sequential"
+    shutil.rmtree(seq_dir, ignore_errors=True)
+    seq_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    seq = []
+    for lr in lrs:
+        out = seq_dir / f"lr{lr}"
+        timed_run(common.train_command([*flags, "--lr", str(lr), "--output-dir", str(out)], "python", 1),
+                  {**env, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}, out, seq_dir / f"lr{lr}.log")
+        seq.append({"lr": lr, "epochs": args.sweep_epochs,
+                    "mAP50-95": common.read_metrics(out)["metrics"]["mAP50-95"]})
+    seq_wall = time.perf_counter() - t0
+    print(f"sequential: 4 trainings in {seq_wall:.1f} s", flush=True)
+
+    tune_dir = work / "tune"
+    shutil.rmtree(tune_dir, ignore_errors=True)
+    tune_dir.mkdir(parents=True)
+    space = tune_dir.parent / "sweep.yaml"
+    space.write_text(
+        "metric: mAP50-95\nscheduler: {type: asha, grace_period: 1, reduction_factor: 2}\nnum_samples: 1\n"
+        "max_concurrent_trials: 2\ntrial: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, max_failures: 0}\n"
+        f"space:\n  lr: {{grid: {lrs}}}\n")
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "yolofuse_scale", "tune", "--space", str(space), *flags, "--output-dir",
+           str(tune_dir / "exp")]
+    with open(tune_dir / "tune.log", "w") as f:
+        done = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, stdout=f,
+                              stderr=subprocess.STDOUT, timeout=1800)
+    tune_wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"tune failed; see {tune_dir / 'tune.log'}")
+    import csv
+
+    trials = list(csv.DictReader((tune_dir / "exp" / "results.csv").open()))
+    print(f"tune (ASHA): 4 trials in {tune_wall:.1f} s", flush=True)
+    return {"lrs": lrs, "epochs": args.sweep_epochs, "sequential_wall_s": round(seq_wall, 1), "sequential": seq,
+            "tune_wall_s": round(tune_wall, 1), "tune_trials": trials,
+            "tune_epochs_total": sum(int(t["epochs"]) for t in trials),
+            "sequential_epochs_total": len(lrs) * args.sweep_epochs}
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for arm in ("torchrun", "ray_local", "ray_standing"):
+        rs = [r for r in rows if r["arm"] == arm]
+        out[arm] = {k: {"median": statistics.median(r[k] for r in rs), "min": min(r[k] for r in rs),
+                        "max": max(r[k] for r in rs)} for k in ("wall_s", "first_step_s", "images_per_s")}
+    base = out["torchrun"]
+    for arm in ("ray_local", "ray_standing"):
+        out[arm]["images_per_s_ratio"] = round(out[arm]["images_per_s"]["median"] / base["images_per_s"]["median"], 3)
+        out[arm]["extra_first_step_s"] = round(out[arm]["first_step_s"]["median"] - base["first_step_s"]["median"], 2)
+    return out
+
+
+def report(result: dict) -> str:
+    env, s = result["environment"], result["summary"]
+    lines = [f"# Ray against torchrun ({env.get('label') or 'this machine'})", "",
+             f"{result['setup']}; {result['repeats']} repeats, alternated; medians (min-max).", "",
+             "| launcher | wall s | first step at s | images/s | images/s vs torchrun |", "|---|---|---|---|---|"]
+    for arm, name in (("torchrun", "torchrun, 2 processes"), ("ray_local", "--engine ray, local cluster started"),
+                      ("ray_standing", "--engine ray, standing cluster")):
+        a = s[arm]
+        cell = lambda k: f"{a[k]['median']:.1f} ({a[k]['min']:.1f}-{a[k]['max']:.1f})"  # noqa: E731
+        lines.append(f"| {name} | {cell('wall_s')} | {cell('first_step_s')} | {cell('images_per_s')} | "
+                     f"{a.get('images_per_s_ratio', 1.0):.3f} |")
+    sw = result.get("sweep")
+    if sw:
+        lines += ["", f"**Sweep**: 4 trials (lr {sw['lrs']}), {sw['epochs']} epochs each, validated every epoch.", "",
+                  "| runner | wall s | epochs trained |", "|---|---|---|",
+                  f"| sequential (one after another, 2 threads each) | {sw['sequential_wall_s']} | "
+                  f"{sw['sequential_epochs_total']} |",
+                  f"| tune, ASHA (grace 1, factor 2), 2 trials at a time, 1 thread each | {sw['tune_wall_s']} | "
+                  f"{sw['tune_epochs_total']} |"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from yolofuse_scale.data import write_synthetic_dataset
+
+    work = args.work or args.out / "work"
+    data = write_synthetic_dataset(work / "data", n_train=64, n_val=16, imgsz=args.imgsz, seed=0)
+    env = common.train_env(threads=1, **RAY_ENV)
+    rows = launch_arms(args, data, work / "launch", env)
+    result = {"environment": {**common.environment(threads=1, machine_label=args.label,
+                                                   command=[sys.executable, "benchmarks/ray_overhead.py",
+                                                            *(argv if argv is not None else sys.argv[1:])]),
+                              "label": args.label},
+              "setup": f"{args.model} mid fusion, {args.imgsz} px, batch {args.batch_size} per process, "
+                       f"{args.steps} steps, 2 processes x 1 thread, gloo", "repeats": args.repeats,
+              "runs": rows, "summary": summarise(rows)}
+    if not args.skip_sweep:
+        result["sweep"] = sweep_arms(args, data, work / "sweep", env)
+    text = report(result)
+    common.write_results(args.out, result, text)
+    print(text)
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
