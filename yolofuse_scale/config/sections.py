@@ -89,7 +89,16 @@ class DataConfig:
         for name in ("mosaic", "mixup", "fliplr"):
             if not 0 <= getattr(self.recipe, name) <= 1:
                 _refuse(self.recipe, name, f"--{name} is a probability in [0, 1], got {getattr(self.recipe, name)}")
-        _at_least(self.recipe, 0, "close_mosaic", "translate", "scale", "hsv_h", "hsv_s", "hsv_v", "ir_gain")
+        _at_least(self.recipe, 0, "close_mosaic", "translate", "scale", "hsv_h", "hsv_s", "hsv_v", "ir_gain",
+                  "ir_shift", "ir_scale", "ir_rotate")
+        for name, high, why in (("ir_shift", 1, "a fraction of the image size"),
+                                ("ir_rotate", 180, "degrees either way")):
+            if getattr(self.recipe, name) > high:
+                _refuse(self.recipe, name, f"{_flag(self.recipe, name)} is {why}, at most {high}, "
+                                           f"got {getattr(self.recipe, name)}")
+        if self.recipe.ir_scale >= 1:
+            _refuse(self.recipe, "ir_scale", f"--ir-scale must be below 1 (IR is zoomed by 1 +/- it), "
+                                             f"got {self.recipe.ir_scale}")
 
 
 @dataclass(kw_only=True)
