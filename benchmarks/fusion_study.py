@@ -19,6 +19,11 @@ Scale it up with flags; with real data (``--data``) nothing is synthesised:
 
 A finished run's result is kept in ``<work>/<variant>_s<seed>/result.json`` and reused when the study
 is restarted with the same ``--work``, so an interrupted study only pays for what is missing.
+
+``--before OTHER/results.json`` adds a before/after table of mAP50-95 to ``results.md`` (the same variants in
+another study: another recipe, another commit) and, per variant that reads both modalities, whether it is at
+or above the best single modality (``rgb``, ``ir``) of its own study: the misregistration study's target
+(``benchmarks/results/fusion_misreg_2core_cpu``).
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", default=f"{os.cpu_count()}-core CPU", help="machine label written with the numbers")
     p.add_argument("--train-args", default="--warmup-epochs 1",
                    help="extra train.py flags (default: '--warmup-epochs 1', as in the committed study)")
+    p.add_argument("--before", default=None, metavar="RESULTS_JSON",
+                   help="another study's results.json: results.md gets a before/after table of mAP50-95")
     return p.parse_args(argv)
 
 
@@ -137,6 +144,36 @@ def markdown(rows: list[dict], env: dict) -> str:
     return "\n".join(lines) + "\n" + note
 
 
+SINGLE = ("rgb", "ir")
+
+
+def before_after(before: list[dict], after: list[dict], metric: str = "mAP50-95") -> str:
+    """Markdown: per variant of ``after``, its ``metric`` before (``before``'s row of that variant, if any) and
+    after, the change, and for a fusion whether it is at or above the best single modality of the same study."""
+    def best_single(rows: list[dict]) -> float | None:
+        values = [r[metric]["mean"] for r in rows if r["variant"] in SINGLE]
+        return max(values) if values else None
+
+    def cell(r: dict | None) -> str:
+        return f"{r[metric]['mean']:.3f} ± {r[metric]['spread'] / 2:.3f}" if r else "-"
+
+    def verdict(r: dict | None, best: float | None) -> str:
+        if r is None or r["variant"] in SINGLE or best is None:
+            return ""
+        return "yes" if r[metric]["mean"] >= best else f"no ({r[metric]['mean'] - best:+.3f})"
+
+    was = {r["variant"]: r for r in before}
+    best_was, best_now = best_single(before), best_single(after)
+    lines = [f"| fusion | {metric} before | after | change | ≥ best single before | ≥ best single after |",
+             "|---|---|---|---|---|---|"]
+    for r in after:
+        old = was.get(r["variant"])
+        change = f"{r[metric]['mean'] - old[metric]['mean']:+.3f}" if old else "-"
+        lines.append(f"| {r['variant']} | {cell(old)} | {cell(r)} | {change} | {verdict(old, best_was)} | "
+                     f"{verdict(r, best_now)} |")
+    return "\n".join(lines) + "\n"
+
+
 def bar_chart(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -199,7 +236,13 @@ def main(argv: list[str] | None = None) -> int:
                    "train_s_total": round(sum(r["train_s"] for r in records), 1)}
     (out / "results.json").write_text(json.dumps({"environment": environment, "summary": rows, "runs": records},
                                                  indent=1))
-    (out / "results.md").write_text(markdown(rows, environment))
+    text = markdown(rows, environment)
+    if args.before:
+        before = json.loads(Path(args.before).read_text())
+        text += (f"\nBefore: {args.before} ({before['environment'].get('train_args', '')}, commit "
+                 f"{before['environment'].get('git_commit')}); after: this study ({args.train_args}).\n\n"
+                 + before_after(before["summary"], rows))
+    (out / "results.md").write_text(text)
     short = "synthetic set" if not args.data else Path(args.data).parent.name
     title = (f"{short}, {args.model} @{args.imgsz}, {args.epochs} epochs, seeds {' '.join(map(str, args.seeds))}"
              f"\n{args.label}")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import launch
+from yolofuse_scale.model.align import FlowAlign
 
 
 def _weights(tmp_path, fusion: str, ir_channels: int):
@@ -27,6 +28,9 @@ def _weights(tmp_path, fusion: str, ir_channels: int):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
+        if isinstance(m, FlowAlign):  # offsets that are not zero: the exported warp really resamples
+            with torch.no_grad():
+                m.offset.weight.normal_(0, 0.05)
     path = tmp_path / f"{fusion}.pt"
     write_weights(path, model.state_dict(), {"model_yaml": model.yaml, "rgb_channels": 3,
                                              "ir_channels": ir_channels, "names": {0: "person", 1: "car"},
@@ -37,6 +41,7 @@ def _weights(tmp_path, fusion: str, ir_channels: int):
 @pytest.mark.parametrize(("exporter", "fusion", "ir_channels"), [
     pytest.param("dynamo", "mid", 1, marks=pytest.mark.slow),  # the dynamo exporter traces for ~8 s
     ("torchscript", "late", 3),
+    ("torchscript", "mid-align", 1),  # FlowAlign's grid_sample: ONNX GridSample (opset 16+)
 ])
 def test_onnx_export_matches_pytorch(tmp_path, exporter, fusion, ir_channels):
     import onnx

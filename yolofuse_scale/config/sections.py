@@ -36,7 +36,7 @@ from yolofuse_scale.data.cache import CacheMode
 from yolofuse_scale.data.scan import BadSamplePolicy
 from yolofuse_scale.errors import ConfigError
 from yolofuse_scale.model.sizes import fusion_help
-from yolofuse_scale.model.variants import FAMILIES, SCALE_NAMES, Fusion, parse_model_name
+from yolofuse_scale.model.variants import FAMILIES, SCALE_NAMES, Fusion, parse_model_name, reads_both_modalities
 
 #: ``--strategy``; ``zero*`` read the packaged ``yolofuse_scale/configs/deepspeed/<name>.json``
 #: (``ds_configs/`` in the checkout; see engine/strategy/deepspeed.py).
@@ -335,6 +335,14 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def training_recipe(self) -> AugmentRecipe:
+        """The recipe the training pairs are augmented with: ``data.recipe``, without its IR misregistration for a
+        model that reads one modality (``--fusion rgb|ir``: ``AugmentRecipe.for_one_modality``)."""
+        recipe = self.data.recipe
+        both = reads_both_modalities(self.model.model, self.model.fusion)
+        return recipe if both or not recipe.misregisters else recipe.for_one_modality()
 
     def to_dict(self) -> dict[str, Any]:
         """``{section: {key: value}}`` with one key per flag (the recipe inline in ``data``): config.yaml's layout."""

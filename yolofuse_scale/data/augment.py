@@ -49,7 +49,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import cv2
@@ -95,12 +95,12 @@ class AugmentRecipe:
     """value (brightness) augmentation gain (RGB only)"""
     ir_gain: float = 0.0
     """IR intensity augmentation: multiply IR by a gain in 1 +/- this (IR only)"""
-    ir_shift: float = 0.0
+    ir_shift: float = 0.015
     """IR misregistration: move IR against RGB by up to +/- this fraction of the image size in x and in y (boxes
-    stay in RGB's frame; all three ir_shift/ir_scale/ir_rotate 0: off)"""
-    ir_scale: float = 0.0
+    stay in RGB's frame; all three ir_shift/ir_scale/ir_rotate 0: off; never applied to --fusion rgb|ir)"""
+    ir_scale: float = 0.015
     """IR misregistration: zoom IR about the image centre by 1 +/- this (less than 1)"""
-    ir_rotate: float = 0.0
+    ir_rotate: float = 0.5
     """IR misregistration: rotate IR about the image centre by up to +/- this many degrees"""
     close_mosaic: int = 10
     """turn mosaic and mixup off for the last N epochs"""
@@ -114,6 +114,17 @@ class AugmentRecipe:
     def mosaic_on(self, epoch: int, epochs: int) -> bool:
         """Whether ``epoch`` (0-based) of ``epochs`` still uses mosaic and mixup."""
         return epoch < epochs - self.close_mosaic
+
+    @property
+    def misregisters(self) -> bool:
+        """Whether the IR misregistration is on."""
+        return bool(self.ir_shift or self.ir_scale or self.ir_rotate)
+
+    def for_one_modality(self) -> AugmentRecipe:
+        """This recipe for a model that reads one modality (``--fusion rgb|ir``): without the IR misregistration,
+        which an RGB model never sees and which would only move an IR model's only image away from its labels
+        (they are in RGB's frame). Everything else, every draw included, is unchanged."""
+        return replace(self, ir_shift=0.0, ir_scale=0.0, ir_rotate=0.0)
 
 
 @contextmanager
@@ -254,7 +265,7 @@ class _IRMisregister:
 
     def __init__(self, shift: float, scale: float, rotate: float):
         self.shift, self.scale, self.rotate = shift, scale, rotate
-        self.on = bool(shift or scale or rotate)
+        self.on = bool(shift or scale or rotate)  # AugmentRecipe.misregisters
 
     @classmethod
     def from_recipe(cls, recipe: AugmentRecipe) -> _IRMisregister:

@@ -106,7 +106,7 @@ MAX_OUTPUT_SIZE = 4096  #: a fixed output size (nn.Upsample(size=...), adaptive 
 #: DEFA.yaml and ``--fusion dea``'s DEAPair (attention.py), and YOLOv11-RGBT's input selectors and joins (rgbt.py).
 OUR_MODULES = frozenset({
     "IdentityInput", "ModalitySelector", "ModalConcat",
-    "DEA", "DEAPair", "DEFA", "C2f_BiFocus",
+    "DEA", "DEAPair", "DEFA", "C2f_BiFocus", "FlowAlign",
     "Silence", "SilenceChannel", "ADD", "ChannelToNumber", "NumberToChannel",
 })
 #: Blocks Ultralytics' parser builds that are refused anyway, and why. Every other block it builds was
