@@ -98,3 +98,19 @@ def test_step_profile_parts_name_functions_that_exist():
         path = Path(spec.submodule_search_locations[0]) / rest
         assert path.is_file(), pattern
         assert re.search(rf"^\s*def {re.escape(name)}\(", path.read_text(), re.M), pattern
+
+
+def test_fusion_study_before_after_table_checks_each_fusion_against_the_best_single_modality():
+    from benchmarks.fusion_study import before_after
+
+    def row(variant: str, mean: float, spread: float = 0.01) -> dict:
+        return {"variant": variant, "mAP50-95": {"mean": mean, "spread": spread}}
+
+    before = [row("rgb", 0.34), row("ir", 0.08), row("data", 0.32), row("late", 0.39)]
+    after = [row("rgb", 0.34), row("ir", 0.08), row("data", 0.35), row("late", 0.385), row("mid-align", 0.33)]
+    lines = before_after(before, after).splitlines()
+    assert lines[0].startswith("| fusion | mAP50-95 before | after | change |")
+    assert lines[2] == "| rgb | 0.340 ± 0.005 | 0.340 ± 0.005 | +0.000 |  |  |"
+    assert lines[4] == "| data | 0.320 ± 0.005 | 0.350 ± 0.005 | +0.030 | no (-0.020) | yes |"
+    assert lines[5] == "| late | 0.390 ± 0.005 | 0.385 ± 0.005 | -0.005 | yes | yes |"
+    assert lines[6] == "| mid-align | - | 0.330 ± 0.005 | - |  | no (-0.010) |"

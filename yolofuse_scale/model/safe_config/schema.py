@@ -40,7 +40,7 @@ from yolofuse_scale.model.safe_config.limits import (
 #: DEFA.yaml and ``--fusion dea``'s DEAPair (attention.py), and YOLOv11-RGBT's input selectors and joins (rgbt.py).
 OUR_MODULES = frozenset({
     "IdentityInput", "ModalitySelector", "ModalConcat",
-    "DEA", "DEAPair", "DEFA", "C2f_BiFocus",
+    "DEA", "DEAPair", "DEFA", "C2f_BiFocus", "FlowAlign",
     "Silence", "SilenceChannel", "ADD", "ChannelToNumber", "NumberToChannel",
 })
 #: Blocks Ultralytics' parser builds that are refused anyway, and why. Every other block it builds was
