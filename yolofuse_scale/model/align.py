@@ -73,7 +73,7 @@ class FlowAlign(nn.Module):
 
     def __init__(self, channels: int, hidden: int | None = None, reach: float = 2.0):
         super().__init__()
-        hidden = hidden or max(channels // 4, 8)
+        hidden = max(channels // 4, 8) if hidden is None else hidden
         self.reach = float(reach)
         self.squeeze = Conv(2 * channels, hidden, 1)
         self.context = Conv(hidden, hidden, 3)
