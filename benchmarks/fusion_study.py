@@ -30,8 +30,8 @@ score), ``--published FILE`` (published numbers on the real dataset, shown in a 
 
 ``--before OTHER/results.json`` adds a before/after table of mAP50-95 to ``results.md`` (the same variants in
 another study: another recipe, another commit) and, per variant that reads both modalities, whether it is at
-or above the best single modality (``rgb``, ``ir``) of its own study: the misregistration study's target
-(``benchmarks/results/fusion_misreg_2core_cpu``).
+or above the best single modality (``rgb``, ``ir``) of its own study (per label policy): the misregistration
+study's target (issue 25; not run yet, its results are meant for ``benchmarks/results/fusion_misreg_2core_cpu``).
 """
 
 from __future__ import annotations
