@@ -64,6 +64,8 @@ def test_onnx_export_matches_pytorch(tmp_path, exporter, fusion, ir_channels, in
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["names"]) == {"0": "person", "1": "car"} and meta["imgsz"] == "96"
     assert meta["ir_channels"] == str(ir_channels) and meta["inputs"] == inputs
+    # the -align variants' warp is ONNX's GridSample, one per FlowAlign (P3/P4/P5), not a traced constant
+    assert sum(n.op_type == "GridSample" for n in proto.graph.node) == (3 if fusion == "mid-align" else 0)
     # Independently of the CLI's own check: the UNFUSED model that was saved, a batch size other than
     # the export example's (the batch axis is dynamic), real-looking uint8-derived input.
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

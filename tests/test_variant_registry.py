@@ -93,6 +93,8 @@ def test_the_strategy_package_and_its_configs_name_no_model_class():
 @pytest.mark.parametrize(("model", "units"), [
     ("yolov8t", ["C2f", "SPPF", "Detect"]),
     ("yolo11t/dea", ["C3k2", "SPPF", "C2PSA", "DEAPair", "Detect"]),
+    ("yolo11t/mid-align", ["C3k2", "SPPF", "C2PSA", "FlowAlign", "Detect"]),  # the alignment heads: units too
+    ("yolo11t-obb/early-align", ["C3k2", "SPPF", "C2PSA", "FlowAlign", "OBB"]),
     ("yolo26t/late", ["C3k2", "SPPF", "C2PSA", "Detect"]),
     ("yolo11t-obb", ["C3k2", "SPPF", "C2PSA", "OBB"]),  # oriented boxes: the OBB head, a unit by its own name
     ("yolo26t-obb/late", ["C3k2", "SPPF", "C2PSA", "OBB26"]),
