@@ -42,6 +42,23 @@ def test_the_warp_is_the_identity_at_zero_and_moves_by_the_flow():
     torch.testing.assert_close(warp_by_flow(x, flow), x[:, :, -1:].expand_as(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_warp_keeps_its_grid_in_float32_in_a_half_precision_model(dtype):
+    """A bf16/fp16 map (``--mixed-precision``, a bf16 DeepSpeed model) comes back in its dtype, and zero offsets
+    or a whole-cell offset read exact cells: a grid in bf16 misplaced the cell centres of an 80-cell map by up to
+    a third of a cell (values off by up to 0.5 here). Bound: one ulp of the dtype, from the float32 round trip."""
+    x = torch.randn(2, 8, 80, 80, generator=torch.Generator().manual_seed(3)).to(dtype)
+    flow = torch.zeros(2, 2, 80, 80, dtype=dtype)
+    ulp = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}[dtype]
+    out = warp_by_flow(x, flow)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), x.float(), rtol=ulp, atol=1e-5)
+    flow[:, 0] = 1.0
+    torch.testing.assert_close(warp_by_flow(x, flow)[..., :-1].float(), x[..., 1:].float(), rtol=ulp, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast too, the offsets are float32
+        assert FlowAlign(8).flow(x.float(), x.float()).dtype == torch.float32
+
+
 def test_a_learnt_offset_undoes_a_shift_of_ir_and_offsets_stay_within_reach():
     """IR = RGB moved right by 1 cell: an offset of +1 in x (here its bias) gives RGB's map back. However large
     the offset conv's output, the offset stays below ``reach`` cells."""

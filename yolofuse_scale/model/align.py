@@ -52,11 +52,17 @@ def cell_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch
 
 def warp_by_flow(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``x`` (B, C, H, W) resampled at each cell plus ``flow`` (B, 2, H, W: x then y offsets, in cells), bilinear;
-    positions outside the map read its border."""
-    b, _, h, w = x.shape
-    scale = torch.tensor([2.0 / w, 2.0 / h], device=x.device, dtype=flow.dtype)
-    grid = cell_grid(h, w, x.device, flow.dtype) + flow.permute(0, 2, 3, 1) * scale
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    positions outside the map read its border; returned in ``x``'s dtype.
+
+    The grid and the sampling are float32 whatever the model's precision: in bf16 (8 bits of mantissa) a cell
+    centre's coordinate on an 80-cell map is off by up to a third of a cell, so even zero offsets blurred the
+    map (values off by up to 0.5 on unit-variance maps, under ``--mixed-precision bf16`` or a bf16 DeepSpeed
+    model). It costs one float32 copy of the IR map per level."""
+    _, _, h, w = x.shape
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=x.device, dtype=torch.float32)
+    grid = cell_grid(h, w, x.device, torch.float32) + flow.float().permute(0, 2, 3, 1) * scale
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.to(x.dtype)
 
 
 class FlowAlign(nn.Module):
@@ -82,8 +88,8 @@ class FlowAlign(nn.Module):
         nn.init.zeros_(self.offset.bias)
 
     def flow(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
-        """(B, 2, H, W) offsets, in cells of this map, at which IR is sampled for each RGB cell."""
-        raw = self.offset(self.context(self.squeeze(torch.cat((rgb, ir), 1))))
+        """(B, 2, H, W) float32 offsets, in cells of this map, at which IR is sampled for each RGB cell."""
+        raw = self.offset(self.context(self.squeeze(torch.cat((rgb, ir), 1)))).float()  # 2 channels: cheap
         return self.reach * torch.tanh(raw / self.reach)
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:  # noqa: D102
