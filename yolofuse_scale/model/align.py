@@ -6,8 +6,9 @@ IR response with the background beside it in RGB. The labels are in RGB's frame,
 
 What :class:`FlowAlign` does, at one level (P2, or each of P3/P4/P5): a small conv head reads both maps side by
 side and predicts a 2-D offset per position (a flow field, in cells of that map); the IR map is resampled at its
-positions plus that offset (bilinear, ``grid_sample``), and the result goes to the variant's join (``mid``'s
-concatenation + 1x1 conv, ``dea``'s attention) in place of the raw IR map. The offset conv starts at zero, so a
+positions plus that offset (bilinear, ``grid_sample``), and the result goes to the variant's join (``early``'s
+and ``mid``'s concatenation + 1x1 conv; ``variants._mid`` can put it before ``dea``'s attention too, no variant
+does yet) in place of the raw IR map. The offset conv starts at zero, so a
 new model starts as the variant without alignment, and the offsets grow only as far as the detection loss asks:
 no alignment labels, no extra loss.
 
