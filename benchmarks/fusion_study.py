@@ -33,6 +33,11 @@ run a Ray Train run of ``--ray-workers`` workers, side by side on a cluster (``-
 same seeds (tests/test_fusion_study.py); an interrupted sweep continues when restarted with the same ``--work``.
 
     python benchmarks/fusion_study.py --engine ray --ray-address auto --ray-workers 8 --data LLVIP/data.yaml ...
+
+``--before OTHER/results.json`` adds a before/after table of mAP50-95 to ``results.md`` (the same variants in
+another study: another recipe, another commit) and, per variant that reads both modalities, whether it is at
+or above the best single modality (``rgb``, ``ir``) of its own study (per label policy): the misregistration
+study's target (issue 25; not run yet, its results are meant for ``benchmarks/results/fusion_misreg_2core_cpu``).
 """
 
 from __future__ import annotations
@@ -91,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", default=f"{os.cpu_count()}-core CPU", help="machine label written with the numbers")
     p.add_argument("--train-args", default="--warmup-epochs 1",
                    help="extra train.py flags (default: '--warmup-epochs 1', as in the committed study)")
+    p.add_argument("--before", default=None, metavar="RESULTS_JSON",
+                   help="another study's results.json: results.md gets a before/after table of mAP50-95")
     p.add_argument("--engine", choices=["sequential", "ray"], default="sequential",
                    help="sequential: one run after another here (default); ray: all runs as one Ray Tune experiment")
     p.add_argument("--ray-workers", type=int, default=1, help="--engine ray: Ray Train workers per run (default: 1)")
@@ -235,6 +242,40 @@ def published_table(entries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SINGLE = ("rgb", "ir")
+
+
+def before_after(before: list[dict], after: list[dict], metric: str = "mAP50-95") -> str:
+    """Markdown: per row of ``after``, its ``metric`` before (``before``'s row of the same variant and label
+    policy, if any) and after, the change, and for a fusion whether it is at or above the best single modality of
+    the same study trained on the same labels (``--label-policies``: one row per variant and policy)."""
+    def best_single(rows: list[dict], policy: str | None) -> float | None:
+        values = [r[metric]["mean"] for r in rows if r["variant"] in SINGLE and r.get("policy") == policy]
+        return max(values) if values else None
+
+    def cell(r: dict | None) -> str:
+        return f"{r[metric]['mean']:.3f} ± {r[metric]['spread'] / 2:.3f}" if r else "-"
+
+    def verdict(r: dict | None, best: float | None) -> str:
+        if r is None or r["variant"] in SINGLE or best is None:
+            return ""
+        return "yes" if r[metric]["mean"] >= best else f"no ({r[metric]['mean'] - best:+.3f})"
+
+    was = {(r["variant"], r.get("policy")): r for r in before}
+    policies = any(r.get("policy") for r in (*before, *after))
+    lines = [f"| fusion{' | trained on' if policies else ''} | {metric} before | after | change "
+             "| ≥ best single before | ≥ best single after |",
+             "|---|---|---|---|---|---|" + ("---|" if policies else "")]
+    for r in after:
+        policy = r.get("policy")
+        old = was.get((r["variant"], policy))
+        change = f"{r[metric]['mean'] - old[metric]['mean']:+.3f}" if old else "-"
+        lines.append(f"| {r['variant']}{f' | {policy} labels' if policies else ''} | {cell(old)} | {cell(r)} | "
+                     f"{change} | {verdict(old, best_single(before, policy))} | "
+                     f"{verdict(r, best_single(after, policy))} |")
+    return "\n".join(lines) + "\n"
+
+
 def bar_chart(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -312,7 +353,13 @@ def main(argv: list[str] | None = None) -> int:
                    "train_s_total": round(sum(r["train_s"] for r in records), 1)}
     (out / "results.json").write_text(json.dumps({"environment": environment, "summary": rows, "runs": records,
                                                   "published": published}, indent=1))
-    (out / "results.md").write_text(markdown(rows, environment, published))
+    text = markdown(rows, environment, published)
+    if args.before:
+        before = json.loads(Path(args.before).read_text())
+        text += (f"\nBefore: {args.before} ({before['environment'].get('train_args', '')}, commit "
+                 f"{before['environment'].get('git_commit')}); after: this study ({args.train_args}).\n\n"
+                 + before_after(before["summary"], rows))
+    (out / "results.md").write_text(text)
     short = "synthetic set" if not args.data else Path(args.data).parent.name
     title = (f"{short}, {args.model} @{args.imgsz}, {args.epochs} epochs, seeds {' '.join(map(str, args.seeds))}"
              f"\n{args.label}")

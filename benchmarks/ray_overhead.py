@@ -27,7 +27,7 @@ use the 2 cores of the machine this was written on.
 from __future__ import annotations
 
 import argparse
-import json
+import csv
 import os
 import shutil
 import signal
@@ -169,8 +169,6 @@ def sweep_arms(args: argparse.Namespace, data: Path, work: Path, env: dict[str, 
     tune_wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"tune failed; see {tune_dir / 'tune.log'}")
-    import csv
-
     trials = list(csv.DictReader((tune_dir / "exp" / "results.csv").open()))
     print(f"tune (ASHA): 4 trials in {tune_wall:.1f} s", flush=True)
     return {"lrs": lrs, "epochs": args.sweep_epochs, "sequential_wall_s": round(seq_wall, 1), "sequential": seq,
@@ -200,7 +198,10 @@ def report(result: dict) -> str:
     for arm, name in (("torchrun", "torchrun, 2 processes"), ("ray_local", "--engine ray, local cluster started"),
                       ("ray_standing", "--engine ray, standing cluster")):
         a = s[arm]
-        cell = lambda k: f"{a[k]['median']:.1f} ({a[k]['min']:.1f}-{a[k]['max']:.1f})"  # noqa: E731
+
+        def cell(k: str, a: dict = a) -> str:
+            return f"{a[k]['median']:.1f} ({a[k]['min']:.1f}-{a[k]['max']:.1f})"
+
         lines.append(f"| {name} | {cell('wall_s')} | {cell('first_step_s')} | {cell('images_per_s')} | "
                      f"{a.get('images_per_s_ratio', 1.0):.3f} |")
     sw = result.get("sweep")

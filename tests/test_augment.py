@@ -15,12 +15,21 @@ from ultralytics.data.augment import RandomFlip
 from ultralytics.utils.instance import Instances
 
 from yolofuse_scale.data import PairedRGBIRDataset, Sample, collate_pairs
-from yolofuse_scale.data.augment import _RGBHSV, AugmentRecipe, _IRGain, _PairFlip, seeded_global_rngs
+from yolofuse_scale.data.augment import (
+    _RGBHSV,
+    AugmentRecipe,
+    _IRGain,
+    _IRMisregister,
+    _PairFlip,
+    seeded_global_rngs,
+)
 from yolofuse_scale.data.sampler import MicroBatchWindows, StepShardedBatchSampler
 from yolofuse_scale.data.transforms import chw_tensor
 
 H, W, S = 60, 80, 96  # a landscape source frame, letterboxed/mosaicked into S x S
-NONE = AugmentRecipe(mosaic=0, mixup=0, translate=0, scale=0, fliplr=0, hsv_h=0, hsv_s=0, hsv_v=0)
+NONE = AugmentRecipe(mosaic=0, mixup=0, translate=0, scale=0, fliplr=0, hsv_h=0, hsv_s=0, hsv_v=0, ir_shift=0,
+                     ir_scale=0, ir_rotate=0)
+ALIGNED = {"ir_shift": 0, "ir_scale": 0, "ir_rotate": 0}  # the IR misregistration off: RGB and IR move together
 HOT = 180
 
 
@@ -65,7 +74,7 @@ RECIPES = {
     "perspective": replace(NONE, perspective=0.0005, scale=0.2),
     "mosaic": replace(NONE, mosaic=1.0),
     "mixup": replace(NONE, mosaic=1.0, mixup=1.0),
-    "full": replace(AugmentRecipe(degrees=10, shear=2), hsv_h=0, hsv_s=0, hsv_v=0),  # mixup: see "mixup"
+    "full": replace(AugmentRecipe(degrees=10, shear=2), hsv_h=0, hsv_s=0, hsv_v=0, **ALIGNED),  # mixup: see "mixup"
 }
 AXIS_ALIGNED = {"letterbox", "flip", "zoom_shift", "mosaic"}  # boxes stay tight around the pattern
 
@@ -107,7 +116,7 @@ def test_flip_mirrors_the_l(samples):
 
 
 def test_hsv_changes_rgb_only_and_ir_gain_changes_ir_only(samples):
-    base = replace(AugmentRecipe(), hsv_h=0, hsv_s=0, hsv_v=0)
+    base = replace(AugmentRecipe(), hsv_h=0, hsv_s=0, hsv_v=0, **ALIGNED)
     a = _items(samples, base, n=4)
     hsv = _items(samples, replace(base, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4), n=4)
     gain = _items(samples, replace(base, ir_gain=0.5), n=4)
@@ -116,6 +125,50 @@ def test_hsv_changes_rgb_only_and_ir_gain_changes_ir_only(samples):
         assert torch.equal(x["img"][:3], g["img"][:3]) and torch.equal(x["bboxes"], g["bboxes"])
     assert any(not torch.equal(x["img"][:3], h["img"][:3]) for x, h in zip(a, hsv))
     assert any(not torch.equal(x["img"][3:], g["img"][3:]) for x, g in zip(a, gain))
+
+
+def _centre(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.mean(), ys.mean()])
+
+
+@pytest.mark.parametrize("recipe", [
+    replace(NONE, ir_shift=0.1),
+    replace(AugmentRecipe(degrees=10), hsv_h=0, hsv_s=0, hsv_v=0, ir_shift=0.1, ir_scale=0.2, ir_rotate=15),
+], ids=["shift", "full-recipe-shift-zoom-rotate"])
+def test_ir_misregistration_moves_ir_only_and_leaves_the_boxes_in_rgbs_frame(samples, recipe):
+    """The IR warp comes last and draws last: RGB and the boxes are those of the same recipe without it, bit for
+    bit; IR is moved (the L, identical in red and IR before, now apart), by no more than the bounds allow."""
+    off = replace(recipe, ir_shift=0, ir_scale=0, ir_rotate=0)
+    moved = 0
+    for a, b in zip(_items(samples, recipe), _items(samples, off)):
+        assert torch.equal(a["img"][:3], b["img"][:3]) and torch.equal(a["bboxes"], b["bboxes"])
+        assert torch.equal(b["img"][0], b["img"][3])  # without it, the red and IR Ls coincide
+        if recipe.mosaic or (b["img"][3] > HOT).sum() < 20:
+            moved += not torch.equal(a["img"][3], b["img"][3])
+            continue
+        d = _centre(a["img"][3].numpy() > HOT) - _centre(b["img"][0].numpy() > HOT)
+        assert np.abs(d).max() <= recipe.ir_shift * S + 1, d  # a pure shift: at most the bound (+ resampling)
+        moved += np.abs(d).max() > 0.5
+    assert moved >= 6, moved
+
+
+def test_misregistration_is_off_by_default_and_never_on_for_a_model_of_one_modality():
+    """Off by default (no study has measured it yet); set, it is on for every model that reads both modalities (a
+    model YAML included); --fusion rgb|ir train without it, and nothing else of their recipe changes."""
+    from yolofuse_scale.config import ModelConfig, RunConfig
+    from yolofuse_scale.model.variants import FUSIONS, reads_both_modalities
+
+    assert not AugmentRecipe().misregisters
+    assert [f for f in FUSIONS if not reads_both_modalities("yolo11n", f)] == ["rgb", "ir"]
+    assert reads_both_modalities("my_model.yaml", "mid")
+    for fusion in FUSIONS:
+        cfg = RunConfig(model=ModelConfig(model="yolo11n", fusion=fusion))
+        assert not cfg.training_recipe.misregisters, fusion
+        cfg.data.recipe = recipe = replace(cfg.data.recipe, ir_shift=0.015, ir_scale=0.015, ir_rotate=0.5)
+        got = cfg.training_recipe
+        assert got.misregisters == (fusion not in ("rgb", "ir")), fusion
+        assert replace(got, ir_shift=0.015, ir_scale=0.015, ir_rotate=0.5) == recipe
 
 
 def test_close_mosaic_turns_mosaic_off_for_the_last_epochs(samples):
@@ -131,7 +184,7 @@ def test_close_mosaic_turns_mosaic_off_for_the_last_epochs(samples):
 def test_randomness_depends_only_on_seed_epoch_index(samples, windows):
     """Same items with 0 or 2 workers (persistent, across set_epoch), in any order; another epoch differs.
     With micro-batch windows the per-process cache of decoded pairs must not change a thing either."""
-    recipe = replace(AugmentRecipe(mixup=0.5, degrees=5), close_mosaic=0,
+    recipe = replace(AugmentRecipe(mixup=0.5, degrees=5, ir_shift=0.05, ir_rotate=3), close_mosaic=0,
                      mosaic_partners="micro_batch" if windows else "dataset")
     win = MicroBatchWindows(len(samples), 4, seed=3)  # read only with micro_batch partners
     ds = PairedRGBIRDataset(samples, S, augment=True, ir_channels=1, seed=3, recipe=recipe, epochs=2,
@@ -274,5 +327,10 @@ def test_photometric_transforms_copy_a_read_only_pair_and_do_nothing_when_off():
     assert np.array_equal(img, before)
     assert not np.array_equal(hsv[..., :3], img[..., :3]) and np.array_equal(hsv[..., 3], img[..., 3])
     assert not np.array_equal(gain[..., 3], img[..., 3]) and np.array_equal(gain[..., :3], img[..., :3])
-    off = replace(AugmentRecipe(), hsv_h=0, hsv_s=0, hsv_v=0)
+    off = replace(AugmentRecipe(), hsv_h=0, hsv_s=0, hsv_v=0, **ALIGNED)
     assert _RGBHSV(off)({"img": img})["img"] is img and _IRGain(0.0)({"img": img})["img"] is img
+    assert _IRMisregister.from_recipe(off)({"img": img})["img"] is img  # off: no copy, no draw
+    with seeded_global_rngs((0, 0, 0)):
+        warped = _IRMisregister(0.1, 0.0, 0.0)({"img": img})["img"]
+    assert np.array_equal(img, before) and np.array_equal(warped[..., :3], img[..., :3])
+    assert not np.array_equal(warped[..., 3], img[..., 3])

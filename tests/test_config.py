@@ -116,11 +116,12 @@ def test_an_old_layout_config_yaml_loads_into_the_sections(tmp_path):
     flat = {k: v for section in cfg.to_dict().values() for k, v in section.items()}
     before = {k: v for section in old.values() for k, v in section.items() if k != "benchmark_skip_grad_sync"}
     assert {k: flat[k] for k in before} == {**before, "data": "", "output_dir": "runs/x"}
-    # settings added since version 1 (e.g. log.plots, --task, Ultralytics' patience and run folder naming) take their
-    # defaults
+    # settings added since version 1 (e.g. log.plots, --task, Ultralytics' patience and run folder naming, the IR
+    # misregistration augmentation) take their defaults
     defaults = {k: v for section in RunConfig().to_dict().values() for k, v in section.items()}
     assert {k: flat[k] for k in set(flat) - set(before)} == {k: defaults[k] for k in set(flat) - set(before)}
-    assert {"patience", "project", "name", "exist_ok", "plots", "task"} <= set(flat) - set(before)
+    assert {"patience", "project", "name", "exist_ok", "plots", "task", "ir_shift", "ir_scale",
+            "ir_rotate"} <= set(flat) - set(before)
     assert set(cfg.to_dict()["train"]) == {"epochs", "max_steps", "batch_size", "grad_accum", "global_batch_size",
                                            "seed", "val", "patience"}
     # written back in today's layout, it reads back the same

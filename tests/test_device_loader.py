@@ -28,7 +28,7 @@ from yolofuse_scale.data import (
     scan_split,
     write_synthetic_dataset,
 )
-from yolofuse_scale.data.augment import AugmentRecipe, _IRGain
+from yolofuse_scale.data.augment import AugmentRecipe, _IRGain, _IRMisregister, seeded_global_rngs
 from yolofuse_scale.data.decode import jpeg_reduction
 from yolofuse_scale.data.device import DeviceAugment, DeviceLetterbox, EncodedPairDataset, collate_encoded
 from yolofuse_scale.data.device import render as device_render
@@ -37,7 +37,8 @@ from yolofuse_scale.data.loaders import move_images, training_feed, validation_f
 from yolofuse_scale.data.transforms import letterbox_pair
 
 S = 64
-FULL = AugmentRecipe(mixup=0.5, degrees=10, shear=4, ir_gain=0.3)
+#: every transform on, the IR misregistration included (so every recipe below but the default compares it too)
+FULL = AugmentRecipe(mixup=0.5, degrees=10, shear=4, ir_gain=0.3, ir_shift=0.05, ir_scale=0.05, ir_rotate=5)
 RECIPES = {
     "default": AugmentRecipe(),
     "full": FULL,
@@ -168,6 +169,27 @@ def test_hsv_ir_gain_and_flip_match_the_cpu_transforms(png_set):
     x = torch.from_numpy(img).permute(2, 0, 1).float()[None]
     out = DeviceAugment(S, 1, "cpu").photometric(x.clone(), [Plan(root, {"ir_gain": g, "flip": True})])
     assert torch.equal(out[0], torch.from_numpy(np.ascontiguousarray(cpu[:, ::-1])).permute(2, 0, 1).float())
+
+
+def test_ir_misregistration_is_the_cpu_warp_of_ir_alone(png_set):
+    """The recorded matrix is the CPU transform's own draw; on the device the IR channels are warped by it (cv2's
+    bilinear with the grey border, up to its 1/32 px coordinates) and the RGB channels are left exactly as they
+    were; samples without a draw in the batch are untouched."""
+    img = _frame(png_set)
+    op = _IRMisregister(0.08, 0.1, 10)
+    with seeded_global_rngs((1, 2, 3)):
+        cpu = op({"img": img.copy()})["img"]
+    with seeded_global_rngs((1, 2, 3)):
+        matrix = op.draw(*img.shape[:2])
+    x = torch.from_numpy(img).permute(2, 0, 1).float()[None].repeat(2, 1, 1, 1)
+    root = Source(0, img.shape[:2])
+    out = DeviceAugment(S, 1, "cpu").photometric(x.clone(), [Plan(root, {"ir_warp": matrix}), Plan(root, {})])
+    assert torch.equal(out[0, :3], x[0, :3]) and torch.equal(out[1], x[1])
+    ref = torch.from_numpy(cpu).permute(2, 0, 1).float()
+    assert torch.equal(ref[:3], x[0, :3]) and (ref[3] != x[0, 3]).float().mean() > 0.5  # IR moved, RGB not
+    assert (ref[3] == 114).any()  # the border is in the comparison
+    d = (out[0, 3] - ref[3]).abs()
+    assert d.mean() < 0.3 and d.max() <= 8, (d.mean(), d.max())
 
 
 def test_mixup_blend_truncates_as_ultralytics(png_set):
@@ -306,7 +328,7 @@ def test_with_the_pair_cache_the_payload_is_uint8_frames_only(jpeg_set, tmp_path
 # ------------------------------------------------------------------------------------- real trainings
 RUN = ["--model", "yolov8t", "--fusion", "mid", "--imgsz", "64", "--batch-size", "4", "--epochs", "3", "--no-val",
        "--warmup-epochs", "0", "--seed", "2", "--loader", "device", "--close-mosaic", "1", "--mixup", "0.5",
-       "--degrees", "5", "--ir-gain", "0.2"]
+       "--degrees", "5", "--ir-gain", "0.2", "--ir-shift", "0.05", "--ir-rotate", "2"]
 
 
 @pytest.fixture(scope="module")

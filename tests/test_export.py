@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.helpers import launch
+from yolofuse_scale.model.align import FlowAlign
 
 
 def _weights(tmp_path, fusion: str, ir_channels: int):
@@ -27,6 +28,9 @@ def _weights(tmp_path, fusion: str, ir_channels: int):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
+        if isinstance(m, FlowAlign):  # offsets that are not zero: the exported warp really resamples
+            with torch.no_grad():
+                m.offset.weight.normal_(0, 0.05)
     with torch.no_grad():  # class scores near 0.5 instead of the prior's 0.01: detections for the NMS to sort
         for branch in model.model[-1].cv3:
             branch[-1].bias.zero_()
@@ -42,6 +46,7 @@ def _weights(tmp_path, fusion: str, ir_channels: int):
     pytest.param("dynamo", "mid", 1, "pair", marks=pytest.mark.slow),
     ("torchscript", "late", 3, "stacked"),
     ("torchscript", "mid", 3, "pair"),
+    ("torchscript", "mid-align", 1, "stacked"),  # FlowAlign's grid_sample: ONNX GridSample (opset 16+)
 ])
 def test_onnx_export_matches_pytorch(tmp_path, exporter, fusion, ir_channels, inputs):
     import onnx
@@ -59,6 +64,8 @@ def test_onnx_export_matches_pytorch(tmp_path, exporter, fusion, ir_channels, in
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["names"]) == {"0": "person", "1": "car"} and meta["imgsz"] == "96"
     assert meta["ir_channels"] == str(ir_channels) and meta["inputs"] == inputs
+    # the -align variants' warp is ONNX's GridSample, one per FlowAlign (P3/P4/P5), not a traced constant
+    assert sum(n.op_type == "GridSample" for n in proto.graph.node) == (3 if fusion == "mid-align" else 0)
     # Independently of the CLI's own check: the UNFUSED model that was saved, a batch size other than
     # the export example's (the batch axis is dynamic), real-looking uint8-derived input.
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

@@ -29,10 +29,10 @@ def test_each_policy_trains_on_its_copy_of_the_data_and_scores_on_the_ir_labels(
     assert cfg.root == data.parent.resolve() and cfg.task == "obb" and cfg.labels_ir == "labelsIR"
     assert (cfg.policy("train"), cfg.policy("val")) == ("union", "ir")
     args.task = "obb"
-    flags = fusion_study.train_args(args, copy, "mid", 1, tmp_path / "run")
+    flags = fusion_study.train_flags(args, copy)
     assert flags[flags.index("--task") + 1] == "obb" and flags[flags.index("--data") + 1] == str(copy)
     args.task = None
-    assert "--task" not in fusion_study.train_args(args, copy, "mid", 1, tmp_path / "run")
+    assert "--task" not in fusion_study.train_flags(args, copy)
 
 
 def test_the_table_has_a_row_per_variant_and_policy_and_the_published_numbers_apart():

@@ -98,3 +98,36 @@ def test_step_profile_parts_name_functions_that_exist():
         path = Path(spec.submodule_search_locations[0]) / rest
         assert path.is_file(), pattern
         assert re.search(rf"^\s*def {re.escape(name)}\(", path.read_text(), re.M), pattern
+
+
+def test_fusion_study_before_after_table_checks_each_fusion_against_the_best_single_modality():
+    from benchmarks.fusion_study import before_after
+
+    def row(variant: str, mean: float, spread: float = 0.01) -> dict:
+        return {"variant": variant, "mAP50-95": {"mean": mean, "spread": spread}}
+
+    before = [row("rgb", 0.34), row("ir", 0.08), row("data", 0.32), row("late", 0.39)]
+    after = [row("rgb", 0.34), row("ir", 0.08), row("data", 0.35), row("late", 0.385), row("mid-align", 0.33)]
+    lines = before_after(before, after).splitlines()
+    assert lines[0].startswith("| fusion | mAP50-95 before | after | change |")
+    assert lines[2] == "| rgb | 0.340 ± 0.005 | 0.340 ± 0.005 | +0.000 |  |  |"
+    assert lines[4] == "| data | 0.320 ± 0.005 | 0.350 ± 0.005 | +0.030 | no (-0.020) | yes |"
+    assert lines[5] == "| late | 0.390 ± 0.005 | 0.385 ± 0.005 | -0.005 | yes | yes |"
+    assert lines[6] == "| mid-align | - | 0.330 ± 0.005 | - |  | no (-0.010) |"
+
+
+def test_fusion_study_before_after_pairs_rows_by_label_policy():
+    """With ``--label-policies`` a study has one row per variant and policy: each is compared with the same
+    variant trained on the same labels, and with the best single modality trained on those labels."""
+    from benchmarks.fusion_study import before_after
+
+    def row(variant: str, policy: str, mean: float) -> dict:
+        return {"variant": variant, "policy": policy, "mAP50-95": {"mean": mean, "spread": 0.0}}
+
+    before = [row("rgb", "rgb", 0.30), row("rgb", "ir", 0.10), row("mid", "rgb", 0.20), row("mid", "ir", 0.25)]
+    after = [row("rgb", "rgb", 0.30), row("rgb", "ir", 0.10), row("mid", "rgb", 0.32), row("mid", "ir", 0.26)]
+    lines = before_after(before, after).splitlines()
+    assert lines[0].startswith("| fusion | trained on | mAP50-95 before | after | change |")
+    assert lines[1].count("---") == 7
+    assert lines[4] == "| mid | rgb labels | 0.200 ± 0.000 | 0.320 ± 0.000 | +0.120 | no (-0.100) | yes |"
+    assert lines[5] == "| mid | ir labels | 0.250 ± 0.000 | 0.260 ± 0.000 | +0.010 | yes | yes |"

@@ -37,14 +37,16 @@ def _fusion_action() -> argparse.Action:
 
 
 def test_fusion_choices_are_the_registry():
-    assert FUSIONS == tuple(VARIANTS) == ("data", "early", "mid", "dea", "late", "rgb", "ir")
+    assert FUSIONS == tuple(VARIANTS) == ("data", "early", "mid", "dea", "late", "early-align", "mid-align", "rgb",
+                                          "ir")
     assert _fusion_action().choices == list(VARIANTS)
-    with pytest.raises(ConfigError, match="--fusion must be one of data, early, mid, dea, late, rgb or ir"):
+    with pytest.raises(ConfigError, match="--fusion must be one of data, early, mid, dea, late, early-align, "
+                                          "mid-align, rgb or ir"):
         ModelConfig(fusion="middle")
 
 
 def test_stored_sizes_are_what_building_the_models_measures():
-    """Every number the help and the docs show is what the models measure (21 builds at scale n, 640 px)."""
+    """Every number the help and the docs show is what the models measure (27 builds at scale n, 640 px)."""
     stored, measured = sizes.stored(), sizes.measure()
     stale = f"stale: run `{sizes.COMMAND}` from the checkout root and commit what it writes"
     assert list(stored) == list(measured) == list(VARIANTS), stale
@@ -91,6 +93,8 @@ def test_the_strategy_package_and_its_configs_name_no_model_class():
 @pytest.mark.parametrize(("model", "units"), [
     ("yolov8t", ["C2f", "SPPF", "Detect"]),
     ("yolo11t/dea", ["C3k2", "SPPF", "C2PSA", "DEAPair", "Detect"]),
+    ("yolo11t/mid-align", ["C3k2", "SPPF", "C2PSA", "FlowAlign", "Detect"]),  # the alignment heads: units too
+    ("yolo11t-obb/early-align", ["C3k2", "SPPF", "C2PSA", "FlowAlign", "OBB"]),
     ("yolo26t/late", ["C3k2", "SPPF", "C2PSA", "Detect"]),
     ("yolo11t-obb", ["C3k2", "SPPF", "C2PSA", "OBB"]),  # oriented boxes: the OBB head, a unit by its own name
     ("yolo26t-obb/late", ["C3k2", "SPPF", "C2PSA", "OBB26"]),

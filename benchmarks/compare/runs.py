@@ -67,6 +67,7 @@ def _ours_args(s: dict[str, Any]) -> list[str]:
             "--warmup-bias-lr", str(r["warmup_bias_lr"]), "--schedule", "linear", "--clip-grad", "10",
             "--nbs", str(r["nbs"]), "--close-mosaic", str(r["close_mosaic"]), "--seed", str(r["seed"]),
             "--val", "--keep-last", "1", "--log-every", "1000",
+            "--ir-shift", "0", "--ir-scale", "0", "--ir-rotate", "0",  # Ultralytics has no IR misregistration
             *(["--cache", s["cache"]] if s.get("cache", "none") != "none" else []),
             *(["--hsv-h", "0", "--hsv-s", "0", "--hsv-v", "0"] if s.get("no_hsv") else [])]
 

@@ -42,7 +42,14 @@ from yolofuse_scale.data.cache import CacheMode
 from yolofuse_scale.data.scan.records import BadSamplePolicy
 from yolofuse_scale.errors import ConfigError
 from yolofuse_scale.model.sizes import fusion_help
-from yolofuse_scale.model.variants import FAMILIES, SCALE_NAMES, Fusion, model_name_task, parse_model_name
+from yolofuse_scale.model.variants import (
+    FAMILIES,
+    SCALE_NAMES,
+    Fusion,
+    model_name_task,
+    parse_model_name,
+    reads_both_modalities,
+)
 
 #: ``--strategy``; ``zero*`` read the packaged ``yolofuse_scale/configs/deepspeed/<name>.json``
 #: (``ds_configs/`` in the checkout; see engine/strategy/deepspeed.py).
@@ -95,7 +102,16 @@ class DataConfig:
         for name in ("mosaic", "mixup", "fliplr"):
             if not 0 <= getattr(self.recipe, name) <= 1:
                 _refuse(self.recipe, name, f"--{name} is a probability in [0, 1], got {getattr(self.recipe, name)}")
-        _at_least(self.recipe, 0, "close_mosaic", "translate", "scale", "hsv_h", "hsv_s", "hsv_v", "ir_gain")
+        _at_least(self.recipe, 0, "close_mosaic", "translate", "scale", "hsv_h", "hsv_s", "hsv_v", "ir_gain",
+                  "ir_shift", "ir_scale", "ir_rotate")
+        for name, high, why in (("ir_shift", 1, "a fraction of the image size"),
+                                ("ir_rotate", 180, "degrees either way")):
+            if getattr(self.recipe, name) > high:
+                _refuse(self.recipe, name, f"{_flag(self.recipe, name)} is {why}, at most {high}, "
+                                           f"got {getattr(self.recipe, name)}")
+        if self.recipe.ir_scale >= 1:
+            _refuse(self.recipe, "ir_scale", f"--ir-scale must be below 1 (IR is zoomed by 1 +/- it), "
+                                             f"got {self.recipe.ir_scale}")
 
 
 @dataclass(kw_only=True)
@@ -385,6 +401,14 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def training_recipe(self) -> AugmentRecipe:
+        """The recipe the training pairs are augmented with: ``data.recipe``, without its IR misregistration for a
+        model that reads one modality (``--fusion rgb|ir``: ``AugmentRecipe.for_one_modality``)."""
+        recipe = self.data.recipe
+        both = reads_both_modalities(self.model.model, self.model.fusion)
+        return recipe if both or not recipe.misregisters else recipe.for_one_modality()
 
     def to_dict(self) -> dict[str, Any]:
         """``{section: {key: value}}`` with one key per flag (the recipe inline in ``data``): config.yaml's layout."""

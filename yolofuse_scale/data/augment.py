@@ -15,6 +15,11 @@ Written here, and why:
   the colour wheel, which a symmetric random shift does not notice.)
 - IR intensity jitter (``ir_gain``): thermal images have no hue or saturation; a random gain is the
   photometric change that means something for them. Off by default (Ultralytics has no IR).
+- IR misregistration (``ir_shift``, ``ir_scale``, ``ir_rotate``; :class:`_IRMisregister`): the one transform
+  that moves the two modalities *apart*. Real rigs are not registered pixel for pixel (two lenses side by side,
+  a calibration that drifts, a parallax that changes with depth), so the IR image is warped against RGB by a
+  random shift, zoom and rotation about the image centre, on the finished canvas, boxes untouched (they are
+  RGB's, as a dataset's labels are): a fusion model then learns not to rely on the two being aligned.
 - Where the randomness comes from: Ultralytics' classes draw from the global ``random`` and
   ``numpy.random`` generators, and ``Mosaic`` picks partners from a buffer of the images a worker
   loaded last (up to min(n, 8 x batch, 1000); 3 draws with replacement, the sample itself included).
@@ -44,13 +49,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import cv2
 import numpy as np
 import torch
 from ultralytics.data.augment import Compose, MixUp, Mosaic, RandomFlip, RandomHSV, RandomPerspective
+
+from yolofuse_scale.data.transforms import PAD_VALUE
 
 #: ``--mosaic-partners``: where a mosaic's (and mixup's) partner pairs are drawn from.
 MosaicPartners = Literal["pool", "dataset", "micro_batch"]
@@ -88,6 +95,14 @@ class AugmentRecipe:
     """value (brightness) augmentation gain (RGB only)"""
     ir_gain: float = 0.0
     """IR intensity augmentation: multiply IR by a gain in 1 +/- this (IR only)"""
+    ir_shift: float = 0.0
+    """IR misregistration: move IR against RGB by up to +/- this fraction of the image size in x and in y (boxes
+    stay in RGB's frame; all three ir_shift/ir_scale/ir_rotate 0, the default until a study measures it: off; never
+    applied to --fusion rgb|ir; e.g. 0.015 0.015 0.5 for a rig registered to about 1.5%)"""
+    ir_scale: float = 0.0
+    """IR misregistration: zoom IR about the image centre by 1 +/- this (less than 1)"""
+    ir_rotate: float = 0.0
+    """IR misregistration: rotate IR about the image centre by up to +/- this many degrees"""
     close_mosaic: int = 10
     """turn mosaic and mixup off for the last N epochs"""
     mosaic_partners: MosaicPartners = "pool"
@@ -100,6 +115,17 @@ class AugmentRecipe:
     def mosaic_on(self, epoch: int, epochs: int) -> bool:
         """Whether ``epoch`` (0-based) of ``epochs`` still uses mosaic and mixup."""
         return epoch < epochs - self.close_mosaic
+
+    @property
+    def misregisters(self) -> bool:
+        """Whether the IR misregistration is on."""
+        return bool(self.ir_shift or self.ir_scale or self.ir_rotate)
+
+    def for_one_modality(self) -> AugmentRecipe:
+        """This recipe for a model that reads one modality (``--fusion rgb|ir``): without the IR misregistration,
+        which an RGB model never sees and which would only move an IR model's only image away from its labels
+        (they are in RGB's frame). Everything else, every draw included, is unchanged."""
+        return replace(self, ir_shift=0.0, ir_scale=0.0, ir_rotate=0.0)
 
 
 @contextmanager
@@ -234,6 +260,39 @@ class _IRGain:
         return labels
 
 
+class _IRMisregister:
+    """Warp the IR channels only, by one random shift, zoom and rotation about the image centre (bilinear, grey
+    border, as the other warps); RGB and the boxes stay where they are. Off (and no draw) when all three bounds
+    are 0, so a recipe without it draws exactly what it drew before it existed."""
+
+    def __init__(self, shift: float, scale: float, rotate: float):
+        self.shift, self.scale, self.rotate = shift, scale, rotate
+        self.on = bool(shift or scale or rotate)  # AugmentRecipe.misregisters
+
+    @classmethod
+    def from_recipe(cls, recipe: AugmentRecipe) -> _IRMisregister:
+        return cls(recipe.ir_shift, recipe.ir_scale, recipe.ir_rotate)
+
+    def draw(self, h: int, w: int) -> np.ndarray:
+        """The 2x3 matrix (IR pixels -> moved IR pixels, as cv2) from one draw of 4 uniforms of the global NumPy
+        RNG: ``--loader device``'s plan records this same draw."""
+        ux, uy, us, ur = np.random.uniform(-1, 1, 4)
+        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), float(ur * self.rotate), float(1 + us * self.scale))
+        m[:, 2] += (ux * self.shift * w, uy * self.shift * h)
+        return m
+
+    def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
+        if self.on:
+            img = _writable(labels["img"])
+            h, w = img.shape[:2]
+            ir = _take(img, 3, img.shape[2])
+            moved = cv2.warpAffine(ir, self.draw(h, w), (w, h), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 4)
+            _put(img, moved.reshape(ir.shape), 3)
+            labels["img"] = img
+        return labels
+
+
 class _PairFlip(RandomFlip):
     """Ultralytics' ``RandomFlip`` (its draw and its box update), with the image flipped by ``cv2.flip``
     into a new contiguous array instead of ``np.fliplr``'s view. The view is free here but makes the
@@ -258,17 +317,19 @@ class Transforms:
     """The transform classes :class:`PairAugment` composes. The default does the pixel work; ``--loader device``
     passes classes that record each image operation instead (``device/plan.py``), so both pipelines run one
     composition: the same draws from the same generators in the same order, and the same box updates.
-    ``photometric``: the tail after mixup, in order, each built by ``cls.from_recipe(recipe)``; a new
-    photometric transform is one class added here (and its recording twin, for the device loader)."""
+    ``photometric``: the tail after mixup, in order, each built by ``cls.from_recipe(recipe)``: the per-sample
+    operations on the finished canvas that move no box (the IR misregistration warps IR, but leaves the boxes in
+    RGB's frame); a new one is one class added here (and its recording twin, for the device loader)."""
 
     mosaic: type[Mosaic] = _PairMosaic
     affine: type[RandomPerspective] = RandomPerspective
     mixup: type[MixUp] = _PairMixUp
-    photometric: tuple[type, ...] = (_RGBHSV, _IRGain, _PairFlip)
+    photometric: tuple[type, ...] = (_RGBHSV, _IRGain, _PairFlip, _IRMisregister)
 
 
 class PairAugment:
-    """The training pipeline: mosaic -> random perspective -> mixup -> HSV (RGB) -> IR gain -> flip.
+    """The training pipeline: mosaic -> random perspective -> mixup -> HSV (RGB) -> IR gain -> flip -> IR
+    misregistration.
 
     ``load(i)`` returns Ultralytics' label dict of pair ``i`` (stacked image resized so its long side is
     ``imgsz``, ``cls``, ``instances`` normalised xywh, ``ori_shape``, ``im_file``: ``labels.label_dict``); the

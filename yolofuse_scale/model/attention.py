@@ -35,6 +35,7 @@ from torch import nn
 from ultralytics.nn.modules import C2f, Conv
 from ultralytics.utils.ops import make_divisible
 
+from yolofuse_scale.model.align import FlowAlignLayer
 from yolofuse_scale.model.safe_config.limits import ModelConfigError
 
 # ----------------------------------------------------------------------------------------------------
@@ -296,8 +297,9 @@ class C2fBiFocusLayer(nn.Module):
 
 
 #: YAML name -> the layer class a rewritten row names (registered in Ultralytics' parser namespace).
-ROW_LAYERS = {"DEA": DEALayer, "DEAPair": DEAPairLayer, "DEFA": DEFALayer, "C2f_BiFocus": C2fBiFocusLayer}
-PAIR_MODULES = frozenset({"DEA", "DEAPair", "DEFA"})
+ROW_LAYERS = {"DEA": DEALayer, "DEAPair": DEAPairLayer, "DEFA": DEFALayer, "C2f_BiFocus": C2fBiFocusLayer,
+              "FlowAlign": FlowAlignLayer}
+PAIR_MODULES = frozenset({"DEA", "DEAPair", "DEFA", "FlowAlign"})
 #: Pair modules that return both streams concatenated (twice the width their first argument gives).
 CONCAT_PAIR_MODULES = frozenset({"DEAPair"})
 #: Modules whose FLOPs are not proportional to the image area, counted by model_summary at the real size:

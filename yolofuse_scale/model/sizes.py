@@ -1,6 +1,6 @@
 """The size of every built-in variant, parameters and GFLOPs, as ``--fusion``'s help and the docs show it.
 
-Computed, not typed, and still instant to print. Building the 21 models (7 variants x 3 families at scale n)
+Computed, not typed, and still instant to print. Building the 27 models (9 variants x 3 families at scale n)
 and counting their FLOPs takes 10-30 s on a 2-core CPU, too long for ``--help``, and every run builds its
 parser. So the numbers are computed by building the models, once per change, with
 ``python -m yolofuse_scale.model.sizes`` (from the checkout root): it writes them to ``variant_sizes.py``

@@ -23,14 +23,16 @@ if TYPE_CHECKING:
 #: subclasses Detect and OBB26 OBB) and the cross-modal attentions: DEAPair (``--fusion dea``: about 2 C^2
 #: weights per level, 0.3M in all at scale n, 2M at x, as much as a C2f), DEA (DEYOLO's YAMLs: the same
 #: attention with a 3x3 joint conv, 1.6M of DEYOLO's 6.2M parameters at n) and DEFA (1.6M of 6.1M).
-#: Left in the root unit, a block's parameters would stay gathered for the whole forward. Every
+#: Left in the root unit, a block's parameters would stay gathered for the whole forward. FlowAlign (the
+#: ``-align`` variants' offset head, align.py) is one too: a unit fed the (rgb, ir) pair as DEAPair is. Every
 #: other module (stem convs, the fusion concatenations and 1x1 convs, BatchNorms) belongs to the root unit.
-SHARD_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "DEA", "DEAPair", "DEFA", "Detect", "OBB", "OBB26")
+SHARD_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "DEA", "DEAPair", "DEFA", "FlowAlign", "Detect", "OBB", "OBB26")
 #: Blocks recomputed in backward under ``--activation-checkpointing``: the backbone and neck blocks and the
 #: attentions, not the head (its outputs go straight into the loss). DEAPair stores about nine C x H x W maps
 #: per level (the concatenated pair, the joint conv's, the two gated pairs) for a few percent of the model's
-#: FLOPs: cheap to recompute. DEFA's attention stores its H*W x H*W weights unless a fused kernel runs.
-RECOMPUTE_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "DEA", "DEAPair", "DEFA")
+#: FLOPs: cheap to recompute. DEFA's attention stores its H*W x H*W weights unless a fused kernel runs. FlowAlign
+#: stores the concatenated pair, its head's maps and the sampling grid for three small convs and one resampling.
+RECOMPUTE_UNITS = ("C2f", "C3k2", "SPPF", "C2PSA", "DEA", "DEAPair", "DEFA", "FlowAlign")
 
 
 def shard_unit_names(model: nn.Module) -> list[str]:

@@ -129,6 +129,12 @@ def fusion_yaml(fusion: str, nc: int, scale: str, family: str = "yolov8", task: 
     return derive_fusion(family_yaml(family, scale, task), fusion, nc)
 
 
+def reads_both_modalities(model: str, fusion: str) -> bool:
+    """Whether ``--model model --fusion fusion`` reads RGB and IR: every built-in variant but the single-modality
+    baselines, and every model YAML (which defines its own fusion)."""
+    return parse_model_name(model) is None or VARIANTS[fusion].both
+
+
 def _check_fusion(fusion: str) -> None:
     if fusion not in VARIANTS:
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(VARIANTS)}")
@@ -168,6 +174,14 @@ def _attend_and_fuse(rows: list[Row], a: int, b: int, width: int, side: int, ori
     rows += [[[a, b], 1, "DEAPair", [width, side]], [-1, 1, "Conv", [width, 1, 1]]]
     origins[len(rows) - 2] = Origin(tap, "attention")
     origins[len(rows) - 1] = Origin(tap, "fusion")
+    return len(rows) - 1
+
+
+def _align(rows: list[Row], a: int, b: int, width: int, origins: dict[int, Origin], tap: int) -> int:
+    """IR map ``b`` warped onto RGB map ``a``'s positions by a predicted flow (``align.FlowAlign``); return the
+    index of the aligned IR map (``width`` channels), which then takes ``b``'s place in the join."""
+    rows.append([[a, b], 1, "FlowAlign", [width]])
+    origins[len(rows) - 1] = Origin(tap, "attention")
     return len(rows) - 1
 
 
@@ -253,11 +267,12 @@ def _one_stream(modality: str, d: Derivation) -> None:
     d.copy(range(len(d.rows)), d.shared, 0, modality)
 
 
-def _early(d: Derivation) -> None:
+def _early(d: Derivation, align: bool = False) -> None:
     """One stem per modality (the two strided convs, P1 and P2); at P2 the two maps are concatenated and
     mixed by a 1x1 conv, and one model carries on from there (YOLOFuse's early feature fusion). It costs
     two stems' FLOPs at the two highest resolutions, but each modality gets filters of its own before
-    they are mixed, which data-level fusion, sharing its first conv, does not."""
+    they are mixed, which data-level fusion, sharing its first conv, does not. With ``align``: the IR map
+    is aligned to RGB's first (:func:`_align`)."""
     rows = d.rows
     if any(rows[i][2] != "Conv" or rows[i][3][2] != 2 for i in (0, 1)):
         raise ValueError("early fusion expects two strided Conv rows first (P1, P2)")
@@ -266,25 +281,28 @@ def _early(d: Derivation) -> None:
     a, b = d.two_streams()
     d.copy(range(2), a, 1, "rgb")
     d.copy(range(2), b, 2, "ir")
-    d.shared[1] = _fuse(d.out, a[1], b[1], _width(rows[1]), d.origins, 1)
+    ir = _align(d.out, a[1], b[1], _width(rows[1]), d.origins, 1) if align else b[1]
+    d.shared[1] = _fuse(d.out, a[1], ir, _width(rows[1]), d.origins, 1)
     d.copy(range(2, len(rows)), d.shared, -1)
 
 
-def _mid(d: Derivation, attend: bool = False) -> None:
+def _mid(d: Derivation, attend: bool = False, align: bool = False) -> None:
     """One backbone per modality; every backbone map the head reads (P3/P4/P5) is fused by concatenation
     and a 1x1 conv back to the single-stream width, so neck and head are the family's own. With
-    ``attend``: the ``dea`` variant (:func:`_dea`)."""
+    ``attend``: the ``dea`` variant (:func:`_dea`); with ``align``: each IR map is aligned to RGB's first
+    (:func:`_align`)."""
     a, b = d.two_streams()
     d.copy(range(d.backbone), a, 1, "rgb")
     d.copy(range(d.backbone), b, 2, "ir")
     rows = d.rows
     taps = sorted({x for i in range(d.backbone, len(rows)) for x in _absolute(i, rows[i][0]) if x < d.backbone})
     for t in taps:
+        ir = _align(d.out, a[t], b[t], _width(rows[t]), d.origins, t) if align else b[t]
         if attend:
             side = DEA_GRID // _stride(rows, t)
-            d.shared[t] = _attend_and_fuse(d.out, a[t], b[t], _width(rows[t]), side, d.origins, t)
+            d.shared[t] = _attend_and_fuse(d.out, a[t], ir, _width(rows[t]), side, d.origins, t)
         else:
-            d.shared[t] = _fuse(d.out, a[t], b[t], _width(rows[t]), d.origins, t)
+            d.shared[t] = _fuse(d.out, a[t], ir, _width(rows[t]), d.origins, t)
     d.copy(range(d.backbone, len(rows)), d.shared, -1)
 
 
@@ -327,6 +345,9 @@ class Variant(NamedTuple):
     """what it builds: its row in the README's table"""
     derive: Callable[[Derivation], None]
     """writes its rows into a :class:`Derivation`; its docstring is the variant's full description"""
+    both: bool = True
+    """whether the model reads both modalities (False: a single-modality baseline, trained without the recipe's IR
+    misregistration, ``AugmentRecipe.for_one_modality``)"""
 
 
 #: The built-in variants, in the order ``--fusion`` lists them.
@@ -342,10 +363,16 @@ VARIANTS: dict[str, Variant] = {
                    "DEA: channel + spatial)", _dea),
     "late": Variant("two branches, one Detect", "two full backbone+neck branches; one Detect over all six maps "
                     "(decision-level fusion)", _late),
+    "early-align": Variant("early with the IR map aligned to RGB's (a predicted flow, align.py) before the join",
+                           "`early` with the P2 IR map warped onto RGB's by a predicted per-position offset "
+                           "(`FlowAlign`) before the join", functools.partial(_early, align=True)),
+    "mid-align": Variant("mid with each IR map aligned to RGB's (a predicted flow, align.py) before its join",
+                         "`mid` with each P3/P4/P5 IR map warped onto RGB's by a predicted per-position offset "
+                         "(`FlowAlign`) before its join", functools.partial(_mid, align=True)),
     "rgb": Variant("RGB only: a single-modality baseline", "single-modality baseline: exactly Ultralytics' model "
-                   "behind a stream selector (RGB)", functools.partial(_one_stream, "rgb")),
+                   "behind a stream selector (RGB)", functools.partial(_one_stream, "rgb"), both=False),
     "ir": Variant("IR only: a single-modality baseline", "single-modality baseline: exactly Ultralytics' model "
-                  "behind a stream selector (IR)", functools.partial(_one_stream, "ir")),
+                  "behind a stream selector (IR)", functools.partial(_one_stream, "ir"), both=False),
 }
 #: Where the RGB and IR streams meet (``--fusion``'s type, hence its choices): the registry's names.
 Fusion = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]  # built from the registry, not typed twice

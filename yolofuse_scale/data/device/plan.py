@@ -9,7 +9,8 @@ into a tree of nodes:
   :class:`Letterbox` (validation, ``--no-augment``) are the leaves, the pairs whose files the worker ships;
 - :class:`Mosaic`, :class:`Warp` (the 3x3 matrix of ``RandomPerspective``) and :class:`Blend` (mixup) combine them;
 
-and the photometric draws (HSV gains, IR gain, flip) into ``Plan.photometric``, applied to the whole batch by the
+and the per-sample draws on the finished canvas (HSV gains, IR gain, flip, the IR misregistration's matrix) into
+``Plan.photometric``, applied to the whole batch by the
 recording classes themselves (``apply``). Each node knows where its pixels come from (``sources``), what size it
 renders to (``out_hw``), its outermost warps (``warps``: the device batches those, ``render.DeviceAugment``) and how
 to render itself from a :class:`Frames` (the batch's decoded pairs), every stage rounded to integers as the CPU
@@ -28,7 +29,15 @@ import torch
 import torch.nn.functional as F
 from ultralytics.data.augment import RandomPerspective
 
-from yolofuse_scale.data.augment import _RGBHSV, Transforms, _IRGain, _PairFlip, _PairMixUp, _PairMosaic
+from yolofuse_scale.data.augment import (
+    _RGBHSV,
+    Transforms,
+    _IRGain,
+    _IRMisregister,
+    _PairFlip,
+    _PairMixUp,
+    _PairMosaic,
+)
 from yolofuse_scale.data.transforms import PAD_VALUE
 
 
@@ -249,6 +258,44 @@ class _PlanMixUp(_PairMixUp):
         return labels
 
 
+class _PlanIRMisregister(_IRMisregister):
+    """``augment._IRMisregister``'s draw (its 2x3 matrix), recorded; on the device, the IR channels of the samples
+    that drew one warped by it in one ``grid_sample`` (:func:`warp_affine_114`)."""
+
+    key = "ir_warp"
+
+    def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
+        return _record(labels, self.key, self.draw(*labels["img"].shape[:2])) if self.on else labels
+
+    @staticmethod
+    def apply(imgs: torch.Tensor, values: list[np.ndarray | None]) -> torch.Tensor:
+        picked = [i for i, v in enumerate(values) if v is not None]
+        if picked:
+            ir = imgs[picked, 3:]
+            imgs[picked, 3:] = warp_affine_114(ir, np.stack([values[i] for i in picked]))
+        return imgs
+
+
+def warp_affine_114(x: torch.Tensor, matrices: np.ndarray) -> torch.Tensor:
+    """cv2.warpAffine(INTER_LINEAR, border 114, same size) of each (C, H, W) float image of ``x`` by its 2x3
+    ``matrices`` (cv2's: source -> output pixels), rounded: output pixel (x, y) samples ``inv(M) @ (x, y, 1)``,
+    half-pixel centres (align_corners=False). Elementwise, not a batched matmul, as ``render``'s warps: a sample's
+    pixels do not depend on its batch."""
+    b, _, h, w = x.shape
+    full = np.zeros((b, 3, 3))
+    full[:, :2], full[:, 2, 2] = matrices, 1.0
+    inv = np.linalg.inv(full)[:, :2]  # (B, 2, 3) output -> source pixels
+    inv = inv * np.array([2.0 / w, 2.0 / h]).reshape(1, 2, 1)  # -> grid_sample's [-1, 1], folded into the matrix
+    inv[:, :, 2] += np.array([1.0 / w - 1, 1.0 / h - 1])
+    a = torch.from_numpy(inv).to(torch.float32).to(x.device)  # (B, 2, 3)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=x.device),
+                            torch.arange(w, dtype=torch.float32, device=x.device), indexing="ij")
+    col = [a[:, :, k].view(b, 1, 1, 2) for k in range(3)]
+    grid = xs[None, :, :, None] * col[0] + ys[None, :, :, None] * col[1] + col[2]  # (B, H, W, 2)
+    out = F.grid_sample(x - PAD_VALUE, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.add_(PAD_VALUE).round_().clamp_(0, 255)
+
+
 class _PlanHSV(_RGBHSV):
     """Ultralytics' ``RandomHSV`` draw (the same call on the same generator), recorded; applied on the device with
     :func:`hsv_jitter`."""
@@ -302,7 +349,7 @@ class _PlanFlip(_PairFlip):
 #: ``PairAugment``'s composition with every image operation recorded into ``labels["plan"]`` (and
 #: ``labels["photometric"]``) and no pixel touched.
 RECORDING = Transforms(mosaic=_PlanMosaic, affine=_PlanPerspective, mixup=_PlanMixUp,
-                       photometric=(_PlanHSV, _PlanIRGain, _PlanFlip))
+                       photometric=(_PlanHSV, _PlanIRGain, _PlanFlip, _PlanIRMisregister))
 
 
 def hsv_jitter(x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ copied as they are), turns it upright by its EXIF orientation (a transpose and f
 renders itself) with every warp of the batch in one ``grid_sample`` per canvas side (mosaics: 2 x imgsz; single
 pairs, pasted top-left on a grey imgsz square: imgsz; so one or two calls whatever the batch size, and a sample's
 pixels do not depend on its batch), from each sample's inverse 3x3 matrix (so perspective works too); then the
-photometric draws (HSV on RGB, the IR gain, the flip) on the whole batch at once. No RNG here: the plans hold
+draws on the finished canvases (HSV on RGB, the IR gain, the flip, the IR misregistration warp) on the whole batch
+at once. No RNG here: the plans hold
 every draw. It costs device time and memory: the warp inputs of the batch are alive together, in canvases kept
 from one batch to the next (a 6-channel 1280x1280 float mosaic is 39 MB, so a batch of 16 at 640 px holds ~0.6 GB
 of them, twice that with mixup on every sample, plus the grids), and it runs in the step (logged as data time).

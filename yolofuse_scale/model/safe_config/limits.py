@@ -17,6 +17,7 @@ a row's ``repeats``           64          Ultralytics ships at most 9 (18 in a Y
 a row's ``from`` entries      64          Concat/Detect read a handful of layers
 any other numeric argument    4,096       twice the largest Ultralytics ships (2,048: HGBlock, AIFI)
 ``kpt_shape``                 4,096 x 2-3 keypoints x (x, y[, visibility]); COCO: 17 x 3
+``FlowAlign``'s ``reach``     (0, 64]     cells of its map: a P5 map of a 2,048 px image is 64 wide; 0 divides by 0
 ============================  ==========  ===================================================================
 
 Every refusal is one :class:`ModelConfigError` that names the source, the key and the value, the value quoted
@@ -41,6 +42,7 @@ MAX_REPEATS = 64
 MAX_FROM = 64
 MAX_ARGS = 32  #: arguments of one row
 MAX_ARG = 4096  #: magnitude of any other numeric argument
+MAX_FLOW_REACH = 64.0  #: FlowAlign's largest offset, in cells of its map (align.py)
 MAX_SCALES = 16
 
 

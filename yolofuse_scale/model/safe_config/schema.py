@@ -20,6 +20,7 @@ from yolofuse_scale.model.safe_config.limits import (
     MAX_ARG,
     MAX_ARGS,
     MAX_CAP,
+    MAX_FLOW_REACH,
     MAX_FROM,
     MAX_INPUT_CHANNELS,
     MAX_MULTIPLE,
@@ -40,7 +41,7 @@ from yolofuse_scale.model.safe_config.limits import (
 #: DEFA.yaml and ``--fusion dea``'s DEAPair (attention.py), and YOLOv11-RGBT's input selectors and joins (rgbt.py).
 OUR_MODULES = frozenset({
     "IdentityInput", "ModalitySelector", "ModalConcat",
-    "DEA", "DEAPair", "DEFA", "C2f_BiFocus",
+    "DEA", "DEAPair", "DEFA", "C2f_BiFocus", "FlowAlign",
     "Silence", "SilenceChannel", "ADD", "ChannelToNumber", "NumberToChannel",
 })
 #: Blocks Ultralytics' parser builds that are refused anyway, and why. Every other block it builds was
@@ -209,6 +210,21 @@ def _check_row(row: Any, where: str) -> None:
                                "[1] (RGB) or [2] (IR)")
     if m == "IdentityInput" and args:
         raise ModelConfigError(f"{where}: IdentityInput takes no arguments, got {short(args)}")
+    if m == "FlowAlign":
+        _check_flow_align(args, where)
+
+
+def _check_flow_align(args: list[Any], where: str) -> None:
+    """``FlowAlign`` (align.py): ``[width, hidden, reach]``, the last two optional. Each would otherwise build: a
+    hidden width of 0 silently meant the default, and a reach of 0 divides by zero in every forward (NaN offsets)."""
+    usage = (f"FlowAlign's arguments are [width, hidden width (1 to {MAX_ARG}, or null: width / 4), reach (cells, "
+             f"above 0 and at most {MAX_FLOW_REACH:g})]")
+    if len(args) > 3:
+        raise ModelConfigError(f"{where}: FlowAlign {short(args)}: {usage}")
+    if len(args) > 1 and not (args[1] is None or (is_int(args[1]) and 0 < args[1] <= MAX_ARG)):
+        raise ModelConfigError(f"{where}: FlowAlign hidden width {short(args[1])}: {usage}")
+    if len(args) > 2 and not (is_number(args[2]) and 0 < args[2] <= MAX_FLOW_REACH):
+        raise ModelConfigError(f"{where}: FlowAlign reach {short(args[2])}: {usage}")
 
 
 def _literal_problem(a: Any, bound: int = MAX_ARG) -> str | None:
