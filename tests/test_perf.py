@@ -12,8 +12,8 @@ from accelerate.state import AcceleratorState
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from yolofuse_scale.engine.perf import CommMeter, PrecisionProbe, StepMeter, precision_key, table_peak_flops
+from yolofuse_scale.engine.step_values import non_finite, step_values
 from yolofuse_scale.engine.strategy.accelerator import clip_grad_norm
-from yolofuse_scale.engine.trainer import non_finite, step_values
 
 
 @pytest.mark.parametrize(("label", "tflops"), [

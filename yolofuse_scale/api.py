@@ -13,7 +13,7 @@ Ultralytics' (``batch=16``, ``lr0=0.01``, ``device=[0, 1]``), and goes through t
 raised here as a :class:`~yolofuse_scale.errors.UserError` (a ``ConfigError`` for a bad setting).
 
 Training runs in this process, which is what callbacks need (``add_callback``; the events are
-``engine.trainer.Callback``'s). ``device`` listing several devices starts one worker process per device, as the
+``engine.callbacks.Callback``'s). ``device`` listing several devices starts one worker process per device, as the
 command line does, and returns when they end (callbacks are refused then: they cannot travel to other
 processes; launch the script with torchrun instead, and every process runs them). A script launched by
 torchrun trains in each of its processes, like ``train.py``.
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from yolofuse_scale.config.model_file import builtin_model
-from yolofuse_scale.engine.trainer import Callback
+from yolofuse_scale.engine.callbacks import Callback
 from yolofuse_scale.errors import ConfigError, UserError
 
-#: Callback events (engine.trainer.Callback's methods) and Ultralytics' names for the same moments
+#: Callback events (engine.callbacks.Callback's methods) and Ultralytics' names for the same moments
 EVENTS = ("on_train_start", "on_epoch_start", "on_step_end", "on_epoch_end", "on_fit_end")
 ULTRALYTICS_EVENTS = {"on_train_epoch_start": "on_epoch_start", "on_train_batch_end": "on_step_end",
                       "on_fit_epoch_end": "on_epoch_end", "on_train_end": "on_fit_end"}

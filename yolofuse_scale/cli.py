@@ -107,7 +107,7 @@ class TrainResult(NamedTuple):
 
 
 def run_train(args: argparse.Namespace, callbacks: Sequence = ()) -> int:
-    """Train as ``args`` say; ``callbacks``: engine.trainer.Callback hooks (benchmarks use them). The exit code."""
+    """Train as ``args`` say; ``callbacks``: engine.callbacks.Callback hooks (benchmarks use them). The exit code."""
     return train(args, callbacks).code
 
 

@@ -1,4 +1,4 @@
-"""The loop's events told to Ray, from inside each Ray Train worker: a :class:`~yolofuse_scale.engine.trainer.Callback`.
+"""The loop's events told to Ray, from inside each Ray Train worker: a :class:`~yolofuse_scale.engine.callbacks.Callback`.
 
 - **Every checkpoint is reported to Ray Train** (``ray.train.report``), once it is complete on every rank. The
   checkpoint folder already lies in Ray's experiment folder (the run folder is that folder: ``driver.py``), so
@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from yolofuse_scale.engine.trainer import Callback
+from yolofuse_scale.engine.callbacks import Callback
 
 #: validation metrics reported with an epoch end's checkpoint (scalars; per-class tables stay in metrics.json)
 REPORTED_METRICS = ("mAP50", "mAP50-95", "precision", "recall", "fitness")

@@ -5,6 +5,12 @@ micro-batch gradients, clip, step, update the EMA, log; at each epoch end valida
 Distributed specifics live in ``strategy/``; what a step's gradient means lives in ``task.py``;
 which samples a rank sees lives in ``data/sampler.py``; what a step measures (times, bytes, MFU) lives in
 ``perf.StepMeter``. A step reads device values on the host once (``step_values``), after its one all-reduce.
+
+Why one file of ~560 lines (above the package's ~450): it is the algorithm and the set-up the algorithm reads
+(``_build_data``, ``_build_model``, ``_load``: which feed, which model, where the run resumes). Split apart, each
+of the ~60 knobs they hand to the loop would cross one more interface, and the loop would no longer read top to
+bottom. What is not the loop lives beside it: ``state.py`` (what a checkpoint saves), ``callbacks.py``,
+``step_values.py``, ``course.py``, ``outputs.py``, ``runlog.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object, set_seed
@@ -30,7 +36,7 @@ from yolofuse_scale.data.modality import ground_truth
 from yolofuse_scale.data.sampler import ShardSampler, StepShardedBatchSampler
 from yolofuse_scale.engine import checkpoint as ckpt
 from yolofuse_scale.engine import course, guards
-from yolofuse_scale.engine.early_stop import EarlyStopping
+from yolofuse_scale.engine.callbacks import Callback
 from yolofuse_scale.engine.ema import ShardedEMA
 from yolofuse_scale.engine.evaluate import evaluate
 from yolofuse_scale.engine.optim import Schedule, build_optimizer, effective_lr_wd
@@ -47,6 +53,8 @@ from yolofuse_scale.engine.perf import (
 )
 from yolofuse_scale.engine.run_dir import resolve_output_dir
 from yolofuse_scale.engine.runlog import make_log
+from yolofuse_scale.engine.state import TrainState
+from yolofuse_scale.engine.step_values import NonFiniteError, non_finite, step_values
 from yolofuse_scale.engine.storage import is_writer, writer_first
 from yolofuse_scale.engine.strategy.accelerator import build_accelerator, clip_grad_norm, prepare_model, unwrap
 from yolofuse_scale.engine.strategy.batchnorm import sync_batchnorm_buffers
@@ -58,82 +66,6 @@ from yolofuse_scale.errors import ConfigError, DistributedSetupError
 from yolofuse_scale.model import build_model, model_summary
 from yolofuse_scale.model.pretrained import apply_pretrained
 from yolofuse_scale.weights import plain_meta, write_weights
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss or gradient became NaN/inf; the message names the step, the rank(s) and the batch files."""
-
-
-class TrainState:
-    """Loop position and EMA, saved in every checkpoint as JSON + safetensors (nothing pickled)."""
-
-    def __init__(self, ema: ShardedEMA | None):
-        self.step = 0  # optimizer steps done
-        self.epoch = 0  # current epoch
-        self.step_in_epoch = 0  # optimizer steps done inside the current epoch
-        self.best_fitness = -1.0
-        self.early_stopping = EarlyStopping()  # --patience's count (engine/early_stop.py)
-        self.metrics: dict[str, Any] = {}  # the last validation's, for metrics.json after a resume
-        self.ema = ema
-        self.world_size, self.distributed_type = 1, "NO"  # of the run that writes the checkpoint
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "best_fitness": self.best_fitness, "ema_updates": self.ema.updates if self.ema else None,
-                "world_size": self.world_size, "distributed_type": self.distributed_type,
-                "metrics": plain_meta(self.metrics), "early_stopping": self.early_stopping.to_json()}
-
-    def restore(self, d: dict[str, Any], ema: dict[str, torch.Tensor] | None, model: torch.nn.Module) -> None:
-        self.step, self.epoch, self.step_in_epoch = d["step"], d["epoch"], d["step_in_epoch"]
-        self.best_fitness = d["best_fitness"]
-        self.early_stopping.restore(d.get("early_stopping"), self.epoch, self.best_fitness)
-        self.metrics = d.get("metrics", {})
-        if self.ema is not None:
-            if ema is None:
-                raise ckpt.CheckpointError("the checkpoint has no EMA weights but this run keeps an EMA (--ema)")
-            self.ema.load_full(ema, model, d["ema_updates"])
-
-
-class Callback:
-    """Hooks the loop calls on every rank, in this order; subclass and override the ones you need (the rest do
-    nothing), or pass any object with some of these methods. docs/training.md ("Callbacks") lists them.
-
-    ``on_train_start(trainer)``: once per launch, after the resume (if any) is loaded, before the first step;
-    ``trainer.state`` holds the position (step, epoch), ``trainer.cfg`` the settings, ``trainer.out`` the folder.
-    ``on_epoch_start(epoch)``: entering the epoch's loop, just before its step clock starts (0-based epoch).
-    ``on_step_end(record)``: after each optimizer step (and EMA update), before ``record`` is written to
-    train_log.jsonl (by the main process): keys a callback adds are logged with the step. Neither hook
-    runs inside a step's ``step_time_s``. benchmarks/compare_ultralytics.py reads the CPU clock in both.
-    ``on_epoch_end(epoch, metrics)``: after the epoch's validation and checkpoint (0-based epoch); ``metrics``:
-    that epoch's validation (mAP50, mAP50-95, precision, recall, fitness, per_class, ...), ``{}`` when the epoch
-    was not validated (--no-val). Not called for an epoch that --max-steps cuts short.
-    ``on_fit_end(metrics)``: once per launch, after metrics.json is written: the last validation's metrics (those
-    of metrics.json), however the run ended (its epochs, --max-steps, --patience).
-    ``on_checkpoint(path, state, metrics)``: after each checkpoint is complete on every rank (epoch ends,
-    ``--save-every-steps``, a ``--max-steps`` stop): ``path`` its ``checkpoints/step_<n>`` folder, ``state`` the
-    loop position (``step``, ``epoch``: epochs done, ``step_in_epoch``: 0 at an epoch end), ``metrics`` the
-    validation of these very weights, its losses included (``box_loss``, ...; ``{}`` when this step was not
-    validated). The Ray engine reports each
-    checkpoint to Ray Train from here (``cluster/report.py``); a callback may leave this hook out.
-    """
-
-    def on_train_start(self, trainer: Trainer) -> None:
-        pass
-
-    def on_epoch_start(self, epoch: int) -> None:
-        pass
-
-    def on_step_end(self, record: dict[str, Any]) -> None:
-        pass
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> None:
-        pass
-
-    def on_fit_end(self, metrics: dict[str, Any]) -> None:
-        pass
-
-    def on_checkpoint(self, path: Path, state: TrainState, metrics: dict[str, Any]) -> None:
-        pass
 
 
 class Trainer:
@@ -637,52 +569,3 @@ class Trainer:
             hook = getattr(cb, "on_checkpoint", None)
             if hook is not None:
                 hook(path, state, fresh)
-
-
-def non_finite(objective: torch.Tensor, grad_norm: torch.Tensor | float, check_norm: bool) -> torch.Tensor:
-    """1.0 if the step's backprop objective (or, with ``check_norm``, its gradient norm) is NaN/inf, else 0.0.
-
-    Computed on the device (no ``bool()`` of a tensor): the flag travels in the step's all-reduce and
-    reaches the host with the losses, in :func:`step_values`'s one copy.
-    """
-    bad = ~torch.isfinite(objective)
-    if check_norm and isinstance(grad_norm, torch.Tensor):
-        bad = bad | ~torch.isfinite(grad_norm.detach())
-    elif check_norm and not math.isfinite(grad_norm):  # DeepSpeed may report the norm as a Python float
-        bad = torch.ones_like(bad)
-    return bad.float()
-
-
-class StepValues(NamedTuple):
-    """What a step logs of its losses and gradient, on the host; ``non_finite``: some rank's flag was set."""
-
-    losses: dict[str, float]
-    grad_norm: float
-    non_finite: bool
-
-
-def step_values(reduced: torch.Tensor, grad_norm: torch.Tensor | float, accum: int,
-                names: tuple[str, ...]) -> StepValues:
-    """The step's logged losses, its gradient norm and the non-finite flag, in one device->host copy.
-
-    ``reduced``: the all-reduced sums (loss items, backprop objective, flag). ``names`` (box/cls/dfl, or
-    box/cls/l1 for a reg_max 1 head) are Ultralytics' loss items (gain-weighted, per batch, as its
-    progress bar and results.csv show them), averaged over the step's micro-batches and ranks; ``loss``
-    is their sum, the number to compare with Ultralytics. ``loss_backprop`` is what was backpropagated:
-    ``nbs`` x the per-batch loss (see ``engine/task.py``), i.e. ``nbs x loss`` up to rounding. Sums and
-    quotients are taken on the device in the sums' dtype, then widened to float64 (exact), so the
-    logged numbers are the ones a ``float()`` of each would give.
-    """
-    items = reduced[: len(names)] / accum
-    parts = [items.sum().reshape(1), items, reduced[-2:]]
-    norm_here = isinstance(grad_norm, torch.Tensor) and grad_norm.device == reduced.device
-    if norm_here:
-        parts.append(grad_norm.detach().reshape(1))
-    # host sync: the step's one device->host copy, before the optimizer step (a non-finite step must not
-    # update); it waits for the step's queued forward, backward and all-reduce, which the step needs anyway.
-    values = torch.cat([p.double() for p in parts]).tolist()
-    n = len(names)
-    loss, named, backprop, flag = values[0], values[1: n + 1], values[n + 1], values[n + 2]
-    norm = values[n + 3] if norm_here else float(grad_norm)  # a Python float or a host tensor: no device sync
-    return StepValues({"loss": loss, **dict(zip(names, named)), "loss_backprop": backprop}, norm, flag > 0)
-
