@@ -28,32 +28,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from yolofuse_scale.bench.measure import summarize_log  # noqa: E402
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_METRICS_ENABLED": "0",
            "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_AUTH_MODE": "token"}
-
-#: a local cluster held by a child process for the "standing cluster" arm (as tests/conftest.py's)
-HOLDER = """
-import sys
-import ray
-ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, logging_level="ERROR")
-print(ray.get_runtime_context().gcs_address, flush=True)
-sys.stdin.read()
-ray.shutdown()
-"""
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,24 +60,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def timed_run(cmd: list[str], env: dict[str, str], run_dir: Path, log: Path, timeout: float = 900) -> dict:
-    """Run ``cmd``; its wall time and the time until ``run_dir/train_log.jsonl`` holds a line."""
-    first = None
+    """Run ``cmd`` through the shared launcher (``common.run_command``: its timeout stops the whole tree); its wall
+    time, and when ``run_dir/train_log.jsonl`` first held a line (polled every 20 ms from a thread beside it)."""
+    first: list[float] = []
+    done = threading.Event()
     t0 = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def watch() -> None:
         train_log = run_dir / "train_log.jsonl"
-        while proc.poll() is None:
-            if first is None and train_log.is_file() and train_log.stat().st_size > 0:
-                first = time.perf_counter() - t0
-            if time.perf_counter() - t0 > timeout:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise RuntimeError(f"{' '.join(cmd)} ran past {timeout} s; see {log}")
+        while not done.is_set():
+            if train_log.is_file() and train_log.stat().st_size > 0:
+                first.append(time.perf_counter() - t0)
+                return
             time.sleep(0.02)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")
-    return {"wall_s": round(wall, 2), "first_step_s": round(first, 2) if first is not None else None}
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    run = common.run_command(cmd, env, timeout, log=log)
+    done.set()
+    watcher.join()
+    if not run.ok:
+        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}:\n{run.output[-3000:]}")
+    return {"wall_s": round(run.wall_s, 2), "first_step_s": round(first[0], 2) if first else None}
 
 
 def launch_arms(args: argparse.Namespace, data: Path, work: Path, env: dict[str, str]) -> list[dict]:
@@ -97,11 +89,11 @@ def launch_arms(args: argparse.Namespace, data: Path, work: Path, env: dict[str,
     flags = ["--data", str(data), "--model", args.model, "--imgsz", str(args.imgsz), "--batch-size",
              str(args.batch_size), "--max-steps", str(args.steps), "--epochs", "100", "--no-val", "--workers", "0",
              "--seed", "0", "--log-every", "1000"]
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "2"], env=env, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)
-    address = holder.stdout.readline().strip()
-    if not address:
-        raise RuntimeError("the standing Ray cluster did not start")
+    # the standing cluster: a local Ray cluster this process starts and holds (its driver), which the runs join
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    address = ray.get_runtime_context().gcs_address
     rows = []
     try:
         for r in range(args.repeats):
@@ -111,24 +103,20 @@ def launch_arms(args: argparse.Namespace, data: Path, work: Path, env: dict[str,
                 if arm == "torchrun":
                     cmd = common.train_command([*flags, "--output-dir", str(out)], "torchrun", 2)
                 else:
-                    ray = ["--engine", "ray", "--ray-workers", "2", "--ray-cpus-per-worker", "1"]
+                    ray_flags = ["--engine", "ray", "--ray-workers", "2", "--ray-cpus-per-worker", "1"]
                     if arm == "ray_standing":
-                        ray += ["--ray-address", address]
-                    cmd = common.train_command([*flags, *ray, "--output-dir", str(out)], "python", 1)
+                        ray_flags += ["--ray-address", address]
+                    cmd = common.train_command([*flags, *ray_flags, "--output-dir", str(out)], "python", 1)
                 work.mkdir(parents=True, exist_ok=True)
                 row = {"arm": arm, "repeat": r, **timed_run(cmd, env, out, work / f"{arm}_{r}.log")}
                 steps = common.read_log(out)
-                row.update(images_per_s=round(common.summarize_log(steps, args.warmup, 2 * args.batch_size)
+                row.update(images_per_s=round(summarize_log(steps, args.warmup, 2 * args.batch_size)
                                               ["images_per_s"], 1), steps=len(steps))
                 print(f"{arm:>13} repeat {r}: wall {row['wall_s']:6.1f} s, first step at {row['first_step_s']:5.1f} s, "
                       f"{row['images_per_s']:6.1f} images/s", flush=True)
                 rows.append(row)
     finally:
-        holder.stdin.close()
-        try:
-            holder.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(holder.pid, signal.SIGKILL)
+        ray.shutdown()
     return rows
 
 
@@ -163,12 +151,11 @@ def sweep_arms(args: argparse.Namespace, data: Path, work: Path, env: dict[str, 
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "yolofuse_scale", "tune", "--space", str(space), *flags, "--output-dir",
            str(tune_dir / "exp")]
-    with open(tune_dir / "tune.log", "w") as f:
-        done = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, stdout=f,
-                              stderr=subprocess.STDOUT, timeout=1800)
+    done = common.run_command(cmd, {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, 1800,
+                              log=tune_dir / "tune.log")
     tune_wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise RuntimeError(f"tune failed; see {tune_dir / 'tune.log'}")
+    if not done.ok:
+        raise RuntimeError(f"tune failed; see {tune_dir / 'tune.log'}:\n{done.output[-3000:]}")
     trials = list(csv.DictReader((tune_dir / "exp" / "results.csv").open()))
     print(f"tune (ASHA): 4 trials in {tune_wall:.1f} s", flush=True)
     return {"lrs": lrs, "epochs": args.sweep_epochs, "sequential_wall_s": round(seq_wall, 1), "sequential": seq,

@@ -140,10 +140,11 @@ BENCHMARKS = sorted([*(p for p in (ROOT / "benchmarks").rglob("*.py") if p.name 
                        if p.name not in ("launch.py", "environment.py", "__init__.py"))])
 #: the files that launch trainings (the others measure in process, or only read or render results)
 LAUNCHERS = {"benchmarks/memory.py", "benchmarks/activation_checkpointing.py", "benchmarks/fusion_study.py",
-             "benchmarks/compare/runs.py", "yolofuse_scale/bench/measure.py", "yolofuse_scale/bench/collectives.py"}
+             "benchmarks/compare/runs.py", "yolofuse_scale/bench/measure.py", "yolofuse_scale/bench/collectives.py",
+             "benchmarks/ray_overhead.py"}
 #: the files that write a benchmark's results: each carries the shared environment record
 RECORDERS = {"benchmarks/memory.py", "benchmarks/activation_checkpointing.py", "benchmarks/fusion_study.py",
-             "benchmarks/compare_ultralytics.py", "yolofuse_scale/bench/sweep.py"}
+             "benchmarks/compare_ultralytics.py", "yolofuse_scale/bench/sweep.py", "benchmarks/ray_overhead.py"}
 
 
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.relative_to(ROOT).as_posix())
