@@ -41,13 +41,15 @@ demo: install
 	$(BIN)/yolofuse-scale val --weights $$out/train/weights/best.pt --data $$out/data/data.yaml --imgsz 128; \
 	echo "weights: $$out/train/weights/{best,last}.pt  metrics: $$out/train/metrics.json  log: $$out/train/train_log.jsonl"
 
+# Two pytest-xdist workers (this project's CI machine has 2 cores): a module's tests stay on one worker, and the
+# cached trainings of tests/conftest.py are made once for both (a shared folder under a file lock).
 test: install
-	$(BIN)/python -m pytest tests -q --durations=25
+	$(BIN)/python -m pytest tests -q -n 2 --dist loadgroup --durations=25
 
 # Tests marked slow (trainings, multi-process launches, the wheel build; launch in tests/helpers.py refuses an
 # unmarked one) are left out: what is left checks units and CLI errors in a few minutes.
 test-fast: install
-	$(BIN)/python -m pytest tests -q -m "not slow" --durations=10
+	$(BIN)/python -m pytest tests -q -m "not slow" -n 2 --dist loadgroup --durations=10
 
 lint: install
 	$(BIN)/ruff check yolofuse_scale tests benchmarks train.py

@@ -2,17 +2,25 @@
 
 Multi-process runs cost seconds each on 2 cores, and several tests read the same run (its weights,
 its log, its checkpoints), so every run is launched at most once per session, keyed by its launcher
-and arguments. Runs use the tiny model scale, 64 px images and validation off unless a test needs it.
+and arguments. Under pytest-xdist (``make test`` runs 2 workers) "once per session" holds across the
+workers too: the dataset and the cached runs live in a folder the workers share (``_shared``), and the
+first worker to need one builds it under a file lock while the other waits for it instead of training it
+again. Runs use the tiny model scale, 64 px images and validation off unless a test needs it.
 What test modules import (``launch``, ``ENV``, ``ROOT``, ...) is in tests/helpers.py: pytest imports this
 file as ``conftest``, and a test module importing ``tests.conftest`` would get a second copy of it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +43,42 @@ def _current_test(request):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that read cached training runs are ``slow`` (``make test-fast`` leaves them out)."""
+    """Tests that read cached training runs are ``slow`` (``make test-fast`` leaves them out).
+
+    pytest-xdist groups (``make test``: ``-n 2 --dist loadgroup``): a module's tests stay on one worker, so its
+    module-scoped runs are made once; the modules that use the session's Ray cluster share one group, so one
+    worker starts one cluster (two local clusters on 2 cores would only fight over them)."""
+    ray_modules = {item.module.__name__ for item in items if "ray_cluster" in getattr(item, "fixturenames", ())}
     for item in items:
         if "train_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("xdist_group") is None:
+            module = item.module.__name__
+            item.add_marker(pytest.mark.xdist_group("ray" if module in ray_modules else module))
+
+
+@contextlib.contextmanager
+def _shared(tmp_path_factory, name: str) -> Iterator[Path]:
+    """``<shared>/name``, held under an exclusive lock: the one folder every xdist worker of this session sees
+    (the base temp folder's parent under xdist, which gives each worker a folder of its own in it). The caller
+    builds the content unless its ``DONE`` marker is there, and writes the marker last."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
+        yield root / name
+
+
+def _once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The shared folder ``name``, built by ``build(folder)`` by the first worker that asks (see ``_shared``)."""
+    with _shared(tmp_path_factory, name) as folder:
+        if not (folder / "DONE").is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that died while building left
+            folder.mkdir()
+            build(folder)
+            (folder / "DONE").touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -47,21 +87,36 @@ def tiny_data(tmp_path_factory) -> Path:
 
     # 128 px: at 64 px the synthetic people are ~12 px tall and an untrained YOLO's first box guesses
     # (~160 px) overlap nothing, so the assigner has no signal for many steps.
-    return write_synthetic_dataset(tmp_path_factory.mktemp("data"), n_train=128, n_val=32, imgsz=128, seed=0)
+    folder = _once(tmp_path_factory, "data", lambda d: write_synthetic_dataset(d, n_train=128, n_val=32, imgsz=128,
+                                                                                seed=0))
+    return folder / "data.yaml"
 
 
 @pytest.fixture(scope="session")
 def train_run(tiny_data, tmp_path_factory):
-    """``train_run(launcher, nproc, grad_accum, *extra)`` -> Run, launched once per session per key."""
+    """``train_run(launcher, nproc, grad_accum, *extra)`` -> Run, launched once per session per key (across the
+    xdist workers: the run folder and its output are shared, ``_shared``)."""
     cache: dict[tuple, Run] = {}
 
     def get(launcher: str, nproc: int, grad_accum: int, *extra: str) -> Run:
         key = (launcher, nproc, grad_accum, *extra)
         if key not in cache:
-            out = tmp_path_factory.mktemp(f"run_{launcher}{nproc}x{grad_accum}")
-            args = ["train.py", "--data", str(tiny_data), *BASE_ARGS, "--grad-accum", str(grad_accum),
-                    "--output-dir", str(out), *extra]
-            cache[key] = launch(launcher, nproc, args, out)
+            name = f"run_{launcher.replace(':', '_')}{nproc}x{grad_accum}_" + \
+                hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
+            with _shared(tmp_path_factory, name) as out:
+                record = out.parent / f"{name}.json"
+                if record.is_file():  # trained by this or another worker: its output as it was printed
+                    r = json.loads(record.read_text())
+                    proc = subprocess.CompletedProcess(r["args"], r["returncode"], r["stdout"], r["stderr"])
+                    cache[key] = Run(out, proc)
+                else:
+                    shutil.rmtree(out, ignore_errors=True)
+                    args = ["train.py", "--data", str(tiny_data), *BASE_ARGS, "--grad-accum", str(grad_accum),
+                            "--output-dir", str(out), *extra]
+                    run = launch(launcher, nproc, args, out)
+                    record.write_text(json.dumps({"args": list(map(str, run.proc.args)), "stdout": run.proc.stdout,
+                                                  "returncode": run.proc.returncode, "stderr": run.proc.stderr}))
+                    cache[key] = run
         return cache[key]
 
     return get
@@ -74,12 +129,14 @@ def small_run(tmp_path_factory) -> Path:
     session, not once per module: it costs ~10 s on 2 cores."""
     from yolofuse_scale.data import write_synthetic_dataset
 
-    data = write_synthetic_dataset(tmp_path_factory.mktemp("small_run_data"), n_train=8, n_val=4, imgsz=64, seed=0)
-    out = tmp_path_factory.mktemp("bad_input_run")
-    proc = run_cli("train.py", "--data", str(data), "--model", "yolov8t", "--fusion", "mid", "--imgsz", "64",
-                   "--batch-size", "4", "--epochs", "1", "--workers", "0", "--no-val", "--output-dir", str(out))
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    return out
+    def build(folder: Path) -> None:
+        data = write_synthetic_dataset(folder / "data", n_train=8, n_val=4, imgsz=64, seed=0)
+        proc = run_cli("train.py", "--data", str(data), "--model", "yolov8t", "--fusion", "mid", "--imgsz", "64",
+                       "--batch-size", "4", "--epochs", "1", "--workers", "0", "--no-val", "--output-dir",
+                       str(folder / "run"))
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+    return _once(tmp_path_factory, "small_run", build) / "run"
 
 
 def write_obb_copy(data_yaml: Path, out: Path) -> Path:
