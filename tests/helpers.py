@@ -134,3 +134,19 @@ def train_yaml_briefly(data: Path, model_yaml: Path, out: Path) -> Run:
     assert (out / "weights" / "last.pt").is_file()
     return run
 
+
+def assert_recompute_gives_the_same_gradients(model, checkpointed, batch) -> None:
+    """One training step's backward in ``model`` and in ``checkpointed`` (its copy with activation checkpointing
+    applied): every gradient equal to the bit, since recomputation replays the same kernels on the same inputs."""
+    import torch
+
+    from yolofuse_scale.engine.task import DetectionTask
+
+    for m in (model, checkpointed):
+        m.train()
+        loss, _ = DetectionTask(m, nbs=64).step(m, batch)
+        loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    for n, p in checkpointed.named_parameters():
+        if n in grads:
+            torch.testing.assert_close(p.grad, grads[n], rtol=0, atol=0, msg=n)

@@ -17,6 +17,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers import assert_recompute_gives_the_same_gradients
 from tests.test_model import _batch
 from tests.test_pretrained import our_random_weights_file
 from yolofuse_scale.engine.task import DetectionTask
@@ -122,15 +123,7 @@ def test_alignment_is_an_fsdp_unit_and_recomputed_under_activation_checkpointing
     apply_activation_checkpointing(ac)
     blocks = [m for m in ac.modules() if isinstance(m, FlowAlign)]
     assert blocks and all(isinstance(m.forward, functools.partial) for m in blocks)
-    batch = _batch(4)
-    for m in (model, ac):
-        m.train()
-        loss, _ = DetectionTask(m, nbs=64).step(m, batch)
-        loss.backward()
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    for n, p in ac.named_parameters():
-        if n in grads:
-            torch.testing.assert_close(p.grad, grads[n], rtol=0, atol=0, msg=n)
+    assert_recompute_gives_the_same_gradients(model, ac, _batch(4))
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import torch
 from ultralytics.nn.modules import Conv
 from ultralytics.nn.tasks import DetectionModel
 
+from tests.helpers import assert_recompute_gives_the_same_gradients
 from tests.test_model import _batch
 from tests.test_pretrained import (
     YOLO11_LAYERS,
@@ -25,7 +26,6 @@ from tests.test_pretrained import (
     our_random_weights_file,
     write_ultralytics_checkpoint,
 )
-from yolofuse_scale.engine.task import DetectionTask
 from yolofuse_scale.model import build_model, model_summary
 from yolofuse_scale.model.attention import DEAPair, DEAPairLayer
 from yolofuse_scale.model.pretrained import apply_pretrained
@@ -167,15 +167,7 @@ def test_attention_is_an_fsdp_unit_and_recomputed_under_activation_checkpointing
     blocks = [m for m in ac.modules() if isinstance(m, DEAPair)]
     assert apply_activation_checkpointing(ac) == sum(type(m).__name__ in RECOMPUTE_UNITS for m in ac.modules())
     assert len(blocks) == 3 and all(isinstance(m.forward, functools.partial) for m in blocks)
-    batch = _batch(4)
-    for m in (model, ac):
-        m.train()
-        loss, _ = DetectionTask(m, nbs=64).step(m, batch)
-        loss.backward()
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    for n, p in ac.named_parameters():
-        if n in grads:
-            torch.testing.assert_close(p.grad, grads[n], rtol=0, atol=0, msg=n)
+    assert_recompute_gives_the_same_gradients(model, ac, _batch(4))
     for (n, a), b in zip(model.state_dict().items(), ac.state_dict().values()):
         assert torch.equal(a, b), n  # running statistics updated once, as without checkpointing
 

@@ -1,4 +1,4 @@
-"""The loop's events told to Ray, from inside each Ray Train worker: a :class:`~yolofuse_scale.engine.callbacks.Callback`.
+"""The loop's events told to Ray, from inside each Ray Train worker: an ``engine.callbacks.Callback``.
 
 - **Every checkpoint is reported to Ray Train** (``ray.train.report``), once it is complete on every rank. The
   checkpoint folder already lies in Ray's experiment folder (the run folder is that folder: ``driver.py``), so

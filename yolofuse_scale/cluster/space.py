@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from yolofuse_scale.config import RunConfig
-from yolofuse_scale.config.file import _typed
+from yolofuse_scale.config.file import _typed, safe_yaml
 from yolofuse_scale.config.sections import SECTION_OF, SECTIONS, knobs
 from yolofuse_scale.errors import ConfigError
 
@@ -135,15 +135,7 @@ def _load(path: str) -> tuple[dict, dict[tuple, int]]:
         raise ConfigError(f"--space {path}: cannot read it ({e.strerror or e})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"--space {path}: not a text file (UTF-8)") from None
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: not a valid sweep YAML ({getattr(e, 'problem', None) or e})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply") from None
+    data, root = safe_yaml(text, path, "sweep")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with {', '.join(TOP_KEYS)} (a 'space' at least), got "
                           f"{type(data).__name__}")

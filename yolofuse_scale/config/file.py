@@ -102,14 +102,7 @@ def _load(path: str) -> tuple[dict[str, Any], dict[tuple, int]]:
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError(f"--config {path}: cannot read it ({e.strerror or e})") from None
-    try:
-        d = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{path}{line}: not a valid config YAML ({problem})") from None
+    d, root = safe_yaml(text, path, "config")
     if d is None:
         return {}, {}
     if not isinstance(d, dict):
@@ -120,6 +113,20 @@ def _load(path: str) -> tuple[dict[str, Any], dict[tuple, int]]:
         for name, _ in sub.value if isinstance(sub, yaml.MappingNode) else []:
             lines[(key.value, name.value)] = name.start_mark.line + 1
     return d, lines
+
+
+def safe_yaml(text: str, path: str | Path, what: str) -> tuple[Any, Any]:
+    """``text`` loaded safely (no tag builds an object) and composed (its nodes carry the lines), for a ``what``
+    file (config, sweep): a YAML error is one ConfigError naming the file, its line and the problem, and so is a
+    file nested past Python's recursion limit."""
+    try:
+        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not a valid {what} YAML ({getattr(e, 'problem', None) or e})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
 
 
 def _typed(value: Any, default: Any, what: str) -> Any:
