@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 NPROC ?= 2
 
-.PHONY: install demo test test-fast lint clean wheels
+.PHONY: install demo test test-fast test-nightly test-all lint clean wheels
 
 install: $(STAMP)
 
@@ -44,12 +44,22 @@ demo: install
 # Two pytest-xdist workers (this project's CI machine has 2 cores): a module's tests stay on one worker, and the
 # cached trainings of tests/conftest.py are made once for both (a shared folder under a file lock).
 test: install
+	$(BIN)/python -m pytest tests -q -m "not nightly" -n 2 --dist loadgroup --durations=25
+
+# The nightly tier: the remaining cells of the exhaustive matrices (each strategy x direction of a world-size
+# change, each strategy of a kill/restart, ZeRO-3 offload's parity, ...). CI runs one cell of each dimension
+# (make test); run this before a release or after touching a strategy (~5 min on a 2-core VM).
+test-nightly: install
+	$(BIN)/python -m pytest tests -q -m nightly -n 2 --dist loadgroup --durations=10
+
+# Everything: make test + make test-nightly in one session.
+test-all: install
 	$(BIN)/python -m pytest tests -q -n 2 --dist loadgroup --durations=25
 
 # Tests marked slow (trainings, multi-process launches, the wheel build; launch in tests/helpers.py refuses an
 # unmarked one) are left out: what is left checks units and CLI errors in a few minutes.
 test-fast: install
-	$(BIN)/python -m pytest tests -q -m "not slow" -n 2 --dist loadgroup --durations=10
+	$(BIN)/python -m pytest tests -q -m "not slow and not nightly" -n 2 --dist loadgroup --durations=10
 
 lint: install
 	$(BIN)/ruff check yolofuse_scale tests benchmarks train.py

@@ -34,6 +34,16 @@ from tests.bad_input_helpers import run_cli  # noqa: E402
 from tests.helpers import BASE_ARGS, ENV, ROOT, Run, launch  # noqa: E402
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test``: 2 workers on 2 cores) each worker computes on one thread, as the
+    runs it launches do (``OMP_NUM_THREADS=1`` in tests/helpers.py): two workers at torch's default of one
+    thread per core would ask for twice the cores there are."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _current_test(request):
     """``launch`` checks the running test's ``slow`` marker (tests/helpers.py)."""

@@ -98,7 +98,8 @@ STEPS = ["--max-steps", "2", "--no-val", "--lr", "0.002"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "strategy"), [("yolo11t", "fsdp"), ("yolo26t", "zero2")])
+@pytest.mark.parametrize(("model", "strategy"), [("yolo11t", "fsdp"),
+                                                  pytest.param("yolo26t", "zero2", marks=pytest.mark.nightly)])
 def test_family_trains_under_a_sharded_strategy_as_under_ddp(train_run, model, strategy):
     """FSDP2 wraps YOLO11's C3k2/C2PSA blocks (units chosen from the classes the model has); ZeRO-2
     trains YOLO26's two-branch head and E2ELoss: both equal to DDP within float rounding."""

@@ -46,6 +46,7 @@ def test_fusion_study_runs_and_reuses_finished_runs(sequential_study):
     assert r.returncode == 0 and log.stat().st_mtime_ns == before
 
 
+@pytest.mark.nightly  # Ray Train and Tune themselves are CI's (tests/test_ray.py); this is the study's --engine ray
 def test_fusion_study_as_a_ray_sweep_gives_the_sequential_numbers(sequential_study, ray_cluster, tmp_path):
     """--engine ray: the same variants x seeds as one Tune experiment (one Ray Train worker per run): every run
     trains the weights of the sequential runner's, bit for bit, so the study's records are the same numbers."""

@@ -366,7 +366,7 @@ OBB_STEPS = ["--max-steps", "5", "--no-val", "--lr", "0.002"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fsdp", "zero3"])
+@pytest.mark.parametrize("strategy", ["fsdp", pytest.param("zero3", marks=pytest.mark.nightly)])
 def test_obb_trains_under_a_sharded_strategy_as_under_ddp(train_run, tiny_obb_data, strategy):
     """The strategies that look at the model's modules: FSDP2 shards the OBB head as its own unit (model/units.py),
     ZeRO-3 partitions every parameter behind module hooks (the angle branch included). Both train the OBB task as
