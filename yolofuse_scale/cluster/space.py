@@ -192,8 +192,7 @@ class _Reader:
         """``value`` typed as setting ``key`` and accepted by its section's checks (with the base's other values)."""
         if key in FIXED:
             raise self.refuse(where, f"{key} is decided by the experiment for each trial; it is not swept")
-        default = knobs(SECTIONS[SECTION_OF[key]])[key].field.default
-        typed = _typed(value, default, f"{self.at(*where)}: {what}")
+        typed = _typed(value, knobs(SECTIONS[SECTION_OF[key]])[key].field, f"{self.at(*where)}: {what}")
         try:
             RunConfig.from_dict(apply_overrides(self.base, {key: typed}))
         except ConfigError as e:

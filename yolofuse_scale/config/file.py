@@ -17,13 +17,14 @@ without ``version`` too, so a hand-written file need not declare one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
 
-from yolofuse_scale.config.sections import CONFIG_VERSION, SECTION_OF, SECTIONS, knobs
+from yolofuse_scale.config.sections import CONFIG_VERSION, SECTION_OF, SECTIONS, field_type, knobs
 from yolofuse_scale.errors import ConfigError
 
 #: version 1's ``train`` keys that are no setting any more, with why
@@ -67,7 +68,7 @@ def read_config_file(path: str) -> ConfigFile:
             if home in where:
                 raise ConfigError(f"{at}: {name} sets {'.'.join(home)} again ({where[home]} set it already)")
             knob = knobs(SECTIONS[home[0]])[key]
-            values.setdefault(home[0], {})[key] = _typed(value, knob.field.default, f"{at}: {name}")
+            values.setdefault(home[0], {})[key] = _typed(value, knob.field, f"{at}: {name}")
             where[home] = f"{at}: {name}"
     return ConfigFile(values, where)
 
@@ -129,15 +130,16 @@ def safe_yaml(text: str, path: str | Path, what: str) -> tuple[Any, Any]:
         raise ConfigError(f"{path}: nested too deeply") from None
 
 
-def _typed(value: Any, default: Any, what: str) -> Any:
-    """``value`` as the type of the field's ``default``, or a :class:`ConfigError` saying what was expected.
+def _typed(value: Any, f: dataclasses.Field, what: str) -> Any:
+    """``value`` as the type of setting ``f`` (``sections.field_type``), or a :class:`ConfigError` saying what was
+    expected.
 
     YAML guesses types: ``1e-3`` is a string to PyYAML (it wants ``1.0e-3``) and is accepted for a
     number, as the flag would be; ``no``/``off`` are booleans and are refused for a text setting.
     """
-    if value is None and default is None:
+    if value is None and f.default is None:
         return None
-    kind = type(default) if default is not None else str
+    kind = field_type(f)
     if kind is float and isinstance(value, str):
         with contextlib.suppress(ValueError):
             return float(value)

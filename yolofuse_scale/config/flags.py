@@ -35,7 +35,16 @@ from pathlib import Path
 
 from yolofuse_scale.config.file import read_config_file
 from yolofuse_scale.config.model_file import resolve_model_file
-from yolofuse_scale.config.sections import SECTION_OF, SECTIONS, RunConfig, allowed, is_model_file, knobs, type_hints
+from yolofuse_scale.config.sections import (
+    SECTION_OF,
+    SECTIONS,
+    RunConfig,
+    allowed,
+    field_type,
+    is_model_file,
+    knobs,
+    type_hints,
+)
 from yolofuse_scale.engine.trackers import check_installed
 from yolofuse_scale.errors import ConfigError, add_debug_argument
 
@@ -64,9 +73,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                                    help=f"{help_text} (default: {'on' if default else 'off'})")
                 continue
             choices = allowed(type_hints(knob.owner)[knob.path[-1]])
-            kind = type(default) if default is not None else str
+            kind = field_type(knob.field)
             metavar = knob.field.metadata.get("metavar", "N" if kind is int else key.upper())
-            group.add_argument(flag, dest=dest, type=kind, default=None, help=f"{help_text} (default: {default})",
+            shown = knob.field.metadata.get("shown_default", default)
+            group.add_argument(flag, dest=dest, type=kind, default=None, help=f"{help_text} (default: {shown})",
                                choices=[a for a in choices if a is not None] if choices else None,
                                metavar=None if choices else metavar)
 

@@ -37,7 +37,7 @@ from typing import Any, Literal, NamedTuple, NoReturn, get_args, get_origin
 
 import yaml
 
-from yolofuse_scale.data.augment import AugmentRecipe
+from yolofuse_scale.data.augment import MISREGISTRATION, AugmentRecipe
 from yolofuse_scale.data.cache import CacheMode
 from yolofuse_scale.data.scan.records import BadSamplePolicy
 from yolofuse_scale.errors import ConfigError
@@ -46,6 +46,7 @@ from yolofuse_scale.model.variants import (
     FAMILIES,
     SCALE_NAMES,
     Fusion,
+    misregistration_default,
     model_name_task,
     parse_model_name,
     reads_both_modalities,
@@ -103,13 +104,13 @@ class DataConfig:
             if not 0 <= getattr(self.recipe, name) <= 1:
                 _refuse(self.recipe, name, f"--{name} is a probability in [0, 1], got {getattr(self.recipe, name)}")
         _at_least(self.recipe, 0, "close_mosaic", "translate", "scale", "hsv_h", "hsv_s", "hsv_v", "ir_gain",
-                  "ir_shift", "ir_scale", "ir_rotate")
+                  *(k for k in MISREGISTRATION if getattr(self.recipe, k) is not None))  # unset: the fusion's
         for name, high, why in (("ir_shift", 1, "a fraction of the image size"),
                                 ("ir_rotate", 180, "degrees either way")):
-            if getattr(self.recipe, name) > high:
+            if (getattr(self.recipe, name) or 0) > high:
                 _refuse(self.recipe, name, f"{_flag(self.recipe, name)} is {why}, at most {high}, "
                                            f"got {getattr(self.recipe, name)}")
-        if self.recipe.ir_scale >= 1:
+        if (self.recipe.ir_scale or 0) >= 1:
             _refuse(self.recipe, "ir_scale", f"--ir-scale must be below 1 (IR is zoomed by 1 +/- it), "
                                              f"got {self.recipe.ir_scale}")
 
@@ -404,11 +405,26 @@ class RunConfig:
 
     @property
     def training_recipe(self) -> AugmentRecipe:
-        """The recipe the training pairs are augmented with: ``data.recipe``, without its IR misregistration for a
-        model that reads one modality (``--fusion rgb|ir``: ``AugmentRecipe.for_one_modality``)."""
-        recipe = self.data.recipe
-        both = reads_both_modalities(self.model.model, self.model.fusion)
-        return recipe if both or not recipe.misregisters else recipe.for_one_modality()
+        """The recipe the training pairs are augmented with: ``data.recipe`` with each IR misregistration bound the
+        user left unset set to its fusion's default (``AugmentRecipe.for_fusion``: on for the variants that declare
+        ``misregistration``, off for the others and for a model YAML), and without the misregistration for a model
+        that reads one modality (``--fusion rgb|ir``: ``AugmentRecipe.for_one_modality``)."""
+        if not reads_both_modalities(self.model.model, self.model.fusion):
+            return self.data.recipe.for_one_modality()
+        return self.data.recipe.for_fusion(misregistration_default(self.model.model, self.model.fusion))
+
+    def misregistration_line(self) -> str:
+        """What the training recipe's IR misregistration is in this run, and where that comes from (the run's log)."""
+        recipe, fusion = self.training_recipe, f"--fusion {self.model.fusion}"
+        if not reads_both_modalities(self.model.model, self.model.fusion):
+            return f"IR misregistration off: {fusion} reads one modality"
+        unset = [k for k in MISREGISTRATION if getattr(self.data.recipe, k) is None]
+        whose = (f"{fusion}'s default for unset bounds, docs/data.md" if not is_model_file(self.model.model) else
+                 "a model YAML's default for unset bounds") if unset else "as set"
+        if not recipe.misregisters:
+            return f"IR misregistration off ({whose})"
+        return (f"IR misregistration: IR moved against RGB by up to {recipe.ir_shift:g} of the image, zoomed by "
+                f"1 +/- {recipe.ir_scale:g}, rotated by up to {recipe.ir_rotate:g} deg ({whose})")
 
     def to_dict(self) -> dict[str, Any]:
         """``{section: {key: value}}`` with one key per flag (the recipe inline in ``data``): config.yaml's layout."""
@@ -475,6 +491,13 @@ def type_hints(cls: type) -> dict[str, Any]:
 SECTIONS: dict[str, type] = {f.name: type_hints(RunConfig)[f.name] for f in dataclasses.fields(RunConfig)}
 #: every setting's section, by key (a key is a flag, so it is unique across sections)
 SECTION_OF: dict[str, str] = {key: section for section, cls in SECTIONS.items() for key in knobs(cls)}
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """The type a setting's flag and config value take: its default's (``float`` for ``0.02``), or the one its
+    metadata names where the default is ``None`` with a meaning (the IR misregistration bounds: unset is the
+    fusion's default); ``str`` otherwise."""
+    return f.metadata.get("type") or (type(f.default) if f.default is not None else str)
 
 
 def allowed(hint: Any) -> tuple | None:

@@ -49,7 +49,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import cv2
@@ -58,6 +58,13 @@ import torch
 from ultralytics.data.augment import Compose, MixUp, Mosaic, RandomFlip, RandomHSV, RandomPerspective
 
 from yolofuse_scale.data.transforms import PAD_VALUE
+
+#: The IR misregistration a fusion that tolerates it trains with when the user sets no bound (``ir_shift``,
+#: ``ir_scale``, ``ir_rotate``): about 2 % of the image either way, +/-3 % zoom, +/-0.5 degree, the bounds the
+#: misregistration study measured (benchmarks/results/fusion_misreg_2core_cpu).
+MISREGISTRATION = {"ir_shift": 0.015, "ir_scale": 0.03, "ir_rotate": 0.5}
+#: What ``--help`` shows as these bounds' default.
+FUSIONS_DEFAULT = "the fusion's: 0.015/0.03/0.5 or 0"
 
 #: ``--mosaic-partners``: where a mosaic's (and mixup's) partner pairs are drawn from.
 MosaicPartners = Literal["pool", "dataset", "micro_batch"]
@@ -95,13 +102,14 @@ class AugmentRecipe:
     """value (brightness) augmentation gain (RGB only)"""
     ir_gain: float = 0.0
     """IR intensity augmentation: multiply IR by a gain in 1 +/- this (IR only)"""
-    ir_shift: float = 0.0
+    ir_shift: float | None = field(default=None, metadata={"type": float, "shown_default": FUSIONS_DEFAULT})
     """IR misregistration: move IR against RGB by up to +/- this fraction of the image size in x and in y (boxes
-    stay in RGB's frame; all three ir_shift/ir_scale/ir_rotate 0, the default until a study measures it: off; never
-    applied to --fusion rgb|ir; e.g. 0.015 0.015 0.5 for a rig registered to about 1.5%)"""
-    ir_scale: float = 0.0
+    stay in RGB's frame). Unset, each of ir_shift/ir_scale/ir_rotate is the fusion's default: 0.015/0.03/0.5 for
+    the fusions the misregistration study measured it helps (docs/data.md), 0 (off) for the others and for a
+    model YAML; never applied to --fusion rgb|ir; 0 0 0 turns it off"""
+    ir_scale: float | None = field(default=None, metadata={"type": float, "shown_default": FUSIONS_DEFAULT})
     """IR misregistration: zoom IR about the image centre by 1 +/- this (less than 1)"""
-    ir_rotate: float = 0.0
+    ir_rotate: float | None = field(default=None, metadata={"type": float, "shown_default": FUSIONS_DEFAULT})
     """IR misregistration: rotate IR about the image centre by up to +/- this many degrees"""
     close_mosaic: int = 10
     """turn mosaic and mixup off for the last N epochs"""
@@ -118,8 +126,15 @@ class AugmentRecipe:
 
     @property
     def misregisters(self) -> bool:
-        """Whether the IR misregistration is on."""
+        """Whether the IR misregistration is on (an unset bound counts as 0 until :meth:`for_fusion` sets it)."""
         return bool(self.ir_shift or self.ir_scale or self.ir_rotate)
+
+    def for_fusion(self, tolerates: bool) -> AugmentRecipe:
+        """This recipe with each unset misregistration bound set: to :data:`MISREGISTRATION`'s value for a fusion
+        the study found it helps (``tolerates``: the variant's ``misregistration`` in model/variants.py), to 0
+        otherwise. A bound the user set (0 included) is kept."""
+        return replace(self, **{k: (v if tolerates else 0.0) if getattr(self, k) is None else getattr(self, k)
+                                for k, v in MISREGISTRATION.items()})
 
     def for_one_modality(self) -> AugmentRecipe:
         """This recipe for a model that reads one modality (``--fusion rgb|ir``): without the IR misregistration,
@@ -271,7 +286,7 @@ class _IRMisregister:
 
     @classmethod
     def from_recipe(cls, recipe: AugmentRecipe) -> _IRMisregister:
-        return cls(recipe.ir_shift, recipe.ir_scale, recipe.ir_rotate)
+        return cls(recipe.ir_shift or 0.0, recipe.ir_scale or 0.0, recipe.ir_rotate or 0.0)  # unset: 0
 
     def draw(self, h: int, w: int) -> np.ndarray:
         """The 2x3 matrix (IR pixels -> moved IR pixels, as cv2) from one draw of 4 uniforms of the global NumPy

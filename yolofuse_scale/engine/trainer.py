@@ -150,8 +150,8 @@ class Trainer:
         # each split's to_device (--loader device: decode and augment on acc.device, in the step's data time)
         geometry = {"imgsz": d.imgsz, "ir_channels": self.data_cfg.ir_channels, "device": acc.device}
         recipe = cfg.training_recipe
-        if d.augment and recipe != d.recipe:
-            self.log.info(f"IR misregistration off: --fusion {cfg.model.fusion} reads one modality")
+        if d.augment:
+            self.log.info(cfg.misregistration_line())
         train = training_feed(d.loader, train_samples, **geometry, augment=d.augment, recipe=recipe, seed=t.seed,
                               epochs=t.epochs, batch_size=t.batch_size, shuffle=d.shuffle, cache=d.cache,
                               cache_folders=(self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),

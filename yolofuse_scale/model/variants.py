@@ -135,6 +135,13 @@ def reads_both_modalities(model: str, fusion: str) -> bool:
     return parse_model_name(model) is None or VARIANTS[fusion].both
 
 
+def misregistration_default(model: str, fusion: str) -> bool:
+    """Whether ``--model model --fusion fusion`` trains with the recipe's IR misregistration when the user sets no
+    bound: the variant's ``misregistration`` (measured per variant), never for a model YAML (its joins are the
+    user's: set the bounds to train one with it)."""
+    return parse_model_name(model) is not None and VARIANTS[fusion].misregistration
+
+
 def _check_fusion(fusion: str) -> None:
     if fusion not in VARIANTS:
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(VARIANTS)}")
@@ -348,16 +355,20 @@ class Variant(NamedTuple):
     both: bool = True
     """whether the model reads both modalities (False: a single-modality baseline, trained without the recipe's IR
     misregistration, ``AugmentRecipe.for_one_modality``)"""
+    misregistration: bool = False
+    """whether it trains with the recipe's IR misregistration (``data/augment.MISREGISTRATION``) unless the user
+    sets the bounds: True where the misregistration study measured that it helps on a misregistered set and costs
+    nothing beyond the seed spread on an aligned one (benchmarks/results/fusion_misreg_2core_cpu)"""
 
 
 #: The built-in variants, in the order ``--fusion`` lists them.
 VARIANTS: dict[str, Variant] = {
     "data": Variant("stacked input", "RGB and IR stacked as input channels into one model (YOLOFuse's data-level "
-                    "fusion)", _data),
+                    "fusion)", _data, misregistration=True),
     "early": Variant("two stems, fused at P2", "one stem per modality; the two stride-4 maps concatenated, then one "
-                     "trunk, neck and head", _early),
+                     "trunk, neck and head", _early, misregistration=True),
     "mid": Variant("two backbones, fused at P3-P5", "one backbone per modality; P3/P4/P5 concatenated and mixed by a "
-                   "1x1 conv into one neck and head", _mid),
+                   "1x1 conv into one neck and head", _mid, misregistration=True),
     "dea": Variant("mid with cross-modal channel + spatial attention, DEYOLO's DEA, on each P3-P5 pair before its "
                    "fusion", "`mid` with cross-modal attention first: each stream re-weighted by the other (DEYOLO's "
                    "DEA: channel + spatial)", _dea),
@@ -365,10 +376,11 @@ VARIANTS: dict[str, Variant] = {
                     "(decision-level fusion)", _late),
     "early-align": Variant("early with the IR map aligned to RGB's (a predicted flow, align.py) before the join",
                            "`early` with the P2 IR map warped onto RGB's by a predicted per-position offset "
-                           "(`FlowAlign`) before the join", functools.partial(_early, align=True)),
+                           "(`FlowAlign`) before the join", functools.partial(_early, align=True),
+                           misregistration=True),
     "mid-align": Variant("mid with each IR map aligned to RGB's (a predicted flow, align.py) before its join",
                          "`mid` with each P3/P4/P5 IR map warped onto RGB's by a predicted per-position offset "
-                         "(`FlowAlign`) before its join", functools.partial(_mid, align=True)),
+                         "(`FlowAlign`) before its join", functools.partial(_mid, align=True), misregistration=True),
     "rgb": Variant("RGB only: a single-modality baseline", "single-modality baseline: exactly Ultralytics' model "
                    "behind a stream selector (RGB)", functools.partial(_one_stream, "rgb"), both=False),
     "ir": Variant("IR only: a single-modality baseline", "single-modality baseline: exactly Ultralytics' model "
