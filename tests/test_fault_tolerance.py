@@ -12,6 +12,7 @@ import time
 import psutil
 import pytest
 import torch
+import yaml
 
 from tests.helpers import BASE_ARGS, BIN, ENV, ROOT, free_port
 
@@ -59,6 +60,9 @@ def test_killed_rank_restarts_and_finishes_identically(train_run, tiny_data, tmp
     assert killed is not None, "the run ended before a rank could be killed"
     assert job.returncode == 0, text[-4000:]
     assert "resumed from" in text, "the restarted workers continued from a checkpoint"
+    # mid's default recipe moves IR against RGB (model/variants.py), so the restart reproduces those draws too
+    assert "IR misregistration: IR moved against RGB by up to 0.015" in reference.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["ir_shift"] is None  # unset: the fusion's
     a = torch.load(reference.out / "weights" / "last.pt", weights_only=True)
     b = torch.load(out / "weights" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 16
