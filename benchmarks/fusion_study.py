@@ -37,7 +37,8 @@ same seeds (tests/test_fusion_study.py); an interrupted sweep continues when res
 ``--before OTHER/results.json`` adds a before/after table of mAP50-95 to ``results.md`` (the same variants in
 another study: another recipe, another commit) and, per variant that reads both modalities, whether it is at
 or above the best single modality (``rgb``, ``ir``) of its own study (per label policy): the misregistration
-study's target (issue 25; not run yet, its results are meant for ``benchmarks/results/fusion_misreg_2core_cpu``).
+study's target (issue 25: ``benchmarks/results/fusion_misreg_2core_cpu``, both families, hard and easy scenes; a
+variant's default for the misregistration, ``Variant.misregistration``, follows from it).
 """
 
 from __future__ import annotations

@@ -153,39 +153,43 @@ def test_ir_misregistration_moves_ir_only_and_leaves_the_boxes_in_rgbs_frame(sam
     assert moved >= 6, moved
 
 
-def test_misregistration_defaults_to_each_fusions_own_and_never_applies_to_a_model_of_one_modality():
-    """Unset bounds take the fusion's default (on, at MISREGISTRATION's bounds, for the variants that declare it; off
-    for the others and for a model YAML); bounds the user sets, 0 included, are kept for every model that reads
-    both modalities; --fusion rgb|ir train without it, and nothing else of any recipe changes."""
+def test_misregistration_default_follows_the_datas_registration_and_the_fusion():
+    """Unset bounds: on (MISREGISTRATION's) for a ``registration: loose`` set and a variant that declares it, off on
+    an aligned set, for the other variants and for a model YAML; bounds the user sets, 0 included, are kept for
+    every model that reads both modalities; --fusion rgb|ir train without it; nothing else of a recipe changes."""
     from yolofuse_scale.config import ModelConfig, RunConfig
     from yolofuse_scale.data.augment import MISREGISTRATION
     from yolofuse_scale.model.variants import FUSIONS, VARIANTS, reads_both_modalities
 
-    assert not AugmentRecipe().misregisters  # the recipe alone (no fusion yet): off, as every unit test uses it
+    assert not AugmentRecipe().misregisters  # the recipe alone (no data, no fusion yet): off, as unit tests use it
     assert [f for f in FUSIONS if not reads_both_modalities("yolo11n", f)] == ["rgb", "ir"]
     assert reads_both_modalities("my_model.yaml", "mid")
     on = {f for f in FUSIONS if VARIANTS[f].misregistration}
-    assert {"data", "early", "mid"} <= on and not on & {"rgb", "ir"}, on
+    assert on == {"data", "early", "mid", "mid-align"}, on  # what the study measured (docs/data.md)
+    off = dict.fromkeys(MISREGISTRATION, 0.0)
     for model in ("yolo11n", "my_model.yaml"):
         for fusion in FUSIONS if model == "yolo11n" else ["mid"]:
             cfg = RunConfig(model=ModelConfig(model=model, fusion=fusion))
-            got = cfg.training_recipe
-            expected = MISREGISTRATION if model == "yolo11n" and fusion in on else dict.fromkeys(MISREGISTRATION, 0.0)
-            assert {k: getattr(got, k) for k in MISREGISTRATION} == expected, (model, fusion)
-            assert replace(got, **dict.fromkeys(MISREGISTRATION)) == cfg.data.recipe  # nothing else changes
             both = reads_both_modalities(model, fusion)
-            assert ("reads one modality" in cfg.misregistration_line()) == (not both)
-            off = dict.fromkeys(MISREGISTRATION, 0.0)
+            for registration in ("aligned", "loose"):
+                got = cfg.training_recipe(registration)
+                moves = model == "yolo11n" and fusion in on and registration == "loose"
+                assert {k: getattr(got, k) for k in MISREGISTRATION} == (MISREGISTRATION if moves else off)
+                assert replace(got, **dict.fromkeys(MISREGISTRATION)) == cfg.data.recipe  # nothing else changes
+                line = cfg.misregistration_line(registration)
+                assert ("reads one modality" in line) == (not both) and ("IR moved" in line) == moves, line
             for bounds in ({"ir_shift": 0.015, "ir_scale": 0.015, "ir_rotate": 0.5}, off, {"ir_shift": 0.02}):
                 cfg.data.recipe = recipe = replace(AugmentRecipe(), **bounds)
-                got = cfg.training_recipe
+                got = cfg.training_recipe("loose")
                 if not both:
                     assert not got.misregisters, fusion
                     assert replace(got, **{k: getattr(recipe, k) for k in MISREGISTRATION}) == recipe
                     continue
                 assert {k: getattr(got, k) for k in bounds} == bounds, (fusion, bounds)  # the user's bounds kept
-                if len(bounds) == 1:  # the others unset: the fusion's default
+                assert cfg.training_recipe("aligned") == got or len(bounds) == 1  # set bounds ignore the data
+                if len(bounds) == 1:  # the others unset: the default
                     assert got.ir_scale == (MISREGISTRATION["ir_scale"] if fusion in on and model == "yolo11n" else 0)
+                    assert cfg.training_recipe("aligned").ir_scale == 0
 
 
 def test_close_mosaic_turns_mosaic_off_for_the_last_epochs(samples):

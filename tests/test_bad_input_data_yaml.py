@@ -50,6 +50,19 @@ def _one_error_line(err: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), err
 
 
+# ------------------------------------------------------------------------------------------ registration
+@pytest.mark.parametrize("value", ["rough", "yes", "0.01"])
+def test_registration_is_aligned_or_loose_named_with_its_line(fresh_data, value, capsys):
+    from yolofuse_scale.data import load_data_config
+
+    y = _write_yaml(fresh_data, "train: images/train", "val: images/val", "ir_channels: 1", "names: [person, car]",
+                    f"registration: {value}")
+    shown = {"yes": "True", "0.01": "0.01"}.get(value, repr(value))
+    assert_user_error(lambda: load_data_config(y) and 0, f"{y}:5: 'registration' must be aligned (IR registered to "
+                      f"RGB pixel for pixel) or loose (off by pixels or percent from pair to pair), got {shown}",
+                      capsys=capsys)
+
+
 # ------------------------------------------------------------------------------------------ nc
 @pytest.mark.parametrize("nc", ["3", "1", "two", "true"])
 def test_nc_disagreeing_with_names_is_refused_with_its_line(fresh_data, nc, capsys):
@@ -197,6 +210,7 @@ def test_list_file_spellings_that_are_distinct_images_are_accepted(fresh_data):
 
 #: What this file plants, one name per kind (the README quotes the count of the whole battery).
 KINDS = [
+    "data.yaml registration other than aligned or loose",
     "data.yaml nc disagreeing with names",
     "val: data with another class count than the weights",
     "val: data with another ir_channels than the weights",

@@ -70,7 +70,9 @@ def test_hard_set_is_deterministic_pair_by_pair_and_loads(tmp_path):
         a.parent / "images/train/train_00000.png").read_bytes()
     assert yaml.safe_load(a.read_text())["synth"] == {"scene": "hard", "seed": 3}
     assert "synth" not in yaml.safe_load(easy.read_text())
+    assert load_data_config(easy).registration == "aligned"  # IR registered pixel for pixel: the default
     cfg = load_data_config(a)  # the project's loader takes the extra key
+    assert cfg.registration == "loose"  # IR moved against RGB: the misregistration augmentation's default follows
     assert len(scan_split(cfg, "train")) == 6 and len(scan_split(cfg, "val")) == 2
     rows = [line.split() for f in (a.parent / "labels").rglob("*.txt") for line in f.read_text().splitlines()]
     assert rows
@@ -93,6 +95,27 @@ def test_synth_command_scene_flag(tmp_path, capsys):
     assert main(argv) == 0
     assert "hard pairs" in capsys.readouterr().out
     assert yaml.safe_load((tmp_path / "data.yaml").read_text())["synth"]["scene"] == "hard"
+
+
+@pytest.mark.slow
+def test_a_loose_set_trains_mid_with_the_misregistration_and_dea_without(tmp_path):
+    """The data says ``registration: loose`` (the hard scene's data.yaml): ``--fusion mid`` trains with the IR
+    misregistration at its default bounds, ``dea`` (which the study found it hurts) without; config.yaml keeps the
+    bounds unset. The same flags on an aligned set: off (tests/test_fault_tolerance.py)."""
+    from tests.helpers import BASE_ARGS, launch
+
+    data = write_synthetic_dataset(tmp_path / "hard", n_train=8, n_val=2, imgsz=64, seed=0, scene="hard")
+    lines = {}
+    for fusion in ("mid", "dea"):
+        out = tmp_path / fusion
+        args = ["train.py", "--data", str(data), *BASE_ARGS, "--fusion", fusion, "--augment", "--imgsz", "64",
+                "--max-steps", "1", "--no-val", "--output-dir", str(out)]
+        run = launch("python", 1, args, out)
+        lines[fusion] = next(ln for ln in run.output.splitlines() if "IR misregistration" in ln)
+        assert yaml.safe_load((out / "config.yaml").read_text())["data"]["ir_rotate"] is None
+    assert "IR moved against RGB by up to 0.015 of the image, zoomed by 1 +/- 0.03, rotated by up to 0.5 deg" \
+        in lines["mid"], lines
+    assert "IR misregistration off (the default for --fusion dea on a registration: loose set" in lines["dea"], lines
 
 
 @pytest.fixture(scope="module")

@@ -403,24 +403,27 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
-    @property
-    def training_recipe(self) -> AugmentRecipe:
+    def training_recipe(self, registration: str = "aligned") -> AugmentRecipe:
         """The recipe the training pairs are augmented with: ``data.recipe`` with each IR misregistration bound the
-        user left unset set to its fusion's default (``AugmentRecipe.for_fusion``: on for the variants that declare
-        ``misregistration``, off for the others and for a model YAML), and without the misregistration for a model
-        that reads one modality (``--fusion rgb|ir``: ``AugmentRecipe.for_one_modality``)."""
+        user left unset set to its default (``AugmentRecipe.for_fusion``): on for a data.yaml that says
+        ``registration: loose`` and a variant that declares ``misregistration``, off otherwise (an aligned set,
+        another variant, a model YAML); never for a model that reads one modality (``--fusion rgb|ir``:
+        ``AugmentRecipe.for_one_modality``)."""
         if not reads_both_modalities(self.model.model, self.model.fusion):
             return self.data.recipe.for_one_modality()
-        return self.data.recipe.for_fusion(misregistration_default(self.model.model, self.model.fusion))
+        tolerates = misregistration_default(self.model.model, self.model.fusion)
+        return self.data.recipe.for_fusion(tolerates and registration == "loose")
 
-    def misregistration_line(self) -> str:
+    def misregistration_line(self, registration: str = "aligned") -> str:
         """What the training recipe's IR misregistration is in this run, and where that comes from (the run's log)."""
-        recipe, fusion = self.training_recipe, f"--fusion {self.model.fusion}"
+        recipe, fusion = self.training_recipe(registration), f"--fusion {self.model.fusion}"
         if not reads_both_modalities(self.model.model, self.model.fusion):
             return f"IR misregistration off: {fusion} reads one modality"
-        unset = [k for k in MISREGISTRATION if getattr(self.data.recipe, k) is None]
-        whose = (f"{fusion}'s default for unset bounds, docs/data.md" if not is_model_file(self.model.model) else
-                 "a model YAML's default for unset bounds") if unset else "as set"
+        if any(getattr(self.data.recipe, k) is None for k in MISREGISTRATION):
+            model = "a model YAML" if is_model_file(self.model.model) else fusion
+            whose = f"the default for {model} on a registration: {registration} set, docs/data.md"
+        else:
+            whose = "as set"
         if not recipe.misregisters:
             return f"IR misregistration off ({whose})"
         return (f"IR misregistration: IR moved against RGB by up to {recipe.ir_shift:g} of the image, zoomed by "

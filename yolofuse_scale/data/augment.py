@@ -64,7 +64,7 @@ from yolofuse_scale.data.transforms import PAD_VALUE
 #: misregistration study measured (benchmarks/results/fusion_misreg_2core_cpu).
 MISREGISTRATION = {"ir_shift": 0.015, "ir_scale": 0.03, "ir_rotate": 0.5}
 #: What ``--help`` shows as these bounds' default.
-FUSIONS_DEFAULT = "the fusion's: 0.015/0.03/0.5 or 0"
+FUSIONS_DEFAULT = "0.015/0.03/0.5 on a registration: loose set for data/early/mid/mid-align, else 0"
 
 #: ``--mosaic-partners``: where a mosaic's (and mixup's) partner pairs are drawn from.
 MosaicPartners = Literal["pool", "dataset", "micro_batch"]
@@ -104,9 +104,10 @@ class AugmentRecipe:
     """IR intensity augmentation: multiply IR by a gain in 1 +/- this (IR only)"""
     ir_shift: float | None = field(default=None, metadata={"type": float, "shown_default": FUSIONS_DEFAULT})
     """IR misregistration: move IR against RGB by up to +/- this fraction of the image size in x and in y (boxes
-    stay in RGB's frame). Unset, each of ir_shift/ir_scale/ir_rotate is the fusion's default: 0.015/0.03/0.5 for
-    the fusions the misregistration study measured it helps (docs/data.md), 0 (off) for the others and for a
-    model YAML; never applied to --fusion rgb|ir; 0 0 0 turns it off"""
+    stay in RGB's frame). Unset, each of ir_shift/ir_scale/ir_rotate is a default: 0.015/0.03/0.5 when data.yaml says
+    registration: loose and the fusion is one the misregistration study found it helps (data, early, mid,
+    mid-align; docs/data.md), else 0 (off: an aligned set, dea, late, a model YAML); never applied to --fusion
+    rgb|ir; set, the bounds apply to any data; 0 0 0 turns it off"""
     ir_scale: float | None = field(default=None, metadata={"type": float, "shown_default": FUSIONS_DEFAULT})
     """IR misregistration: zoom IR about the image centre by 1 +/- this (less than 1)"""
     ir_rotate: float | None = field(default=None, metadata={"type": float, "shown_default": FUSIONS_DEFAULT})
@@ -129,11 +130,11 @@ class AugmentRecipe:
         """Whether the IR misregistration is on (an unset bound counts as 0 until :meth:`for_fusion` sets it)."""
         return bool(self.ir_shift or self.ir_scale or self.ir_rotate)
 
-    def for_fusion(self, tolerates: bool) -> AugmentRecipe:
-        """This recipe with each unset misregistration bound set: to :data:`MISREGISTRATION`'s value for a fusion
-        the study found it helps (``tolerates``: the variant's ``misregistration`` in model/variants.py), to 0
+    def for_fusion(self, on: bool) -> AugmentRecipe:
+        """This recipe with each unset misregistration bound set: to :data:`MISREGISTRATION`'s value when ``on`` (a
+        ``registration: loose`` set and a fusion the study found it helps: ``RunConfig.training_recipe``), to 0
         otherwise. A bound the user set (0 included) is kept."""
-        return replace(self, **{k: (v if tolerates else 0.0) if getattr(self, k) is None else getattr(self, k)
+        return replace(self, **{k: (v if on else 0.0) if getattr(self, k) is None else getattr(self, k)
                                 for k, v in MISREGISTRATION.items()})
 
     def for_one_modality(self) -> AugmentRecipe:

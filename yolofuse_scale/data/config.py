@@ -30,6 +30,11 @@ LABEL_POLICIES = ("rgb", "ir", "union")
 #: DroneVehicle papers train and score on: docs/data.md), else the one label set there is.
 DEFAULT_POLICY_WITH_IR = "ir"
 UNION_IOU = 0.5  #: ``label_union_iou:``'s default: two boxes of one object overlap at least this much
+#: ``registration:``: how well the IR image is registered to RGB's. ``aligned`` (the default: pixel for pixel, as
+#: LLVIP, FLIR's aligned subset, M3FD) or ``loose`` (off by pixels or percent, varying from pair to pair: cheap
+#: rigs, a drifting calibration, parallax; KAIST and DroneVehicle are known for it). A ``loose`` set trains the
+#: fusions that gain from it with the IR misregistration augmentation unless its bounds are set (data/augment.py).
+REGISTRATIONS = ("aligned", "loose")
 #: ``layout:``: how a split's files pair up and where their labels are (``data/layouts.py``); recognised when absent.
 LAYOUTS = ("yolofuse", "yolov11-rgbt", "deyolo")
 #: ``ir_mapping:``'s modes: how an IR frame deeper than 8 bits becomes the model's 8-bit pixels (``decode.map_depth``).
@@ -148,6 +153,8 @@ class DatasetSpec:
     label_policy: dict[str, str] = field(default_factory=dict)
     #: ``label_union_iou:``: the rotated IoU at which an RGB and an IR box are one object (policy ``union``)
     union_iou: float = UNION_IOU
+    #: ``registration:`` (``REGISTRATIONS``): aligned or loose pairs; decides the misregistration's default
+    registration: str = "aligned"
 
     def policy(self, split: str) -> str:
         """Which labels ``split`` trains on or is scored against: ``rgb`` (``labels/``), ``ir`` (``labels_ir``) or

@@ -13,6 +13,7 @@ import yaml
 
 from yolofuse_scale.data.config import (
     LABEL_POLICIES,
+    REGISTRATIONS,
     TASKS,
     UNION_IOU,
     DataError,
@@ -106,6 +107,14 @@ def _union_iou(d: dict, path: Path, text: str) -> float:
     return float(raw)
 
 
+def _registration(d: dict, path: Path, text: str) -> str:
+    raw = d.get("registration", "aligned")
+    if raw not in REGISTRATIONS:
+        raise DataError(f"{path}{key_line(text, 'registration')}: 'registration' must be aligned (IR registered to RGB "
+                        f"pixel for pixel) or loose (off by pixels or percent from pair to pair), got {raw!r}")
+    return raw
+
+
 def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val")) -> DatasetSpec:
     """Parse and check a ``data.yaml`` (``yaml.safe_load``).
 
@@ -114,8 +123,8 @@ def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val"))
     test``: test). Raises :class:`DataError` naming the file for a missing key, bad ``names``, an
     ``nc`` that disagrees with ``names`` (and its line), an entry of one of ``splits`` that does not
     exist or is not in the file, an ``ir_channels`` other than 1 or 3, or a bad ``task``, ``labels_ir``,
-    ``label_policy`` or ``label_union_iou`` (with their lines). A missing entry of another split is not an
-    error (nothing reads it): it becomes one line of ``warnings``.
+    ``label_policy``, ``label_union_iou`` or ``registration`` (with their lines). A missing entry of another split
+    is not an error (nothing reads it): it becomes one line of ``warnings``.
     """
     path = Path(path).resolve()
     if not path.is_file():
@@ -192,6 +201,7 @@ def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val"))
         labels_ir=labels_ir,
         label_policy=_label_policy(d, path, text, labels_ir),
         union_iou=_union_iou(d, path, text),
+        registration=_registration(d, path, text),
         layout=layout,
         layout_why=layout_why,
         ir_splits=ir_splits,

@@ -149,9 +149,9 @@ class Trainer:
         # --loader (data/loaders.py): which pipeline decodes and augments is decided there; the loop only calls
         # each split's to_device (--loader device: decode and augment on acc.device, in the step's data time)
         geometry = {"imgsz": d.imgsz, "ir_channels": self.data_cfg.ir_channels, "device": acc.device}
-        recipe = cfg.training_recipe
+        recipe = cfg.training_recipe(self.data_cfg.registration)  # the misregistration's default follows the data
         if d.augment:
-            self.log.info(cfg.misregistration_line())
+            self.log.info(cfg.misregistration_line(self.data_cfg.registration))
         train = training_feed(d.loader, train_samples, **geometry, augment=d.augment, recipe=recipe, seed=t.seed,
                               epochs=t.epochs, batch_size=t.batch_size, shuffle=d.shuffle, cache=d.cache,
                               cache_folders=(self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),

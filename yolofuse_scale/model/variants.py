@@ -136,9 +136,9 @@ def reads_both_modalities(model: str, fusion: str) -> bool:
 
 
 def misregistration_default(model: str, fusion: str) -> bool:
-    """Whether ``--model model --fusion fusion`` trains with the recipe's IR misregistration when the user sets no
-    bound: the variant's ``misregistration`` (measured per variant), never for a model YAML (its joins are the
-    user's: set the bounds to train one with it)."""
+    """Whether ``--model model --fusion fusion`` trains with the recipe's IR misregistration on a loosely registered
+    set when the user sets no bound: the variant's ``misregistration`` (measured per variant), never for a model
+    YAML (its joins are the user's: set the bounds to train one with it)."""
     return parse_model_name(model) is not None and VARIANTS[fusion].misregistration
 
 
@@ -356,9 +356,10 @@ class Variant(NamedTuple):
     """whether the model reads both modalities (False: a single-modality baseline, trained without the recipe's IR
     misregistration, ``AugmentRecipe.for_one_modality``)"""
     misregistration: bool = False
-    """whether it trains with the recipe's IR misregistration (``data/augment.MISREGISTRATION``) unless the user
-    sets the bounds: True where the misregistration study measured that it helps on a misregistered set and costs
-    nothing beyond the seed spread on an aligned one (benchmarks/results/fusion_misreg_2core_cpu)"""
+    """whether it trains with the recipe's IR misregistration (``data/augment.MISREGISTRATION``) on a data.yaml that
+    says ``registration: loose`` unless the user sets the bounds: True where the misregistration study
+    (benchmarks/results/fusion_misreg_2core_cpu) measured that it helps on the misregistered scene; on the aligned
+    scene it costs every variant, hence the data's say"""
 
 
 #: The built-in variants, in the order ``--fusion`` lists them.
@@ -376,8 +377,7 @@ VARIANTS: dict[str, Variant] = {
                     "(decision-level fusion)", _late),
     "early-align": Variant("early with the IR map aligned to RGB's (a predicted flow, align.py) before the join",
                            "`early` with the P2 IR map warped onto RGB's by a predicted per-position offset "
-                           "(`FlowAlign`) before the join", functools.partial(_early, align=True),
-                           misregistration=True),
+                           "(`FlowAlign`) before the join", functools.partial(_early, align=True)),  # not studied
     "mid-align": Variant("mid with each IR map aligned to RGB's (a predicted flow, align.py) before its join",
                          "`mid` with each P3/P4/P5 IR map warped onto RGB's by a predicted per-position offset "
                          "(`FlowAlign`) before its join", functools.partial(_mid, align=True), misregistration=True),

@@ -149,6 +149,8 @@ def write_synthetic_dataset(
     if scene == "thermal16":
         header += ("# scene thermal16: IR is 16-bit radiometric, centi-Kelvin (raw = 100 x (T_C + 273.15)); choose "
                    "an ir_mapping (docs/data.md)\n")
+    if scene == "hard":  # the misregistration augmentation's default follows (data/config.REGISTRATIONS)
+        spec["registration"] = "loose"
     if scene != "easy":
         spec["synth"] = {"scene": scene, "seed": seed}
     data_yaml.write_text(header + yaml.safe_dump(spec, sort_keys=False))
