@@ -165,7 +165,7 @@ def test_misregistration_default_follows_the_datas_registration_and_the_fusion()
     assert [f for f in FUSIONS if not reads_both_modalities("yolo11n", f)] == ["rgb", "ir"]
     assert reads_both_modalities("my_model.yaml", "mid")
     on = {f for f in FUSIONS if VARIANTS[f].misregistration}
-    assert on == {"data", "early", "mid", "mid-align"}, on  # what the study measured (docs/data.md)
+    assert on == {"data", "early", "mid"}, on  # where the study measured it helps (docs/data.md)
     off = dict.fromkeys(MISREGISTRATION, 0.0)
     for model in ("yolo11n", "my_model.yaml"):
         for fusion in FUSIONS if model == "yolo11n" else ["mid"]:

@@ -64,7 +64,7 @@ from yolofuse_scale.data.transforms import PAD_VALUE
 #: misregistration study measured (benchmarks/results/fusion_misreg_2core_cpu).
 MISREGISTRATION = {"ir_shift": 0.015, "ir_scale": 0.03, "ir_rotate": 0.5}
 #: What ``--help`` shows as these bounds' default.
-FUSIONS_DEFAULT = "0.015/0.03/0.5 on a registration: loose set for data/early/mid/mid-align, else 0"
+FUSIONS_DEFAULT = "0.015/0.03/0.5 on a registration: loose set for data/early/mid, else 0"
 
 #: ``--mosaic-partners``: where a mosaic's (and mixup's) partner pairs are drawn from.
 MosaicPartners = Literal["pool", "dataset", "micro_batch"]
@@ -105,9 +105,9 @@ class AugmentRecipe:
     ir_shift: float | None = field(default=None, metadata={"type": float, "shown_default": FUSIONS_DEFAULT})
     """IR misregistration: move IR against RGB by up to +/- this fraction of the image size in x and in y (boxes
     stay in RGB's frame). Unset, each of ir_shift/ir_scale/ir_rotate is a default: 0.015/0.03/0.5 when data.yaml says
-    registration: loose and the fusion is one the misregistration study found it helps (data, early, mid,
-    mid-align; docs/data.md), else 0 (off: an aligned set, dea, late, a model YAML); never applied to --fusion
-    rgb|ir; set, the bounds apply to any data; 0 0 0 turns it off"""
+    registration: loose and the fusion is one the misregistration study found it helps (data, early, mid;
+    docs/data.md), else 0 (off: an aligned set, the other fusions, a model YAML); never applied to --fusion rgb|ir;
+    set, the bounds apply to any data; 0 0 0 turns it off"""
     ir_scale: float | None = field(default=None, metadata={"type": float, "shown_default": FUSIONS_DEFAULT})
     """IR misregistration: zoom IR about the image centre by 1 +/- this (less than 1)"""
     ir_rotate: float | None = field(default=None, metadata={"type": float, "shown_default": FUSIONS_DEFAULT})

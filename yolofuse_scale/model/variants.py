@@ -380,7 +380,7 @@ VARIANTS: dict[str, Variant] = {
                            "(`FlowAlign`) before the join", functools.partial(_early, align=True)),  # not studied
     "mid-align": Variant("mid with each IR map aligned to RGB's (a predicted flow, align.py) before its join",
                          "`mid` with each P3/P4/P5 IR map warped onto RGB's by a predicted per-position offset "
-                         "(`FlowAlign`) before its join", functools.partial(_mid, align=True), misregistration=True),
+                         "(`FlowAlign`) before its join", functools.partial(_mid, align=True)),  # gained nothing
     "rgb": Variant("RGB only: a single-modality baseline", "single-modality baseline: exactly Ultralytics' model "
                    "behind a stream selector (RGB)", functools.partial(_one_stream, "rgb"), both=False),
     "ir": Variant("IR only: a single-modality baseline", "single-modality baseline: exactly Ultralytics' model "
