@@ -377,7 +377,7 @@ VARIANTS: dict[str, Variant] = {
                     "(decision-level fusion)", _late),
     "early-align": Variant("early with the IR map aligned to RGB's (a predicted flow, align.py) before the join",
                            "`early` with the P2 IR map warped onto RGB's by a predicted per-position offset "
-                           "(`FlowAlign`) before the join", functools.partial(_early, align=True)),  # not studied
+                           "(`FlowAlign`) before the join", functools.partial(_early, align=True)),  # gained nothing
     "mid-align": Variant("mid with each IR map aligned to RGB's (a predicted flow, align.py) before its join",
                          "`mid` with each P3/P4/P5 IR map warped onto RGB's by a predicted per-position offset "
                          "(`FlowAlign`) before its join", functools.partial(_mid, align=True)),  # gained nothing
