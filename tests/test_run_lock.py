@@ -130,8 +130,11 @@ time.sleep(60)
 
 
 def _start_holder(out: Path) -> tuple[subprocess.Popen, int]:
+    # SIGINT at its default in the holder: a job started in the background by a non-interactive shell (`... &`)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler (the signal would do nothing)
     proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     child = int(proc.stdout.readline())
     assert (out / "run.lock").is_file()
     return proc, child
