@@ -26,9 +26,11 @@ RUN = ["--no-val", "--save-every-steps", "4", "--epochs", "2", "--augment"]
 
 # A restarted attempt used to hang in gloo's connect (stale peer addresses in torchrun's static
 # store); strategy.init_elastic_process_group fixes that, and these runs are its test.
-# ZeRO-2's kill and restart is the nightly tier's (its resume path is DeepSpeed's checkpoint, tested in CI by
-# the world-size change and by tests/test_deepspeed.py; the elastic restart is the same for every strategy).
-@pytest.mark.parametrize("strategy", [pytest.param([], id="ddp"), pytest.param(["--strategy", "fsdp"], id="fsdp"),
+# CI kills and restarts DDP; FSDP2's and ZeRO-2's kills are the nightly tier's: the elastic restart is the same
+# for every strategy, and their resume paths (DCP shards, DeepSpeed's checkpoint) are CI's in the world-size
+# change (tests/test_training.py) and tests/test_deepspeed.py.
+@pytest.mark.parametrize("strategy", [pytest.param([], id="ddp"),
+                                      pytest.param(["--strategy", "fsdp"], id="fsdp", marks=pytest.mark.nightly),
                                       pytest.param(["--strategy", "zero2"], id="zero2", marks=pytest.mark.nightly)])
 def test_killed_rank_restarts_and_finishes_identically(train_run, tiny_data, tmp_path, strategy):
     reference = train_run("torchrun", 2, 1, *RUN, *strategy)  # never interrupted
