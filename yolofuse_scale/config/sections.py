@@ -104,7 +104,7 @@ class DataConfig:
             if not 0 <= getattr(self.recipe, name) <= 1:
                 _refuse(self.recipe, name, f"--{name} is a probability in [0, 1], got {getattr(self.recipe, name)}")
         _at_least(self.recipe, 0, "close_mosaic", "translate", "scale", "hsv_h", "hsv_s", "hsv_v", "ir_gain",
-                  *(k for k in MISREGISTRATION if getattr(self.recipe, k) is not None))  # unset: the fusion's
+                  *(k for k in MISREGISTRATION if getattr(self.recipe, k) is not None))  # unset: a default
         for name, high, why in (("ir_shift", 1, "a fraction of the image size"),
                                 ("ir_rotate", 180, "degrees either way")):
             if (getattr(self.recipe, name) or 0) > high:

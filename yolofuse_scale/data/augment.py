@@ -60,7 +60,7 @@ from ultralytics.data.augment import Compose, MixUp, Mosaic, RandomFlip, RandomH
 from yolofuse_scale.data.transforms import PAD_VALUE
 
 #: The IR misregistration a fusion that tolerates it trains with when the user sets no bound (``ir_shift``,
-#: ``ir_scale``, ``ir_rotate``): about 2 % of the image either way, +/-3 % zoom, +/-0.5 degree, the bounds the
+#: ``ir_scale``, ``ir_rotate``): up to 1.5 % of the image either way, +/-3 % zoom, +/-0.5 degree, the bounds the
 #: misregistration study measured (benchmarks/results/fusion_misreg_2core_cpu).
 MISREGISTRATION = {"ir_shift": 0.015, "ir_scale": 0.03, "ir_rotate": 0.5}
 #: What ``--help`` shows as these bounds' default.
