@@ -56,12 +56,17 @@ def _check_nc(d: dict, names: dict[int, str], path: Path, text: str) -> None:
                     f"({names_brief(names)}); make them agree, or remove 'nc' ('names' alone gives the count)")
 
 
+def _choice(d: dict, path: Path, text: str, key: str, choices: tuple[str, ...], why: str) -> str:
+    """``d[key]`` (default: the first choice), refused with its line when it is none of ``choices``."""
+    value = d.get(key, choices[0])
+    if value not in choices:
+        raise DataError(f"{path}{key_line(text, key)}: '{key}' must be {why}, got {value!r}")
+    return value
+
+
 def _task(d: dict, path: Path, text: str) -> str:
-    task = d.get("task", "detect")
-    if task not in TASKS:
-        raise DataError(f"{path}{key_line(text, 'task')}: 'task' must be one of {', '.join(TASKS)} (what the label "
-                        f"files hold: detect 'cls xc yc w h', obb 'cls x1 y1 x2 y2 x3 y3 x4 y4'), got {task!r}")
-    return task
+    return _choice(d, path, text, "task", TASKS, f"one of {', '.join(TASKS)} (what the label files hold: detect "
+                   "'cls xc yc w h', obb 'cls x1 y1 x2 y2 x3 y3 x4 y4')")
 
 
 def _labels_ir(d: dict, path: Path, text: str, images_dir: str, ir_dir: str) -> str | None:
@@ -108,11 +113,8 @@ def _union_iou(d: dict, path: Path, text: str) -> float:
 
 
 def _registration(d: dict, path: Path, text: str) -> str:
-    raw = d.get("registration", "aligned")
-    if raw not in REGISTRATIONS:
-        raise DataError(f"{path}{key_line(text, 'registration')}: 'registration' must be aligned (IR registered to RGB "
-                        f"pixel for pixel) or loose (off by pixels or percent from pair to pair), got {raw!r}")
-    return raw
+    return _choice(d, path, text, "registration", REGISTRATIONS, "aligned (IR registered to RGB pixel for pixel) or "
+                   "loose (off by pixels or percent from pair to pair)")
 
 
 def load_data_config(path: str | Path, splits: Iterable[str] = ("train", "val")) -> DatasetSpec:
