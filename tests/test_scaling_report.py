@@ -292,3 +292,22 @@ def test_a_one_device_sweep_renders_without_a_projection(committed, tmp_path):
     figs = plots.figures(res)
     assert [float(t) for t in figs["efficiency.png"].axes[0].get_xticks()] == [1.0]
     assert plots.plots(res, tmp_path) == ["throughput.png", "efficiency.png", "memory.png", "breakdown.png"]
+
+
+def test_a_sweep_whose_baseline_failed_still_writes_its_report(committed, tmp_path):
+    """The 1-device run failed (its error recorded) and the 2-device one ran: no efficiency exists, so no
+    efficiency plot, but the report and the other plots are written (before, the plot crashed the sweep at its
+    end and report.md was never written)."""
+    res = copy.deepcopy(committed)
+    res["runs"] = [r for r in res["runs"] if r["label"] in ("weak_ddp_n1_b8", "weak_ddp_n2_b8")]
+    for r in res["runs"]:
+        r.pop("efficiency", None)
+        r.pop("vs_ddp", None)
+    res["runs"][0] = {k: res["runs"][0][k] for k in ("label", "strategy", "devices", "scaling", "per_device_batch",
+                                                     "global_batch", "option", "repeats")}
+    res["runs"][0]["error"] = "exit 1: a traceback"
+    res["link_fit"] = None
+    res["projection"] = projection.projections(res["runs"], _args(strategies="ddp", devices="1,2"), None)
+    text = report.report(res)
+    assert "| ddp | 1 | 8 | failed: exit 1: a traceback" in text, text
+    assert plots.plots(res, tmp_path) == ["throughput.png", "memory.png", "breakdown.png"]

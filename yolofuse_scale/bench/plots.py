@@ -54,8 +54,10 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
     weak = [r for r in results["runs"] if r["scaling"] == "weak" and "error" not in r]
     if not weak:
         return {}
-    return {"throughput.png": _throughput(weak), "efficiency.png": _efficiency(results, weak),
-            "memory.png": _memory(weak), "breakdown.png": _breakdown(weak)}
+    figs = {"throughput.png": _throughput(weak)}
+    if any("efficiency" in r for r in weak):  # none when every 1-device baseline failed: nothing to divide by
+        figs["efficiency.png"] = _efficiency(results, weak)
+    return {**figs, "memory.png": _memory(weak), "breakdown.png": _breakdown(weak)}
 
 
 def plots(results: dict[str, Any], out: Path) -> list[str]:

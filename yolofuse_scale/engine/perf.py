@@ -195,8 +195,8 @@ class CommMeter:
 
     Installed before the process group and the strategy exist (DeepSpeed binds its all-gather and
     reduce-scatter functions when its backend starts), it wraps the module-level functions that
-    DeepSpeed and FSDP2 call by attribute; DDP reduces in C++, so ``attach`` gives it a comm hook
-    that all-reduces through the wrapped function (the same all-reduce, made visible). Not counted:
+    DeepSpeed and FSDP2 call by attribute; DDP reduces in C++, so its communication hook
+    (``strategy/grad_reduce.py``) counts each bucket itself (the same all-reduce, made visible). Not counted:
     DDP's C++ buffer broadcast (BatchNorm statistics, kilobytes per step).
     """
 
@@ -218,30 +218,22 @@ class CommMeter:
         def counted(*args, **kwargs):
             tensors = _tensor_bytes([*args, *kwargs.values()])
             # all-reduce: its one tensor; gather/scatter: the full (largest) side; lists: their sum
-            payload = max(tensors) if tensors else 0
-            entry = self.counts[kind]
-            entry[0] += 1
-            entry[1] += payload
+            self.count(kind, max(tensors) if tensors else 0)
             return fn(*args, **kwargs)
 
         return counted
 
-    def attach(self, model: torch.nn.Module) -> None:
-        """Route DDP's bucket all-reduce through the counted function (what DDP's default hook does)."""
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model.register_comm_hook(None, _allreduce_mean_hook)
+    def count(self, kind: str, payload: int) -> None:
+        """One collective of ``kind`` moving ``payload`` bytes (DDP's hooks call it: strategy/grad_reduce.py)."""
+        entry = self.counts[kind]
+        entry[0] += 1
+        entry[1] += payload
 
     def take(self) -> dict[str, list[int]]:
         """This step's ``{kind: [calls, payload bytes]}``, then zero."""
         out = {k: list(v) for k, v in self.counts.items()}
         self.counts.clear()
         return out
-
-
-def _allreduce_mean_hook(state, bucket):
-    buf = bucket.buffer()
-    buf.div_(dist.get_world_size())
-    return dist.all_reduce(buf, async_op=True).get_future().then(lambda fut: fut.value()[0])
 
 
 def _tensor_bytes(values: list) -> list[int]:

@@ -58,6 +58,7 @@ from yolofuse_scale.engine.step_values import NonFiniteError, non_finite, step_v
 from yolofuse_scale.engine.storage import is_writer, writer_first
 from yolofuse_scale.engine.strategy.accelerator import build_accelerator, clip_grad_norm, prepare_model, unwrap
 from yolofuse_scale.engine.strategy.batchnorm import sync_batchnorm_buffers
+from yolofuse_scale.engine.strategy.grad_reduce import attach_grad_reduce
 from yolofuse_scale.engine.strategy.launch import launched_world_size, strategy_name
 from yolofuse_scale.engine.strategy.memory_format import keep_optimizer_layout
 from yolofuse_scale.engine.strategy.sharded import full_state_dict
@@ -232,8 +233,9 @@ class Trainer:
                                     dtensor_params=acc.distributed_type == DistributedType.FSDP)
         keep_optimizer_layout(optimizer)  # its state saved NCHW, loaded in the weights' layout (channels-last)
         self.model, self.optimizer = acc.prepare(model, optimizer)
-        if self.comm is not None:
-            self.comm.attach(getattr(self.model, "_orig_mod", self.model))  # under --compile: the DDP inside
+        # DDP's gradient all-reduce: shared memory among one machine's CPU processes, else gloo/NCCL as they are
+        attach_grad_reduce(getattr(self.model, "_orig_mod", self.model), cfg.parallel.cpu_allreduce, self.log,
+                           self.comm)  # under --compile: the DDP inside
         if self.skip_grad_sync:
             self.log.info("WARNING skip_grad_sync (benchmark): gradients are never synchronised, ranks train apart; "
                           "for measuring step time without communication only")
