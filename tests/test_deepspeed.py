@@ -98,10 +98,13 @@ def test_broken_json_names_the_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.nightly  # a 12-epoch ZeRO-2 run (~45 s in CI); CI keeps the property's FSDP2 cell (the same averaging)
 def test_zero2_ranks_validate_and_save_one_model(train_run, tiny_data):
     """DeepSpeed never syncs BatchNorm buffers: without the averaging before validation and saving, each
     rank would evaluate its shard with its own running statistics and the run's mAP would not be the
-    mAP of the saved weights. With it, a one-process `val` of weights/last.pt reproduces metrics.json."""
+    mAP of the saved weights. With it, a one-process `val` of weights/last.pt reproduces metrics.json.
+    (CI: tests/test_strategies.py's FSDP2 run checks the same averaging, sync_batchnorm_buffers, and DDP's in
+    tests/test_ddp.py; this ZeRO-2 cell is the nightly tier's.)"""
     from tests.helpers import launch
 
     run = train_run("torchrun", 2, 1, "--deepspeed", "ds_configs/zero2.json", "--no-val")  # the final epoch's val

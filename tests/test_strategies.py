@@ -37,7 +37,9 @@ def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 # ZeRO-2 does (DeepSpeed's engine, not the loop, accumulates under every stage): accumulation 1 each.
 # Nightly: zero3_offload (zero3's arithmetic with the states in host memory) and zero3 at accumulation 2 (the
 # engine accumulates alike under every stage: zero2's accumulation-2 cell is CI's).
-NIGHTLY = {("zero3_offload", 1), ("zero3", 2)}
+# Nightly too: zero1 at accumulation 1, whose parity with DDP CI checks through its JSON (tests/test_deepspeed.py:
+# test_zero_matches_ddp[torchrun-zero1]; --strategy zero1 names that file).
+NIGHTLY = {("zero3_offload", 1), ("zero3", 2), ("zero1", 1)}
 MATRIX = [pytest.param(s, a, marks=[pytest.mark.nightly] if (s, a) in NIGHTLY else [])
           for s in STRATEGIES for a in (1, 2) if (s, a) not in (("zero3_offload", 2), ("zero1", 2))]
 
@@ -129,7 +131,7 @@ def test_accelerate_config_runs_the_same_training(train_run, strategy):
 def test_sharded_ema_run_reports_the_saved_weights_metrics(train_run, tiny_data, strategy="fsdp"):
     """FSDP2 keeps 1/N of the EMA per rank (its parameters) and whole BatchNorm statistics per rank,
     averaged before validation and saving: the run's final metrics are `val` of its last.pt, exactly.
-    (DDP: test_ddp.py; ZeRO-2: test_deepspeed.py. ZeRO-3 stores the EMA as FSDP2 does, through the same
+    (DDP: test_ddp.py; ZeRO-2: test_deepspeed.py, nightly. ZeRO-3 stores the EMA as FSDP2 does, through the same
     local_tensor/full_tensor; its 12-epoch run takes over 5 minutes on 2 shared cores, so it is not here.)"""
     from tests.helpers import launch
 
