@@ -14,8 +14,9 @@ gradient buckets are averaged through shared memory instead of gloo (``--cpu-all
   side (``benchmarks/results/ddp_channels_last_2core_cpu``).
 - **The same numbers.** Like DDP's default hook each rank divides its bucket by the world size, then the ranks'
   copies are summed in rank order into every rank's bucket: with two ranks the sum is the one gloo computes
-  (x0 + x1 = x1 + x0, bit for bit: ``tests/test_grad_reduce.py`` trains both and compares the weights); with
-  more, the order of the additions differs from gloo's ring (last-bit differences), identical on every rank.
+  (x0 + x1 = x1 + x0, bit for bit: a 2-process training ends with one process's accumulation's weights,
+  ``tests/test_grad_reduce.py``); with more, the order of the additions differs from gloo's ring (last-bit
+  differences), identical on every rank.
 - **Failures stay gloo's.** The two barriers are gloo collectives with the process group's timeout: a rank that
   dies or hangs fails its peers' step exactly as a gloo all-reduce would (kill and restart tests run on it).
 - **Cost and limits.** Each rank holds one segment of ``min(gradient bytes + 64 KiB, 64 MiB)`` in ``/dev/shm``
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 SHM_DIR = Path("/dev/shm")
 #: Largest segment per rank; a bigger bucket is reduced in chunks of this size.
@@ -59,19 +61,13 @@ def attach_grad_reduce(model: torch.nn.Module, cpu_allreduce: str, log, meter=No
                      f"{reducer.segment_bytes / 2**20:.1f} MiB segment each in {SHM_DIR}; --cpu-allreduce gloo: gloo)")
             return "shm"
         log.info(f"DDP gradient all-reduce: gloo ({why_not})")
-    if meter is not None:  # route DDP's all-reduce through the counted function (what its default hook does)
-        model.register_comm_hook(None, _counted_mean_hook)
+    if meter is not None:  # torch's own mean hook: its dist.all_reduce is the meter's counted function
+        model.register_comm_hook(None, default_hooks.allreduce_hook)
     return "gloo" if on_cpu else "nccl"
 
 
 def _grad_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-
-
-def _counted_mean_hook(state, bucket):
-    buf = bucket.buffer()
-    buf.div_(dist.get_world_size())
-    return dist.all_reduce(buf, async_op=True).get_future().then(lambda fut: fut.value()[0])
 
 
 def _shm_mean_hook(reducer: ShmAllReduce, bucket):  # no return annotation: DDP accepts only its own spelling
