@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 NPROC ?= 2
 
-.PHONY: install demo test test-fast test-nightly test-all lint clean wheels
+.PHONY: install demo test test-durations test-fast test-nightly test-all lint clean wheels
 
 install: $(STAMP)
 
@@ -41,10 +41,16 @@ demo: install
 	$(BIN)/yolofuse-scale val --weights $$out/train/weights/best.pt --data $$out/data/data.yaml --imgsz 128; \
 	echo "weights: $$out/train/weights/{best,last}.pt  metrics: $$out/train/metrics.json  log: $$out/train/train_log.jsonl"
 
-# Two pytest-xdist workers (this project's CI machine has 2 cores): a module's tests stay on one worker, and the
-# cached trainings of tests/conftest.py are made once for both (a shared folder under a file lock).
+# Two pytest-xdist workers (this project's CI machine has 2 cores): a module's tests stay on one worker, the
+# modules handed out heaviest first (tests/durations.json), and the cached trainings of tests/conftest.py are made
+# once for both (a shared folder under a file lock).
 test: install
 	$(BIN)/python -m pytest tests -q -m "not nightly" -n 2 --dist loadgroup --durations=25
+
+# make test, then tests/durations.json from its per-test times (the order the modules are handed out in).
+test-durations: install
+	$(BIN)/python -m pytest tests -q -m "not nightly" -n 2 --dist loadgroup --junitxml=.pytest-durations.xml
+	$(BIN)/python tests/record_durations.py .pytest-durations.xml && rm -f .pytest-durations.xml
 
 # The nightly tier: the remaining cells of the exhaustive matrices (each strategy x direction of a world-size
 # change, each strategy of a kill/restart, ZeRO-3 offload's parity, ...). CI runs one cell of each dimension
@@ -65,7 +71,7 @@ lint: install
 	$(BIN)/ruff check yolofuse_scale tests benchmarks train.py
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache .pytest-durations.xml
 
 # Wheels for an offline GPU machine whose Python already has a CUDA torch and torchvision (a CUDA
 # torch with its nvidia-* wheels is several GB: bring it another way). The default set is what a

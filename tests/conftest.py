@@ -52,19 +52,54 @@ def _current_test(request):
     helpers.CURRENT[0] = None
 
 
-def pytest_collection_modifyitems(items):
-    """Tests that read cached training runs are ``slow`` (``make test-fast`` leaves them out).
+#: Seconds each test module took in a full ``make test`` (the per-test times of a JUnit report summed by module):
+#: only the order in which the groups are handed to the workers, heaviest first, comes from it; a module missing
+#: here counts as :data:`UNTIMED_SECONDS`. Refresh: ``make test-durations``.
+DURATIONS = Path(__file__).with_name("durations.json")
+UNTIMED_SECONDS = 10
+#: The modules whose tests use the session's Ray cluster (``ray_cluster``): one group, so one worker starts one
+#: cluster (two local clusters on 2 cores would only fight over them). A module not listed is refused at collection.
+RAY_MODULES = {"tests/test_ray.py", "tests/test_fusion_study.py"}
 
-    pytest-xdist groups (``make test``: ``-n 2 --dist loadgroup``): a module's tests stay on one worker, so its
-    module-scoped runs are made once; the modules that use the session's Ray cluster share one group, so one
-    worker starts one cluster (two local clusters on 2 cores would only fight over them)."""
-    ray_modules = {item.module.__name__ for item in items if "ray_cluster" in getattr(item, "fixturenames", ())}
+
+def _group(nodeid: str) -> str:
+    """The pytest-xdist work unit of a test: its module, or ``ray`` (:data:`RAY_MODULES`)."""
+    module = nodeid.split("::", 1)[0]
+    return "ray" if module in RAY_MODULES else module
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that read cached training runs are ``slow`` (``make test-fast`` leaves them out). The groups
+    (:func:`_group`) are ordered heaviest first (:data:`DURATIONS`), each keeping its tests' order."""
     for item in items:
         if "train_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-        if item.get_closest_marker("xdist_group") is None:
-            module = item.module.__name__
-            item.add_marker(pytest.mark.xdist_group("ray" if module in ray_modules else module))
+        if "ray_cluster" in getattr(item, "fixturenames", ()) and _group(item.nodeid) != "ray":
+            raise pytest.UsageError(f"{item.nodeid} uses ray_cluster: add its module to conftest.RAY_MODULES")
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    group_seconds: dict[str, float] = {}
+    for group, module in {(_group(item.nodeid), item.nodeid.split("::", 1)[0]) for item in items}:
+        group_seconds[group] = group_seconds.get(group, 0) + seconds.get(Path(module).stem, UNTIMED_SECONDS)
+    items.sort(key=lambda item: (-group_seconds[_group(item.nodeid)], _group(item.nodeid)))  # stable
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``-n 2 --dist loadgroup`` (``make test``): a module's tests run on one worker, so its module-scoped fixtures
+    (a training, three 2-node jobs) are made once, and the groups are handed out in the collection's order,
+    heaviest first: the minutes-long groups start at once and the last ones handed out are short, so both workers
+    end together. pytest-xdist's own ``loadgroup`` reads ``xdist_group`` markers through a test-id attribute that
+    pytest 9.2 no longer has (every test was a group of its own: a module's fixtures were made on both workers,
+    measured); its scope function is replaced here (:func:`_group`), its scheduler kept."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    config.option.loadscopereorder = False  # by test count otherwise: the 4 Ray tests (3 minutes) last
+    return ModuleGroups(config, log)
 
 
 @contextlib.contextmanager

@@ -126,14 +126,17 @@ def test_fitness_is_map50_95_and_the_matrix_counts_detections_above_the_val_conf
 
 
 def test_validation_nms_runs_torchvisions_kernel():
-    # Ultralytics' NMS picks torchvision's C++ kernel only if torchvision is already imported, else a
-    # Python loop (25x slower on our validation, profiled); importing the evaluator must guarantee it.
+    # Ultralytics' NMS picks torchvision's C++ kernel only if torchvision is already imported, else a Python loop
+    # (25x slower on our validation, profiled): the first suppression must import it, and the training's modules
+    # must not (~1.2 s of CPU per process that never validates, engine/boxes.py).
     import subprocess
     import sys
 
     from tests.helpers import ENV, ROOT
 
-    code = ("import sys, yolofuse_scale.engine.evaluate\n"
-            "print('torchvision' in sys.modules)")
+    code = ("import sys, torch, yolofuse_scale.engine.trainer, yolofuse_scale.engine.evaluate as ev\n"
+            "before = 'torchvision' in sys.modules\n"
+            "ev.suppress(torch.rand(1, 4 + 2, 30) * 50, 0.001, 0.7, 300, True)\n"
+            "print(before, 'torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "True", out.stderr[-2000:]
+    assert out.stdout.strip() == "False True", out.stderr[-2000:]

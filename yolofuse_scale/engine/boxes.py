@@ -29,6 +29,18 @@ from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import scale_boxes, xywh2xyxy, xywhr2xyxyxyxy
 
 
+def _nms(preds: torch.Tensor, conf: float, iou: float, **kwargs: Any) -> list[torch.Tensor]:
+    """Ultralytics' NMS, with torchvision imported first: Ultralytics calls torchvision's C++ kernel only when
+    torchvision is already imported, and otherwise a Python loop (same boxes) that made our validation NMS 25x
+    slower (1.3 s against 0.05 s over three 64-image validations of yolov8n at 128 px, profiled:
+    benchmarks/results/step_profile_2core_cpu). Imported at the first suppression, not with the module: importing
+    torchvision costs ~1.2 s of CPU per process on a 2-core machine (its ``ops`` import ``torch._dynamo``), which a
+    process that never validates (each rank of a ``--no-val`` training, most test launches) need not pay."""
+    import torchvision  # noqa: F401
+
+    return non_max_suppression(preds, conf, iou, **kwargs)
+
+
 class AxisAligned:
     """Axis-aligned boxes (Ultralytics' ``Detect`` head): detections are ``(n, 6)`` x1, y1, x2, y2, conf, cls."""
 
@@ -44,8 +56,7 @@ class AxisAligned:
         """Ultralytics' NMS on a model's eval-mode output (its first element: decoded boxes and scores); an
         end-to-end output (``(B, max_det, 6 + extra)``, a one-to-one head's top-k) is only filtered by ``conf``."""
         preds = out[0] if isinstance(out, (list, tuple)) else out
-        return non_max_suppression(preds.float(), conf, iou, multi_label=multi_label, max_det=max_det,
-                                   end2end=end2end)
+        return _nms(preds.float(), conf, iou, multi_label=multi_label, max_det=max_det, end2end=end2end)
 
     def boxes(self, det: torch.Tensor) -> torch.Tensor:
         """The box of each detection row, in the form :meth:`iou` compares (here xyxy)."""
@@ -92,8 +103,8 @@ class Rotated(AxisAligned):
         seconds); a trained one leaves a few hundred candidates."""
         preds = out[0] if isinstance(out, (list, tuple)) else out
         nc = 0 if end2end else preds.shape[1] - 5  # end-to-end rows need no class count (only filtered)
-        return non_max_suppression(preds.float(), conf, iou, nc=nc, multi_label=multi_label, max_det=max_det,
-                                   end2end=end2end, rotated=True)
+        return _nms(preds.float(), conf, iou, nc=nc, multi_label=multi_label, max_det=max_det, end2end=end2end,
+                    rotated=True)
 
     def boxes(self, det: torch.Tensor) -> torch.Tensor:
         return torch.cat([det[:, :4], det[:, 6:7]], 1)

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision  # noqa: F401  (see below)
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import nn
@@ -49,10 +48,6 @@ from yolofuse_scale.engine.storage import is_writer
 from yolofuse_scale.engine.task import TASKS
 
 forbid_font_downloads()
-# Ultralytics' NMS calls torchvision's C++ kernel only when torchvision is already imported, and
-# otherwise a Python loop: that loop made our validation NMS 25x slower (1.3 s against 0.05 s over three
-# 64-image validations of yolov8n at 128 px, profiled; benchmarks/results/step_profile_2core_cpu).
-# Importing it here guarantees the kernel; both keep the same boxes (the loop is written to match it).
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 # BaseValidator.match_predictions only reads `self.iouv`; calling it on this holder reuses

@@ -38,7 +38,6 @@ import torch
 import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
-from torch.distributed.tensor import DTensor
 
 #: Collectives counted by ``CommMeter``. Kind decides the ring cost: an all-reduce moves 2(N-1)/N of
 #: its payload per rank in 2(N-1) hops, an all-gather or reduce-scatter (N-1)/N in N-1 hops.
@@ -265,13 +264,13 @@ def model_state_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
     tensors reachable from DeepSpeed's ZeRO optimizer (fp32 partitions, gradient partitions, buckets).
     """
     # Imported here: the strategy package re-exports this module's names (an import cycle at the top).
-    from yolofuse_scale.engine.strategy.sharded import local_tensor
+    from yolofuse_scale.engine.strategy.sharded import is_dtensor, local_tensor
 
     seen: set[int] = set()
     sizes = {"params": 0, "grads": 0, "optimizer": 0, "engine_buffers": 0}
 
     def add(t, bucket: str) -> None:
-        if isinstance(t, DTensor):
+        if is_dtensor(t):
             t = t.to_local()
         if not isinstance(t, torch.Tensor) or t.device.type == "meta":
             return

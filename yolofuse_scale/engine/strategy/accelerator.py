@@ -37,7 +37,6 @@ from accelerate.utils import (
     InitProcessGroupKwargs,
     ProjectConfiguration,
 )
-from torch.distributed.tensor import DTensor
 
 from yolofuse_scale.config import ParallelConfig, RunConfig
 from yolofuse_scale.engine.strategy import cpu_comm_op
@@ -55,6 +54,7 @@ from yolofuse_scale.engine.strategy.launch import (
     strategy_name,
 )
 from yolofuse_scale.engine.strategy.memory_format import channels_last_weights
+from yolofuse_scale.engine.strategy.sharded import is_dtensor
 from yolofuse_scale.engine.trackers import accelerator_log_with
 from yolofuse_scale.errors import DistributedSetupError
 
@@ -192,6 +192,6 @@ def clip_grad_norm(accelerator: Accelerator, model: torch.nn.Module, max_norm: f
     else:
         accelerator.unscale_gradients()  # a no-op unless fp16 with a grad scaler
         norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-    if isinstance(norm, DTensor):  # FSDP2: a replicated DTensor
+    if is_dtensor(norm):  # FSDP2: a replicated DTensor
         norm = norm.full_tensor()
     return norm

@@ -135,12 +135,11 @@ class ShmAllReduce:
         return cls(segments, rank, meter), ""
 
     def hook(self, bucket) -> torch.futures.Future:
-        """One bucket: divided now, reduced with the step's other buckets when the last one arrives (DDP waits
+        """One bucket: reduced with the step's other buckets when the last one arrives (DDP waits
         for every bucket's future only after the backward): one pair of barriers a step, not one a bucket, so
         the wait for the slower rank is paid once. Nothing overlaps the backward either way: the copies and
         sums are this thread's work."""
-        buf = bucket.buffer()
-        buf.div_(self.world)  # as DDP's default hook: the mean, divided before the sum
+        buf = bucket.buffer()  # divided by the world size on its way into the segment (``reduce``)
         fut: torch.futures.Future = torch.futures.Future()
         self.pending.append((buf, fut))
         if self.meter is not None:
@@ -153,10 +152,12 @@ class ShmAllReduce:
         return fut
 
     def reduce(self, buffers: list[torch.Tensor]) -> None:
-        """Sum every rank's ``buffers`` in place, in rank order, a segment-full at a time."""
+        """Replace ``buffers`` by the mean of every rank's, a segment-full at a time: each rank writes its part
+        divided by the world size into its segment (as DDP's default hook, divided before the sum; one pass where
+        a division in place and a copy would be two), then sums the segments in rank order into the part."""
         for group in self._segment_fulls(buffers):
             for part, at in group:
-                self.segments[self.rank][at:at + part.nbytes].view(part.dtype).copy_(part)
+                torch.div(part, self.world, out=self.segments[self.rank][at:at + part.nbytes].view(part.dtype))
             dist.barrier()  # every rank's parts are in its segment
             for part, at in group:
                 slots = [s[at:at + part.nbytes].view(part.dtype) for s in self.segments]

@@ -3,12 +3,22 @@
 :func:`local_tensor`, :func:`full_tensor` and :func:`local_shard` are the only places that know how a
 parameter is split; the EMA (``ema.py``), the portable weights and the memory accounting
 (``perf.model_state_bytes``) go through them, so a new sharding scheme is taught here once.
+
+``torch.distributed.tensor`` is not imported here: it costs ~0.5 s of CPU per process on a 2-core machine, and a
+tensor can only be a DTensor once FSDP2 has imported it (:func:`is_dtensor`).
 """
 
 from __future__ import annotations
 
+import sys
+
 import torch
-from torch.distributed.tensor import DTensor, distribute_tensor
+
+
+def is_dtensor(t: torch.Tensor) -> bool:
+    """Whether ``t`` is an FSDP2 DTensor (without importing DTensor's module)."""
+    dtensor = sys.modules.get("torch.distributed.tensor")
+    return dtensor is not None and isinstance(t, dtensor.DTensor)
 
 
 def is_zero3_param(t: torch.Tensor) -> bool:
@@ -21,7 +31,7 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
     FSDP2: the DTensor's local shard (dim-0 chunk). ZeRO-3: the flat partition ``ds_tensor``
     (``numel / world`` elements, the last rank's padded with zeros).
     """
-    if isinstance(t, DTensor):
+    if is_dtensor(t):
         return t.to_local()
     if is_zero3_param(t):
         return t.ds_tensor
@@ -31,8 +41,8 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
 def full_tensor(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reassemble the full tensor from every rank's ``local`` part shaped like ``like``. Collective
     when ``like`` is sharded (one all-gather); the identity otherwise."""
-    if isinstance(like, DTensor):
-        return DTensor.from_local(local, like.device_mesh, like.placements, shape=like.shape,
+    if is_dtensor(like):
+        return type(like).from_local(local, like.device_mesh, like.placements, shape=like.shape,
                                   stride=like.stride()).full_tensor()
     if is_zero3_param(like):
         world = torch.distributed.get_world_size()
@@ -45,7 +55,9 @@ def full_tensor(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def local_shard(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """This rank's part of ``full`` as :func:`local_tensor` would return it (no communication)."""
-    if isinstance(like, DTensor):
+    if is_dtensor(like):
+        from torch.distributed.tensor import distribute_tensor
+
         return distribute_tensor(full.to(like.device), like.device_mesh, like.placements, src_data_rank=None).to_local()
     if is_zero3_param(like):
         n = like.ds_tensor.numel()
