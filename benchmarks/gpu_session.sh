@@ -21,7 +21,7 @@
 #   step                cap    expected
 #   env                 20 s    ~5 s
 #   deps                60 s    ~15 s  (9 wheels, pip --no-index --no-deps); a failure ends the session
-#   tests              150 s    14 launches x ~12 s in 6 groups on 6 pytest-xdist workers when
+#   tests              150 s    14 launches x ~12 s on 6 pytest-xdist workers when
 #                               installed: ~40-60 s (serial: cap 240 s, ~170 s); 90 s per test
 #   data                60 s    ~10 s: ONE 640 px synthetic set (1,600 + 8 pairs, ~3 GB of PNG, 0.06 s a
 #                               pair) written by 14 processes into .gpu_session/data/, reused by every
@@ -384,9 +384,9 @@ for name in ("deepspeed", "ultralytics", "ultralytics-thop", "pydantic", "hjson"
         print(f"{name} (not installed)")
 EOF
 
-# (iii) the GPU-only tests; pytest-xdist spreads them over 6 workers when installed, one per group of
-# tests that share cached runs (xdist_group: ddp, sync_bn, fp16, fsdp, zero2, zero3); each launch is
-# one process on the one GPU, so 6 at once use ~6 CUDA contexts (a few GB); on CPU every test skips.
+# (iii) the GPU-only tests; pytest-xdist spreads them over 6 workers when installed, a test at a time
+# (tests/conftest.py: PER_TEST_MODULES; tests that read one cached run wait while a worker makes it); each
+# launch is one process on the one GPU, so 6 at once use ~6 CUDA contexts (a few GB); on CPU every test skips.
 # SIGINT at the cap: pytest stops as on Ctrl-C and still writes the junit XML of what ran.
 XDIST=() TESTS_CAP=240 PER_TEST=()  # serial: ~170 s expected
 if [[ $MODE == plan ]] || "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n 6 --dist loadgroup) TESTS_CAP=150; fi

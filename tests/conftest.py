@@ -60,11 +60,17 @@ UNTIMED_SECONDS = 10
 #: The modules whose tests use the session's Ray cluster (``ray_cluster``): one group, so one worker starts one
 #: cluster (two local clusters on 2 cores would only fight over them). A module not listed is refused at collection.
 RAY_MODULES = {"tests/test_ray.py", "tests/test_fusion_study.py"}
+#: Modules handed out a test at a time: tests/test_gpu.py's launches spread over benchmarks/gpu_session.sh's 6
+#: workers (one GPU); tests that read the same cached run wait while one worker makes it (``_shared``).
+PER_TEST_MODULES = {"tests/test_gpu.py"}
 
 
 def _group(nodeid: str) -> str:
-    """The pytest-xdist work unit of a test: its module, or ``ray`` (:data:`RAY_MODULES`)."""
+    """The pytest-xdist work unit of a test: its module (:data:`RAY_MODULES`: ``ray``; :data:`PER_TEST_MODULES`:
+    the test itself)."""
     module = nodeid.split("::", 1)[0]
+    if module in PER_TEST_MODULES:
+        return nodeid
     return "ray" if module in RAY_MODULES else module
 
 

@@ -43,11 +43,6 @@ def flag(strategy: str) -> list[str]:
     return [] if strategy == "ddp" else ["--strategy", strategy]
 
 
-def group(name: str):
-    """Tests sharing a cached run go to one pytest-xdist worker (`-n N --dist loadgroup`)."""
-    return pytest.mark.xdist_group(name)
-
-
 def losses_after(run, step: int) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in run.log if r["step"] > step}
 
@@ -90,7 +85,6 @@ torch.distributed.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------------------ (a) NCCL
-@group("ddp")
 def test_torchrun_one_process_uses_nccl_and_trains(train_run, tmp_path):
     run = train_run("torchrun", 1, 1, *STEPS)
     assert "1 process(es) on cuda (ddp: MULTI_GPU, mixed precision no)" in run.output, run.output[-2000:]
@@ -108,7 +102,6 @@ def test_torchrun_one_process_uses_nccl_and_trains(train_run, tmp_path):
 
 
 # --------------------------------------------------------------------------------------- (b) SyncBN
-@group("sync_bn")
 def test_sync_bn_on_one_gpu_is_declined_with_a_message(train_run):
     """SyncBatchNorm at world size 1 would compute plain BatchNorm (torch skips the collective), so
     the strategy module keeps BatchNorm and says why; the run trains."""
@@ -117,7 +110,6 @@ def test_sync_bn_on_one_gpu_is_declined_with_a_message(train_run):
     assert [r["step"] for r in run.log] == [1, 2]
 
 
-@group("sync_bn")
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="SyncBatchNorm synchronises processes: needs 2 GPUs")
 def test_sync_bn_converts_and_trains_on_two_gpus(train_run):
     run = train_run("torchrun", 2, 1, "--max-steps", "2", "--no-val", "--sync-bn")
@@ -128,7 +120,7 @@ def test_sync_bn_converts_and_trains_on_two_gpus(train_run):
 
 
 # ------------------------------------------------------------------------------------------ (c) bf16
-@pytest.mark.parametrize("strategy", [pytest.param(s, marks=group(s)) for s in ("ddp", "fsdp", "zero2")])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero2"])
 def test_bf16_on_cuda_computes_convs_in_bf16_and_batchnorm_in_fp32(train_run, strategy):
     fp32 = train_run("torchrun", 1, 1, *STEPS, *flag(strategy))
     bf16 = train_run("torchrun", 1, 1, *STEPS, *flag(strategy), "--mixed-precision", "bf16")
@@ -139,7 +131,6 @@ def test_bf16_on_cuda_computes_convs_in_bf16_and_batchnorm_in_fp32(train_run, st
 
 
 # ------------------------------------------------------------------------------------------ (d) fp16
-@group("fp16")
 def test_fp16_with_grad_scaler_runs_saves_the_scaler_and_resumes(train_run, tiny_data, tmp_path):
     """DDP + fp16 autocast + Accelerate's GradScaler. Its first steps overflow (the initial scale,
     2**16, is far above what these gradients allow) and are skipped, not errors; the scale that
@@ -159,7 +150,7 @@ def test_fp16_with_grad_scaler_runs_saves_the_scaler_and_resumes(train_run, tiny
 
 
 # ------------------------------------------------------------------------------- (e) FSDP2 and ZeRO
-@pytest.mark.parametrize("strategy", [pytest.param(s, marks=group(s)) for s in ("fsdp", "zero2", "zero3")])
+@pytest.mark.parametrize("strategy", ["fsdp", "zero2", "zero3"])
 def test_sharded_strategy_trains_saves_and_resumes_on_cuda(train_run, tiny_data, tmp_path, strategy):
     whole = train_run("torchrun", 1, 1, *STEPS, *flag(strategy))
     assert f"1 process(es) on cuda ({SETUP[strategy]}, mixed precision no)" in whole.output, whole.output[-2000:]
@@ -172,7 +163,6 @@ def test_sharded_strategy_trains_saves_and_resumes_on_cuda(train_run, tiny_data,
 
 
 # ------------------------------------------------------------------- inference and the loop's MFU
-@group("ddp")
 def test_api_on_cuda_agrees_with_cpu_and_the_loop_logs_mfu(train_run, tiny_data):
     """The Python API on CUDA (TF32 convolutions): the model's raw boxes and scores agree with the
     CPU's, and the API returns the same top detection; the training log carries MFU on known GPUs."""
