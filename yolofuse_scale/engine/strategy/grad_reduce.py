@@ -10,8 +10,8 @@ gradient buckets are averaged through shared memory instead of gloo (``--cpu-all
   barrier, summing the ranks' copies and one more barrier takes 4.5 ms for the same 17 MiB; the buckets of a
   step are held until its last one and reduced together, so the barriers (and the wait for the slower rank)
   come once a step. With channels-last images the step is ~30 ms shorter than NCHW's, so gloo's fixed cost was
-  what held DDP's 2-process efficiency below NCHW's: 0.898 median with this path against gloo's 0.843, side by
-  side (``benchmarks/results/ddp_channels_last_2core_cpu``).
+  what held DDP's 2-process efficiency below NCHW's: 0.901 median over five runs with this path against gloo's
+  0.874, side by side (``benchmarks/results/ddp_channels_last_2core_cpu``).
 - **The same numbers.** Like DDP's default hook each rank divides its bucket by the world size, then the ranks'
   copies are summed in rank order into every rank's bucket: with two ranks the sum is the one gloo computes
   (x0 + x1 = x1 + x0, bit for bit: a 2-process training ends with one process's accumulation's weights,
