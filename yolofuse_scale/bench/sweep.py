@@ -21,7 +21,7 @@ results.json (``schema_version`` 1; fields are only ever added):
   config        the benchmark's arguments
   runs[]        one per configuration: label, strategy, devices, scaling (weak|strong|option|no_sync),
                 per_device_batch, global_batch, option, repeats[] (per repeat: images_per_s, step_s,
-                phases_s, comm, peak_memory, model_state_bytes, mfu, load, error), and the medians over
+                phases_s, comm, peak_memory, model_state_bytes, mfu, load, sequence, error), and the medians over
                 repeats: images_per_s {median,min,max}, images_per_s_per_device, step_s, phases_s,
                 data_share, comm_bytes_per_step, comm, peak_memory_max, model_state_bytes_max, mfu,
                 efficiency (vs the same strategy at 1 device), vs_ddp, overhead_vs_1_s,
@@ -73,6 +73,10 @@ def build_parser(prog: str = "yolofuse-scale bench") -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps per run")
     p.add_argument("--warmup", type=int, default=5, help="untimed first steps per run (allocator, compile, caches)")
     p.add_argument("--repeats", type=int, default=3, help="runs per configuration (median and spread)")
+    p.add_argument("--order", default="rounds", choices=["rounds", "blocks"],
+                   help="rounds: repeat k of every configuration before repeat k+1 of any, so a machine that "
+                   "drifts (cloud VMs, thermal limits) slows every configuration alike and the ratios between "
+                   "them hold; blocks: all repeats of one configuration, then the next")
     p.add_argument("--launcher", default="torchrun", choices=["torchrun", "accelerate"])
     p.add_argument("--threads", type=int, default=0,
                    help="intra-op threads per process (OMP_NUM_THREADS; 0: inherit); on CPU: cores / max devices")
@@ -133,21 +137,22 @@ def run(args: argparse.Namespace, command: list[str], comparisons: Comparisons |
     # other processes' CPU use before, around each run and after (the report warns on a loaded machine)
     results["load"] = load.start(n_max, args.threads, bool(results["environment"]["gpus"]))
     first = load.sample()
-    for i, spec in enumerate(specs):
-        repeats = []
-        for k in range(args.repeats):
-            print(f"[{i + 1}/{len(specs)}] {spec.label} repeat {k + 1}/{args.repeats}", file=sys.stderr, flush=True)
-            before = load.sample()
-            repeats.append(measure(spec, args, data_yaml, out / "runs" / spec.label / f"rep{k}"))
-            repeats[-1]["load"] = load.usage(before, load.sample())
-            if "error" in repeats[-1]:
-                print(f"  failed: {repeats[-1]['error'][-300:]}", file=sys.stderr)
-                break  # a configuration that fails once (e.g. out of memory) fails again
-        results["runs"].append({"label": spec.label, "strategy": spec.strategy, "devices": spec.devices,
-                                "scaling": spec.scaling, "per_device_batch": spec.batch_size,
-                                "global_batch": spec.batch_size * spec.devices, "option": spec.option,
-                                "repeats": repeats, **combine(repeats, spec.devices)})
-        # after every configuration: a sweep cut short by a time limit keeps what it measured
+    repeats: list[list[dict[str, Any]]] = [[] for _ in specs]
+    failed: set[int] = set()
+    for n, (i, k) in enumerate(measurement_order(len(specs), args.repeats, args.order)):
+        if i in failed:
+            continue  # a configuration that fails once (e.g. out of memory) fails again
+        spec = specs[i]
+        print(f"[{i + 1}/{len(specs)}] {spec.label} repeat {k + 1}/{args.repeats}", file=sys.stderr, flush=True)
+        before = load.sample()
+        rep = measure(spec, args, data_yaml, out / "runs" / spec.label / f"rep{k}")
+        rep["load"], rep["sequence"] = load.usage(before, load.sample()), n
+        repeats[i].append(rep)
+        if "error" in rep:
+            print(f"  failed: {rep['error'][-300:]}", file=sys.stderr)
+            failed.add(i)
+        results["runs"] = [_run_entry(s, r) for s, r in zip(specs, repeats, strict=True) if r]
+        # after every measurement: a sweep cut short by a time limit keeps what it measured
         write_atomic(out / "results.json", json.dumps(results, indent=1))
     results["load"]["during"] = load.usage(first, load.sample())
     results["load"]["after"] = load.idle_window()
@@ -158,6 +163,25 @@ def run(args: argparse.Namespace, command: list[str], comparisons: Comparisons |
     write_atomic(out / "results.json", json.dumps(results, indent=1))
     write_report(results, out)
     return 0
+
+
+def measurement_order(configurations: int, repeats: int, order: str) -> list[tuple[int, int]]:
+    """(configuration index, repeat index) in the order they run.
+
+    ``rounds`` (the default) runs one repeat of every configuration per round. On a machine whose speed
+    drifts over minutes (a cloud VM's neighbours, a thermal limit: on a 2-core Xeon VM the same 1-process
+    run measured 18.4 and 25.1 img/s 15 minutes apart) ``blocks`` puts each configuration's repeats in one
+    window, so an efficiency compares two windows; rounds spread every configuration over the whole sweep."""
+    if order == "blocks":
+        return [(i, k) for i in range(configurations) for k in range(repeats)]
+    return [(i, k) for k in range(repeats) for i in range(configurations)]
+
+
+def _run_entry(spec: RunSpec, repeats: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's results.json entry: what it is, its repeats and their medians."""
+    return {"label": spec.label, "strategy": spec.strategy, "devices": spec.devices, "scaling": spec.scaling,
+            "per_device_batch": spec.batch_size, "global_batch": spec.batch_size * spec.devices,
+            "option": spec.option, "repeats": repeats, **combine(repeats, spec.devices)}
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
