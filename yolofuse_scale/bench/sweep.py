@@ -170,7 +170,7 @@ def measurement_order(configurations: int, repeats: int, order: str) -> list[tup
 
     ``rounds`` (the default) runs one repeat of every configuration per round. On a machine whose speed
     drifts over minutes (a cloud VM's neighbours, a thermal limit: on a 2-core Xeon VM the same 1-process
-    run measured 18.4 and 25.1 img/s 15 minutes apart) ``blocks`` puts each configuration's repeats in one
+    run measured 18.4 and 25.1 img/s six minutes apart) ``blocks`` puts each configuration's repeats in one
     window, so an efficiency compares two windows; rounds spread every configuration over the whole sweep."""
     if order == "blocks":
         return [(i, k) for i in range(configurations) for k in range(repeats)]
