@@ -89,6 +89,7 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: (-group_seconds[_group(item.nodeid)], _group(item.nodeid)))  # stable
 
 
+@pytest.hookimpl(optionalhook=True)  # `-p no:xdist` runs without the plugin that defines it
 def pytest_xdist_make_scheduler(config, log):
     """``-n 2 --dist loadgroup`` (``make test``): a module's tests run on one worker, so its module-scoped fixtures
     (a training, three 2-node jobs) are made once, and the groups are handed out in the collection's order,

@@ -7,7 +7,8 @@ allow-list: every model config Ultralytics ships, as a two-stream model, passes 
 Most cases run the command's own entry in-process (``cli.main`` or ``errors.run_entry`` around the function
 the command calls: the same one ``error:`` line, without an interpreter start per case); one of each carrier
 (``val --weights``, ``train --model``, ``train --pretrained``) runs as a real subprocess. Timings are of the
-check functions themselves (the budget promises a refusal in well under a second).
+check functions themselves and only guard against a hang (:data:`HANG_GUARD_S`): a refusal takes milliseconds to
+~1.5 s, and where the budget stops is asserted as the work done (modules built), not as seconds.
 """
 
 from __future__ import annotations
@@ -64,15 +65,22 @@ def _with_arg(d: dict, value) -> dict:
     return d
 
 
-def _refused(fn, *needles: str, limit_s: float = 1.0) -> float:
-    """``fn()`` raises ModelConfigError naming every needle, within ``limit_s``; returns the seconds taken."""
+#: A hang guard, not a speed target: every refusal here takes milliseconds to ~1.5 s (the module count on a 2-core
+#: Xeon), 2.6 s measured under CI's load; what the checks stop would walk or build for minutes (the module case:
+#: 770,239 registrations, 104 s unguarded) or forever (a cycle). What they guarantee is asserted as work done.
+HANG_GUARD_S = 20.0
+
+
+def _refused(fn, *needles: str) -> float:
+    """``fn()`` raises ModelConfigError naming every needle, well before :data:`HANG_GUARD_S`; returns the seconds
+    taken."""
     t = time.perf_counter()
     with pytest.raises(ModelConfigError) as info:
         fn()
     took = time.perf_counter() - t
     for needle in needles:
         assert needle in str(info.value), f"{needle!r} not in {info.value}"
-    assert took < limit_s, f"refused after {took:.2f} s"
+    assert took < HANG_GUARD_S, f"refused after {took:.2f} s"
     return took
 
 
@@ -180,7 +188,7 @@ def test_pretrained_refuses_our_weights_file_with_a_huge_model_dict_before_seria
     t = time.perf_counter()
     err = assert_user_error(lambda: read_source(bad), f"--pretrained {bad}: model_yaml: ",
                             f"more than {MAX_NODES} values", capsys=capsys)
-    assert time.perf_counter() - t < 1.0, err
+    assert time.perf_counter() - t < HANG_GUARD_S, err
 
 
 def _ultralytics_checkpoint(path: Path, edit) -> Path:
@@ -206,7 +214,7 @@ def test_pretrained_refuses_an_ultralytics_checkpoint_with_a_huge_model_dict(tmp
     t = time.perf_counter()
     assert_user_error(lambda: apply_pretrained(model, bad), f"--pretrained {bad}: its model dictionary (yaml): ",
                       f"more than {MAX_NODES} values", capsys=capsys)
-    assert time.perf_counter() - t < 1.0
+    assert time.perf_counter() - t < HANG_GUARD_S
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -283,12 +291,35 @@ def _single(*rows: list) -> dict:
 ], ids=["params", "modules", "width", "upsample", "padding"])
 def test_a_model_past_the_size_budget_is_refused_before_anything_is_allocated(d, needle):
     """Every number within its bound, the model they make is not: counted on the meta device, stopped at the
-    first module or parameter past the budget (the module count costs a construction: < 2 s)."""
+    first module or parameter past the budget (the module case builds 770,239 modules unguarded, 104 s on a 2-core
+    Xeon; the budget stops it at the 10,001st registration, ~1.5 s). Counted here by a registration hook of the
+    test's own, not timed: what the code guarantees is where it stops."""
+    from torch.nn.modules import module as torch_module
+
     from yolofuse_scale.model.detector import prepare_model_dict
+    from yolofuse_scale.model.safe_config.size import MAX_MODULES, MAX_PARAMS
 
     check_model_dict(d, "m.yaml")
     parsed = prepare_model_dict(d, 3, 1, "m.yaml")
-    _refused(lambda: check_model_size(parsed, 4, None, "m.yaml"), "m.yaml: ", needle, limit_s=2.0)
+    built = {"modules": 0, "params": 0, "largest": 0}
+
+    def module_built(parent, name, child):
+        built["modules"] += 1
+
+    def param_built(parent, name, param):
+        if param is not None:
+            built["params"] += param.numel()
+            built["largest"] = max(built["largest"], param.numel())
+
+    hooks = [torch_module.register_module_module_registration_hook(module_built),
+             torch_module.register_module_parameter_registration_hook(param_built)]
+    try:
+        _refused(lambda: check_model_size(parsed, 4, None, "m.yaml"), "m.yaml: ", needle)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert built["modules"] <= MAX_MODULES + 1, built  # ours runs first: it counts the 10,001st too
+    assert built["params"] <= MAX_PARAMS + built["largest"], built
 
 
 # ------------------------------------------------------------ 2. what Ultralytics ships passes the check
