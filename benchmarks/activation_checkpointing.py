@@ -25,7 +25,8 @@ from benchmarks import common  # noqa: E402
 def run_once(ac: bool, args: argparse.Namespace, data_yaml: Path, out: Path) -> dict:
     run = common.run_training(["--data", str(data_yaml), "--model", args.model, "--fusion", args.fusion, "--imgsz",
                                str(args.imgsz), "--batch-size", str(args.batch_size), "--epochs", "1", "--max-steps",
-                               str(args.steps), "--no-val", "--workers", "0", "--no-augment", "--output-dir", str(out),
+                               str(args.steps), "--no-val", "--no-plots", "--workers", "0", "--no-augment",
+                               "--output-dir", str(out),
                                "--activation-checkpointing" if ac else "--no-activation-checkpointing"],
                               threads=args.threads, timeout=args.run_timeout)
     if not run.ok:

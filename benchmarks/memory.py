@@ -27,7 +27,7 @@ STRATEGIES = ["ddp", "fsdp", "zero1", "zero2", "zero3", "zero3_offload"]
 def measure(strategy: str, optimizer: str, args: argparse.Namespace, data_yaml: Path, out: Path) -> list[dict]:
     run = common.run_training(["--data", str(data_yaml), "--model", args.model, "--fusion", args.fusion, "--imgsz",
                                str(args.imgsz), "--batch-size", "2", "--epochs", "1", "--max-steps", "2", "--no-val",
-                               "--workers", "0", "--optimizer", optimizer, "--strategy", strategy,
+                               "--no-plots", "--workers", "0", "--optimizer", optimizer, "--strategy", strategy,
                                "--output-dir", str(out)],
                               launcher="torchrun", nproc=args.nproc, threads=1, timeout=args.run_timeout)
     if not run.ok:

@@ -119,9 +119,12 @@ def launch(launcher: str, nproc: int, args: list[str], out: Path, timeout: int =
     return Run(out, proc)
 
 
-#: The arguments every cached training run shares: tiny model, 128 px, deterministic data, no warm-up.
+#: The arguments every cached training run shares: tiny model, 128 px, deterministic data, no warm-up, and no
+#: pictures (results.png, labels.jpg, previews, the final curves: ~1.5-6 s of a 10-s run on 2 cores; tests that
+#: look at them, test_run_folder.py and test_trackers.py, pass --plots or their own arguments).
 BASE_ARGS = ["--model", "yolov8t", "--fusion", "mid", "--imgsz", "128", "--batch-size", "8", "--epochs", "12",
-             "--workers", "0", "--no-augment", "--warmup-epochs", "0", "--seed", "3", "--lr", "0.02"]
+             "--workers", "0", "--no-augment", "--warmup-epochs", "0", "--seed", "3", "--lr", "0.02",
+             "--no-plots"]
 
 
 def train_yaml_briefly(data: Path, model_yaml: Path, out: Path) -> Run:

@@ -90,7 +90,7 @@ def test_ddp_run_writes_all_outputs(train_run):
 def test_val_one_and_two_processes_agree(train_run, tiny_data):
     weights = train_run("torchrun", 2, 1).out / "weights" / "last.pt"
     args = ["-m", "yolofuse_scale", "val", "--weights", str(weights), "--data", str(tiny_data), "--batch-size", "4",
-            "--workers", "0"]
+            "--workers", "0", "--no-plots"]
     one = launch("python", 1, args, weights.parent)
     two = launch("torchrun", 2, args, weights.parent)
     line1 = [ln for ln in one.proc.stdout.splitlines() if ln.startswith("{")]

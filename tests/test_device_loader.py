@@ -327,8 +327,8 @@ def test_with_the_pair_cache_the_payload_is_uint8_frames_only(jpeg_set, tmp_path
 
 # ------------------------------------------------------------------------------------- real trainings
 RUN = ["--model", "yolov8t", "--fusion", "mid", "--imgsz", "64", "--batch-size", "4", "--epochs", "3", "--no-val",
-       "--warmup-epochs", "0", "--seed", "2", "--loader", "device", "--close-mosaic", "1", "--mixup", "0.5",
-       "--degrees", "5", "--ir-gain", "0.2", "--ir-shift", "0.05", "--ir-rotate", "2"]
+       "--no-plots", "--warmup-epochs", "0", "--seed", "2", "--loader", "device", "--close-mosaic", "1", "--mixup",
+       "0.5", "--degrees", "5", "--ir-gain", "0.2", "--ir-shift", "0.05", "--ir-rotate", "2"]
 
 
 @pytest.fixture(scope="module")

@@ -215,7 +215,7 @@ def test_later_outputs_are_the_files_of_another_timeline(tmp_path):
 
 # ------------------------------------------------------------------------------------------ real runs
 #: 8 pairs, batch 4: 2 steps an epoch; a checkpoint every step, none pruned; mosaic off in the last epoch.
-RUN = ["--model", "yolov8t", "--fusion", "mid", "--imgsz", "64", "--batch-size", "4", "--workers", "0",
+RUN = ["--model", "yolov8t", "--fusion", "mid", "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--no-plots",
        "--save-every-steps", "1", "--keep-last", "0", "--close-mosaic", "1", "--seed", "1"]
 
 

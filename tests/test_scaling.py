@@ -177,6 +177,9 @@ def test_tiny_real_run_writes_schema_report_and_plots(tmp_path):
     assert all((out / f).stat().st_size > 1000 for f in ("throughput.png", "efficiency.png", "memory.png",
                                                           "breakdown.png"))
     assert not any(out.glob("runs/*/rep0/checkpoints"))  # raw logs kept, checkpoints dropped
+    # no pictures: with --warmup 1 the three batch previews were drawn inside timed steps 2 and 3 (rank 0 only)
+    kept = [f for d in out.glob("runs/*/rep0") for f in d.iterdir()]
+    assert kept and not [f.name for f in kept if f.suffix in (".jpg", ".png")], sorted(f.name for f in kept)
 
 
 @pytest.mark.slow

@@ -94,10 +94,13 @@ def pairs_needed(args: argparse.Namespace, specs: list[RunSpec]) -> int:
 
 def train_args(spec: RunSpec, args: argparse.Namespace, data_yaml: Path, out: Path) -> list[str]:
     """The ``yolofuse-scale train`` flags of one run: ``--warmup + --steps`` steps, timed phases and
-    measured collectives, no validation, one checkpoint (deleted after the run), output in ``out``."""
+    measured collectives, no validation but the final one (after the timed steps), no pictures (labels.jpg, the
+    batch previews, results.png and the final curves cost rank 0 seconds and matplotlib's memory, which the memory
+    columns would count; with ``--warmup`` under 3 the previews fell inside timed steps), one checkpoint (deleted
+    after the run), output in ``out``."""
     steps = args.warmup + args.steps
     return ["--data", str(data_yaml), "--model", args.model, "--fusion", args.fusion, "--imgsz", str(args.imgsz),
             "--batch-size", str(spec.batch_size), "--epochs", "1", "--max-steps", str(steps), "--no-val",
-            "--workers", str(args.workers), "--strategy", spec.strategy, "--time-phases", "--measure-comm",
-            "--keep-last", "1", "--log-every", str(steps), "--output-dir", str(out), *shlex.split(args.train_args),
-            *spec.extra]
+            "--no-plots", "--workers", str(args.workers), "--strategy", spec.strategy, "--time-phases",
+            "--measure-comm", "--keep-last", "1", "--log-every", str(steps), "--output-dir", str(out),
+            *shlex.split(args.train_args), *spec.extra]
