@@ -194,3 +194,42 @@ def test_the_no_sync_baseline_trains_without_gradient_communication(tiny_data, t
     assert "WARNING skip_grad_sync (benchmark): gradients are never synchronised" in run.output
     assert [r["step"] for r in run.log] == [1, 2]
     assert all(r["comm"]["all_reduce"][1] < 1000 for r in run.log), [r["comm"] for r in run.log]
+
+
+def test_efficiency_per_round_pairs_each_repeat_with_its_rounds_baseline():
+    """A machine that slows down in round 3: the ratio of medians pairs the baseline's fast window with a slow
+    2-process one (0.667); within each round the two ran together (0.9, 0.9, 0.645: median 0.9). Only for a
+    sweep that ran in rounds; a failed repeat drops its round."""
+    def run(devices: int, ips: list[float]) -> dict:
+        reps = [{"images_per_s": v, "step_s": 8 * devices / v, "phases_s": dict.fromkeys(measure.PHASES, 0.01),
+                 "comm": {}, "peak_memory": []} for v in ips]
+        return {"scaling": "weak", "strategy": "ddp", "devices": devices, "per_device_batch": 8, "repeats": reps,
+                **measure.combine(reps, devices)}
+
+    one, two = run(1, [10.0, 30.0, 31.0]), run(2, [18.0, 54.0, 40.0])
+    measure.derive([one, two])
+    assert two["efficiency"] == pytest.approx(40 / (2 * 30))
+    rounds = two["efficiency_per_round"]
+    assert rounds["median"] == pytest.approx(0.9) and rounds["rounds"] == 3
+    assert (rounds["min"], rounds["max"]) == (pytest.approx(40 / 62), pytest.approx(0.9))
+    assert "efficiency_per_round" not in one  # the baseline against itself says nothing
+
+    blocks = [run(1, [10.0, 30.0, 31.0]), run(2, [18.0, 54.0, 40.0])]
+    measure.derive(blocks, order="blocks")  # repeat k of each ran far apart: no pairing
+    assert "efficiency_per_round" not in blocks[1]
+    two["repeats"][1]["error"] = "killed"  # its round drops out; one round left is no spread
+    measure.derive([one, two])
+    assert two["efficiency_per_round"]["rounds"] == 2
+    two["repeats"][2]["error"] = "killed"
+    del two["efficiency_per_round"]
+    measure.derive([one, two])
+    assert "efficiency_per_round" not in two
+
+    from yolofuse_scale.bench import report
+
+    two["repeats"][1].pop("error"), two["repeats"][2].pop("error")
+    measure.derive([one, two])
+    lines = report._per_round_lines([one, two])
+    assert "| ddp | 2 | 0.900 [0.645-0.900] | 3 | 0.667 |" in lines
+    assert report._target_lines([one, two]) == [
+        "- DDP weak-scaling efficiency at 2: 0.667, per round 0.900 [0.645-0.900] (target >= 0.90): NOT met"]

@@ -107,8 +107,20 @@ def _peak_max(per_repeat: list[list[dict[str, int]]]) -> dict[str, int]:
     return out
 
 
-def derive(runs: list[dict[str, Any]]) -> None:
-    """Efficiency vs the same strategy at 1 device, ratio to DDP, overhead and exposed communication."""
+def round_ratios(run: dict[str, Any], base: dict[str, Any]) -> list[float]:
+    """Efficiency within each round: ``run``'s repeat k over ``devices`` x ``base``'s repeat k, for every k where
+    both succeeded (a configuration that failed stops repeating, so its list is the shorter)."""
+    return [a["images_per_s"] / (run["devices"] * b["images_per_s"])
+            for a, b in zip(run.get("repeats", []), base.get("repeats", [])) if "error" not in a and "error" not in b]
+
+
+def derive(runs: list[dict[str, Any]], order: str = "rounds") -> None:
+    """Efficiency vs the same strategy at 1 device, ratio to DDP, overhead and exposed communication.
+
+    ``order``: how the sweep ran its repeats (``sweep.measurement_order``). In ``rounds`` repeat k of every
+    configuration ran in round k, minutes apart at most, so each run also gets ``efficiency_per_round``: the
+    ratio within each round (repeat k against its baseline's repeat k), median and range. On a machine whose
+    speed drifts this is the steadier estimate: the ratio of medians can pair a fast window with a slow one."""
     def find(scaling, strategy, n):
         return next((r for r in runs if (r["scaling"], r["strategy"], r["devices"]) == (scaling, strategy, n)
                      and "error" not in r), None)
@@ -119,6 +131,10 @@ def derive(runs: list[dict[str, Any]]) -> None:
         base = find(r["scaling"], r["strategy"], 1) or find(r["scaling"], "ddp", 1)
         if base:
             r["efficiency"] = r["images_per_s"]["median"] / (r["devices"] * base["images_per_s"]["median"])
+            per_round = round_ratios(r, base) if order == "rounds" and base is not r else []
+            if len(per_round) >= 2:
+                r["efficiency_per_round"] = {"median": statistics.median(per_round), "min": min(per_round),
+                                             "max": max(per_round), "rounds": len(per_round)}
         ddp = find(r["scaling"], "ddp", r["devices"])
         if ddp:
             r["vs_ddp"] = r["images_per_s"]["median"] / ddp["images_per_s"]["median"]

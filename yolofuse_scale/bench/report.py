@@ -34,7 +34,9 @@ DEFINITIONS = """\
   wall time from taking a batch to the end of the EMA update, on rank 0; collectives make ranks wait
   for each other, so the slowest rank sets it.
 - **efficiency**: images/s at N / (N x images/s of the same strategy at 1 device). Weak scaling keeps
-  the per-device batch; strong scaling keeps the global batch (per-device batch = global / N).
+  the per-device batch; strong scaling keeps the global batch (per-device batch = global / N). The
+  medians are over repeats; **per round** (2+ repeats in rounds): the median of repeat k's images/s at N over
+  N x repeat k's at 1, each pair measured in the same round.
 - **vs DDP**: images/s / DDP's images/s at the same device count.
 - **data, fwd, bwd, opt**: median per-step seconds waiting for the loader (+ host-to-device copy), in
   forward + loss, in backward (with the gradient communication it does not hide; under DeepSpeed also
@@ -99,6 +101,7 @@ def report(results: dict[str, Any]) -> str:
                 f"{r['data_share'] * 100:.0f} | {'-' if over is None else f'{over * 1e3:.0f}'} | "
                 f"{'-' if exp is None else f'{exp * 1e3:.0f}'} | {fmt_bytes(r['comm_bytes_per_step'])} | {mem} | "
                 f"{fmt_bytes(r['model_state_bytes_max'])} |")
+        lines += _per_round_lines(rows)
         lines += ["", f"### Where a {scaling}-scaling step goes (median ms per step)", "",
                   "| strategy | devices | data | forward | backward | optimizer | collectives (calls: payload) |"
                   + (" MFU |" if any("mfu" in r for r in rows) else ""),
@@ -344,6 +347,24 @@ def read_first(results: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _per_round_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The efficiency within each round beside the ratio of medians (results.json ``efficiency_per_round``)."""
+    rounds = [r for r in rows if "efficiency_per_round" in r]
+    if not rounds:
+        return []
+    lines = ["", "Efficiency per round: the repeats ran in rounds (`--order rounds`), one repeat of every "
+             "configuration per round, so within a round a run and its 1-device baseline ran minutes apart at "
+             "most. On a machine whose speed drifts the median of these ratios is the steadier estimate; the "
+             "efficiency column above is a ratio of medians, which can pair a fast window with a slow one.", "",
+             "| strategy | devices | efficiency per round: median [min-max] | rounds | ratio of medians |",
+             "|---|---|---|---|---|"]
+    for r in rounds:
+        e = r["efficiency_per_round"]
+        lines.append(f"| {r['strategy']} | {r['devices']} | {e['median']:.3f} [{e['min']:.3f}-{e['max']:.3f}] | "
+                     f"{e['rounds']} | {_f(r.get('efficiency'), '.3f')} |")
+    return lines
+
+
 def _target_lines(runs: list[dict[str, Any]]) -> list[str]:
     weak = {(r["strategy"], r["devices"]): r for r in runs if r["scaling"] == "weak" and "error" not in r}
     out = []
@@ -351,7 +372,10 @@ def _target_lines(runs: list[dict[str, Any]]) -> list[str]:
         if n < 2:
             continue
         if s == "ddp" and "efficiency" in r:
-            out.append(f"- DDP weak-scaling efficiency at {n}: {r['efficiency']:.3f} (target >= 0.90): "
+            per_round = r.get("efficiency_per_round")
+            rounds = (f", per round {per_round['median']:.3f} [{per_round['min']:.3f}-{per_round['max']:.3f}]"
+                      if per_round else "")
+            out.append(f"- DDP weak-scaling efficiency at {n}: {r['efficiency']:.3f}{rounds} (target >= 0.90): "
                        f"{'met' if r['efficiency'] >= 0.9 else 'NOT met'}")
         elif "vs_ddp" in r:
             goal = 0.95 if s in ("zero1", "zero2") else 0.85

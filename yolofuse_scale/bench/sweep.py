@@ -24,7 +24,9 @@ results.json (``schema_version`` 1; fields are only ever added):
                 phases_s, comm, peak_memory, model_state_bytes, mfu, load, sequence, error), and the medians over
                 repeats: images_per_s {median,min,max}, images_per_s_per_device, step_s, phases_s,
                 data_share, comm_bytes_per_step, comm, peak_memory_max, model_state_bytes_max, mfu,
-                efficiency (vs the same strategy at 1 device), vs_ddp, overhead_vs_1_s,
+                efficiency (vs the same strategy at 1 device; a ratio of medians), efficiency_per_round
+                {median,min,max,rounds} (--order rounds, 2+ repeats: repeat k against the baseline's
+                repeat k, which ran in the same round), vs_ddp, overhead_vs_1_s,
                 exposed_comm_s (vs the --no-sync-baseline run), error
   load          cores, cores the largest run needs, other processes' CPU use and steal before, during
                 and after the runs (yolofuse_scale/bench/load.py; each repeat has its own "load")
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace, command: list[str], comparisons: Comparisons |
         write_atomic(out / "results.json", json.dumps(results, indent=1))
     results["load"]["during"] = load.usage(first, load.sample())
     results["load"]["after"] = load.idle_window()
-    derive(results["runs"])
+    derive(results["runs"], args.order)
     results["link_fit"] = fit_measured_link(n_max, args.threads, out) if n_max > 1 else None
     results["projection"] = projection.projections(results["runs"], args, results["link_fit"])
     results["comparisons"] = comparisons(args, out) if comparisons else {}
