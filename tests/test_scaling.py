@@ -73,12 +73,13 @@ def test_summary_efficiency_and_overhead_arithmetic():
     assert s1["images_per_s"] == pytest.approx(16.0) and s1["steps_timed"] == 5  # warm-up step excluded
     assert s1["phases_s"]["backward"] == pytest.approx(0.25) and s1["comm"] == {"all_reduce": [2, 1000]}
     s2 = measure.summarize_log(_log(0.625), warmup=1, images_per_step=16)
-    one = {"scaling": "weak", "strategy": "ddp", "devices": 1, "per_device_batch": 8,
-           **measure.combine([{**s1, "peak_memory": []}], 1)}
-    two = {"scaling": "weak", "strategy": "ddp", "devices": 2, "per_device_batch": 8,
-           **measure.combine([{**s2, "peak_memory": [{"rss_bytes": 5}, {"rss_bytes": 7}]}], 2)}
-    nosync = {"scaling": "no_sync", "strategy": "ddp", "devices": 2, "per_device_batch": 8,
-              **measure.combine([{**measure.summarize_log(_log(0.55), 1, 16), "peak_memory": []}], 2)}
+    def entry(scaling: str, devices: int, repeat: dict) -> dict:  # a results.json run of one repeat
+        return {"scaling": scaling, "strategy": "ddp", "devices": devices, "per_device_batch": 8,
+                "repeats": [repeat], **measure.combine([repeat], devices)}
+
+    one = entry("weak", 1, {**s1, "peak_memory": []})
+    two = entry("weak", 2, {**s2, "peak_memory": [{"rss_bytes": 5}, {"rss_bytes": 7}]})
+    nosync = entry("no_sync", 2, {**measure.summarize_log(_log(0.55), 1, 16), "peak_memory": []})
     measure.derive([one, two, nosync])
     assert two["efficiency"] == pytest.approx(25.6 / (2 * 16))  # 16 images / 0.625 s = 25.6 img/s
     assert two["overhead_vs_1_s"] == pytest.approx(0.125)

@@ -111,7 +111,7 @@ def round_ratios(run: dict[str, Any], base: dict[str, Any]) -> list[float]:
     """Efficiency within each round: ``run``'s repeat k over ``devices`` x ``base``'s repeat k, for every k where
     both succeeded (a configuration that failed stops repeating, so its list is the shorter)."""
     return [a["images_per_s"] / (run["devices"] * b["images_per_s"])
-            for a, b in zip(run.get("repeats", []), base.get("repeats", [])) if "error" not in a and "error" not in b]
+            for a, b in zip(run["repeats"], base["repeats"]) if "error" not in a and "error" not in b]
 
 
 def derive(runs: list[dict[str, Any]], order: str = "rounds") -> None:

@@ -347,6 +347,11 @@ def read_first(results: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _per_round(e: dict[str, Any]) -> str:
+    """results.json's ``efficiency_per_round`` as "median [min-max]"."""
+    return f"{e['median']:.3f} [{e['min']:.3f}-{e['max']:.3f}]"
+
+
 def _per_round_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The efficiency within each round beside the ratio of medians (results.json ``efficiency_per_round``)."""
     rounds = [r for r in rows if "efficiency_per_round" in r]
@@ -360,8 +365,8 @@ def _per_round_lines(rows: list[dict[str, Any]]) -> list[str]:
              "|---|---|---|---|---|"]
     for r in rounds:
         e = r["efficiency_per_round"]
-        lines.append(f"| {r['strategy']} | {r['devices']} | {e['median']:.3f} [{e['min']:.3f}-{e['max']:.3f}] | "
-                     f"{e['rounds']} | {_f(r.get('efficiency'), '.3f')} |")
+        lines.append(f"| {r['strategy']} | {r['devices']} | {_per_round(e)} | {e['rounds']} | "
+                     f"{_f(r.get('efficiency'), '.3f')} |")
     return lines
 
 
@@ -372,9 +377,7 @@ def _target_lines(runs: list[dict[str, Any]]) -> list[str]:
         if n < 2:
             continue
         if s == "ddp" and "efficiency" in r:
-            per_round = r.get("efficiency_per_round")
-            rounds = (f", per round {per_round['median']:.3f} [{per_round['min']:.3f}-{per_round['max']:.3f}]"
-                      if per_round else "")
+            rounds = f", per round {_per_round(r['efficiency_per_round'])}" if "efficiency_per_round" in r else ""
             out.append(f"- DDP weak-scaling efficiency at {n}: {r['efficiency']:.3f}{rounds} (target >= 0.90): "
                        f"{'met' if r['efficiency'] >= 0.9 else 'NOT met'}")
         elif "vs_ddp" in r:
