@@ -57,8 +57,9 @@ def _current_test(request):
 #: here counts as :data:`UNTIMED_SECONDS`. Refresh: ``make test-durations``.
 DURATIONS = Path(__file__).with_name("durations.json")
 UNTIMED_SECONDS = 10
-#: The modules whose tests use the session's Ray cluster (``ray_cluster``): one group, so one worker starts one
-#: cluster (two local clusters on 2 cores would only fight over them). A module not listed is refused at collection.
+#: The modules whose tests use a Ray cluster (``ray_cluster``, one per module): one group, so one worker starts them
+#: one after the other (two local clusters at once on 2 cores would only fight over them). A module not listed is
+#: refused at collection.
 RAY_MODULES = {"tests/test_ray.py", "tests/test_fusion_study.py"}
 #: Modules handed out a test at a time: tests/test_gpu.py's launches spread over benchmarks/gpu_session.sh's 6
 #: workers (one GPU); tests that read the same cached run wait while one worker makes it (``_shared``).
@@ -245,10 +246,11 @@ class RayCluster:
     env: dict  # ENV for a driver that joins it (Ray Train's metrics export and preemption watcher off, as locally)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A local Ray cluster for the session's Ray tests (tests/test_ray.py, the fusion study's sweep), held by a
-    child process of its own: drivers join it with ``--ray-address``; it is shut down at the session's end."""
+    """A local Ray cluster for a module's Ray tests (tests/test_ray.py; the fusion study's sweep, nightly), held by a
+    child process of its own: drivers join it with ``--ray-address``; it is shut down when the module ends. (Kept
+    for the session, its idle daemons took ~4% of a core for the rest of it; the group runs first, heaviest.)"""
     # RAY_AUTH_MODE=token: a joining driver sends the token (~/.ray/auth_token) the local cluster was started with
     env = {**ENV, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_METRICS_ENABLED": "0",
            "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_AUTH_MODE": "token"}

@@ -1,4 +1,4 @@
-"""``train --engine ray`` and ``tune`` on a real local Ray cluster (the session's ``ray_cluster``, 2 CPUs): Ray Train
+"""``train --engine ray`` and ``tune`` on a real local Ray cluster (the module's ``ray_cluster``, 2 CPUs): Ray Train
 workers run the same loop as torchrun ranks, bit for bit; a run resumes from Ray's latest checkpoint, and a killed
 worker is restarted by Ray and the run ends as an uninterrupted one; bad input in a worker ends the run without
 retries; a Tune sweep stops a trial early on the per-epoch metric and writes its table and a best config that

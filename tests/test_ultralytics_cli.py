@@ -260,12 +260,14 @@ def test_patience_stops_at_its_epoch_and_a_resumed_run_stops_there_too(train_run
 
 
 API_SCRIPT = """
-import json, sys
+import gc, json, sys
 from yolofuse_scale import FusionYOLO
 data, project = sys.argv[1], sys.argv[2]
 events = []
 m = FusionYOLO("yolov8t", fusion="mid")
 m.add_callback("on_train_start", lambda trainer: events.append(["train_start", trainer.state.step, str(trainer.out)]))
+# start-up ran without the cyclic collector and froze what it made; the loop runs with it (startup.py)
+m.add_callback("on_train_start", lambda t: events.append(["collector", gc.isenabled(), gc.get_freeze_count() > 10**5]))
 m.add_callback("on_epoch_start", lambda epoch: events.append(["epoch_start", epoch]))
 m.add_callback("on_fit_epoch_end", lambda epoch, metrics: events.append(["epoch_end", epoch, metrics["fitness"]]))
 m.add_callback("on_fit_end", lambda metrics: events.append(["fit_end", metrics["mAP50"]]))
@@ -290,7 +292,8 @@ def test_python_api_trains_validates_exports_and_calls_back_in_order(tmp_path):
     saved = json.loads((out / "metrics.json").read_text())["metrics"]
     fitness = [json.loads((out / "checkpoints" / f"step_{s}" / "train_state.json").read_text())["metrics"]["fitness"]
                for s in (2, 4)]
-    assert got["events"] == [["train_start", 0, str(out)], ["epoch_start", 0], ["epoch_end", 0, fitness[0]],
+    assert got["events"] == [["train_start", 0, str(out)], ["collector", True, True], ["epoch_start", 0],
+                             ["epoch_end", 0, fitness[0]],
                              ["epoch_start", 1], ["epoch_end", 1, fitness[1]], ["fit_end", saved["mAP50"]]]
     assert got["metrics"] == saved and got["out"] == str(out) and got["weights"] == str(out / "weights" / "best.pt")
     assert got["val"] == torch.load(out / "weights" / "best.pt", weights_only=True)["metrics"]  # what best.pt records

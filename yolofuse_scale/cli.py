@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from yolofuse_scale.errors import ArgumentParser, add_debug_argument, apply_debug_flag, run_entry
+from yolofuse_scale.startup import collector_paused
 
 TRAIN_EPILOG = """\
 Ultralytics' key=value form works for the settings both have, mixed with --flags (docs/training.md lists them):
@@ -76,8 +77,9 @@ def build_train_parser(prog: str = "train.py", parser_class: type[argparse.Argum
 
 def train_main(argv: list[str] | None = None) -> int:
     """``python train.py ARGS``: the exit code (a user error: one message, see ``errors.py``)."""
-    parser = build_train_parser()
-    args = parse_train_args(parser, sys.argv[1:] if argv is None else argv)
+    with collector_paused():  # the flags' modules import PyTorch (startup.py)
+        parser = build_train_parser()
+        args = parse_train_args(parser, sys.argv[1:] if argv is None else argv)
     apply_debug_flag(args)
     return run_entry(run_train, args)
 
@@ -121,7 +123,8 @@ def train(args: argparse.Namespace, callbacks: Sequence = ()) -> TrainResult:
     if devices is not None:
         refuse_under_launcher(devices)
     # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
-    cfg = config_from_args(args)
+    with collector_paused():  # the data scan (startup.py)
+        cfg = config_from_args(args)
     if getattr(args, "engine", "launcher") == "ray":  # Ray Train workers run this same loop (cluster/driver.py)
         return _train_on_ray(cfg, args, devices, callbacks)
     from yolofuse_scale.cluster.settings import ray_flags_given
@@ -134,8 +137,9 @@ def train(args: argparse.Namespace, callbacks: Sequence = ()) -> TrainResult:
         return _launch_workers(cfg, devices, args, callbacks)
     if devices is not None:
         use_in_process(devices)
-    from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace  # torch, Accelerate: after the checks
-    from yolofuse_scale.engine.trainer import Trainer
+    with collector_paused():  # imports PyTorch, Accelerate, Ultralytics (startup.py); the trainer's set-up pauses too
+        from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace  # after the checks
+        from yolofuse_scale.engine.trainer import Trainer
 
     try:
         trainer = Trainer(cfg, callbacks)
@@ -297,11 +301,18 @@ def run_bench(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from yolofuse_scale.data import convert, synth
-
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its flags belong to the benchmark's own parser (--help included)
         return run_entry(run_bench, argv[1:])
+    with collector_paused():  # the commands' modules import PyTorch (startup.py)
+        args = _parse(argv)
+    apply_debug_flag(args)
+    return run_entry(args.func, args)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Every command's parser (each module owns its flags), then ``argv`` parsed."""
+    from yolofuse_scale.data import convert, synth
 
     parser = ArgumentParser(prog="yolofuse-scale", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,8 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func = run_train
     else:
         args = parser.parse_args(argv)
-    apply_debug_flag(args)
-    return run_entry(args.func, args)
+    return args
 
 
 if __name__ == "__main__":

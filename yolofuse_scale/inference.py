@@ -31,6 +31,7 @@ from yolofuse_scale.data.transforms import letterbox_pair, normalize_images
 from yolofuse_scale.engine.evaluate import boxes_of, detect
 from yolofuse_scale.errors import CheckpointError
 from yolofuse_scale.model import FusionDetectionModel, model_from_config, use_one_to_one_head
+from yolofuse_scale.startup import collector_paused
 from yolofuse_scale.weights import read_weights
 
 ImageLike = str | Path | np.ndarray
@@ -40,10 +41,11 @@ def load_weights_model(path: str | Path) -> tuple[FusionDetectionModel, dict[str
     """Rebuild the model stored in a portable weights file; return (eval-mode model on CPU, payload)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
-    payload = read_weights(path)
-    # model_yaml is checked against allow-lists before it is built (model/safe_config.py): nothing runs
-    model = model_from_config(payload["model_yaml"], payload["rgb_channels"], payload["ir_channels"],
-                              source=f"{path}: model_yaml")
+    with collector_paused():  # the build imports torch._dynamo (startup.py)
+        payload = read_weights(path)
+        # model_yaml is checked against allow-lists before it is built (model/safe_config.py): nothing runs
+        model = model_from_config(payload["model_yaml"], payload["rgb_channels"], payload["ir_channels"],
+                                  source=f"{path}: model_yaml")
     task = payload.get("task", "detect")  # a file written before tasks existed: detect
     if model.task != task:
         head = type(model.model[-1]).__name__

@@ -66,12 +66,15 @@ def resume_setting(user_resume: str, launch_id: str) -> tuple[str, str | None]:
 
 def train_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train's per-worker function: build the run's config, choose where it resumes, train; the result."""
-    from yolofuse_scale.cluster.report import RayReporter
-    from yolofuse_scale.config import RunConfig
-    from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace
-    from yolofuse_scale.engine.trainer import Trainer
-    from yolofuse_scale.errors import UserError
-    from yolofuse_scale.weights import plain_meta
+    from yolofuse_scale.startup import collector_paused
+
+    with collector_paused():  # these import PyTorch, Accelerate, Ultralytics (startup.py; the Trainer's set-up too)
+        from yolofuse_scale.cluster.report import RayReporter
+        from yolofuse_scale.config import RunConfig
+        from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace
+        from yolofuse_scale.engine.trainer import Trainer
+        from yolofuse_scale.errors import UserError
+        from yolofuse_scale.weights import plain_meta
 
     cfg = RunConfig.from_dict(config["run"])
     try:
