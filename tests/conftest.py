@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import hashlib
 import json
 import os
@@ -37,11 +38,20 @@ from tests.helpers import BASE_ARGS, ENV, ROOT, Run, launch  # noqa: E402
 def pytest_configure(config):
     """Under pytest-xdist (``make test``: 2 workers on 2 cores) each worker computes on one thread, as the
     runs it launches do (``OMP_NUM_THREADS=1`` in tests/helpers.py): two workers at torch's default of one
-    thread per core would ask for twice the cores there are."""
+    thread per core would ask for twice the cores there are. Collection imports PyTorch, Ultralytics and the
+    package without the cyclic collector, as a command starts (yolofuse_scale/startup.py), until
+    :func:`pytest_collection_finish`."""
+    gc.disable()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
         torch.set_num_threads(1)
+
+
+def pytest_collection_finish(session):
+    """What collection made is frozen (the tests' collections never walk PyTorch's modules); the collector is on."""
+    gc.freeze()
+    gc.enable()
 
 
 @pytest.fixture(autouse=True)

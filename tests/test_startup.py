@@ -11,9 +11,9 @@ from yolofuse_scale.startup import collector_paused
 
 @pytest.fixture
 def collector():
-    """Leave the worker's collector as it was: on, nothing frozen by the test left behind."""
+    """Leave the worker's collector as conftest.py set it: on, with what exists frozen."""
     yield
-    gc.unfreeze()
+    gc.freeze()
     gc.enable()
 
 
