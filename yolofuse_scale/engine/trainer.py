@@ -79,44 +79,43 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = (), *, skip_grad_sync: bool = False):
-        # Start-up: the build imports torch._dynamo and makes the model, the data index (startup.py)
-        with collector_paused():
-            self.cfg = cfg
-            self.callbacks = list(callbacks)
-            self.skip_grad_sync = skip_grad_sync
-            cfg.train.resolve_grad_accum(launched_world_size())
-            # Before the process group and the strategy exist: DeepSpeed binds collectives when it starts.
-            self.comm = CommMeter().install() if cfg.log.measure_comm else None
-            self.accelerator = build_accelerator(cfg, project_dir=cfg.checkpoint.output_dir or None)
-            acc = self.accelerator
-            # Without --output-dir: <project>/<name>, numbered, chosen by the main process (collective, run_dir.py)
-            self.out, run_dir_note = resolve_output_dir(cfg.checkpoint, acc)
-            if not cfg.checkpoint.output_dir:
-                cfg.checkpoint.output_dir = str(self.out)  # config.yaml says where the run wrote
-                acc.project_configuration.set_directories(str(self.out))  # the trackers' folder
-            if skip_grad_sync and acc.distributed_type == DistributedType.DEEPSPEED:
-                raise DistributedSetupError("skipping gradient synchronisation works with ddp and fsdp only "
-                                            "(DeepSpeed's engine owns the gradient reduction and has no no_sync)")
-            # Which run owns the output folder and where this one resumes from, before anything is
-            # written there: a refused start changes nothing (collective).
-            # Holds the folder's lock (run_lock.py) until the run ends: every exit below gives it back.
-            self.checkpointer = ckpt.Checkpointer(acc, self.out, cfg.checkpoint)
-            try:
-                self.log = make_log(acc, self.out, cfg.to_dict(), self.checkpointer.run_id, cfg.log.log_every)
-                for note in [run_dir_note] if run_dir_note else []:
-                    self.log.info(note)
-                for note in self.checkpointer.notes:
-                    self.log.info(note)
-                set_seed(cfg.train.seed)  # same seed on every rank: identical initial weights everywhere
+        self.cfg = cfg
+        self.callbacks = list(callbacks)
+        self.skip_grad_sync = skip_grad_sync
+        cfg.train.resolve_grad_accum(launched_world_size())
+        # Before the process group and the strategy exist: DeepSpeed binds collectives when it starts.
+        self.comm = CommMeter().install() if cfg.log.measure_comm else None
+        self.accelerator = build_accelerator(cfg, project_dir=cfg.checkpoint.output_dir or None)
+        acc = self.accelerator
+        # Without --output-dir: <project>/<name>, numbered, chosen by the main process (collective; run_dir.py)
+        self.out, run_dir_note = resolve_output_dir(cfg.checkpoint, acc)
+        if not cfg.checkpoint.output_dir:
+            cfg.checkpoint.output_dir = str(self.out)  # config.yaml says where the run wrote
+            acc.project_configuration.set_directories(str(self.out))  # the trackers' folder
+        if skip_grad_sync and acc.distributed_type == DistributedType.DEEPSPEED:
+            raise DistributedSetupError("skipping gradient synchronisation works with ddp and fsdp only (DeepSpeed's "
+                                        "engine owns the gradient reduction and has no no_sync)")
+        # Which run owns the output folder and where this one resumes from, before anything is
+        # written there: a refused start changes nothing (collective).
+        # Holds the folder's lock (run_lock.py) until the run ends: every exit below gives it back.
+        self.checkpointer = ckpt.Checkpointer(acc, self.out, cfg.checkpoint)
+        try:
+            self.log = make_log(acc, self.out, cfg.to_dict(), self.checkpointer.run_id, cfg.log.log_every)
+            for note in [run_dir_note] if run_dir_note else []:
+                self.log.info(note)
+            for note in self.checkpointer.notes:
+                self.log.info(note)
+            set_seed(cfg.train.seed)  # same seed on every rank: identical initial weights everywhere
 
-                self._build_data()
+            self._build_data()  # a loop over the user's files (scan, --cache): with the collector on
+            with collector_paused():  # imports torch._dynamo; the model, optimizer, strategy (startup.py)
                 self._build_model()
-                # results.csv, results.png, labels, batch previews, the final curves (engine/outputs.py; the writer)
-                self.outputs = make_outputs(acc, self.out, self.log, self.task.loss_names, self.data_cfg.names,
-                                            cfg.log.plots)
-            except BaseException:
-                self.checkpointer.release()
-                raise
+            # results.csv, results.png, labels, batch previews, the final curves (engine/outputs.py; the writer's)
+            self.outputs = make_outputs(acc, self.out, self.log, self.task.loss_names, self.data_cfg.names,
+                                        cfg.log.plots)
+        except BaseException:
+            self.checkpointer.release()
+            raise
 
     # ----------------------------------------------------------------------------------------- setup
     def _build_data(self) -> None:
