@@ -137,7 +137,7 @@ def train(args: argparse.Namespace, callbacks: Sequence = ()) -> TrainResult:
         return _launch_workers(cfg, devices, args, callbacks)
     if devices is not None:
         use_in_process(devices)
-    with collector_paused():  # imports PyTorch, Accelerate, Ultralytics (startup.py); the trainer's set-up pauses too
+    with collector_paused():  # imports PyTorch, Accelerate, Ultralytics (startup.py); so does the model build
         from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace  # after the checks
         from yolofuse_scale.engine.trainer import Trainer
 

@@ -68,7 +68,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train's per-worker function: build the run's config, choose where it resumes, train; the result."""
     from yolofuse_scale.startup import collector_paused
 
-    with collector_paused():  # these import PyTorch, Accelerate, Ultralytics (startup.py; the Trainer's set-up too)
+    with collector_paused():  # these import PyTorch, Accelerate, Ultralytics (startup.py; the model build too)
         from yolofuse_scale.cluster.report import RayReporter
         from yolofuse_scale.config import RunConfig
         from yolofuse_scale.engine.strategy.deepspeed import release_shm_workspace
