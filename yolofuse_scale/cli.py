@@ -123,8 +123,7 @@ def train(args: argparse.Namespace, callbacks: Sequence = ()) -> TrainResult:
     if devices is not None:
         refuse_under_launcher(devices)
     # bad data, flags or checkpoints end in run_entry's one message (printed once per job, exit 1)
-    with collector_paused():  # --config, the checks; --log-with imports its trackers' packages (startup.py)
-        cfg = config_from_args(args)
+    cfg = config_from_args(args)
     if getattr(args, "engine", "launcher") == "ray":  # Ray Train workers run this same loop (cluster/driver.py)
         return _train_on_ray(cfg, args, devices, callbacks)
     from yolofuse_scale.cluster.settings import ray_flags_given

@@ -5,7 +5,7 @@ meta-device size check import it), Accelerate and Ultralytics, and builds the mo
 tracks (after the imports alone, here), living as long as the process. While they are made, CPython's collector
 runs a young collection every 700 allocations and a full one each time the heap has grown by a quarter, walking
 objects that can never be garbage. Where a command imports and builds, the collector is paused: ``cli.py``
-(parsing the flags, which imports PyTorch; ``train``'s config and imports), the trainer's model build (model,
+(parsing the flags, which imports PyTorch; ``train``'s imports of the trainer), the trainer's model build (model,
 optimizer, strategy; not the data scan or ``--cache``, which loop over the user's files), the weights loader of
 ``val``, ``predict`` and ``export-onnx`` (``inference.load_weights_model``) and a Ray worker's imports
 (``cluster/worker.py``). At the end of each window ``gc.freeze()`` moves what exists into the permanent
