@@ -192,6 +192,26 @@ def test_misregistration_default_follows_the_datas_registration_and_the_fusion()
                     assert cfg.training_recipe("aligned").ir_scale == 0
 
 
+def test_misregistration_default_is_off_when_the_training_boxes_are_the_ir_images_own():
+    """The transform moves IR and keeps the boxes where RGB has them: a loose set trained on its IR labels
+    (label_policy ir, DroneVehicle's) or their union with RGB's gets no default misregistration; bounds the user
+    sets still apply; the log line says why."""
+    from yolofuse_scale.config import ModelConfig, RunConfig
+    from yolofuse_scale.data.augment import MISREGISTRATION
+
+    cfg = RunConfig(model=ModelConfig(model="yolo11n", fusion="mid"))
+    assert cfg.training_recipe("loose", "rgb").misregisters  # boxes in RGB's frame: the default applies
+    for labels in ("ir", "union"):
+        got = cfg.training_recipe("loose", labels)
+        assert {k: getattr(got, k) for k in MISREGISTRATION} == dict.fromkeys(MISREGISTRATION, 0.0), labels
+        line = cfg.misregistration_line("loose", labels)
+        assert line.startswith("IR misregistration off (the default for a set whose training boxes include the IR "
+                               f"image's own (label_policy: {labels})"), line
+        assert not cfg.training_recipe("aligned", labels).misregisters
+    cfg.data.recipe = replace(AugmentRecipe(), ir_shift=0.02, ir_scale=0.0, ir_rotate=0.0)
+    assert cfg.training_recipe("loose", "ir").ir_shift == 0.02 and "(as set)" in cfg.misregistration_line("loose", "ir")
+
+
 def test_close_mosaic_turns_mosaic_off_for_the_last_epochs(samples):
     recipe = replace(NONE, mosaic=1.0, close_mosaic=1)
     assert recipe.mosaic_on(1, 3) and not recipe.mosaic_on(2, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -112,6 +113,18 @@ def test_a_loose_set_trains_mid_with_the_misregistration(tmp_path):
     assert "IR moved against RGB by up to 0.015 of the image, zoomed by 1 +/- 0.03, rotated by up to 0.5 deg " \
            "(the default for --fusion mid on a registration: loose set" in line, line
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["ir_rotate"] is None
+
+    # The same set with the IR images' own labels trained on (label_policy: ir, as DroneVehicle's): off by default,
+    # since the transform keeps the boxes in RGB's frame and would move IR away from its own
+    shutil.copytree(data.parent / "labels", data.parent / "labelsIR")
+    spec = yaml.safe_load(data.read_text())
+    data.write_text(yaml.safe_dump({**spec, "labels_ir": "labelsIR", "label_policy": "ir"}))
+    out = tmp_path / "mid_ir_labels"
+    run = launch("python", 1, ["train.py", "--data", str(data), *BASE_ARGS, "--augment", "--imgsz", "64",
+                               "--max-steps", "1", "--no-val", "--output-dir", str(out)], out)
+    line = next(ln for ln in run.output.splitlines() if "IR misregistration" in ln)
+    assert "IR misregistration off (the default for a set whose training boxes include the IR image's own " \
+           "(label_policy: ir)" in line, line
 
 
 @pytest.fixture(scope="module")

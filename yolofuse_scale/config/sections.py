@@ -407,25 +407,30 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
-    def training_recipe(self, registration: str = "aligned") -> AugmentRecipe:
+    def training_recipe(self, registration: str = "aligned", train_labels: str = "rgb") -> AugmentRecipe:
         """The recipe the training pairs are augmented with: ``data.recipe`` with each IR misregistration bound the
         user left unset set to its default (``AugmentRecipe.for_fusion``): on for a data.yaml that says
-        ``registration: loose`` and a variant that declares ``misregistration``, off otherwise (an aligned set,
-        another variant, a model YAML); never for a model that reads one modality (``--fusion rgb|ir``:
-        ``AugmentRecipe.for_one_modality``)."""
+        ``registration: loose`` and a variant that declares ``misregistration``, when the training boxes are in RGB's
+        frame; off otherwise (an aligned set, another variant, a model YAML, or training labels that are the IR
+        image's own, ``train_labels``: the training split's ``label_policy`` ``ir`` or ``union``, which the
+        transform would move IR away from: it keeps the boxes where RGB has them); never for a model that reads one
+        modality (``--fusion rgb|ir``: ``AugmentRecipe.for_one_modality``)."""
         if not reads_both_modalities(self.model.model, self.model.fusion):
             return self.data.recipe.for_one_modality()
         tolerates = misregistration_default(self.model.model, self.model.fusion)
-        return self.data.recipe.for_fusion(tolerates and registration == "loose")
+        return self.data.recipe.for_fusion(tolerates and registration == "loose" and train_labels == "rgb")
 
-    def misregistration_line(self, registration: str = "aligned") -> str:
+    def misregistration_line(self, registration: str = "aligned", train_labels: str = "rgb") -> str:
         """What the training recipe's IR misregistration is in this run, and where that comes from (the run's log)."""
-        recipe, fusion = self.training_recipe(registration), f"--fusion {self.model.fusion}"
+        recipe, fusion = self.training_recipe(registration, train_labels), f"--fusion {self.model.fusion}"
         if not reads_both_modalities(self.model.model, self.model.fusion):
             return f"IR misregistration off: {fusion} reads one modality"
         if any(getattr(self.data.recipe, k) is None for k in MISREGISTRATION):
             model = "a model YAML" if is_model_file(self.model.model) else fusion
             whose = f"the default for {model} on a registration: {registration} set, docs/data.md"
+            if registration == "loose" and train_labels != "rgb":
+                whose = (f"the default for a set whose training boxes include the IR image's own (label_policy: "
+                         f"{train_labels}): the transform moves IR and keeps the boxes in RGB's frame, docs/data.md")
         else:
             whose = "as set"
         if not recipe.misregisters:

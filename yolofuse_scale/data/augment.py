@@ -106,7 +106,8 @@ class AugmentRecipe:
     """IR misregistration: move IR against RGB by up to +/- this fraction of the image size in x and in y (boxes
     stay in RGB's frame). Unset, each of ir_shift/ir_scale/ir_rotate is a default: 0.015/0.03/0.5 when data.yaml says
     registration: loose and the fusion is one the misregistration study found it helps (data, early, mid;
-    docs/data.md), else 0 (off: an aligned set, the other fusions, a model YAML); never applied to --fusion rgb|ir;
+    docs/data.md), else 0 (off: an aligned set, training labels that are IR's own, the other fusions, a model YAML);
+    never applied to --fusion rgb|ir;
     set, the bounds apply to any data; 0 0 0 turns it off"""
     ir_scale: float | None = field(default=None, metadata={"type": float, "shown_default": FUSIONS_DEFAULT})
     """IR misregistration: zoom IR about the image centre by 1 +/- this (less than 1)"""

@@ -33,7 +33,8 @@ UNION_IOU = 0.5  #: ``label_union_iou:``'s default: two boxes of one object over
 #: ``registration:``: how well the IR image is registered to RGB's. ``aligned`` (the default: pixel for pixel, as
 #: LLVIP, FLIR's aligned subset, M3FD) or ``loose`` (off by pixels or percent, varying from pair to pair: cheap
 #: rigs, a drifting calibration, parallax; KAIST and DroneVehicle are known for it). A ``loose`` set trains the
-#: fusions that gain from it with the IR misregistration augmentation unless its bounds are set (data/augment.py).
+#: fusions that gain from it with the IR misregistration augmentation unless its bounds are set or the training
+#: boxes are the IR image's own (data/augment.py; ``RunConfig.training_recipe``).
 REGISTRATIONS = ("aligned", "loose")
 #: ``layout:``: how a split's files pair up and where their labels are (``data/layouts.py``); recognised when absent.
 LAYOUTS = ("yolofuse", "yolov11-rgbt", "deyolo")
