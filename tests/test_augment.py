@@ -153,6 +153,15 @@ def test_ir_misregistration_moves_ir_only_and_leaves_the_boxes_in_rgbs_frame(sam
     assert moved >= 6, moved
 
 
+def _data(registration: str, train_labels: str = "rgb"):
+    """A parsed data.yaml that says ``registration`` and trains on ``train_labels`` (rgb: one label set)."""
+    from yolofuse_scale.data.config import DatasetSpec
+
+    ir = {} if train_labels == "rgb" else {"labels_ir": "labelsIR", "label_policy": {"train": train_labels}}
+    return DatasetSpec(yaml_path=Path("data.yaml"), root=Path("."), train=[], val=[], names={0: "person"},
+                       registration=registration, **ir)
+
+
 def test_misregistration_default_follows_the_datas_registration_and_the_fusion():
     """Unset bounds: on (MISREGISTRATION's) for a ``registration: loose`` set and a variant that declares it, off on
     an aligned set, for the other variants and for a model YAML; bounds the user sets, 0 included, are kept for
@@ -172,24 +181,24 @@ def test_misregistration_default_follows_the_datas_registration_and_the_fusion()
             cfg = RunConfig(model=ModelConfig(model=model, fusion=fusion))
             both = reads_both_modalities(model, fusion)
             for registration in ("aligned", "loose"):
-                got = cfg.training_recipe(registration)
+                got = cfg.training_recipe(_data(registration))
                 moves = model == "yolo11n" and fusion in on and registration == "loose"
                 assert {k: getattr(got, k) for k in MISREGISTRATION} == (MISREGISTRATION if moves else off)
                 assert replace(got, **dict.fromkeys(MISREGISTRATION)) == cfg.data.recipe  # nothing else changes
-                line = cfg.misregistration_line(registration)
+                line = cfg.misregistration_line(_data(registration))
                 assert ("reads one modality" in line) == (not both) and ("IR moved" in line) == moves, line
             for bounds in ({"ir_shift": 0.015, "ir_scale": 0.015, "ir_rotate": 0.5}, off, {"ir_shift": 0.02}):
                 cfg.data.recipe = recipe = replace(AugmentRecipe(), **bounds)
-                got = cfg.training_recipe("loose")
+                got = cfg.training_recipe(_data("loose"))
                 if not both:
                     assert not got.misregisters, fusion
                     assert replace(got, **{k: getattr(recipe, k) for k in MISREGISTRATION}) == recipe
                     continue
                 assert {k: getattr(got, k) for k in bounds} == bounds, (fusion, bounds)  # the user's bounds kept
-                assert cfg.training_recipe("aligned") == got or len(bounds) == 1  # set bounds ignore the data
+                assert cfg.training_recipe(_data("aligned")) == got or len(bounds) == 1  # set bounds ignore the data
                 if len(bounds) == 1:  # the others unset: the default
                     assert got.ir_scale == (MISREGISTRATION["ir_scale"] if fusion in on and model == "yolo11n" else 0)
-                    assert cfg.training_recipe("aligned").ir_scale == 0
+                    assert cfg.training_recipe(_data("aligned")).ir_scale == 0
 
 
 def test_misregistration_default_is_off_when_the_training_boxes_are_the_ir_images_own():
@@ -200,16 +209,17 @@ def test_misregistration_default_is_off_when_the_training_boxes_are_the_ir_image
     from yolofuse_scale.data.augment import MISREGISTRATION
 
     cfg = RunConfig(model=ModelConfig(model="yolo11n", fusion="mid"))
-    assert cfg.training_recipe("loose", "rgb").misregisters  # boxes in RGB's frame: the default applies
+    assert cfg.training_recipe(_data("loose", "rgb")).misregisters  # boxes in RGB's frame: the default applies
     for labels in ("ir", "union"):
-        got = cfg.training_recipe("loose", labels)
+        got = cfg.training_recipe(_data("loose", labels))
         assert {k: getattr(got, k) for k in MISREGISTRATION} == dict.fromkeys(MISREGISTRATION, 0.0), labels
-        line = cfg.misregistration_line("loose", labels)
+        line = cfg.misregistration_line(_data("loose", labels))
         assert line.startswith("IR misregistration off (the default for a set whose training boxes include the IR "
                                f"image's own (label_policy: {labels})"), line
-        assert not cfg.training_recipe("aligned", labels).misregisters
+        assert not cfg.training_recipe(_data("aligned", labels)).misregisters
     cfg.data.recipe = replace(AugmentRecipe(), ir_shift=0.02, ir_scale=0.0, ir_rotate=0.0)
-    assert cfg.training_recipe("loose", "ir").ir_shift == 0.02 and "(as set)" in cfg.misregistration_line("loose", "ir")
+    ir_labels = _data("loose", "ir")
+    assert cfg.training_recipe(ir_labels).ir_shift == 0.02 and "(as set)" in cfg.misregistration_line(ir_labels)
 
 
 def test_close_mosaic_turns_mosaic_off_for_the_last_epochs(samples):

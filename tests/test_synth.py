@@ -98,15 +98,6 @@ def test_synth_command_scene_flag(tmp_path, capsys):
     assert yaml.safe_load((tmp_path / "data.yaml").read_text())["synth"]["scene"] == "hard"
 
 
-def _misregistration_line(data: Path, out: Path) -> str:
-    """The start-up log's IR misregistration line of a 1-step ``--fusion mid`` training on ``data``."""
-    from tests.helpers import BASE_ARGS, launch
-
-    run = launch("python", 1, ["train.py", "--data", str(data), *BASE_ARGS, "--augment", "--imgsz", "64",
-                               "--max-steps", "1", "--no-val", "--output-dir", str(out)], out)
-    return next(ln for ln in run.output.splitlines() if "IR misregistration" in ln)
-
-
 @pytest.mark.slow
 def test_a_loose_set_trains_mid_with_the_misregistration(tmp_path):
     """The data says ``registration: loose`` (the hard scene's data.yaml): ``--fusion mid`` trains with the IR
@@ -114,15 +105,23 @@ def test_a_loose_set_trains_mid_with_the_misregistration(tmp_path):
     set: off (tests/test_fault_tolerance.py); every fusion x registration: tests/test_augment.py. The same set
     trained on the IR images' own labels (label_policy: ir, as DroneVehicle's): off, since the transform keeps the
     boxes in RGB's frame and would move IR away from its own."""
+    from tests.helpers import BASE_ARGS, launch
+    from yolofuse_scale.config import ModelConfig, RunConfig
+
     data = write_synthetic_dataset(tmp_path / "hard", n_train=8, n_val=2, imgsz=64, seed=0, scene="hard")
-    line = _misregistration_line(data, tmp_path / "mid")
+    out = tmp_path / "mid"
+    run = launch("python", 1, ["train.py", "--data", str(data), *BASE_ARGS, "--augment", "--imgsz", "64",
+                               "--max-steps", "1", "--no-val", "--output-dir", str(out)], out)
+    line = next(ln for ln in run.output.splitlines() if "IR misregistration" in ln)
     assert "IR moved against RGB by up to 0.015 of the image, zoomed by 1 +/- 0.03, rotated by up to 0.5 deg " \
            "(the default for --fusion mid on a registration: loose set" in line, line
-    assert yaml.safe_load((tmp_path / "mid" / "config.yaml").read_text())["data"]["ir_rotate"] is None
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["ir_rotate"] is None
+    cfg = RunConfig(model=ModelConfig(model="yolov8t", fusion="mid"))  # BASE_ARGS' model
+    assert cfg.misregistration_line(load_data_config(data)) in line  # what the trainer logs, in process
 
     shutil.copytree(data.parent / "labels", data.parent / "labelsIR")
     data.write_text(yaml.safe_dump({**yaml.safe_load(data.read_text()), "labels_ir": "labelsIR", "label_policy": "ir"}))
-    line = _misregistration_line(data, tmp_path / "mid_ir_labels")
+    line = cfg.misregistration_line(load_data_config(data))
     assert "IR misregistration off (the default for a set whose training boxes include the IR image's own " \
            "(label_policy: ir)" in line, line
 

@@ -39,6 +39,7 @@ import yaml
 
 from yolofuse_scale.data.augment import MISREGISTRATION, AugmentRecipe
 from yolofuse_scale.data.cache import CacheMode
+from yolofuse_scale.data.config import DatasetSpec
 from yolofuse_scale.data.scan.records import BadSamplePolicy
 from yolofuse_scale.errors import ConfigError
 from yolofuse_scale.model.sizes import fusion_help
@@ -407,30 +408,31 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
-    def training_recipe(self, registration: str = "aligned", train_labels: str = "rgb") -> AugmentRecipe:
-        """The recipe the training pairs are augmented with: ``data.recipe`` with each IR misregistration bound the
-        user left unset set to its default (``AugmentRecipe.for_fusion``): on for a data.yaml that says
+    def training_recipe(self, data: DatasetSpec) -> AugmentRecipe:
+        """The recipe the training pairs of ``data`` are augmented with: ``data.recipe`` with each IR misregistration
+        bound the user left unset set to its default (``AugmentRecipe.for_fusion``): on for a data.yaml that says
         ``registration: loose`` and a variant that declares ``misregistration``, when the training boxes are in RGB's
-        frame; off otherwise (an aligned set, another variant, a model YAML, or training labels that are the IR
-        image's own, ``train_labels``: the training split's ``label_policy`` ``ir`` or ``union``, which the
-        transform would move IR away from: it keeps the boxes where RGB has them); never for a model that reads one
-        modality (``--fusion rgb|ir``: ``AugmentRecipe.for_one_modality``)."""
+        frame; off otherwise (an aligned set, another variant, a model YAML, or a training split whose
+        ``label_policy`` is ``ir`` or ``union``: boxes drawn on IR, which the transform would move IR away from, as
+        it keeps the boxes where RGB has them); never for a model that reads one modality (``--fusion rgb|ir``:
+        ``AugmentRecipe.for_one_modality``)."""
         if not reads_both_modalities(self.model.model, self.model.fusion):
             return self.data.recipe.for_one_modality()
         tolerates = misregistration_default(self.model.model, self.model.fusion)
-        return self.data.recipe.for_fusion(tolerates and registration == "loose" and train_labels == "rgb")
+        return self.data.recipe.for_fusion(tolerates and data.registration == "loose" and data.policy("train") == "rgb")
 
-    def misregistration_line(self, registration: str = "aligned", train_labels: str = "rgb") -> str:
+    def misregistration_line(self, data: DatasetSpec) -> str:
         """What the training recipe's IR misregistration is in this run, and where that comes from (the run's log)."""
-        recipe, fusion = self.training_recipe(registration, train_labels), f"--fusion {self.model.fusion}"
+        recipe, fusion = self.training_recipe(data), f"--fusion {self.model.fusion}"
         if not reads_both_modalities(self.model.model, self.model.fusion):
             return f"IR misregistration off: {fusion} reads one modality"
         if any(getattr(self.data.recipe, k) is None for k in MISREGISTRATION):
             model = "a model YAML" if is_model_file(self.model.model) else fusion
-            whose = f"the default for {model} on a registration: {registration} set, docs/data.md"
-            if registration == "loose" and train_labels != "rgb":
+            whose = f"the default for {model} on a registration: {data.registration} set, docs/data.md"
+            if data.registration == "loose" and data.policy("train") != "rgb":
                 whose = (f"the default for a set whose training boxes include the IR image's own (label_policy: "
-                         f"{train_labels}): the transform moves IR and keeps the boxes in RGB's frame, docs/data.md")
+                         f"{data.policy('train')}): the transform moves IR and keeps the boxes in RGB's frame, "
+                         "docs/data.md")
         else:
             whose = "as set"
         if not recipe.misregisters:

@@ -152,11 +152,9 @@ class Trainer:
         # --loader (data/loaders.py): which pipeline decodes and augments is decided there; the loop only calls
         # each split's to_device (--loader device: decode and augment on acc.device, in the step's data time)
         geometry = {"imgsz": d.imgsz, "ir_channels": self.data_cfg.ir_channels, "device": acc.device}
-        # the misregistration's default follows the data: how it is registered, and whose frame its boxes are in
-        frame = (self.data_cfg.registration, self.data_cfg.policy("train"))
-        recipe = cfg.training_recipe(*frame)
+        recipe = cfg.training_recipe(self.data_cfg)  # the misregistration's default follows the data
         if d.augment:
-            self.log.info(cfg.misregistration_line(*frame))
+            self.log.info(cfg.misregistration_line(self.data_cfg))
         train = training_feed(d.loader, train_samples, **geometry, augment=d.augment, recipe=recipe, seed=t.seed,
                               epochs=t.epochs, batch_size=t.batch_size, shuffle=d.shuffle, cache=d.cache,
                               cache_folders=(self.data_cfg.root / ".yolofuse_cache", self.out / "pair_cache"),
